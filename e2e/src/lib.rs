@@ -1,0 +1,2 @@
+//! Switchboard end-to-end harness: local control plane helpers, pod runner and scenarios.
+#![forbid(unsafe_code)]

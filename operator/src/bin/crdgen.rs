@@ -1,0 +1,3 @@
+//! Prints every Switchboard CRD as YAML.
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! Switchboard operator: CRDs, placement and reconcilers.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! `switchboard-operator` binary.
+
+fn main() {}

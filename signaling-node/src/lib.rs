@@ -1,0 +1,2 @@
+//! Switchboard signaling node: protocol, call state machine, rooms, server and cluster membership.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! `signaling-node` binary: serve, client, bench and token subcommands.
+
+fn main() {}
