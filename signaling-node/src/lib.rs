@@ -1,2 +1,5 @@
 //! Switchboard signaling node: protocol, call state machine, rooms, server and cluster membership.
 #![forbid(unsafe_code)]
+
+pub mod shard;
+pub mod store;
