@@ -3,3 +3,4 @@
 
 pub mod shard;
 pub mod store;
+pub mod routing;

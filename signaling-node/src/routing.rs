@@ -1,0 +1,65 @@
+//! Who serves a shard right now: the contract between the server (which redirects or serves)
+//! and the ownership source (standalone: always this node; cluster: the watched etcd
+//! assignments).
+
+use std::sync::Arc;
+
+use crate::shard::ShardId;
+
+/// Where a shard's rooms are served, as seen by this node at this instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// This node owns the shard under `epoch` and may mutate its rooms.
+    Local {
+        /// The assignment epoch this node holds (fencing token for its writes).
+        epoch: u64,
+    },
+    /// Another node owns it; clients are redirected to `url`.
+    Remote {
+        /// The owner's advertised WebSocket URL.
+        url: String,
+    },
+    /// No live owner (failover or handoff in progress); clients retry shortly (error 1010).
+    Unavailable,
+}
+
+/// A cheap, synchronous view of shard ownership (no I/O per call; backed by a watched cache).
+pub trait OwnershipView: Send + Sync + 'static {
+    /// The ownership of `shard` now.
+    fn owner_of(&self, shard: ShardId) -> Ownership;
+
+    /// Number of shards in the cluster (rooms hash into `0..shard_count`).
+    fn shard_count(&self) -> u32;
+}
+
+/// A standalone node owns every shard itself, at epoch 0.
+#[derive(Debug, Clone, Copy)]
+pub struct Standalone {
+    /// Number of shards rooms are hashed into (kept so snapshots stay valid in cluster mode).
+    pub shard_count: u32,
+}
+
+impl OwnershipView for Standalone {
+    fn owner_of(&self, _shard: ShardId) -> Ownership {
+        Ownership::Local { epoch: 0 }
+    }
+
+    fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+}
+
+/// Shared handle to whichever ownership view the node runs with.
+pub type SharedOwnership = Arc<dyn OwnershipView>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_owns_everything() {
+        let view = Standalone { shard_count: 16 };
+        assert_eq!(view.owner_of(3), Ownership::Local { epoch: 0 });
+        assert_eq!(view.shard_count(), 16);
+    }
+}
