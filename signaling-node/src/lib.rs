@@ -4,5 +4,6 @@
 #![deny(unsafe_code)]
 
 pub mod protocol;
+pub mod session;
 pub mod shard;
 pub mod store;
