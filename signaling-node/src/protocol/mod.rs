@@ -27,4 +27,6 @@ pub use types::{ErrorCode, FrameType, ProtocolVersion};
 pub use view::{FrameView, decode, decode_view};
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
