@@ -3,8 +3,12 @@
 // reads verified buffers with `unsafe` and is the single module allowed to (see there).
 #![deny(unsafe_code)]
 
+pub mod auth;
+pub mod config;
+pub mod metrics;
 pub mod protocol;
+pub mod room;
+pub mod routing;
 pub mod session;
 pub mod shard;
 pub mod store;
-pub mod routing;

@@ -138,7 +138,12 @@ impl Peer {
 
     /// Queues a close after everything already queued (a full queue kills at once).
     pub fn close(&self, code: u16, reason: &'static str) {
-        if self.inner.tx.try_send(Outbound::Close(code, reason)).is_err() {
+        if self
+            .inner
+            .tx
+            .try_send(Outbound::Close(code, reason))
+            .is_err()
+        {
             self.kill(code, reason);
         }
     }
@@ -192,6 +197,9 @@ mod tests {
         );
         assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
         assert_eq!(metrics.queue_drops.get(), 1);
-        assert_eq!(rx.recv().await, Some(Outbound::Frame(Bytes::from_static(b"a"))));
+        assert_eq!(
+            rx.recv().await,
+            Some(Outbound::Frame(Bytes::from_static(b"a")))
+        );
     }
 }

@@ -28,7 +28,9 @@ use crate::protocol::{
     ErrorCode, Event, EventKind, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Joined,
     Message, Sdp,
 };
-use crate::session::{Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state};
+use crate::session::{
+    Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state,
+};
 use crate::shard::ShardId;
 
 use super::log::{EventLog, Replay};
@@ -240,7 +242,10 @@ fn not_member() -> RoomError {
 }
 
 fn no_call(id: &str) -> RoomError {
-    RoomError::new(ErrorCode::InvalidTransition, format!("no live call {id:?} in this room"))
+    RoomError::new(
+        ErrorCode::InvalidTransition,
+        format!("no live call {id:?} in this room"),
+    )
 }
 
 fn not_party() -> RoomError {
@@ -256,7 +261,10 @@ pub fn check_sdp(sdp: &str, max: usize) -> Result<(), RoomError> {
         ));
     }
     if !sdp.starts_with("v=0") {
-        return Err(RoomError::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+        return Err(RoomError::new(
+            ErrorCode::InvalidSdp,
+            "SDP must start with \"v=0\"",
+        ));
     }
     Ok(())
 }
@@ -452,7 +460,15 @@ impl RoomState {
         let to = t.to;
         let user = entry.call.inviter.clone();
         out.transitions.push(t);
-        self.log_event(out, Dest::All, EventKind::CallState, &user, id, to.name(), now_ms);
+        self.log_event(
+            out,
+            Dest::All,
+            EventKind::CallState,
+            &user,
+            id,
+            to.name(),
+            now_ms,
+        );
         if to.is_terminal() {
             self.calls.remove(id);
         }
@@ -578,15 +594,27 @@ impl RoomState {
             return Outcome::refused(not_member());
         }
         let mut out = Outcome::default();
-        self.end_calls_of(&mut out, user, now_ms, "left the room", |state, inviter| {
-            match state {
+        self.end_calls_of(
+            &mut out,
+            user,
+            now_ms,
+            "left the room",
+            |state, inviter| match state {
                 CallState::Inviting | CallState::Ringing if inviter => CallEvent::Cancel,
                 CallState::Inviting | CallState::Ringing => CallEvent::Reject,
                 _ => CallEvent::Hangup,
-            }
-        });
+            },
+        );
         // The leaver gets its MemberLeft as the acknowledgement.
-        self.log_event(&mut out, Dest::All, EventKind::MemberLeft, user, "", "", now_ms);
+        self.log_event(
+            &mut out,
+            Dest::All,
+            EventKind::MemberLeft,
+            user,
+            "",
+            "",
+            now_ms,
+        );
         if let Some(m) = self.members.remove(user) {
             out.removed.push(m);
         }
@@ -977,7 +1005,9 @@ impl RoomState {
             .values()
             .filter_map(|c| c.call.deadline_ms(&limits.timeouts));
         let members = self.members.values().filter_map(|m| match m.presence {
-            Presence::Suspended { since_ms } => Some(since_ms.saturating_add(limits.resume_window_ms)),
+            Presence::Suspended { since_ms } => {
+                Some(since_ms.saturating_add(limits.resume_window_ms))
+            }
             Presence::Connected => None,
         });
         calls.chain(members).min()
@@ -989,7 +1019,11 @@ impl RoomState {
         let expired_calls: Vec<String> = self
             .calls
             .values()
-            .filter(|c| c.call.deadline_ms(&limits.timeouts).is_some_and(|d| d <= now_ms))
+            .filter(|c| {
+                c.call
+                    .deadline_ms(&limits.timeouts)
+                    .is_some_and(|d| d <= now_ms)
+            })
             .map(|c| c.call.id.clone())
             .collect();
         for id in expired_calls {
@@ -1010,7 +1044,15 @@ impl RoomState {
             self.end_calls_of(&mut out, &user, now_ms, "resume window passed", |_, _| {
                 CallEvent::PeerLost
             });
-            self.log_event(&mut out, Dest::All, EventKind::MemberLeft, &user, "", "", now_ms);
+            self.log_event(
+                &mut out,
+                Dest::All,
+                EventKind::MemberLeft,
+                &user,
+                "",
+                "",
+                now_ms,
+            );
             if let Some(m) = self.members.remove(&user) {
                 out.removed.push(m);
             }
