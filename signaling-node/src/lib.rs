@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod room;
 pub mod routing;
+pub mod server;
 pub mod session;
 pub mod shard;
 pub mod store;

@@ -41,6 +41,7 @@ struct Inner {
     kill: OnceLock<Kill>,
     killed: Notify,
     slow: AtomicBool,
+    established: AtomicBool,
     metrics: Metrics,
 }
 
@@ -69,6 +70,7 @@ impl Peer {
                 kill: OnceLock::new(),
                 killed: Notify::new(),
                 slow: AtomicBool::new(false),
+                established: AtomicBool::new(false),
                 metrics,
             }),
         };
@@ -83,6 +85,16 @@ impl Peer {
     /// Negotiated protocol version.
     pub fn version(&self) -> ProtocolVersion {
         self.inner.version
+    }
+
+    /// Marks the session as established (Welcome sent): heartbeats start.
+    pub fn set_established(&self) {
+        self.inner.established.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether Welcome was sent.
+    pub fn is_established(&self) -> bool {
+        self.inner.established.load(Ordering::SeqCst)
     }
 
     /// Queues one encoded frame. A full queue kills the connection as a slow consumer;

@@ -418,30 +418,56 @@ impl RoomState {
             .is_some_and(|m| m.presence == Presence::Connected)
     }
 
-    fn log_event(
-        &mut self,
-        out: &mut Outcome,
-        to: Dest,
-        kind: EventKind,
-        user: &str,
-        call_id: &str,
-        state: &str,
-        now_ms: u64,
-    ) {
-        let event = self.log.append(Event {
-            room: self.room.clone(),
-            seq: 0,
-            kind,
-            user: user.to_owned(),
-            call_id: call_id.to_owned(),
-            state: state.to_owned(),
-            at_ms: now_ms,
-        });
+    fn push_event(&mut self, out: &mut Outcome, to: Dest, event: Event) {
+        let event = self.log.append(event);
         out.commit = true;
         out.deliveries.push(Delivery {
             to,
             msg: Message::Event(event),
         });
+    }
+
+    /// Logs a member event about `user`.
+    fn member_event(
+        &mut self,
+        out: &mut Outcome,
+        to: Dest,
+        kind: EventKind,
+        user: &str,
+        now_ms: u64,
+    ) {
+        let event = Event {
+            room: self.room.clone(),
+            seq: 0,
+            kind,
+            user: user.to_owned(),
+            call_id: String::new(),
+            state: String::new(),
+            at_ms: now_ms,
+        };
+        self.push_event(out, to, event);
+    }
+
+    /// Logs a call's new `state` (`user` is the inviter).
+    fn call_event(
+        &mut self,
+        out: &mut Outcome,
+        to: Dest,
+        user: &str,
+        call_id: &str,
+        state: &str,
+        now_ms: u64,
+    ) {
+        let event = Event {
+            room: self.room.clone(),
+            seq: 0,
+            kind: EventKind::CallState,
+            user: user.to_owned(),
+            call_id: call_id.to_owned(),
+            state: state.to_owned(),
+            at_ms: now_ms,
+        };
+        self.push_event(out, to, event);
     }
 
     /// Applies `event` to call `id`, logs the new state, and drops the call if it ended.
@@ -460,15 +486,7 @@ impl RoomState {
         let to = t.to;
         let user = entry.call.inviter.clone();
         out.transitions.push(t);
-        self.log_event(
-            out,
-            Dest::All,
-            EventKind::CallState,
-            &user,
-            id,
-            to.name(),
-            now_ms,
-        );
+        self.call_event(out, Dest::All, &user, id, to.name(), now_ms);
         if to.is_terminal() {
             self.calls.remove(id);
         }
@@ -519,13 +537,11 @@ impl RoomState {
             Some(m) if m.session == session => {
                 if m.presence != Presence::Connected {
                     m.presence = Presence::Connected;
-                    self.log_event(
+                    self.member_event(
                         &mut out,
                         Dest::AllExcept(user.to_owned()),
                         EventKind::MemberResumed,
                         user,
-                        "",
-                        "",
                         now_ms,
                     );
                 }
@@ -533,13 +549,11 @@ impl RoomState {
             Some(m) => {
                 out.replaced = Some(std::mem::replace(&mut m.session, session.to_owned()));
                 m.presence = Presence::Connected;
-                self.log_event(
+                self.member_event(
                     &mut out,
                     Dest::AllExcept(user.to_owned()),
                     EventKind::MemberJoined,
                     user,
-                    "",
-                    "",
                     now_ms,
                 );
             }
@@ -559,13 +573,11 @@ impl RoomState {
                         presence: Presence::Connected,
                     },
                 );
-                self.log_event(
+                self.member_event(
                     &mut out,
                     Dest::AllExcept(user.to_owned()),
                     EventKind::MemberJoined,
                     user,
-                    "",
-                    "",
                     now_ms,
                 );
             }
@@ -606,15 +618,7 @@ impl RoomState {
             },
         );
         // The leaver gets its MemberLeft as the acknowledgement.
-        self.log_event(
-            &mut out,
-            Dest::All,
-            EventKind::MemberLeft,
-            user,
-            "",
-            "",
-            now_ms,
-        );
+        self.member_event(&mut out, Dest::All, EventKind::MemberLeft, user, now_ms);
         if let Some(m) = self.members.remove(user) {
             out.removed.push(m);
         }
@@ -631,13 +635,11 @@ impl RoomState {
             return out;
         }
         m.presence = Presence::Suspended { since_ms: now_ms };
-        self.log_event(
+        self.member_event(
             &mut out,
             Dest::AllExcept(user.to_owned()),
             EventKind::MemberSuspended,
             user,
-            "",
-            "",
             now_ms,
         );
         out
@@ -658,13 +660,11 @@ impl RoomState {
             && m.presence != Presence::Connected
         {
             m.presence = Presence::Connected;
-            self.log_event(
+            self.member_event(
                 &mut scratch,
                 Dest::AllExcept(user.to_owned()),
                 EventKind::MemberResumed,
                 user,
-                "",
-                "",
                 now_ms,
             );
         }
@@ -681,10 +681,9 @@ impl RoomState {
             entry.reset_negotiation();
             entry.call.entered_at_ms = now_ms;
             let inviter = entry.call.inviter.clone();
-            self.log_event(
+            self.call_event(
                 &mut scratch,
                 Dest::AllExcept(user.to_owned()),
-                EventKind::CallState,
                 &inviter,
                 &id,
                 CallState::Negotiating.name(),
@@ -1044,15 +1043,7 @@ impl RoomState {
             self.end_calls_of(&mut out, &user, now_ms, "resume window passed", |_, _| {
                 CallEvent::PeerLost
             });
-            self.log_event(
-                &mut out,
-                Dest::All,
-                EventKind::MemberLeft,
-                &user,
-                "",
-                "",
-                now_ms,
-            );
+            self.member_event(&mut out, Dest::All, EventKind::MemberLeft, &user, now_ms);
             if let Some(m) = self.members.remove(&user) {
                 out.removed.push(m);
             }
