@@ -85,6 +85,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Flags of `signaling-node serve`: the settings file plus every setting as a flag / env var.
+/// Cluster mode adds its settings (etcd endpoints, namespace, cluster) as fields of
+/// [`SettingsPatch`], so they are file keys, flags and env vars alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML settings file; watched and hot-reloaded (flags and env vars keep precedence).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Every setting.
+    #[command(flatten)]
+    pub settings: SettingsPatch,
+}
+
 /// One layer of settings: every field optional. It is the TOML file schema, the `serve` flag
 /// set and the environment at once.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]

@@ -1,3 +1,91 @@
 //! `signaling-node` binary: serve, client, bench and token subcommands.
 
-fn main() {}
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
+use signaling_node::metrics::Metrics;
+use signaling_node::routing::{SharedOwnership, Standalone};
+use signaling_node::server::{Listeners, Node};
+use signaling_node::store::{MemoryStore, RoomStore};
+use tokio_util::sync::CancellationToken;
+
+/// Switchboard signaling node.
+#[derive(Debug, Parser)]
+#[command(name = "signaling-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the signaling server (standalone unless cluster settings are given).
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ConfigHandle::load(args.settings.clone(), args.config.clone())
+        .context("loading settings")?;
+    let settings = config.current();
+    init_tracing(settings.log_format);
+    let metrics = Metrics::new();
+    let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
+        .await
+        .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
+    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+    let ownership: SharedOwnership = Arc::new(Standalone {
+        shard_count: settings.shard_count,
+    });
+    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(config.clone().watch_files(
+        Duration::from_secs(1),
+        metrics,
+        stop.clone().cancelled_owned(),
+    ));
+    let result = node.serve(listeners, shutdown_signal()).await;
+    stop.cancel();
+    let _ = watcher.await;
+    result.context("serving")
+}
+
+/// Resolves on SIGTERM (Kubernetes preStop/termination) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

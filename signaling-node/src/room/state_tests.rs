@@ -418,7 +418,11 @@ fn suspended_member_resumes_with_replay_and_renegotiation() {
     assert!(!room.detach("bob", "s-other", 101).commit);
     // Something happens while bob is away.
     room.join("carol", "s-carol", 1, 150, &limits());
-    assert_eq!(room.next_deadline(&limits()), Some(2_020), "negotiation (2020) comes before resume expiry (5100)");
+    assert_eq!(
+        room.next_deadline(&limits()),
+        Some(2_020),
+        "negotiation (2020) comes before resume expiry (5100)"
+    );
 
     let out = room.resume("bob", "s-bob", seen, 200);
     assert!(out.commit);
