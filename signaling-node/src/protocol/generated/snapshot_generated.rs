@@ -2,1428 +2,1087 @@
 // @generated
 extern crate alloc;
 
+
 #[allow(unused_imports, dead_code)]
 pub mod switchboard {
 
-    #[allow(unused_imports, dead_code)]
-    pub mod snapshot {
+#[allow(unused_imports, dead_code)]
+pub mod snapshot {
 
-        pub enum MemberOffset {}
-        #[derive(Copy, Clone, PartialEq)]
 
-        /// One seat in the room.
-        pub struct Member<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
+pub enum MemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-        impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
-            type Inner = Member<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+/// One seat in the room.
+pub struct Member<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-        impl<'a> Member<'a> {
-            pub const VT_USER: ::flatbuffers::VOffsetT = 4;
-            pub const VT_SESSION: ::flatbuffers::VOffsetT = 6;
-            pub const VT_JOINED_AT_MS: ::flatbuffers::VOffsetT = 8;
-            pub const VT_CONNECTED: ::flatbuffers::VOffsetT = 10;
-            pub const VT_SUSPENDED_SINCE_MS: ::flatbuffers::VOffsetT = 12;
+impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
+  type Inner = Member<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Member { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args MemberArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
-                let mut builder = MemberBuilder::new(_fbb);
-                builder.add_suspended_since_ms(args.suspended_since_ms);
-                builder.add_joined_at_ms(args.joined_at_ms);
-                if let Some(x) = args.session {
-                    builder.add_session(x);
-                }
-                if let Some(x) = args.user {
-                    builder.add_user(x);
-                }
-                builder.add_connected(args.connected);
-                builder.finish()
-            }
+impl<'a> Member<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SESSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_JOINED_AT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONNECTED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SUSPENDED_SINCE_MS: ::flatbuffers::VOffsetT = 12;
 
-            /// User id (the join token's `sub`).
-            #[inline]
-            pub fn user(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_USER, None)
-                }
-            }
-            /// Session id the seat belongs to (resume token).
-            #[inline]
-            pub fn session(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_SESSION, None)
-                }
-            }
-            /// When the member joined (Unix ms).
-            #[inline]
-            pub fn joined_at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(Member::VT_JOINED_AT_MS, Some(0))
-                        .unwrap()
-                }
-            }
-            /// True while a connection is attached; false while suspended awaiting resume.
-            #[inline]
-            pub fn connected(&self) -> bool {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<bool>(Member::VT_CONNECTED, Some(false))
-                        .unwrap()
-                }
-            }
-            /// When the member was suspended (Unix ms); meaningful only when not connected.
-            #[inline]
-            pub fn suspended_since_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(Member::VT_SUSPENDED_SINCE_MS, Some(0))
-                        .unwrap()
-                }
-            }
-        }
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Member { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
+    let mut builder = MemberBuilder::new(_fbb);
+    builder.add_suspended_since_ms(args.suspended_since_ms);
+    builder.add_joined_at_ms(args.joined_at_ms);
+    if let Some(x) = args.session { builder.add_session(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_connected(args.connected);
+    builder.finish()
+  }
 
-        impl ::flatbuffers::Verifiable for Member<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "user",
-                        Self::VT_USER,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "session",
-                        Self::VT_SESSION,
-                        false,
-                    )?
-                    .visit_field::<u64>("joined_at_ms", Self::VT_JOINED_AT_MS, false)?
-                    .visit_field::<bool>("connected", Self::VT_CONNECTED, false)?
-                    .visit_field::<u64>("suspended_since_ms", Self::VT_SUSPENDED_SINCE_MS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct MemberArgs<'a> {
-            pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub joined_at_ms: u64,
-            pub connected: bool,
-            pub suspended_since_ms: u64,
-        }
-        impl<'a> Default for MemberArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                MemberArgs {
-                    user: None,
-                    session: None,
-                    joined_at_ms: 0,
-                    connected: false,
-                    suspended_since_ms: 0,
-                }
-            }
-        }
 
-        pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_USER, user);
-            }
-            #[inline]
-            pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_SESSION, session);
-            }
-            #[inline]
-            pub fn add_joined_at_ms(&mut self, joined_at_ms: u64) {
-                self.fbb_
-                    .push_slot::<u64>(Member::VT_JOINED_AT_MS, joined_at_ms, 0);
-            }
-            #[inline]
-            pub fn add_connected(&mut self, connected: bool) {
-                self.fbb_
-                    .push_slot::<bool>(Member::VT_CONNECTED, connected, false);
-            }
-            #[inline]
-            pub fn add_suspended_since_ms(&mut self, suspended_since_ms: u64) {
-                self.fbb_
-                    .push_slot::<u64>(Member::VT_SUSPENDED_SINCE_MS, suspended_since_ms, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> MemberBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                MemberBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
+  /// User id (the join token's `sub`).
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_USER, None)}
+  }
+  /// Session id the seat belongs to (resume token).
+  #[inline]
+  pub fn session(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_SESSION, None)}
+  }
+  /// When the member joined (Unix ms).
+  #[inline]
+  pub fn joined_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Member::VT_JOINED_AT_MS, Some(0)).unwrap()}
+  }
+  /// True while a connection is attached; false while suspended awaiting resume.
+  #[inline]
+  pub fn connected(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Member::VT_CONNECTED, Some(false)).unwrap()}
+  }
+  /// When the member was suspended (Unix ms); meaningful only when not connected.
+  #[inline]
+  pub fn suspended_since_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Member::VT_SUSPENDED_SINCE_MS, Some(0)).unwrap()}
+  }
+}
 
-        impl ::core::fmt::Debug for Member<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Member");
-                ds.field("user", &self.user());
-                ds.field("session", &self.session());
-                ds.field("joined_at_ms", &self.joined_at_ms());
-                ds.field("connected", &self.connected());
-                ds.field("suspended_since_ms", &self.suspended_since_ms());
-                ds.finish()
-            }
-        }
-        pub enum TransitionOffset {}
-        #[derive(Copy, Clone, PartialEq)]
+impl ::flatbuffers::Verifiable for Member<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("session", Self::VT_SESSION, false)?
+     .visit_field::<u64>("joined_at_ms", Self::VT_JOINED_AT_MS, false)?
+     .visit_field::<bool>("connected", Self::VT_CONNECTED, false)?
+     .visit_field::<u64>("suspended_since_ms", Self::VT_SUSPENDED_SINCE_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub joined_at_ms: u64,
+    pub connected: bool,
+    pub suspended_since_ms: u64,
+}
+impl<'a> Default for MemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberArgs {
+      user: None,
+      session: None,
+      joined_at_ms: 0,
+      connected: false,
+      suspended_since_ms: 0,
+    }
+  }
+}
 
-        /// The last transition a call went through.
-        pub struct Transition<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
+pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_SESSION, session);
+  }
+  #[inline]
+  pub fn add_joined_at_ms(&mut self, joined_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Member::VT_JOINED_AT_MS, joined_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_connected(&mut self, connected: bool) {
+    self.fbb_.push_slot::<bool>(Member::VT_CONNECTED, connected, false);
+  }
+  #[inline]
+  pub fn add_suspended_since_ms(&mut self, suspended_since_ms: u64) {
+    self.fbb_.push_slot::<u64>(Member::VT_SUSPENDED_SINCE_MS, suspended_since_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
 
-        impl<'a> ::flatbuffers::Follow<'a> for Transition<'a> {
-            type Inner = Transition<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+impl ::core::fmt::Debug for Member<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Member");
+      ds.field("user", &self.user());
+      ds.field("session", &self.session());
+      ds.field("joined_at_ms", &self.joined_at_ms());
+      ds.field("connected", &self.connected());
+      ds.field("suspended_since_ms", &self.suspended_since_ms());
+      ds.finish()
+  }
+}
+pub enum TransitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-        impl<'a> Transition<'a> {
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 4;
-            pub const VT_EVENT: ::flatbuffers::VOffsetT = 6;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 8;
-            pub const VT_AT_MS: ::flatbuffers::VOffsetT = 10;
-            pub const VT_CAUSE: ::flatbuffers::VOffsetT = 12;
+/// The last transition a call went through.
+pub struct Transition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Transition { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args TransitionArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Transition<'bldr>> {
-                let mut builder = TransitionBuilder::new(_fbb);
-                builder.add_at_ms(args.at_ms);
-                if let Some(x) = args.cause {
-                    builder.add_cause(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.event {
-                    builder.add_event(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                builder.finish()
-            }
+impl<'a> ::flatbuffers::Follow<'a> for Transition<'a> {
+  type Inner = Transition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn event(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_EVENT, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Transition::VT_AT_MS, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn cause(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_CAUSE, None)
-                }
-            }
-        }
+impl<'a> Transition<'a> {
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EVENT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CAUSE: ::flatbuffers::VOffsetT = 12;
 
-        impl ::flatbuffers::Verifiable for Transition<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "event",
-                        Self::VT_EVENT,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "cause",
-                        Self::VT_CAUSE,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct TransitionArgs<'a> {
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub event: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub at_ms: u64,
-            pub cause: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for TransitionArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                TransitionArgs {
-                    from: None,
-                    event: None,
-                    to: None,
-                    at_ms: 0,
-                    cause: None,
-                }
-            }
-        }
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Transition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TransitionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Transition<'bldr>> {
+    let mut builder = TransitionBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    if let Some(x) = args.cause { builder.add_cause(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.event { builder.add_event(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    builder.finish()
+  }
 
-        pub struct TransitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TransitionBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_event(&mut self, event: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_EVENT, event);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_at_ms(&mut self, at_ms: u64) {
-                self.fbb_.push_slot::<u64>(Transition::VT_AT_MS, at_ms, 0);
-            }
-            #[inline]
-            pub fn add_cause(&mut self, cause: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_CAUSE, cause);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> TransitionBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                TransitionBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Transition<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
 
-        impl ::core::fmt::Debug for Transition<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Transition");
-                ds.field("from", &self.from());
-                ds.field("event", &self.event());
-                ds.field("to", &self.to());
-                ds.field("at_ms", &self.at_ms());
-                ds.field("cause", &self.cause());
-                ds.finish()
-            }
-        }
-        pub enum CallOffset {}
-        #[derive(Copy, Clone, PartialEq)]
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn event(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_EVENT, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_TO, None)}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Transition::VT_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cause(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Transition::VT_CAUSE, None)}
+  }
+}
 
-        /// One live call (terminal calls are dropped from the room once their event is logged).
-        pub struct Call<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
+impl ::flatbuffers::Verifiable for Transition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("event", Self::VT_EVENT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cause", Self::VT_CAUSE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TransitionArgs<'a> {
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub event: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub at_ms: u64,
+    pub cause: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TransitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TransitionArgs {
+      from: None,
+      event: None,
+      to: None,
+      at_ms: 0,
+      cause: None,
+    }
+  }
+}
 
-        impl<'a> ::flatbuffers::Follow<'a> for Call<'a> {
-            type Inner = Call<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+pub struct TransitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TransitionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_event(&mut self, event: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_EVENT, event);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Transition::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn add_cause(&mut self, cause: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Transition::VT_CAUSE, cause);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TransitionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TransitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Transition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
 
-        impl<'a> Call<'a> {
-            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_INVITER: ::flatbuffers::VOffsetT = 8;
-            pub const VT_INVITEE: ::flatbuffers::VOffsetT = 10;
-            pub const VT_STATE: ::flatbuffers::VOffsetT = 12;
-            pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 14;
-            pub const VT_ENTERED_AT_MS: ::flatbuffers::VOffsetT = 16;
-            pub const VT_LAST_TRANSITION: ::flatbuffers::VOffsetT = 18;
+impl ::core::fmt::Debug for Transition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Transition");
+      ds.field("from", &self.from());
+      ds.field("event", &self.event());
+      ds.field("to", &self.to());
+      ds.field("at_ms", &self.at_ms());
+      ds.field("cause", &self.cause());
+      ds.finish()
+  }
+}
+pub enum CallOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Call { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args CallArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Call<'bldr>> {
-                let mut builder = CallBuilder::new(_fbb);
-                builder.add_entered_at_ms(args.entered_at_ms);
-                builder.add_created_at_ms(args.created_at_ms);
-                if let Some(x) = args.last_transition {
-                    builder.add_last_transition(x);
-                }
-                if let Some(x) = args.state {
-                    builder.add_state(x);
-                }
-                if let Some(x) = args.invitee {
-                    builder.add_invitee(x);
-                }
-                if let Some(x) = args.inviter {
-                    builder.add_inviter(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                if let Some(x) = args.id {
-                    builder.add_id(x);
-                }
-                builder.finish()
-            }
+/// One live call (terminal calls are dropped from the room once their event is logged).
+pub struct Call<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-            #[inline]
-            pub fn id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_ID, None)
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn inviter(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_INVITER, None)
-                }
-            }
-            #[inline]
-            pub fn invitee(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_INVITEE, None)
-                }
-            }
-            /// `CallState` name, e.g. "negotiating".
-            #[inline]
-            pub fn state(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_STATE, None)
-                }
-            }
-            #[inline]
-            pub fn created_at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(Call::VT_CREATED_AT_MS, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn entered_at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(Call::VT_ENTERED_AT_MS, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn last_transition(&self) -> Option<Transition<'a>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<Transition>>(
-                        Call::VT_LAST_TRANSITION,
-                        None,
-                    )
-                }
-            }
-        }
+impl<'a> ::flatbuffers::Follow<'a> for Call<'a> {
+  type Inner = Call<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-        impl ::flatbuffers::Verifiable for Call<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "inviter",
-                        Self::VT_INVITER,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "invitee",
-                        Self::VT_INVITEE,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "state",
-                        Self::VT_STATE,
-                        false,
-                    )?
-                    .visit_field::<u64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
-                    .visit_field::<u64>("entered_at_ms", Self::VT_ENTERED_AT_MS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<Transition>>(
-                        "last_transition",
-                        Self::VT_LAST_TRANSITION,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct CallArgs<'a> {
-            pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub inviter: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub invitee: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub created_at_ms: u64,
-            pub entered_at_ms: u64,
-            pub last_transition: Option<::flatbuffers::WIPOffset<Transition<'a>>>,
-        }
-        impl<'a> Default for CallArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                CallArgs {
-                    id: None,
-                    room: None,
-                    inviter: None,
-                    invitee: None,
-                    state: None,
-                    created_at_ms: 0,
-                    entered_at_ms: 0,
-                    last_transition: None,
-                }
-            }
-        }
+impl<'a> Call<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INVITER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_INVITEE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ENTERED_AT_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LAST_TRANSITION: ::flatbuffers::VOffsetT = 18;
 
-        pub struct CallBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CallBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_ID, id);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_inviter(&mut self, inviter: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_INVITER, inviter);
-            }
-            #[inline]
-            pub fn add_invitee(&mut self, invitee: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_INVITEE, invitee);
-            }
-            #[inline]
-            pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_STATE, state);
-            }
-            #[inline]
-            pub fn add_created_at_ms(&mut self, created_at_ms: u64) {
-                self.fbb_
-                    .push_slot::<u64>(Call::VT_CREATED_AT_MS, created_at_ms, 0);
-            }
-            #[inline]
-            pub fn add_entered_at_ms(&mut self, entered_at_ms: u64) {
-                self.fbb_
-                    .push_slot::<u64>(Call::VT_ENTERED_AT_MS, entered_at_ms, 0);
-            }
-            #[inline]
-            pub fn add_last_transition(
-                &mut self,
-                last_transition: ::flatbuffers::WIPOffset<Transition<'b>>,
-            ) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<Transition>>(
-                        Call::VT_LAST_TRANSITION,
-                        last_transition,
-                    );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> CallBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                CallBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Call<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Call { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CallArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Call<'bldr>> {
+    let mut builder = CallBuilder::new(_fbb);
+    builder.add_entered_at_ms(args.entered_at_ms);
+    builder.add_created_at_ms(args.created_at_ms);
+    if let Some(x) = args.last_transition { builder.add_last_transition(x); }
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.invitee { builder.add_invitee(x); }
+    if let Some(x) = args.inviter { builder.add_inviter(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    if let Some(x) = args.id { builder.add_id(x); }
+    builder.finish()
+  }
 
-        impl ::core::fmt::Debug for Call<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Call");
-                ds.field("id", &self.id());
-                ds.field("room", &self.room());
-                ds.field("inviter", &self.inviter());
-                ds.field("invitee", &self.invitee());
-                ds.field("state", &self.state());
-                ds.field("created_at_ms", &self.created_at_ms());
-                ds.field("entered_at_ms", &self.entered_at_ms());
-                ds.field("last_transition", &self.last_transition());
-                ds.finish()
-            }
-        }
-        pub enum EventOffset {}
-        #[derive(Copy, Clone, PartialEq)]
 
-        /// One room event, as sent on the wire.
-        pub struct Event<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
+  #[inline]
+  pub fn id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_ID, None)}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn inviter(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_INVITER, None)}
+  }
+  #[inline]
+  pub fn invitee(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_INVITEE, None)}
+  }
+  /// `CallState` name, e.g. "negotiating".
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Call::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn created_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Call::VT_CREATED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn entered_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Call::VT_ENTERED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_transition(&self) -> Option<Transition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Transition>>(Call::VT_LAST_TRANSITION, None)}
+  }
+}
 
-        impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
-            type Inner = Event<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+impl ::flatbuffers::Verifiable for Call<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("inviter", Self::VT_INVITER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("invitee", Self::VT_INVITEE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<u64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .visit_field::<u64>("entered_at_ms", Self::VT_ENTERED_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Transition>>("last_transition", Self::VT_LAST_TRANSITION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CallArgs<'a> {
+    pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub inviter: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub invitee: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub created_at_ms: u64,
+    pub entered_at_ms: u64,
+    pub last_transition: Option<::flatbuffers::WIPOffset<Transition<'a>>>,
+}
+impl<'a> Default for CallArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CallArgs {
+      id: None,
+      room: None,
+      inviter: None,
+      invitee: None,
+      state: None,
+      created_at_ms: 0,
+      entered_at_ms: 0,
+      last_transition: None,
+    }
+  }
+}
 
-        impl<'a> Event<'a> {
-            pub const VT_SEQ: ::flatbuffers::VOffsetT = 4;
-            pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
-            pub const VT_USER: ::flatbuffers::VOffsetT = 8;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 10;
-            pub const VT_STATE: ::flatbuffers::VOffsetT = 12;
-            pub const VT_AT_MS: ::flatbuffers::VOffsetT = 14;
+pub struct CallBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CallBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_ID, id);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_inviter(&mut self, inviter: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_INVITER, inviter);
+  }
+  #[inline]
+  pub fn add_invitee(&mut self, invitee: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_INVITEE, invitee);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Call::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_created_at_ms(&mut self, created_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Call::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_entered_at_ms(&mut self, entered_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Call::VT_ENTERED_AT_MS, entered_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_last_transition(&mut self, last_transition: ::flatbuffers::WIPOffset<Transition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Transition>>(Call::VT_LAST_TRANSITION, last_transition);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CallBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CallBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Call<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Event { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args EventArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
-                let mut builder = EventBuilder::new(_fbb);
-                builder.add_at_ms(args.at_ms);
-                builder.add_seq(args.seq);
-                if let Some(x) = args.state {
-                    builder.add_state(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.user {
-                    builder.add_user(x);
-                }
-                builder.add_kind(args.kind);
-                builder.finish()
-            }
+impl ::core::fmt::Debug for Call<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Call");
+      ds.field("id", &self.id());
+      ds.field("room", &self.room());
+      ds.field("inviter", &self.inviter());
+      ds.field("invitee", &self.invitee());
+      ds.field("state", &self.state());
+      ds.field("created_at_ms", &self.created_at_ms());
+      ds.field("entered_at_ms", &self.entered_at_ms());
+      ds.field("last_transition", &self.last_transition());
+      ds.finish()
+  }
+}
+pub enum EventOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-            #[inline]
-            pub fn seq(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Event::VT_SEQ, Some(0)).unwrap() }
-            }
-            /// Wire `EventKind` value.
-            #[inline]
-            pub fn kind(&self) -> u8 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u8>(Event::VT_KIND, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn user(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_USER, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn state(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_STATE, None)
-                }
-            }
-            #[inline]
-            pub fn at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Event::VT_AT_MS, Some(0)).unwrap() }
-            }
-        }
+/// One room event, as sent on the wire.
+pub struct Event<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-        impl ::flatbuffers::Verifiable for Event<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u64>("seq", Self::VT_SEQ, false)?
-                    .visit_field::<u8>("kind", Self::VT_KIND, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "user",
-                        Self::VT_USER,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "state",
-                        Self::VT_STATE,
-                        false,
-                    )?
-                    .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct EventArgs<'a> {
-            pub seq: u64,
-            pub kind: u8,
-            pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub at_ms: u64,
-        }
-        impl<'a> Default for EventArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                EventArgs {
-                    seq: 0,
-                    kind: 0,
-                    user: None,
-                    call_id: None,
-                    state: None,
-                    at_ms: 0,
-                }
-            }
-        }
+impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
+  type Inner = Event<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-        pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_seq(&mut self, seq: u64) {
-                self.fbb_.push_slot::<u64>(Event::VT_SEQ, seq, 0);
-            }
-            #[inline]
-            pub fn add_kind(&mut self, kind: u8) {
-                self.fbb_.push_slot::<u8>(Event::VT_KIND, kind, 0);
-            }
-            #[inline]
-            pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_USER, user);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_STATE, state);
-            }
-            #[inline]
-            pub fn add_at_ms(&mut self, at_ms: u64) {
-                self.fbb_.push_slot::<u64>(Event::VT_AT_MS, at_ms, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> EventBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                EventBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
+impl<'a> Event<'a> {
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 14;
 
-        impl ::core::fmt::Debug for Event<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Event");
-                ds.field("seq", &self.seq());
-                ds.field("kind", &self.kind());
-                ds.field("user", &self.user());
-                ds.field("call_id", &self.call_id());
-                ds.field("state", &self.state());
-                ds.field("at_ms", &self.at_ms());
-                ds.finish()
-            }
-        }
-        pub enum RoomSnapshotOffset {}
-        #[derive(Copy, Clone, PartialEq)]
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Event { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
+    let mut builder = EventBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
 
-        /// The durable state of one room.
-        pub struct RoomSnapshot<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
 
-        impl<'a> ::flatbuffers::Follow<'a> for RoomSnapshot<'a> {
-            type Inner = RoomSnapshot<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Event::VT_SEQ, Some(0)).unwrap()}
+  }
+  /// Wire `EventKind` value.
+  #[inline]
+  pub fn kind(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Event::VT_KIND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_USER, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Event::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
 
-        impl<'a> RoomSnapshot<'a> {
-            pub const VT_FORMAT: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_SHARD: ::flatbuffers::VOffsetT = 8;
-            pub const VT_EPOCH: ::flatbuffers::VOffsetT = 10;
-            pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 12;
-            pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
-            pub const VT_CALLS: ::flatbuffers::VOffsetT = 16;
-            pub const VT_RECENT_EVENTS: ::flatbuffers::VOffsetT = 18;
-            pub const VT_NODE: ::flatbuffers::VOffsetT = 20;
-            pub const VT_WRITTEN_AT_MS: ::flatbuffers::VOffsetT = 22;
+impl ::flatbuffers::Verifiable for Event<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u8>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EventArgs<'a> {
+    pub seq: u64,
+    pub kind: u8,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub at_ms: u64,
+}
+impl<'a> Default for EventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EventArgs {
+      seq: 0,
+      kind: 0,
+      user: None,
+      call_id: None,
+      state: None,
+      at_ms: 0,
+    }
+  }
+}
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                RoomSnapshot { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args RoomSnapshotArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<RoomSnapshot<'bldr>> {
-                let mut builder = RoomSnapshotBuilder::new(_fbb);
-                builder.add_written_at_ms(args.written_at_ms);
-                builder.add_last_seq(args.last_seq);
-                builder.add_epoch(args.epoch);
-                if let Some(x) = args.node {
-                    builder.add_node(x);
-                }
-                if let Some(x) = args.recent_events {
-                    builder.add_recent_events(x);
-                }
-                if let Some(x) = args.calls {
-                    builder.add_calls(x);
-                }
-                if let Some(x) = args.members {
-                    builder.add_members(x);
-                }
-                builder.add_shard(args.shard);
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_format(args.format);
-                builder.finish()
-            }
+pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Event::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: u8) {
+    self.fbb_.push_slot::<u8>(Event::VT_KIND, kind, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Event::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
 
-            /// Snapshot format version (1).
-            #[inline]
-            pub fn format(&self) -> u16 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u16>(RoomSnapshot::VT_FORMAT, Some(1))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(RoomSnapshot::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn shard(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(RoomSnapshot::VT_SHARD, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Assignment epoch of the writer.
-            #[inline]
-            pub fn epoch(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(RoomSnapshot::VT_EPOCH, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Sequence number of the room's latest event (0: none yet).
-            #[inline]
-            pub fn last_seq(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(RoomSnapshot::VT_LAST_SEQ, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn members(
-                &self,
-            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>
-            {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>,
-                    >>(RoomSnapshot::VT_MEMBERS, None)
-                }
-            }
-            #[inline]
-            pub fn calls(
-                &self,
-            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call<'a>>>>
-            {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call>>,
-                    >>(RoomSnapshot::VT_CALLS, None)
-                }
-            }
-            /// The most recent events, oldest first, for resume replay after a takeover.
-            #[inline]
-            pub fn recent_events(
-                &self,
-            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>
-            {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>,
-                    >>(RoomSnapshot::VT_RECENT_EVENTS, None)
-                }
-            }
-            /// Writer node and time (Unix ms), for operators.
-            #[inline]
-            pub fn node(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(RoomSnapshot::VT_NODE, None)
-                }
-            }
-            #[inline]
-            pub fn written_at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u64>(RoomSnapshot::VT_WRITTEN_AT_MS, Some(0))
-                        .unwrap()
-                }
-            }
-        }
+impl ::core::fmt::Debug for Event<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Event");
+      ds.field("seq", &self.seq());
+      ds.field("kind", &self.kind());
+      ds.field("user", &self.user());
+      ds.field("call_id", &self.call_id());
+      ds.field("state", &self.state());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
+pub enum RoomSnapshotOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-        impl ::flatbuffers::Verifiable for RoomSnapshot<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u16>("format", Self::VT_FORMAT, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<u32>("shard", Self::VT_SHARD, false)?
-                    .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
-                    .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>,
-                    >>("members", Self::VT_MEMBERS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Call>>,
-                    >>("calls", Self::VT_CALLS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>,
-                    >>("recent_events", Self::VT_RECENT_EVENTS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "node",
-                        Self::VT_NODE,
-                        false,
-                    )?
-                    .visit_field::<u64>("written_at_ms", Self::VT_WRITTEN_AT_MS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct RoomSnapshotArgs<'a> {
-            pub format: u16,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub shard: u32,
-            pub epoch: u64,
-            pub last_seq: u64,
-            pub members: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>,
-                >,
-            >,
-            pub calls: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call<'a>>>,
-                >,
-            >,
-            pub recent_events: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>,
-                >,
-            >,
-            pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub written_at_ms: u64,
-        }
-        impl<'a> Default for RoomSnapshotArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                RoomSnapshotArgs {
-                    format: 1,
-                    room: None,
-                    shard: 0,
-                    epoch: 0,
-                    last_seq: 0,
-                    members: None,
-                    calls: None,
-                    recent_events: None,
-                    node: None,
-                    written_at_ms: 0,
-                }
-            }
-        }
+/// The durable state of one room.
+pub struct RoomSnapshot<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-        pub struct RoomSnapshotBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RoomSnapshotBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_format(&mut self, format: u16) {
-                self.fbb_
-                    .push_slot::<u16>(RoomSnapshot::VT_FORMAT, format, 1);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_shard(&mut self, shard: u32) {
-                self.fbb_.push_slot::<u32>(RoomSnapshot::VT_SHARD, shard, 0);
-            }
-            #[inline]
-            pub fn add_epoch(&mut self, epoch: u64) {
-                self.fbb_.push_slot::<u64>(RoomSnapshot::VT_EPOCH, epoch, 0);
-            }
-            #[inline]
-            pub fn add_last_seq(&mut self, last_seq: u64) {
-                self.fbb_
-                    .push_slot::<u64>(RoomSnapshot::VT_LAST_SEQ, last_seq, 0);
-            }
-            #[inline]
-            pub fn add_members(
-                &mut self,
-                members: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<Member<'b>>>,
-                >,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    RoomSnapshot::VT_MEMBERS,
-                    members,
-                );
-            }
-            #[inline]
-            pub fn add_calls(
-                &mut self,
-                calls: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<Call<'b>>>,
-                >,
-            ) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_CALLS, calls);
-            }
-            #[inline]
-            pub fn add_recent_events(
-                &mut self,
-                recent_events: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<Event<'b>>>,
-                >,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    RoomSnapshot::VT_RECENT_EVENTS,
-                    recent_events,
-                );
-            }
-            #[inline]
-            pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_NODE, node);
-            }
-            #[inline]
-            pub fn add_written_at_ms(&mut self, written_at_ms: u64) {
-                self.fbb_
-                    .push_slot::<u64>(RoomSnapshot::VT_WRITTEN_AT_MS, written_at_ms, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> RoomSnapshotBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                RoomSnapshotBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<RoomSnapshot<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
+impl<'a> ::flatbuffers::Follow<'a> for RoomSnapshot<'a> {
+  type Inner = RoomSnapshot<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-        impl ::core::fmt::Debug for RoomSnapshot<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("RoomSnapshot");
-                ds.field("format", &self.format());
-                ds.field("room", &self.room());
-                ds.field("shard", &self.shard());
-                ds.field("epoch", &self.epoch());
-                ds.field("last_seq", &self.last_seq());
-                ds.field("members", &self.members());
-                ds.field("calls", &self.calls());
-                ds.field("recent_events", &self.recent_events());
-                ds.field("node", &self.node());
-                ds.field("written_at_ms", &self.written_at_ms());
-                ds.finish()
-            }
-        }
-        #[inline]
-        /// Verifies that a buffer of bytes contains a `RoomSnapshot`
-        /// and returns it.
-        /// Note that verification is still experimental and may not
-        /// catch every error, or be maximally performant. For the
-        /// previous, unchecked, behavior use
-        /// `root_as_room_snapshot_unchecked`.
-        pub fn root_as_room_snapshot(
-            buf: &[u8],
-        ) -> Result<RoomSnapshot<'_>, ::flatbuffers::InvalidFlatbuffer> {
-            ::flatbuffers::root::<RoomSnapshot>(buf)
-        }
-        #[inline]
-        /// Verifies that a buffer of bytes contains a size prefixed
-        /// `RoomSnapshot` and returns it.
-        /// Note that verification is still experimental and may not
-        /// catch every error, or be maximally performant. For the
-        /// previous, unchecked, behavior use
-        /// `size_prefixed_root_as_room_snapshot_unchecked`.
-        pub fn size_prefixed_root_as_room_snapshot(
-            buf: &[u8],
-        ) -> Result<RoomSnapshot<'_>, ::flatbuffers::InvalidFlatbuffer> {
-            ::flatbuffers::size_prefixed_root::<RoomSnapshot>(buf)
-        }
-        #[inline]
-        /// Verifies, with the given options, that a buffer of bytes
-        /// contains a `RoomSnapshot` and returns it.
-        /// Note that verification is still experimental and may not
-        /// catch every error, or be maximally performant. For the
-        /// previous, unchecked, behavior use
-        /// `root_as_room_snapshot_unchecked`.
-        pub fn root_as_room_snapshot_with_opts<'b, 'o>(
-            opts: &'o ::flatbuffers::VerifierOptions,
-            buf: &'b [u8],
-        ) -> Result<RoomSnapshot<'b>, ::flatbuffers::InvalidFlatbuffer> {
-            ::flatbuffers::root_with_opts::<RoomSnapshot<'b>>(opts, buf)
-        }
-        #[inline]
-        /// Verifies, with the given verifier options, that a buffer of
-        /// bytes contains a size prefixed `RoomSnapshot` and returns
-        /// it. Note that verification is still experimental and may not
-        /// catch every error, or be maximally performant. For the
-        /// previous, unchecked, behavior use
-        /// `root_as_room_snapshot_unchecked`.
-        pub fn size_prefixed_root_as_room_snapshot_with_opts<'b, 'o>(
-            opts: &'o ::flatbuffers::VerifierOptions,
-            buf: &'b [u8],
-        ) -> Result<RoomSnapshot<'b>, ::flatbuffers::InvalidFlatbuffer> {
-            ::flatbuffers::size_prefixed_root_with_opts::<RoomSnapshot<'b>>(opts, buf)
-        }
-        #[inline]
-        /// Assumes, without verification, that a buffer of bytes contains a RoomSnapshot and returns it.
-        /// # Safety
-        /// Callers must trust the given bytes do indeed contain a valid `RoomSnapshot`.
-        pub unsafe fn root_as_room_snapshot_unchecked(buf: &[u8]) -> RoomSnapshot<'_> {
-            unsafe { ::flatbuffers::root_unchecked::<RoomSnapshot>(buf) }
-        }
-        #[inline]
-        /// Assumes, without verification, that a buffer of bytes contains a size prefixed RoomSnapshot and returns it.
-        /// # Safety
-        /// Callers must trust the given bytes do indeed contain a valid size prefixed `RoomSnapshot`.
-        pub unsafe fn size_prefixed_root_as_room_snapshot_unchecked(
-            buf: &[u8],
-        ) -> RoomSnapshot<'_> {
-            unsafe { ::flatbuffers::size_prefixed_root_unchecked::<RoomSnapshot>(buf) }
-        }
-        pub const ROOM_SNAPSHOT_IDENTIFIER: &str = "SBRS";
+impl<'a> RoomSnapshot<'a> {
+  pub const VT_FORMAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CALLS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_RECENT_EVENTS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_WRITTEN_AT_MS: ::flatbuffers::VOffsetT = 22;
 
-        #[inline]
-        pub fn room_snapshot_buffer_has_identifier(buf: &[u8]) -> bool {
-            ::flatbuffers::buffer_has_identifier(buf, ROOM_SNAPSHOT_IDENTIFIER, false)
-        }
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RoomSnapshot { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RoomSnapshotArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RoomSnapshot<'bldr>> {
+    let mut builder = RoomSnapshotBuilder::new(_fbb);
+    builder.add_written_at_ms(args.written_at_ms);
+    builder.add_last_seq(args.last_seq);
+    builder.add_epoch(args.epoch);
+    if let Some(x) = args.node { builder.add_node(x); }
+    if let Some(x) = args.recent_events { builder.add_recent_events(x); }
+    if let Some(x) = args.calls { builder.add_calls(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_format(args.format);
+    builder.finish()
+  }
 
-        #[inline]
-        pub fn room_snapshot_size_prefixed_buffer_has_identifier(buf: &[u8]) -> bool {
-            ::flatbuffers::buffer_has_identifier(buf, ROOM_SNAPSHOT_IDENTIFIER, true)
-        }
 
-        #[inline]
-        pub fn finish_room_snapshot_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
-            fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            root: ::flatbuffers::WIPOffset<RoomSnapshot<'a>>,
-        ) {
-            fbb.finish(root, Some(ROOM_SNAPSHOT_IDENTIFIER));
-        }
+  /// Snapshot format version (1).
+  #[inline]
+  pub fn format(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(RoomSnapshot::VT_FORMAT, Some(1)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RoomSnapshot::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RoomSnapshot::VT_SHARD, Some(0)).unwrap()}
+  }
+  /// Assignment epoch of the writer.
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RoomSnapshot::VT_EPOCH, Some(0)).unwrap()}
+  }
+  /// Sequence number of the room's latest event (0: none yet).
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RoomSnapshot::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(RoomSnapshot::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn calls(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call>>>>(RoomSnapshot::VT_CALLS, None)}
+  }
+  /// The most recent events, oldest first, for resume replay after a takeover.
+  #[inline]
+  pub fn recent_events(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>>>(RoomSnapshot::VT_RECENT_EVENTS, None)}
+  }
+  /// Writer node and time (Unix ms), for operators.
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RoomSnapshot::VT_NODE, None)}
+  }
+  #[inline]
+  pub fn written_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RoomSnapshot::VT_WRITTEN_AT_MS, Some(0)).unwrap()}
+  }
+}
 
-        #[inline]
-        pub fn finish_size_prefixed_room_snapshot_buffer<
-            'a,
-            'b,
-            A: ::flatbuffers::Allocator + 'a,
-        >(
-            fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            root: ::flatbuffers::WIPOffset<RoomSnapshot<'a>>,
-        ) {
-            fbb.finish_size_prefixed(root, Some(ROOM_SNAPSHOT_IDENTIFIER));
-        }
-    } // pub mod snapshot
-} // pub mod switchboard
+impl ::flatbuffers::Verifiable for RoomSnapshot<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("format", Self::VT_FORMAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Call>>>>("calls", Self::VT_CALLS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>>>("recent_events", Self::VT_RECENT_EVENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<u64>("written_at_ms", Self::VT_WRITTEN_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RoomSnapshotArgs<'a> {
+    pub format: u16,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub epoch: u64,
+    pub last_seq: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+    pub calls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Call<'a>>>>>,
+    pub recent_events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>>,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub written_at_ms: u64,
+}
+impl<'a> Default for RoomSnapshotArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RoomSnapshotArgs {
+      format: 1,
+      room: None,
+      shard: 0,
+      epoch: 0,
+      last_seq: 0,
+      members: None,
+      calls: None,
+      recent_events: None,
+      node: None,
+      written_at_ms: 0,
+    }
+  }
+}
+
+pub struct RoomSnapshotBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RoomSnapshotBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_format(&mut self, format: u16) {
+    self.fbb_.push_slot::<u16>(RoomSnapshot::VT_FORMAT, format, 1);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(RoomSnapshot::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(RoomSnapshot::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(RoomSnapshot::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_calls(&mut self, calls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Call<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_CALLS, calls);
+  }
+  #[inline]
+  pub fn add_recent_events(&mut self, recent_events: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Event<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_RECENT_EVENTS, recent_events);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RoomSnapshot::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_written_at_ms(&mut self, written_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(RoomSnapshot::VT_WRITTEN_AT_MS, written_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RoomSnapshotBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RoomSnapshotBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RoomSnapshot<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RoomSnapshot<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RoomSnapshot");
+      ds.field("format", &self.format());
+      ds.field("room", &self.room());
+      ds.field("shard", &self.shard());
+      ds.field("epoch", &self.epoch());
+      ds.field("last_seq", &self.last_seq());
+      ds.field("members", &self.members());
+      ds.field("calls", &self.calls());
+      ds.field("recent_events", &self.recent_events());
+      ds.field("node", &self.node());
+      ds.field("written_at_ms", &self.written_at_ms());
+      ds.finish()
+  }
+}
+#[inline]
+/// Verifies that a buffer of bytes contains a `RoomSnapshot`
+/// and returns it.
+/// Note that verification is still experimental and may not
+/// catch every error, or be maximally performant. For the
+/// previous, unchecked, behavior use
+/// `root_as_room_snapshot_unchecked`.
+pub fn root_as_room_snapshot(buf: &[u8]) -> Result<RoomSnapshot<'_>, ::flatbuffers::InvalidFlatbuffer> {
+  ::flatbuffers::root::<RoomSnapshot>(buf)
+}
+#[inline]
+/// Verifies that a buffer of bytes contains a size prefixed
+/// `RoomSnapshot` and returns it.
+/// Note that verification is still experimental and may not
+/// catch every error, or be maximally performant. For the
+/// previous, unchecked, behavior use
+/// `size_prefixed_root_as_room_snapshot_unchecked`.
+pub fn size_prefixed_root_as_room_snapshot(buf: &[u8]) -> Result<RoomSnapshot<'_>, ::flatbuffers::InvalidFlatbuffer> {
+  ::flatbuffers::size_prefixed_root::<RoomSnapshot>(buf)
+}
+#[inline]
+/// Verifies, with the given options, that a buffer of bytes
+/// contains a `RoomSnapshot` and returns it.
+/// Note that verification is still experimental and may not
+/// catch every error, or be maximally performant. For the
+/// previous, unchecked, behavior use
+/// `root_as_room_snapshot_unchecked`.
+pub fn root_as_room_snapshot_with_opts<'b, 'o>(
+  opts: &'o ::flatbuffers::VerifierOptions,
+  buf: &'b [u8],
+) -> Result<RoomSnapshot<'b>, ::flatbuffers::InvalidFlatbuffer> {
+  ::flatbuffers::root_with_opts::<RoomSnapshot<'b>>(opts, buf)
+}
+#[inline]
+/// Verifies, with the given verifier options, that a buffer of
+/// bytes contains a size prefixed `RoomSnapshot` and returns
+/// it. Note that verification is still experimental and may not
+/// catch every error, or be maximally performant. For the
+/// previous, unchecked, behavior use
+/// `root_as_room_snapshot_unchecked`.
+pub fn size_prefixed_root_as_room_snapshot_with_opts<'b, 'o>(
+  opts: &'o ::flatbuffers::VerifierOptions,
+  buf: &'b [u8],
+) -> Result<RoomSnapshot<'b>, ::flatbuffers::InvalidFlatbuffer> {
+  ::flatbuffers::size_prefixed_root_with_opts::<RoomSnapshot<'b>>(opts, buf)
+}
+#[inline]
+/// Assumes, without verification, that a buffer of bytes contains a RoomSnapshot and returns it.
+/// # Safety
+/// Callers must trust the given bytes do indeed contain a valid `RoomSnapshot`.
+pub unsafe fn root_as_room_snapshot_unchecked(buf: &[u8]) -> RoomSnapshot<'_> {
+  unsafe { ::flatbuffers::root_unchecked::<RoomSnapshot>(buf) }
+}
+#[inline]
+/// Assumes, without verification, that a buffer of bytes contains a size prefixed RoomSnapshot and returns it.
+/// # Safety
+/// Callers must trust the given bytes do indeed contain a valid size prefixed `RoomSnapshot`.
+pub unsafe fn size_prefixed_root_as_room_snapshot_unchecked(buf: &[u8]) -> RoomSnapshot<'_> {
+  unsafe { ::flatbuffers::size_prefixed_root_unchecked::<RoomSnapshot>(buf) }
+}
+pub const ROOM_SNAPSHOT_IDENTIFIER: &str = "SBRS";
+
+#[inline]
+pub fn room_snapshot_buffer_has_identifier(buf: &[u8]) -> bool {
+  ::flatbuffers::buffer_has_identifier(buf, ROOM_SNAPSHOT_IDENTIFIER, false)
+}
+
+#[inline]
+pub fn room_snapshot_size_prefixed_buffer_has_identifier(buf: &[u8]) -> bool {
+  ::flatbuffers::buffer_has_identifier(buf, ROOM_SNAPSHOT_IDENTIFIER, true)
+}
+
+#[inline]
+pub fn finish_room_snapshot_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
+    fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+    root: ::flatbuffers::WIPOffset<RoomSnapshot<'a>>) {
+  fbb.finish(root, Some(ROOM_SNAPSHOT_IDENTIFIER));
+}
+
+#[inline]
+pub fn finish_size_prefixed_room_snapshot_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>, root: ::flatbuffers::WIPOffset<RoomSnapshot<'a>>) {
+  fbb.finish_size_prefixed(root, Some(ROOM_SNAPSHOT_IDENTIFIER));
+}
+}  // pub mod snapshot
+}  // pub mod switchboard
+
