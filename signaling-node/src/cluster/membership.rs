@@ -331,6 +331,7 @@ impl Task {
     /// Registers (grant, put value and ack, open keepalive), retrying with backoff; `None`
     /// on shutdown. Commands arriving meanwhile update the values and wait for the next write.
     async fn register(&mut self, backoff: &mut super::backoff::Backoff) -> Option<Registered> {
+        let mut failures = 0u32;
         loop {
             let attempt = register_once(
                 self.client.clone(),
@@ -353,7 +354,12 @@ impl Task {
                 Ok(registered) => return Some(registered),
                 Err(error) => {
                     self.health.set(Component::Membership, false);
-                    tracing::warn!(key = %self.node_key, %error, "node registration failed; retrying");
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(key = %self.node_key, %error, "node registration failed; retrying");
+                    } else {
+                        tracing::debug!(key = %self.node_key, %error, failures, "node registration still failing");
+                    }
                 }
             }
             let delay = tokio::time::sleep(backoff.next_delay());

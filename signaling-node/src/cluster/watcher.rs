@@ -162,6 +162,7 @@ pub async fn run_watch(
     health.register(component);
     let mut backoff = timing.backoff();
     loop {
+        let mut established = false;
         let result = session(
             &client,
             &ranges,
@@ -170,17 +171,20 @@ pub async fn run_watch(
             timing,
             &shutdown,
             &mut sink,
-            &mut backoff,
+            &mut established,
         )
         .await;
         health.set(component, false);
         match result {
             SessionEnd::Shutdown => break,
-            end => {
+            end if established => {
+                // Warn once per outage; the retries that follow log at debug level.
+                backoff.reset();
                 tracing::warn!(watch = name, error = %end, "etcd watch interrupted; resyncing");
-                metrics.watch_resyncs.with_label_values(&[name]).inc();
             }
+            end => tracing::debug!(watch = name, error = %end, "etcd watch still down"),
         }
+        metrics.watch_resyncs.with_label_values(&[name]).inc();
         let delay = backoff.next_delay();
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -199,7 +203,7 @@ async fn session(
     timing: EtcdTiming,
     shutdown: &CancellationToken,
     sink: &mut (impl FnMut(Update) + Send),
-    backoff: &mut Backoff,
+    established: &mut bool,
 ) -> SessionEnd {
     let work = async {
         let (revision, entries) = read_all(client.clone(), ranges, timing).await?;
@@ -222,7 +226,7 @@ async fn session(
                 created += 1;
                 if created == ranges.len() {
                     health.set(component, true);
-                    backoff.reset();
+                    *established = true;
                 }
             }
             for event in response.events() {
