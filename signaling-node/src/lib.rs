@@ -4,7 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod protocol;
+pub mod routing;
 pub mod session;
 pub mod shard;
 pub mod store;
-pub mod routing;
