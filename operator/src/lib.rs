@@ -1,2 +1,4 @@
 //! Switchboard operator: CRDs, placement and reconcilers.
 #![forbid(unsafe_code)]
+
+pub mod crd;
