@@ -15,7 +15,7 @@ use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
 use signaling_node::cluster::takeover::{RestoreError, ShardRestorer};
 use signaling_node::routing::Ownership;
 use signaling_node::shard::ShardId;
-use signaling_node::store::StoreError;
+use signaling_node::store::{ShardRooms, StoreError};
 use support::{Etcd, eventually, get, put};
 
 fn keys() -> Keyspace {
@@ -39,7 +39,7 @@ impl ShardRestorer for Restores {
         &self,
         shard: ShardId,
         epoch: u64,
-        snapshots: Vec<(String, Vec<u8>)>,
+        snapshots: ShardRooms,
     ) -> BoxFuture<'static, Result<(), RestoreError>> {
         self.0.lock().unwrap().push((shard, epoch, snapshots.len()));
         Box::pin(async { Ok(()) })

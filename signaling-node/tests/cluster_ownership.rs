@@ -12,7 +12,7 @@ use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
 use signaling_node::cluster::takeover::{RestoreError, ShardRestorer, TakeoverEvent};
 use signaling_node::routing::Ownership;
 use signaling_node::shard::ShardId;
-use signaling_node::store::StoreError;
+use signaling_node::store::{ShardRooms, StoreError};
 use support::{Etcd, delete, eventually, put};
 
 fn keys() -> Keyspace {
@@ -43,7 +43,7 @@ fn assignment(node: &str, epoch: u64) -> Vec<u8> {
 /// A room registry stand-in: remembers which shards hold which rooms.
 #[derive(Default)]
 struct Registry {
-    shards: Mutex<BTreeMap<ShardId, (u64, Vec<(String, Vec<u8>)>)>>,
+    shards: Mutex<BTreeMap<ShardId, (u64, ShardRooms)>>,
     released: Mutex<Vec<ShardId>>,
 }
 
@@ -52,7 +52,7 @@ impl ShardRestorer for Registry {
         &self,
         shard: ShardId,
         epoch: u64,
-        snapshots: Vec<(String, Vec<u8>)>,
+        snapshots: ShardRooms,
     ) -> BoxFuture<'static, Result<(), RestoreError>> {
         self.shards
             .lock()
@@ -115,11 +115,9 @@ async fn ownership_follows_assignments_and_takeover_restores_and_releases() {
 
     // Shard 0 is assigned to this node: restored from its snapshots, then served locally.
     put(&client, &keys.assignment(0), assignment("node-a", 7)).await;
-    let restored = loop {
-        match events.recv().await.unwrap() {
-            TakeoverEvent::Restored(report) => break report,
-            other => panic!("unexpected {other:?}"),
-        }
+    let restored = match events.recv().await.unwrap() {
+        TakeoverEvent::Restored(report) => report,
+        other => panic!("unexpected {other:?}"),
     };
     assert_eq!((restored.shard, restored.epoch, restored.rooms), (0, 7, 1));
     assert_eq!(view.owner_of(0), Ownership::Local { epoch: 7 });

@@ -42,7 +42,7 @@ use super::keys::{Assignment, Key, Keyspace, Value};
 use super::metrics::{ClusterMetrics, outcome};
 use super::ownership::OwnershipCache;
 use crate::shard::ShardId;
-use crate::store::{RoomStore, StoreError};
+use crate::store::{RoomStore, ShardRooms, StoreError};
 
 /// Tuning of the group committer.
 #[derive(Debug, Clone, Copy)]
@@ -223,10 +223,7 @@ impl RoomStore for EtcdRoomStore {
         self.submit(shard, room, Op::Delete)
     }
 
-    fn load_shard(
-        &self,
-        shard: ShardId,
-    ) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn load_shard(&self, shard: ShardId) -> BoxFuture<'static, Result<ShardRooms, StoreError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let timeout = inner.config.txn_timeout;
@@ -241,7 +238,7 @@ impl RoomStore for EtcdRoomStore {
 }
 
 /// Reads every room of `shard` page by page at one revision (a consistent snapshot).
-async fn load(inner: &Inner, shard: ShardId) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+async fn load(inner: &Inner, shard: ShardId) -> Result<ShardRooms, StoreError> {
     let prefix = inner.keys.shard_rooms_prefix(shard);
     let end = prefix_end(prefix.as_bytes());
     let mut kv = inner.client.kv_client();

@@ -22,7 +22,7 @@ use super::backoff::Backoff;
 use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
 use crate::shard::ShardId;
-use crate::store::{RoomStore, StoreError};
+use crate::store::{RoomStore, ShardRooms, StoreError};
 
 /// The restorer could not rebuild a shard's rooms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub trait ShardRestorer: Send + Sync + 'static {
         &self,
         shard: ShardId,
         epoch: u64,
-        snapshots: Vec<(String, Vec<u8>)>,
+        snapshots: ShardRooms,
     ) -> BoxFuture<'static, Result<(), RestoreError>>;
 
     /// Stops serving `shard`'s rooms (moved away or fenced): clients are told to migrate, and
@@ -275,4 +275,144 @@ async fn release(
     metrics.shards_released.inc();
     tracing::info!(shard, "shard released");
     let _ = events.send(TakeoverEvent::Released { shard });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::cluster::keys::{Assignment, Keyspace, Value};
+    use crate::cluster::watcher::{Entry, Update};
+    use crate::routing::{Ownership, OwnershipView};
+    use crate::store::MemoryStore;
+
+    /// Records calls; fails the first `failures` restores.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        failures: Mutex<u32>,
+    }
+
+    impl ShardRestorer for Recorder {
+        fn restore_shard(
+            &self,
+            shard: ShardId,
+            epoch: u64,
+            snapshots: ShardRooms,
+        ) -> BoxFuture<'static, Result<(), RestoreError>> {
+            let mut failures = self.failures.lock().unwrap();
+            let result = if *failures > 0 {
+                *failures -= 1;
+                Err(RestoreError("registry busy".into()))
+            } else {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("restore {shard}@{epoch} rooms={}", snapshots.len()));
+                Ok(())
+            };
+            Box::pin(std::future::ready(result))
+        }
+
+        fn release_shard(&self, shard: ShardId) -> BoxFuture<'static, ()> {
+            self.calls.lock().unwrap().push(format!("release {shard}"));
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    fn assign(cache: &OwnershipCache, shard: ShardId, node: &str, epoch: u64) {
+        cache.apply(Update::Put(Entry {
+            key: cache.keys().assignment(shard).into_bytes(),
+            value: Assignment {
+                node: node.into(),
+                epoch,
+                version: "v1".into(),
+            }
+            .encode(),
+            mod_revision: 0,
+        }));
+    }
+
+    async fn next(events: &mut broadcast::Receiver<TakeoverEvent>) -> TakeoverEvent {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("takeover event")
+            .expect("event channel open")
+    }
+
+    #[tokio::test]
+    async fn restores_new_epochs_releases_moved_shards_and_retries_failures() {
+        let cache = OwnershipCache::new(Keyspace::new("n", "c").unwrap(), "a", 4);
+        cache.apply(Update::Reset(vec![]));
+        let store = MemoryStore::new();
+        store.commit(0, "lobby", vec![1]).await.unwrap();
+        store.commit(0, "hall", vec![2]).await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        *recorder.failures.lock().unwrap() = 1;
+        let shutdown = CancellationToken::new();
+        let metrics = ClusterMetrics::default();
+        let takeover = Takeover::spawn(
+            Arc::clone(&cache),
+            Arc::new(store),
+            recorder.clone(),
+            TakeoverConfig {
+                retry_initial: Duration::from_millis(1),
+                ..TakeoverConfig::default()
+            },
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let mut events = takeover.events();
+
+        assign(&cache, 0, "a", 1);
+        assert!(matches!(
+            next(&mut events).await,
+            TakeoverEvent::Failed {
+                shard: 0,
+                epoch: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            cache.owner_of(0),
+            Ownership::Unavailable,
+            "not served before restored"
+        );
+        let TakeoverEvent::Restored(report) = next(&mut events).await else {
+            panic!("expected a restore");
+        };
+        assert_eq!((report.shard, report.epoch, report.rooms), (0, 1, 2));
+        assert_eq!(cache.owner_of(0), Ownership::Local { epoch: 1 });
+
+        // A new epoch for the same shard is a release, then a fresh restore.
+        assign(&cache, 0, "a", 3);
+        assert_eq!(
+            next(&mut events).await,
+            TakeoverEvent::Released { shard: 0 }
+        );
+        assert!(matches!(next(&mut events).await, TakeoverEvent::Restored(r) if r.epoch == 3));
+
+        // Moved to another node: released.
+        assign(&cache, 0, "b", 4);
+        assert_eq!(
+            next(&mut events).await,
+            TakeoverEvent::Released { shard: 0 }
+        );
+        assert_eq!(
+            *recorder.calls.lock().unwrap(),
+            vec![
+                "restore 0@1 rooms=2",
+                "release 0",
+                "restore 0@3 rooms=2",
+                "release 0"
+            ]
+        );
+        assert_eq!(metrics.shards_restored.get(), 2);
+        assert_eq!(metrics.shards_released.get(), 2);
+        assert_eq!(metrics.shard_restore_seconds.get_sample_count(), 2);
+
+        shutdown.cancel();
+        takeover.join().await;
+    }
 }
