@@ -70,6 +70,12 @@ async fn registration_appears_and_vanishes_after_the_ttl_when_the_node_dies() {
         get_with_lease(&client, &key).await
     })
     .await;
+    membership
+        .handle()
+        .status()
+        .wait_for(|s| matches!(s, LeaseStatus::Live { .. }))
+        .await
+        .unwrap();
     let registered = NodeInfo::decode(&value).unwrap();
     assert_eq!(registered.url, "ws://node-a/ws");
     assert_eq!(registered.state, NodeState::Ready);
@@ -258,14 +264,13 @@ async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
         .await
         .unwrap();
     assert_eq!(config.borrow().as_ref(), Some(&second));
-    assert_eq!(
-        metrics.config_invalid.with_label_values(&["config"]).get(),
-        1
-    );
-    assert_eq!(
-        metrics.config_invalid.with_label_values(&["rollout"]).get(),
-        1
-    );
+    // Events of the two keys may interleave: wait for both rejections to be counted.
+    eventually("both invalid values counted", || async {
+        let invalid = |key| metrics.config_invalid.with_label_values(&[key]).get();
+        (invalid("config") == 1 && invalid("rollout") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(config.borrow().as_ref(), Some(&second));
 
     // The node confirms it applied them: the ack lands in etcd.
     watch.ack(2, 4).await.unwrap();

@@ -95,9 +95,11 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
     );
     healthy.wait_for(|h| !*h).await.unwrap();
     assert_eq!(metrics.etcd_healthy.get(), 0);
-    // Long enough that the lease is presumed lost: the node fences itself.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(view.owner_of(0), Ownership::Unavailable);
+    // After a TTL without keepalives the lease is presumed lost: the node fences itself.
+    eventually("node fenced", || async {
+        (metrics.lease_lost.get() >= 1 && view.owner_of(0) == Ownership::Unavailable).then_some(())
+    })
+    .await;
     assert_eq!(
         store.commit(0, "lobby", b"fenced".to_vec()).await,
         Err(StoreError::Fenced { shard: 0 })
@@ -117,8 +119,10 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
             .as_deref(),
         Some(&b"after"[..])
     );
-    assert_eq!(view.owner_of(0), Ownership::Local { epoch: 1 });
-    assert!(metrics.lease_lost.get() >= 1);
+    eventually("shard served again", || async {
+        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
+    })
+    .await;
     let restores = restores.0.lock().unwrap().clone();
     assert!(
         restores.len() >= 2,
@@ -149,6 +153,63 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
                 url: "ws://node-b/ws".into(),
             })
         .then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let admin = etcd.client().await;
+    let keys = keys();
+    put(&admin, &keys.assignment(0), assignment("node-h", 1)).await;
+    let options = ClusterArgs::default().connect_options().unwrap();
+    let client = Client::connect([etcd.endpoint()], Some(options))
+        .await
+        .unwrap();
+    let info = NodeInfo {
+        url: "ws://node-h/ws".into(),
+        version: "v1".into(),
+        protocols: vec![],
+        state: NodeState::Ready,
+        load: Load::default(),
+        error_rate: 0.0,
+        started_at_ms: 0,
+    };
+    let config = ClusterNodeConfig::new(keys.clone(), 2, "node-h", info);
+    let metrics = ClusterMetrics::default();
+    let mut node = ClusterNode::start(client, config, metrics.clone()).unwrap();
+    node.start_takeover(Arc::new(Restores::default()));
+    let view = node.ownership_view();
+    let store = node.room_store();
+    eventually("shard 0 served", || async {
+        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
+    })
+    .await;
+
+    // A partition: etcd keeps its sockets open but never answers.
+    etcd.pause();
+    let commits = (0..300).map(|i| store.commit(0, &format!("room-{i}"), b"x".to_vec()));
+    let results = futures::future::join_all(commits).await;
+    etcd.resume();
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    let unavailable = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Unavailable(_))))
+        .count();
+    assert!(unavailable > 0, "{results:?}");
+    // 300 commits need three transactions of at most 128 rooms, but only the first waited
+    // for etcd: the queue behind it was refused as soon as it timed out.
+    let timed_out = metrics
+        .store_txns
+        .with_label_values(&[signaling_node::cluster::metrics::outcome::UNAVAILABLE])
+        .get();
+    assert_eq!(timed_out, 1);
+
+    eventually("commit succeeds after the partition heals", || async {
+        store.commit(0, "lobby", b"after".to_vec()).await.ok()
     })
     .await;
     node.shutdown().await;

@@ -132,10 +132,12 @@ async fn ownership_follows_assignments_and_takeover_restores_and_releases() {
     store.commit(0, "lobby", b"v2".to_vec()).await.unwrap();
 
     // The node's own registration is visible to the cache too.
-    assert_eq!(
-        node.ownership().node_info("node-a").map(|i| i.url),
-        Some("ws://node-a.example:7000/ws".to_owned())
-    );
+    eventually("own registration watched", || async {
+        node.ownership()
+            .node_info("node-a")
+            .filter(|i| i.url == "ws://node-a.example:7000/ws")
+    })
+    .await;
 
     // The operator moves shard 0 to node-b: released here, redirected there, writes fenced.
     put(&client, &keys.assignment(0), assignment("node-b", 8)).await;

@@ -298,9 +298,10 @@ impl Task {
             generation += 1;
             let lease = registered.lease;
             tracing::info!(key = %self.node_key, lease, generation, "node registered");
+            // Unfence before announcing: whoever sees `Live` sees an unfenced node.
+            (self.on_fence)(false);
             self.status
                 .send_replace(LeaseStatus::Live { lease, generation });
-            (self.on_fence)(false);
             self.health.set(Component::Membership, true);
             match self.live(registered).await {
                 Exit::Shutdown(lease) => {

@@ -105,30 +105,28 @@ impl OwnershipCache {
 
     /// Applies one watch update (public so tests and tools can feed the cache directly).
     pub fn apply(&self, update: Update) {
-        {
-            let mut state = self.write();
-            match update {
-                Update::Reset(entries) => {
-                    state.assignments.clear();
-                    state.nodes.clear();
-                    for entry in entries {
-                        self.put(&mut state, entry);
-                    }
-                    state.synced = true;
+        let mut state = self.write();
+        match update {
+            Update::Reset(entries) => {
+                state.assignments.clear();
+                state.nodes.clear();
+                for entry in entries {
+                    self.put(&mut state, entry);
                 }
-                Update::Put(entry) => self.put(&mut state, entry),
-                Update::Delete(key) => match self.keys.parse(&key) {
-                    Ok(Key::Assignment(shard)) => {
-                        state.assignments.remove(&shard);
-                    }
-                    Ok(Key::Node(pod)) => {
-                        state.nodes.remove(&pod);
-                    }
-                    _ => {}
-                },
+                state.synced = true;
             }
+            Update::Put(entry) => self.put(&mut state, entry),
+            Update::Delete(key) => match self.keys.parse(&key) {
+                Ok(Key::Assignment(shard)) => {
+                    state.assignments.remove(&shard);
+                }
+                Ok(Key::Node(pod)) => {
+                    state.nodes.remove(&pod);
+                }
+                _ => {}
+            },
         }
-        self.publish_local();
+        self.publish_local(&mut state);
     }
 
     fn put(&self, state: &mut State, entry: Entry) {
@@ -166,14 +164,12 @@ impl OwnershipCache {
 
     /// Fences (`true`: the lease is lost, hold nothing) or unfences this node.
     pub fn set_fenced(&self, fenced: bool) {
-        {
-            let mut state = self.write();
-            state.fenced = fenced;
-            if fenced {
-                state.restored.clear();
-            }
+        let mut state = self.write();
+        state.fenced = fenced;
+        if fenced {
+            state.restored.clear();
         }
-        self.publish_local();
+        self.publish_local(&mut state);
     }
 
     /// The assignment this node holds for `shard`, if it holds it (not fenced).
@@ -235,25 +231,23 @@ impl OwnershipCache {
         self.read().synced
     }
 
-    fn publish_local(&self) {
-        let local: LocalShards = {
-            let mut state = self.write();
-            let local: LocalShards = if state.fenced {
-                LocalShards::new()
-            } else {
-                state
-                    .assignments
-                    .iter()
-                    .filter(|(_, s)| s.assignment.node == self.node)
-                    .map(|(shard, s)| (*shard, s.assignment.epoch))
-                    .collect()
-            };
-            // A restore only counts for the epoch it was done under.
+    // Runs under the state's write lock, so concurrent updates (the watch task and the
+    // membership task's fence hook) publish in the order they changed the state.
+    fn publish_local(&self, state: &mut State) {
+        let local: LocalShards = if state.fenced {
+            LocalShards::new()
+        } else {
             state
-                .restored
-                .retain(|shard, epoch| local.get(shard) == Some(epoch));
-            local
+                .assignments
+                .iter()
+                .filter(|(_, s)| s.assignment.node == self.node)
+                .map(|(shard, s)| (*shard, s.assignment.epoch))
+                .collect()
         };
+        // A restore only counts for the epoch it was done under.
+        state
+            .restored
+            .retain(|shard, epoch| local.get(shard) == Some(epoch));
         self.local.send_if_modified(|current| {
             let changed = *current != local;
             if changed {

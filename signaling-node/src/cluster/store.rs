@@ -392,11 +392,28 @@ impl Committer {
                     break;
                 }
             }
-            self.commit(batch).await;
+            if let Err(error) = self.commit(batch).await {
+                // Commits that queued while etcd failed to answer are refused now rather than
+                // each waiting out its own timeout: the wait for a 1010 stays one timeout
+                // long, however deep the queue.
+                let mut refused = 0usize;
+                for request in carry
+                    .take()
+                    .into_iter()
+                    .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                {
+                    let _ = request.done.send(Err(error.clone()));
+                    refused += 1;
+                }
+                if refused > 0 {
+                    tracing::warn!(refused, "queued commits refused while etcd is unavailable");
+                }
+            }
         }
     }
 
-    async fn commit(&self, mut batch: Batch) {
+    /// Commits one batch; returns the error when etcd was unavailable.
+    async fn commit(&self, mut batch: Batch) -> Result<(), StoreError> {
         // Compare values that replace the cached ones after a compare failed on a shard this
         // node still holds (same node and epoch, different bytes).
         let mut current: BTreeMap<ShardId, (u64, Vec<u8>)> = BTreeMap::new();
@@ -417,7 +434,7 @@ impl Committer {
                 self.fence(&mut batch, shard);
             }
             if batch.slots.is_empty() {
-                return;
+                return Ok(());
             }
             let compares: Vec<Compare> = held
                 .iter()
@@ -455,7 +472,7 @@ impl Committer {
                     .store_batch_size
                     .observe(batch.slots.len() as f64);
                 batch.resolve_all(&Ok(()));
-                return;
+                return Ok(());
             }
             self.metrics
                 .store_txns
@@ -481,10 +498,12 @@ impl Committer {
                 }
             }
         }
-        self.unavailable(
+        // Not an etcd outage: refuse this batch only; the next one tries normally.
+        let _ = self.unavailable(
             batch,
             "shard assignments kept changing during the commit".into(),
         );
+        Ok(())
     }
 
     fn fence(&self, batch: &mut Batch, shard: ShardId) {
@@ -497,13 +516,15 @@ impl Committer {
         );
     }
 
-    fn unavailable(&self, batch: Batch, message: String) {
+    fn unavailable(&self, batch: Batch, message: String) -> Result<(), StoreError> {
         self.metrics
             .store_txns
             .with_label_values(&[outcome::UNAVAILABLE])
             .inc();
         tracing::warn!(rooms = batch.slots.len(), %message, "room commits failed");
-        batch.resolve_all(&Err(StoreError::Unavailable(message)));
+        let error = StoreError::Unavailable(message);
+        batch.resolve_all(&Err(error.clone()));
+        Err(error)
     }
 }
 

@@ -82,6 +82,27 @@ impl Etcd {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, like a
+    /// network partition.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("etcd running").id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts the server again on the same ports and data dir.
     pub async fn restart(&mut self) {
         self.kill();
