@@ -4,7 +4,6 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use etcd_client::Client;
 use futures::future::BoxFuture;
