@@ -12,6 +12,10 @@
 //! | `rollout` | [`RolloutValue`] |
 //! | `acks/<pod>` | [`Ack`] (under the node's lease) |
 //!
+//! `nodes/<pod>` and `acks/<pod>` are attached to the node's lease: they vanish when the node
+//! dies (TTL) or shuts down (revoke). To fence a node, the operator revokes the lease found in
+//! the `lease` field of its `nodes/<pod>` key.
+//!
 //! Shards are written as zero-padded decimal ([`SHARD_DIGITS`] digits, enough for any `u32`)
 //! so a range scan of `assignments/` or `rooms/` returns shards in numeric order. Parsing
 //! accepts only the canonical form, so every key has exactly one spelling.

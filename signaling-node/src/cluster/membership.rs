@@ -417,8 +417,11 @@ impl Task {
         let mut last_node_write = Instant::now();
         let mut in_flight: Vec<Reply> = Vec::new();
         let mut stale = false;
+        // After a failed write, the next one waits a keepalive interval (no busy retry loop
+        // while etcd refuses connections).
+        let mut writes_paused_until = Instant::now();
         loop {
-            if write.is_none() {
+            if write.is_none() && Instant::now() >= writes_paused_until {
                 let load_due =
                     load_dirty && last_node_write.elapsed() >= self.config.load_publish_interval;
                 if node_dirty || load_due {
@@ -469,6 +472,7 @@ impl Task {
                 (kind, result) = poll_opt(&mut write) => {
                     write = None;
                     if let Err(error) = &result {
+                        writes_paused_until = Instant::now() + interval;
                         tracing::warn!(key = %self.node_key, %error, "membership write failed; will retry");
                         match kind {
                             WriteKind::Node => node_dirty = true,
