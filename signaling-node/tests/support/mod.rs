@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::time::Instant;
 
 /// How long a test waits for something that should happen promptly (a correctness bound,
@@ -25,7 +25,111 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     fsync: bool,
+    tls: Option<TlsFiles>,
     child: Option<Child>,
+}
+
+/// PEM files of a throwaway PKI: a CA, an etcd server certificate for 127.0.0.1 and a client
+/// certificate, all signed by the CA.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server certificate and key.
+    pub server_cert: PathBuf,
+    /// The server key.
+    pub server_key: PathBuf,
+    /// The client certificate.
+    pub client_cert: PathBuf,
+    /// The client key.
+    pub client_key: PathBuf,
+}
+
+/// Generates [`TlsFiles`] in `dir` with the `openssl` command.
+pub fn generate_tls(dir: &Path) -> TlsFiles {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (installed by e2e/scripts/install-deps)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_args = [
+        &["req", "-x509"][..],
+        &key,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchboard-test-ca",
+        ],
+    ]
+    .concat();
+    openssl(&ca_args);
+    for (name, usage) in [
+        ("server", "serverAuth,clientAuth"),
+        ("client", "clientAuth"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+        )
+        .expect("write extension file");
+        let subject = format!("/CN={name}");
+        let (key_file, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let req = [
+            &["req"][..],
+            &key,
+            &["-keyout", &key_file, "-out", &csr, "-subj", &subject],
+        ]
+        .concat();
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
 }
 
 impl Etcd {
@@ -39,7 +143,21 @@ impl Etcd {
         Self::start_with(true).await
     }
 
+    /// Starts etcd serving clients over TLS and requiring client certificates.
+    pub async fn start_tls() -> Self {
+        Self::start_inner(false, true).await
+    }
+
+    /// The PKI of a TLS server.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
     async fn start_with(fsync: bool) -> Self {
+        Self::start_inner(fsync, false).await
+    }
+
+    async fn start_inner(fsync: bool, tls: bool) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let bin = etcd_bin();
         let dir = std::env::temp_dir().join(format!(
@@ -50,26 +168,44 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create etcd temp dir");
         let (client_port, peer_port) = free_ports();
+        let tls = tls.then(|| generate_tls(&dir));
         let mut etcd = Self {
             bin,
             dir,
             client_port,
             peer_port,
             fsync,
+            tls,
             child: None,
         };
         etcd.spawn().await;
         etcd
     }
 
-    /// The client URL (`http://127.0.0.1:<port>`).
+    /// The client URL (`http://127.0.0.1:<port>`, `https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Connect options for this server (its CA and client certificate with TLS).
+    pub fn connect_options(&self) -> Option<ConnectOptions> {
+        self.tls.as_ref().map(|tls| {
+            let read = |p: &Path| std::fs::read(p).expect("read PEM");
+            ConnectOptions::new().with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(read(&tls.ca)))
+                    .identity(Identity::from_pem(
+                        read(&tls.client_cert),
+                        read(&tls.client_key),
+                    )),
+            )
+        })
     }
 
     /// A client connected to this server.
     pub async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], None)
+        Client::connect([self.endpoint()], self.connect_options())
             .await
             .expect("connect etcd client")
     }
@@ -133,6 +269,13 @@ impl Etcd {
         if !self.fsync {
             command.arg("--unsafe-no-fsync");
         }
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
@@ -150,7 +293,7 @@ impl Etcd {
             }
             if let Ok(Ok(mut client)) = tokio::time::timeout(
                 Duration::from_secs(1),
-                Client::connect([self.endpoint()], None),
+                Client::connect([self.endpoint()], self.connect_options()),
             )
             .await
                 && let Ok(Ok(_)) =
