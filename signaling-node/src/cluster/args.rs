@@ -1,5 +1,8 @@
 //! Command-line flags of cluster mode (`serve` flattens [`ClusterArgs`]) and the etcd client
 //! they configure. Without `--etcd-endpoints` the node runs standalone.
+//!
+//! The node's name and advertised URL are server settings (`--node-name`, `--advertise-url`
+//! of `serve`), so they are not repeated here; [`ClusterArgs::identity`] takes them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,16 +25,6 @@ pub struct ClusterArgs {
     /// Name of the SignalingCluster (third segment of the etcd prefix); required with etcd.
     #[arg(long, env = "SWITCHBOARD_CLUSTER")]
     pub cluster: Option<String>,
-
-    /// This node's name in `nodes/<pod>` and in assignments (the pod name); defaults to
-    /// `$HOSTNAME`, which Kubernetes sets to the pod name.
-    #[arg(long, env = "SWITCHBOARD_NODE_NAME")]
-    pub node_name: Option<String>,
-
-    /// WebSocket URL other nodes redirect clients to (e.g. `ws://10.0.0.7:7000/ws`); required
-    /// with etcd.
-    #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
-    pub advertise_url: Option<String>,
 
     /// PEM CA bundle that signs the etcd server certificates (enables TLS).
     #[arg(long, env = "SWITCHBOARD_ETCD_CA_FILE")]
@@ -108,31 +101,26 @@ impl ClusterArgs {
         self.etcd_endpoints.iter().any(|e| !e.trim().is_empty())
     }
 
-    /// Resolves keyspace, node name and advertised URL (`$HOSTNAME` as the default name).
-    pub fn identity(&self) -> Result<ClusterIdentity, ArgsError> {
+    /// Resolves the keyspace and checks the node name and advertised URL against it.
+    pub fn identity(
+        &self,
+        node_name: &str,
+        advertise_url: &str,
+    ) -> Result<ClusterIdentity, ArgsError> {
         let cluster = self
             .cluster
             .as_deref()
             .ok_or(ArgsError::Missing("cluster"))?;
         let keys = Keyspace::new(&self.namespace, cluster)?;
-        let node_name = self
-            .node_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-            .ok_or(ArgsError::Missing("node-name"))?;
         // Validates the name as a key segment.
-        keys.node(&node_name)?;
-        let advertise_url = self
-            .advertise_url
-            .clone()
-            .ok_or(ArgsError::Missing("advertise-url"))?;
+        keys.node(node_name)?;
         if !(advertise_url.starts_with("ws://") || advertise_url.starts_with("wss://")) {
-            return Err(ArgsError::AdvertiseUrl(advertise_url));
+            return Err(ArgsError::AdvertiseUrl(advertise_url.to_owned()));
         }
         Ok(ClusterIdentity {
             keys,
-            node_name,
-            advertise_url,
+            node_name: node_name.to_owned(),
+            advertise_url: advertise_url.to_owned(),
         })
     }
 
@@ -207,15 +195,14 @@ mod tests {
             "prod",
             "--cluster",
             "main",
-            "--node-name",
-            "main-0",
-            "--advertise-url",
-            "ws://127.0.1.1:7000/ws",
         ])
         .unwrap();
         assert!(cli.cluster.enabled());
         assert_eq!(cli.cluster.etcd_endpoints.len(), 2);
-        let identity = cli.cluster.identity().unwrap();
+        let identity = cli
+            .cluster
+            .identity("main-0", "ws://127.0.1.1:7000/ws")
+            .unwrap();
         assert_eq!(identity.keys.prefix(), "/switchboard/prod/main/");
         assert_eq!(identity.node_name, "main-0");
     }
@@ -227,26 +214,24 @@ mod tests {
         let args = ClusterArgs {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             namespace: "default".into(),
-            node_name: Some("n".into()),
-            advertise_url: Some("ws://x/ws".into()),
             ..ClusterArgs::default()
         };
         assert!(matches!(
-            args.identity(),
+            args.identity("n", "ws://x/ws"),
             Err(ArgsError::Missing("cluster"))
         ));
         let args = ClusterArgs {
             cluster: Some("c".into()),
-            advertise_url: Some("http://x".into()),
             ..args
         };
-        assert!(matches!(args.identity(), Err(ArgsError::AdvertiseUrl(_))));
-        let args = ClusterArgs {
-            node_name: Some("a/b".into()),
-            advertise_url: Some("ws://x/ws".into()),
-            ..args
-        };
-        assert!(matches!(args.identity(), Err(ArgsError::Key(_))));
+        assert!(matches!(
+            args.identity("n", "http://x"),
+            Err(ArgsError::AdvertiseUrl(_))
+        ));
+        assert!(matches!(
+            args.identity("a/b", "ws://x/ws"),
+            Err(ArgsError::Key(_))
+        ));
         assert!(Cli::try_parse_from(["node", "--etcd-cert-file", "c.pem"]).is_err());
         let args = ClusterArgs {
             etcd_ca_file: Some("/nonexistent/ca.pem".into()),
