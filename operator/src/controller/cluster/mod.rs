@@ -6,6 +6,7 @@
 pub mod pod_plan;
 pub mod pods;
 pub mod pools;
+pub mod reconcile;
 pub mod services;
 pub mod shards;
 pub mod status;

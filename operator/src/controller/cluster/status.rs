@@ -211,6 +211,29 @@ pub fn cluster_status(
     }
 }
 
+/// The current status of `cluster` with Degraded set to `failure` (for a pass that failed
+/// before it could observe anything).
+pub fn with_failure(
+    cluster: &SignalingCluster,
+    failure: &Failure,
+    now: &Time,
+) -> SignalingClusterStatus {
+    let name = cluster.metadata.name.as_deref().unwrap_or_default();
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    conditions::set(
+        &mut status.conditions,
+        DEGRADED,
+        Status::True,
+        &failure.reason,
+        failure.message.clone(),
+        generation,
+        now,
+    );
+    status.selector = Some(selector_string(&selector_labels(name)));
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
@@ -370,6 +393,20 @@ mod tests {
             condition(&cluster_status(&c, &failed, &now()), DEGRADED),
             ("True", "KubeApi")
         );
+    }
+
+    #[test]
+    fn a_failure_keeps_the_rest_of_the_status() {
+        let mut c = cluster(3, 16);
+        c.status = Some(cluster_status(&c, &healthy(), &now()));
+        let failure = Failure {
+            reason: "InvalidSpec".into(),
+            message: "bad".into(),
+        };
+        let status = with_failure(&c, &failure, &now());
+        assert_eq!(condition(&status, DEGRADED), ("True", "InvalidSpec"));
+        assert_eq!(condition(&status, READY), ("True", "Serving"));
+        assert_eq!(status.ready_nodes, 3);
     }
 
     #[test]
