@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use signaling_node::shard::ShardId;
 
+/// Most shards a cluster may have (the CRD's limit); bounds every allocation here.
+pub const MAX_SHARDS: u32 = 4096;
+
 /// Errors of inputs that no placement can satisfy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
@@ -20,6 +23,9 @@ pub enum PlacementError {
     /// Two versions share a name.
     #[error("version {0:?} is listed more than once")]
     DuplicateVersion(String),
+    /// More shards than [`MAX_SHARDS`].
+    #[error("{0} shards is more than the limit of {MAX_SHARDS}")]
+    TooManyShards(u32),
 }
 
 /// A version pool and its weight (any scale; shares are relative to the sum).
@@ -159,6 +165,9 @@ pub fn assign_versions(
     versions: &[VersionWeight],
     current: &[Option<String>],
 ) -> Result<Vec<String>, PlacementError> {
+    if shard_count > MAX_SHARDS {
+        return Err(PlacementError::TooManyShards(shard_count));
+    }
     check_versions(versions)?;
     let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
     let targets = shard_counts(shard_count, &weights);

@@ -190,6 +190,11 @@ fn bad_version_lists_are_errors() {
         assign_versions(4, &weights(&[("a", 50), ("a", 50)]), &[]),
         Err(PlacementError::DuplicateVersion("a".into()))
     );
+    assert_eq!(
+        assign_versions(MAX_SHARDS + 1, &weights(&[("a", 100)]), &[]),
+        Err(PlacementError::TooManyShards(MAX_SHARDS + 1))
+    );
+    assert!(place(u32::MAX, &weights(&[("a", 100)]), &[], &[]).is_err());
 }
 
 fn weight_lists() -> impl Strategy<Value = Vec<u32>> {
