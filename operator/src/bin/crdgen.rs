@@ -19,7 +19,8 @@ fn main() -> anyhow::Result<()> {
             for (file, crd) in crd::crds() {
                 let path = dir.join(file);
                 let yaml = crd::crd_document(&crd).context("serializing a CRD")?;
-                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         _ => anyhow::bail!("usage: crdgen [--write <dir>]"),

@@ -3,8 +3,13 @@
 //! The CRD YAML in `crds/` is generated from these types by the `crdgen` binary
 //! ([`crd_yaml`]); CI compares the two, so edit the types and regenerate.
 
+// kube's `printcolumn(type_ = "string", ...)` lists repeat keys that clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 mod protocol_rollout;
+#[allow(clippy::duplicated_attributes)]
 mod room_shard;
+#[allow(clippy::duplicated_attributes)]
 mod signaling_cluster;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -41,7 +46,11 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 /// them itself instead of breaking lines in odd places.
 fn tidy(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             tidy_props(schema);
         }
     }
@@ -53,10 +62,13 @@ fn tidy_props(props: &mut JSONSchemaProps) {
         *text = unwrap_paragraphs(text);
     }
     let children = props.properties.iter_mut().flat_map(|map| map.values_mut());
-    let additional = props.additional_properties.iter_mut().filter_map(|extra| match extra {
-        JSONSchemaPropsOrBool::Schema(schema) => Some(schema.as_mut()),
-        JSONSchemaPropsOrBool::Bool(_) => None,
-    });
+    let additional = props
+        .additional_properties
+        .iter_mut()
+        .filter_map(|extra| match extra {
+            JSONSchemaPropsOrBool::Schema(schema) => Some(schema.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        });
     let items = props.items.iter_mut().flat_map(|items| match items {
         JSONSchemaPropsOrArray::Schema(schema) => vec![schema.as_mut()],
         JSONSchemaPropsOrArray::Schemas(list) => list.iter_mut().collect(),
@@ -69,7 +81,13 @@ fn tidy_props(props: &mut JSONSchemaProps) {
 /// Replaces single line breaks with spaces; blank lines (paragraph breaks) stay.
 fn unwrap_paragraphs(text: &str) -> String {
     text.split("\n\n")
-        .map(|paragraph| paragraph.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
         .join("\n\n")
 }

@@ -28,8 +28,17 @@ use serde::{Deserialize, Serialize};
         description = "Applied weights, e.g. v1=90,v2=10"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        json_path = ".spec.paused",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProtocolRolloutSpec {
@@ -97,7 +106,9 @@ pub struct RolloutVersion {
 }
 
 /// A wire-protocol version.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum ProtocolVersion {
     /// Protocol v1.
     #[serde(rename = "v1")]

@@ -19,13 +19,22 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     doc = "One room shard of a SignalingCluster: hash range, owner node, epoch and failover history.",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
-    printcolumn(name = "Index", type_ = "integer", json_path = ".spec.index", priority = 1),
+    printcolumn(
+        name = "Index",
+        type_ = "integer",
+        json_path = ".spec.index",
+        priority = 1
+    ),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Rooms", type_ = "integer", json_path = ".status.rooms"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.hashStart < self.hashEnd").message("hashStart must be below hashEnd"),

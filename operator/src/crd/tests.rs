@@ -16,7 +16,10 @@ fn crd_named(name: &str) -> CustomResourceDefinition {
 
 fn schema_json(crd: &CustomResourceDefinition) -> Value {
     let version = &crd.spec.versions[0];
-    let schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
+    let schema = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref());
     serde_json::to_value(schema.expect("schema")).expect("schema to json")
 }
 
@@ -27,7 +30,10 @@ fn rules(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
             if let Some(Value::Array(list)) = map.get("x-kubernetes-validations") {
                 for rule in list {
                     let text = rule["rule"].as_str().expect("rule text").to_string();
-                    assert!(rule.get("message").is_some(), "rule {text} at {path} has no message");
+                    assert!(
+                        rule.get("message").is_some(),
+                        "rule {text} at {path} has no message"
+                    );
                     out.push((path.to_string(), text));
                 }
             }
@@ -43,7 +49,9 @@ fn rules(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
 fn has_rule(crd: &CustomResourceDefinition, at: &str, rule: &str) -> bool {
     let mut found = Vec::new();
     rules(&schema_json(crd), "", &mut found);
-    found.iter().any(|(path, text)| path.ends_with(at) && text == rule)
+    found
+        .iter()
+        .any(|(path, text)| path.ends_with(at) && text == rule)
 }
 
 fn columns(crd: &CustomResourceDefinition) -> Vec<(String, String)> {
@@ -65,7 +73,11 @@ fn undocumented(value: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(Value::Object(props)) = map.get("properties") {
         for (name, prop) in props {
             let here = format!("{path}.{name}");
-            if prop.get("description").is_none() && name != "metadata" && name != "apiVersion" && name != "kind" {
+            if prop.get("description").is_none()
+                && name != "metadata"
+                && name != "apiVersion"
+                && name != "kind"
+            {
                 out.push(here.clone());
             }
             undocumented(prop, &here, out);
@@ -84,7 +96,14 @@ fn crds_are_listed_in_sorted_file_name_order() {
     let mut sorted = names.clone();
     sorted.sort_unstable();
     assert_eq!(names, sorted);
-    assert_eq!(names, ["protocolrollout.yaml", "roomshard.yaml", "signalingcluster.yaml"]);
+    assert_eq!(
+        names,
+        [
+            "protocolrollout.yaml",
+            "roomshard.yaml",
+            "signalingcluster.yaml"
+        ]
+    );
 }
 
 #[test]
@@ -95,9 +114,19 @@ fn every_crd_is_namespaced_in_our_group_with_status() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, VERSION);
         assert!(version.served && version.storage);
-        let status = version.subresources.as_ref().and_then(|s| s.status.as_ref());
-        assert!(status.is_some(), "{:?} has no status subresource", crd.metadata.name);
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["switchboard".to_string()][..]));
+        let status = version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref());
+        assert!(
+            status.is_some(),
+            "{:?} has no status subresource",
+            crd.metadata.name
+        );
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["switchboard".to_string()][..])
+        );
     }
 }
 
@@ -112,19 +141,41 @@ fn signaling_cluster_crd_has_names_columns_scale_and_rules() {
         ("CONFIG", ".status.configRevision"),
         ("AGE", ".metadata.creationTimestamp"),
     ] {
-        assert!(cols.contains(&(name.into(), path.into())), "missing column {name}: {cols:?}");
+        assert!(
+            cols.contains(&(name.into(), path.into())),
+            "missing column {name}: {cols:?}"
+        );
     }
-    let scale = crd.spec.versions[0].subresources.as_ref().and_then(|s| s.scale.as_ref()).expect("scale");
+    let scale = crd.spec.versions[0]
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .expect("scale");
     assert_eq!(scale.spec_replicas_path, ".spec.replicas");
     assert_eq!(scale.status_replicas_path, ".status.readyReplicas");
-    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
 
-    assert!(has_rule(&crd, "/spec/properties/shards", "self > 0 && self <= 4096"));
+    assert!(has_rule(
+        &crd,
+        "/spec/properties/shards",
+        "self > 0 && self <= 4096"
+    ));
     assert!(has_rule(&crd, "/spec/properties/shards", "self == oldSelf"));
     assert!(has_rule(&crd, "/spec/properties/replicas", "self >= 0"));
-    assert!(has_rule(&crd, "/spec/properties/port", "self >= 1 && self <= 65535"));
+    assert!(has_rule(
+        &crd,
+        "/spec/properties/port",
+        "self >= 1 && self <= 65535"
+    ));
     assert!(has_rule(&crd, "/spec/properties/port", "self != 9100"));
-    assert!(has_rule(&crd, "/spec", "self.drainTimeoutSeconds < self.terminationGracePeriodSeconds"));
+    assert!(has_rule(
+        &crd,
+        "/spec",
+        "self.drainTimeoutSeconds < self.terminationGracePeriodSeconds"
+    ));
     assert!(has_rule(&crd, "", "size(self.metadata.name) <= 40"));
 }
 
@@ -140,7 +191,10 @@ fn room_shard_crd_has_names_columns_and_rules() {
     assert!(has_rule(&crd, "/spec", "self == oldSelf"));
     let schema = schema_json(&crd);
     let phase = &schema["properties"]["status"]["properties"]["phase"]["enum"];
-    assert_eq!(phase, &serde_json::json!(["Assigned", "HandingOff", "Recovering", "Unassigned"]));
+    assert_eq!(
+        phase,
+        &serde_json::json!(["Assigned", "HandingOff", "Recovering", "Unassigned"])
+    );
 }
 
 #[test]
@@ -153,17 +207,36 @@ fn protocol_rollout_crd_has_names_columns_and_rules() {
     assert!(cols.iter().any(|(name, _)| name == "AGE"));
 
     let versions = "/spec/properties/versions";
-    assert!(has_rule(&crd, versions, "self.map(v, v.weight).sum() == 100"));
-    assert!(has_rule(&crd, versions, "self.all(v, self.exists_one(w, w.name == v.name))"));
-    assert!(has_rule(&crd, "/properties/weight", "self >= 0 && self <= 100"));
-    assert!(has_rule(&crd, "/properties/name", "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"));
+    assert!(has_rule(
+        &crd,
+        versions,
+        "self.map(v, v.weight).sum() == 100"
+    ));
+    assert!(has_rule(
+        &crd,
+        versions,
+        "self.all(v, self.exists_one(w, w.name == v.name))"
+    ));
+    assert!(has_rule(
+        &crd,
+        "/properties/weight",
+        "self >= 0 && self <= 100"
+    ));
+    assert!(has_rule(
+        &crd,
+        "/properties/name",
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    ));
     assert!(has_rule(&crd, "/properties/maxShardsMoving", "self >= 1"));
 
     let schema = schema_json(&crd);
     let list = &schema["properties"]["spec"]["properties"]["versions"];
     assert_eq!(list["minItems"], 1);
     assert_eq!(list["x-kubernetes-list-type"], "map");
-    assert_eq!(list["x-kubernetes-list-map-keys"], serde_json::json!(["name"]));
+    assert_eq!(
+        list["x-kubernetes-list-map-keys"],
+        serde_json::json!(["name"])
+    );
     let protocols = &list["items"]["properties"]["protocols"]["items"]["enum"];
     assert_eq!(protocols, &serde_json::json!(["v1", "v2"]));
 }
@@ -173,7 +246,10 @@ fn every_property_has_a_description() {
     for (file, crd) in crds() {
         let mut missing = Vec::new();
         undocumented(&schema_json(&crd), "", &mut missing);
-        assert!(missing.is_empty(), "{file}: undocumented properties {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{file}: undocumented properties {missing:?}"
+        );
     }
 }
 
@@ -185,7 +261,10 @@ fn strings_used_by_rules_are_bounded() {
     let schema = schema_json(&crd);
     let spec = &schema["properties"]["spec"]["properties"];
     assert_eq!(spec["versions"]["maxItems"], 8);
-    assert_eq!(spec["versions"]["items"]["properties"]["name"]["maxLength"], 15);
+    assert_eq!(
+        spec["versions"]["items"]["properties"]["name"]["maxLength"],
+        15
+    );
     assert_eq!(spec["clusterRef"]["maxLength"], 40);
 }
 
@@ -272,8 +351,14 @@ fn signaling_cluster_sample_round_trips_with_defaults() {
     assert_eq!(spec.port, 7000);
     assert_eq!(spec.shards, 16);
     assert_eq!(spec.config.heartbeat_seconds, 10);
-    assert_eq!(spec.config.idle_timeout_seconds, NodeConfig::default().idle_timeout_seconds);
-    let tolerations = spec.pod_template.as_ref().and_then(|p| p.tolerations.as_ref());
+    assert_eq!(
+        spec.config.idle_timeout_seconds,
+        NodeConfig::default().idle_timeout_seconds
+    );
+    let tolerations = spec
+        .pod_template
+        .as_ref()
+        .and_then(|p| p.tolerations.as_ref());
     assert_eq!(tolerations.map(Vec::len), Some(1));
 
     let json = serde_json::to_value(&cluster).expect("to json");
@@ -288,10 +373,21 @@ fn protocol_rollout_sample_round_trips() {
     let rollout: ProtocolRollout = serde_yaml::from_str(ROLLOUT_YAML).expect("parse");
     let versions = &rollout.spec.versions;
     assert_eq!(versions[0].protocols, [ProtocolVersion::V1]);
-    assert_eq!(versions[1].protocols, [ProtocolVersion::V1, ProtocolVersion::V2]);
+    assert_eq!(
+        versions[1].protocols,
+        [ProtocolVersion::V1, ProtocolVersion::V2]
+    );
     assert_eq!(versions[0].image, None);
     assert_eq!(rollout.spec.strategy.max_shards_moving, 2);
-    assert_eq!(rollout.spec.strategy.rollback.as_ref().map(|r| r.window_seconds), Some(300));
+    assert_eq!(
+        rollout
+            .spec
+            .strategy
+            .rollback
+            .as_ref()
+            .map(|r| r.window_seconds),
+        Some(300)
+    );
     assert!(!rollout.spec.paused);
 
     let yaml = serde_yaml::to_string(&rollout).expect("to yaml");
@@ -305,7 +401,10 @@ fn room_shard_sample_round_trips_with_status() {
     let status = shard.status.as_ref().expect("status");
     assert_eq!(status.phase, ShardPhase::Assigned);
     let failover = status.last_failover.as_ref().expect("failover");
-    assert_eq!((failover.detected_ms, failover.recovered_ms), (180, Some(420)));
+    assert_eq!(
+        (failover.detected_ms, failover.recovered_ms),
+        (180, Some(420))
+    );
 
     let json = serde_json::to_value(&shard).expect("to json");
     assert_eq!(json["status"]["lastFailover"]["detectedMs"], 180);
@@ -329,7 +428,10 @@ fn committed_crds_match_the_types() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
-    let committed: String = files.iter().map(|path| std::fs::read_to_string(path).expect("read crd")).collect();
+    let committed: String = files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).expect("read crd"))
+        .collect();
     let generated = crd_yaml().expect("generate");
     assert!(
         committed == generated,
@@ -355,10 +457,17 @@ fn descriptions_are_unwrapped_paragraphs() {
     for (file, crd) in crds() {
         let mut texts = Vec::new();
         descriptions(&schema_json(&crd), &mut texts);
-        assert!(texts.len() >= 15, "{file}: only {} descriptions", texts.len());
+        assert!(
+            texts.len() >= 15,
+            "{file}: only {} descriptions",
+            texts.len()
+        );
         for text in texts {
             let single_breaks = text.replace("\n\n", "");
-            assert!(!single_breaks.contains('\n'), "{file}: hard-wrapped description {text:?}");
+            assert!(
+                !single_breaks.contains('\n'),
+                "{file}: hard-wrapped description {text:?}"
+            );
         }
     }
     assert_eq!(unwrap_paragraphs("a\nb\n\nc\n d"), "a b\n\nc d");
