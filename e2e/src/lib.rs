@@ -1,2 +1,4 @@
 //! Switchboard end-to-end harness: local control plane helpers, pod runner and scenarios.
 #![forbid(unsafe_code)]
+
+pub mod pod_runner;

@@ -1,0 +1,29 @@
+//! The pod runner: plays one or more Kubernetes nodes for the local e2e control plane and runs
+//! each pod bound to them as a local process on its own loopback address (see
+//! `e2e/src/bin/pod-runner.rs` for the command line and `docs` in each module for the rules).
+//!
+//! Pure logic: [`addr`] (address plan), [`image`] (image → binary), [`expand`] (`$(VAR)`),
+//! [`launch`] (command, args, env, path and address rewriting), [`refs`], [`volumes`] planning,
+//! [`lifecycle`] (phase and restart decisions), [`probe`] thresholds, [`status`] building,
+//! [`registry`]. I/O: [`node`] (registration, heartbeats), [`watch`], [`worker`] (one task per
+//! pod), [`process`], [`fetch`], [`http`], [`control`], [`runner`].
+
+pub mod addr;
+pub mod config;
+pub mod control;
+pub mod expand;
+pub mod fetch;
+pub mod http;
+pub mod image;
+pub mod launch;
+pub mod lifecycle;
+pub mod node;
+pub mod probe;
+pub mod process;
+pub mod refs;
+pub mod registry;
+pub mod runner;
+pub mod status;
+pub mod volumes;
+pub mod watch;
+pub mod worker;
