@@ -158,6 +158,7 @@ async fn run(args: RunArgs) -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -172,7 +173,8 @@ async fn run(args: RunArgs) -> Result<()> {
         node_prefix: args.node_prefix,
         network,
         images,
-        run_dir: args.run_dir,
+        // Pod processes run in their own directories: every path handed to them is absolute.
+        run_dir: std::path::absolute(&args.run_dir).context("--run-dir")?,
         control_listen: args.control_listen,
         heartbeat: args.heartbeat,
         node_status_every: args.node_status_every,
