@@ -161,7 +161,11 @@ fn free_ports(n: usize) -> Result<Vec<u16>, ClusterError> {
 }
 
 /// Polls `check` every 50 ms until it yields a value or `timeout` passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, ClusterError>
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -195,10 +199,12 @@ fn control_plane(env: &[(String, String)], command: &str) -> Result<Output, Clus
 }
 
 async fn new_client(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| ClusterError::Kube(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| ClusterError::Kube(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| ClusterError::Kube(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| ClusterError::Kube(e.to_string()))
 }
 
@@ -206,10 +212,16 @@ impl LocalCluster {
     /// `Err` naming the missing tools when the control plane cannot run here.
     pub fn tools_present() -> Result<(), String> {
         let bin = tools_bin();
-        let missing: Vec<&str> = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
-            .into_iter()
-            .filter(|t| !bin.join(t).is_file())
-            .collect();
+        let missing: Vec<&str> = [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+        ]
+        .into_iter()
+        .filter(|t| !bin.join(t).is_file())
+        .collect();
         if missing.is_empty() {
             Ok(())
         } else {
@@ -224,7 +236,11 @@ impl LocalCluster {
     /// Starts the control plane and the pod runner, waits until every node is registered.
     pub async fn start(opts: ClusterOptions) -> Result<Self, ClusterError> {
         let ports = free_ports(5)?;
-        let run_dir = std::env::temp_dir().join(format!("switchboard-e2e-{}-{}", std::process::id(), ports[0]));
+        let run_dir = std::env::temp_dir().join(format!(
+            "switchboard-e2e-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(run_dir.join("logs")).map_err(|source| ClusterError::Io {
             what: run_dir.display().to_string(),
@@ -232,20 +248,35 @@ impl LocalCluster {
         })?;
         let env: Vec<(String, String)> = vec![
             ("SWITCHBOARD_RUN_DIR".into(), run_dir.display().to_string()),
-            ("SWITCHBOARD_TOOLS_DIR".into(), tools_bin().parent().unwrap_or(Path::new(".")).display().to_string()),
+            (
+                "SWITCHBOARD_TOOLS_DIR".into(),
+                tools_bin()
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .display()
+                    .to_string(),
+            ),
             ("SWITCHBOARD_ETCD_PORT".into(), ports[0].to_string()),
             ("SWITCHBOARD_ETCD_PEER_PORT".into(), ports[1].to_string()),
             ("SWITCHBOARD_APISERVER_PORT".into(), ports[2].to_string()),
-            ("SWITCHBOARD_CONTROLLER_MANAGER_PORT".into(), ports[3].to_string()),
+            (
+                "SWITCHBOARD_CONTROLLER_MANAGER_PORT".into(),
+                ports[3].to_string(),
+            ),
             ("SWITCHBOARD_SCHEDULER_PORT".into(), ports[4].to_string()),
-            ("SWITCHBOARD_NODE_GRACE".into(), format!("{}s", opts.node_grace.as_secs().max(1))),
+            (
+                "SWITCHBOARD_NODE_GRACE".into(),
+                format!("{}s", opts.node_grace.as_secs().max(1)),
+            ),
         ];
         let started = Instant::now();
         let out = control_plane(&env, "start")?;
         if !out.status.success() {
             // Stop whatever did start before reporting.
             let _ = control_plane(&env, "stop");
-            return Err(ClusterError::ControlPlane(String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(ClusterError::ControlPlane(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
         let control_plane_startup = started.elapsed();
         let kubeconfig = run_dir.join("kubeconfig");
@@ -270,18 +301,26 @@ impl LocalCluster {
         cluster.start_runner(&opts)?;
         let ctl_file = crate::pod_runner::config::control_file(&cluster.run_dir);
         let runner_log = cluster.run_dir.join("logs/pod-runner.log");
-        cluster.control = eventually("the pod runner's control endpoint", Duration::from_secs(30), || {
-            let file = ctl_file.clone();
-            async move { std::fs::read_to_string(file).ok()?.trim().parse().ok() }
-        })
+        cluster.control = eventually(
+            "the pod runner's control endpoint",
+            Duration::from_secs(30),
+            || {
+                let file = ctl_file.clone();
+                async move { std::fs::read_to_string(file).ok()?.trim().parse().ok() }
+            },
+        )
         .await
         .map_err(|e| ClusterError::Runner(format!("{e}; see {}", runner_log.display())))?;
         let control = cluster.control;
         let nodes = opts.nodes;
-        eventually("all runner nodes registered", Duration::from_secs(30), || async move {
-            let state = control::fetch_state(control).await.ok()?;
-            (state.nodes.len() == nodes).then_some(())
-        })
+        eventually(
+            "all runner nodes registered",
+            Duration::from_secs(30),
+            || async move {
+                let state = control::fetch_state(control).await.ok()?;
+                (state.nodes.len() == nodes).then_some(())
+            },
+        )
         .await?;
         Ok(cluster)
     }
@@ -307,7 +346,8 @@ impl LocalCluster {
             .arg("--run-dir")
             .arg(&self.run_dir);
         for (name, program) in &opts.images {
-            cmd.arg("--image-map").arg(format!("{name}={}", program.display()));
+            cmd.arg("--image-map")
+                .arg(format!("{name}={}", program.display()));
         }
         cmd.args(&opts.runner_args)
             .stdin(Stdio::null())
@@ -328,7 +368,11 @@ impl LocalCluster {
         let mut child = Command::new(&kubectl)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -337,15 +381,18 @@ impl LocalCluster {
                 source,
             })?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).map_err(|source| ClusterError::Io {
-                what: "kubectl stdin".into(),
+            pipe.write_all(input.as_bytes())
+                .map_err(|source| ClusterError::Io {
+                    what: "kubectl stdin".into(),
+                    source,
+                })?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ClusterError::Io {
+                what: "kubectl".into(),
                 source,
             })?;
-        }
-        let out = child.wait_with_output().map_err(|source| ClusterError::Io {
-            what: "kubectl".into(),
-            source,
-        })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -357,13 +404,20 @@ impl LocalCluster {
     }
 
     /// Sends a failure-simulation command to the pod runner.
-    pub async fn ctl(&self, action: Action, target: &str, processes: Option<DarkProcesses>) -> Result<String, ClusterError> {
+    pub async fn ctl(
+        &self,
+        action: Action,
+        target: &str,
+        processes: Option<DarkProcesses>,
+    ) -> Result<String, ClusterError> {
         Ok(control::request(self.control, action, target, processes).await?)
     }
 
     /// Path of a pod's log file.
     pub fn pod_log(&self, namespace: &str, name: &str) -> PathBuf {
-        self.run_dir.join("pods").join(format!("{namespace}_{name}.log"))
+        self.run_dir
+            .join("pods")
+            .join(format!("{namespace}_{name}.log"))
     }
 
     /// Environment for `e2e/scripts/control-plane` and friends of this cluster.

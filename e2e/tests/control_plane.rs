@@ -63,7 +63,14 @@ spec:
 "#;
 
 fn container_pid(pod: &Pod) -> Option<u32> {
-    let id = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.container_id.as_ref()?;
+    let id = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .container_id
+        .as_ref()?;
     id.strip_prefix("pod-runner://")?.parse().ok()
 }
 
@@ -84,18 +91,33 @@ fn is_ready(pod: &Pod) -> bool {
 
 fn node_ready(node: &Node) -> Option<String> {
     let conds = node.status.as_ref()?.conditions.as_ref()?;
-    conds.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
+    conds
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
 }
 
 fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 async fn get_env(ip: Ipv4Addr) -> serde_json::Value {
-    let r = http::request(SocketAddr::from((ip, 8080)), "GET", "/env", &[], b"", Duration::from_secs(2))
-        .await
-        .expect("GET /env from the pod");
+    let r = http::request(
+        SocketAddr::from((ip, 8080)),
+        "GET",
+        "/env",
+        &[],
+        b"",
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("GET /env from the pod");
     serde_json::from_slice(&r.body).expect("/env is JSON")
 }
 
@@ -107,14 +129,23 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     }
     let opts = ClusterOptions::new(env!("CARGO_BIN_EXE_pod-runner"))
         .image("e2e-test-server", env!("CARGO_BIN_EXE_e2e-test-server"));
-    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
-    eprintln!("measured: control plane start {} ms", cluster.control_plane_startup.as_millis());
+    let cluster = LocalCluster::start(opts)
+        .await
+        .expect("local cluster starts");
+    eprintln!(
+        "measured: control plane start {} ms",
+        cluster.control_plane_startup.as_millis()
+    );
 
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
     eventually("both runner nodes Ready", WAIT, || async {
         let list = nodes.list(&ListParams::default()).await.ok()?;
-        let ready = list.items.iter().filter(|n| node_ready(n).as_deref() == Some("True")).count();
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| node_ready(n).as_deref() == Some("True"))
+            .count();
         (ready == 2).then_some(())
     })
     .await
@@ -122,26 +153,40 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
 
     // --- A pod: scheduled by kube-scheduler, runs on its own loopback IP, becomes Ready.
     let created = Instant::now();
-    cluster.kubectl(&["apply", "-f", "-"], Some(&pod_yaml("solo"))).unwrap();
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&pod_yaml("solo")))
+        .unwrap();
     let pod = eventually("pod solo Ready", WAIT, || async {
         let p = pods.get("solo").await.ok()?;
         is_ready(&p).then_some(p)
     })
     .await
     .unwrap();
-    eprintln!("measured: pod create -> Ready {} ms", created.elapsed().as_millis());
+    eprintln!(
+        "measured: pod create -> Ready {} ms",
+        created.elapsed().as_millis()
+    );
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
-    assert!(node_name.starts_with("runner-"), "bound to a runner node: {node_name}");
+    assert!(
+        node_name.starts_with("runner-"),
+        "bound to a runner node: {node_name}"
+    );
     let events: Api<Event> = Api::default_namespaced(cluster.client.clone());
     let scheduled = eventually("Scheduled event from default-scheduler", WAIT, || async {
-        let list = events.list(&ListParams::default().fields("involvedObject.name=solo")).await.ok()?;
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=solo"))
+            .await
+            .ok()?;
         list.items
             .into_iter()
             .find(|e| e.reason.as_deref() == Some("Scheduled"))
     })
     .await
     .unwrap();
-    let reporter = scheduled.reporting_component.clone().or(scheduled.source.and_then(|s| s.component));
+    let reporter = scheduled
+        .reporting_component
+        .clone()
+        .or(scheduled.source.and_then(|s| s.component));
     assert_eq!(reporter.as_deref(), Some("default-scheduler"));
     let status = pod.status.clone().unwrap();
     assert_eq!(status.phase.as_deref(), Some("Running"));
@@ -161,11 +206,20 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     // --- kill -9: reported at once, restarted (restartPolicy Always), Ready again.
     let pid = container_pid(&pod).expect("container ID carries the pid");
     let killed = Instant::now();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
-        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     let after_kill = eventually("kill -9 reported", WAIT, || async {
         let p = pods.get("solo").await.ok()?;
-        let c = p.status.as_ref()?.container_statuses.as_ref()?.first()?.clone();
+        let c = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .clone();
         let exit = c
             .state
             .as_ref()
@@ -175,7 +229,10 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     })
     .await
     .unwrap();
-    eprintln!("measured: kill -9 -> status reported {} ms", killed.elapsed().as_millis());
+    eprintln!(
+        "measured: kill -9 -> status reported {} ms",
+        killed.elapsed().as_millis()
+    );
     let restarted = eventually("pod solo restarted and Ready", WAIT, || async {
         let p = pods.get("solo").await.ok()?;
         (is_ready(&p) && restart_count(&p) == 1).then_some(p)
@@ -188,35 +245,66 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
 
     // --- Freeze (SIGSTOP): the probe fails and the pod turns not ready; thaw brings it back.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pod-runner"))
-        .args(["ctl", "freeze", "default/solo", "--control", &cluster.control.to_string()])
+        .args([
+            "ctl",
+            "freeze",
+            "default/solo",
+            "--control",
+            &cluster.control.to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "ctl freeze: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ctl freeze: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually("frozen pod not Ready", WAIT, || async {
         let p = pods.get("solo").await.ok()?;
         (!is_ready(&p)).then_some(())
     })
     .await
     .unwrap();
-    cluster.ctl(Action::Resume, "default/solo", None).await.unwrap();
-    eventually("thawed pod Ready", WAIT, || async { is_ready(&pods.get("solo").await.ok()?).then_some(()) })
+    cluster
+        .ctl(Action::Resume, "default/solo", None)
         .await
         .unwrap();
-    assert_eq!(restart_count(&pods.get("solo").await.unwrap()), 1, "a freeze is not a restart");
+    eventually("thawed pod Ready", WAIT, || async {
+        is_ready(&pods.get("solo").await.ok()?).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        restart_count(&pods.get("solo").await.unwrap()),
+        1,
+        "a freeze is not a restart"
+    );
 
     // --- Deletion: SIGTERM to the process, then the pod object disappears.
     let deleted = Instant::now();
-    cluster.kubectl(&["delete", "pod", "solo", "--wait=false"], None).unwrap();
-    eventually("pod solo gone", WAIT, || async { pods.get_opt("solo").await.ok()?.is_none().then_some(()) })
-        .await
+    cluster
+        .kubectl(&["delete", "pod", "solo", "--wait=false"], None)
         .unwrap();
-    eprintln!("measured: delete -> pod gone {} ms", deleted.elapsed().as_millis());
+    eventually("pod solo gone", WAIT, || async {
+        pods.get_opt("solo").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "measured: delete -> pod gone {} ms",
+        deleted.elapsed().as_millis()
+    );
     let log = std::fs::read_to_string(cluster.pod_log("default", "solo")).unwrap();
-    assert!(log.contains("received SIGTERM"), "process got SIGTERM:\n{log}");
+    assert!(
+        log.contains("received SIGTERM"),
+        "process got SIGTERM:\n{log}"
+    );
     assert!(!pid_alive(new_pid), "process {new_pid} is gone");
 
     // --- Deployment → ReplicaSet → pods (controller-manager), Ready through the runner.
-    cluster.kubectl(&["apply", "-f", "-"], Some(DEPLOYMENT)).unwrap();
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(DEPLOYMENT))
+        .unwrap();
     let deployments: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
     eventually("deployment web 2/2 ready", WAIT, || async {
         let d = deployments.get("web").await.ok()?;
@@ -225,11 +313,19 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     .await
     .unwrap();
     let replica_sets: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let rs = replica_sets.list(&ListParams::default().labels("app=web-deploy")).await.unwrap();
+    let rs = replica_sets
+        .list(&ListParams::default().labels("app=web-deploy"))
+        .await
+        .unwrap();
     assert_eq!(rs.items.len(), 1);
-    let rs_owner = rs.items[0].metadata.owner_references.as_ref().unwrap()[0].kind.clone();
+    let rs_owner = rs.items[0].metadata.owner_references.as_ref().unwrap()[0]
+        .kind
+        .clone();
     assert_eq!(rs_owner, "Deployment");
-    let deploy_pods = pods.list(&ListParams::default().labels("app=web-deploy")).await.unwrap();
+    let deploy_pods = pods
+        .list(&ListParams::default().labels("app=web-deploy"))
+        .await
+        .unwrap();
     assert_eq!(deploy_pods.items.len(), 2);
     let ips: std::collections::BTreeSet<_> = deploy_pods
         .items
@@ -240,11 +336,26 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
 
     // --- Garbage collection: background deletion takes the ReplicaSet and its pods along.
     cluster
-        .kubectl(&["delete", "deployment", "web", "--cascade=background", "--wait=false"], None)
+        .kubectl(
+            &[
+                "delete",
+                "deployment",
+                "web",
+                "--cascade=background",
+                "--wait=false",
+            ],
+            None,
+        )
         .unwrap();
     eventually("ReplicaSet and pods of web collected", WAIT, || async {
-        let rs = replica_sets.list(&ListParams::default().labels("app=web-deploy")).await.ok()?;
-        let p = pods.list(&ListParams::default().labels("app=web-deploy")).await.ok()?;
+        let rs = replica_sets
+            .list(&ListParams::default().labels("app=web-deploy"))
+            .await
+            .ok()?;
+        let p = pods
+            .list(&ListParams::default().labels("app=web-deploy"))
+            .await
+            .ok()?;
         (rs.items.is_empty() && p.items.is_empty()).then_some(())
     })
     .await
@@ -252,21 +363,53 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     // And for a plain owner reference.
     let config_maps: Api<ConfigMap> = Api::default_namespaced(cluster.client.clone());
     cluster
-        .kubectl(&["create", "configmap", "owner", "--from-literal=a=b"], None)
+        .kubectl(
+            &["create", "configmap", "owner", "--from-literal=a=b"],
+            None,
+        )
         .unwrap();
-    let owner_uid = config_maps.get("owner").await.unwrap().metadata.uid.unwrap();
+    let owner_uid = config_maps
+        .get("owner")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     let dependent = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dependent\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner, uid: {owner_uid}}}\ndata: {{x: \"z\"}}\n"
     );
-    cluster.kubectl(&["apply", "-f", "-"], Some(&dependent)).unwrap();
-    cluster.kubectl(&["delete", "configmap", "owner"], None).unwrap();
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&dependent))
+        .unwrap();
+    cluster
+        .kubectl(&["delete", "configmap", "owner"], None)
+        .unwrap();
     eventually("dependent ConfigMap collected", WAIT, || async {
-        config_maps.get_opt("dependent").await.ok()?.is_none().then_some(())
+        config_maps
+            .get_opt("dependent")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await
     .unwrap();
 
-    // --- A node goes dark: the node lifecycle controller marks it not Ready; resume fixes it.
+    // --- A node goes dark: the node lifecycle controller marks it and its pod not Ready while
+    // the process keeps serving (a partition); on resume the runner reports Ready again.
+    let pinned = pod_yaml("pinned").replace("spec:\n", "spec:\n  nodeName: runner-1\n");
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&pinned))
+        .unwrap();
+    let pinned_ip: Ipv4Addr = eventually("pod pinned Ready", WAIT, || async {
+        let p = pods.get("pinned").await.ok()?;
+        if !is_ready(&p) {
+            return None;
+        }
+        p.status?.pod_ip?.parse().ok()
+    })
+    .await
+    .unwrap();
     let dark_at = Instant::now();
     cluster
         .ctl(Action::Dark, "runner-1", Some(DarkProcesses::Keep))
@@ -278,11 +421,29 @@ async fn control_plane_schedules_runs_restarts_and_collects_pods() {
     })
     .await
     .unwrap();
-    eprintln!("measured: node dark -> NotReady/Unknown {} ms (grace 6 s)", dark_at.elapsed().as_millis());
+    eprintln!(
+        "measured: node dark -> NotReady/Unknown {} ms (grace 6 s)",
+        dark_at.elapsed().as_millis()
+    );
+    eventually("pod on the dark node not Ready", WAIT, || async {
+        (!is_ready(&pods.get("pinned").await.ok()?)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        get_env(pinned_ip).await["POD_NAME"],
+        "pinned",
+        "kept processes still serve"
+    );
     cluster.ctl(Action::Resume, "runner-1", None).await.unwrap();
     eventually("resumed node runner-1 Ready", WAIT, || async {
         let n = nodes.get("runner-1").await.ok()?;
         (node_ready(&n).as_deref() == Some("True")).then_some(())
+    })
+    .await
+    .unwrap();
+    eventually("pod on the resumed node Ready again", WAIT, || async {
+        is_ready(&pods.get("pinned").await.ok()?).then_some(())
     })
     .await
     .unwrap();

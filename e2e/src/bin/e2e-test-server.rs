@@ -45,7 +45,10 @@ async fn env() -> impl IntoResponse {
         "args": std::env::args().collect::<Vec<_>>(),
         "pid": std::process::id(),
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -23,7 +23,10 @@ use switchboard_e2e::pod_runner::lifecycle::BackoffPolicy;
 use switchboard_e2e::pod_runner::runner;
 
 #[derive(Debug, Parser)]
-#[command(name = "pod-runner", about = "Kubernetes nodes as local processes for Switchboard's e2e tests")]
+#[command(
+    name = "pod-runner",
+    about = "Kubernetes nodes as local processes for Switchboard's e2e tests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Register nodes and run the pods bound to them until SIGTERM/SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Drive a running pod-runner's failure simulation.
     Ctl(CtlArgs),
 }
@@ -135,7 +138,7 @@ struct CtlArgs {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Ctl(args) => ctl(args).await,
     }
 }
@@ -143,19 +146,23 @@ async fn main() -> Result<()> {
 async fn kube_config(path: Option<&Path>) -> Result<kube::Config> {
     match path {
         Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p).with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("loading kubeconfig {}", p.display()))
         }
-        None => kube::Config::infer().await.context("loading kubeconfig (set --kubeconfig or KUBECONFIG)"),
+        None => kube::Config::infer()
+            .await
+            .context("loading kubeconfig (set --kubeconfig or KUBECONFIG)"),
     }
 }
 
 async fn run(args: RunArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -166,7 +173,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let network: PodNetwork = args.pod_network.parse().context("--pod-network")?;
     let images = ImageMap::from_entries(&args.image_map).context("--image-map")?;
     if !args.control_listen.ip().is_loopback() {
-        bail!("--control-listen must be a loopback address, got {}", args.control_listen);
+        bail!(
+            "--control-listen must be a loopback address, got {}",
+            args.control_listen
+        );
     }
     let config = RunnerConfig {
         nodes: args.nodes,
@@ -196,7 +206,10 @@ async fn run(args: RunArgs) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the runner with SIGKILL");
         return std::future::pending().await;
     };
@@ -211,8 +224,12 @@ async fn ctl(args: CtlArgs) -> Result<()> {
         Some(a) => a,
         None => {
             let file = config::control_file(&args.run_dir);
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {} (is the pod-runner running? set --control or SWITCHBOARD_RUN_DIR)", file.display()))?;
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "reading {} (is the pod-runner running? set --control or SWITCHBOARD_RUN_DIR)",
+                    file.display()
+                )
+            })?;
             text.trim()
                 .parse()
                 .with_context(|| format!("{} does not hold an address", file.display()))?
@@ -230,7 +247,10 @@ async fn ctl(args: CtlArgs) -> Result<()> {
         CtlAction::Kill => Action::Kill,
     };
     let Some(target) = args.target else {
-        bail!("{} needs a target: a node name, namespace/pod or a pod name", action.as_str());
+        bail!(
+            "{} needs a target: a node name, namespace/pod or a pod name",
+            action.as_str()
+        );
     };
     let processes = args.processes.map(|p| match p {
         Processes::Freeze => DarkProcesses::Freeze,

@@ -29,7 +29,7 @@ pub enum AddrError {
 }
 
 /// A `/16` of loopback addresses split into one `/24` per node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PodNetwork {
     /// Second octet of the network (`127.<second>.0.0/16`).
     second: u8,
@@ -55,12 +55,6 @@ impl PodNetwork {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let o = ip.octets();
         o[0] == 127 && o[1] == self.second
-    }
-}
-
-impl Default for PodNetwork {
-    fn default() -> Self {
-        Self { second: 0 }
     }
 }
 
@@ -154,13 +148,34 @@ mod tests {
 
     #[test]
     fn parses_loopback_slash_16_only() {
-        assert_eq!("127.0.0.0/16".parse::<PodNetwork>(), Ok(PodNetwork { second: 0 }));
-        assert_eq!("127.42.0.0/16".parse::<PodNetwork>(), Ok(PodNetwork { second: 42 }));
-        assert!(matches!("10.0.0.0/16".parse::<PodNetwork>(), Err(AddrError::NotLoopback(_))));
-        assert!(matches!("127.0.0.0/24".parse::<PodNetwork>(), Err(AddrError::BadNetwork(_))));
-        assert!(matches!("127.0.1.0/16".parse::<PodNetwork>(), Err(AddrError::BadNetwork(_))));
-        assert!(matches!("127.0.0.0".parse::<PodNetwork>(), Err(AddrError::BadNetwork(_))));
-        assert_eq!("127.9.0.0/16".parse::<PodNetwork>().map(|n| n.to_string()), Ok("127.9.0.0/16".into()));
+        assert_eq!(
+            "127.0.0.0/16".parse::<PodNetwork>(),
+            Ok(PodNetwork { second: 0 })
+        );
+        assert_eq!(
+            "127.42.0.0/16".parse::<PodNetwork>(),
+            Ok(PodNetwork { second: 42 })
+        );
+        assert!(matches!(
+            "10.0.0.0/16".parse::<PodNetwork>(),
+            Err(AddrError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            "127.0.0.0/24".parse::<PodNetwork>(),
+            Err(AddrError::BadNetwork(_))
+        ));
+        assert!(matches!(
+            "127.0.1.0/16".parse::<PodNetwork>(),
+            Err(AddrError::BadNetwork(_))
+        ));
+        assert!(matches!(
+            "127.0.0.0".parse::<PodNetwork>(),
+            Err(AddrError::BadNetwork(_))
+        ));
+        assert_eq!(
+            "127.9.0.0/16".parse::<PodNetwork>().map(|n| n.to_string()),
+            Ok("127.9.0.0/16".into())
+        );
     }
 
     #[test]
@@ -189,11 +204,19 @@ mod tests {
     #[test]
     fn exhaustion_is_an_error_and_release_makes_room() {
         let mut pool = PodNetwork::default().pool(0).unwrap();
-        let all: Vec<_> = (0..AddressPool::CAPACITY).map(|_| pool.allocate().unwrap()).collect();
+        let all: Vec<_> = (0..AddressPool::CAPACITY)
+            .map(|_| pool.allocate().unwrap())
+            .collect();
         let unique: BTreeSet<_> = all.iter().collect();
         assert_eq!(unique.len(), AddressPool::CAPACITY);
-        assert!(all.iter().all(|ip| ip.octets()[3] >= 2 && ip.octets()[3] <= 254));
-        assert_eq!(pool.allocate(), Err(AddrError::Exhausted(AddressPool::CAPACITY)));
+        assert!(
+            all.iter()
+                .all(|ip| ip.octets()[3] >= 2 && ip.octets()[3] <= 254)
+        );
+        assert_eq!(
+            pool.allocate(),
+            Err(AddrError::Exhausted(AddressPool::CAPACITY))
+        );
         pool.release(all[10]);
         assert_eq!(pool.allocate(), Ok(all[10]));
     }

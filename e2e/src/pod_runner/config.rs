@@ -147,6 +147,9 @@ mod tests {
         let p = PodPaths::new(Path::new("/r/pods"), "live", "sig-0", "0123456789abcdef");
         assert_eq!(p.log, Path::new("/r/pods/live_sig-0.log"));
         assert_eq!(p.pid, Path::new("/r/pods/live_sig-0.pid"));
-        assert_eq!(p.volumes(), Path::new("/r/pods/live_sig-0-01234567/volumes"));
+        assert_eq!(
+            p.volumes(),
+            Path::new("/r/pods/live_sig-0-01234567/volumes")
+        );
     }
 }

@@ -131,17 +131,30 @@ struct CtlQuery {
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body + "\n",
+    )
+        .into_response()
 }
 
 /// Carries out `action` on `target`; returns a one-line summary.
-pub fn perform(registry: &Registry, action: Action, target: &str, processes: DarkProcesses) -> Result<String, (StatusCode, String)> {
+pub fn perform(
+    registry: &Registry,
+    action: Action,
+    target: &str,
+    processes: DarkProcesses,
+) -> Result<String, (StatusCode, String)> {
     let resolved = registry
         .resolve(target)
         .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))?;
     let command = match (action, &resolved) {
         (Action::Dark, Target::Pod(_)) => {
-            return Err((StatusCode::BAD_REQUEST, format!("dark applies to nodes; {target:?} is a pod (use freeze or kill)")));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("dark applies to nodes; {target:?} is a pod (use freeze or kill)"),
+            ));
         }
         (Action::Dark, Target::Node(node)) => {
             registry.set_dark(node, true);
@@ -162,8 +175,12 @@ pub fn perform(registry: &Registry, action: Action, target: &str, processes: Dar
     let mut sent = 0;
     if let Some(cmd) = command {
         for tx in registry.senders(&resolved) {
-            tx.try_send(cmd)
-                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("pod worker busy: {e}")))?;
+            tx.try_send(cmd).map_err(|e| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("pod worker busy: {e}"),
+                )
+            })?;
             sent += 1;
         }
     }
@@ -173,14 +190,26 @@ pub fn perform(registry: &Registry, action: Action, target: &str, processes: Dar
     })
 }
 
-async fn ctl(AxumState(registry): AxumState<Arc<Registry>>, Path(action): Path<String>, Query(q): Query<CtlQuery>) -> Response {
+async fn ctl(
+    AxumState(registry): AxumState<Arc<Registry>>,
+    Path(action): Path<String>,
+    Query(q): Query<CtlQuery>,
+) -> Response {
     let Some(action) = Action::parse(&action) else {
-        return text(StatusCode::NOT_FOUND, format!("unknown action {action:?} (dark, resume, freeze, kill)"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("unknown action {action:?} (dark, resume, freeze, kill)"),
+        );
     };
     let processes = match q.processes.as_deref().map(DarkProcesses::parse) {
         None => DarkProcesses::default(),
         Some(Some(p)) => p,
-        Some(None) => return text(StatusCode::BAD_REQUEST, "processes must be freeze, kill or keep".into()),
+        Some(None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "processes must be freeze, kill or keep".into(),
+            );
+        }
     };
     match perform(&registry, action, &q.target, processes) {
         Ok(summary) => {
@@ -193,7 +222,12 @@ async fn ctl(AxumState(registry): AxumState<Arc<Registry>>, Path(action): Path<S
 
 async fn state(AxumState(registry): AxumState<Arc<Registry>>) -> Response {
     match serde_json::to_string(&registry.state()) {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -202,7 +236,13 @@ async fn state(AxumState(registry): AxumState<Arc<Registry>>) -> Response {
 pub async fn bind(
     addr: SocketAddr,
     registry: Arc<Registry>,
-) -> Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>), ControlError> {
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = std::io::Result<()>>,
+    ),
+    ControlError,
+> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ControlError::Bind { addr, source })?;
@@ -221,14 +261,21 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 /// Client: performs `action` on `target` at the runner listening on `addr`.
-pub async fn request(addr: SocketAddr, action: Action, target: &str, processes: Option<DarkProcesses>) -> Result<String, ControlError> {
+pub async fn request(
+    addr: SocketAddr,
+    action: Action,
+    target: &str,
+    processes: Option<DarkProcesses>,
+) -> Result<String, ControlError> {
     let mut path = format!("/ctl/{}?target={}", action.as_str(), encode(target));
     if let Some(p) = processes {
         path.push_str(&format!("&processes={}", p.as_str()));
@@ -238,7 +285,10 @@ pub async fn request(addr: SocketAddr, action: Action, target: &str, processes: 
     if r.status == 200 {
         Ok(message)
     } else {
-        Err(ControlError::Refused { status: r.status, message })
+        Err(ControlError::Refused {
+            status: r.status,
+            message,
+        })
     }
 }
 
@@ -276,25 +326,41 @@ mod tests {
             },
             tx,
         );
-        let (addr, server) = bind("127.0.0.1:0".parse().unwrap(), registry.clone()).await.unwrap();
+        let (addr, server) = bind("127.0.0.1:0".parse().unwrap(), registry.clone())
+            .await
+            .unwrap();
         let server = tokio::spawn(server);
 
-        let msg = request(addr, Action::Dark, "runner-0", Some(DarkProcesses::Kill)).await.unwrap();
+        let msg = request(addr, Action::Dark, "runner-0", Some(DarkProcesses::Kill))
+            .await
+            .unwrap();
         assert!(msg.contains("dark"), "{msg}");
         assert!(*dark.borrow_and_update());
         assert_eq!(rx.recv().await, Some(PodCommand::Kill));
 
-        request(addr, Action::Resume, "runner-0", None).await.unwrap();
+        request(addr, Action::Resume, "runner-0", None)
+            .await
+            .unwrap();
         assert!(!*dark.borrow_and_update());
         assert_eq!(rx.recv().await, Some(PodCommand::Thaw));
 
-        request(addr, Action::Freeze, "live/sig-0", None).await.unwrap();
+        request(addr, Action::Freeze, "live/sig-0", None)
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await, Some(PodCommand::Freeze));
 
-        let err = request(addr, Action::Dark, "sig-0", None).await.unwrap_err();
-        assert!(matches!(err, ControlError::Refused { status: 400, .. }), "{err}");
+        let err = request(addr, Action::Dark, "sig-0", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ControlError::Refused { status: 400, .. }),
+            "{err}"
+        );
         let err = request(addr, Action::Kill, "nope", None).await.unwrap_err();
-        assert!(matches!(err, ControlError::Refused { status: 404, .. }), "{err}");
+        assert!(
+            matches!(err, ControlError::Refused { status: 404, .. }),
+            "{err}"
+        );
 
         let state = fetch_state(addr).await.unwrap();
         assert_eq!(state.nodes[0].name, "runner-0");

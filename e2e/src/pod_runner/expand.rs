@@ -100,7 +100,15 @@ mod tests {
 
     #[test]
     fn never_panics_on_arbitrary_text() {
-        for input in ["$(", "$$(", "(((", ")$)", "$)$(", "\u{1F600}$\u{1F600}", "$(\u{1F600})"] {
+        for input in [
+            "$(",
+            "$$(",
+            "(((",
+            ")$)",
+            "$)$(",
+            "\u{1F600}$\u{1F600}",
+            "$(\u{1F600})",
+        ] {
             let _ = expand(input, env);
         }
     }

@@ -41,15 +41,22 @@ pub enum FetchError {
 
 /// Reads every referenced Secret and ConfigMap (absent ones are left out) and requests the
 /// service-account tokens.
-pub async fn fetch(client: &kube::Client, pod: &Pod, refs: &References) -> Result<(ObjectSources, Tokens), FetchError> {
+pub async fn fetch(
+    client: &kube::Client,
+    pod: &Pod,
+    refs: &References,
+) -> Result<(ObjectSources, Tokens), FetchError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut sources = ObjectSources::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for name in &refs.secrets {
-        let found = secrets.get_opt(name).await.map_err(|source| FetchError::Api {
-            what: format!("secret {ns}/{name}"),
-            source,
-        })?;
+        let found = secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| FetchError::Api {
+                what: format!("secret {ns}/{name}"),
+                source,
+            })?;
         if let Some(secret) = found {
             let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             for (k, v) in secret.string_data.unwrap_or_default() {
@@ -63,10 +70,13 @@ pub async fn fetch(client: &kube::Client, pod: &Pod, refs: &References) -> Resul
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for name in &refs.config_maps {
-        let found = config_maps.get_opt(name).await.map_err(|source| FetchError::Api {
-            what: format!("configmap {ns}/{name}"),
-            source,
-        })?;
+        let found = config_maps
+            .get_opt(name)
+            .await
+            .map_err(|source| FetchError::Api {
+                what: format!("configmap {ns}/{name}"),
+                source,
+            })?;
         if let Some(cm) = found {
             let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             for (k, v) in cm.data.unwrap_or_default() {
@@ -120,7 +130,10 @@ pub fn write_in_pod_kubeconfig(
     apiserver_url: &str,
     namespace: &str,
 ) -> Result<Option<PathBuf>, FetchError> {
-    let Some(mount) = mounts.iter().find(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT) else {
+    let Some(mount) = mounts
+        .iter()
+        .find(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT)
+    else {
         return Ok(None);
     };
     let dir = mount.local.to_string_lossy();
@@ -145,7 +158,8 @@ mod tests {
 
     #[test]
     fn kubeconfig_points_at_the_materialised_token() {
-        let dir = std::env::temp_dir().join(format!("pod-runner-kubeconfig-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pod-runner-kubeconfig-{}", std::process::id()));
         let mounts = vec![MountRewrite {
             mount_path: SERVICE_ACCOUNT_MOUNT.into(),
             local: dir.join("volumes/kube-api-access-x"),

@@ -160,12 +160,16 @@ mod tests {
             let mut req = vec![0u8; 4096];
             let n = s.read(&mut req).await.unwrap();
             assert!(req[..n].starts_with(b"GET /readyz HTTP/1.1\r\n"));
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
             // Second connection: never answer.
             let (_silent, _) = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let r = request(addr, "GET", "/readyz", &[], b"", Duration::from_secs(2)).await.unwrap();
+        let r = request(addr, "GET", "/readyz", &[], b"", Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
         let err = request(addr, "GET", "/", &[], b"", Duration::from_millis(200)).await;
         assert!(matches!(err, Err(HttpError::Timeout(_))));

@@ -14,10 +14,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ImageError {
     /// An `--image-map` entry is not `NAME=PATH`.
-    #[error("image map entry {0:?} is not NAME=PATH (NAME is an image basename, optionally with :TAG)")]
+    #[error(
+        "image map entry {0:?} is not NAME=PATH (NAME is an image basename, optionally with :TAG)"
+    )]
     BadEntry(String),
     /// The pod's image has no entry.
-    #[error("no image map entry for image {image:?} (add --image-map {basename}=<path to a binary>)")]
+    #[error(
+        "no image map entry for image {image:?} (add --image-map {basename}=<path to a binary>)"
+    )]
     Unmapped {
         /// The image as written in the pod.
         image: String,
@@ -116,9 +120,16 @@ mod tests {
 
     #[test]
     fn tag_specific_entries_win() {
-        let map = ImageMap::from_entries(["signaling-node=/bin/a", "signaling-node:v2=/bin/b"]).unwrap();
-        assert_eq!(map.resolve("ghcr.io/switchboard/signaling-node:v1"), Ok(Path::new("/bin/a")));
-        assert_eq!(map.resolve("ghcr.io/switchboard/signaling-node:v2"), Ok(Path::new("/bin/b")));
+        let map =
+            ImageMap::from_entries(["signaling-node=/bin/a", "signaling-node:v2=/bin/b"]).unwrap();
+        assert_eq!(
+            map.resolve("ghcr.io/switchboard/signaling-node:v1"),
+            Ok(Path::new("/bin/a"))
+        );
+        assert_eq!(
+            map.resolve("ghcr.io/switchboard/signaling-node:v2"),
+            Ok(Path::new("/bin/b"))
+        );
         assert_eq!(map.resolve("signaling-node"), Ok(Path::new("/bin/a")));
     }
 
@@ -133,7 +144,10 @@ mod tests {
             })
         );
         for bad in ["noequals", "=/x", "a=", "ghcr.io/a=/x"] {
-            assert!(matches!(ImageMap::from_entries([bad]), Err(ImageError::BadEntry(_))), "{bad}");
+            assert!(
+                matches!(ImageMap::from_entries([bad]), Err(ImageError::BadEntry(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -160,7 +160,12 @@ pub fn first_container(pod: &Pod) -> Result<&Container, LaunchError> {
 pub fn plan(pod: &Pod, inputs: &PlanInputs<'_>) -> Result<LaunchPlan, LaunchError> {
     let container = first_container(pod)?;
     let env = container_env(pod, container, inputs)?;
-    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let command = container.command.as_deref().unwrap_or_default();
     let raw_args = command
         .iter()
@@ -177,7 +182,12 @@ pub fn plan(pod: &Pod, inputs: &PlanInputs<'_>) -> Result<LaunchPlan, LaunchErro
         .working_dir
         .as_deref()
         .map(|dir| remap_paths(dir, inputs.mounts))
-        .filter(|dir| inputs.mounts.iter().any(|m| dir.starts_with(&*m.local.to_string_lossy())))
+        .filter(|dir| {
+            inputs
+                .mounts
+                .iter()
+                .any(|m| dir.starts_with(&*m.local.to_string_lossy()))
+        })
         .map_or_else(|| inputs.pod_dir.to_path_buf(), PathBuf::from);
     Ok(LaunchPlan {
         program: inputs.program.to_path_buf(),
@@ -215,12 +225,18 @@ pub fn remap_paths(value: &str, mounts: &[MountRewrite]) -> String {
     let mut out = String::with_capacity(value.len());
     let mut i = 0;
     'outer: while i < value.len() {
-        let prev_ok = value[..i].chars().next_back().is_none_or(|c| !is_path_char(c));
+        let prev_ok = value[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_path_char(c));
         if prev_ok {
             for m in &sorted {
                 if value[i..].starts_with(&m.mount_path) {
                     let end = i + m.mount_path.len();
-                    let next_ok = value[end..].chars().next().is_none_or(|c| c == '/' || !is_path_char(c));
+                    let next_ok = value[end..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| c == '/' || !is_path_char(c));
                     if next_ok {
                         out.push_str(&m.local.to_string_lossy());
                         i = end;
@@ -241,7 +257,9 @@ pub fn remap_paths(value: &str, mounts: &[MountRewrite]) -> String {
 fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn set_env(env: &mut Vec<(String, String)>, name: String, value: String) {
@@ -296,7 +314,12 @@ fn container_env(
             }
         } else {
             let raw = var.value.as_deref().unwrap_or_default();
-            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+            let lookup = |n: &str| {
+                env.iter()
+                    .rev()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.as_str())
+            };
             expand(raw, lookup)
         };
         set_env(&mut env, var.name.clone(), value);
@@ -323,14 +346,28 @@ fn value_from(
         return field_value(pod, field, &inputs.placement, false).map(Some);
     }
     if source.resource_field_ref.is_some() {
-        return Err(LaunchError::Unsupported("env valueFrom.resourceFieldRef".into()));
+        return Err(LaunchError::Unsupported(
+            "env valueFrom.resourceFieldRef".into(),
+        ));
     }
     let (kind, name, key, optional) = if let Some(r) = &source.secret_key_ref {
-        (SECRET, r.name.as_str(), r.key.as_str(), r.optional.unwrap_or(false))
+        (
+            SECRET,
+            r.name.as_str(),
+            r.key.as_str(),
+            r.optional.unwrap_or(false),
+        )
     } else if let Some(r) = &source.config_map_key_ref {
-        (CONFIG_MAP, r.name.as_str(), r.key.as_str(), r.optional.unwrap_or(false))
+        (
+            CONFIG_MAP,
+            r.name.as_str(),
+            r.key.as_str(),
+            r.optional.unwrap_or(false),
+        )
     } else {
-        return Err(LaunchError::Unsupported("env valueFrom without a known source".into()));
+        return Err(LaunchError::Unsupported(
+            "env valueFrom without a known source".into(),
+        ));
     };
     let Some(data) = inputs.sources.object(kind, name) else {
         return if optional {
@@ -414,11 +451,17 @@ mod tests {
         let mut s = ObjectSources::default();
         s.secrets.insert(
             "auth".into(),
-            BTreeMap::from([("jwt-key".into(), b"s3cret".to_vec()), ("bin".into(), vec![0xff, 0xfe])]),
+            BTreeMap::from([
+                ("jwt-key".into(), b"s3cret".to_vec()),
+                ("bin".into(), vec![0xff, 0xfe]),
+            ]),
         );
         s.config_maps.insert(
             "cfg".into(),
-            BTreeMap::from([("LEVEL".into(), b"debug".to_vec()), ("bad key".into(), b"x".to_vec())]),
+            BTreeMap::from([
+                ("LEVEL".into(), b"debug".to_vec()),
+                ("bad key".into(), b"x".to_vec()),
+            ]),
         );
         s
     }
@@ -522,10 +565,17 @@ spec:
 
     #[test]
     fn working_dir_inside_a_mount_is_remapped() {
-        let p = pod("metadata: {name: a}\nspec: {containers: [{name: c, workingDir: /etc/sb/tls}]}");
-        assert_eq!(run_plan(&p, &sources()).unwrap().cwd, Path::new("/run/pods/ns_p/volumes/tls"));
+        let p =
+            pod("metadata: {name: a}\nspec: {containers: [{name: c, workingDir: /etc/sb/tls}]}");
+        assert_eq!(
+            run_plan(&p, &sources()).unwrap().cwd,
+            Path::new("/run/pods/ns_p/volumes/tls")
+        );
         let p = pod("metadata: {name: a}\nspec: {containers: [{name: c, workingDir: /app}]}");
-        assert_eq!(run_plan(&p, &sources()).unwrap().cwd, Path::new("/run/pods/ns_p"));
+        assert_eq!(
+            run_plan(&p, &sources()).unwrap().cwd,
+            Path::new("/run/pods/ns_p")
+        );
     }
 
     #[test]
@@ -564,7 +614,9 @@ spec:
             ),
         ];
         for (var, want) in cases {
-            let p = pod(&format!("metadata: {{name: a}}\nspec: {{containers: [{{name: c, env: [{var}]}}]}}"));
+            let p = pod(&format!(
+                "metadata: {{name: a}}\nspec: {{containers: [{{name: c, env: [{var}]}}]}}"
+            ));
             assert_eq!(run_plan(&p, &sources()), Err(want), "{var}");
         }
         let empty = pod("metadata: {name: a}\nspec: {containers: []}");
@@ -594,7 +646,8 @@ spec:
 
     #[test]
     fn downward_volume_renders_whole_maps() {
-        let p = pod("metadata: {name: a, labels: {b: '2', a: '1'}}\nspec: {containers: [{name: c}]}");
+        let p =
+            pod("metadata: {name: a, labels: {b: '2', a: '1'}}\nspec: {containers: [{name: c}]}");
         let placement = PodPlacement {
             pod_ip: Ipv4Addr::LOCALHOST,
             host_ip: Ipv4Addr::LOCALHOST,
@@ -604,7 +657,10 @@ spec:
             field_path: "metadata.labels".into(),
             ..Default::default()
         };
-        assert_eq!(field_value(&p, &field, &placement, true).unwrap(), "a=\"1\"\nb=\"2\"");
+        assert_eq!(
+            field_value(&p, &field, &placement, true).unwrap(),
+            "a=\"1\"\nb=\"2\""
+        );
         assert!(field_value(&p, &field, &placement, false).is_err());
     }
 }

@@ -87,7 +87,11 @@ pub struct Termination {
 impl Termination {
     /// `Completed` for exit code 0, `Error` otherwise (the runtime's reasons).
     pub fn reason(&self) -> &'static str {
-        if self.exit_code == 0 { "Completed" } else { "Error" }
+        if self.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
     }
 }
 
@@ -243,7 +247,10 @@ impl Lifecycle {
         } else {
             ContainerState::Waiting {
                 reason: "CrashLoopBackOff".into(),
-                message: Some(format!("back-off {}s restarting failed container", after.as_secs_f64())),
+                message: Some(format!(
+                    "back-off {}s restarting failed container",
+                    after.as_secs_f64()
+                )),
             }
         };
         Decision::Restart { after }
@@ -343,8 +350,15 @@ mod tests {
         l.started(t(0));
         assert_eq!(l.phase(), Phase::Running);
         // kill -9 after one second: immediate restart, state shows the exit.
-        assert_eq!(l.exited(0, Some(9), t(1)), Decision::Restart { after: Duration::ZERO });
-        assert!(matches!(l.state(), ContainerState::Terminated(x) if x.exit_code == 137 && x.signal == Some(9)));
+        assert_eq!(
+            l.exited(0, Some(9), t(1)),
+            Decision::Restart {
+                after: Duration::ZERO
+            }
+        );
+        assert!(
+            matches!(l.state(), ContainerState::Terminated(x) if x.exit_code == 137 && x.signal == Some(9))
+        );
         assert_eq!(l.phase(), Phase::Running);
         assert_eq!(l.restart_count(), 0);
         assert!(l.restart_pending());
@@ -352,15 +366,32 @@ mod tests {
         assert_eq!(l.restart_count(), 1);
         assert_eq!(l.last_state().map(|x| x.exit_code), Some(137));
         // Quick crashes back off.
-        assert_eq!(l.exited(1, None, t(2)), Decision::Restart { after: Duration::from_secs(1) });
-        assert!(matches!(l.state(), ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff"));
+        assert_eq!(
+            l.exited(1, None, t(2)),
+            Decision::Restart {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert!(
+            matches!(l.state(), ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+        );
         assert_eq!(l.last_state().map(|x| x.exit_code), Some(1));
         l.started(t(3));
-        assert_eq!(l.exited(1, None, t(3)), Decision::Restart { after: Duration::from_secs(2) });
+        assert_eq!(
+            l.exited(1, None, t(3)),
+            Decision::Restart {
+                after: Duration::from_secs(2)
+            }
+        );
         l.started(t(5));
         assert_eq!(l.restart_count(), 3);
         // A long run resets the sequence.
-        assert_eq!(l.exited(0, None, t(100)), Decision::Restart { after: Duration::ZERO });
+        assert_eq!(
+            l.exited(0, None, t(100)),
+            Decision::Restart {
+                after: Duration::ZERO
+            }
+        );
     }
 
     #[test]
@@ -418,7 +449,9 @@ mod tests {
         let mut l = Lifecycle::new(RestartPolicy::Always, backoff());
         l.cannot_start("ErrImagePull", "no mapping".into());
         assert_eq!(l.phase(), Phase::Pending);
-        assert!(matches!(l.state(), ContainerState::Waiting { reason, .. } if reason == "ErrImagePull"));
+        assert!(
+            matches!(l.state(), ContainerState::Waiting { reason, .. } if reason == "ErrImagePull")
+        );
         l.started(t(0));
         assert_eq!(l.phase(), Phase::Running);
     }

@@ -65,7 +65,12 @@ pub fn node_object(spec: &NodeSpec) -> Node {
     let labels = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), spec.name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
-        ("kubernetes.io/arch".to_string(), std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+        (
+            "kubernetes.io/arch".to_string(),
+            std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
+        ),
         (RUNNER_LABEL.to_string(), "true".to_string()),
     ]);
     Node {
@@ -108,10 +113,30 @@ pub fn node_status(spec: &NodeSpec, ready_since: Timestamp, now: Timestamp) -> N
             },
         ]),
         conditions: Some(vec![
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "pod-runner has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "pod-runner has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "pod-runner has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "pod-runner is posting ready status"),
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "pod-runner has sufficient memory available",
+            ),
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "pod-runner has no disk pressure",
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "pod-runner has sufficient PID available",
+            ),
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "pod-runner is posting ready status",
+            ),
         ]),
         node_info: Some(NodeSystemInfo {
             architecture: std::env::consts::ARCH.into(),
@@ -134,13 +159,18 @@ pub fn node_status(spec: &NodeSpec, ready_since: Timestamp, now: Timestamp) -> N
 /// Returns the node's uid (owner of its lease).
 pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<String, NodeError> {
     let api: Api<Node> = Api::all(client.clone());
-    let node = match api.get_opt(&spec.name).await.map_err(api_err("reading", &spec.name))? {
+    let node = match api
+        .get_opt(&spec.name)
+        .await
+        .map_err(api_err("reading", &spec.name))?
+    {
         Some(existing) => existing,
         None => match api.create(&PostParams::default(), &node_object(spec)).await {
             Ok(created) => created,
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                api.get(&spec.name).await.map_err(api_err("reading", &spec.name))?
-            }
+            Err(kube::Error::Api(s)) if s.code == 409 => api
+                .get(&spec.name)
+                .await
+                .map_err(api_err("reading", &spec.name))?,
             Err(e) => return Err(api_err("creating", &spec.name)(e)),
         },
     };
@@ -149,7 +179,11 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<String, 
 }
 
 /// Posts the node status (Ready since `ready_since`).
-pub async fn post_status(client: &kube::Client, spec: &NodeSpec, ready_since: Timestamp) -> Result<(), NodeError> {
+pub async fn post_status(
+    client: &kube::Client,
+    spec: &NodeSpec,
+    ready_since: Timestamp,
+) -> Result<(), NodeError> {
     let api: Api<Node> = Api::all(client.clone());
     let body = serde_json::json!({ "status": node_status(spec, ready_since, Timestamp::now()) });
     api.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&body))
@@ -159,11 +193,18 @@ pub async fn post_status(client: &kube::Client, spec: &NodeSpec, ready_since: Ti
 }
 
 /// Renews (or creates) the node's lease.
-pub async fn renew_lease(client: &kube::Client, spec: &NodeSpec, node_uid: &str) -> Result<(), NodeError> {
+pub async fn renew_lease(
+    client: &kube::Client,
+    spec: &NodeSpec,
+    node_uid: &str,
+) -> Result<(), NodeError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let now = MicroTime(Timestamp::now());
     let body = serde_json::json!({ "spec": { "renewTime": now, "holderIdentity": spec.name, "leaseDurationSeconds": LEASE_SECONDS } });
-    match api.patch(&spec.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+    match api
+        .patch(&spec.name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let lease = Lease {
@@ -207,7 +248,13 @@ pub struct Heartbeat {
 
 /// Renews the lease and posts status until the process ends; silent while `dark` is true, and
 /// posts a fresh Ready status (new transition time) as soon as the node resumes.
-pub async fn heartbeat_loop(client: kube::Client, spec: NodeSpec, node_uid: String, beat: Heartbeat, mut dark: watch::Receiver<bool>) {
+pub async fn heartbeat_loop(
+    client: kube::Client,
+    spec: NodeSpec,
+    node_uid: String,
+    beat: Heartbeat,
+    mut dark: watch::Receiver<bool>,
+) {
     let mut ready_since = Timestamp::now();
     let mut last_status = tokio::time::Instant::now();
     let mut was_dark = false;
@@ -263,12 +310,24 @@ mod tests {
         let since = Timestamp::from_second(1_700_000_000).unwrap();
         let now = Timestamp::from_second(1_700_000_010).unwrap();
         let status = node_status(&spec(), since, now);
-        assert_eq!(status.capacity.as_ref().unwrap()["pods"], Quantity("110".into()));
-        let ready = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            status.capacity.as_ref().unwrap()["pods"],
+            Quantity("110".into())
+        );
+        let ready = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         assert_eq!(ready.last_heartbeat_time, Some(Time(now)));
         assert_eq!(ready.last_transition_time, Some(Time(since)));
         let internal = &status.addresses.as_ref().unwrap()[0];
-        assert_eq!((internal.type_.as_str(), internal.address.as_str()), ("InternalIP", "127.0.1.1"));
+        assert_eq!(
+            (internal.type_.as_str(), internal.address.as_str()),
+            ("InternalIP", "127.0.1.1")
+        );
     }
 }

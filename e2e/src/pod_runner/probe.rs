@@ -102,19 +102,30 @@ fn resolve_port(container: &Container, port: &IntOrString) -> Result<u16, ProbeE
 }
 
 /// The container's readiness probe, if it has one.
-pub fn readiness_spec(container: &Container, max_period: Duration) -> Result<Option<ProbeSpec>, ProbeError> {
+pub fn readiness_spec(
+    container: &Container,
+    max_period: Duration,
+) -> Result<Option<ProbeSpec>, ProbeError> {
     let Some(probe) = container.readiness_probe.as_ref() else {
         return Ok(None);
     };
     spec(container, probe, max_period).map(Some)
 }
 
-fn spec(container: &Container, probe: &Probe, max_period: Duration) -> Result<ProbeSpec, ProbeError> {
+fn spec(
+    container: &Container,
+    probe: &Probe,
+    max_period: Duration,
+) -> Result<ProbeSpec, ProbeError> {
     let action = if let Some(h) = &probe.http_get {
         ProbeAction::Http {
             host: h.host.clone().filter(|s| !s.is_empty()),
             port: resolve_port(container, &h.port)?,
-            path: h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into()),
+            path: h
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".into()),
             headers: h
                 .http_headers
                 .as_deref()
@@ -137,7 +148,9 @@ fn spec(container: &Container, probe: &Probe, max_period: Duration) -> Result<Pr
     Ok(ProbeSpec {
         action,
         initial_delay: secs(probe.initial_delay_seconds, 0),
-        period: secs(probe.period_seconds, 10).min(max_period).max(Duration::from_millis(100)),
+        period: secs(probe.period_seconds, 10)
+            .min(max_period)
+            .max(Duration::from_millis(100)),
         timeout: secs(probe.timeout_seconds, 1).max(Duration::from_millis(100)),
         success_threshold: threshold(probe.success_threshold, 1),
         failure_threshold: threshold(probe.failure_threshold, 3),
@@ -199,7 +212,11 @@ async fn target(host: Option<&str>, pod_ip: Ipv4Addr, port: u16) -> Option<Socke
 }
 
 /// Runs one check; `Err` carries a short reason for the log.
-pub async fn check(action: &ProbeAction, pod_ip: Ipv4Addr, timeout: Duration) -> Result<(), String> {
+pub async fn check(
+    action: &ProbeAction,
+    pod_ip: Ipv4Addr,
+    timeout: Duration,
+) -> Result<(), String> {
     match action {
         ProbeAction::Http {
             host,
@@ -235,7 +252,9 @@ pub async fn check(action: &ProbeAction, pod_ip: Ipv4Addr, timeout: Duration) ->
                 .map(drop)
                 .map_err(|e| format!("TCP probe to {addr}: {e}"))
         }
-        ProbeAction::Unsupported(kind) => Err(format!("{kind} probes are not supported by the pod runner")),
+        ProbeAction::Unsupported(kind) => {
+            Err(format!("{kind} probes are not supported by the pod runner"))
+        }
     }
 }
 
@@ -266,11 +285,25 @@ mod tests {
         assert_eq!(spec.period, Duration::from_secs(1));
         assert_eq!(spec.timeout, Duration::from_secs(1));
         assert_eq!((spec.success_threshold, spec.failure_threshold), (1, 3));
-        let c = container("{name: c, readinessProbe: {tcpSocket: {port: 7000}, periodSeconds: 2, failureThreshold: 1}}");
+        let c = container(
+            "{name: c, readinessProbe: {tcpSocket: {port: 7000}, periodSeconds: 2, failureThreshold: 1}}",
+        );
         let spec = readiness_spec(&c, Duration::from_secs(5)).unwrap().unwrap();
-        assert_eq!(spec.action, ProbeAction::Tcp { host: None, port: 7000 });
-        assert_eq!((spec.period, spec.failure_threshold), (Duration::from_secs(2), 1));
-        assert_eq!(readiness_spec(&container("{name: c}"), Duration::from_secs(1)), Ok(None));
+        assert_eq!(
+            spec.action,
+            ProbeAction::Tcp {
+                host: None,
+                port: 7000
+            }
+        );
+        assert_eq!(
+            (spec.period, spec.failure_threshold),
+            (Duration::from_secs(2), 1)
+        );
+        assert_eq!(
+            readiness_spec(&container("{name: c}"), Duration::from_secs(1)),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -281,7 +314,10 @@ mod tests {
             Err(ProbeError::UnknownPort("nope".into()))
         );
         let c = container("{name: c, readinessProbe: {httpGet: {port: 70000}}}");
-        assert_eq!(readiness_spec(&c, Duration::from_secs(1)), Err(ProbeError::BadPort(70000)));
+        assert_eq!(
+            readiness_spec(&c, Duration::from_secs(1)),
+            Err(ProbeError::BadPort(70000))
+        );
     }
 
     #[test]
@@ -302,10 +338,22 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let tcp = ProbeAction::Tcp { host: None, port };
-        assert!(check(&tcp, Ipv4Addr::LOCALHOST, Duration::from_secs(1)).await.is_ok());
+        assert!(
+            check(&tcp, Ipv4Addr::LOCALHOST, Duration::from_secs(1))
+                .await
+                .is_ok()
+        );
         drop(listener);
-        assert!(check(&tcp, Ipv4Addr::LOCALHOST, Duration::from_secs(1)).await.is_err());
+        assert!(
+            check(&tcp, Ipv4Addr::LOCALHOST, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
         let exec = ProbeAction::Unsupported("exec");
-        assert!(check(&exec, Ipv4Addr::LOCALHOST, Duration::from_secs(1)).await.is_err());
+        assert!(
+            check(&exec, Ipv4Addr::LOCALHOST, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
     }
 }

@@ -104,7 +104,9 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
-        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records a live group.
@@ -213,7 +215,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pod-runner-process-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("p.log");
-        let mut child = spawn(&plan("echo $GREETING ${HOME:-nohome}; exit 3", &dir), &log, "start 1").unwrap();
+        let mut child = spawn(
+            &plan("echo $GREETING ${HOME:-nohome}; exit 3", &dir),
+            &log,
+            "start 1",
+        )
+        .unwrap();
         let status = child.wait().await.unwrap();
         assert_eq!(exit_info(status), (3, None));
         let text = std::fs::read_to_string(&log).unwrap();
@@ -233,7 +240,10 @@ mod tests {
         signal_group(pgid, Sig::Stop).unwrap();
         signal_group(pgid, Sig::Cont).unwrap();
         table.signal_all(Sig::Kill);
-        let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.unwrap().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(exit_info(status).1, Some(9));
         table.remove(pgid);
         assert!(table.groups().is_empty());
@@ -247,6 +257,9 @@ mod tests {
     fn missing_program_is_a_clear_error() {
         let mut p = plan("true", Path::new("/"));
         p.program = "/nonexistent/binary".into();
-        assert!(matches!(spawn(&p, Path::new("/tmp/x.log"), "x"), Err(ProcessError::NotExecutable(_))));
+        assert!(matches!(
+            spawn(&p, Path::new("/tmp/x.log"), "x"),
+            Err(ProcessError::NotExecutable(_))
+        ));
     }
 }

@@ -33,7 +33,9 @@ pub fn references(pod: &Pod) -> References {
             }
         }
         for var in c.env.as_deref().unwrap_or_default() {
-            let Some(source) = &var.value_from else { continue };
+            let Some(source) = &var.value_from else {
+                continue;
+            };
             if let Some(s) = &source.secret_key_ref {
                 r.secrets.insert(s.name.clone());
             }
@@ -100,10 +102,18 @@ spec:
         )
         .unwrap();
         let r = references(&pod);
-        assert_eq!(r.secrets, BTreeSet::from(["s1".into(), "s2".into(), "s3".into()]));
+        assert_eq!(
+            r.secrets,
+            BTreeSet::from(["s1".into(), "s2".into(), "s3".into()])
+        );
         assert_eq!(
             r.config_maps,
-            BTreeSet::from(["c1".into(), "c2".into(), "c3".into(), "kube-root-ca.crt".into()])
+            BTreeSet::from([
+                "c1".into(),
+                "c2".into(),
+                "c3".into(),
+                "kube-root-ca.crt".into()
+            ])
         );
         assert_eq!(r.token_audiences, BTreeSet::from([(String::new(), 3607)]));
     }

@@ -186,7 +186,11 @@ impl Registry {
                 .filter(|p| &p.info.node == node)
                 .map(|p| p.commands.clone())
                 .collect(),
-            Target::Pod(uid) => pods.get(uid).map(|p| p.commands.clone()).into_iter().collect(),
+            Target::Pod(uid) => pods
+                .get(uid)
+                .map(|p| p.commands.clone())
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -240,7 +244,14 @@ mod tests {
         assert!(!r.set_dark("runner-9", true));
         let state = r.state();
         assert!(state.nodes[0].dark);
-        assert_eq!(state.pods.iter().map(|p| p.uid.as_str()).collect::<Vec<_>>(), vec!["u3", "u1", "u2"]);
+        assert_eq!(
+            state
+                .pods
+                .iter()
+                .map(|p| p.uid.as_str())
+                .collect::<Vec<_>>(),
+            vec!["u3", "u1", "u2"]
+        );
         r.remove_pod("u3");
         assert_eq!(r.resolve("db"), Err(TargetError::NotFound("db".into())));
     }

@@ -54,7 +54,11 @@ fn base_env(kube_config: &kube::Config) -> Vec<(String, String)> {
 }
 
 /// Runs until `shutdown` resolves (or the control endpoint fails), then stops every pod process.
-pub async fn run(config: RunnerConfig, kube_config: kube::Config, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
+pub async fn run(
+    config: RunnerConfig,
+    kube_config: kube::Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunnerError> {
     let client = kube::Client::try_from(kube_config.clone()).map_err(RunnerError::Client)?;
     let pods_dir = config.pods_dir();
     std::fs::create_dir_all(&pods_dir).map_err(|source| RunnerError::Io {
@@ -64,16 +68,14 @@ pub async fn run(config: RunnerConfig, kube_config: kube::Config, shutdown: impl
     let registry = Arc::new(Registry::default());
     let processes = Arc::new(ProcessTable::default());
     let (control_addr, server) = control::bind(config.control_listen, registry.clone()).await?;
-    let control_file = config.control_file();
-    std::fs::write(&control_file, format!("{control_addr}\n")).map_err(|source| RunnerError::Io {
-        path: control_file.clone(),
-        source,
-    })?;
-    tracing::info!(%control_addr, file = %control_file.display(), "control endpoint");
 
     let ctx = Arc::new(WorkerContext {
         client: client.clone(),
-        apiserver_url: kube_config.cluster_url.to_string().trim_end_matches('/').to_string(),
+        apiserver_url: kube_config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string(),
         base_env: base_env(&kube_config),
         config: config.clone(),
         processes: processes.clone(),
@@ -96,13 +98,29 @@ pub async fn run(config: RunnerConfig, kube_config: kube::Config, shutdown: impl
         let dark = registry.add_node(&spec.name, spec.host_ip);
         let uid = node::register(&client, &spec).await?;
         tracing::info!(node = %spec.name, host_ip = %spec.host_ip, "node registered");
-        tasks.push(tokio::spawn(node::heartbeat_loop(client.clone(), spec.clone(), uid, beat, dark)));
+        tasks.push(tokio::spawn(node::heartbeat_loop(
+            client.clone(),
+            spec.clone(),
+            uid,
+            beat,
+            dark,
+        )));
         let node_ctx = Arc::new(NodeContext {
             spec,
             pool: Mutex::new(pool),
         });
         tasks.push(tokio::spawn(watch::run(ctx.clone(), node_ctx)));
     }
+
+    // Written once every node is registered: its presence tells scripts the runner is up.
+    let control_file = config.control_file();
+    std::fs::write(&control_file, format!("{control_addr}\n")).map_err(|source| {
+        RunnerError::Io {
+            path: control_file.clone(),
+            source,
+        }
+    })?;
+    tracing::info!(%control_addr, file = %control_file.display(), "control endpoint");
 
     tokio::select! {
         result = server => if let Err(e) = result { tracing::error!(error = %e, "control endpoint failed") },

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -91,7 +91,13 @@ fn terminated(t: &Termination, container_id: Option<&String>) -> ApiState {
     }
 }
 
-fn condition(kind: &'static str, value: bool, reason: Option<&str>, clock: &mut ConditionClock, now: Timestamp) -> PodCondition {
+fn condition(
+    kind: &'static str,
+    value: bool,
+    reason: Option<&str>,
+    clock: &mut ConditionClock,
+    now: Timestamp,
+) -> PodCondition {
     PodCondition {
         type_: kind.into(),
         status: if value { "True" } else { "False" }.into(),
@@ -126,13 +132,20 @@ pub fn build(input: &StatusInput<'_>, clock: &mut ConditionClock, now: Timestamp
     let container = ContainerStatus {
         name: input.container_name.into(),
         image: input.image.into(),
-        image_id: input.program.map(|p| format!("pod-runner://{p}")).unwrap_or_default(),
+        image_id: input
+            .program
+            .map(|p| format!("pod-runner://{p}"))
+            .unwrap_or_default(),
         container_id: container_id.clone(),
         ready,
         started: Some(running),
         restart_count: l.restart_count(),
         state: Some(state),
-        last_state: Some(l.last_state().map(|t| terminated(t, None)).unwrap_or_default()),
+        last_state: Some(
+            l.last_state()
+                .map(|t| terminated(t, None))
+                .unwrap_or_default(),
+        ),
         ..Default::default()
     };
     let not_ready_reason = if l.phase().is_terminal() {
@@ -141,7 +154,13 @@ pub fn build(input: &StatusInput<'_>, clock: &mut ConditionClock, now: Timestamp
         "ContainersNotReady"
     };
     let conditions = vec![
-        condition("PodReadyToStartContainers", input.pod_ip.is_some(), None, clock, now),
+        condition(
+            "PodReadyToStartContainers",
+            input.pod_ip.is_some(),
+            None,
+            clock,
+            now,
+        ),
         condition("Initialized", true, None, clock, now),
         condition("Ready", ready, Some(not_ready_reason), clock, now),
         condition("ContainersReady", ready, Some(not_ready_reason), clock, now),
@@ -163,13 +182,52 @@ pub fn build(input: &StatusInput<'_>, clock: &mut ConditionClock, now: Timestamp
     }
 }
 
+/// The parts of a pod status the runner owns and others may overwrite (the node lifecycle
+/// controller sets Ready to False on a silent node): phase, condition values, pod IP and the
+/// first container's readiness and restart count. When the API's copy differs from what the
+/// runner last wrote, the runner writes again, as a kubelet's status manager does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    phase: Option<String>,
+    conditions: Vec<(String, String)>,
+    pod_ip: Option<String>,
+    container: Option<(bool, i32)>,
+}
+
+/// The [`Fingerprint`] of a status.
+pub fn fingerprint(status: &PodStatus) -> Fingerprint {
+    let mut conditions: Vec<(String, String)> = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone()))
+        .collect();
+    conditions.sort();
+    Fingerprint {
+        phase: status.phase.clone(),
+        conditions,
+        pod_ip: status.pod_ip.clone(),
+        container: status
+            .container_statuses
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| (c.ready, c.restart_count)),
+    }
+}
+
 /// Whether `phase` is terminal in the API's spelling.
 pub fn is_terminal(status: &PodStatus) -> bool {
     matches!(status.phase.as_deref(), Some(p) if p == Phase::Succeeded.as_str() || p == Phase::Failed.as_str())
 }
 
 /// Writes `status` to the pod's status subresource.
-pub async fn patch(client: &kube::Client, namespace: &str, name: &str, status: &PodStatus) -> Result<(), StatusError> {
+pub async fn patch(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &PodStatus,
+) -> Result<(), StatusError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let body = serde_json::json!({ "status": status });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
@@ -206,7 +264,12 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a PodCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == kind).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == kind)
+            .unwrap()
     }
 
     #[test]
@@ -217,7 +280,10 @@ mod tests {
         let s = build(&input(&l, false), &mut clock, t(1));
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&s, "Ready").status, "False");
-        assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            cond(&s, "Ready").reason.as_deref(),
+            Some("ContainersNotReady")
+        );
         assert_eq!(s.pod_ip.as_deref(), Some("127.0.1.2"));
         assert_eq!(s.host_ip.as_deref(), Some("127.0.1.1"));
         let s = build(&input(&l, true), &mut clock, t(2));
@@ -228,7 +294,11 @@ mod tests {
         assert!(c.state.as_ref().unwrap().running.is_some());
         assert_eq!(cond(&s, "Ready").status, "True");
         assert_eq!(cond(&s, "Ready").last_transition_time, Some(Time(t(2))));
-        assert_eq!(cond(&s, "Initialized").last_transition_time, Some(Time(t(1))), "unchanged keeps its time");
+        assert_eq!(
+            cond(&s, "Initialized").last_transition_time,
+            Some(Time(t(1))),
+            "unchanged keeps its time"
+        );
     }
 
     #[test]
@@ -246,7 +316,36 @@ mod tests {
         let s = build(&input(&l, false), &mut clock, t(5));
         let c = &s.container_statuses.as_ref().unwrap()[0];
         assert_eq!(c.restart_count, 1);
-        assert_eq!(c.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 137);
+        assert_eq!(
+            c.last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            137
+        );
+    }
+
+    #[test]
+    fn fingerprint_sees_a_foreign_ready_false() {
+        let mut l = Lifecycle::new(RestartPolicy::Always, BackoffPolicy::default());
+        l.started(t(1));
+        let ours = build(&input(&l, true), &mut ConditionClock::default(), t(1));
+        let mut theirs = ours.clone();
+        assert_eq!(fingerprint(&ours), fingerprint(&theirs));
+        for c in theirs.conditions.as_mut().unwrap() {
+            if c.type_ == "Ready" {
+                c.status = "False".into();
+                c.reason = Some("NodeNotReady".into());
+            }
+        }
+        assert_ne!(fingerprint(&ours), fingerprint(&theirs));
+        // Fields the runner does not own do not matter.
+        let mut other = ours.clone();
+        other.qos_class = Some("BestEffort".into());
+        assert_eq!(fingerprint(&ours), fingerprint(&other));
     }
 
     #[test]

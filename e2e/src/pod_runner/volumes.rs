@@ -50,7 +50,9 @@ pub enum VolumeError {
         path: String,
     },
     /// The volume type is not implemented by the runner.
-    #[error("volume {0:?}: unsupported volume type (supported: secret, configMap, downwardAPI, projected, emptyDir, hostPath)")]
+    #[error(
+        "volume {0:?}: unsupported volume type (supported: secret, configMap, downwardAPI, projected, emptyDir, hostPath)"
+    )]
     Unsupported(String),
     /// A downward API item could not be resolved.
     #[error("volume {volume:?}: {source}")]
@@ -213,13 +215,20 @@ fn downward_files(
         .iter()
         .map(|item| {
             check_path(volume, &item.path)?;
-            let field = item.field_ref.as_ref().ok_or_else(|| VolumeError::Downward {
-                volume: volume.to_string(),
-                source: super::launch::LaunchError::Unsupported("downwardAPI resourceFieldRef".into()),
-            })?;
-            let value = field_value(pod, field, placement, true).map_err(|source| VolumeError::Downward {
-                volume: volume.to_string(),
-                source,
+            let field = item
+                .field_ref
+                .as_ref()
+                .ok_or_else(|| VolumeError::Downward {
+                    volume: volume.to_string(),
+                    source: super::launch::LaunchError::Unsupported(
+                        "downwardAPI resourceFieldRef".into(),
+                    ),
+                })?;
+            let value = field_value(pod, field, placement, true).map_err(|source| {
+                VolumeError::Downward {
+                    volume: volume.to_string(),
+                    source,
+                }
             })?;
             Ok(PlannedFile {
                 path: item.path.clone(),
@@ -246,12 +255,29 @@ fn plan_volume(
     if let Some(s) = &volume.secret {
         let secret = s.secret_name.as_deref().unwrap_or_default();
         let optional = s.optional.unwrap_or(false);
-        return key_files(name, SECRET, secret, s.items.as_deref(), optional, s.default_mode, sources).map(files);
+        return key_files(
+            name,
+            SECRET,
+            secret,
+            s.items.as_deref(),
+            optional,
+            s.default_mode,
+            sources,
+        )
+        .map(files);
     }
     if let Some(c) = &volume.config_map {
         let optional = c.optional.unwrap_or(false);
-        return key_files(name, CONFIG_MAP, &c.name, c.items.as_deref(), optional, c.default_mode, sources)
-            .map(files);
+        return key_files(
+            name,
+            CONFIG_MAP,
+            &c.name,
+            c.items.as_deref(),
+            optional,
+            c.default_mode,
+            sources,
+        )
+        .map(files);
     }
     if let Some(d) = &volume.downward_api {
         let items = d.items.as_deref().unwrap_or_default();
@@ -262,10 +288,26 @@ fn plan_volume(
         for source in p.sources.as_deref().unwrap_or_default() {
             if let Some(s) = &source.secret {
                 let optional = s.optional.unwrap_or(false);
-                all.extend(key_files(name, SECRET, &s.name, s.items.as_deref(), optional, p.default_mode, sources)?);
+                all.extend(key_files(
+                    name,
+                    SECRET,
+                    &s.name,
+                    s.items.as_deref(),
+                    optional,
+                    p.default_mode,
+                    sources,
+                )?);
             } else if let Some(c) = &source.config_map {
                 let optional = c.optional.unwrap_or(false);
-                all.extend(key_files(name, CONFIG_MAP, &c.name, c.items.as_deref(), optional, p.default_mode, sources)?);
+                all.extend(key_files(
+                    name,
+                    CONFIG_MAP,
+                    &c.name,
+                    c.items.as_deref(),
+                    optional,
+                    p.default_mode,
+                    sources,
+                )?);
             } else if let Some(d) = &source.downward_api {
                 let items = d.items.as_deref().unwrap_or_default();
                 all.extend(downward_files(name, pod, items, p.default_mode, placement)?);
@@ -326,7 +368,11 @@ pub fn volume_path(volumes_dir: &Path, plan: &VolumePlan) -> PathBuf {
 }
 
 /// The first container's mounts as path rewrites (`subPath` appended to the volume's path).
-pub fn mount_rewrites(pod: &Pod, volumes_dir: &Path, plans: &[VolumePlan]) -> Result<Vec<MountRewrite>, VolumeError> {
+pub fn mount_rewrites(
+    pod: &Pod,
+    volumes_dir: &Path,
+    plans: &[VolumePlan],
+) -> Result<Vec<MountRewrite>, VolumeError> {
     let by_name: BTreeMap<&str, &VolumePlan> = plans.iter().map(|p| (p.name(), p)).collect();
     let mounts = pod
         .spec
@@ -389,7 +435,8 @@ pub fn materialise(volumes_dir: &Path, plans: &[VolumePlan]) -> Result<(), Volum
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
             std::fs::write(&path, &file.data).map_err(io(&path))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)).map_err(io(&path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
+                .map_err(io(&path))?;
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -420,7 +467,10 @@ mod tests {
         let mut s = ObjectSources::default();
         s.secrets.insert(
             "tls".into(),
-            BTreeMap::from([("tls.crt".into(), b"CERT".to_vec()), ("tls.key".into(), b"KEY".to_vec())]),
+            BTreeMap::from([
+                ("tls.crt".into(), b"CERT".to_vec()),
+                ("tls.key".into(), b"KEY".to_vec()),
+            ]),
         );
         s.config_maps.insert(
             "kube-root-ca.crt".into(),
@@ -469,9 +519,21 @@ spec:
         let VolumePlan::Files { files, .. } = &plans[1] else {
             panic!("projected volume is files")
         };
-        let got: Vec<_> = files.iter().map(|f| (f.path.as_str(), f.data.as_slice())).collect();
-        assert_eq!(got, vec![("token", &b"TOKEN"[..]), ("ca.crt", b"CA"), ("namespace", b"ns")]);
-        assert!(matches!(&plans[2], VolumePlan::Files { keep_existing: true, files, .. } if files.is_empty()));
+        let got: Vec<_> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.data.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("token", &b"TOKEN"[..]),
+                ("ca.crt", b"CA"),
+                ("namespace", b"ns")
+            ]
+        );
+        assert!(
+            matches!(&plans[2], VolumePlan::Files { keep_existing: true, files, .. } if files.is_empty())
+        );
         assert_eq!(
             plans[3],
             VolumePlan::HostPath {
@@ -492,19 +554,27 @@ spec:
             plan_volumes(&pod(POD), &sources(), &tokens, &placement()),
             Err(VolumeError::MissingToken(v)) if v == "api"
         ));
-        let p = pod("metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, secret: {secretName: gone}}]}");
+        let p = pod(
+            "metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, secret: {secretName: gone}}]}",
+        );
         assert!(matches!(
             plan_volumes(&p, &sources(), &tokens, &placement()),
             Err(VolumeError::MissingObject { kind: SECRET, .. })
         ));
-        let p = pod("metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, secret: {secretName: gone, optional: true}}]}");
+        let p = pod(
+            "metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, secret: {secretName: gone, optional: true}}]}",
+        );
         assert!(plan_volumes(&p, &sources(), &tokens, &placement()).is_ok());
-        let p = pod("metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, configMap: {name: kube-root-ca.crt, items: [{key: nope, path: x}]}}]}");
+        let p = pod(
+            "metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, configMap: {name: kube-root-ca.crt, items: [{key: nope, path: x}]}}]}",
+        );
         assert!(matches!(
             plan_volumes(&p, &sources(), &tokens, &placement()),
             Err(VolumeError::MissingKey { .. })
         ));
-        let p = pod("metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, persistentVolumeClaim: {claimName: c}}]}");
+        let p = pod(
+            "metadata: {name: p}\nspec: {containers: [], volumes: [{name: v, persistentVolumeClaim: {claimName: c}}]}",
+        );
         assert!(matches!(
             plan_volumes(&p, &sources(), &tokens, &placement()),
             Err(VolumeError::Unsupported(_))
@@ -519,7 +589,10 @@ spec:
                 "metadata: {{name: p}}\nspec: {{containers: [], volumes: [{{name: v, secret: {{secretName: tls, items: [{{key: tls.crt, path: '{path}'}}]}}}}]}}"
             ));
             assert!(
-                matches!(plan_volumes(&p, &sources(), &tokens, &placement()), Err(VolumeError::BadPath { .. })),
+                matches!(
+                    plan_volumes(&p, &sources(), &tokens, &placement()),
+                    Err(VolumeError::BadPath { .. })
+                ),
                 "{path}"
             );
         }
@@ -550,7 +623,10 @@ spec:
         materialise(&dir, &plan(b"one", "a/b.txt")).unwrap();
         std::fs::write(dir.join("e/kept"), b"k").unwrap();
         assert_eq!(std::fs::read(dir.join("v/a/b.txt")).unwrap(), b"one");
-        let m = std::fs::metadata(dir.join("v/a/b.txt")).unwrap().permissions().mode();
+        let m = std::fs::metadata(dir.join("v/a/b.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o600);
         materialise(&dir, &plan(b"two", "c.txt")).unwrap();
         assert!(!dir.join("v/a/b.txt").exists());

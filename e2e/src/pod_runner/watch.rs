@@ -139,7 +139,9 @@ pub async fn run(ctx: Arc<WorkerContext>, node: Arc<NodeContext>) {
                 tracing::warn!(node = %node.spec.name, "pod watch ended");
                 return;
             }
-            Err(e) => tracing::warn!(node = %node.spec.name, error = %e, "pod watch error (retrying)"),
+            Err(e) => {
+                tracing::warn!(node = %node.spec.name, error = %e, "pod watch error (retrying)")
+            }
         }
     }
 }

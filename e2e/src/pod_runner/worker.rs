@@ -79,11 +79,16 @@ pub fn spawn(ctx: Arc<WorkerContext>, node: Arc<NodeContext>, pod: Pod) -> Worke
     let (pod_tx, pod_rx) = watch::channel(Some(pod.clone()));
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (probe_tx, probe_rx) = mpsc::channel(PROBE_QUEUE);
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let paths = PodPaths::new(&ctx.config.pods_dir(), &namespace, &name, &uid);
-    let policy = RestartPolicy::from_spec(pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()));
+    let policy =
+        RestartPolicy::from_spec(pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()));
     let info = PodInfo {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -122,6 +127,7 @@ pub fn spawn(ctx: Arc<WorkerContext>, node: Arc<NodeContext>, pod: Pod) -> Worke
         start_time: Timestamp::now(),
         clock: ConditionClock::default(),
         last_reported: None,
+        last_fingerprint: None,
         report_retry_at: None,
         next_start_at: Some(Instant::now()),
         kill_at: None,
@@ -161,6 +167,8 @@ struct Worker {
     start_time: Timestamp,
     clock: ConditionClock,
     last_reported: Option<serde_json::Value>,
+    /// What the runner's own fields looked like in the last write.
+    last_fingerprint: Option<status::Fingerprint>,
     report_retry_at: Option<Instant>,
     next_start_at: Option<Instant>,
     kill_at: Option<Instant>,
@@ -206,14 +214,19 @@ impl Worker {
                     self.delete_retry_at,
                 ])
             };
-            let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let sleep = tokio::time::sleep_until(
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 status = wait_child(&mut self.child) => self.on_exit(status),
                 changed = self.pod_rx.changed(), if self.pod_open => match changed {
-                    Ok(()) => match self.pod_rx.borrow_and_update().clone() {
-                        Some(pod) => self.pod = pod,
-                        None => self.gone = true,
-                    },
+                    Ok(()) => {
+                        let latest = self.pod_rx.borrow_and_update().clone();
+                        match latest {
+                            Some(pod) => self.on_pod(pod),
+                            None => self.gone = true,
+                        }
+                    }
                     Err(_) => {
                         self.pod_open = false;
                         self.gone = true;
@@ -247,7 +260,12 @@ impl Worker {
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
     }
@@ -293,10 +311,24 @@ impl Worker {
             self.start().await;
         }
         self.report().await;
-        if self.lifecycle.is_deleting() && self.child.is_none() && self.delete_retry_at.is_none_or(|at| now >= at) {
+        if self.lifecycle.is_deleting()
+            && self.child.is_none()
+            && self.delete_retry_at.is_none_or(|at| now >= at)
+        {
             return self.delete_from_api().await;
         }
         Flow::Continue
+    }
+
+    /// A new version of the Pod: if someone else changed the status the runner owns, write
+    /// it again at the next report.
+    fn on_pod(&mut self, pod: Pod) {
+        if let (Some(ours), Some(theirs)) = (&self.last_fingerprint, pod.status.as_ref())
+            && *ours != status::fingerprint(theirs)
+        {
+            self.last_reported = None;
+        }
+        self.pod = pod;
     }
 
     fn signal(&mut self, sig: Sig) {
@@ -407,17 +439,25 @@ impl Worker {
             node_name: &self.node.spec.name,
         };
         let volumes_dir = self.paths.volumes();
-        let mounts = match volumes::plan_volumes(&self.pod, &sources, &tokens, &placement)
-            .and_then(|plans| {
+        let mounts = match volumes::plan_volumes(&self.pod, &sources, &tokens, &placement).and_then(
+            |plans| {
                 volumes::materialise(&volumes_dir, &plans)?;
                 volumes::mount_rewrites(&self.pod, &volumes_dir, &plans)
-            }) {
+            },
+        ) {
             Ok(m) => m,
             Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
         };
         let mut base_env = self.ctx.base_env.clone();
-        match fetch::write_in_pod_kubeconfig(&self.paths.dir, &mounts, &self.ctx.apiserver_url, &self.namespace) {
-            Ok(Some(path)) => base_env.push(("KUBECONFIG".into(), path.to_string_lossy().into_owned())),
+        match fetch::write_in_pod_kubeconfig(
+            &self.paths.dir,
+            &mounts,
+            &self.ctx.apiserver_url,
+            &self.namespace,
+        ) {
+            Ok(Some(path)) => {
+                base_env.push(("KUBECONFIG".into(), path.to_string_lossy().into_owned()))
+            }
             Ok(None) => {}
             Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
         }
@@ -448,7 +488,11 @@ impl Worker {
             Err(e) => return self.cannot_start("RunContainerError", e.to_string(), RETRY),
         };
         let Some(pid) = child.id() else {
-            return self.cannot_start("RunContainerError", "process exited before it was recorded".into(), RETRY);
+            return self.cannot_start(
+                "RunContainerError",
+                "process exited before it was recorded".into(),
+                RETRY,
+            );
         };
         self.ctx.processes.insert(pid);
         if let Err(e) = std::fs::write(&self.paths.pid, format!("{pid}\n")) {
@@ -468,7 +512,10 @@ impl Worker {
             self.readiness = None;
             return;
         };
-        self.readiness = Some(Readiness::new(spec.success_threshold, spec.failure_threshold));
+        self.readiness = Some(Readiness::new(
+            spec.success_threshold,
+            spec.failure_threshold,
+        ));
         let tx = self.probe_tx.clone();
         let run = self.run;
         let key = self.key();
@@ -497,12 +544,17 @@ impl Worker {
             return;
         }
         let container = launch::first_container(&self.pod).ok();
-        let program = self.program.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let program = self
+            .program
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
         let input = StatusInput {
             lifecycle: &self.lifecycle,
             ready: self.ready(),
             container_name: container.map_or("", |c| c.name.as_str()),
-            image: container.and_then(|c| c.image.as_deref()).unwrap_or_default(),
+            image: container
+                .and_then(|c| c.image.as_deref())
+                .unwrap_or_default(),
             program: program.as_deref(),
             pid: self.pid,
             pod_ip: self.ip,
@@ -517,6 +569,7 @@ impl Worker {
         match status::patch(&self.ctx.client, &self.namespace, &self.name, &built).await {
             Ok(()) => {
                 self.last_reported = Some(value);
+                self.last_fingerprint = Some(status::fingerprint(&built));
                 self.report_retry_at = None;
                 self.info.phase = self.lifecycle.phase().as_str().into();
                 self.info.ready = built
