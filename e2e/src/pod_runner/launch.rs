@@ -27,8 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, EnvVarSource, ObjectFieldSelector, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod};
 
+use super::downward::field_value;
 use super::expand::expand;
 
 /// Errors building a launch plan; reported as `CreateContainerConfigError`.
@@ -390,55 +391,6 @@ fn value_from(
     }
 }
 
-/// The downward API value of `field` for `pod`. `whole_maps` allows `metadata.labels` and
-/// `metadata.annotations` themselves (volumes only), rendered as sorted `key="value"` lines.
-pub fn field_value(
-    pod: &Pod,
-    field: &ObjectFieldSelector,
-    placement: &PodPlacement<'_>,
-    whole_maps: bool,
-) -> Result<String, LaunchError> {
-    let meta = &pod.metadata;
-    let spec = pod.spec.as_ref();
-    let path = field.field_path.as_str();
-    let map_entry = |map: Option<&BTreeMap<String, String>>, prefix: &str| -> Option<String> {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
-    };
-    let render = |map: Option<&BTreeMap<String, String>>| -> String {
-        map.map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-    };
-    let value = match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => placement.node_name.to_string(),
-        "spec.serviceAccountName" => spec
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into()),
-        "status.podIP" | "status.podIPs" => placement.pod_ip.to_string(),
-        "status.hostIP" | "status.hostIPs" => placement.host_ip.to_string(),
-        "metadata.labels" if whole_maps => render(meta.labels.as_ref()),
-        "metadata.annotations" if whole_maps => render(meta.annotations.as_ref()),
-        _ => {
-            if let Some(v) = map_entry(meta.labels.as_ref(), "metadata.labels['") {
-                v
-            } else if let Some(v) = map_entry(meta.annotations.as_ref(), "metadata.annotations['") {
-                v
-            } else {
-                return Err(LaunchError::UnsupportedFieldPath(path.to_string()));
-            }
-        }
-    };
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,25 +594,5 @@ spec:
         for (input, want) in cases {
             assert_eq!(remap_paths(input, &mounts), want, "{input}");
         }
-    }
-
-    #[test]
-    fn downward_volume_renders_whole_maps() {
-        let p =
-            pod("metadata: {name: a, labels: {b: '2', a: '1'}}\nspec: {containers: [{name: c}]}");
-        let placement = PodPlacement {
-            pod_ip: Ipv4Addr::LOCALHOST,
-            host_ip: Ipv4Addr::LOCALHOST,
-            node_name: "n",
-        };
-        let field = ObjectFieldSelector {
-            field_path: "metadata.labels".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            field_value(&p, &field, &placement, true).unwrap(),
-            "a=\"1\"\nb=\"2\""
-        );
-        assert!(field_value(&p, &field, &placement, false).is_err());
     }
 }

@@ -1,16 +1,18 @@
 //! The pod runner: plays one or more Kubernetes nodes for the local e2e control plane and runs
-//! each pod bound to them as a local process on its own loopback address (see
-//! `e2e/src/bin/pod-runner.rs` for the command line and `docs` in each module for the rules).
+//! each pod bound to them as a local process on its own loopback address (command line in
+//! `e2e/src/bin/pod-runner.rs`; each module's doc states its rules).
 //!
 //! Pure logic: [`addr`] (address plan), [`image`] (image → binary), [`expand`] (`$(VAR)`),
-//! [`launch`] (command, args, env, path and address rewriting), [`refs`], [`volumes`] planning,
-//! [`lifecycle`] (phase and restart decisions), [`probe`] thresholds, [`status`] building,
-//! [`registry`]. I/O: [`node`] (registration, heartbeats), [`watch`], [`worker`] (one task per
-//! pod), [`process`], [`fetch`], [`http`], [`control`], [`runner`].
+//! [`launch`] (command, args, env, path and address rewriting), [`downward`], [`refs`],
+//! [`volumes`] (planning), [`lifecycle`] (phase and restart decisions), [`probe`] (thresholds),
+//! [`status`] (building), [`registry`], [`config`]. I/O: [`node`] (registration, heartbeats),
+//! [`watch`], [`worker`] (one task per pod), [`prepare`] (everything before exec), [`process`],
+//! [`fetch`], [`http`], [`control`], [`runner`].
 
 pub mod addr;
 pub mod config;
 pub mod control;
+pub mod downward;
 pub mod expand;
 pub mod fetch;
 pub mod http;
@@ -18,6 +20,7 @@ pub mod image;
 pub mod launch;
 pub mod lifecycle;
 pub mod node;
+pub mod prepare;
 pub mod probe;
 pub mod process;
 pub mod refs;

@@ -14,7 +14,8 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
-use super::launch::{CONFIG_MAP, MountRewrite, ObjectSources, PodPlacement, SECRET, field_value};
+use super::downward::field_value;
+use super::launch::{CONFIG_MAP, MountRewrite, ObjectSources, PodPlacement, SECRET};
 
 /// Errors planning or writing volumes; reported as the container's waiting message.
 #[derive(Debug, thiserror::Error)]

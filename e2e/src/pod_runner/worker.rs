@@ -26,16 +26,14 @@ use tokio::time::Instant;
 
 use super::addr::AddressPool;
 use super::config::{PodPaths, RunnerConfig};
-use super::fetch;
-use super::launch::{self, PlanInputs, PodPlacement};
+use super::launch::{self, PodPlacement};
 use super::lifecycle::{Decision, Lifecycle, RestartPolicy};
 use super::node::NodeSpec;
+use super::prepare;
 use super::probe::{self, ProbeSpec, Readiness};
 use super::process::{self, ProcessTable, Sig};
-use super::refs;
 use super::registry::{PodCommand, PodInfo, Registry};
 use super::status::{self, ConditionClock, StatusInput};
-use super::volumes;
 
 /// What all workers share.
 pub struct WorkerContext {
@@ -414,66 +412,33 @@ impl Worker {
                 }
             }
         };
-        let container = match launch::first_container(&self.pod) {
-            Ok(c) => c.clone(),
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
-        };
-        let image = container.image.clone().unwrap_or_default();
-        let program = match self.ctx.config.images.resolve(&image) {
-            Ok(p) => p.to_path_buf(),
-            Err(e) => return self.cannot_start("ErrImagePull", e.to_string(), IMAGE_RETRY),
-        };
-        self.program = Some(program.clone());
-        let probe_spec = match probe::readiness_spec(&container, self.ctx.config.max_probe_period) {
-            Ok(p) => p,
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
-        };
-        let references = refs::references(&self.pod);
-        let (sources, tokens) = match fetch::fetch(&self.ctx.client, &self.pod, &references).await {
-            Ok(x) => x,
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
-        };
-        let placement = PodPlacement {
-            pod_ip: ip,
-            host_ip: self.node.spec.host_ip,
-            node_name: &self.node.spec.name,
-        };
-        let volumes_dir = self.paths.volumes();
-        let mounts = match volumes::plan_volumes(&self.pod, &sources, &tokens, &placement).and_then(
-            |plans| {
-                volumes::materialise(&volumes_dir, &plans)?;
-                volumes::mount_rewrites(&self.pod, &volumes_dir, &plans)
+        let inputs = prepare::Inputs {
+            client: &self.ctx.client,
+            config: &self.ctx.config,
+            pod: &self.pod,
+            paths: &self.paths,
+            placement: PodPlacement {
+                pod_ip: ip,
+                host_ip: self.node.spec.host_ip,
+                node_name: &self.node.spec.name,
             },
-        ) {
-            Ok(m) => m,
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
+            apiserver_url: &self.ctx.apiserver_url,
+            base_env: &self.ctx.base_env,
         };
-        let mut base_env = self.ctx.base_env.clone();
-        match fetch::write_in_pod_kubeconfig(
-            &self.paths.dir,
-            &mounts,
-            &self.ctx.apiserver_url,
-            &self.namespace,
-        ) {
-            Ok(Some(path)) => {
-                base_env.push(("KUBECONFIG".into(), path.to_string_lossy().into_owned()))
-            }
-            Ok(None) => {}
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
+        let prepared = prepare::prepare(&inputs).await;
+        if let Some(program) = prepared.program {
+            self.program = Some(program);
         }
-        let plan = match launch::plan(
-            &self.pod,
-            &PlanInputs {
-                program: &program,
-                placement,
-                sources: &sources,
-                mounts: &mounts,
-                pod_dir: &self.paths.dir,
-                base_env: &base_env,
-            },
-        ) {
-            Ok(p) => p,
-            Err(e) => return self.cannot_start("CreateContainerConfigError", e.to_string(), RETRY),
+        let (plan, probe_spec) = match prepared.result {
+            Ok(ok) => ok,
+            Err(e) => {
+                let retry = if e.is_image_error() {
+                    IMAGE_RETRY
+                } else {
+                    RETRY
+                };
+                return self.cannot_start(e.reason(), e.to_string(), retry);
+            }
         };
         let banner = format!(
             "start #{} of {} on {} ({ip}): {} {}",
