@@ -52,7 +52,7 @@ struct RunArgs {
     /// Number of nodes to register.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-    /// Node name prefix; nodes are <prefix>-0, <prefix>-1, …
+    /// Node name prefix; nodes are PREFIX-0, PREFIX-1, …
     #[arg(long, default_value = "runner")]
     node_prefix: String,
     /// Loopback /16 for nodes and pods; node i gets 127.X.(i+1).0/24.
@@ -64,7 +64,7 @@ struct RunArgs {
     /// Run directory for pod logs, pid files and the control address file.
     #[arg(long, env = "SWITCHBOARD_RUN_DIR", default_value = "e2e/.run")]
     run_dir: PathBuf,
-    /// Control endpoint address (loopback; port 0 picks one, written to <run dir>/pod-runner.ctl).
+    /// Control endpoint address (loopback; port 0 picks one, written to RUN_DIR/pod-runner.ctl).
     #[arg(long, default_value = "127.0.0.1:0")]
     control_listen: SocketAddr,
     /// Node lease renewal period.
@@ -126,7 +126,7 @@ struct CtlArgs {
     /// With `dark`: what happens to the node's processes.
     #[arg(long, value_enum)]
     processes: Option<Processes>,
-    /// Control endpoint (default: read from <run dir>/pod-runner.ctl).
+    /// Control endpoint (default: read from RUN_DIR/pod-runner.ctl).
     #[arg(long)]
     control: Option<SocketAddr>,
     /// Run directory holding pod-runner.ctl.
