@@ -1,0 +1,43 @@
+//! The Switchboard wire protocol: frame layout and codec, error codes, protocol versions,
+//! owned messages and the committed FlatBuffers code generated from `schemas/signaling.fbs`.
+//!
+//! A frame is `length u32 BE | type u8 | FlatBuffers body | crc32 BE` (DESIGN.md §2); the
+//! type byte selects the body's root table. [`decode_view`] verifies one whole message and
+//! reads it in place; [`decode`] also copies it into an owned [`Message`]; [`Encoder`]
+//! reuses its buffers between messages.
+//!
+//! Decisions worth knowing:
+//! - The CRC is checked before the type byte, so any corruption of type or body reads as
+//!   [`FrameError::CrcMismatch`]; only then is the body verified as the type's root table.
+//! - The FlatBuffers verifier runs with tight limits (depth 8, at most one table per 4 body
+//!   bytes, apparent size at most 4 × [`MAX_FRAME_LEN`]), so a small hostile frame cannot
+//!   make [`FrameView::to_owned`] allocate much more than its own size.
+//! - Empty strings and lists are not written; an absent field reads as empty. An `Event`
+//!   with an unknown `kind` is refused at decode, so `to_owned` cannot fail.
+//! - [`Encoder::encode`] refuses a message whose frame would exceed [`MAX_FRAME_LEN`]
+//!   ([`EncodeError::TooLarge`]) instead of sending a frame every receiver must reject.
+
+mod encode;
+mod frame;
+pub mod generated;
+mod message;
+mod types;
+mod view;
+
+pub use encode::{EncodeError, Encoder};
+pub use frame::{
+    CRC_LEN, FRAME_OVERHEAD, FrameError, LEN_PREFIX, MAX_BODY_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN,
+    frame_len,
+};
+pub use message::{
+    Candidate, ErrorFrame, Event, EventKind, Hangup, Hello, IceBatch, IceCandidate, Invite,
+    InviteResult, Join, Joined, Leave, Message, Migrate, Ping, Pong, Redirect, Resume, Sdp,
+    Welcome,
+};
+pub use types::{ErrorCode, FrameType, ProtocolVersion};
+pub use view::{FrameView, decode, decode_view};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
