@@ -17,6 +17,7 @@ use flatbuffers::FlatBufferBuilder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::config::SettingsWatch;
 use crate::protocol::{
     Encoder, ErrorCode, Hangup, Invite, InviteResult, Message, Migrate, ProtocolVersion, Sdp,
 };
@@ -287,6 +288,7 @@ pub(super) struct Actor {
     conns: HashMap<String, Peer>,
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
+    settings: SettingsWatch,
     limits: Limits,
     encoder: Encoder,
     fbb: FlatBufferBuilder<'static>,
@@ -303,13 +305,15 @@ impl Actor {
         rx: mpsc::Receiver<Command>,
         shared: Arc<Shared>,
     ) -> Self {
-        let limits = Limits::from(&shared.settings.borrow().tunables);
+        let mut settings = shared.settings.clone();
+        let limits = Limits::from(&settings.borrow_and_update().tunables);
         Self {
             id,
             state,
             conns: HashMap::new(),
             rx,
             shared,
+            settings,
             limits,
             encoder: Encoder::new(),
             fbb: FlatBufferBuilder::new(),
@@ -323,10 +327,12 @@ impl Actor {
         self.shared.clock.now_ms()
     }
 
+    /// Picks up hot-reloaded limits (cheap when nothing changed).
     fn refresh_limits(&mut self) {
-        let settings = self.shared.settings.borrow();
-        let limits = Limits::from(&settings.tunables);
-        drop(settings);
+        if !self.settings.has_changed().unwrap_or(false) {
+            return;
+        }
+        let limits = Limits::from(&self.settings.borrow_and_update().tunables);
         if limits != self.limits {
             self.state.set_limits(&limits);
             self.limits = limits;
@@ -356,10 +362,16 @@ impl Actor {
             let wake = self.wake_at();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => {
+                        self.refresh_limits();
+                        self.handle(cmd).await;
+                    }
                     None => break,
                 },
-                () = sleep_until(wake) => self.tick().await,
+                () = sleep_until(wake) => {
+                    self.refresh_limits();
+                    self.tick().await;
+                }
             }
             if self.state.is_empty() && self.stop.is_none() {
                 self.stop = Some(Stop::Emptied);

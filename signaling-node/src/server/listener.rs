@@ -66,6 +66,18 @@ pub(super) async fn accept_loop(
                 }
             }
         };
+        // A connection admitted to be rejected takes a real slot if one freed up (or the
+        // limit was raised) while it waited in accept.
+        let admission = match admission {
+            Admission::Reject(reject) => match limiter.try_acquire(max()) {
+                Some(slot) => {
+                    drop(reject);
+                    Admission::Serve(slot)
+                }
+                None => Admission::Reject(reject),
+            },
+            serve => serve,
+        };
         let _ = socket.set_nodelay(true);
         node.metrics.connections_total.inc();
         let node = node.clone();
