@@ -26,7 +26,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::auth::{AuthError, JwtSecret};
+use crate::cluster::ClusterArgs;
 use crate::metrics::Metrics;
+use crate::protocol::ProtocolVersion;
 
 /// A duration written with a unit (`ms`, `s`, `m`, `h`), e.g. `"30s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +87,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `signaling-node serve`: the settings file plus every setting as a flag / env var.
-/// Cluster mode adds its settings (etcd endpoints, namespace, cluster) as fields of
-/// [`SettingsPatch`], so they are file keys, flags and env vars alike.
+/// Flags of `signaling-node serve`: the settings file, every setting as a flag / env var, and
+/// the etcd flags of cluster mode ([`ClusterArgs`]; given only as flags / env vars, since they
+/// decide where the node's state lives and cannot change while it runs).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// TOML settings file; watched and hot-reloaded (flags and env vars keep precedence).
@@ -96,6 +98,9 @@ pub struct ServeArgs {
     /// Every setting.
     #[command(flatten)]
     pub settings: SettingsPatch,
+    /// etcd connection of cluster mode (none: standalone).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// One layer of settings: every field optional. It is the TOML file schema, the `serve` flag
@@ -134,9 +139,20 @@ pub struct SettingsPatch {
     /// How long a graceful drain may take before the process exits anyway [default: 10s].
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<Dur>,
+    /// Drain deadline in whole seconds (what the operator's pods set); --drain-timeout wins.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECONDS", hide = true)]
+    pub drain_timeout_seconds: Option<u64>,
     /// Log format [default: text].
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Protocol versions served, comma-separated (`v1,v2`, `1,2` or subprotocol names)
+    /// [default: every version this build speaks].
+    #[arg(long, env = "SWITCHBOARD_PROTOCOLS")]
+    pub protocols: Option<String>,
+    /// Rollout version (pool) this node belongs to, published in its cluster registration
+    /// [default: "default"].
+    #[arg(long, env = "SWITCHBOARD_VERSION")]
+    pub pool_version: Option<String>,
 
     /// Interval between server heartbeat Pings [default: 30s]. Hot-reloadable.
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_INTERVAL")]
@@ -218,6 +234,53 @@ pub struct SettingsPatch {
 }
 
 impl SettingsPatch {
+    /// The hot-reloadable settings the operator writes to etcd `config` (the
+    /// SignalingCluster's `spec.config`: `heartbeatSeconds`, `idleTimeoutSeconds`,
+    /// `inviteTimeoutSeconds`, `negotiationTimeoutSeconds`, `resumeWindowSeconds`,
+    /// `maxConnections`, `maxRooms`, `messagesPerSecond`, `roomSize`). Unknown keys are
+    /// skipped (a newer operator may know more settings than this node); a known key with a
+    /// value of the wrong type is an error.
+    pub fn from_cluster_settings(
+        settings: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ConfigError> {
+        let mut patch = SettingsPatch::default();
+        for (key, value) in settings {
+            let number = || {
+                value.as_u64().ok_or_else(|| {
+                    invalid(
+                        "cluster config",
+                        format!("{key} must be a non-negative integer"),
+                    )
+                })
+            };
+            let secs = || number().map(|n| Some(Dur(Duration::from_secs(n))));
+            let count = || {
+                number().and_then(|n| {
+                    usize::try_from(n)
+                        .map(Some)
+                        .map_err(|_| invalid("cluster config", format!("{key} is too large")))
+                })
+            };
+            match key.as_str() {
+                "heartbeatSeconds" => patch.heartbeat_interval = secs()?,
+                "idleTimeoutSeconds" => patch.idle_timeout = secs()?,
+                "inviteTimeoutSeconds" => patch.invite_timeout = secs()?,
+                "negotiationTimeoutSeconds" => patch.negotiation_timeout = secs()?,
+                "resumeWindowSeconds" => patch.resume_window = secs()?,
+                "maxConnections" => patch.max_connections = count()?,
+                "maxRooms" => patch.max_rooms = count()?,
+                "roomSize" => patch.max_room_members = count()?,
+                "messagesPerSecond" => {
+                    patch.rate_limit = Some(u32::try_from(number()?).map_err(|_| {
+                        invalid("cluster config", "messagesPerSecond is too large")
+                    })?);
+                }
+                other => tracing::debug!(key = other, "ignoring an unknown cluster setting"),
+            }
+        }
+        Ok(patch)
+    }
+
     /// Parses a TOML settings file's contents.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
@@ -241,7 +304,10 @@ impl SettingsPatch {
             tls_cert,
             tls_key,
             drain_timeout,
+            drain_timeout_seconds,
             log_format,
+            protocols,
+            pool_version,
             heartbeat_interval,
             idle_timeout,
             handshake_timeout,
@@ -378,6 +444,10 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Protocol versions served, newest first.
+    pub protocols: Vec<ProtocolVersion>,
+    /// Rollout version (pool) name.
+    pub pool_version: String,
     /// Hot-reloadable limits and timeouts.
     pub tunables: Tunables,
 }
@@ -431,6 +501,28 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Parses a protocol list: `v1,v2`, `1,2` or `switchboard.v1, switchboard.v2`; newest first.
+pub fn parse_protocols(list: &str) -> Result<Vec<ProtocolVersion>, ConfigError> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let number = item.strip_prefix("switchboard.").unwrap_or(item);
+        let number = number.strip_prefix('v').unwrap_or(number);
+        let version = number
+            .parse::<u8>()
+            .ok()
+            .and_then(ProtocolVersion::from_u8)
+            .ok_or_else(|| invalid("protocols", format!("unknown protocol version {item:?}")))?;
+        if !out.contains(&version) {
+            out.push(version);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid("protocols", "name at least one protocol version"));
+    }
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(out)
+}
+
 fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -453,6 +545,8 @@ impl Settings {
             tls: None,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            protocols: vec![ProtocolVersion::V2, ProtocolVersion::V1],
+            pool_version: "default".to_owned(),
             tunables: Tunables::default(),
         }
     }
@@ -504,6 +598,14 @@ impl Settings {
         };
         if let Some(v) = patch.drain_timeout {
             s.drain_timeout = v.0;
+        } else if let Some(secs) = patch.drain_timeout_seconds {
+            s.drain_timeout = Duration::from_secs(secs);
+        }
+        if let Some(list) = &patch.protocols {
+            s.protocols = parse_protocols(list)?;
+        }
+        if let Some(v) = &patch.pool_version {
+            s.pool_version = v.clone();
         }
         if let Some(v) = patch.log_format {
             s.log_format = v;
@@ -642,6 +744,12 @@ impl Settings {
         }
         if self.log_format != next.log_format {
             ignored.push("log_format");
+        }
+        if self.protocols != next.protocols {
+            ignored.push("protocols");
+        }
+        if self.pool_version != next.pool_version {
+            ignored.push("pool_version");
         }
         if self.jwt_secret_file != next.jwt_secret_file {
             ignored.push("jwt_secret_file");
@@ -1005,6 +1113,45 @@ mod tests {
         .unwrap();
         assert_eq!(pinned.current().tunables.rate_limit, 9);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn protocol_lists_parse() {
+        use ProtocolVersion::{V1, V2};
+        assert_eq!(parse_protocols("v1,v2").unwrap(), vec![V2, V1]);
+        assert_eq!(parse_protocols("1").unwrap(), vec![V1]);
+        assert_eq!(parse_protocols(" switchboard.v2 ").unwrap(), vec![V2]);
+        assert!(parse_protocols("v3").is_err());
+        assert!(parse_protocols(" , ").is_err());
+        let s = Settings::resolve(&SettingsPatch {
+            protocols: Some("v1".into()),
+            drain_timeout_seconds: Some(3),
+            pool_version: Some("blue".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(s.protocols, vec![V1]);
+        assert_eq!(s.drain_timeout, Duration::from_secs(3));
+        assert_eq!(s.pool_version, "blue");
+    }
+
+    #[test]
+    fn cluster_settings_map_to_tunables() {
+        let json = serde_json::json!({
+            "heartbeatSeconds": 10,
+            "idleTimeoutSeconds": 60,
+            "roomSize": 4,
+            "messagesPerSecond": 20,
+            "maxConnections": 1000,
+            "somethingNew": true
+        });
+        let patch = SettingsPatch::from_cluster_settings(json.as_object().unwrap()).unwrap();
+        assert_eq!(patch.heartbeat_interval, Some(Dur(Duration::from_secs(10))));
+        assert_eq!(patch.max_room_members, Some(4));
+        assert_eq!(patch.rate_limit, Some(20));
+        assert_eq!(patch.max_connections, Some(1000));
+        let bad = serde_json::json!({"roomSize": "big"});
+        assert!(SettingsPatch::from_cluster_settings(bad.as_object().unwrap()).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
 use signaling_node::metrics::Metrics;
 use signaling_node::routing::{SharedOwnership, Standalone};
+use signaling_node::server::cluster::serve_cluster;
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
 use tokio_util::sync::CancellationToken;
@@ -56,21 +57,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
         .await
         .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
-    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
-    let ownership: SharedOwnership = Arc::new(Standalone {
-        shard_count: settings.shard_count,
-    });
-    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(config.clone().watch_files(
         Duration::from_secs(1),
-        metrics,
+        metrics.clone(),
         stop.clone().cancelled_owned(),
     ));
-    let result = node.serve(listeners, shutdown_signal()).await;
+    let result = if args.cluster.enabled() {
+        serve_cluster(&args.cluster, config, metrics, listeners, shutdown_signal())
+            .await
+            .context("serving in cluster mode")
+    } else {
+        // Standalone: this node owns every shard and keeps room state in memory.
+        let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+        let ownership: SharedOwnership = Arc::new(Standalone {
+            shard_count: settings.shard_count,
+        });
+        Node::new(config.subscribe(), store, ownership, metrics)
+            .serve(listeners, shutdown_signal())
+            .await
+            .context("serving")
+    };
     stop.cancel();
     let _ = watcher.await;
-    result.context("serving")
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes preStop/termination) or SIGINT (Ctrl-C).

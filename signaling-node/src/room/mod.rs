@@ -8,12 +8,14 @@
 //! - [`peer`]: a connection's bounded outbound queue as rooms see it.
 //! - `actor`: the room task: commands in over a bounded channel, commit through the
 //!   [`crate::store::RoomStore`] before acknowledging, then deliver.
-//! - [`registry`]: live rooms by id, sessions by id, restore/release of shards, drain.
+//! - [`registry`]: live rooms by id, sessions by id, restore/release of shards, drain; it is
+//!   also cluster mode's `ShardRestorer`.
 
 mod actor;
 pub mod log;
 pub mod peer;
 pub mod registry;
+mod restorer;
 pub mod snapshot;
 pub mod state;
 

@@ -137,21 +137,28 @@ async fn upgrade_and_serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = handshake::ws_config(&node.settings.borrow().tunables);
+    let (config, served) = {
+        let settings = node.settings.borrow();
+        (
+            handshake::ws_config(&settings.tunables),
+            settings.protocols.clone(),
+        )
+    };
     let mut outcome: Result<handshake::Negotiated, Refusal> = Err(Refusal::NoCommonVersion);
     // The error type is tungstenite's HTTP response; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| match handshake::check_request(request) {
-        Ok(negotiated) => {
-            outcome = Ok(negotiated);
-            Ok(handshake::accept_response(response, negotiated))
-        }
-        Err(refusal) => {
-            let answer = handshake::refusal_response(&refusal);
-            outcome = Err(refusal);
-            Err(answer)
-        }
-    };
+    let callback =
+        |request: &Request, response: Response| match handshake::check_request(request, &served) {
+            Ok(negotiated) => {
+                outcome = Ok(negotiated);
+                Ok(handshake::accept_response(response, negotiated))
+            }
+            Err(refusal) => {
+                let answer = handshake::refusal_response(&refusal, &served);
+                outcome = Err(refusal);
+                Err(answer)
+            }
+        };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,

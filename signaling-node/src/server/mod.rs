@@ -14,6 +14,7 @@
 //! "going away" after what is queued for it; the node waits for the connections to finish,
 //! at most `drain_timeout` in all.
 
+pub mod cluster;
 mod connection;
 pub mod handshake;
 pub mod limits;
