@@ -383,6 +383,44 @@ pub struct Tunables {
     pub write_buffer: usize,
 }
 
+impl Tunables {
+    /// Overlays the tunables set in `patch`.
+    pub fn apply(&mut self, patch: &SettingsPatch) {
+        macro_rules! set {
+            ($($field:ident),* $(,)?) => { $(if let Some(v) = patch.$field { self.$field = v; })* };
+        }
+        macro_rules! set_dur {
+            ($($field:ident),* $(,)?) => { $(if let Some(v) = patch.$field { self.$field = v.0; })* };
+        }
+        set_dur!(
+            heartbeat_interval,
+            idle_timeout,
+            handshake_timeout,
+            hello_timeout,
+            invite_timeout,
+            negotiation_timeout,
+            resume_window,
+        );
+        set!(
+            max_connections,
+            max_rooms,
+            max_room_members,
+            max_room_calls,
+            max_rooms_per_session,
+            outbound_queue,
+            room_queue,
+            event_ring,
+            rate_limit,
+            rate_burst,
+            flood_close_after,
+            max_bad_frames,
+            max_sdp_bytes,
+            read_buffer,
+            write_buffer,
+        );
+    }
+}
+
 impl Default for Tunables {
     fn default() -> Self {
         Self {
@@ -610,39 +648,7 @@ impl Settings {
         if let Some(v) = patch.log_format {
             s.log_format = v;
         }
-        let t = &mut s.tunables;
-        macro_rules! set {
-            ($($field:ident),* $(,)?) => { $(if let Some(v) = patch.$field { t.$field = v.into(); })* };
-        }
-        macro_rules! set_dur {
-            ($($field:ident),* $(,)?) => { $(if let Some(v) = patch.$field { t.$field = v.0; })* };
-        }
-        set_dur!(
-            heartbeat_interval,
-            idle_timeout,
-            handshake_timeout,
-            hello_timeout,
-            invite_timeout,
-            negotiation_timeout,
-            resume_window,
-        );
-        set!(
-            max_connections,
-            max_rooms,
-            max_room_members,
-            max_room_calls,
-            max_rooms_per_session,
-            outbound_queue,
-            room_queue,
-            event_ring,
-            rate_limit,
-            rate_burst,
-            flood_close_after,
-            max_bad_frames,
-            max_sdp_bytes,
-            read_buffer,
-            write_buffer,
-        );
+        s.tunables.apply(patch);
         s.validate()?;
         Ok(s)
     }
@@ -778,6 +784,8 @@ struct Layers {
     file: Option<PathBuf>,
     remote: Option<SettingsPatch>,
     args: SettingsPatch,
+    /// Settings given whole ([`ConfigHandle::fixed`]): the remote layer's tunables go on top.
+    fixed: Option<Settings>,
     stamps: (Stamp, Stamp),
 }
 
@@ -796,6 +804,14 @@ impl Layers {
     }
 
     fn resolve(&self) -> Result<Settings, ConfigError> {
+        if let Some(fixed) = &self.fixed {
+            let mut s = fixed.clone();
+            if let Some(remote) = &self.remote {
+                s.tunables.apply(remote);
+            }
+            s.validate()?;
+            return Ok(s);
+        }
         let mut patch = self.read_file()?;
         if let Some(remote) = &self.remote {
             patch.merge(remote);
@@ -830,6 +846,7 @@ impl ConfigHandle {
             file,
             remote: None,
             args,
+            fixed: None,
             stamps: (None, None),
         };
         let settings = layers.resolve()?;
@@ -844,14 +861,16 @@ impl ConfigHandle {
         })
     }
 
-    /// A handle publishing fixed `settings` (no file; tests and embedders).
+    /// A handle publishing `settings` as given (no file; tests and embedders); the remote
+    /// layer still applies on top.
     pub fn fixed(settings: Settings) -> Self {
-        let (tx, _) = watch::channel(Arc::new(settings));
+        let (tx, _) = watch::channel(Arc::new(settings.clone()));
         Self {
             layers: Arc::new(Mutex::new(Layers {
                 file: None,
                 remote: None,
                 args: SettingsPatch::default(),
+                fixed: Some(settings),
                 stamps: (None, None),
             })),
             tx: Arc::new(tx),
@@ -870,6 +889,9 @@ impl ConfigHandle {
 
     /// Replaces the tunables directly (embedders and tests; the file layer is untouched).
     pub fn set_tunables(&self, tunables: Tunables) {
+        if let Some(fixed) = &mut self.lock().fixed {
+            fixed.tunables = tunables.clone();
+        }
         self.tx
             .send_modify(|s| Arc::make_mut(s).tunables = tunables);
     }
