@@ -19,14 +19,14 @@ use tokio::time::Instant;
 
 use crate::config::SettingsWatch;
 use crate::protocol::{
-    Encoder, ErrorCode, Hangup, Invite, InviteResult, Message, Migrate, ProtocolVersion, Sdp,
+    ErrorCode, Hangup, Invite, InviteResult, Message, Migrate, ProtocolVersion, Sdp,
 };
 use crate::routing::Ownership;
 use crate::session::Call;
 use crate::shard::ShardId;
 use crate::store::StoreError;
 
-use super::peer::Peer;
+use super::peer::{Peer, encode_frame};
 use super::registry::Shared;
 use super::snapshot::{self, SnapshotMeta};
 use super::state::{Delivery, Dest, IceMsg, Limits, Member, Outcome, RoomState, split_batch};
@@ -290,7 +290,6 @@ pub(super) struct Actor {
     shared: Arc<Shared>,
     settings: SettingsWatch,
     limits: Limits,
-    encoder: Encoder,
     fbb: FlatBufferBuilder<'static>,
     /// Members whose suspension could not be committed yet.
     orphans: HashSet<String>,
@@ -315,7 +314,6 @@ impl Actor {
             shared,
             settings,
             limits,
-            encoder: Encoder::new(),
             fbb: FlatBufferBuilder::new(),
             orphans: HashSet::new(),
             retry_at: None,
@@ -531,7 +529,7 @@ impl Actor {
         if let Some(err) = out.error {
             self.state.rollback();
             if let Some(peer) = requester {
-                peer.send_error(&mut self.encoder, err.code, err.message, request_id);
+                peer.send_error(err.code, err.message, request_id);
             }
             return false;
         }
@@ -548,7 +546,7 @@ impl Actor {
                 }
             };
             if let Some(peer) = requester {
-                peer.send_error(&mut self.encoder, code, message, request_id);
+                peer.send_error(code, message, request_id);
             }
             if matches!(e, StoreError::Fenced { .. }) {
                 let url = match self.shared.ownership.owner_of(self.state.shard()) {
@@ -572,7 +570,6 @@ impl Actor {
         if let Some(old) = &out.replaced {
             if let Some(old_peer) = self.conns.get(self.attached_user(&out)) {
                 old_peer.send_error(
-                    &mut self.encoder,
                     ErrorCode::AuthFailed,
                     format!(
                         "seat in room {} taken by a newer session",
@@ -656,10 +653,7 @@ impl Actor {
                 && peer.version() < ProtocolVersion::V2
             {
                 let frames = v1_split.get_or_insert_with(|| {
-                    split_batch(batch)
-                        .iter()
-                        .filter_map(|m| encode(&mut self.encoder, m))
-                        .collect()
+                    split_batch(batch).iter().filter_map(encode_frame).collect()
                 });
                 for frame in frames.iter() {
                     peer.send(frame.clone());
@@ -667,7 +661,7 @@ impl Actor {
                 continue;
             }
             if encoded.is_none() {
-                encoded = encode(&mut self.encoder, &delivery.msg);
+                encoded = encode_frame(&delivery.msg);
             }
             if let Some(frame) = &encoded {
                 peer.send(frame.clone());
@@ -686,7 +680,7 @@ impl Actor {
                 url: url.to_owned(),
                 resume_token: member.session.clone(),
             });
-            peer.send_msg(&mut self.encoder, &msg);
+            peer.send_msg(&msg);
         }
         self.conns.clear();
     }
@@ -712,7 +706,6 @@ impl Actor {
                 }
                 Command::Frame { peer, frame, .. } => {
                     peer.send_error(
-                        &mut self.encoder,
                         ErrorCode::InvalidTransition,
                         format!("room {} is closed here", self.state.room()),
                         frame.request_id(),
@@ -723,16 +716,6 @@ impl Actor {
                 }
                 Command::Detach { .. } | Command::Inspect { .. } => {}
             }
-        }
-    }
-}
-
-fn encode(encoder: &mut Encoder, msg: &Message) -> Option<Bytes> {
-    match encoder.encode(msg) {
-        Ok(bytes) => Some(Bytes::copy_from_slice(bytes)),
-        Err(e) => {
-            tracing::error!(error = %e, "encoding a room frame");
-            None
         }
     }
 }

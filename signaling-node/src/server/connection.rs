@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::auth::{self, Claims};
 use crate::protocol::{
-    Encoder, ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Ping, Pong,
+    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Ping, Pong,
     ProtocolVersion, Redirect, Welcome, decode_view,
 };
 use crate::room::state::check_id;
@@ -58,7 +58,6 @@ struct Reader {
     node: Arc<NodeShared>,
     peer: Peer,
     version: ProtocolVersion,
-    encoder: Encoder,
     bucket: TokenBucket,
     bad: BadFrames,
     session: Option<Session>,
@@ -90,7 +89,6 @@ where
         node: node.clone(),
         peer: peer.clone(),
         version,
-        encoder: Encoder::new(),
         bucket: TokenBucket::new(tunables.rate_burst, now),
         bad: BadFrames::default(),
         session: None,
@@ -184,12 +182,11 @@ impl Reader {
     }
 
     fn error(&mut self, code: ErrorCode, message: impl Into<String>, request_id: u32) {
-        self.peer
-            .send_error(&mut self.encoder, code, message, request_id);
+        self.peer.send_error(code, message, request_id);
     }
 
     fn send(&mut self, msg: &Message) {
-        self.peer.send_msg(&mut self.encoder, msg);
+        self.peer.send_msg(msg);
     }
 
     /// Reports a bad frame (Error 1008) and closes after too many in a row.
@@ -664,7 +661,6 @@ async fn write_loop<S>(
 ) where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
-    let mut encoder = Encoder::new();
     let mut nonce: u64 = 0;
     let heartbeat = || node.settings.borrow().tunables.heartbeat_interval;
     let mut next_ping = Instant::now() + heartbeat();
@@ -691,14 +687,8 @@ async fn write_loop<S>(
                 next_ping = Instant::now() + heartbeat();
                 if peer.is_established() {
                     nonce = nonce.wrapping_add(1);
-                    match encoder.encode(&Message::Ping(Ping { nonce })) {
-                        Ok(frame) => {
-                            let frame = bytes::Bytes::copy_from_slice(frame);
-                            // Through the queue, so it cannot overtake or interleave a batch.
-                            peer.send(frame);
-                        }
-                        Err(e) => tracing::error!(error = %e, "encoding Ping"),
-                    }
+                    // Through the queue, so it cannot overtake or interleave a batch.
+                    peer.send_msg(&Message::Ping(Ping { nonce }));
                 }
             }
         }

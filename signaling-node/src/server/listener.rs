@@ -27,6 +27,7 @@ use crate::room::peer::CLOSE_TRY_AGAIN_LATER;
 /// Connections over the limit that may be in their handshake at once (to be told 1013).
 const REJECT_SLOTS: usize = 64;
 
+/// A connection's slot: to be served, or only to be told 1013 (the slot is held, not read).
 enum Admission {
     Serve(#[allow(dead_code)] Slot),
     Reject(#[allow(dead_code)] Slot),
@@ -83,10 +84,7 @@ pub(super) async fn accept_loop(
         let node = node.clone();
         let tls = tls.clone();
         let done = done.clone();
-        tokio::spawn(async move {
-            handle(socket, tls, node, admission).await;
-            drop(done);
-        });
+        tokio::spawn(handle(socket, tls, node, admission, done));
     }
 }
 
@@ -98,20 +96,33 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// What a connection holds until it ends: its slot, its place in the drain barrier and its
+/// count in the connections gauge.
+struct Held {
+    _admission: Admission,
+    _done: mpsc::Sender<()>,
+    _gauge: GaugeGuard,
+}
+
 async fn handle(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     node: Arc<NodeShared>,
     admission: Admission,
+    done: mpsc::Sender<()>,
 ) {
     node.metrics.connections.inc();
-    let _gauge = GaugeGuard(node.metrics.connections.clone());
+    let held = Held {
+        _admission: admission,
+        _done: done,
+        _gauge: GaugeGuard(node.metrics.connections.clone()),
+    };
     let timeout = node.settings.borrow().tunables.handshake_timeout;
     let deadline = Instant::now() + timeout;
     match tls {
-        None => upgrade_and_serve(socket, deadline, node, admission).await,
+        None => upgrade_and_serve(socket, deadline, node, held).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
-            Ok(Ok(stream)) => upgrade_and_serve(stream, deadline, node, admission).await,
+            Ok(Ok(stream)) => upgrade_and_serve(stream, deadline, node, held).await,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 node.metrics
@@ -129,12 +140,10 @@ async fn handle(
     }
 }
 
-async fn upgrade_and_serve<S>(
-    stream: S,
-    deadline: Instant,
-    node: Arc<NodeShared>,
-    admission: Admission,
-) where
+/// Upgrades to WebSocket, then serves the connection in a task of its own: the handshake's
+/// state machine is several KiB and would otherwise stay allocated for the connection's life.
+async fn upgrade_and_serve<S>(stream: S, deadline: Instant, node: Arc<NodeShared>, held: Held)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (config, served) = {
@@ -185,8 +194,8 @@ async fn upgrade_and_serve<S>(
     let Ok(negotiated) = outcome else {
         return;
     };
-    match admission {
-        Admission::Reject(_slot) => {
+    match &held._admission {
+        Admission::Reject(_) => {
             node.metrics.disconnect("overloaded");
             let mut ws = ws;
             let frame = CloseFrame {
@@ -195,6 +204,11 @@ async fn upgrade_and_serve<S>(
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
         }
-        Admission::Serve(_slot) => connection::serve(ws, negotiated.version, node).await,
+        Admission::Serve(_) => {
+            tokio::spawn(async move {
+                connection::serve(ws, negotiated.version, node).await;
+                drop(held);
+            });
+        }
     }
 }

@@ -80,7 +80,7 @@ pub(crate) struct NodeShared {
 /// A signaling node: rooms, health and metrics, ready to serve.
 #[derive(Clone)]
 pub struct Node {
-    shared: Arc<NodeShared>,
+    pub(crate) shared: Arc<NodeShared>,
 }
 
 impl std::fmt::Debug for Node {
