@@ -55,7 +55,10 @@ mod tests {
                 let shard = shard_for_hash(hash, count);
                 assert!(shard < count);
                 let (start, end) = hash_range(shard, count);
-                assert!(start <= u64::from(hash) && u64::from(hash) < end, "{hash} {count}");
+                assert!(
+                    start <= u64::from(hash) && u64::from(hash) < end,
+                    "{hash} {count}"
+                );
             }
         }
     }

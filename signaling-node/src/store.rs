@@ -110,7 +110,10 @@ mod tests {
         store.commit(1, "b", vec![2]).await.unwrap();
         store.commit(2, "c", vec![3]).await.unwrap();
         store.remove(1, "b").await.unwrap();
-        assert_eq!(store.load_shard(1).await.unwrap(), vec![("a".to_owned(), vec![1])]);
+        assert_eq!(
+            store.load_shard(1).await.unwrap(),
+            vec![("a".to_owned(), vec![1])]
+        );
         assert_eq!(store.load_shard(2).await.unwrap().len(), 1);
     }
 }

@@ -52,6 +52,14 @@ enum Exit {
     Fatal(ClientError),
 }
 
+/// Why a write failed.
+enum WriteError {
+    /// The message could not be encoded (too large); the connection is fine.
+    Encode(ClientError),
+    /// The socket failed; the connection is gone.
+    Socket(ClientError),
+}
+
 /// The server's answer to Hello.
 enum Reply {
     Welcome(Welcome),
@@ -60,7 +68,7 @@ enum Reply {
 
 /// What a handshake produced.
 enum Handshake {
-    Welcome(WsStream, Welcome),
+    Welcome(Box<WsStream>, Welcome),
     Redirect(String),
 }
 
@@ -236,7 +244,7 @@ impl Driver {
         loop {
             match self.handshake(resume.clone()).await? {
                 Handshake::Welcome(ws, welcome) => {
-                    self.welcomed(ws, &welcome, resume.is_some()).await?;
+                    self.welcomed(*ws, &welcome, resume.is_some()).await?;
                     return Ok(welcome);
                 }
                 Handshake::Redirect(url) => {
@@ -267,10 +275,10 @@ impl Driver {
         .await?;
         let hello = Message::Hello(Hello {
             token: self.options.token.clone(),
-            versions: self.options.versions.iter().map(|v| *v as u8).collect(),
+            versions: self.options.versions.iter().map(|v| v.as_u8()).collect(),
             resume,
         });
-        let frame = Bytes::from(self.encoder.encode_to_vec(&hello));
+        let frame = self.encode(&hello)?;
         ws.send(WsMessage::Binary(frame))
             .await
             .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
@@ -295,7 +303,7 @@ impl Driver {
                     Message::Error(error) => return Err(ClientError::from_frame(&error)),
                     Message::Ping(ping) => {
                         let pong = Message::Pong(Pong { nonce: ping.nonce });
-                        let frame = Bytes::from(self.encoder.encode_to_vec(&pong));
+                        let frame = Bytes::from(self.encoder.encode_to_vec(&pong)?);
                         ws.send(WsMessage::Binary(frame))
                             .await
                             .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
@@ -314,11 +322,15 @@ impl Driver {
             Err(_) => Err(ClientError::Timeout { what: "Welcome" }),
             Ok(Ok(Reply::Welcome(welcome))) => {
                 if let Some(picked) = picked
-                    && picked as u8 != welcome.version
+                    && picked.as_u8() != welcome.version
                 {
-                    tracing::debug!(?picked, welcome = welcome.version, "version header and Welcome differ; Welcome wins");
+                    tracing::debug!(
+                        ?picked,
+                        welcome = welcome.version,
+                        "version header and Welcome differ; Welcome wins"
+                    );
                 }
-                Ok(Handshake::Welcome(ws, welcome))
+                Ok(Handshake::Welcome(Box::new(ws), welcome))
             }
             Ok(Ok(Reply::Redirect(url))) => {
                 let _ = ws.close(None).await;
@@ -336,15 +348,12 @@ impl Driver {
         asked_resume: bool,
     ) -> Result<(), ClientError> {
         self.session = welcome.session.clone();
-        self.version = match welcome.version {
-            1 => ProtocolVersion::V1,
-            2 => ProtocolVersion::V2,
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "server picked unknown protocol version {other}"
-                )));
-            }
-        };
+        self.version = ProtocolVersion::from_u8(welcome.version).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "server picked unknown protocol version {}",
+                welcome.version
+            ))
+        })?;
         self.silence = self.options.timeouts.silence.unwrap_or_else(|| {
             if welcome.heartbeat_ms == 0 {
                 Duration::from_secs(3600)
@@ -382,7 +391,7 @@ impl Driver {
                 room: join.room.clone(),
             });
             self.pending.insert(id, join);
-            let frame = Bytes::from(self.encoder.encode_to_vec(&msg));
+            let frame = self.encode(&msg)?;
             if let Some(ws) = self.ws.as_mut() {
                 ws.send(WsMessage::Binary(frame))
                     .await
@@ -446,8 +455,11 @@ impl Driver {
         match msg {
             Message::Ping(ping) => {
                 let pong = Message::Pong(Pong { nonce: ping.nonce });
-                if let Err(err) = self.write(sink, &pong).await {
-                    return Some(Exit::Lost(err));
+                match self.write(sink, &pong).await {
+                    Ok(()) => {}
+                    Err(WriteError::Encode(err) | WriteError::Socket(err)) => {
+                        return Some(Exit::Lost(err));
+                    }
                 }
             }
             Message::Pong(_) | Message::Welcome(_) | Message::Hello(_) => {}
@@ -455,7 +467,11 @@ impl Driver {
                 self.redirects_in_a_row = 0;
                 match self.pending.remove(&joined.request_id) {
                     Some(PendingJoin { room, reply }) => {
-                        let room = if joined.room.is_empty() { room } else { joined.room.clone() };
+                        let room = if joined.room.is_empty() {
+                            room
+                        } else {
+                            joined.room.clone()
+                        };
                         self.rooms.joined(&room, joined.last_seq);
                         match reply {
                             Some(reply) => {
@@ -544,9 +560,18 @@ impl Driver {
                         reply: Some(reply),
                     },
                 );
-                // On failure the join stays pending and is re-sent after reconnecting.
-                if let Err(err) = self.write(sink, &msg).await {
-                    return Some(Exit::Lost(err));
+                // On a socket failure the join stays pending and is re-sent after reconnecting.
+                match self.write(sink, &msg).await {
+                    Ok(()) => {}
+                    Err(WriteError::Encode(err)) => {
+                        if let Some(PendingJoin {
+                            reply: Some(reply), ..
+                        }) = self.pending.remove(&id)
+                        {
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                    Err(WriteError::Socket(err)) => return Some(Exit::Lost(err)),
                 }
             }
             Command::Invite { room, to, reply } => {
@@ -565,11 +590,19 @@ impl Driver {
                     from: self.user.clone(),
                     to,
                 });
-                if let Err(err) = self.write(sink, &msg).await {
-                    let _ = reply.send(Err(ClientError::ConnectionLost));
-                    return Some(Exit::Lost(err));
+                match self.write(sink, &msg).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(call_id));
+                    }
+                    Err(WriteError::Encode(err)) => {
+                        self.calls.remove(&call_id);
+                        let _ = reply.send(Err(err));
+                    }
+                    Err(WriteError::Socket(err)) => {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Some(Exit::Lost(err));
+                    }
                 }
-                let _ = reply.send(Ok(call_id));
             }
             Command::Send {
                 op: Op::Ice { call_id, candidate },
@@ -583,11 +616,18 @@ impl Driver {
                         return None;
                     }
                 };
-                if let Err(err) = self.write(sink, &msg).await {
-                    let _ = reply.send(Err(ClientError::ConnectionLost));
-                    return Some(Exit::Lost(err));
+                match self.write(sink, &msg).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(WriteError::Encode(err)) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Err(WriteError::Socket(err)) => {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Some(Exit::Lost(err));
+                    }
                 }
-                let _ = reply.send(Ok(()));
             }
             Command::Close { reply } => {
                 let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
@@ -617,7 +657,11 @@ impl Driver {
             while candidates.len() < MAX_BATCH && self.deferred.is_none() {
                 match self.cmd_rx.try_recv() {
                     Ok(Command::Send {
-                        op: Op::Ice { call_id: next, candidate },
+                        op:
+                            Op::Ice {
+                                call_id: next,
+                                candidate,
+                            },
                         reply,
                     }) if next == call_id => {
                         candidates.push(candidate);
@@ -653,11 +697,21 @@ impl Driver {
                 .collect()
         };
         for msg in &msgs {
-            if let Err(err) = self.write(sink, msg).await {
-                for reply in replies {
-                    let _ = reply.send(Err(ClientError::ConnectionLost));
+            match self.write(sink, msg).await {
+                Ok(()) => {}
+                Err(WriteError::Encode(err)) => {
+                    let text = err.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(ClientError::Protocol(text.clone())));
+                    }
+                    return None;
                 }
-                return Some(Exit::Lost(err));
+                Err(WriteError::Socket(err)) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                    }
+                    return Some(Exit::Lost(err));
+                }
             }
         }
         for reply in replies {
@@ -760,11 +814,23 @@ impl Driver {
         }
     }
 
-    async fn write(&mut self, sink: &mut Sink, msg: &Message) -> Result<(), ClientError> {
-        let frame = Bytes::from(self.encoder.encode_to_vec(msg));
+    fn encode(&mut self, msg: &Message) -> Result<Bytes, ClientError> {
+        Ok(Bytes::from(self.encoder.encode_to_vec(msg)?))
+    }
+
+    async fn send_frame(&self, sink: &mut Sink, frame: Bytes) -> Result<(), ClientError> {
         sink.send(WsMessage::Binary(frame))
             .await
             .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))
+    }
+
+    /// Encodes and sends; an encode failure is a local error for the caller, a socket
+    /// failure ends the connection.
+    async fn write(&mut self, sink: &mut Sink, msg: &Message) -> Result<(), WriteError> {
+        let frame = self.encode(msg).map_err(WriteError::Encode)?;
+        self.send_frame(sink, frame)
+            .await
+            .map_err(WriteError::Socket)
     }
 
     async fn deliver(&mut self, msg: Message) {

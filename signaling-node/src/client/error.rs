@@ -1,7 +1,7 @@
 //! The client's typed errors, including the server's protocol [`ErrorCode`] when it answered
 //! with an `Error` frame.
 
-use crate::protocol::{ErrorCode, ErrorFrame, FrameError};
+use crate::protocol::{EncodeError, ErrorCode, ErrorFrame, FrameError};
 use tokio_tungstenite::tungstenite;
 
 /// Everything a [`Client`](super::Client) call can fail with.
@@ -52,6 +52,9 @@ pub enum ClientError {
     /// The server sent bytes that are not a valid frame.
     #[error("bad frame from server: {0}")]
     Frame(#[from] FrameError),
+    /// A message could not be encoded (too large for one frame); nothing was sent.
+    #[error("cannot send: {0}")]
+    Encode(#[from] EncodeError),
     /// The server broke the protocol (e.g. answered Hello with something else than Welcome).
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -120,7 +123,12 @@ impl ClientError {
             ClientError::Http { status, .. } => *status >= 500,
             ClientError::Server { code, .. } => matches!(
                 code,
-                Some(ErrorCode::Draining | ErrorCode::Internal | ErrorCode::Timeout | ErrorCode::RateLimited)
+                Some(
+                    ErrorCode::Draining
+                        | ErrorCode::Internal
+                        | ErrorCode::Timeout
+                        | ErrorCode::RateLimited
+                )
             ),
             _ => false,
         }
@@ -136,6 +144,7 @@ impl ClientError {
             ClientError::WebSocket(_) => "websocket",
             ClientError::Server { code, .. } => code.map_or("server_unknown", |c| c.label()),
             ClientError::Frame(_) => "bad_frame",
+            ClientError::Encode(_) => "encode",
             ClientError::Protocol(_) => "protocol",
             ClientError::Timeout { .. } => "timeout",
             ClientError::TooManyRedirects { .. } => "too_many_redirects",
@@ -154,7 +163,13 @@ impl ClientError {
                 let body = response
                     .body()
                     .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).trim().chars().take(200).collect())
+                    .map(|b| {
+                        String::from_utf8_lossy(b)
+                            .trim()
+                            .chars()
+                            .take(200)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 ClientError::Http { status, body }
             }
@@ -210,6 +225,12 @@ mod tests {
             last: Box::new(auth),
         };
         assert_eq!(wrapped.code(), Some(ErrorCode::AuthFailed));
-        assert!(!ClientError::Http { status: 426, body: String::new() }.is_retriable());
+        assert!(
+            !ClientError::Http {
+                status: 426,
+                body: String::new()
+            }
+            .is_retriable()
+        );
     }
 }

@@ -107,7 +107,11 @@ mod tests {
         assert!(offer.starts_with("v=0\r\no=- "));
         assert!(offer.ends_with("\r\n"));
         assert!(offer.contains("a=setup:actpass"));
-        assert!(offer.lines().all(|l| l.len() >= 3 && l.as_bytes()[1] == b'='));
+        assert!(
+            offer
+                .lines()
+                .all(|l| l.len() >= 3 && l.as_bytes()[1] == b'=')
+        );
         assert_eq!(sdp_stamp(&offer), Some(123_456_789));
         let answer = sdp(SdpKind::Answer, 7);
         assert!(answer.contains("a=setup:active"));

@@ -23,6 +23,7 @@
 mod driver;
 pub mod error;
 pub mod fake;
+pub mod script;
 pub mod state;
 pub mod transport;
 
@@ -173,13 +174,33 @@ pub(crate) enum Command {
 }
 
 pub(crate) enum Op {
-    Leave { room: String },
-    Answer { call_id: String, accepted: bool, reason: String },
-    Offer { call_id: String, sdp: String },
-    SdpAnswer { call_id: String, sdp: String },
-    Ice { call_id: String, candidate: Candidate },
-    EndOfCandidates { call_id: String },
-    Hangup { call_id: String, reason: String },
+    Leave {
+        room: String,
+    },
+    Answer {
+        call_id: String,
+        accepted: bool,
+        reason: String,
+    },
+    Offer {
+        call_id: String,
+        sdp: String,
+    },
+    SdpAnswer {
+        call_id: String,
+        sdp: String,
+    },
+    Ice {
+        call_id: String,
+        candidate: Candidate,
+    },
+    EndOfCandidates {
+        call_id: String,
+    },
+    Hangup {
+        call_id: String,
+        reason: String,
+    },
     Raw(Message),
 }
 
@@ -345,7 +366,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("sender", &self.sender).finish()
+        f.debug_struct("Client")
+            .field("sender", &self.sender)
+            .finish()
     }
 }
 
@@ -364,7 +387,8 @@ impl Client {
         let queue = options.queue.max(1);
         let (cmd_tx, cmd_rx) = mpsc::channel(queue);
         let (in_tx, in_rx) = mpsc::channel(queue);
-        let (driver, welcome, info_rx) = driver::Driver::connect(url, options, cmd_rx, in_tx).await?;
+        let (driver, welcome, info_rx) =
+            driver::Driver::connect(url, options, cmd_rx, in_tx).await?;
         tokio::spawn(driver.run());
         Ok(Client {
             sender: ClientSender {

@@ -231,7 +231,9 @@ impl Script {
                 self.call_id = Some(call_id.to_string());
                 Ok(())
             }
-            _ => Err(ScriptError::Misuse("invited() outside the host's invite step")),
+            _ => Err(ScriptError::Misuse(
+                "invited() outside the host's invite step",
+            )),
         }
     }
 
@@ -409,7 +411,11 @@ mod tests {
             from: "guest".into(),
             to: "host".into(),
             accepted,
-            reason: if accepted { String::new() } else { "busy".into() },
+            reason: if accepted {
+                String::new()
+            } else {
+                "busy".into()
+            },
         })
     }
 
@@ -469,31 +475,60 @@ mod tests {
 
         assert_eq!(
             guest.on_message(&invite("c1")).unwrap(),
-            vec![Step::Accept { call_id: "c1".into() }]
+            vec![Step::Accept {
+                call_id: "c1".into()
+            }]
         );
         assert_eq!(
             host.on_message(&result("c1", true)).unwrap(),
-            vec![Step::Offer { call_id: "c1".into() }]
+            vec![Step::Offer {
+                call_id: "c1".into()
+            }]
         );
         assert_eq!(
             guest.on_message(&Message::Offer(sdp("c1"))).unwrap(),
             vec![
-                Step::Answer { call_id: "c1".into() },
-                Step::Candidates { call_id: "c1".into(), count: 3 }
+                Step::Answer {
+                    call_id: "c1".into()
+                },
+                Step::Candidates {
+                    call_id: "c1".into(),
+                    count: 3
+                }
             ]
         );
         assert!(guest.candidates_sent().is_empty());
         assert_eq!(
             host.on_message(&Message::Answer(sdp("c1"))).unwrap(),
-            vec![Step::Candidates { call_id: "c1".into(), count: 2 }]
+            vec![Step::Candidates {
+                call_id: "c1".into(),
+                count: 2
+            }]
         );
         assert!(host.candidates_sent().is_empty());
         // Other calls' events are ignored.
-        assert!(host.on_message(&state("other", "Failed")).unwrap().is_empty());
-        assert_eq!(host.on_message(&state("c1", "Connected")).unwrap(), vec![Step::Hold(hold)]);
-        assert!(guest.on_message(&state("c1", "Connected")).unwrap().is_empty());
+        assert!(
+            host.on_message(&state("other", "Failed"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            host.on_message(&state("c1", "Connected")).unwrap(),
+            vec![Step::Hold(hold)]
+        );
+        assert!(
+            guest
+                .on_message(&state("c1", "Connected"))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(guest.phase(), Phase::AwaitHangup);
-        assert_eq!(host.held(), vec![Step::Hangup { call_id: "c1".into() }]);
+        assert_eq!(
+            host.held(),
+            vec![Step::Hangup {
+                call_id: "c1".into()
+            }]
+        );
         assert!(host.is_done());
         assert!(guest.on_message(&hangup("c1")).unwrap().is_empty());
         assert!(guest.is_done());
@@ -509,7 +544,11 @@ mod tests {
         assert!(host.on_message(&eoc("c")).unwrap().is_empty());
         assert_eq!(host.candidates_sent(), vec![Step::Hold(Duration::ZERO)]);
         // The server's event is not needed (and not used) in this mode.
-        assert!(host.on_message(&state("c", "Connected")).unwrap().is_empty());
+        assert!(
+            host.on_message(&state("c", "Connected"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -525,7 +564,10 @@ mod tests {
         let mut host = Script::host("guest", Duration::ZERO, 1);
         host.start();
         host.invited("c").unwrap();
-        assert!(matches!(host.on_message(&hangup("c")), Err(ScriptError::PeerHungUp(_))));
+        assert!(matches!(
+            host.on_message(&hangup("c")),
+            Err(ScriptError::PeerHungUp(_))
+        ));
 
         let mut guest = Script::guest(1);
         guest.start();
@@ -534,8 +576,15 @@ mod tests {
             guest.on_message(&state("c", "Failed")),
             Err(ScriptError::CallEnded { .. })
         ));
-        let err = Message::Error(ErrorFrame { code: 1004, message: "bad".into(), request_id: 3 });
-        assert!(matches!(guest.on_message(&err), Err(ScriptError::Server { code: 1004, .. })));
+        let err = Message::Error(ErrorFrame {
+            code: 1004,
+            message: "bad".into(),
+            request_id: 3,
+        });
+        assert!(matches!(
+            guest.on_message(&err),
+            Err(ScriptError::Server { code: 1004, .. })
+        ));
     }
 
     #[test]
@@ -560,7 +609,11 @@ mod tests {
         host.invited("c").unwrap();
         assert!(host.invited("c2").is_err());
         // Out-of-order frames do not advance the script.
-        assert!(host.on_message(&Message::Answer(sdp("c"))).unwrap().is_empty());
+        assert!(
+            host.on_message(&Message::Answer(sdp("c")))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(host.phase(), Phase::AwaitInviteResult);
     }
 }

@@ -66,7 +66,11 @@ impl CallTable {
     /// start ourselves) and forgets ended ones.
     pub fn observe(&mut self, msg: &Message, me: &str) {
         let peer_of = |from: &str, to: &str| {
-            if from == me { to.to_string() } else { from.to_string() }
+            if from == me {
+                to.to_string()
+            } else {
+                from.to_string()
+            }
         };
         match msg {
             Message::Invite(i) => self.insert(
@@ -238,7 +242,13 @@ mod tests {
     #[test]
     fn terminal_call_state_forgets_the_call() {
         let mut calls = CallTable::default();
-        calls.insert("c", CallInfo { room: "r".into(), peer: "p".into() });
+        calls.insert(
+            "c",
+            CallInfo {
+                room: "r".into(),
+                peer: "p".into(),
+            },
+        );
         let mut e = event("r", 1);
         e.kind = EventKind::CallState;
         e.call_id = "c".into();
@@ -254,7 +264,13 @@ mod tests {
     fn call_table_is_bounded() {
         let mut calls = CallTable::default();
         for i in 0..(MAX_CALLS + 10) {
-            calls.insert(&format!("c{i}"), CallInfo { room: "r".into(), peer: "p".into() });
+            calls.insert(
+                &format!("c{i}"),
+                CallInfo {
+                    room: "r".into(),
+                    peer: "p".into(),
+                },
+            );
         }
         assert_eq!(calls.len(), MAX_CALLS);
         assert!(calls.get("c0").is_none());
@@ -272,7 +288,13 @@ mod tests {
         assert!(rooms.observe_event(&event("b", 4)));
         assert!(rooms.observe_event(&event("elsewhere", 1)));
         assert_eq!(rooms.seq("a"), Some(11));
-        assert_eq!(rooms.resume("s1"), Resume { session: "s1".into(), last_seq: 4 });
+        assert_eq!(
+            rooms.resume("s1"),
+            Resume {
+                session: "s1".into(),
+                last_seq: 4
+            }
+        );
         rooms.left("b");
         assert_eq!(rooms.resume_seq(), 11);
         rooms.clear();

@@ -46,7 +46,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -113,7 +117,10 @@ impl Endpoint {
             _ => return Err(invalid("the scheme must be ws:// or wss://")),
         };
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
             url: url.to_string(),
@@ -173,55 +180,53 @@ pub async fn open(
     tls: Option<&TlsConnector>,
     connect_timeout: Duration,
 ) -> Result<(WsStream, Option<ProtocolVersion>), ClientError> {
-    let work = async {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: endpoint.url.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let stream = if endpoint.tls {
-            let connector = tls.ok_or_else(|| {
-                ClientError::Tls("a wss:// URL needs a CA file (--ca-file)".to_string())
-            })?;
-            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-                .map_err(|e| ClientError::Tls(format!("server name {}: {e}", endpoint.host)))?;
-            let tls = connector
-                .connect(name, tcp)
+    let work =
+        async {
+            let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
                 .await
-                .map_err(|e| ClientError::Tls(format!("handshake with {}: {e}", endpoint.url)))?;
-            Stream::Tls(Box::new(tls))
-        } else {
-            Stream::Plain(tcp)
+                .map_err(|source| ClientError::Connect {
+                    url: endpoint.url.clone(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let stream = if endpoint.tls {
+                let connector = tls.ok_or_else(|| {
+                    ClientError::Tls("a wss:// URL needs a CA file (--ca-file)".to_string())
+                })?;
+                let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                    .map_err(|e| ClientError::Tls(format!("server name {}: {e}", endpoint.host)))?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| {
+                    ClientError::Tls(format!("handshake with {}: {e}", endpoint.url))
+                })?;
+                Stream::Tls(Box::new(tls))
+            } else {
+                Stream::Plain(tcp)
+            };
+            let mut request = endpoint.url.as_str().into_client_request().map_err(|e| {
+                ClientError::InvalidUrl {
+                    url: endpoint.url.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let offer = subprotocol_offer(versions);
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                offer.parse().map_err(|_| ClientError::InvalidUrl {
+                    url: endpoint.url.clone(),
+                    reason: "bad subprotocol header".into(),
+                })?,
+            );
+            let (ws, response) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+                    .await
+                    .map_err(|e| ClientError::from_ws(&endpoint.url, e))?;
+            let picked = response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .and_then(ProtocolVersion::from_subprotocol);
+            Ok((ws, picked))
         };
-        let mut request = endpoint
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| ClientError::InvalidUrl {
-                url: endpoint.url.clone(),
-                reason: e.to_string(),
-            })?;
-        let offer = subprotocol_offer(versions);
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            offer.parse().map_err(|_| ClientError::InvalidUrl {
-                url: endpoint.url.clone(),
-                reason: "bad subprotocol header".into(),
-            })?,
-        );
-        let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
-                .await
-                .map_err(|e| ClientError::from_ws(&endpoint.url, e))?;
-        let picked = response
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .and_then(|v| v.to_str().ok())
-            .and_then(ProtocolVersion::from_subprotocol);
-        Ok((ws, picked))
-    };
     tokio::time::timeout(connect_timeout, work)
         .await
         .map_err(|_| ClientError::Timeout {
@@ -251,7 +256,11 @@ mod tests {
 
     #[test]
     fn offer_is_highest_first_without_duplicates() {
-        let offer = subprotocol_offer(&[ProtocolVersion::V1, ProtocolVersion::V2, ProtocolVersion::V1]);
+        let offer = subprotocol_offer(&[
+            ProtocolVersion::V1,
+            ProtocolVersion::V2,
+            ProtocolVersion::V1,
+        ]);
         assert_eq!(offer, "switchboard.v2, switchboard.v1");
         assert_eq!(subprotocol_offer(&[ProtocolVersion::V1]), "switchboard.v1");
     }
