@@ -72,6 +72,15 @@ enum Handshake {
     Redirect(String),
 }
 
+/// A driver whose first connection was welcomed.
+pub(crate) struct Connected {
+    pub(crate) driver: Driver,
+    pub(crate) welcome: Welcome,
+    pub(crate) info: watch::Receiver<SessionInfo>,
+    /// Hello sent → Welcome received on the first connection.
+    pub(crate) hello_rtt: Duration,
+}
+
 pub(crate) struct Driver {
     options: ConnectOptions,
     tls: Option<TlsConnector>,
@@ -92,6 +101,7 @@ pub(crate) struct Driver {
     redirects_in_a_row: u32,
     reconnects: u32,
     ws: Option<WsStream>,
+    hello_rtt: Duration,
 }
 
 impl Driver {
@@ -101,7 +111,7 @@ impl Driver {
         options: ConnectOptions,
         cmd_rx: mpsc::Receiver<Command>,
         incoming: Incoming,
-    ) -> Result<(Driver, Welcome, watch::Receiver<SessionInfo>), ClientError> {
+    ) -> Result<Connected, ClientError> {
         let endpoint = Endpoint::parse(url)?;
         let tls = match &options.ca_file {
             Some(path) => Some(transport::tls_connector(path)?),
@@ -139,10 +149,17 @@ impl Driver {
             redirects_in_a_row: 0,
             reconnects: 0,
             ws: None,
+            hello_rtt: Duration::ZERO,
         };
         let resume = driver.options.resume.clone();
         let welcome = driver.establish(resume).await?;
-        Ok((driver, welcome, info_rx))
+        let hello_rtt = driver.hello_rtt;
+        Ok(Connected {
+            driver,
+            welcome,
+            info: info_rx,
+            hello_rtt,
+        })
     }
 
     /// Serves connections until the client closes or gives up.
@@ -279,6 +296,7 @@ impl Driver {
             resume,
         });
         let frame = self.encode(&hello)?;
+        let hello_sent = std::time::Instant::now();
         ws.send(WsMessage::Binary(frame))
             .await
             .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
@@ -321,6 +339,7 @@ impl Driver {
         match outcome {
             Err(_) => Err(ClientError::Timeout { what: "Welcome" }),
             Ok(Ok(Reply::Welcome(welcome))) => {
+                self.hello_rtt = hello_sent.elapsed();
                 if let Some(picked) = picked
                     && picked.as_u8() != welcome.version
                 {

@@ -362,6 +362,7 @@ pub struct Client {
     sender: ClientSender,
     incoming: mpsc::Receiver<Result<Message, ClientError>>,
     welcome: crate::protocol::Welcome,
+    hello_rtt: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -387,23 +388,29 @@ impl Client {
         let queue = options.queue.max(1);
         let (cmd_tx, cmd_rx) = mpsc::channel(queue);
         let (in_tx, in_rx) = mpsc::channel(queue);
-        let (driver, welcome, info_rx) =
-            driver::Driver::connect(url, options, cmd_rx, in_tx).await?;
-        tokio::spawn(driver.run());
+        let connected = driver::Driver::connect(url, options, cmd_rx, in_tx).await?;
+        tokio::spawn(connected.driver.run());
         Ok(Client {
             sender: ClientSender {
                 cmd: cmd_tx,
-                info: info_rx,
+                info: connected.info,
                 request_timeout,
             },
             incoming: in_rx,
-            welcome,
+            welcome: connected.welcome,
+            hello_rtt: connected.hello_rtt,
         })
     }
 
     /// The Welcome of the first connect.
     pub fn welcome(&self) -> &crate::protocol::Welcome {
         &self.welcome
+    }
+
+    /// How long the first connection's Hello took to be answered by Welcome (after the
+    /// TCP connect and WebSocket upgrade).
+    pub fn hello_rtt(&self) -> Duration {
+        self.hello_rtt
     }
 
     /// A cloneable sending handle.
