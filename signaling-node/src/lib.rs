@@ -3,6 +3,7 @@
 // reads verified buffers with `unsafe` and is the single module allowed to (see there).
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod protocol;

@@ -2,5 +2,11 @@
 //! traffic), its statistics, and the baseline relay it is compared with.
 
 pub mod baseline;
+pub mod conn;
+pub mod pair;
+pub mod recorder;
+pub mod runner;
 pub mod stats;
 pub mod sys;
+
+pub use runner::{BaselineMode, BenchConfig, BenchError, BenchResult, run};
