@@ -321,8 +321,7 @@ mod tests {
         let c = verify(&secret(), &token, 1_100).unwrap();
         assert_eq!(c.rooms, RoomGrant::Any);
         assert!(c.rooms.allows("anything"));
-        let raw: Claims =
-            serde_json::from_str(r#"{"sub":"u","rooms":["a","*"],"exp":5}"#).unwrap();
+        let raw: Claims = serde_json::from_str(r#"{"sub":"u","rooms":["a","*"],"exp":5}"#).unwrap();
         assert_eq!(raw.rooms, RoomGrant::Any);
         let raw: Claims = serde_json::from_str(r#"{"sub":"u","rooms":"a","exp":5}"#).unwrap();
         assert_eq!(raw.rooms, RoomGrant::Rooms(vec!["a".into()]));
@@ -353,7 +352,10 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let evil = URL_SAFE_NO_PAD.encode(br#"{"sub":"mallory","rooms":"*","exp":99999}"#);
         let forged = format!("{}.{}.{}", parts[0], evil, parts[2]);
-        assert_eq!(verify(&secret(), &forged, 1_100), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify(&secret(), &forged, 1_100),
+            Err(AuthError::BadSignature)
+        );
         // alg none.
         let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         let forged = format!("{}.{}.", none, parts[1]);

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod routing;
