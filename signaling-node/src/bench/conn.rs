@@ -33,7 +33,7 @@ pub enum Target {
         /// Secret to mint join tokens with.
         secret: JwtSecret,
         /// Client options (the token is filled per connection).
-        options: ConnectOptions,
+        options: Box<ConnectOptions>,
     },
     /// The baseline relay.
     Baseline {
@@ -109,7 +109,7 @@ pub async fn connect(
                 unix_now(),
                 3600,
             );
-            let mut options = options.clone();
+            let mut options = ConnectOptions::clone(options);
             options.token = mint(secret, &claims);
             options.queue = QUEUE;
             let started = Instant::now();
@@ -204,13 +204,13 @@ async fn baseline_connect(
             }
         }
     });
-    let tx = Tx::Baseline(BaselineTx {
+    let tx = Tx::Baseline(Box::new(BaselineTx {
         out: out_tx,
         room: room.to_string(),
         me: user.to_string(),
         calls: HashMap::new(),
         encoder: Encoder::new(),
-    });
+    }));
     Ok((tx, Rx::Baseline(in_rx), timing))
 }
 
@@ -220,7 +220,7 @@ pub enum Tx {
     /// Through the Switchboard client.
     Switchboard(ClientSender),
     /// Raw frames to the baseline relay.
-    Baseline(BaselineTx),
+    Baseline(Box<BaselineTx>),
 }
 
 /// Frames for the baseline relay, addressed like the client would (the relay ignores them).

@@ -551,7 +551,7 @@ impl Pair {
         let stamp = self.rec.stamp(at.into_std());
         self.tick += 1;
         let candidate = fake::candidate((self.tick % 1000) as u16, stamp);
-        let tx = if self.tick % 2 == 0 {
+        let tx = if self.tick.is_multiple_of(2) {
             &mut self.host_tx
         } else {
             &mut self.guest_tx

@@ -159,7 +159,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
         let target = Target::Switchboard {
             url: url.clone(),
             secret,
-            options: cfg.client.clone(),
+            options: Box::new(cfg.client.clone()),
         };
         result.main = Some(run_target(cfg, &target, cfg.server_pid).await);
     }

@@ -124,7 +124,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 fn seconds(secs: f64, text: &str) -> anyhow::Result<Duration> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         bail!("bad duration {text:?}");
     }
     Ok(Duration::from_secs_f64(secs))

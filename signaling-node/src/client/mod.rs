@@ -25,6 +25,8 @@ pub mod error;
 pub mod fake;
 pub mod script;
 pub mod state;
+#[cfg(test)]
+mod stub_tests;
 pub mod transport;
 
 use std::ops::Deref;
