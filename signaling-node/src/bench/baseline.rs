@@ -148,8 +148,12 @@ pub async fn serve(
     }
 }
 
+/// Same buffer sizes as the node's defaults (4 KiB each way), so memory per connection is
+/// compared like for like.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
 }

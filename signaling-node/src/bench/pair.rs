@@ -19,6 +19,9 @@ use crate::client::fake::{self, SdpKind};
 use crate::client::script::{Script, Step, message_call_id};
 use crate::protocol::{ErrorCode, Message};
 
+/// Lateness of a scheduled send attributed to the timer rather than to a stall.
+pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// The load window every pair follows.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -103,6 +106,9 @@ struct Pair {
     flow: Option<Flow>,
     carrier_call: Option<String>,
     tick: u64,
+    /// Stream candidates are stamped at or after the window start; earlier stamps on the
+    /// carrier are its own setup candidates arriving late.
+    stream_from: u64,
 }
 
 /// Runs one pair until the window's grace period ends (or a connection dies). Reports the
@@ -132,6 +138,7 @@ pub async fn run(
         flow: None,
         carrier_call: None,
         tick: 0,
+        stream_from: u64::MAX,
     };
     let mut phase = Phase::Setup;
     let mut window: Option<Window> = None;
@@ -151,6 +158,7 @@ pub async fn run(
         {
             window = Some(w);
             phase = Phase::Load;
+            pair.stream_from = pair.rec.stamp(w.start.into_std());
             let rng_phase = |interval: Duration| interval.mul_f64(rand::random::<f64>());
             if let Some(interval) = pair.cfg.relay_interval {
                 next_relay = w.start + rng_phase(interval);
@@ -161,11 +169,14 @@ pub async fn run(
         }
         let (end, grace_end) =
             window.map_or((far_future(), far_future()), |w| (w.end, w.grace_end));
+        // A schedule past the window's end is off: a timer that stays ready without sending
+        // would starve the (later, biased) end-of-window branch.
         let stream_on = phase == Phase::Load
+            && next_relay < end
             && pair.cfg.relay_interval.is_some()
             && pair.carrier_call.is_some()
             && pair.carrier.as_ref().is_some_and(|c| c.connected);
-        let flows_on = phase == Phase::Load && pair.cfg.flow_interval.is_some();
+        let flows_on = phase == Phase::Load && next_flow < end && pair.cfg.flow_interval.is_some();
         let deadline = pair.next_deadline();
 
         tokio::select! {
@@ -190,6 +201,7 @@ pub async fn run(
                 // Send every tick whose scheduled time has passed (catching up after a stall);
                 // each carries its scheduled time.
                 while next_relay <= Instant::now() && next_relay < end {
+                    // Ticks that are due are all sent, each with its own schedule.
                     pair.relay_tick(next_relay).await;
                     next_relay += interval;
                 }
@@ -445,6 +457,7 @@ impl Pair {
                 return;
             }
             match fake::candidate_stamp(candidate) {
+                Some(stamp) if stamp < self.stream_from => {}
                 Some(stamp) => {
                     self.rec.record_relay(self.rec.since_stamp(stamp, now));
                     self.rec.stream_received.fetch_add(1, Ordering::Relaxed);
@@ -471,13 +484,14 @@ impl Pair {
         if !flow.done() {
             return;
         }
-        self.rec.record_flow(flow.started.elapsed());
         if carrier {
             if *phase == Phase::Setup {
                 let _ = ready.send(true).await;
                 *phase = Phase::WaitStart;
             }
         } else {
+            // Carrier setups happen all at once before the window; only paced flows count.
+            self.rec.record_flow(flow.started.elapsed());
             *slot = None;
         }
     }
@@ -548,7 +562,17 @@ impl Pair {
         {
             return;
         }
-        let stamp = self.rec.stamp(at.into_std());
+        // Latency counts from the scheduled time (coordinated-omission correction), except that
+        // a send firing within the timer's granularity of its schedule is stamped when it
+        // fires: tokio timers round up to the next millisecond, which would otherwise add up
+        // to 1 ms of load-generator delay to every sample.
+        let now = Instant::now();
+        let from = if now.saturating_duration_since(at) <= TIMER_SLACK {
+            now
+        } else {
+            at
+        };
+        let stamp = self.rec.stamp(from.into_std());
         self.tick += 1;
         let candidate = fake::candidate((self.tick % 1000) as u16, stamp);
         let tx = if self.tick.is_multiple_of(2) {

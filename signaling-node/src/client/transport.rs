@@ -152,10 +152,14 @@ pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, ClientError> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// The WebSocket limits a client uses: messages capped at one protocol frame.
+/// The WebSocket limits a client uses: messages capped at one protocol frame, 4 KiB buffers
+/// (signaling messages are small; the default 128 KiB would cost a load generator with
+/// thousands of connections gigabytes).
 pub fn ws_config() -> WebSocketConfig {
     let max = MAX_FRAME_LEN + 4;
     WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
