@@ -59,7 +59,7 @@ impl FromStr for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1_000 == 0 {
+        if ms.is_multiple_of(1_000) {
             write!(f, "{}s", ms / 1_000)
         } else {
             write!(f, "{ms}ms")
@@ -83,6 +83,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Flags of `signaling-node serve`: the settings file plus every setting as a flag / env var.
+/// Cluster mode adds its settings (etcd endpoints, namespace, cluster) as fields of
+/// [`SettingsPatch`], so they are file keys, flags and env vars alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML settings file; watched and hot-reloaded (flags and env vars keep precedence).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Every setting.
+    #[command(flatten)]
+    pub settings: SettingsPatch,
 }
 
 /// One layer of settings: every field optional. It is the TOML file schema, the `serve` flag
@@ -564,7 +577,10 @@ impl Settings {
             ));
         }
         if t.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
-            return Err(invalid("heartbeat_interval", "must fit in u32 milliseconds"));
+            return Err(invalid(
+                "heartbeat_interval",
+                "must fit in u32 milliseconds",
+            ));
         }
         for (field, v, min) in [
             ("max_connections", t.max_connections, 1),
@@ -588,7 +604,10 @@ impl Settings {
             return Err(invalid("max_connections", "must be at most 10000000"));
         }
         if t.rate_limit == 0 || t.rate_burst == 0 {
-            return Err(invalid("rate_limit", "rate_limit and rate_burst must be > 0"));
+            return Err(invalid(
+                "rate_limit",
+                "rate_limit and rate_burst must be > 0",
+            ));
         }
         if t.max_bad_frames == 0 || t.flood_close_after == 0 {
             return Err(invalid(
@@ -743,7 +762,8 @@ impl ConfigHandle {
 
     /// Replaces the tunables directly (embedders and tests; the file layer is untouched).
     pub fn set_tunables(&self, tunables: Tunables) {
-        self.tx.send_modify(|s| Arc::make_mut(s).tunables = tunables);
+        self.tx
+            .send_modify(|s| Arc::make_mut(s).tunables = tunables);
     }
 
     /// Sets (or clears) the remote layer (the cluster's config from etcd) and re-resolves.
@@ -791,7 +811,10 @@ impl ConfigHandle {
         let current = self.current();
         let (merged, ignored) = current.reloaded(&next);
         if !ignored.is_empty() {
-            tracing::warn!(?ignored, "changed settings need a restart; keeping startup values");
+            tracing::warn!(
+                ?ignored,
+                "changed settings need a restart; keeping startup values"
+            );
         }
         if merged != *current {
             tracing::info!(tunables = ?merged.tunables, "settings reloaded");
@@ -848,7 +871,10 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!("250ms".parse::<Dur>().unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            "250ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(250)
+        );
         assert_eq!("30s".parse::<Dur>().unwrap().0, Duration::from_secs(30));
         assert_eq!("5m".parse::<Dur>().unwrap().0, Duration::from_secs(300));
         assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_secs(3600));

@@ -1,9 +1,19 @@
 //! `signaling-node` binary: serve, client, bench and token subcommands.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signaling_node::cli;
+use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
+use signaling_node::metrics::Metrics;
+use signaling_node::routing::{SharedOwnership, Standalone};
+use signaling_node::server::{Listeners, Node};
+use signaling_node::store::{MemoryStore, RoomStore};
+use tokio_util::sync::CancellationToken;
 
-/// Switchboard signaling node and its tools.
+/// Switchboard signaling node.
 #[derive(Debug, Parser)]
 #[command(name = "signaling-node", version, about)]
 struct Cli {
@@ -13,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the signaling server (standalone unless cluster settings are given).
+    Serve(ServeArgs),
     /// Join a room and print every frame, or play the co-host flow (host / guest / --demo).
     Client(cli::ClientArgs),
     /// Load-test a node: join latency, relay latency, throughput, memory per connection.
@@ -25,26 +37,88 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Token(args) => cli::run_token(&args),
+        Command::Client(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_client(args))
+        }
+        Command::Bench(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_bench(args))
+        }
+        Command::BaselineRelay(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_baseline_relay(args))
+        }
+    }
+}
+
+/// Tools print their own output on stdout; logs (warnings by default) go to stderr.
+fn init_tool_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Token(args) => cli::run_token(&args),
-        command => {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async move {
-                match command {
-                    Command::Client(args) => cli::run_client(args).await,
-                    Command::Bench(args) => cli::run_bench(args).await,
-                    Command::BaselineRelay(args) => cli::run_baseline_relay(args).await,
-                    Command::Token(args) => cli::run_token(&args),
-                }
-            })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ConfigHandle::load(args.settings.clone(), args.config.clone())
+        .context("loading settings")?;
+    let settings = config.current();
+    init_tracing(settings.log_format);
+    let metrics = Metrics::new();
+    let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
+        .await
+        .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
+    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+    let ownership: SharedOwnership = Arc::new(Standalone {
+        shard_count: settings.shard_count,
+    });
+    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(config.clone().watch_files(
+        Duration::from_secs(1),
+        metrics,
+        stop.clone().cancelled_owned(),
+    ));
+    let result = node.serve(listeners, shutdown_signal()).await;
+    stop.cancel();
+    let _ = watcher.await;
+    result.context("serving")
+}
+
+/// Resolves on SIGTERM (Kubernetes preStop/termination) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

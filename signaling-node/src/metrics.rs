@@ -16,8 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::protocol::{ErrorCode, FrameType};
@@ -136,9 +136,13 @@ impl Metrics {
         let frames_in_unknown = frames_in_vec.with_label_values(&["unknown"]);
         let fine_buckets = unwrap(prometheus::exponential_buckets(0.0001, 2.0, 16));
         let metrics = Self {
+            registry: registry.clone(),
             connections: reg(
                 r,
-                unwrap(IntGauge::with_opts(opts("connections", "Open client connections."))),
+                unwrap(IntGauge::with_opts(opts(
+                    "connections",
+                    "Open client connections.",
+                ))),
             ),
             connections_total: reg(
                 r,
@@ -177,7 +181,10 @@ impl Metrics {
             ),
             rooms: reg(
                 r,
-                unwrap(IntGauge::with_opts(opts("rooms", "Live rooms on this node."))),
+                unwrap(IntGauge::with_opts(opts(
+                    "rooms",
+                    "Live rooms on this node.",
+                ))),
             ),
             build_info: reg(
                 r,

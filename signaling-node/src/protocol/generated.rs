@@ -7,7 +7,9 @@
 // crate offers zero-copy reads). This is the only module of the crate allowed unsafe code:
 // lib.rs denies it everywhere else, and the decoder only hands out tables that passed
 // `flatbuffers::root_with_opts` verification. The other allows silence lints on code we do
-// not write (missing docs on generated items, clippy style, deprecated generated constants).
+// not write (missing docs on generated items, clippy style, deprecated generated constants),
+// and rustfmt must leave flatc's output byte-identical for e2e/scripts/check-generated.
+#[rustfmt::skip]
 #[allow(
     unsafe_code,
     missing_docs,
@@ -24,3 +26,24 @@
 mod signaling_generated;
 
 pub use signaling_generated::switchboard::wire::*;
+
+#[rustfmt::skip]
+#[allow(
+    unsafe_code,
+    missing_docs,
+    clippy::all,
+    unused_imports,
+    dead_code,
+    deprecated,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unsafe_op_in_unsafe_fn,
+    mismatched_lifetime_syntaxes
+)]
+mod snapshot_generated;
+
+/// Durable room snapshot tables (`schemas/snapshot.fbs`, namespace `switchboard.snapshot`).
+pub mod snapshot {
+    pub use super::snapshot_generated::switchboard::snapshot::*;
+}

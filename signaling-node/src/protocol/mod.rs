@@ -5,6 +5,17 @@
 //! type byte selects the body's root table. [`decode_view`] verifies one whole message and
 //! reads it in place; [`decode`] also copies it into an owned [`Message`]; [`Encoder`]
 //! reuses its buffers between messages.
+//!
+//! Decisions worth knowing:
+//! - The CRC is checked before the type byte, so any corruption of type or body reads as
+//!   [`FrameError::CrcMismatch`]; only then is the body verified as the type's root table.
+//! - The FlatBuffers verifier runs with tight limits (depth 8, at most one table per 4 body
+//!   bytes, apparent size at most 4 × [`MAX_FRAME_LEN`]), so a small hostile frame cannot
+//!   make [`FrameView::to_owned`] allocate much more than its own size.
+//! - Empty strings and lists are not written; an absent field reads as empty. An `Event`
+//!   with an unknown `kind` is refused at decode, so `to_owned` cannot fail.
+//! - [`Encoder::encode`] refuses a message whose frame would exceed [`MAX_FRAME_LEN`]
+//!   ([`EncodeError::TooLarge`]) instead of sending a frame every receiver must reject.
 
 mod encode;
 mod frame;

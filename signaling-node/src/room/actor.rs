@@ -199,7 +199,13 @@ impl RoomHandle {
     }
 
     /// `user` leaves.
-    pub async fn leave(&self, user: &str, session: &str, peer: &Peer, request_id: u32) -> RoomReply {
+    pub async fn leave(
+        &self,
+        user: &str,
+        session: &str,
+        peer: &Peer,
+        request_id: u32,
+    ) -> RoomReply {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Leave {
             user: user.to_owned(),
@@ -374,7 +380,9 @@ impl Actor {
                 reply,
             } => {
                 self.state.begin();
-                let out = self.state.join(&user, &session, request_id, now, &self.limits);
+                let out = self
+                    .state
+                    .join(&user, &session, request_id, now, &self.limits);
                 let ok = self.finish(out, Some(&peer), request_id).await;
                 if ok {
                     self.shared
@@ -382,7 +390,11 @@ impl Actor {
                         .join_latency
                         .observe(started.elapsed().as_secs_f64());
                 }
-                let _ = reply.send(if ok { RoomReply::Done } else { RoomReply::Refused });
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
             }
             Command::Leave {
                 user,
@@ -394,7 +406,11 @@ impl Actor {
                 self.state.begin();
                 let out = self.state.leave(&user, &session, now);
                 let ok = self.finish(out, Some(&peer), request_id).await;
-                let _ = reply.send(if ok { RoomReply::Done } else { RoomReply::Refused });
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
             }
             Command::Resume {
                 user,
@@ -409,7 +425,11 @@ impl Actor {
                 if ok {
                     self.orphans.remove(&user);
                 }
-                let _ = reply.send(if ok { RoomReply::Done } else { RoomReply::Refused });
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
             }
             Command::Detach {
                 user,
@@ -508,8 +528,12 @@ impl Actor {
         {
             self.state.rollback();
             let (code, message) = match &e {
-                StoreError::Unavailable(_) => (ErrorCode::Draining, "state store unavailable, retry"),
-                StoreError::Fenced { .. } => (ErrorCode::NotOwner, "this node no longer owns the room"),
+                StoreError::Unavailable(_) => {
+                    (ErrorCode::Draining, "state store unavailable, retry")
+                }
+                StoreError::Fenced { .. } => {
+                    (ErrorCode::NotOwner, "this node no longer owns the room")
+                }
             };
             if let Some(peer) = requester {
                 peer.send_error(&mut self.encoder, code, message, request_id);
@@ -538,7 +562,10 @@ impl Actor {
                 old_peer.send_error(
                     &mut self.encoder,
                     ErrorCode::AuthFailed,
-                    format!("seat in room {} taken by a newer session", self.state.room()),
+                    format!(
+                        "seat in room {} taken by a newer session",
+                        self.state.room()
+                    ),
                     0,
                 );
             }
@@ -575,7 +602,10 @@ impl Actor {
                 written_at_ms: self.now(),
             };
             let bytes = snapshot::encode(&mut self.fbb, &self.state, &meta);
-            self.shared.store.commit(shard, self.state.room(), bytes).await
+            self.shared
+                .store
+                .commit(shard, self.state.room(), bytes)
+                .await
         };
         self.shared
             .metrics
@@ -586,7 +616,11 @@ impl Actor {
                 StoreError::Unavailable(_) => "unavailable",
                 StoreError::Fenced { .. } => "fenced",
             };
-            self.shared.metrics.store_errors.with_label_values(&[kind]).inc();
+            self.shared
+                .metrics
+                .store_errors
+                .with_label_values(&[kind])
+                .inc();
             tracing::warn!(room = self.state.room(), error = %e, "room commit failed");
         }
         result

@@ -100,8 +100,8 @@ impl EventLog {
     pub fn since(&self, last_seq: u64) -> Replay<'_> {
         let events: Vec<&Event> = self.ring.iter().filter(|e| e.seq > last_seq).collect();
         let first_needed = last_seq.saturating_add(1);
-        let complete = last_seq >= self.last_seq
-            || self.ring.front().is_some_and(|e| e.seq <= first_needed);
+        let complete =
+            last_seq >= self.last_seq || self.ring.front().is_some_and(|e| e.seq <= first_needed);
         if complete {
             Replay::Complete(events)
         } else {
@@ -148,7 +148,10 @@ mod tests {
         log.append(ev("c"));
         log.append(ev("d"));
         log.rollback();
-        assert_eq!(log.recent().collect::<Vec<_>>(), before.recent().collect::<Vec<_>>());
+        assert_eq!(
+            log.recent().collect::<Vec<_>>(),
+            before.recent().collect::<Vec<_>>()
+        );
         assert_eq!(log.last_seq(), 2);
         assert_eq!(log.append(ev("e")).seq, 3);
     }

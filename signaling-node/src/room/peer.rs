@@ -41,6 +41,7 @@ struct Inner {
     kill: OnceLock<Kill>,
     killed: Notify,
     slow: AtomicBool,
+    established: AtomicBool,
     metrics: Metrics,
 }
 
@@ -69,6 +70,7 @@ impl Peer {
                 kill: OnceLock::new(),
                 killed: Notify::new(),
                 slow: AtomicBool::new(false),
+                established: AtomicBool::new(false),
                 metrics,
             }),
         };
@@ -83,6 +85,16 @@ impl Peer {
     /// Negotiated protocol version.
     pub fn version(&self) -> ProtocolVersion {
         self.inner.version
+    }
+
+    /// Marks the session as established (Welcome sent): heartbeats start.
+    pub fn set_established(&self) {
+        self.inner.established.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether Welcome was sent.
+    pub fn is_established(&self) -> bool {
+        self.inner.established.load(Ordering::SeqCst)
     }
 
     /// Queues one encoded frame. A full queue kills the connection as a slow consumer;
@@ -138,7 +150,12 @@ impl Peer {
 
     /// Queues a close after everything already queued (a full queue kills at once).
     pub fn close(&self, code: u16, reason: &'static str) {
-        if self.inner.tx.try_send(Outbound::Close(code, reason)).is_err() {
+        if self
+            .inner
+            .tx
+            .try_send(Outbound::Close(code, reason))
+            .is_err()
+        {
             self.kill(code, reason);
         }
     }
@@ -192,6 +209,9 @@ mod tests {
         );
         assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
         assert_eq!(metrics.queue_drops.get(), 1);
-        assert_eq!(rx.recv().await, Some(Outbound::Frame(Bytes::from_static(b"a"))));
+        assert_eq!(
+            rx.recv().await,
+            Some(Outbound::Frame(Bytes::from_static(b"a")))
+        );
     }
 }

@@ -283,12 +283,22 @@ impl RoomRegistry {
                 }
             };
             if decoded.room != room {
-                tracing::warn!(shard, key = room, snapshot = decoded.room, "snapshot room id differs from its key; using the snapshot's");
+                tracing::warn!(
+                    shard,
+                    key = room,
+                    snapshot = decoded.room,
+                    "snapshot room id differs from its key; using the snapshot's"
+                );
             }
             let epoch = view_epoch.unwrap_or(decoded.epoch);
             let mut state = decoded.into_state(epoch, tunables.event_ring, now);
             if state.shard() != shard {
-                tracing::warn!(shard, room = state.room(), stored = state.shard(), "snapshot filed under another shard");
+                tracing::warn!(
+                    shard,
+                    room = state.room(),
+                    stored = state.shard(),
+                    "snapshot filed under another shard"
+                );
                 state = RoomState::from_parts(
                     state.room().to_owned(),
                     shard,

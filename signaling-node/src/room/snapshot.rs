@@ -54,7 +54,11 @@ fn call_event_by_name(name: &str) -> Option<CallEvent> {
 }
 
 /// Encodes `state` (reusing `fbb`'s buffer) and returns the bytes.
-pub fn encode(fbb: &mut FlatBufferBuilder<'static>, state: &RoomState, meta: &SnapshotMeta) -> Vec<u8> {
+pub fn encode(
+    fbb: &mut FlatBufferBuilder<'static>,
+    state: &RoomState,
+    meta: &SnapshotMeta,
+) -> Vec<u8> {
     fbb.reset();
     let members: Vec<WIPOffset<fb::Member>> = state
         .members()
@@ -357,7 +361,10 @@ mod tests {
         let bytes = encode(&mut fbb, &room, &meta);
         let d = decode(&bytes).unwrap();
         assert_eq!(d.room, "room-1");
-        assert_eq!((d.shard, d.epoch, d.last_seq), (5, 3, room.log().last_seq()));
+        assert_eq!(
+            (d.shard, d.epoch, d.last_seq),
+            (5, 3, room.log().last_seq())
+        );
         assert_eq!(d.meta, meta);
         assert_eq!(d.members, room.members().cloned().collect::<Vec<_>>());
         assert_eq!(

@@ -28,7 +28,9 @@ use crate::protocol::{
     ErrorCode, Event, EventKind, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Joined,
     Message, Sdp,
 };
-use crate::session::{Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state};
+use crate::session::{
+    Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state,
+};
 use crate::shard::ShardId;
 
 use super::log::{EventLog, Replay};
@@ -240,7 +242,10 @@ fn not_member() -> RoomError {
 }
 
 fn no_call(id: &str) -> RoomError {
-    RoomError::new(ErrorCode::InvalidTransition, format!("no live call {id:?} in this room"))
+    RoomError::new(
+        ErrorCode::InvalidTransition,
+        format!("no live call {id:?} in this room"),
+    )
 }
 
 fn not_party() -> RoomError {
@@ -256,7 +261,10 @@ pub fn check_sdp(sdp: &str, max: usize) -> Result<(), RoomError> {
         ));
     }
     if !sdp.starts_with("v=0") {
-        return Err(RoomError::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+        return Err(RoomError::new(
+            ErrorCode::InvalidSdp,
+            "SDP must start with \"v=0\"",
+        ));
     }
     Ok(())
 }
@@ -410,30 +418,56 @@ impl RoomState {
             .is_some_and(|m| m.presence == Presence::Connected)
     }
 
-    fn log_event(
-        &mut self,
-        out: &mut Outcome,
-        to: Dest,
-        kind: EventKind,
-        user: &str,
-        call_id: &str,
-        state: &str,
-        now_ms: u64,
-    ) {
-        let event = self.log.append(Event {
-            room: self.room.clone(),
-            seq: 0,
-            kind,
-            user: user.to_owned(),
-            call_id: call_id.to_owned(),
-            state: state.to_owned(),
-            at_ms: now_ms,
-        });
+    fn push_event(&mut self, out: &mut Outcome, to: Dest, event: Event) {
+        let event = self.log.append(event);
         out.commit = true;
         out.deliveries.push(Delivery {
             to,
             msg: Message::Event(event),
         });
+    }
+
+    /// Logs a member event about `user`.
+    fn member_event(
+        &mut self,
+        out: &mut Outcome,
+        to: Dest,
+        kind: EventKind,
+        user: &str,
+        now_ms: u64,
+    ) {
+        let event = Event {
+            room: self.room.clone(),
+            seq: 0,
+            kind,
+            user: user.to_owned(),
+            call_id: String::new(),
+            state: String::new(),
+            at_ms: now_ms,
+        };
+        self.push_event(out, to, event);
+    }
+
+    /// Logs a call's new `state` (`user` is the inviter).
+    fn call_event(
+        &mut self,
+        out: &mut Outcome,
+        to: Dest,
+        user: &str,
+        call_id: &str,
+        state: &str,
+        now_ms: u64,
+    ) {
+        let event = Event {
+            room: self.room.clone(),
+            seq: 0,
+            kind: EventKind::CallState,
+            user: user.to_owned(),
+            call_id: call_id.to_owned(),
+            state: state.to_owned(),
+            at_ms: now_ms,
+        };
+        self.push_event(out, to, event);
     }
 
     /// Applies `event` to call `id`, logs the new state, and drops the call if it ended.
@@ -452,7 +486,7 @@ impl RoomState {
         let to = t.to;
         let user = entry.call.inviter.clone();
         out.transitions.push(t);
-        self.log_event(out, Dest::All, EventKind::CallState, &user, id, to.name(), now_ms);
+        self.call_event(out, Dest::All, &user, id, to.name(), now_ms);
         if to.is_terminal() {
             self.calls.remove(id);
         }
@@ -503,13 +537,11 @@ impl RoomState {
             Some(m) if m.session == session => {
                 if m.presence != Presence::Connected {
                     m.presence = Presence::Connected;
-                    self.log_event(
+                    self.member_event(
                         &mut out,
                         Dest::AllExcept(user.to_owned()),
                         EventKind::MemberResumed,
                         user,
-                        "",
-                        "",
                         now_ms,
                     );
                 }
@@ -517,13 +549,11 @@ impl RoomState {
             Some(m) => {
                 out.replaced = Some(std::mem::replace(&mut m.session, session.to_owned()));
                 m.presence = Presence::Connected;
-                self.log_event(
+                self.member_event(
                     &mut out,
                     Dest::AllExcept(user.to_owned()),
                     EventKind::MemberJoined,
                     user,
-                    "",
-                    "",
                     now_ms,
                 );
             }
@@ -543,13 +573,11 @@ impl RoomState {
                         presence: Presence::Connected,
                     },
                 );
-                self.log_event(
+                self.member_event(
                     &mut out,
                     Dest::AllExcept(user.to_owned()),
                     EventKind::MemberJoined,
                     user,
-                    "",
-                    "",
                     now_ms,
                 );
             }
@@ -578,15 +606,19 @@ impl RoomState {
             return Outcome::refused(not_member());
         }
         let mut out = Outcome::default();
-        self.end_calls_of(&mut out, user, now_ms, "left the room", |state, inviter| {
-            match state {
+        self.end_calls_of(
+            &mut out,
+            user,
+            now_ms,
+            "left the room",
+            |state, inviter| match state {
                 CallState::Inviting | CallState::Ringing if inviter => CallEvent::Cancel,
                 CallState::Inviting | CallState::Ringing => CallEvent::Reject,
                 _ => CallEvent::Hangup,
-            }
-        });
+            },
+        );
         // The leaver gets its MemberLeft as the acknowledgement.
-        self.log_event(&mut out, Dest::All, EventKind::MemberLeft, user, "", "", now_ms);
+        self.member_event(&mut out, Dest::All, EventKind::MemberLeft, user, now_ms);
         if let Some(m) = self.members.remove(user) {
             out.removed.push(m);
         }
@@ -603,13 +635,11 @@ impl RoomState {
             return out;
         }
         m.presence = Presence::Suspended { since_ms: now_ms };
-        self.log_event(
+        self.member_event(
             &mut out,
             Dest::AllExcept(user.to_owned()),
             EventKind::MemberSuspended,
             user,
-            "",
-            "",
             now_ms,
         );
         out
@@ -630,13 +660,11 @@ impl RoomState {
             && m.presence != Presence::Connected
         {
             m.presence = Presence::Connected;
-            self.log_event(
+            self.member_event(
                 &mut scratch,
                 Dest::AllExcept(user.to_owned()),
                 EventKind::MemberResumed,
                 user,
-                "",
-                "",
                 now_ms,
             );
         }
@@ -653,10 +681,9 @@ impl RoomState {
             entry.reset_negotiation();
             entry.call.entered_at_ms = now_ms;
             let inviter = entry.call.inviter.clone();
-            self.log_event(
+            self.call_event(
                 &mut scratch,
                 Dest::AllExcept(user.to_owned()),
-                EventKind::CallState,
                 &inviter,
                 &id,
                 CallState::Negotiating.name(),
@@ -977,7 +1004,9 @@ impl RoomState {
             .values()
             .filter_map(|c| c.call.deadline_ms(&limits.timeouts));
         let members = self.members.values().filter_map(|m| match m.presence {
-            Presence::Suspended { since_ms } => Some(since_ms.saturating_add(limits.resume_window_ms)),
+            Presence::Suspended { since_ms } => {
+                Some(since_ms.saturating_add(limits.resume_window_ms))
+            }
             Presence::Connected => None,
         });
         calls.chain(members).min()
@@ -989,7 +1018,11 @@ impl RoomState {
         let expired_calls: Vec<String> = self
             .calls
             .values()
-            .filter(|c| c.call.deadline_ms(&limits.timeouts).is_some_and(|d| d <= now_ms))
+            .filter(|c| {
+                c.call
+                    .deadline_ms(&limits.timeouts)
+                    .is_some_and(|d| d <= now_ms)
+            })
             .map(|c| c.call.id.clone())
             .collect();
         for id in expired_calls {
@@ -1010,7 +1043,7 @@ impl RoomState {
             self.end_calls_of(&mut out, &user, now_ms, "resume window passed", |_, _| {
                 CallEvent::PeerLost
             });
-            self.log_event(&mut out, Dest::All, EventKind::MemberLeft, &user, "", "", now_ms);
+            self.member_event(&mut out, Dest::All, EventKind::MemberLeft, &user, now_ms);
             if let Some(m) = self.members.remove(&user) {
                 out.removed.push(m);
             }

@@ -2,3904 +2,3073 @@
 // @generated
 extern crate alloc;
 
+
 #[allow(unused_imports, dead_code)]
 pub mod switchboard {
 
-    #[allow(unused_imports, dead_code)]
-    pub mod wire {
-
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MIN_EVENT_KIND: u8 = 0;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MAX_EVENT_KIND: u8 = 4;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_EVENT_KIND: [EventKind; 5] = [
-            EventKind::MemberJoined,
-            EventKind::MemberLeft,
-            EventKind::CallState,
-            EventKind::MemberSuspended,
-            EventKind::MemberResumed,
-        ];
-
-        /// Kind of a room event.
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[repr(transparent)]
-        pub struct EventKind(pub u8);
-        #[allow(non_upper_case_globals)]
-        impl EventKind {
-            pub const MemberJoined: Self = Self(0);
-            pub const MemberLeft: Self = Self(1);
-            pub const CallState: Self = Self(2);
-            pub const MemberSuspended: Self = Self(3);
-            pub const MemberResumed: Self = Self(4);
-
-            pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 4;
-            pub const ENUM_VALUES: &'static [Self] = &[
-                Self::MemberJoined,
-                Self::MemberLeft,
-                Self::CallState,
-                Self::MemberSuspended,
-                Self::MemberResumed,
-            ];
-            /// Returns the variant's name or "" if unknown.
-            pub fn variant_name(self) -> Option<&'static str> {
-                match self {
-                    Self::MemberJoined => Some("MemberJoined"),
-                    Self::MemberLeft => Some("MemberLeft"),
-                    Self::CallState => Some("CallState"),
-                    Self::MemberSuspended => Some("MemberSuspended"),
-                    Self::MemberResumed => Some("MemberResumed"),
-                    _ => None,
-                }
-            }
-        }
-        impl ::core::fmt::Debug for EventKind {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                if let Some(name) = self.variant_name() {
-                    f.write_str(name)
-                } else {
-                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-                }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for EventKind {
-            type Inner = Self;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-                Self(b)
-            }
-        }
-
-        impl ::flatbuffers::Push for EventKind {
-            type Output = EventKind;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-            }
-        }
-
-        impl ::flatbuffers::EndianScalar for EventKind {
-            type Scalar = u8;
-            #[inline]
-            fn to_little_endian(self) -> u8 {
-                self.0.to_le()
-            }
-            #[inline]
-            #[allow(clippy::wrong_self_convention)]
-            fn from_little_endian(v: u8) -> Self {
-                let b = u8::from_le(v);
-                Self(b)
-            }
-        }
-
-        impl<'a> ::flatbuffers::Verifiable for EventKind {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                u8::run_verifier(v, pos)
-            }
-        }
-
-        impl ::flatbuffers::SimpleToVerifyInSlice for EventKind {}
-        pub enum ResumeOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Session resume request inside Hello: the session id from a previous Welcome and the
-        /// last room event sequence number the client has seen.
-        pub struct Resume<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Resume<'a> {
-            type Inner = Resume<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Resume<'a> {
-            pub const VT_SESSION: ::flatbuffers::VOffsetT = 4;
-            pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 6;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Resume { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args ResumeArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Resume<'bldr>> {
-                let mut builder = ResumeBuilder::new(_fbb);
-                builder.add_last_seq(args.last_seq);
-                if let Some(x) = args.session {
-                    builder.add_session(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn session(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Resume::VT_SESSION, None)
-                }
-            }
-            #[inline]
-            pub fn last_seq(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Resume::VT_LAST_SEQ, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Resume<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "session",
-                        Self::VT_SESSION,
-                        false,
-                    )?
-                    .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct ResumeArgs<'a> {
-            pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub last_seq: u64,
-        }
-        impl<'a> Default for ResumeArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                ResumeArgs {
-                    session: None,
-                    last_seq: 0,
-                }
-            }
-        }
-
-        pub struct ResumeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResumeBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Resume::VT_SESSION, session);
-            }
-            #[inline]
-            pub fn add_last_seq(&mut self, last_seq: u64) {
-                self.fbb_.push_slot::<u64>(Resume::VT_LAST_SEQ, last_seq, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> ResumeBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                ResumeBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Resume<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Resume<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Resume");
-                ds.field("session", &self.session());
-                ds.field("last_seq", &self.last_seq());
-                ds.finish()
-            }
-        }
-        pub enum HelloOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Client -> server, first frame: join token, supported protocol versions, optional resume.
-        pub struct Hello<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Hello<'a> {
-            type Inner = Hello<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Hello<'a> {
-            pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
-            pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 6;
-            pub const VT_RESUME: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Hello { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args HelloArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
-                let mut builder = HelloBuilder::new(_fbb);
-                if let Some(x) = args.resume {
-                    builder.add_resume(x);
-                }
-                if let Some(x) = args.versions {
-                    builder.add_versions(x);
-                }
-                if let Some(x) = args.token {
-                    builder.add_token(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn token(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_TOKEN, None)
-                }
-            }
-            #[inline]
-            pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
-                            Hello::VT_VERSIONS,
-                            None,
-                        )
-                }
-            }
-            #[inline]
-            pub fn resume(&self) -> Option<Resume<'a>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<Resume>>(Hello::VT_RESUME, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Hello<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "token",
-                        Self::VT_TOKEN,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
-                        "versions",
-                        Self::VT_VERSIONS,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<Resume>>(
-                        "resume",
-                        Self::VT_RESUME,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct HelloArgs<'a> {
-            pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-            pub resume: Option<::flatbuffers::WIPOffset<Resume<'a>>>,
-        }
-        impl<'a> Default for HelloArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                HelloArgs {
-                    token: None,
-                    versions: None,
-                    resume: None,
-                }
-            }
-        }
-
-        pub struct HelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_TOKEN, token);
-            }
-            #[inline]
-            pub fn add_versions(
-                &mut self,
-                versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
-            ) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_VERSIONS, versions);
-            }
-            #[inline]
-            pub fn add_resume(&mut self, resume: ::flatbuffers::WIPOffset<Resume<'b>>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<Resume>>(Hello::VT_RESUME, resume);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> HelloBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                HelloBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Hello<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Hello<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Hello");
-                ds.field("token", &self.token());
-                ds.field("versions", &self.versions());
-                ds.field("resume", &self.resume());
-                ds.finish()
-            }
-        }
-        pub enum WelcomeOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Server -> client answer to Hello.
-        pub struct Welcome<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Welcome<'a> {
-            type Inner = Welcome<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Welcome<'a> {
-            pub const VT_SESSION: ::flatbuffers::VOffsetT = 4;
-            pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
-            pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
-            pub const VT_HEARTBEAT_MS: ::flatbuffers::VOffsetT = 10;
-            pub const VT_RESUMED: ::flatbuffers::VOffsetT = 12;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Welcome { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args WelcomeArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
-                let mut builder = WelcomeBuilder::new(_fbb);
-                builder.add_heartbeat_ms(args.heartbeat_ms);
-                if let Some(x) = args.node {
-                    builder.add_node(x);
-                }
-                if let Some(x) = args.session {
-                    builder.add_session(x);
-                }
-                builder.add_resumed(args.resumed);
-                builder.add_version(args.version);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn session(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_SESSION, None)
-                }
-            }
-            #[inline]
-            pub fn version(&self) -> u8 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u8>(Welcome::VT_VERSION, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn node(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_NODE, None)
-                }
-            }
-            #[inline]
-            pub fn heartbeat_ms(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_HEARTBEAT_MS, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn resumed(&self) -> bool {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<bool>(Welcome::VT_RESUMED, Some(false))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Welcome<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "session",
-                        Self::VT_SESSION,
-                        false,
-                    )?
-                    .visit_field::<u8>("version", Self::VT_VERSION, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "node",
-                        Self::VT_NODE,
-                        false,
-                    )?
-                    .visit_field::<u32>("heartbeat_ms", Self::VT_HEARTBEAT_MS, false)?
-                    .visit_field::<bool>("resumed", Self::VT_RESUMED, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct WelcomeArgs<'a> {
-            pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub version: u8,
-            pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub heartbeat_ms: u32,
-            pub resumed: bool,
-        }
-        impl<'a> Default for WelcomeArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                WelcomeArgs {
-                    session: None,
-                    version: 0,
-                    node: None,
-                    heartbeat_ms: 0,
-                    resumed: false,
-                }
-            }
-        }
-
-        pub struct WelcomeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Welcome::VT_SESSION, session);
-            }
-            #[inline]
-            pub fn add_version(&mut self, version: u8) {
-                self.fbb_.push_slot::<u8>(Welcome::VT_VERSION, version, 0);
-            }
-            #[inline]
-            pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Welcome::VT_NODE, node);
-            }
-            #[inline]
-            pub fn add_heartbeat_ms(&mut self, heartbeat_ms: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Welcome::VT_HEARTBEAT_MS, heartbeat_ms, 0);
-            }
-            #[inline]
-            pub fn add_resumed(&mut self, resumed: bool) {
-                self.fbb_
-                    .push_slot::<bool>(Welcome::VT_RESUMED, resumed, false);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> WelcomeBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                WelcomeBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Welcome<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Welcome<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Welcome");
-                ds.field("session", &self.session());
-                ds.field("version", &self.version());
-                ds.field("node", &self.node());
-                ds.field("heartbeat_ms", &self.heartbeat_ms());
-                ds.field("resumed", &self.resumed());
-                ds.finish()
-            }
-        }
-        pub enum JoinOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Client -> server: join a room.
-        pub struct Join<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Join<'a> {
-            type Inner = Join<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Join<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Join { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args JoinArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Join<'bldr>> {
-                let mut builder = JoinBuilder::new(_fbb);
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u32>(Join::VT_REQUEST_ID, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Join::VT_ROOM, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Join<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct JoinArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for JoinArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                JoinArgs {
-                    request_id: 0,
-                    room: None,
-                }
-            }
-        }
-
-        pub struct JoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Join::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> JoinBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                JoinBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Join<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Join<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Join");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.finish()
-            }
-        }
-        pub enum JoinedOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Server -> client: room joined, current members and the room's last event sequence.
-        pub struct Joined<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Joined<'a> {
-            type Inner = Joined<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Joined<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 8;
-            pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 10;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Joined { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args JoinedArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Joined<'bldr>> {
-                let mut builder = JoinedBuilder::new(_fbb);
-                builder.add_last_seq(args.last_seq);
-                if let Some(x) = args.members {
-                    builder.add_members(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Joined::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Joined::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn members(
-                &self,
-            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>
-            {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
-                    >>(Joined::VT_MEMBERS, None)
-                }
-            }
-            #[inline]
-            pub fn last_seq(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Joined::VT_LAST_SEQ, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Joined<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>,
-                    >>("members", Self::VT_MEMBERS, false)?
-                    .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct JoinedArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub members: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
-                >,
-            >,
-            pub last_seq: u64,
-        }
-        impl<'a> Default for JoinedArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                JoinedArgs {
-                    request_id: 0,
-                    room: None,
-                    members: None,
-                    last_seq: 0,
-                }
-            }
-        }
-
-        pub struct JoinedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinedBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Joined::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Joined::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_members(
-                &mut self,
-                members: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<&'b str>>,
-                >,
-            ) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Joined::VT_MEMBERS, members);
-            }
-            #[inline]
-            pub fn add_last_seq(&mut self, last_seq: u64) {
-                self.fbb_.push_slot::<u64>(Joined::VT_LAST_SEQ, last_seq, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> JoinedBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                JoinedBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Joined<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Joined<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Joined");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("members", &self.members());
-                ds.field("last_seq", &self.last_seq());
-                ds.finish()
-            }
-        }
-        pub enum LeaveOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Client -> server: leave a room.
-        pub struct Leave<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Leave<'a> {
-            type Inner = Leave<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Leave<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Leave { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args LeaveArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Leave<'bldr>> {
-                let mut builder = LeaveBuilder::new(_fbb);
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u32>(Leave::VT_REQUEST_ID, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Leave::VT_ROOM, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Leave<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct LeaveArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for LeaveArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                LeaveArgs {
-                    request_id: 0,
-                    room: None,
-                }
-            }
-        }
-
-        pub struct LeaveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaveBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Leave::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Leave::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> LeaveBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                LeaveBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Leave<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Leave<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Leave");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.finish()
-            }
-        }
-        pub enum InviteOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Invite another member of the room into a call.
-        pub struct Invite<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Invite<'a> {
-            type Inner = Invite<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Invite<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 12;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Invite { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args InviteArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Invite<'bldr>> {
-                let mut builder = InviteBuilder::new(_fbb);
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Invite::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_TO, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Invite<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct InviteArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for InviteArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                InviteArgs {
-                    request_id: 0,
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                }
-            }
-        }
-
-        pub struct InviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Invite::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_TO, to);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> InviteBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                InviteBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Invite<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Invite<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Invite");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.finish()
-            }
-        }
-        pub enum InviteResultOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Answer to an Invite: accepted or rejected (with a reason).
-        pub struct InviteResult<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for InviteResult<'a> {
-            type Inner = InviteResult<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> InviteResult<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 12;
-            pub const VT_ACCEPTED: ::flatbuffers::VOffsetT = 14;
-            pub const VT_REASON: ::flatbuffers::VOffsetT = 16;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                InviteResult { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args InviteResultArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<InviteResult<'bldr>> {
-                let mut builder = InviteResultBuilder::new(_fbb);
-                if let Some(x) = args.reason {
-                    builder.add_reason(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.add_accepted(args.accepted);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(InviteResult::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn accepted(&self) -> bool {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<bool>(InviteResult::VT_ACCEPTED, Some(false))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn reason(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_REASON, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for InviteResult<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<bool>("accepted", Self::VT_ACCEPTED, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "reason",
-                        Self::VT_REASON,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct InviteResultArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub accepted: bool,
-            pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for InviteResultArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                InviteResultArgs {
-                    request_id: 0,
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                    accepted: false,
-                    reason: None,
-                }
-            }
-        }
-
-        pub struct InviteResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteResultBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(InviteResult::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    InviteResult::VT_CALL_ID,
-                    call_id,
-                );
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_accepted(&mut self, accepted: bool) {
-                self.fbb_
-                    .push_slot::<bool>(InviteResult::VT_ACCEPTED, accepted, false);
-            }
-            #[inline]
-            pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    InviteResult::VT_REASON,
-                    reason,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> InviteResultBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                InviteResultBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<InviteResult<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for InviteResult<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("InviteResult");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.field("accepted", &self.accepted());
-                ds.field("reason", &self.reason());
-                ds.finish()
-            }
-        }
-        pub enum OfferOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// SDP offer for a call.
-        pub struct Offer<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Offer<'a> {
-            type Inner = Offer<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Offer<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 12;
-            pub const VT_SDP: ::flatbuffers::VOffsetT = 14;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Offer { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args OfferArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Offer<'bldr>> {
-                let mut builder = OfferBuilder::new(_fbb);
-                if let Some(x) = args.sdp {
-                    builder.add_sdp(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u32>(Offer::VT_REQUEST_ID, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn sdp(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_SDP, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Offer<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "sdp",
-                        Self::VT_SDP,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct OfferArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for OfferArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                OfferArgs {
-                    request_id: 0,
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                    sdp: None,
-                }
-            }
-        }
-
-        pub struct OfferBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OfferBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Offer::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_sdp(&mut self, sdp: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_SDP, sdp);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> OfferBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                OfferBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Offer<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Offer<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Offer");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.field("sdp", &self.sdp());
-                ds.finish()
-            }
-        }
-        pub enum AnswerOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// SDP answer for a call.
-        pub struct Answer<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Answer<'a> {
-            type Inner = Answer<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Answer<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 12;
-            pub const VT_SDP: ::flatbuffers::VOffsetT = 14;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Answer { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args AnswerArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Answer<'bldr>> {
-                let mut builder = AnswerBuilder::new(_fbb);
-                if let Some(x) = args.sdp {
-                    builder.add_sdp(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Answer::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn sdp(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_SDP, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Answer<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "sdp",
-                        Self::VT_SDP,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct AnswerArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for AnswerArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                AnswerArgs {
-                    request_id: 0,
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                    sdp: None,
-                }
-            }
-        }
-
-        pub struct AnswerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AnswerBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Answer::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_sdp(&mut self, sdp: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_SDP, sdp);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> AnswerBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                AnswerBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Answer<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Answer<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Answer");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.field("sdp", &self.sdp());
-                ds.finish()
-            }
-        }
-        pub enum IceCandidateOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// One trickled ICE candidate. An empty candidate means end of candidates for that peer.
-        pub struct IceCandidate<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for IceCandidate<'a> {
-            type Inner = IceCandidate<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> IceCandidate<'a> {
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 6;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 10;
-            pub const VT_CANDIDATE: ::flatbuffers::VOffsetT = 12;
-            pub const VT_SDP_MID: ::flatbuffers::VOffsetT = 14;
-            pub const VT_SDP_MLINE_INDEX: ::flatbuffers::VOffsetT = 16;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                IceCandidate { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args IceCandidateArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<IceCandidate<'bldr>> {
-                let mut builder = IceCandidateBuilder::new(_fbb);
-                builder.add_sdp_mline_index(args.sdp_mline_index);
-                if let Some(x) = args.sdp_mid {
-                    builder.add_sdp_mid(x);
-                }
-                if let Some(x) = args.candidate {
-                    builder.add_candidate(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn candidate(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
-                        IceCandidate::VT_CANDIDATE,
-                        None,
-                    )
-                }
-            }
-            #[inline]
-            pub fn sdp_mid(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_SDP_MID, None)
-                }
-            }
-            #[inline]
-            pub fn sdp_mline_index(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(IceCandidate::VT_SDP_MLINE_INDEX, Some(0))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for IceCandidate<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "candidate",
-                        Self::VT_CANDIDATE,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "sdp_mid",
-                        Self::VT_SDP_MID,
-                        false,
-                    )?
-                    .visit_field::<u32>("sdp_mline_index", Self::VT_SDP_MLINE_INDEX, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct IceCandidateArgs<'a> {
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub candidate: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp_mid: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp_mline_index: u32,
-        }
-        impl<'a> Default for IceCandidateArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                IceCandidateArgs {
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                    candidate: None,
-                    sdp_mid: None,
-                    sdp_mline_index: 0,
-                }
-            }
-        }
-
-        pub struct IceCandidateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IceCandidateBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    IceCandidate::VT_CALL_ID,
-                    call_id,
-                );
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_candidate(&mut self, candidate: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    IceCandidate::VT_CANDIDATE,
-                    candidate,
-                );
-            }
-            #[inline]
-            pub fn add_sdp_mid(&mut self, sdp_mid: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    IceCandidate::VT_SDP_MID,
-                    sdp_mid,
-                );
-            }
-            #[inline]
-            pub fn add_sdp_mline_index(&mut self, sdp_mline_index: u32) {
-                self.fbb_
-                    .push_slot::<u32>(IceCandidate::VT_SDP_MLINE_INDEX, sdp_mline_index, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> IceCandidateBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                IceCandidateBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<IceCandidate<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for IceCandidate<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("IceCandidate");
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.field("candidate", &self.candidate());
-                ds.field("sdp_mid", &self.sdp_mid());
-                ds.field("sdp_mline_index", &self.sdp_mline_index());
-                ds.finish()
-            }
-        }
-        pub enum CandidateOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// One candidate inside an IceBatch.
-        pub struct Candidate<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Candidate<'a> {
-            type Inner = Candidate<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Candidate<'a> {
-            pub const VT_CANDIDATE: ::flatbuffers::VOffsetT = 4;
-            pub const VT_SDP_MID: ::flatbuffers::VOffsetT = 6;
-            pub const VT_SDP_MLINE_INDEX: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Candidate { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args CandidateArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Candidate<'bldr>> {
-                let mut builder = CandidateBuilder::new(_fbb);
-                builder.add_sdp_mline_index(args.sdp_mline_index);
-                if let Some(x) = args.sdp_mid {
-                    builder.add_sdp_mid(x);
-                }
-                if let Some(x) = args.candidate {
-                    builder.add_candidate(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn candidate(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Candidate::VT_CANDIDATE, None)
-                }
-            }
-            #[inline]
-            pub fn sdp_mid(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Candidate::VT_SDP_MID, None)
-                }
-            }
-            #[inline]
-            pub fn sdp_mline_index(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Candidate::VT_SDP_MLINE_INDEX, Some(0))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Candidate<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "candidate",
-                        Self::VT_CANDIDATE,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "sdp_mid",
-                        Self::VT_SDP_MID,
-                        false,
-                    )?
-                    .visit_field::<u32>("sdp_mline_index", Self::VT_SDP_MLINE_INDEX, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct CandidateArgs<'a> {
-            pub candidate: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp_mid: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub sdp_mline_index: u32,
-        }
-        impl<'a> Default for CandidateArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                CandidateArgs {
-                    candidate: None,
-                    sdp_mid: None,
-                    sdp_mline_index: 0,
-                }
-            }
-        }
-
-        pub struct CandidateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CandidateBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_candidate(&mut self, candidate: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Candidate::VT_CANDIDATE,
-                    candidate,
-                );
-            }
-            #[inline]
-            pub fn add_sdp_mid(&mut self, sdp_mid: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Candidate::VT_SDP_MID,
-                    sdp_mid,
-                );
-            }
-            #[inline]
-            pub fn add_sdp_mline_index(&mut self, sdp_mline_index: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Candidate::VT_SDP_MLINE_INDEX, sdp_mline_index, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> CandidateBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                CandidateBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Candidate<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Candidate<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Candidate");
-                ds.field("candidate", &self.candidate());
-                ds.field("sdp_mid", &self.sdp_mid());
-                ds.field("sdp_mline_index", &self.sdp_mline_index());
-                ds.finish()
-            }
-        }
-        pub enum IceBatchOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Several ICE candidates in one frame (protocol v2 only).
-        pub struct IceBatch<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for IceBatch<'a> {
-            type Inner = IceBatch<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> IceBatch<'a> {
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 6;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
-            pub const VT_TO: ::flatbuffers::VOffsetT = 10;
-            pub const VT_CANDIDATES: ::flatbuffers::VOffsetT = 12;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                IceBatch { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args IceBatchArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<IceBatch<'bldr>> {
-                let mut builder = IceBatchBuilder::new(_fbb);
-                if let Some(x) = args.candidates {
-                    builder.add_candidates(x);
-                }
-                if let Some(x) = args.to {
-                    builder.add_to(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn to(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_TO, None)
-                }
-            }
-            #[inline]
-            pub fn candidates(
-                &self,
-            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate<'a>>>>
-            {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate>>,
-                    >>(IceBatch::VT_CANDIDATES, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for IceBatch<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Candidate>>,
-                    >>("candidates", Self::VT_CANDIDATES, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct IceBatchArgs<'a> {
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub candidates: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate<'a>>>,
-                >,
-            >,
-        }
-        impl<'a> Default for IceBatchArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                IceBatchArgs {
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    to: None,
-                    candidates: None,
-                }
-            }
-        }
-
-        pub struct IceBatchBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IceBatchBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_TO, to);
-            }
-            #[inline]
-            pub fn add_candidates(
-                &mut self,
-                candidates: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<Candidate<'b>>>,
-                >,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    IceBatch::VT_CANDIDATES,
-                    candidates,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> IceBatchBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                IceBatchBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<IceBatch<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for IceBatch<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("IceBatch");
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("to", &self.to());
-                ds.field("candidates", &self.candidates());
-                ds.finish()
-            }
-        }
-        pub enum HangupOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// End a call.
-        pub struct Hangup<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Hangup<'a> {
-            type Inner = Hangup<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Hangup<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
-            pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
-            pub const VT_REASON: ::flatbuffers::VOffsetT = 12;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Hangup { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args HangupArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Hangup<'bldr>> {
-                let mut builder = HangupBuilder::new(_fbb);
-                if let Some(x) = args.reason {
-                    builder.add_reason(x);
-                }
-                if let Some(x) = args.from {
-                    builder.add_from(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hangup::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn from(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_FROM, None)
-                }
-            }
-            #[inline]
-            pub fn reason(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_REASON, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Hangup<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "from",
-                        Self::VT_FROM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "reason",
-                        Self::VT_REASON,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct HangupArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for HangupArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                HangupArgs {
-                    request_id: 0,
-                    room: None,
-                    call_id: None,
-                    from: None,
-                    reason: None,
-                }
-            }
-        }
-
-        pub struct HangupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HangupBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Hangup::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_FROM, from);
-            }
-            #[inline]
-            pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_REASON, reason);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> HangupBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                HangupBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Hangup<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Hangup<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Hangup");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("call_id", &self.call_id());
-                ds.field("from", &self.from());
-                ds.field("reason", &self.reason());
-                ds.finish()
-            }
-        }
-        pub enum EventOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Server -> client: a room event with its sequence number in the room's event log.
-        pub struct Event<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
-            type Inner = Event<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Event<'a> {
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
-            pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
-            pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
-            pub const VT_USER: ::flatbuffers::VOffsetT = 10;
-            pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 12;
-            pub const VT_STATE: ::flatbuffers::VOffsetT = 14;
-            pub const VT_AT_MS: ::flatbuffers::VOffsetT = 16;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Event { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args EventArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
-                let mut builder = EventBuilder::new(_fbb);
-                builder.add_at_ms(args.at_ms);
-                builder.add_seq(args.seq);
-                if let Some(x) = args.state {
-                    builder.add_state(x);
-                }
-                if let Some(x) = args.call_id {
-                    builder.add_call_id(x);
-                }
-                if let Some(x) = args.user {
-                    builder.add_user(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_kind(args.kind);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn seq(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Event::VT_SEQ, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn kind(&self) -> EventKind {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<EventKind>(Event::VT_KIND, Some(EventKind::MemberJoined))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn user(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_USER, None)
-                }
-            }
-            #[inline]
-            pub fn call_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_CALL_ID, None)
-                }
-            }
-            #[inline]
-            pub fn state(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_STATE, None)
-                }
-            }
-            #[inline]
-            pub fn at_ms(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Event::VT_AT_MS, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Event<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<u64>("seq", Self::VT_SEQ, false)?
-                    .visit_field::<EventKind>("kind", Self::VT_KIND, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "user",
-                        Self::VT_USER,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "call_id",
-                        Self::VT_CALL_ID,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "state",
-                        Self::VT_STATE,
-                        false,
-                    )?
-                    .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct EventArgs<'a> {
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub seq: u64,
-            pub kind: EventKind,
-            pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub at_ms: u64,
-        }
-        impl<'a> Default for EventArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                EventArgs {
-                    room: None,
-                    seq: 0,
-                    kind: EventKind::MemberJoined,
-                    user: None,
-                    call_id: None,
-                    state: None,
-                    at_ms: 0,
-                }
-            }
-        }
-
-        pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_seq(&mut self, seq: u64) {
-                self.fbb_.push_slot::<u64>(Event::VT_SEQ, seq, 0);
-            }
-            #[inline]
-            pub fn add_kind(&mut self, kind: EventKind) {
-                self.fbb_
-                    .push_slot::<EventKind>(Event::VT_KIND, kind, EventKind::MemberJoined);
-            }
-            #[inline]
-            pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_USER, user);
-            }
-            #[inline]
-            pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_CALL_ID, call_id);
-            }
-            #[inline]
-            pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_STATE, state);
-            }
-            #[inline]
-            pub fn add_at_ms(&mut self, at_ms: u64) {
-                self.fbb_.push_slot::<u64>(Event::VT_AT_MS, at_ms, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> EventBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                EventBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Event<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Event");
-                ds.field("room", &self.room());
-                ds.field("seq", &self.seq());
-                ds.field("kind", &self.kind());
-                ds.field("user", &self.user());
-                ds.field("call_id", &self.call_id());
-                ds.field("state", &self.state());
-                ds.field("at_ms", &self.at_ms());
-                ds.finish()
-            }
-        }
-        pub enum PingOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Heartbeat request (either direction).
-        pub struct Ping<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Ping<'a> {
-            type Inner = Ping<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Ping<'a> {
-            pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Ping { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args PingArgs,
-            ) -> ::flatbuffers::WIPOffset<Ping<'bldr>> {
-                let mut builder = PingBuilder::new(_fbb);
-                builder.add_nonce(args.nonce);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn nonce(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Ping::VT_NONCE, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Ping<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct PingArgs {
-            pub nonce: u64,
-        }
-        impl<'a> Default for PingArgs {
-            #[inline]
-            fn default() -> Self {
-                PingArgs { nonce: 0 }
-            }
-        }
-
-        pub struct PingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PingBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_nonce(&mut self, nonce: u64) {
-                self.fbb_.push_slot::<u64>(Ping::VT_NONCE, nonce, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> PingBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                PingBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Ping<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Ping<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Ping");
-                ds.field("nonce", &self.nonce());
-                ds.finish()
-            }
-        }
-        pub enum PongOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Heartbeat answer, echoing the Ping's nonce.
-        pub struct Pong<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Pong<'a> {
-            type Inner = Pong<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Pong<'a> {
-            pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Pong { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args PongArgs,
-            ) -> ::flatbuffers::WIPOffset<Pong<'bldr>> {
-                let mut builder = PongBuilder::new(_fbb);
-                builder.add_nonce(args.nonce);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn nonce(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Pong::VT_NONCE, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Pong<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct PongArgs {
-            pub nonce: u64,
-        }
-        impl<'a> Default for PongArgs {
-            #[inline]
-            fn default() -> Self {
-                PongArgs { nonce: 0 }
-            }
-        }
-
-        pub struct PongBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PongBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_nonce(&mut self, nonce: u64) {
-                self.fbb_.push_slot::<u64>(Pong::VT_NONCE, nonce, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> PongBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                PongBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Pong<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Pong<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Pong");
-                ds.field("nonce", &self.nonce());
-                ds.finish()
-            }
-        }
-        pub enum RedirectOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// The room is owned by another node: reconnect to url.
-        pub struct Redirect<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Redirect<'a> {
-            type Inner = Redirect<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Redirect<'a> {
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
-            pub const VT_URL: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Redirect { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args RedirectArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Redirect<'bldr>> {
-                let mut builder = RedirectBuilder::new(_fbb);
-                if let Some(x) = args.url {
-                    builder.add_url(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.add_request_id(args.request_id);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Redirect::VT_REQUEST_ID, Some(0))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Redirect::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn url(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Redirect::VT_URL, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Redirect<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "url",
-                        Self::VT_URL,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct RedirectArgs<'a> {
-            pub request_id: u32,
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for RedirectArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                RedirectArgs {
-                    request_id: 0,
-                    room: None,
-                    url: None,
-                }
-            }
-        }
-
-        pub struct RedirectBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RedirectBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Redirect::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Redirect::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Redirect::VT_URL, url);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> RedirectBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                RedirectBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Redirect<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Redirect<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Redirect");
-                ds.field("request_id", &self.request_id());
-                ds.field("room", &self.room());
-                ds.field("url", &self.url());
-                ds.finish()
-            }
-        }
-        pub enum MigrateOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// The room is moving to another node: reconnect to url and resume with resume_token.
-        pub struct Migrate<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Migrate<'a> {
-            type Inner = Migrate<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Migrate<'a> {
-            pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
-            pub const VT_URL: ::flatbuffers::VOffsetT = 6;
-            pub const VT_RESUME_TOKEN: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Migrate { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args MigrateArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Migrate<'bldr>> {
-                let mut builder = MigrateBuilder::new(_fbb);
-                if let Some(x) = args.resume_token {
-                    builder.add_resume_token(x);
-                }
-                if let Some(x) = args.url {
-                    builder.add_url(x);
-                }
-                if let Some(x) = args.room {
-                    builder.add_room(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn room(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_ROOM, None)
-                }
-            }
-            #[inline]
-            pub fn url(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_URL, None)
-                }
-            }
-            #[inline]
-            pub fn resume_token(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_RESUME_TOKEN, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Migrate<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "room",
-                        Self::VT_ROOM,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "url",
-                        Self::VT_URL,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "resume_token",
-                        Self::VT_RESUME_TOKEN,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct MigrateArgs<'a> {
-            pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub resume_token: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for MigrateArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                MigrateArgs {
-                    room: None,
-                    url: None,
-                    resume_token: None,
-                }
-            }
-        }
-
-        pub struct MigrateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MigrateBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Migrate::VT_ROOM, room);
-            }
-            #[inline]
-            pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Migrate::VT_URL, url);
-            }
-            #[inline]
-            pub fn add_resume_token(&mut self, resume_token: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Migrate::VT_RESUME_TOKEN,
-                    resume_token,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> MigrateBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                MigrateBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Migrate<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Migrate<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Migrate");
-                ds.field("room", &self.room());
-                ds.field("url", &self.url());
-                ds.field("resume_token", &self.resume_token());
-                ds.finish()
-            }
-        }
-        pub enum ErrorOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Error report: code (DESIGN.md section 2 error codes), message, and the request it answers
-        /// (0 when it answers no request).
-        pub struct Error<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Error<'a> {
-            type Inner = Error<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Error<'a> {
-            pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
-            pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
-            pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Error { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args ErrorArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
-                let mut builder = ErrorBuilder::new(_fbb);
-                builder.add_request_id(args.request_id);
-                if let Some(x) = args.message {
-                    builder.add_message(x);
-                }
-                builder.add_code(args.code);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn code(&self) -> u16 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u16>(Error::VT_CODE, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn message(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_MESSAGE, None)
-                }
-            }
-            #[inline]
-            pub fn request_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u32>(Error::VT_REQUEST_ID, Some(0)).unwrap() }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Error<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u16>("code", Self::VT_CODE, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "message",
-                        Self::VT_MESSAGE,
-                        false,
-                    )?
-                    .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct ErrorArgs<'a> {
-            pub code: u16,
-            pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub request_id: u32,
-        }
-        impl<'a> Default for ErrorArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                ErrorArgs {
-                    code: 0,
-                    message: None,
-                    request_id: 0,
-                }
-            }
-        }
-
-        pub struct ErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_code(&mut self, code: u16) {
-                self.fbb_.push_slot::<u16>(Error::VT_CODE, code, 0);
-            }
-            #[inline]
-            pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_MESSAGE, message);
-            }
-            #[inline]
-            pub fn add_request_id(&mut self, request_id: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Error::VT_REQUEST_ID, request_id, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> ErrorBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                ErrorBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Error<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Error<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Error");
-                ds.field("code", &self.code());
-                ds.field("message", &self.message());
-                ds.field("request_id", &self.request_id());
-                ds.finish()
-            }
-        }
-    } // pub mod wire
-} // pub mod switchboard
+#[allow(unused_imports, dead_code)]
+pub mod wire {
+
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EVENT_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EVENT_KIND: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EVENT_KIND: [EventKind; 5] = [
+  EventKind::MemberJoined,
+  EventKind::MemberLeft,
+  EventKind::CallState,
+  EventKind::MemberSuspended,
+  EventKind::MemberResumed,
+];
+
+/// Kind of a room event.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct EventKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl EventKind {
+  pub const MemberJoined: Self = Self(0);
+  pub const MemberLeft: Self = Self(1);
+  pub const CallState: Self = Self(2);
+  pub const MemberSuspended: Self = Self(3);
+  pub const MemberResumed: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::MemberJoined,
+    Self::MemberLeft,
+    Self::CallState,
+    Self::MemberSuspended,
+    Self::MemberResumed,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::MemberJoined => Some("MemberJoined"),
+      Self::MemberLeft => Some("MemberLeft"),
+      Self::CallState => Some("CallState"),
+      Self::MemberSuspended => Some("MemberSuspended"),
+      Self::MemberResumed => Some("MemberResumed"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for EventKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for EventKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for EventKind {
+    type Output = EventKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for EventKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for EventKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for EventKind {}
+pub enum ResumeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Session resume request inside Hello: the session id from a previous Welcome and the
+/// last room event sequence number the client has seen.
+pub struct Resume<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Resume<'a> {
+  type Inner = Resume<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Resume<'a> {
+  pub const VT_SESSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Resume { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ResumeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Resume<'bldr>> {
+    let mut builder = ResumeBuilder::new(_fbb);
+    builder.add_last_seq(args.last_seq);
+    if let Some(x) = args.session { builder.add_session(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn session(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Resume::VT_SESSION, None)}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Resume::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Resume<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("session", Self::VT_SESSION, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResumeArgs<'a> {
+    pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_seq: u64,
+}
+impl<'a> Default for ResumeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ResumeArgs {
+      session: None,
+      last_seq: 0,
+    }
+  }
+}
+
+pub struct ResumeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResumeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Resume::VT_SESSION, session);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(Resume::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResumeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ResumeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Resume<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Resume<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Resume");
+      ds.field("session", &self.session());
+      ds.field("last_seq", &self.last_seq());
+      ds.finish()
+  }
+}
+pub enum HelloOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Client -> server, first frame: join token, supported protocol versions, optional resume.
+pub struct Hello<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Hello<'a> {
+  type Inner = Hello<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Hello<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESUME: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Hello { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HelloArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
+    let mut builder = HelloBuilder::new(_fbb);
+    if let Some(x) = args.resume { builder.add_resume(x); }
+    if let Some(x) = args.versions { builder.add_versions(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Hello::VT_VERSIONS, None)}
+  }
+  #[inline]
+  pub fn resume(&self) -> Option<Resume<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Resume>>(Hello::VT_RESUME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Hello<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("versions", Self::VT_VERSIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Resume>>("resume", Self::VT_RESUME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HelloArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub resume: Option<::flatbuffers::WIPOffset<Resume<'a>>>,
+}
+impl<'a> Default for HelloArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HelloArgs {
+      token: None,
+      versions: None,
+      resume: None,
+    }
+  }
+}
+
+pub struct HelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_versions(&mut self, versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_VERSIONS, versions);
+  }
+  #[inline]
+  pub fn add_resume(&mut self, resume: ::flatbuffers::WIPOffset<Resume<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Resume>>(Hello::VT_RESUME, resume);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HelloBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Hello<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Hello<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Hello");
+      ds.field("token", &self.token());
+      ds.field("versions", &self.versions());
+      ds.field("resume", &self.resume());
+      ds.finish()
+  }
+}
+pub enum WelcomeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Server -> client answer to Hello.
+pub struct Welcome<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Welcome<'a> {
+  type Inner = Welcome<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Welcome<'a> {
+  pub const VT_SESSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HEARTBEAT_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_RESUMED: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Welcome { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WelcomeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
+    let mut builder = WelcomeBuilder::new(_fbb);
+    builder.add_heartbeat_ms(args.heartbeat_ms);
+    if let Some(x) = args.node { builder.add_node(x); }
+    if let Some(x) = args.session { builder.add_session(x); }
+    builder.add_resumed(args.resumed);
+    builder.add_version(args.version);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn session(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_SESSION, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Welcome::VT_VERSION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_NODE, None)}
+  }
+  #[inline]
+  pub fn heartbeat_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_HEARTBEAT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn resumed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Welcome::VT_RESUMED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Welcome<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("session", Self::VT_SESSION, false)?
+     .visit_field::<u8>("version", Self::VT_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<u32>("heartbeat_ms", Self::VT_HEARTBEAT_MS, false)?
+     .visit_field::<bool>("resumed", Self::VT_RESUMED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WelcomeArgs<'a> {
+    pub session: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: u8,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub heartbeat_ms: u32,
+    pub resumed: bool,
+}
+impl<'a> Default for WelcomeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WelcomeArgs {
+      session: None,
+      version: 0,
+      node: None,
+      heartbeat_ms: 0,
+      resumed: false,
+    }
+  }
+}
+
+pub struct WelcomeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_session(&mut self, session: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Welcome::VT_SESSION, session);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u8) {
+    self.fbb_.push_slot::<u8>(Welcome::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Welcome::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_heartbeat_ms(&mut self, heartbeat_ms: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_HEARTBEAT_MS, heartbeat_ms, 0);
+  }
+  #[inline]
+  pub fn add_resumed(&mut self, resumed: bool) {
+    self.fbb_.push_slot::<bool>(Welcome::VT_RESUMED, resumed, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WelcomeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WelcomeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Welcome<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Welcome<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Welcome");
+      ds.field("session", &self.session());
+      ds.field("version", &self.version());
+      ds.field("node", &self.node());
+      ds.field("heartbeat_ms", &self.heartbeat_ms());
+      ds.field("resumed", &self.resumed());
+      ds.finish()
+  }
+}
+pub enum JoinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Client -> server: join a room.
+pub struct Join<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Join<'a> {
+  type Inner = Join<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Join<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Join { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Join<'bldr>> {
+    let mut builder = JoinBuilder::new(_fbb);
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Join::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Join::VT_ROOM, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Join<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JoinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinArgs {
+      request_id: 0,
+      room: None,
+    }
+  }
+}
+
+pub struct JoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Join::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Join<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Join<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Join");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.finish()
+  }
+}
+pub enum JoinedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Server -> client: room joined, current members and the room's last event sequence.
+pub struct Joined<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Joined<'a> {
+  type Inner = Joined<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Joined<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Joined { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Joined<'bldr>> {
+    let mut builder = JoinedBuilder::new(_fbb);
+    builder.add_last_seq(args.last_seq);
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Joined::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Joined::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Joined::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Joined::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Joined<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinedArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub last_seq: u64,
+}
+impl<'a> Default for JoinedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinedArgs {
+      request_id: 0,
+      room: None,
+      members: None,
+      last_seq: 0,
+    }
+  }
+}
+
+pub struct JoinedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Joined::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Joined::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Joined::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(Joined::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Joined<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Joined<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Joined");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("members", &self.members());
+      ds.field("last_seq", &self.last_seq());
+      ds.finish()
+  }
+}
+pub enum LeaveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Client -> server: leave a room.
+pub struct Leave<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Leave<'a> {
+  type Inner = Leave<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Leave<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Leave { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaveArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Leave<'bldr>> {
+    let mut builder = LeaveBuilder::new(_fbb);
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Leave::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Leave::VT_ROOM, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Leave<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaveArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LeaveArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaveArgs {
+      request_id: 0,
+      room: None,
+    }
+  }
+}
+
+pub struct LeaveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaveBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Leave::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Leave::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaveBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Leave<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Leave<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Leave");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.finish()
+  }
+}
+pub enum InviteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Invite another member of the room into a call.
+pub struct Invite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Invite<'a> {
+  type Inner = Invite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Invite<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Invite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Invite<'bldr>> {
+    let mut builder = InviteBuilder::new(_fbb);
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Invite::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_TO, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Invite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for InviteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InviteArgs {
+      request_id: 0,
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+    }
+  }
+}
+
+pub struct InviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Invite::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_TO, to);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Invite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Invite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Invite");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
+pub enum InviteResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Answer to an Invite: accepted or rejected (with a reason).
+pub struct InviteResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InviteResult<'a> {
+  type Inner = InviteResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InviteResult<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ACCEPTED: ::flatbuffers::VOffsetT = 14;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InviteResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InviteResult<'bldr>> {
+    let mut builder = InviteResultBuilder::new(_fbb);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.add_accepted(args.accepted);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InviteResult::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_TO, None)}
+  }
+  #[inline]
+  pub fn accepted(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(InviteResult::VT_ACCEPTED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InviteResult::VT_REASON, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InviteResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<bool>("accepted", Self::VT_ACCEPTED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteResultArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub accepted: bool,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for InviteResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InviteResultArgs {
+      request_id: 0,
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+      accepted: false,
+      reason: None,
+    }
+  }
+}
+
+pub struct InviteResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(InviteResult::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_accepted(&mut self, accepted: bool) {
+    self.fbb_.push_slot::<bool>(InviteResult::VT_ACCEPTED, accepted, false);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InviteResult::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InviteResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InviteResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InviteResult");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("accepted", &self.accepted());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum OfferOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// SDP offer for a call.
+pub struct Offer<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Offer<'a> {
+  type Inner = Offer<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Offer<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SDP: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Offer { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OfferArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Offer<'bldr>> {
+    let mut builder = OfferBuilder::new(_fbb);
+    if let Some(x) = args.sdp { builder.add_sdp(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Offer::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_TO, None)}
+  }
+  #[inline]
+  pub fn sdp(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Offer::VT_SDP, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Offer<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sdp", Self::VT_SDP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OfferArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for OfferArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OfferArgs {
+      request_id: 0,
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+      sdp: None,
+    }
+  }
+}
+
+pub struct OfferBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OfferBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Offer::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_sdp(&mut self, sdp: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Offer::VT_SDP, sdp);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OfferBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OfferBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Offer<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Offer<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Offer");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("sdp", &self.sdp());
+      ds.finish()
+  }
+}
+pub enum AnswerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// SDP answer for a call.
+pub struct Answer<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Answer<'a> {
+  type Inner = Answer<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Answer<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SDP: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Answer { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AnswerArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Answer<'bldr>> {
+    let mut builder = AnswerBuilder::new(_fbb);
+    if let Some(x) = args.sdp { builder.add_sdp(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Answer::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_TO, None)}
+  }
+  #[inline]
+  pub fn sdp(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Answer::VT_SDP, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Answer<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sdp", Self::VT_SDP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AnswerArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AnswerArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AnswerArgs {
+      request_id: 0,
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+      sdp: None,
+    }
+  }
+}
+
+pub struct AnswerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AnswerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Answer::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_sdp(&mut self, sdp: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Answer::VT_SDP, sdp);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AnswerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AnswerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Answer<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Answer<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Answer");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("sdp", &self.sdp());
+      ds.finish()
+  }
+}
+pub enum IceCandidateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One trickled ICE candidate. An empty candidate means end of candidates for that peer.
+pub struct IceCandidate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IceCandidate<'a> {
+  type Inner = IceCandidate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IceCandidate<'a> {
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CANDIDATE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SDP_MID: ::flatbuffers::VOffsetT = 14;
+  pub const VT_SDP_MLINE_INDEX: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IceCandidate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IceCandidateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IceCandidate<'bldr>> {
+    let mut builder = IceCandidateBuilder::new(_fbb);
+    builder.add_sdp_mline_index(args.sdp_mline_index);
+    if let Some(x) = args.sdp_mid { builder.add_sdp_mid(x); }
+    if let Some(x) = args.candidate { builder.add_candidate(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_TO, None)}
+  }
+  #[inline]
+  pub fn candidate(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_CANDIDATE, None)}
+  }
+  #[inline]
+  pub fn sdp_mid(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceCandidate::VT_SDP_MID, None)}
+  }
+  #[inline]
+  pub fn sdp_mline_index(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(IceCandidate::VT_SDP_MLINE_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IceCandidate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("candidate", Self::VT_CANDIDATE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sdp_mid", Self::VT_SDP_MID, false)?
+     .visit_field::<u32>("sdp_mline_index", Self::VT_SDP_MLINE_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IceCandidateArgs<'a> {
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub candidate: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp_mid: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp_mline_index: u32,
+}
+impl<'a> Default for IceCandidateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IceCandidateArgs {
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+      candidate: None,
+      sdp_mid: None,
+      sdp_mline_index: 0,
+    }
+  }
+}
+
+pub struct IceCandidateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IceCandidateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_candidate(&mut self, candidate: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_CANDIDATE, candidate);
+  }
+  #[inline]
+  pub fn add_sdp_mid(&mut self, sdp_mid: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceCandidate::VT_SDP_MID, sdp_mid);
+  }
+  #[inline]
+  pub fn add_sdp_mline_index(&mut self, sdp_mline_index: u32) {
+    self.fbb_.push_slot::<u32>(IceCandidate::VT_SDP_MLINE_INDEX, sdp_mline_index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IceCandidateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IceCandidateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IceCandidate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IceCandidate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IceCandidate");
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("candidate", &self.candidate());
+      ds.field("sdp_mid", &self.sdp_mid());
+      ds.field("sdp_mline_index", &self.sdp_mline_index());
+      ds.finish()
+  }
+}
+pub enum CandidateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One candidate inside an IceBatch.
+pub struct Candidate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Candidate<'a> {
+  type Inner = Candidate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Candidate<'a> {
+  pub const VT_CANDIDATE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SDP_MID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SDP_MLINE_INDEX: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Candidate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CandidateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Candidate<'bldr>> {
+    let mut builder = CandidateBuilder::new(_fbb);
+    builder.add_sdp_mline_index(args.sdp_mline_index);
+    if let Some(x) = args.sdp_mid { builder.add_sdp_mid(x); }
+    if let Some(x) = args.candidate { builder.add_candidate(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn candidate(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Candidate::VT_CANDIDATE, None)}
+  }
+  #[inline]
+  pub fn sdp_mid(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Candidate::VT_SDP_MID, None)}
+  }
+  #[inline]
+  pub fn sdp_mline_index(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Candidate::VT_SDP_MLINE_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Candidate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("candidate", Self::VT_CANDIDATE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sdp_mid", Self::VT_SDP_MID, false)?
+     .visit_field::<u32>("sdp_mline_index", Self::VT_SDP_MLINE_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CandidateArgs<'a> {
+    pub candidate: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp_mid: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sdp_mline_index: u32,
+}
+impl<'a> Default for CandidateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CandidateArgs {
+      candidate: None,
+      sdp_mid: None,
+      sdp_mline_index: 0,
+    }
+  }
+}
+
+pub struct CandidateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CandidateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_candidate(&mut self, candidate: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Candidate::VT_CANDIDATE, candidate);
+  }
+  #[inline]
+  pub fn add_sdp_mid(&mut self, sdp_mid: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Candidate::VT_SDP_MID, sdp_mid);
+  }
+  #[inline]
+  pub fn add_sdp_mline_index(&mut self, sdp_mline_index: u32) {
+    self.fbb_.push_slot::<u32>(Candidate::VT_SDP_MLINE_INDEX, sdp_mline_index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CandidateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CandidateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Candidate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Candidate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Candidate");
+      ds.field("candidate", &self.candidate());
+      ds.field("sdp_mid", &self.sdp_mid());
+      ds.field("sdp_mline_index", &self.sdp_mline_index());
+      ds.finish()
+  }
+}
+pub enum IceBatchOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Several ICE candidates in one frame (protocol v2 only).
+pub struct IceBatch<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for IceBatch<'a> {
+  type Inner = IceBatch<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> IceBatch<'a> {
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CANDIDATES: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    IceBatch { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args IceBatchArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<IceBatch<'bldr>> {
+    let mut builder = IceBatchBuilder::new(_fbb);
+    if let Some(x) = args.candidates { builder.add_candidates(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(IceBatch::VT_TO, None)}
+  }
+  #[inline]
+  pub fn candidates(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate>>>>(IceBatch::VT_CANDIDATES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for IceBatch<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Candidate>>>>("candidates", Self::VT_CANDIDATES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IceBatchArgs<'a> {
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub candidates: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Candidate<'a>>>>>,
+}
+impl<'a> Default for IceBatchArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IceBatchArgs {
+      room: None,
+      call_id: None,
+      from: None,
+      to: None,
+      candidates: None,
+    }
+  }
+}
+
+pub struct IceBatchBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IceBatchBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_candidates(&mut self, candidates: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Candidate<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(IceBatch::VT_CANDIDATES, candidates);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IceBatchBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    IceBatchBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<IceBatch<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for IceBatch<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("IceBatch");
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("candidates", &self.candidates());
+      ds.finish()
+  }
+}
+pub enum HangupOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// End a call.
+pub struct Hangup<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Hangup<'a> {
+  type Inner = Hangup<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Hangup<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Hangup { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HangupArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Hangup<'bldr>> {
+    let mut builder = HangupBuilder::new(_fbb);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hangup::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hangup::VT_REASON, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Hangup<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HangupArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for HangupArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HangupArgs {
+      request_id: 0,
+      room: None,
+      call_id: None,
+      from: None,
+      reason: None,
+    }
+  }
+}
+
+pub struct HangupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HangupBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Hangup::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hangup::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HangupBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HangupBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Hangup<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Hangup<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Hangup");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("call_id", &self.call_id());
+      ds.field("from", &self.from());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum EventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Server -> client: a room event with its sequence number in the room's event log.
+pub struct Event<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
+  type Inner = Event<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Event<'a> {
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CALL_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Event { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
+    let mut builder = EventBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.call_id { builder.add_call_id(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Event::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> EventKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<EventKind>(Event::VT_KIND, Some(EventKind::MemberJoined)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_USER, None)}
+  }
+  #[inline]
+  pub fn call_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_CALL_ID, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Event::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Event::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Event<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<EventKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("call_id", Self::VT_CALL_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EventArgs<'a> {
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub call_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub at_ms: u64,
+}
+impl<'a> Default for EventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EventArgs {
+      room: None,
+      seq: 0,
+      kind: EventKind::MemberJoined,
+      user: None,
+      call_id: None,
+      state: None,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Event::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: EventKind) {
+    self.fbb_.push_slot::<EventKind>(Event::VT_KIND, kind, EventKind::MemberJoined);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_call_id(&mut self, call_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_CALL_ID, call_id);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Event::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Event::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Event<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Event");
+      ds.field("room", &self.room());
+      ds.field("seq", &self.seq());
+      ds.field("kind", &self.kind());
+      ds.field("user", &self.user());
+      ds.field("call_id", &self.call_id());
+      ds.field("state", &self.state());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
+pub enum PingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Heartbeat request (either direction).
+pub struct Ping<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ping<'a> {
+  type Inner = Ping<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ping<'a> {
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ping { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PingArgs
+  ) -> ::flatbuffers::WIPOffset<Ping<'bldr>> {
+    let mut builder = PingBuilder::new(_fbb);
+    builder.add_nonce(args.nonce);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn nonce(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ping::VT_NONCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Ping<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PingArgs {
+    pub nonce: u64,
+}
+impl<'a> Default for PingArgs {
+  #[inline]
+  fn default() -> Self {
+    PingArgs {
+      nonce: 0,
+    }
+  }
+}
+
+pub struct PingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: u64) {
+    self.fbb_.push_slot::<u64>(Ping::VT_NONCE, nonce, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ping<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ping<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ping");
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
+pub enum PongOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Heartbeat answer, echoing the Ping's nonce.
+pub struct Pong<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Pong<'a> {
+  type Inner = Pong<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Pong<'a> {
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Pong { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PongArgs
+  ) -> ::flatbuffers::WIPOffset<Pong<'bldr>> {
+    let mut builder = PongBuilder::new(_fbb);
+    builder.add_nonce(args.nonce);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn nonce(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Pong::VT_NONCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Pong<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PongArgs {
+    pub nonce: u64,
+}
+impl<'a> Default for PongArgs {
+  #[inline]
+  fn default() -> Self {
+    PongArgs {
+      nonce: 0,
+    }
+  }
+}
+
+pub struct PongBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PongBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: u64) {
+    self.fbb_.push_slot::<u64>(Pong::VT_NONCE, nonce, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PongBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PongBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Pong<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Pong<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Pong");
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
+pub enum RedirectOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The room is owned by another node: reconnect to url.
+pub struct Redirect<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Redirect<'a> {
+  type Inner = Redirect<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Redirect<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Redirect { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RedirectArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Redirect<'bldr>> {
+    let mut builder = RedirectBuilder::new(_fbb);
+    if let Some(x) = args.url { builder.add_url(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Redirect::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Redirect::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Redirect::VT_URL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Redirect<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RedirectArgs<'a> {
+    pub request_id: u32,
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RedirectArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RedirectArgs {
+      request_id: 0,
+      room: None,
+      url: None,
+    }
+  }
+}
+
+pub struct RedirectBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RedirectBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Redirect::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Redirect::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Redirect::VT_URL, url);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RedirectBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RedirectBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Redirect<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Redirect<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Redirect");
+      ds.field("request_id", &self.request_id());
+      ds.field("room", &self.room());
+      ds.field("url", &self.url());
+      ds.finish()
+  }
+}
+pub enum MigrateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The room is moving to another node: reconnect to url and resume with resume_token.
+pub struct Migrate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Migrate<'a> {
+  type Inner = Migrate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Migrate<'a> {
+  pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESUME_TOKEN: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Migrate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MigrateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Migrate<'bldr>> {
+    let mut builder = MigrateBuilder::new(_fbb);
+    if let Some(x) = args.resume_token { builder.add_resume_token(x); }
+    if let Some(x) = args.url { builder.add_url(x); }
+    if let Some(x) = args.room { builder.add_room(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn room(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_ROOM, None)}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_URL, None)}
+  }
+  #[inline]
+  pub fn resume_token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Migrate::VT_RESUME_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Migrate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("resume_token", Self::VT_RESUME_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MigrateArgs<'a> {
+    pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub resume_token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MigrateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MigrateArgs {
+      room: None,
+      url: None,
+      resume_token: None,
+    }
+  }
+}
+
+pub struct MigrateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MigrateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_room(&mut self, room: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Migrate::VT_ROOM, room);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Migrate::VT_URL, url);
+  }
+  #[inline]
+  pub fn add_resume_token(&mut self, resume_token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Migrate::VT_RESUME_TOKEN, resume_token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MigrateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MigrateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Migrate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Migrate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Migrate");
+      ds.field("room", &self.room());
+      ds.field("url", &self.url());
+      ds.field("resume_token", &self.resume_token());
+      ds.finish()
+  }
+}
+pub enum ErrorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Error report: code (DESIGN.md section 2 error codes), message, and the request it answers
+/// (0 when it answers no request).
+pub struct Error<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Error<'a> {
+  type Inner = Error<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Error<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Error { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ErrorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
+    let mut builder = ErrorBuilder::new(_fbb);
+    builder.add_request_id(args.request_id);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_code(args.code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(Error::VT_CODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn request_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Error::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Error<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("code", Self::VT_CODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<u32>("request_id", Self::VT_REQUEST_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ErrorArgs<'a> {
+    pub code: u16,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub request_id: u32,
+}
+impl<'a> Default for ErrorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ErrorArgs {
+      code: 0,
+      message: None,
+      request_id: 0,
+    }
+  }
+}
+
+pub struct ErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: u16) {
+    self.fbb_.push_slot::<u16>(Error::VT_CODE, code, 0);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u32) {
+    self.fbb_.push_slot::<u32>(Error::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ErrorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Error<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Error<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Error");
+      ds.field("code", &self.code());
+      ds.field("message", &self.message());
+      ds.field("request_id", &self.request_id());
+      ds.finish()
+  }
+}
+}  // pub mod wire
+}  // pub mod switchboard
+
