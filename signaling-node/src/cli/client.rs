@@ -201,12 +201,13 @@ async fn play(
 ) -> anyhow::Result<()> {
     let room = args.room.clone();
     let mut queue: VecDeque<Step> = VecDeque::new();
-    if let Role::Host { invitee, .. } = script.role().clone()
-        && !members.contains(&invitee)
-    {
-        wait_for_member(client, &room, &invitee, args.step_timeout, printer).await?;
-    } else {
-        printer.status("waiting for an invitation");
+    match script.role().clone() {
+        Role::Host { invitee, .. } => {
+            if !members.contains(&invitee) {
+                wait_for_member(client, &room, &invitee, args.step_timeout, printer).await?;
+            }
+        }
+        Role::Guest => printer.status("waiting for an invitation"),
     }
     queue.extend(script.start());
     let mut hold_until: Option<tokio::time::Instant> = None;
