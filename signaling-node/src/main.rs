@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the signaling server (standalone unless cluster settings are given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Join a room and print every frame, or play the co-host flow (host / guest / --demo).
     Client(cli::ClientArgs),
     /// Load-test a node: join latency, relay latency, throughput, memory per connection.
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Token(args) => cli::run_token(&args),
         Command::Client(args) => {
             init_tool_tracing();

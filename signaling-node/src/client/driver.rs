@@ -198,18 +198,21 @@ impl Driver {
                 }
                 Exit::Migrate { url, resume_token } => {
                     tracing::info!(%url, "room migrating; reconnecting and resuming");
-                    match Endpoint::parse(&url) {
-                        Ok(endpoint) => self.endpoint = endpoint,
-                        Err(err) => {
-                            self.fail(err).await;
-                            return;
+                    // An empty URL (a standalone node draining) means: wherever we connected.
+                    if !url.is_empty() {
+                        match Endpoint::parse(&url) {
+                            Ok(endpoint) => self.endpoint = endpoint,
+                            Err(err) => {
+                                self.fail(err).await;
+                                return;
+                            }
                         }
                     }
                     let mut resume = self.rooms.resume(&self.session);
                     if !resume_token.is_empty() {
                         resume.session = resume_token;
                     }
-                    (Some(resume), true)
+                    (Some(resume), !url.is_empty())
                 }
             };
             self.reconnects += 1;
