@@ -68,6 +68,8 @@ pub struct BenchConfig {
     pub settle: Duration,
     /// Wait for in-flight messages after the window.
     pub grace: Duration,
+    /// Pause between the Switchboard and the baseline measurement.
+    pub cooldown: Duration,
     /// Print progress to stderr.
     pub progress: bool,
 }
@@ -97,6 +99,7 @@ impl BenchConfig {
             baseline: None,
             settle: Duration::from_secs(1),
             grace: Duration::from_secs(2),
+            cooldown: Duration::from_secs(3),
             progress: false,
         }
     }
@@ -162,6 +165,11 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
             options: Box::new(cfg.client.clone()),
         };
         result.main = Some(run_target(cfg, &target, cfg.server_pid).await);
+    }
+    if result.main.is_some() && cfg.baseline.is_some() {
+        // Let the node settle (closing connections, suspending sessions) before measuring the
+        // baseline on the same cores.
+        tokio::time::sleep(cfg.cooldown).await;
     }
     match &cfg.baseline {
         None => {}

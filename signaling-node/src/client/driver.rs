@@ -502,7 +502,14 @@ impl Driver {
                             None => self.deliver(Message::Joined(joined)).await,
                         }
                     }
-                    None => self.deliver(Message::Joined(joined)).await,
+                    None => {
+                        // A resync after a resume whose replay had a gap: the room's log
+                        // position moves to the one given.
+                        if self.rooms.contains(&joined.room) {
+                            self.rooms.joined(&joined.room, joined.last_seq);
+                        }
+                        self.deliver(Message::Joined(joined)).await;
+                    }
                 }
             }
             Message::Error(error) => match self.pending.remove(&error.request_id) {

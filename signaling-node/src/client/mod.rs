@@ -244,7 +244,8 @@ impl ClientSender {
         self.await_reply(rx, "Joined").await
     }
 
-    /// Leaves `room`.
+    /// Leaves `room` (the server acknowledges with a `MemberLeft` event for us, delivered
+    /// through [`Client::recv`]).
     pub async fn leave(&self, room: &str) -> Result<(), ClientError> {
         self.op(Op::Leave {
             room: room.to_string(),
