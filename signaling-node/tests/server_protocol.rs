@@ -422,7 +422,7 @@ async fn repeated_bad_frames_close_1002_and_oversized_closes_1009() {
 
 #[tokio::test]
 async fn frames_before_hello_and_hello_timeout() {
-    let node = TestNode::start(|t| t.hello_timeout = std::time::Duration::from_millis(300)).await;
+    let node = TestNode::start(|t| t.hello_timeout = std::time::Duration::from_millis(1000)).await;
     let mut early = Client::connect(node.addr, &["switchboard.v2"]).await;
     early
         .send(&Message::Join(Join {

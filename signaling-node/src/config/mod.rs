@@ -15,8 +15,8 @@
 //! vars keep precedence over the file across reloads. Cluster mode adds a "remote" layer (the
 //! operator's config in etcd) between the file and the flags with [`ConfigHandle::set_remote`].
 //!
-//! Files: [`patch`] (one settings layer: file schema, flags, env, the operator's keys),
-//! [`reload`] (the live settings and their hot reload), this file (resolved settings and
+//! Files: `patch` (one settings layer: file schema, flags, env, the operator's keys),
+//! `reload` (the live settings and their hot reload), this file (resolved settings and
 //! their validation).
 
 mod patch;

@@ -100,7 +100,7 @@ pub struct SettingsPatch {
     #[arg(long, env = "POD_NAME")]
     pub node_name: Option<String>,
     /// WebSocket URL clients are redirected to for rooms this node owns
-    /// [default: ws(s)://<listen ip or node name>:<port>/ws].
+    /// [default: ws(s)://LISTEN_IP_OR_NODE_NAME:PORT/ws].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Number of room shards (rooms hash into 0..shard-count) [default: 16].
