@@ -12,6 +12,7 @@
 //!   also cluster mode's `ShardRestorer`.
 
 mod actor;
+mod handle;
 pub mod log;
 pub mod peer;
 pub mod registry;
@@ -19,7 +20,7 @@ mod restorer;
 pub mod snapshot;
 pub mod state;
 
-pub use actor::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
+pub use handle::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
 pub use peer::{Outbound, Peer};
 pub use registry::{RegistryError, RestoreError, RoomRegistry, SessionEntry};
 pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState};

@@ -19,7 +19,8 @@ use crate::shard::{ShardId, shard_of};
 use crate::store::RoomStore;
 
 use super::Clock;
-use super::actor::{Actor, RoomHandle};
+use super::actor::Actor;
+use super::handle::RoomHandle;
 use super::snapshot::{self, SnapshotError};
 use super::state::{Limits, RoomState};
 

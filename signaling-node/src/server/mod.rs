@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod limits;
 mod listener;
 pub mod tls;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
