@@ -12,9 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use signaling_node::cluster::keys::{
-    Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
-};
+use signaling_node::cluster::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
 use support::{ControlPlane, eventually, metric_value};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 
@@ -98,7 +96,10 @@ async fn a_cluster_from_creation_to_deletion() {
 
     let operator = plane.operator(
         "operator",
-        &["--log-level=info,switchboard_operator=debug", "--log-format=json"],
+        &[
+            "--log-level=info,switchboard_operator=debug",
+            "--log-format=json",
+        ],
     );
     eventually("operator ready", || async {
         operator.status_of("/readyz").await == Some(200)
@@ -123,12 +124,23 @@ async fn a_cluster_from_creation_to_deletion() {
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
     let shards: Api<RoomShard> = Api::namespaced(client.clone(), NS);
     let took = eventually("pods, services, PDB and shards", || async {
-        let pods = pods.list(&ListParams::default()).await.map(|l| l.items.len());
-        let shards = shards.list(&ListParams::default()).await.map(|l| l.items.len());
+        let pods = pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len());
+        let shards = shards
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len());
         matches!(pods, Ok(2))
             && matches!(shards, Ok(4))
             && services.get_opt("demo").await.ok().flatten().is_some()
-            && services.get_opt("demo-nodes").await.ok().flatten().is_some()
+            && services
+                .get_opt("demo-nodes")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
             && budgets.get_opt("demo").await.ok().flatten().is_some()
     })
     .await;
@@ -139,7 +151,11 @@ async fn a_cluster_from_creation_to_deletion() {
     let mut etcd = plane.etcd().await;
     eventually("config revision 1", || {
         let (mut etcd, keys) = (etcd.clone(), keys.clone());
-        async move { config(&mut etcd, &keys).await.is_some_and(|c| c.revision == 1) }
+        async move {
+            config(&mut etcd, &keys)
+                .await
+                .is_some_and(|c| c.revision == 1)
+        }
     })
     .await;
     let first = config(&mut etcd, &keys).await.unwrap();
@@ -164,7 +180,11 @@ async fn a_cluster_from_creation_to_deletion() {
         .expect("edit config");
     eventually("config revision 2", || {
         let (mut etcd, keys) = (etcd.clone(), keys.clone());
-        async move { config(&mut etcd, &keys).await.is_some_and(|c| c.revision == 2) }
+        async move {
+            config(&mut etcd, &keys)
+                .await
+                .is_some_and(|c| c.revision == 2)
+        }
     })
     .await;
     assert_eq!(
@@ -195,7 +215,9 @@ async fn a_cluster_from_creation_to_deletion() {
         clusters.get("demo").await.ok().is_some_and(|c| {
             c.status.as_ref().is_some_and(|s| s.ready_nodes == 2)
                 && condition(&c, "ConfigApplied").is_some_and(|c| {
-                    c.0 == "False" && c.2.starts_with("1 of 2 ready nodes acked config revision 2")
+                    c.0 == "False"
+                        && c.2
+                            .starts_with("1 of 2 ready nodes acked config revision 2")
                 })
         })
     })
@@ -204,9 +226,11 @@ async fn a_cluster_from_creation_to_deletion() {
         .await
         .unwrap();
     let took = eventually("ConfigApplied true", || async {
-        clusters.get("demo").await.ok().is_some_and(|c| {
-            condition(&c, "ConfigApplied").is_some_and(|c| c.0 == "True")
-        })
+        clusters
+            .get("demo")
+            .await
+            .ok()
+            .is_some_and(|c| condition(&c, "ConfigApplied").is_some_and(|c| c.0 == "True"))
     })
     .await;
     eprintln!("ConfigApplied turned True {took:?} after the last ack (etcd watch trigger)");
@@ -233,7 +257,10 @@ async fn a_cluster_from_creation_to_deletion() {
          {etcd_writes} etcd writes"
     );
     assert_eq!(status_writes, 0.0, "a steady cluster must not write status");
-    assert_eq!(etcd_writes, 0.0, "a steady cluster must not rewrite its config");
+    assert_eq!(
+        etcd_writes, 0.0,
+        "a steady cluster must not rewrite its config"
+    );
 
     // A node draining makes it not ready.
     etcd.put(
@@ -266,7 +293,10 @@ async fn a_cluster_from_creation_to_deletion() {
     .await;
     eprintln!("cluster deleted {took:?} after the request");
     let left = etcd
-        .get(keys.prefix(), Some(GetOptions::new().with_prefix().with_count_only()))
+        .get(
+            keys.prefix(),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
         .await
         .unwrap()
         .count();
