@@ -84,6 +84,17 @@ struct Target {
     tls: Option<(String, String)>,
 }
 
+impl Target {
+    fn id(&self) -> String {
+        match &self.tls {
+            Some((secret, version)) => {
+                format!("{} tls={secret}@{version}", self.endpoints.join(","))
+            }
+            None => self.endpoints.join(","),
+        }
+    }
+}
+
 /// The cache of etcd clients. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct EtcdClients {
@@ -126,8 +137,17 @@ impl EtcdClients {
         &self,
         cluster: &SignalingCluster,
     ) -> Result<etcd_client::Client, EtcdError> {
+        Ok(self.connection(cluster).await?.0)
+    }
+
+    /// Like [`Self::for_cluster`], with a string that changes whenever the client does
+    /// (other endpoints, a rotated TLS Secret): long-running users restart on a change.
+    pub async fn connection(
+        &self,
+        cluster: &SignalingCluster,
+    ) -> Result<(etcd_client::Client, String), EtcdError> {
         let namespace = cluster.namespace().unwrap_or_default();
-        self.get(&namespace, &cluster.spec.etcd).await
+        self.get_with_id(&namespace, &cluster.spec.etcd).await
     }
 
     /// The client for `spec` (TLS Secret looked up in `namespace`).
@@ -136,6 +156,14 @@ impl EtcdClients {
         namespace: &str,
         spec: &EtcdSpec,
     ) -> Result<etcd_client::Client, EtcdError> {
+        Ok(self.get_with_id(namespace, spec).await?.0)
+    }
+
+    async fn get_with_id(
+        &self,
+        namespace: &str,
+        spec: &EtcdSpec,
+    ) -> Result<(etcd_client::Client, String), EtcdError> {
         let endpoints = endpoints(spec)?;
         let (tls_key, tls) = match &spec.tls_secret {
             Some(name) => {
@@ -148,8 +176,9 @@ impl EtcdClients {
             endpoints: endpoints.clone(),
             tls: tls_key,
         };
+        let id = target.id();
         if let Some(client) = self.lock().get(&target) {
-            return Ok(client.clone());
+            return Ok((client.clone(), id));
         }
         let client = self.connect(&endpoints, tls).await?;
         let mut clients = self.lock();
@@ -162,7 +191,7 @@ impl EtcdClients {
             clients.clear();
         }
         clients.insert(target, client.clone());
-        Ok(client)
+        Ok((client, id))
     }
 
     /// An already connected client for `spec`, without reading its TLS Secret (for cleanup

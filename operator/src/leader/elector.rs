@@ -276,10 +276,10 @@ pub async fn run_election(
         }
         if is_leader && !leading {
             leading = true;
+            tracing::info!(lease = %run.lock.describe(), identity = run.election.identity(), "became the leader");
             metrics.leader.set(1);
             metrics.leader_acquisitions.inc();
             state.send_replace(LeaderState::Leading);
-            tracing::info!(lease = %run.lock.describe(), identity = run.election.identity(), "became the leader");
         }
         let until = if leading {
             (now + wait).min(deadline_after(&run.election, now))

@@ -44,7 +44,7 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
         .clone()
         .ok_or(Error::MissingObjectKey("name"))?;
     let services = &ctx.services;
-    let client = services.etcd.for_cluster(cluster).await?;
+    let (client, identity) = services.etcd.connection(cluster).await?;
     let mut store = ClusterStore::new(
         client.clone(),
         &namespace,
@@ -54,11 +54,6 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
     )?;
 
     services.shards.ensure(cluster, client.clone());
-    let identity = format!(
-        "{}|{}",
-        cluster.spec.etcd.endpoints.join(","),
-        cluster.spec.etcd.tls_secret.as_deref().unwrap_or_default()
-    );
     ctx.triggers.ensure(
         ObjectRef::new(&name).within(&namespace),
         store.keys().clone(),

@@ -21,7 +21,8 @@
 //! references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
 //! the operator, then remove the CRDs.
 //!
-//! Every log line of a reconcile carries the cluster's namespace and name (span `reconcile`).
+//! Every log line of a reconcile carries the cluster's `namespace` and name (`cluster`) from
+//! the span `reconcile`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -254,7 +255,8 @@ pub async fn reconcile(
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
-    let span = tracing::info_span!("reconcile", %namespace, name = %cluster.name_any());
+    // `cluster`, not `name`: the JSON log format already uses `name` for the span's name.
+    let span = tracing::info_span!("reconcile", %namespace, cluster = %cluster.name_any());
     let metrics = &ctx.services.metrics;
     metrics.reconciliations.with_label_values(&[KIND]).inc();
     let timer = metrics
@@ -294,7 +296,7 @@ pub fn error_policy(
         .inc();
     tracing::warn!(
         namespace = cluster.namespace().unwrap_or_default(),
-        name = %cluster.name_any(),
+        cluster = %cluster.name_any(),
         %error,
         label,
         "reconcile error"

@@ -150,7 +150,7 @@ impl Triggers {
         let span = tracing::info_span!(
             "member_watch",
             namespace = cluster.namespace.as_deref().unwrap_or_default(),
-            name = %cluster.name
+            cluster = %cluster.name
         );
         tokio::spawn(
             async move {
