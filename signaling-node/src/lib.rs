@@ -3,6 +3,7 @@
 // reads verified buffers with `unsafe` and is the single module allowed to (see there).
 #![deny(unsafe_code)]
 
+pub mod cluster;
 pub mod protocol;
 pub mod routing;
 pub mod session;
