@@ -254,3 +254,11 @@ impl ClusterNode {
         }
     }
 }
+
+impl Drop for ClusterNode {
+    /// Dropping without [`ClusterNode::shutdown`] stops the background tasks without revoking
+    /// the lease (the registration expires after its TTL, as after a crash).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
