@@ -40,8 +40,9 @@ pub struct Settings {
     /// Expected eligible nodes per pool; a pool that has them all opens for placement at
     /// once.
     pub expected_pools: BTreeMap<String, u32>,
-    /// A ProtocolRollout exists but its `rollout` key is not written yet: place nothing new.
-    pub hold_placement: bool,
+    /// A ProtocolRollout refers to the cluster: until its `rollout` key is written, nothing
+    /// new is placed (its shards would land in the wrong version pool).
+    pub expect_rollout: bool,
 }
 
 impl Default for Settings {
@@ -54,7 +55,7 @@ impl Default for Settings {
             recovery_timeout: Duration::from_secs(30),
             ack_cleanup_after: Duration::from_secs(30),
             expected_pools: BTreeMap::new(),
-            hold_placement: false,
+            expect_rollout: false,
         }
     }
 }
@@ -337,9 +338,10 @@ impl Core {
                 }
                 // Pods that vanished while the watch was down were deleted.
                 for (name, mut state) in previous {
-                    if !self.pods.contains_key(&name) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.pods.entry(name)
+                    {
                         state.deleted = true;
-                        self.pods.insert(name, state);
+                        slot.insert(state);
                     }
                 }
             }
@@ -563,7 +565,7 @@ impl Core {
     }
 
     fn open_pools(&self, now: Instant) -> BTreeSet<String> {
-        if self.settings.hold_placement {
+        if self.settings.expect_rollout && self.rollout.is_none() {
             return BTreeSet::new();
         }
         self.eligible_per_pool()
