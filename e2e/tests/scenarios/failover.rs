@@ -1,0 +1,480 @@
+//! Session scenarios with real clients: a co-host call through a non-owner node (c), the
+//! owner killed (d), the owner's node gone dark (e) and weight edits during a call (f). The
+//! user-visible promise checked in d–f: the call's clients resume on the new owner with the
+//! same session, the room's members and the call's state intact, and gapless event seqs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use switchboard_e2e::cluster::eventually;
+use switchboard_e2e::pod_runner::control::{Action, DarkProcesses};
+use switchboard_operator::crd::RoomShard;
+
+use crate::calls::{Member, STEP, connected_call};
+use crate::fleet::quick;
+use crate::support::{
+    CLUSTER, Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
+    pod_ready, skip_reason,
+};
+
+macro_rules! env_or_skip {
+    () => {
+        match skip_reason() {
+            Some(reason) => {
+                eprintln!("SKIP: {reason}");
+                return;
+            }
+            None => Env::start(EnvOptions::default()).await,
+        }
+    };
+}
+
+/// A call in progress: two members connected through non-owner nodes, the call Connected.
+struct Call {
+    room: String,
+    id: String,
+    owner: Pod,
+    alice: Member,
+    bob: Member,
+}
+
+fn name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+/// Connects alice and bob to nodes that do not own `room` (checking the Redirect to the
+/// owner) and brings a call between them to Connected.
+async fn call_through_non_owners(env: &Env, room: &str, silence: Option<Duration>) -> Call {
+    let owner = env.owner_of(room).await;
+    let owner_url = node_url(&owner);
+    let others: Vec<Pod> = env
+        .node_pods()
+        .await
+        .into_iter()
+        .filter(|p| name(p) != name(&owner) && pod_ready(p))
+        .collect();
+    if others.is_empty() {
+        env.fail("no Ready node besides the owner");
+    }
+    let entry_a = node_url(&others[0]);
+    let entry_b = node_url(&others[others.len() - 1]);
+    let mut alice =
+        Member::connect(&entry_a, "alice", env.token("alice", room).await, silence).await;
+    let mut bob = Member::connect(&entry_b, "bob", env.token("bob", room).await, silence).await;
+    for member in [&alice, &bob] {
+        let session = member.client.session();
+        assert_eq!(
+            session.url,
+            owner_url,
+            "{} connected to {} and should have been redirected to the owner {} ({})",
+            member.user,
+            member.entry,
+            owner_url,
+            name(&owner)
+        );
+        assert_eq!(
+            member.client.welcome().node,
+            name(&owner),
+            "Welcome names the owner"
+        );
+    }
+    alice.join(room).await;
+    let joined = bob.join(room).await;
+    assert!(
+        joined.members.contains(&"alice".to_string()),
+        "bob sees alice in the room: {joined:?}"
+    );
+    let id = match connected_call(&mut alice, &mut bob, room).await {
+        Ok(id) => id,
+        Err(e) => env.fail(format!("co-host call did not reach Connected: {e}")),
+    };
+    Call {
+        room: room.to_string(),
+        id,
+        owner,
+        alice,
+        bob,
+    }
+}
+
+fn shard_owner(shard: &RoomShard) -> (Option<String>, i64) {
+    shard
+        .status
+        .as_ref()
+        .map_or((None, 0), |s| (s.node.clone(), s.epoch))
+}
+
+/// After the owner failed at `t0`: the room's shard is reassigned with a failover record,
+/// both members resume their sessions on the new owner, and the room and call survived.
+async fn expect_failover(env: &Env, call: &mut Call, before: &RoomShard, t0: Instant, label: &str) {
+    let (old_node, old_epoch) = shard_owner(before);
+    let old_node = old_node.unwrap_or_default();
+    let waited = eventually(
+        "the room's shard reassigned after a failover",
+        PATIENCE,
+        || async {
+            let shard = env.shard_of_room(&call.room).await?;
+            let status = shard.status.clone()?;
+            let moved = status.node.as_deref().is_some_and(|n| n != old_node)
+                && status.epoch > old_epoch
+                && status.last_failover.is_some()
+                && serde_json::to_value(status.phase).ok()? == json!("Assigned");
+            moved.then_some(status)
+        },
+    )
+    .await;
+    let status = env.check(waited);
+    let assigned = t0.elapsed();
+    let failover = status.last_failover.clone().expect("checked above");
+    eprintln!(
+        "{label}: shard {} {} (epoch {old_epoch}) -> {} (epoch {}), lastFailover {{reason: {}, \
+         detectedMs: {}, recoveredMs: {:?}}}",
+        before.spec.index,
+        old_node,
+        status.node.clone().unwrap_or_default(),
+        status.epoch,
+        failover.reason,
+        failover.detected_ms,
+        failover.recovered_ms
+    );
+    measured(
+        &format!("{label}: failure -> shard Assigned elsewhere"),
+        assigned,
+    );
+    assert_eq!(failover.from, old_node, "lastFailover.from");
+
+    let new_owner = status.node.clone().unwrap_or_default();
+    let mut resumed_at = Vec::new();
+    for member in [&mut call.alice, &mut call.bob] {
+        let welcome = match member.resumed(PATIENCE).await {
+            Ok(w) => w,
+            Err(e) => env.fail(format!(
+                "{label}: {e} (problems so far: {:?})",
+                member.problems()
+            )),
+        };
+        resumed_at.push(t0.elapsed());
+        assert!(
+            welcome.resumed,
+            "{label}: {} reconnected to {} but its session was not resumed: {welcome:?}; \
+             problems: {:?}",
+            member.user,
+            member.client.session().url,
+            member.problems()
+        );
+        assert_eq!(
+            welcome.session, member.session,
+            "{}: same session",
+            member.user
+        );
+        assert_eq!(
+            member.client.session().node,
+            new_owner,
+            "{} resumed on the new owner",
+            member.user
+        );
+    }
+    let resumed = resumed_at.into_iter().max().unwrap_or_default();
+    measured(
+        &format!("{label}: failure -> both clients resumed"),
+        resumed,
+    );
+
+    expect_room_and_call_intact(env, call, &old_node).await;
+}
+
+/// The room still has both members (a newcomer sees them), the call is still up (hanging it
+/// up ends it for both), and nobody saw a gap, a lost session or an error.
+async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
+    let entry = env
+        .node_pods()
+        .await
+        .into_iter()
+        .find(|p| name(p) != avoid && pod_ready(p))
+        .map(|p| node_url(&p))
+        .unwrap_or_else(|| env.fail("no Ready node to connect a newcomer to"));
+    let mut carol =
+        Member::connect(&entry, "carol", env.token("carol", &call.room).await, None).await;
+    let joined = carol.join(&call.room).await;
+    for user in ["alice", "bob", "carol"] {
+        assert!(
+            joined.members.contains(&user.to_string()),
+            "room {} lost member {user}: {:?}",
+            call.room,
+            joined.members
+        );
+    }
+    if let Err(e) = call.alice.client.hangup(&call.id, "done").await {
+        env.fail(format!("hangup: {e}"));
+    }
+    for member in [&mut call.alice, &mut call.bob] {
+        if let Err(e) = member.call_state(&call.id, "ended").await {
+            env.fail(format!(
+                "the call did not survive (no `ended` after hangup): {e}; problems: {:?}",
+                member.problems()
+            ));
+        }
+    }
+    call.alice.drain(Duration::from_millis(300)).await;
+    call.bob.drain(Duration::from_millis(300)).await;
+    let problems: Vec<String> = [&call.alice, &call.bob]
+        .iter()
+        .flat_map(|m| m.problems())
+        .collect();
+    assert!(problems.is_empty(), "clients saw: {problems:#?}");
+    carol.client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_cohost_call_through_a_non_owner_node() {
+    let _t = ScenarioTimer::start("c_cohost_call_through_a_non_owner_node");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let started = Instant::now();
+    let mut call = call_through_non_owners(&env, "studio-c", None).await;
+    measured(
+        "c: connect via non-owners (redirect) -> call Connected",
+        started.elapsed(),
+    );
+    let owner = name(&call.owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_owner_killed_shards_fail_over_and_the_call_resumes() {
+    let _t = ScenarioTimer::start("d_owner_killed_shards_fail_over_and_the_call_resumes");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let mut call = call_through_non_owners(&env, "studio-d", None).await;
+    let target = format!("{NS}/{}", name(&call.owner));
+    let before = env
+        .shard_of_room(&call.room)
+        .await
+        .expect("the room's RoomShard");
+    let t0 = Instant::now();
+    env.check(env.cluster.ctl(Action::Kill, &target, None).await);
+    expect_failover(&env, &mut call, &before, t0, "d (kill -9 owner)").await;
+}
+
+/// A room whose owner runs on a runner node without an operator pod (so that node can go
+/// dark without taking the operator along); returns the room and that node.
+async fn room_away_from_operator(env: &Env) -> (String, String) {
+    let api: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), OPERATOR_NS);
+    let operator_nodes: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    for i in 0..64 {
+        let room = format!("studio-e-{i}");
+        let owner = env.owner_of(&room).await;
+        let node = owner
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if !node.is_empty() && !operator_nodes.contains(&node) {
+            return (room, node);
+        }
+    }
+    env.fail("no room owned by a node on a runner without the operator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_owner_node_goes_dark_lease_expires_and_the_call_resumes() {
+    let _t = ScenarioTimer::start("e_owner_node_goes_dark_lease_expires_and_the_call_resumes");
+    let env = env_or_skip!();
+    // A 1 s heartbeat lets clients notice a frozen node within seconds.
+    env.deploy_demo(false, |sigc| {
+        quick(sigc);
+        sigc["spec"]["config"]["heartbeatSeconds"] = json!(1);
+    })
+    .await;
+    let (room, runner_node) = room_away_from_operator(&env).await;
+    let mut call = call_through_non_owners(&env, &room, Some(Duration::from_secs(3))).await;
+    let before = env
+        .shard_of_room(&call.room)
+        .await
+        .expect("the room's RoomShard");
+    let t0 = Instant::now();
+    env.check(
+        env.cluster
+            .ctl(Action::Dark, &runner_node, Some(DarkProcesses::Freeze))
+            .await,
+    );
+    expect_failover(&env, &mut call, &before, t0, "e (owner's node dark)").await;
+    env.check(env.cluster.ctl(Action::Resume, &runner_node, None).await);
+}
+
+/// Shards per version by largest remainder (the operator's split of `SHARDS` by weight).
+fn split(weights: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    let total: u32 = weights.iter().map(|(_, w)| w).sum();
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
+    let mut remainders: Vec<(u32, usize)> = Vec::new();
+    for (i, (name, weight)) in weights.iter().enumerate() {
+        let exact = SHARDS * weight;
+        out.insert((*name).to_string(), exact / total);
+        remainders.push((exact % total, i));
+    }
+    let mut left = SHARDS - out.values().sum::<u32>();
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in remainders {
+        if left == 0 {
+            break;
+        }
+        *out.entry(weights[i].0.to_string()).or_insert(0) += 1;
+        left -= 1;
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
+/// Waits until the shards are split by `weights`, each Assigned to a Ready node of its
+/// version's pool.
+async fn versions_follow(env: &Env, weights: &[(&str, u32)]) {
+    let want = split(weights);
+    let waited = eventually(
+        &format!("shards split {want:?}"),
+        Duration::from_secs(120),
+        || async {
+            let pods = env.node_pods().await;
+            let version_of: BTreeMap<String, String> = pods
+                .iter()
+                .filter(|p| pod_ready(p))
+                .filter_map(|p| {
+                    let version = p.metadata.labels.as_ref()?.get("switchboard.dev/version")?;
+                    Some((name(p), version.clone()))
+                })
+                .collect();
+            let mut got: BTreeMap<String, u32> = BTreeMap::new();
+            for shard in env.shards().await.values() {
+                let status = shard.status.as_ref()?;
+                if serde_json::to_value(status.phase).ok()? != json!("Assigned") {
+                    return None;
+                }
+                let version = status.version.clone()?;
+                if version_of.get(status.node.as_ref()?) != Some(&version) {
+                    return None;
+                }
+                *got.entry(version).or_insert(0) += 1;
+            }
+            (got == want).then_some(())
+        },
+    )
+    .await;
+    env.check(waited);
+}
+
+fn rollout_patch(weights: &[(&str, u32)]) -> String {
+    let docs = crate::support::examples();
+    let mut versions: Vec<Value> = docs
+        .iter()
+        .find(|d| d["kind"] == "ProtocolRollout")
+        .and_then(|d| d["spec"]["versions"].as_array().cloned())
+        .expect("examples/basic has a ProtocolRollout with versions");
+    for version in &mut versions {
+        let name = version["name"].as_str().unwrap_or_default().to_string();
+        let weight = weights
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, w)| *w);
+        version["weight"] = json!(weight);
+    }
+    json!({"spec": {"versions": versions}}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_weight_edits_keep_every_session() {
+    let _t = ScenarioTimer::start("f_weight_edits_keep_every_session");
+    let env = env_or_skip!();
+    let mut docs = env.demo_manifests(true, quick);
+    if let Some(rollout) = docs.iter_mut().find(|d| d["kind"] == "ProtocolRollout") {
+        // Move four shards at a time without pauses (the example waits 30 s per shard).
+        rollout["spec"]["strategy"]["maxShardsMoving"] = json!(4);
+        rollout["spec"]["strategy"]["pauseBetweenStepsSeconds"] = json!(0);
+    }
+    env.apply(&docs);
+    env.wait_ready().await;
+    versions_follow(&env, &[("v1", 90), ("v2", 10)]).await;
+
+    // A room served by v1 now, so the last step must move it.
+    let mut room = None;
+    for i in 0..64 {
+        let candidate = format!("studio-f-{i}");
+        let shard = env.shard_of_room(&candidate).await.expect("RoomShard");
+        if shard.status.as_ref().and_then(|s| s.version.as_deref()) == Some("v1") {
+            room = Some(candidate);
+            break;
+        }
+    }
+    let room = room.unwrap_or_else(|| env.fail("no room on a v1 shard"));
+    let mut call = call_through_non_owners(&env, &room, None).await;
+    let sessions = (call.alice.session.clone(), call.bob.session.clone());
+
+    for weights in [[("v1", 50), ("v2", 50)], [("v1", 0), ("v2", 100)]] {
+        let started = Instant::now();
+        env.kubectl(
+            &[
+                "patch",
+                "prollout",
+                CLUSTER,
+                "--type=merge",
+                "-p",
+                &rollout_patch(&weights),
+            ],
+            None,
+        );
+        versions_follow(&env, &weights).await;
+        measured(
+            &format!("f: weights -> {weights:?}: shards follow"),
+            started.elapsed(),
+        );
+        let table = env.kubectl(&["get", "prollout,rshard"], None);
+        eprintln!("{table}");
+    }
+    let v2_pods = env
+        .node_pods()
+        .await
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("switchboard.dev/version"))
+                .is_some_and(|v| v == "v2")
+        })
+        .count();
+    assert_eq!(v2_pods, 3, "at 0/100 every node pod runs v2");
+
+    // The room moved to v2: both members were migrated and resumed the same session.
+    let new_owner = env.owner_of(&call.room).await;
+    for (member, session) in [(&mut call.alice, &sessions.0), (&mut call.bob, &sessions.1)] {
+        let deadline = Instant::now() + STEP;
+        while member.client.session().node != name(&new_owner) && Instant::now() < deadline {
+            let _ = member.next(Duration::from_millis(200)).await;
+        }
+        member.drain(Duration::from_millis(200)).await;
+        let info = member.client.session();
+        assert_eq!(
+            info.node,
+            name(&new_owner),
+            "{} follows its room to the v2 owner; problems: {:?}",
+            member.user,
+            member.problems()
+        );
+        assert!(
+            !member.welcomes.is_empty() && member.welcomes.iter().all(|(_, w)| w.resumed),
+            "{}: every reconnect resumed the session: {:?}",
+            member.user,
+            member.welcomes
+        );
+        assert_eq!(&info.session, session, "{}: same session", member.user);
+    }
+    let owner = name(&new_owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
