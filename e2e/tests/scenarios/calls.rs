@@ -165,15 +165,6 @@ impl Member {
         .await
     }
 
-    /// Waits for a Welcome after a reconnect (resume); returns it.
-    pub async fn resumed(&mut self, timeout: Duration) -> Result<Welcome, String> {
-        self.wait_for("Welcome after reconnect", timeout, |m| match m {
-            Message::Welcome(w) => Some(w.clone()),
-            _ => None,
-        })
-        .await
-    }
-
     /// Drains what is already queued (up to `quiet` of silence).
     pub async fn drain(&mut self, quiet: Duration) {
         while self.next(quiet).await.is_ok() {}

@@ -12,7 +12,10 @@ use switchboard_e2e::cluster::eventually;
 use switchboard_e2e::pod_runner::control::{Action, DarkProcesses};
 use switchboard_operator::crd::RoomShard;
 
-use crate::calls::{Member, STEP, connected_call};
+use signaling_node::client::Client;
+use signaling_node::protocol::{Hangup, Message, Resume};
+
+use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;
 use crate::support::{
     CLUSTER, Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
@@ -106,116 +109,255 @@ fn shard_owner(shard: &RoomShard) -> (Option<String>, i64) {
         .map_or((None, 0), |s| (s.node.clone(), s.epoch))
 }
 
-/// After the owner failed at `t0`: the room's shard is reassigned with a failover record,
-/// both members resume their sessions on the new owner, and the room and call survived.
+/// When each client's library reported a resumed session after `t0` (polled from its
+/// session info, so the time is when the library got the Welcome, not when the test read it).
+fn watch_resumes(
+    call: &Call,
+    t0: Instant,
+) -> tokio::task::JoinHandle<Vec<(String, Option<Duration>)>> {
+    let watched: Vec<_> = [&call.alice, &call.bob]
+        .iter()
+        .map(|m| {
+            (
+                m.user.clone(),
+                m.client.sender(),
+                m.client.session().reconnects,
+            )
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut seen: Vec<(String, Option<Duration>)> =
+            watched.iter().map(|(u, _, _)| (u.clone(), None)).collect();
+        while t0.elapsed() < PATIENCE && seen.iter().any(|(_, at)| at.is_none()) {
+            for ((_, sender, base), (_, at)) in watched.iter().zip(seen.iter_mut()) {
+                let info = sender.session();
+                if at.is_none() && info.reconnects > *base && info.resumed {
+                    *at = Some(t0.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    })
+}
+
+/// After the owner failed at `t0`: the room's shard is reassigned with a failover record, the
+/// new owner has the room's members, both members' libraries resume their sessions on the new
+/// owner, and the call survived. Checks everything and fails once with every broken
+/// expectation.
 async fn expect_failover(env: &Env, call: &mut Call, before: &RoomShard, t0: Instant, label: &str) {
     let (old_node, old_epoch) = shard_owner(before);
     let old_node = old_node.unwrap_or_default();
-    let waited = eventually(
-        "the room's shard reassigned after a failover",
-        PATIENCE,
-        || async {
-            let shard = env.shard_of_room(&call.room).await?;
-            let status = shard.status.clone()?;
-            let moved = status.node.as_deref().is_some_and(|n| n != old_node)
-                && status.epoch > old_epoch
-                && status.last_failover.is_some()
-                && serde_json::to_value(status.phase).ok()? == json!("Assigned");
-            moved.then_some(status)
-        },
-    )
-    .await;
-    let status = env.check(waited);
-    let assigned = t0.elapsed();
-    let failover = status.last_failover.clone().expect("checked above");
-    eprintln!(
-        "{label}: shard {} {} (epoch {old_epoch}) -> {} (epoch {}), lastFailover {{reason: {}, \
-         detectedMs: {}, recoveredMs: {:?}}}",
-        before.spec.index,
-        old_node,
-        status.node.clone().unwrap_or_default(),
-        status.epoch,
-        failover.reason,
-        failover.detected_ms,
-        failover.recovered_ms
-    );
-    measured(
-        &format!("{label}: failure -> shard Assigned elsewhere"),
-        assigned,
-    );
-    assert_eq!(failover.from, old_node, "lastFailover.from");
+    let mut failures: Vec<String> = Vec::new();
+    let resumes = watch_resumes(call, t0);
 
-    let new_owner = status.node.clone().unwrap_or_default();
-    let mut resumed_at = Vec::new();
-    for member in [&mut call.alice, &mut call.bob] {
-        let welcome = match member.resumed(PATIENCE).await {
-            Ok(w) => w,
-            Err(e) => env.fail(format!(
-                "{label}: {e} (problems so far: {:?})",
-                member.problems()
-            )),
-        };
-        resumed_at.push(t0.elapsed());
-        assert!(
-            welcome.resumed,
-            "{label}: {} reconnected to {} but its session was not resumed: {welcome:?}; \
-             problems: {:?}",
-            member.user,
-            member.client.session().url,
-            member.problems()
-        );
-        assert_eq!(
-            welcome.session, member.session,
-            "{}: same session",
-            member.user
-        );
-        assert_eq!(
-            member.client.session().node,
-            new_owner,
-            "{} resumed on the new owner",
-            member.user
+    // What kubectl shows: the shard moved to another node with epoch + 1 and a failover record
+    // (phase Recovering until the new owner reports serving, then Assigned).
+    let moved = |phase_assigned: bool| {
+        let old_node = old_node.clone();
+        let room = call.room.clone();
+        move || {
+            let old_node = old_node.clone();
+            let room = room.clone();
+            async move {
+                let shard = env.shard_of_room(&room).await?;
+                let status = shard.status.clone()?;
+                let moved = status.node.as_deref().is_some_and(|n| n != old_node)
+                    && status.epoch > old_epoch
+                    && status.last_failover.is_some()
+                    && (!phase_assigned
+                        || serde_json::to_value(status.phase).ok()? == json!("Assigned"));
+                moved.then_some(status)
+            }
+        }
+    };
+    if eventually("reassignment", PATIENCE, moved(false))
+        .await
+        .is_ok()
+    {
+        measured(
+            &format!("{label}: failure -> shard reassigned (new node, epoch + 1)"),
+            t0.elapsed(),
         );
     }
-    let resumed = resumed_at.into_iter().max().unwrap_or_default();
-    measured(
-        &format!("{label}: failure -> both clients resumed"),
-        resumed,
-    );
+    let waited = eventually(
+        "the room's shard Assigned to another node with a failover record",
+        PATIENCE,
+        moved(true),
+    )
+    .await;
+    let mut new_owner = None;
+    match waited {
+        Err(e) => {
+            let now = env
+                .shard_of_room(&call.room)
+                .await
+                .and_then(|s| s.status)
+                .unwrap_or_default();
+            failures.push(format!(
+                "{e}: shard {} was on {old_node} at epoch {old_epoch} and is now on {:?} at \
+                 epoch {} ({:?}), lastFailover {:?}",
+                before.spec.index, now.node, now.epoch, now.phase, now.last_failover
+            ));
+        }
+        Ok(status) => {
+            measured(
+                &format!("{label}: failure -> shard Assigned elsewhere (phase Assigned)"),
+                t0.elapsed(),
+            );
+            let failover = status.last_failover.clone().unwrap_or_else(|| {
+                unreachable!("the wait checked lastFailover");
+            });
+            eprintln!(
+                "{label}: shard {} {old_node} (epoch {old_epoch}) -> {} (epoch {}), \
+                 lastFailover {{from: {}, reason: {}, detectedMs: {}, recoveredMs: {:?}}}",
+                before.spec.index,
+                status.node.clone().unwrap_or_default(),
+                status.epoch,
+                failover.from,
+                failover.reason,
+                failover.detected_ms,
+                failover.recovered_ms
+            );
+            if failover.from != old_node {
+                failures.push(format!("lastFailover.from {} != {old_node}", failover.from));
+            }
+            if failover.recovered_ms.is_none() {
+                failures.push(format!(
+                    "lastFailover.recoveredMs is not set: the new owner {:?} never reported \
+                     serving shard {} (CLUSTER-CONTRACT: `serving` in its ack)",
+                    status.node, before.spec.index
+                ));
+            }
+            new_owner = status.node.clone();
+            // The new owner restored the room: a newcomer sees both (suspended) members.
+            if let Err(e) = newcomer_sees_members(env, call, &old_node).await {
+                failures.push(e);
+            }
+        }
+    }
 
-    expect_room_and_call_intact(env, call, &old_node).await;
+    // What the clients see: their library reconnects and resumes the same session.
+    let resumed = resumes.await.unwrap_or_default();
+    if resumed.iter().all(|(_, at)| at.is_some()) {
+        let last = resumed
+            .iter()
+            .filter_map(|(_, at)| *at)
+            .max()
+            .unwrap_or_default();
+        measured(&format!("{label}: failure -> both clients resumed"), last);
+    }
+    for (member, (_, at)) in [&mut call.alice, &mut call.bob].into_iter().zip(&resumed) {
+        let info = member.client.session();
+        let on_owner = new_owner.as_deref().is_none_or(|owner| info.node == owner);
+        if at.is_some() && info.session == member.session && on_owner {
+            continue;
+        }
+        failures.push(format!(
+            "{}'s client did not resume session {} on the new owner {:?} within {PATIENCE:?}: \
+             it is at {} ({}), session {}, resumed {}, {} reconnect(s); problems: {:?}",
+            member.user,
+            member.session,
+            new_owner,
+            info.url,
+            info.node,
+            info.session,
+            info.resumed,
+            info.reconnects,
+            member.problems()
+        ));
+        // Diagnose the server side: resume by hand, directly at the new owner.
+        if let Some(owner) = &new_owner {
+            match manual_resume(env, member, &call.room, owner).await {
+                Ok(()) => failures.push(format!(
+                    "  ...but a client that resumes session {} directly at {owner} is welcomed \
+                     back (server side fine; the rest of the scenario uses that connection)",
+                    member.session
+                )),
+                Err(e) => failures.push(format!("  ...and resuming by hand at {owner}: {e}")),
+            }
+        }
+    }
+
+    if let Err(e) = call_intact(call).await {
+        failures.push(e);
+    }
+    if !failures.is_empty() {
+        env.fail(format!("{label}:\n- {}", failures.join("\n- ")));
+    }
 }
 
-/// The room still has both members (a newcomer sees them), the call is still up (hanging it
-/// up ends it for both), and nobody saw a gap, a lost session or an error.
-async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
+/// Reconnects `member` straight to `owner` with an explicit resume of its session (what the
+/// library should do by itself); replaces the member's client on success.
+async fn manual_resume(
+    env: &Env,
+    member: &mut Member,
+    room: &str,
+    owner: &str,
+) -> Result<(), String> {
+    let pod = env.pod(owner).await.ok_or("the new owner's pod is gone")?;
+    let mut options = options(env.token(&member.user, room).await, None);
+    options.resume = Some(Resume {
+        session: member.session.clone(),
+        last_seq: member.seqs.get(room).copied().unwrap_or(0),
+    });
+    let client = Client::connect(&node_url(&pod), options)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let welcome = client.welcome().clone();
+    if !welcome.resumed {
+        return Err(format!("not resumed: {welcome:?}"));
+    }
+    member.client = client;
+    Ok(())
+}
+
+/// A newcomer joining the room (through a node other than `avoid`) sees alice and bob.
+async fn newcomer_sees_members(env: &Env, call: &Call, avoid: &str) -> Result<(), String> {
     let entry = env
         .node_pods()
         .await
         .into_iter()
         .find(|p| name(p) != avoid && pod_ready(p))
         .map(|p| node_url(&p))
-        .unwrap_or_else(|| env.fail("no Ready node to connect a newcomer to"));
+        .ok_or("no Ready node to connect a newcomer to")?;
     let mut carol =
         Member::connect(&entry, "carol", env.token("carol", &call.room).await, None).await;
     let joined = carol.join(&call.room).await;
+    carol.client.close().await;
     for user in ["alice", "bob", "carol"] {
-        assert!(
-            joined.members.contains(&user.to_string()),
-            "room {} lost member {user}: {:?}",
-            call.room,
-            joined.members
-        );
-    }
-    if let Err(e) = call.alice.client.hangup(&call.id, "done").await {
-        env.fail(format!("hangup: {e}"));
-    }
-    for member in [&mut call.alice, &mut call.bob] {
-        if let Err(e) = member.call_state(&call.id, "ended").await {
-            env.fail(format!(
-                "the call did not survive (no `ended` after hangup): {e}; problems: {:?}",
-                member.problems()
+        if !joined.members.contains(&user.to_string()) {
+            return Err(format!(
+                "room {} lost member {user}: a newcomer sees {:?}",
+                call.room, joined.members
             ));
         }
+    }
+    Ok(())
+}
+
+/// The call is still up (hanging it up ends it for both) and nobody saw a gap, a lost
+/// session or an error.
+async fn call_intact(call: &mut Call) -> Result<(), String> {
+    // Raw, so it also works on a connection the library did not see the call on.
+    call.alice
+        .client
+        .send_raw(Message::Hangup(Hangup {
+            request_id: 0,
+            room: call.room.clone(),
+            call_id: call.id.clone(),
+            from: call.alice.user.clone(),
+            reason: "done".into(),
+        }))
+        .await
+        .map_err(|e| format!("hangup: {e}"))?;
+    for member in [&mut call.alice, &mut call.bob] {
+        member.call_state(&call.id, "ended").await.map_err(|e| {
+            format!(
+                "the call did not survive (no `ended` after hangup): {e}; problems: {:?}",
+                member.problems()
+            )
+        })?;
     }
     call.alice.drain(Duration::from_millis(300)).await;
     call.bob.drain(Duration::from_millis(300)).await;
@@ -223,8 +365,22 @@ async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
         .iter()
         .flat_map(|m| m.problems())
         .collect();
-    assert!(problems.is_empty(), "clients saw: {problems:#?}");
-    carol.client.close().await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("clients saw: {problems:#?}"))
+    }
+}
+
+/// A newcomer sees the members and the call is intact; fails the scenario otherwise.
+async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
+    let result = match newcomer_sees_members(env, call, avoid).await {
+        Ok(()) => call_intact(call).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        env.fail(e);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,14 @@ pub struct ScenarioTimer {
 impl ScenarioTimer {
     /// Starts timing `name`.
     pub fn start(name: &'static str) -> Self {
+        // The client library's reconnect/redirect/migrate decisions, for failure analysis.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("SCENARIO_LOG")
+                    .unwrap_or_else(|_| "signaling_node::client=info".into()),
+            ))
+            .with_test_writer()
+            .try_init();
         eprintln!("SCENARIO {name} started");
         Self {
             name,
@@ -212,7 +220,10 @@ fn kube_version() -> Option<String> {
     gomod.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         words.find(|w| *w == "k8s.io/kubernetes")?;
-        words.next().filter(|v| v.starts_with('v')).map(str::to_string)
+        words
+            .next()
+            .filter(|v| v.starts_with('v'))
+            .map(str::to_string)
     })
 }
 
@@ -609,8 +620,10 @@ impl Env {
                 "-o",
                 "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.reason}: {.message}{\"\\n\"}{end}",
             ]),
+            // Without the endpoint controllers' complaints about loopback pod IPs.
             get(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
                 .lines()
+                .filter(|l| !l.contains("FailedToUpdateEndpoint"))
                 .rev()
                 .take(15)
                 .collect::<Vec<_>>()
