@@ -223,6 +223,8 @@ impl ApiServer {
             ))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             .arg("--endpoint-reconciler-type=none")
+            // No controller-manager creates default ServiceAccounts in test namespaces.
+            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--profiling=false")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))

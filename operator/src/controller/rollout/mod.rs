@@ -25,27 +25,35 @@ use crate::etcd::EtcdClients;
 pub use reconcile::{Context, Error, RolloutMetrics};
 
 /// Runs the ProtocolRollout controller until `shutdown` resolves.
-pub async fn run(
+///
+/// Metrics are registered when this is called; the returned future borrows nothing, so it
+/// can be awaited or spawned.
+pub fn run<S>(
     client: kube::Client,
     etcd: EtcdClients,
     registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()>,
-) {
+    shutdown: S,
+) -> impl Future<Output = ()> + use<S>
+where
+    S: Future<Output = ()>,
+{
     let metrics = RolloutMetrics::register(registry);
-    let ctx = Arc::new(Context::new(client.clone(), etcd, metrics));
-    let controller = Controller::new(
-        Api::<DeserializeGuard<ProtocolRollout>>::all(client),
-        watcher::Config::default(),
-    )
-    .run(reconcile::reconcile, reconcile::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "rollout reconciled"),
-            Err(error) => tracing::debug!(%error, "rollout reconcile failed"),
+    async move {
+        let ctx = Arc::new(Context::new(client.clone(), etcd, metrics));
+        let controller = Controller::new(
+            Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+            watcher::Config::default(),
+        )
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "rollout reconciled"),
+                Err(error) => tracing::debug!(%error, "rollout reconcile failed"),
+            }
+        });
+        tokio::select! {
+            () = controller => {}
+            () = shutdown => tracing::info!("rollout controller stopped"),
         }
-    });
-    tokio::select! {
-        () = controller => {}
-        () = shutdown => tracing::info!("rollout controller stopped"),
     }
 }

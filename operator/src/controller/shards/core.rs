@@ -610,7 +610,19 @@ impl Core {
                         .is_some_and(|a| self.health(&a.value.node).alive())
             })
             .count();
+        let surplus: BTreeSet<String> = self
+            .eligible_per_pool()
+            .into_iter()
+            .filter(|(pool, count)| {
+                self.settings
+                    .expected_pools
+                    .get(pool)
+                    .is_some_and(|expected| count > expected)
+            })
+            .map(|(pool, _)| pool)
+            .collect();
         let input = PlanInput {
+            surplus_pools: &surplus,
             shard_count: self.settings.shard_count,
             assignments: &assignments,
             nodes: &views,

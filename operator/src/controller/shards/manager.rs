@@ -29,9 +29,8 @@ use super::metrics::ShardMetrics;
 use super::plan::ANY_POOL;
 use super::state::Input;
 use super::status;
-use crate::controller::cluster::pools::version_pools;
 use crate::crd::{ProtocolRollout, RoomShardStatus, SignalingCluster};
-use crate::placement::ShardId;
+use crate::placement::{ShardId, pool_sizes};
 
 /// Most decide → execute rounds per wake-up.
 pub const MAX_ROUNDS: usize = 16;
@@ -92,10 +91,24 @@ pub fn settings_for(
 ) -> Settings {
     let replicas = u32::try_from(cluster.spec.replicas).unwrap_or(0);
     let strategy = rollout.map(|r| r.spec.strategy.clone()).unwrap_or_default();
+    // Pool sizes by the spec weights: where the pools are heading. A pool above its size is
+    // about to shrink (no balancing inside it); a pool that reached it opens for placement.
     let expected_pools: BTreeMap<String, u32> = match rollout {
-        Some(rollout) => version_pools(cluster, Some(rollout))
-            .map(|pools| pools.into_iter().map(|p| (p.name, p.replicas)).collect())
-            .unwrap_or_default(),
+        Some(rollout) => {
+            let weights: Vec<u32> = rollout
+                .spec
+                .versions
+                .iter()
+                .map(|v| u32::try_from(v.weight.clamp(0, 100)).unwrap_or(0))
+                .collect();
+            rollout
+                .spec
+                .versions
+                .iter()
+                .map(|v| v.name.clone())
+                .zip(pool_sizes(replicas, &weights))
+                .collect()
+        }
         None => BTreeMap::from([(ANY_POOL.to_string(), replicas)]),
     };
     Settings {
