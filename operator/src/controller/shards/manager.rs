@@ -38,6 +38,9 @@ pub const MAX_ROUNDS: usize = 16;
 /// Capacity of the input channel (watch tasks wait when it is full).
 pub const INPUT_CAPACITY: usize = 256;
 
+/// Most inputs folded in before deciding (all that is queued, up to this).
+pub const MAX_BURST: usize = INPUT_CAPACITY;
+
 /// Capacity of the Event queue (Events beyond it are dropped and logged).
 pub const EVENT_CAPACITY: usize = 256;
 
@@ -309,13 +312,14 @@ impl Shell {
             tokio::select! {
                 input = inputs.recv() => {
                     let Some(input) = input else { return };
-                    self.apply(input);
-                    for _ in 0..4096 {
+                    let mut burst = vec![input];
+                    while burst.len() < MAX_BURST {
                         match inputs.try_recv() {
-                            Ok(input) => self.apply(input),
+                            Ok(input) => burst.push(input),
                             Err(_) => break,
                         }
                     }
+                    self.apply(burst);
                 }
                 changed = cluster.changed() => {
                     if changed.is_err() {
@@ -351,12 +355,14 @@ impl Shell {
         }
     }
 
-    fn apply(&mut self, input: Input) {
-        if let (Input::StoredStatuses(stored), Some(sink)) = (&input, self.sink.as_mut()) {
-            sink.sent = stored.clone();
-            sink.seeded = true;
+    fn apply(&mut self, burst: Vec<Input>) {
+        for input in &burst {
+            if let (Input::StoredStatuses(stored), Some(sink)) = (input, self.sink.as_mut()) {
+                sink.sent = stored.clone();
+                sink.seeded = true;
+            }
         }
-        let notices = self.core.apply(input, Instant::now());
+        let notices = self.core.apply_all(burst, Instant::now());
         self.notify(notices);
     }
 
