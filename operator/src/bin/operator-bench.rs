@@ -411,6 +411,8 @@ async fn run_mode(
         let api: kube::Api<switchboard_operator::crd::RoomShard> =
             kube::Api::namespaced(kube.clone(), NAMESPACE);
         wait_for(Duration::from_secs(600), async || {
+            // Listing thousands of objects is itself apiserver load: look every 250 ms.
+            tokio::time::sleep(Duration::from_millis(250)).await;
             let list = api.list(&kube::api::ListParams::default()).await?;
             Ok(list
                 .items
@@ -568,7 +570,7 @@ async fn main() -> Result<()> {
         "nodes": args.nodes,
         "shards": args.shards,
         "etcd_fsync": args.fsync,
-        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "debug_assertions": cfg!(debug_assertions),
         "register_nodes_ms": register_ms,
         "batched": batched,
         "naive_one_txn_per_shard": naive,
