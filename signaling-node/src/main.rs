@@ -99,3 +99,37 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "signaling-node",
+            "serve",
+            "--listen",
+            "127.0.0.1:7001",
+            "--heartbeat-interval",
+            "10s",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--cluster",
+            "demo",
+        ])
+        .unwrap();
+        // Refutable once other subcommands join the enum.
+        #[allow(irrefutable_let_patterns)]
+        let Command::Serve(args) = cli.command else {
+            panic!("`serve` parses as Command::Serve");
+        };
+        assert_eq!(
+            args.settings.listen,
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(args.cluster.enabled());
+    }
+}
