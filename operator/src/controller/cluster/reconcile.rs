@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -45,8 +46,6 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use futures::channel::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -68,7 +67,7 @@ pub const KIND: &str = "SignalingCluster";
 /// What a cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanupOutcome {
-    /// The etcd prefix was removed (`keys` keys were left under it).
+    /// The etcd prefix was removed (it held `keys` keys).
     Removed {
         /// The removed prefix.
         prefix: String,
