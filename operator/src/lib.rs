@@ -1,2 +1,8 @@
 //! Switchboard operator: CRDs, placement and reconcilers.
 #![forbid(unsafe_code)]
+
+pub mod controller;
+pub mod crd;
+pub mod placement;
+
+pub use controller::{Error, Result};

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

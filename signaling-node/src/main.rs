@@ -9,6 +9,7 @@ use signaling_node::cli;
 use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
 use signaling_node::metrics::Metrics;
 use signaling_node::routing::{SharedOwnership, Standalone};
+use signaling_node::server::cluster::serve_cluster;
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
 use tokio_util::sync::CancellationToken;
@@ -89,21 +90,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
         .await
         .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
-    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
-    let ownership: SharedOwnership = Arc::new(Standalone {
-        shard_count: settings.shard_count,
-    });
-    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(config.clone().watch_files(
         Duration::from_secs(1),
-        metrics,
+        metrics.clone(),
         stop.clone().cancelled_owned(),
     ));
-    let result = node.serve(listeners, shutdown_signal()).await;
+    let result = if args.cluster.enabled() {
+        serve_cluster(&args.cluster, config, metrics, listeners, shutdown_signal())
+            .await
+            .context("serving in cluster mode")
+    } else {
+        // Standalone: this node owns every shard and keeps room state in memory.
+        let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+        let ownership: SharedOwnership = Arc::new(Standalone {
+            shard_count: settings.shard_count,
+        });
+        Node::new(config.subscribe(), store, ownership, metrics)
+            .serve(listeners, shutdown_signal())
+            .await
+            .context("serving")
+    };
     stop.cancel();
     let _ = watcher.await;
-    result.context("serving")
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes preStop/termination) or SIGINT (Ctrl-C).
@@ -120,5 +130,69 @@ async fn shutdown_signal() {
             tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "signaling-node",
+            "serve",
+            "--listen",
+            "127.0.0.1:7001",
+            "--heartbeat-interval",
+            "10s",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--cluster",
+            "demo",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("`serve` parses as Command::Serve");
+        };
+        assert_eq!(
+            args.settings.listen,
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(args.cluster.enabled());
+    }
+
+    #[test]
+    fn tool_subcommands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("signaling-node").chain(args.iter().copied()))
+        };
+        assert!(matches!(
+            parse(&["token", "--secret", "k", "--user", "alice", "--room", "r1"])
+                .unwrap()
+                .command,
+            Command::Token(_)
+        ));
+        assert!(matches!(
+            parse(&["client", "--room", "r", "--demo", "--secret", "k"])
+                .unwrap()
+                .command,
+            Command::Client(_)
+        ));
+        assert!(matches!(
+            parse(&["bench", "--baseline-only", "--connections", "10"])
+                .unwrap()
+                .command,
+            Command::Bench(_)
+        ));
+        assert!(matches!(
+            parse(&["baseline-relay", "--room-size", "2"])
+                .unwrap()
+                .command,
+            Command::BaselineRelay(_)
+        ));
+        assert!(parse(&["client", "--room", "r", "--token", "t", "--secret", "k"]).is_err());
     }
 }

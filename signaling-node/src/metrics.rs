@@ -53,9 +53,10 @@ pub struct Metrics {
     pub handshake_failures: IntCounterVec,
     /// Connections closed by the server, by reason.
     pub disconnects: IntCounterVec,
-    /// Latency of room snapshot commits to the store.
+    /// Time rooms wait for their snapshot commits (`switchboard_room_commit_seconds`).
     pub store_commit_seconds: Histogram,
-    /// Failed room snapshot commits, by kind (unavailable, fenced).
+    /// Failed room commits by kind (unavailable, fenced) and unrestorable snapshots
+    /// (corrupt_snapshot) (`switchboard_room_commit_errors_total`).
     pub store_errors: IntCounterVec,
     /// Sessions resumed.
     pub resumes: IntCounterVec,
@@ -225,8 +226,8 @@ impl Metrics {
                 r,
                 unwrap(Histogram::with_opts(
                     HistogramOpts::from(opts(
-                        "store_commit_seconds",
-                        "Latency of room snapshot commits.",
+                        "room_commit_seconds",
+                        "Time a room waits for its snapshot commit (or removal).",
                     ))
                     .buckets(fine_buckets),
                 )),
@@ -234,7 +235,10 @@ impl Metrics {
             store_errors: reg(
                 r,
                 unwrap(IntCounterVec::new(
-                    opts("store_errors_total", "Failed room snapshot commits."),
+                    opts(
+                        "room_commit_errors_total",
+                        "Room snapshot commits that failed, and snapshots that could not be restored.",
+                    ),
                     &["kind"],
                 )),
             ),
@@ -275,6 +279,18 @@ impl Metrics {
     /// Counts an Error frame sent with `code`.
     pub fn frame_error(&self, code: ErrorCode) {
         self.frame_errors[usize::from(code.code() - 1001)].inc();
+    }
+
+    /// Totals behind the error rate cluster mode publishes: Error frames sent with 1010 or
+    /// 1011, and frames received.
+    pub fn error_rate_totals(&self) -> (u64, u64) {
+        let errors = [ErrorCode::Draining, ErrorCode::Internal]
+            .iter()
+            .map(|c| self.frame_errors[usize::from(c.code() - 1001)].get())
+            .sum();
+        let frames =
+            self.frames_in.iter().map(IntCounter::get).sum::<u64>() + self.frames_in_unknown.get();
+        (errors, frames)
     }
 
     /// Counts a server-side disconnect.
@@ -416,6 +432,14 @@ mod tests {
         assert!(text.contains("switchboard_build_info{version="));
         assert!(text.contains("switchboard_join_latency_seconds_bucket{le=\"0.0001\"} 0"));
         assert!(text.contains("switchboard_join_latency_seconds_bucket{le=\"0.0002\"} 1"));
+        assert_eq!(m.error_rate_totals(), (0, 1));
+    }
+
+    #[test]
+    fn cluster_metrics_share_the_registry() {
+        let m = Metrics::new();
+        crate::cluster::metrics::ClusterMetrics::register(m.registry()).unwrap();
+        assert!(m.render().contains("switchboard_etcd_healthy"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum StoreError {
     },
 }
 
+/// Every stored room of one shard: (room id, snapshot bytes).
+pub type ShardRooms = Vec<(String, Vec<u8>)>;
+
 /// Durable storage for room snapshots, keyed by shard and room id.
 pub trait RoomStore: Send + Sync + 'static {
     /// Makes `snapshot` the durable state of `room` in `shard`; resolves once committed.
@@ -41,16 +44,16 @@ pub trait RoomStore: Send + Sync + 'static {
     fn remove(&self, shard: ShardId, room: &str) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// Every room snapshot stored for `shard` (used when a node takes a shard over).
-    fn load_shard(
-        &self,
-        shard: ShardId,
-    ) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+    fn load_shard(&self, shard: ShardId) -> BoxFuture<'static, Result<ShardRooms, StoreError>>;
 }
+
+/// Snapshots by (shard, room id).
+type RoomMap = HashMap<(ShardId, String), Vec<u8>>;
 
 /// In-memory store of a standalone node: commits are immediate and never fail.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    rooms: Arc<Mutex<HashMap<(ShardId, String), Vec<u8>>>>,
+    rooms: Arc<Mutex<RoomMap>>,
 }
 
 impl MemoryStore {
@@ -83,10 +86,7 @@ impl RoomStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn load_shard(
-        &self,
-        shard: ShardId,
-    ) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn load_shard(&self, shard: ShardId) -> BoxFuture<'static, Result<ShardRooms, StoreError>> {
         let rooms = self
             .rooms
             .lock()

@@ -422,7 +422,7 @@ async fn repeated_bad_frames_close_1002_and_oversized_closes_1009() {
 
 #[tokio::test]
 async fn frames_before_hello_and_hello_timeout() {
-    let node = TestNode::start(|t| t.hello_timeout = std::time::Duration::from_millis(300)).await;
+    let node = TestNode::start(|t| t.hello_timeout = std::time::Duration::from_millis(1000)).await;
     let mut early = Client::connect(node.addr, &["switchboard.v2"]).await;
     early
         .send(&Message::Join(Join {
@@ -598,4 +598,120 @@ async fn negotiation_ready_pair_survives_a_bad_neighbour() {
     noisy.expect_error().await;
     alice.send(&Message::Offer(sdp("r", "c1", SDP))).await;
     assert!(matches!(bob.recv().await, Message::Offer(_)));
+}
+
+/// Routes every room of shard `remote_shard` to another node and `unavailable_shard` nowhere.
+struct SplitOwnership {
+    remote_shard: u32,
+    unavailable_shard: u32,
+}
+
+impl signaling_node::routing::OwnershipView for SplitOwnership {
+    fn owner_of(&self, shard: u32) -> signaling_node::routing::Ownership {
+        use signaling_node::routing::Ownership;
+        if shard == self.remote_shard {
+            Ownership::Remote {
+                url: "ws://owner.example:7000/ws".into(),
+            }
+        } else if shard == self.unavailable_shard {
+            Ownership::Unavailable
+        } else {
+            Ownership::Local { epoch: 3 }
+        }
+    }
+
+    fn shard_count(&self) -> u32 {
+        16
+    }
+}
+
+fn room_in_shard(shard: u32) -> String {
+    (0..)
+        .map(|i| format!("room-{i}"))
+        .find(|r| signaling_node::shard::shard_of(r, 16) == shard)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rooms_owned_elsewhere_are_redirected_before_anything_else() {
+    let store = std::sync::Arc::new(signaling_node::store::MemoryStore::new());
+    let ownership: signaling_node::routing::SharedOwnership = std::sync::Arc::new(SplitOwnership {
+        remote_shard: 1,
+        unavailable_shard: 2,
+    });
+    let node = TestNode::start_full(settings(|_| {}), store.clone(), store, ownership).await;
+    let (remote, unavailable, local) = (room_in_shard(1), room_in_shard(2), room_in_shard(3));
+
+    // Hello with a token naming a remote room: Redirect, then close, no Welcome.
+    let mut c = Client::connect(node.addr, &["switchboard.v2"]).await;
+    c.send(&Message::Hello(Hello {
+        token: token("u", &[&remote]),
+        versions: vec![],
+        resume: None,
+    }))
+    .await;
+    let Message::Redirect(r) = c.recv().await else {
+        panic!("expected Redirect")
+    };
+    assert_eq!(
+        (r.room.as_str(), r.url.as_str()),
+        (remote.as_str(), "ws://owner.example:7000/ws")
+    );
+    assert_eq!(c.expect_close().await, Some(1000));
+
+    // A room whose shard has no owner right now: 1010, retry later.
+    let mut c = Client::connect(node.addr, &["switchboard.v2"]).await;
+    c.send(&Message::Hello(Hello {
+        token: token("u", &[&unavailable]),
+        versions: vec![],
+        resume: None,
+    }))
+    .await;
+    assert_eq!(c.expect_error().await.code, ErrorCode::Draining.code());
+    assert_eq!(c.expect_close().await, Some(1013));
+
+    // With a "*" token, routing happens per Join; the connection stays usable.
+    let mut c = node.client("u", &["*"]).await;
+    c.send(&Message::Join(Join {
+        request_id: 5,
+        room: remote.clone(),
+    }))
+    .await;
+    let Message::Redirect(r) = c.recv().await else {
+        panic!("expected Redirect")
+    };
+    assert_eq!(r.request_id, 5);
+    c.send(&Message::Join(Join {
+        request_id: 6,
+        room: unavailable,
+    }))
+    .await;
+    let err = c.expect_error().await;
+    assert_eq!((err.code, err.request_id), (ErrorCode::Draining.code(), 6));
+    c.join(&local, 7).await;
+    let info = node
+        .registry()
+        .room(&local)
+        .unwrap()
+        .inspect()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.epoch, 3,
+        "rooms carry the epoch of their shard's owner"
+    );
+}
+
+#[tokio::test]
+async fn room_limit_per_node_is_1010() {
+    let node = TestNode::start(|t| t.max_rooms = 1).await;
+    let mut c = node.client("u", &["*"]).await;
+    c.join("first", 1).await;
+    c.send(&Message::Join(Join {
+        request_id: 2,
+        room: "second".into(),
+    }))
+    .await;
+    let err = c.expect_error().await;
+    assert_eq!((err.code, err.request_id), (ErrorCode::Draining.code(), 2));
 }

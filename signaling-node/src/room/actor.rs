@@ -14,266 +14,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::protocol::{
-    Encoder, ErrorCode, Hangup, Invite, InviteResult, Message, Migrate, ProtocolVersion, Sdp,
-};
+use crate::config::SettingsWatch;
+use crate::protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 use crate::routing::Ownership;
-use crate::session::Call;
-use crate::shard::ShardId;
 use crate::store::StoreError;
 
-use super::peer::Peer;
+use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
+use super::peer::{Peer, encode_frame};
 use super::registry::Shared;
 use super::snapshot::{self, SnapshotMeta};
-use super::state::{Delivery, Dest, IceMsg, Limits, Member, Outcome, RoomState, split_batch};
+use super::state::{Delivery, Dest, Limits, Outcome, RoomState, split_batch};
 
 /// Retry delay for suspensions/timeouts whose commit failed.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// A call-related frame for a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomFrame {
-    /// Invite a member.
-    Invite(Invite),
-    /// Answer an invite.
-    InviteResult(InviteResult),
-    /// SDP offer.
-    Offer(Sdp),
-    /// SDP answer.
-    Answer(Sdp),
-    /// ICE candidate(s).
-    Ice(IceMsg),
-    /// End a call.
-    Hangup(Hangup),
-}
-
-impl RoomFrame {
-    fn request_id(&self) -> u32 {
-        match self {
-            RoomFrame::Invite(m) => m.request_id,
-            RoomFrame::InviteResult(m) => m.request_id,
-            RoomFrame::Offer(m) | RoomFrame::Answer(m) => m.request_id,
-            RoomFrame::Ice(_) => 0,
-            RoomFrame::Hangup(m) => m.request_id,
-        }
-    }
-
-    fn may_mutate(&self) -> bool {
-        match self {
-            RoomFrame::Offer(_) | RoomFrame::Answer(_) => false,
-            RoomFrame::Ice(IceMsg::One(m)) => m.is_end_of_candidates(),
-            RoomFrame::Ice(IceMsg::Batch(m)) => m.candidates.iter().any(|c| c.candidate.is_empty()),
-            RoomFrame::Invite(_) | RoomFrame::InviteResult(_) | RoomFrame::Hangup(_) => true,
-        }
-    }
-}
-
-/// How a room answered a join, leave or resume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomReply {
-    /// Done (the acknowledgement was queued to the requester).
-    Done,
-    /// Refused (the Error frame was queued to the requester).
-    Refused,
-    /// The room stopped before handling it (emptied, released or fenced): look it up again.
-    Gone,
-}
-
-/// A read-only copy of a room's state (tests, admin, debugging).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomInfo {
-    /// Room id.
-    pub room: String,
-    /// Shard.
-    pub shard: ShardId,
-    /// Epoch.
-    pub epoch: u64,
-    /// Members.
-    pub members: Vec<Member>,
-    /// Live calls.
-    pub calls: Vec<Call>,
-    /// Latest event seq.
-    pub last_seq: u64,
-}
-
-pub(super) enum Command {
-    Join {
-        user: String,
-        session: String,
-        peer: Peer,
-        request_id: u32,
-        started: Instant,
-        reply: oneshot::Sender<RoomReply>,
-    },
-    Leave {
-        user: String,
-        session: String,
-        peer: Peer,
-        request_id: u32,
-        reply: oneshot::Sender<RoomReply>,
-    },
-    Resume {
-        user: String,
-        session: String,
-        peer: Peer,
-        last_seq: u64,
-        reply: oneshot::Sender<RoomReply>,
-    },
-    Detach {
-        user: String,
-        session: String,
-        conn: u64,
-    },
-    Frame {
-        user: String,
-        session: String,
-        peer: Peer,
-        frame: RoomFrame,
-    },
-    Release {
-        url: String,
-        reply: oneshot::Sender<()>,
-    },
-    Inspect {
-        reply: oneshot::Sender<RoomInfo>,
-    },
-}
-
-/// Handle to a live room actor. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct RoomHandle {
-    pub(super) room: Arc<str>,
-    pub(super) shard: ShardId,
-    pub(super) actor: u64,
-    pub(super) tx: mpsc::Sender<Command>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Join { .. } => "Join",
-            Command::Leave { .. } => "Leave",
-            Command::Resume { .. } => "Resume",
-            Command::Detach { .. } => "Detach",
-            Command::Frame { .. } => "Frame",
-            Command::Release { .. } => "Release",
-            Command::Inspect { .. } => "Inspect",
-        })
-    }
-}
-
-impl RoomHandle {
-    /// Room id.
-    pub fn room(&self) -> &str {
-        &self.room
-    }
-
-    /// Shard of the room.
-    pub fn shard(&self) -> ShardId {
-        self.shard
-    }
-
-    async fn ask(&self, cmd: Command, rx: oneshot::Receiver<RoomReply>) -> RoomReply {
-        if self.tx.send(cmd).await.is_err() {
-            return RoomReply::Gone;
-        }
-        rx.await.unwrap_or(RoomReply::Gone)
-    }
-
-    /// `user` (session `session`, connection `peer`) joins; Joined or an Error is queued
-    /// to `peer` before this returns.
-    pub async fn join(&self, user: &str, session: &str, peer: &Peer, request_id: u32) -> RoomReply {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Join {
-            user: user.to_owned(),
-            session: session.to_owned(),
-            peer: peer.clone(),
-            request_id,
-            started: Instant::now(),
-            reply,
-        };
-        self.ask(cmd, rx).await
-    }
-
-    /// `user` leaves.
-    pub async fn leave(
-        &self,
-        user: &str,
-        session: &str,
-        peer: &Peer,
-        request_id: u32,
-    ) -> RoomReply {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Leave {
-            user: user.to_owned(),
-            session: session.to_owned(),
-            peer: peer.clone(),
-            request_id,
-            reply,
-        };
-        self.ask(cmd, rx).await
-    }
-
-    /// Re-attaches `session` on a new connection and replays events after `last_seq`.
-    pub async fn resume(&self, user: &str, session: &str, peer: &Peer, last_seq: u64) -> RoomReply {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Resume {
-            user: user.to_owned(),
-            session: session.to_owned(),
-            peer: peer.clone(),
-            last_seq,
-            reply,
-        };
-        self.ask(cmd, rx).await
-    }
-
-    /// The connection `conn` of `session` dropped (suspends the member if it is the attached one).
-    pub async fn detach(&self, user: &str, session: &str, conn: u64) {
-        let cmd = Command::Detach {
-            user: user.to_owned(),
-            session: session.to_owned(),
-            conn,
-        };
-        let _ = self.tx.send(cmd).await;
-    }
-
-    /// A call frame from `user`; errors are queued to `peer`. Returns false if the room is gone.
-    pub async fn frame(&self, user: &str, session: &str, peer: &Peer, frame: RoomFrame) -> bool {
-        let cmd = Command::Frame {
-            user: user.to_owned(),
-            session: session.to_owned(),
-            peer: peer.clone(),
-            frame,
-        };
-        self.tx.send(cmd).await.is_ok()
-    }
-
-    /// Stops the room: members get `Migrate{url}`; its durable state stays for the next owner.
-    pub async fn release(&self, url: &str) {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::Release {
-                url: url.to_owned(),
-                reply,
-            })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    /// A copy of the room's state, or None if it stopped.
-    pub async fn inspect(&self) -> Option<RoomInfo> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Inspect { reply }).await.ok()?;
-        rx.await.ok()
-    }
-}
 
 enum Stop {
     Emptied,
@@ -287,8 +43,8 @@ pub(super) struct Actor {
     conns: HashMap<String, Peer>,
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
+    settings: SettingsWatch,
     limits: Limits,
-    encoder: Encoder,
     fbb: FlatBufferBuilder<'static>,
     /// Members whose suspension could not be committed yet.
     orphans: HashSet<String>,
@@ -303,15 +59,16 @@ impl Actor {
         rx: mpsc::Receiver<Command>,
         shared: Arc<Shared>,
     ) -> Self {
-        let limits = Limits::from(&shared.settings.borrow().tunables);
+        let mut settings = shared.settings.clone();
+        let limits = Limits::from(&settings.borrow_and_update().tunables);
         Self {
             id,
             state,
             conns: HashMap::new(),
             rx,
             shared,
+            settings,
             limits,
-            encoder: Encoder::new(),
             fbb: FlatBufferBuilder::new(),
             orphans: HashSet::new(),
             retry_at: None,
@@ -323,10 +80,12 @@ impl Actor {
         self.shared.clock.now_ms()
     }
 
+    /// Picks up hot-reloaded limits (cheap when nothing changed).
     fn refresh_limits(&mut self) {
-        let settings = self.shared.settings.borrow();
-        let limits = Limits::from(&settings.tunables);
-        drop(settings);
+        if !self.settings.has_changed().unwrap_or(false) {
+            return;
+        }
+        let limits = Limits::from(&self.settings.borrow_and_update().tunables);
         if limits != self.limits {
             self.state.set_limits(&limits);
             self.limits = limits;
@@ -356,10 +115,16 @@ impl Actor {
             let wake = self.wake_at();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => {
+                        self.refresh_limits();
+                        self.handle(cmd).await;
+                    }
                     None => break,
                 },
-                () = sleep_until(wake) => self.tick().await,
+                () = sleep_until(wake) => {
+                    self.refresh_limits();
+                    self.tick().await;
+                }
             }
             if self.state.is_empty() && self.stop.is_none() {
                 self.stop = Some(Stop::Emptied);
@@ -519,7 +284,7 @@ impl Actor {
         if let Some(err) = out.error {
             self.state.rollback();
             if let Some(peer) = requester {
-                peer.send_error(&mut self.encoder, err.code, err.message, request_id);
+                peer.send_error(err.code, err.message, request_id);
             }
             return false;
         }
@@ -536,7 +301,7 @@ impl Actor {
                 }
             };
             if let Some(peer) = requester {
-                peer.send_error(&mut self.encoder, code, message, request_id);
+                peer.send_error(code, message, request_id);
             }
             if matches!(e, StoreError::Fenced { .. }) {
                 let url = match self.shared.ownership.owner_of(self.state.shard()) {
@@ -560,7 +325,6 @@ impl Actor {
         if let Some(old) = &out.replaced {
             if let Some(old_peer) = self.conns.get(self.attached_user(&out)) {
                 old_peer.send_error(
-                    &mut self.encoder,
                     ErrorCode::AuthFailed,
                     format!(
                         "seat in room {} taken by a newer session",
@@ -644,10 +408,7 @@ impl Actor {
                 && peer.version() < ProtocolVersion::V2
             {
                 let frames = v1_split.get_or_insert_with(|| {
-                    split_batch(batch)
-                        .iter()
-                        .filter_map(|m| encode(&mut self.encoder, m))
-                        .collect()
+                    split_batch(batch).iter().filter_map(encode_frame).collect()
                 });
                 for frame in frames.iter() {
                     peer.send(frame.clone());
@@ -655,7 +416,7 @@ impl Actor {
                 continue;
             }
             if encoded.is_none() {
-                encoded = encode(&mut self.encoder, &delivery.msg);
+                encoded = encode_frame(&delivery.msg);
             }
             if let Some(frame) = &encoded {
                 peer.send(frame.clone());
@@ -674,7 +435,7 @@ impl Actor {
                 url: url.to_owned(),
                 resume_token: member.session.clone(),
             });
-            peer.send_msg(&mut self.encoder, &msg);
+            peer.send_msg(&msg);
         }
         self.conns.clear();
     }
@@ -700,7 +461,6 @@ impl Actor {
                 }
                 Command::Frame { peer, frame, .. } => {
                     peer.send_error(
-                        &mut self.encoder,
                         ErrorCode::InvalidTransition,
                         format!("room {} is closed here", self.state.room()),
                         frame.request_id(),
@@ -711,16 +471,6 @@ impl Actor {
                 }
                 Command::Detach { .. } | Command::Inspect { .. } => {}
             }
-        }
-    }
-}
-
-fn encode(encoder: &mut Encoder, msg: &Message) -> Option<Bytes> {
-    match encoder.encode(msg) {
-        Ok(bytes) => Some(Bytes::copy_from_slice(bytes)),
-        Err(e) => {
-            tracing::error!(error = %e, "encoding a room frame");
-            None
         }
     }
 }

@@ -8,16 +8,19 @@
 //! - [`peer`]: a connection's bounded outbound queue as rooms see it.
 //! - `actor`: the room task: commands in over a bounded channel, commit through the
 //!   [`crate::store::RoomStore`] before acknowledging, then deliver.
-//! - [`registry`]: live rooms by id, sessions by id, restore/release of shards, drain.
+//! - [`registry`]: live rooms by id, sessions by id, restore/release of shards, drain; it is
+//!   also cluster mode's `ShardRestorer`.
 
 mod actor;
+mod handle;
 pub mod log;
 pub mod peer;
 pub mod registry;
+mod restorer;
 pub mod snapshot;
 pub mod state;
 
-pub use actor::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
+pub use handle::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
 pub use peer::{Outbound, Peer};
 pub use registry::{RegistryError, RestoreError, RoomRegistry, SessionEntry};
 pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState};

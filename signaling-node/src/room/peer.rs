@@ -3,6 +3,7 @@
 //! switch. A full queue never grows: the connection is dropped as a slow consumer (close
 //! 1013) and counted.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -52,6 +53,28 @@ pub struct Peer {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    // One encoder per worker thread instead of one per connection: an Encoder keeps two
+    // 1 KiB buffers, which is a large share of an idle connection's memory.
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+/// Encodes `msg` as one frame with this thread's reusable encoder.
+pub fn encode_frame(msg: &Message) -> Option<Bytes> {
+    let encode = |encoder: &mut Encoder| match encoder.encode(msg) {
+        Ok(bytes) => Some(Bytes::copy_from_slice(bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding an outbound frame");
+            None
+        }
+    };
+    ENCODER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut encoder) => encode(&mut encoder),
+        // Re-entered (cannot happen today: encoding does not call back); stay correct anyway.
+        Err(_) => encode(&mut Encoder::new()),
+    })
+}
 
 impl Peer {
     /// A new peer speaking `version` with a queue of `capacity` frames; the receiver goes to
@@ -119,33 +142,21 @@ impl Peer {
     }
 
     /// Encodes and queues `msg`; returns whether it was queued.
-    pub fn send_msg(&self, encoder: &mut Encoder, msg: &Message) -> bool {
-        match encoder.encode(msg) {
-            Ok(bytes) => self.send(Bytes::copy_from_slice(bytes)),
-            Err(e) => {
-                tracing::error!(error = %e, "encoding an outbound frame");
-                false
-            }
+    pub fn send_msg(&self, msg: &Message) -> bool {
+        match encode_frame(msg) {
+            Some(frame) => self.send(frame),
+            None => false,
         }
     }
 
     /// Queues an Error frame and counts it.
-    pub fn send_error(
-        &self,
-        encoder: &mut Encoder,
-        code: ErrorCode,
-        message: impl Into<String>,
-        request_id: u32,
-    ) -> bool {
+    pub fn send_error(&self, code: ErrorCode, message: impl Into<String>, request_id: u32) -> bool {
         self.inner.metrics.frame_error(code);
-        self.send_msg(
-            encoder,
-            &Message::Error(ErrorFrame {
-                code: code.code(),
-                message: message.into(),
-                request_id,
-            }),
-        )
+        self.send_msg(&Message::Error(ErrorFrame {
+            code: code.code(),
+            message: message.into(),
+            request_id,
+        }))
     }
 
     /// Queues a close after everything already queued (a full queue kills at once).

@@ -19,7 +19,8 @@ use crate::shard::{ShardId, shard_of};
 use crate::store::RoomStore;
 
 use super::Clock;
-use super::actor::{Actor, RoomHandle};
+use super::actor::Actor;
+use super::handle::RoomHandle;
 use super::snapshot::{self, SnapshotError};
 use super::state::{Limits, RoomState};
 
@@ -261,15 +262,28 @@ impl RoomRegistry {
         shard: ShardId,
         snapshots: Vec<(String, Vec<u8>)>,
     ) -> Result<usize, RestoreError> {
+        let epoch = match self.shared.ownership.owner_of(shard) {
+            Ownership::Local { epoch } => Some(epoch),
+            _ => None,
+        };
+        self.restore_shard_at(shard, epoch, snapshots).await
+    }
+
+    /// [`RoomRegistry::restore_shard`] under an explicit `epoch` (cluster takeover, where the
+    /// ownership view answers `Local` only once the restore is done); `None` keeps each
+    /// snapshot's own epoch.
+    pub async fn restore_shard_at(
+        &self,
+        shard: ShardId,
+        epoch: Option<u64>,
+        snapshots: Vec<(String, Vec<u8>)>,
+    ) -> Result<usize, RestoreError> {
         if self.is_draining() {
             return Err(RestoreError::Draining);
         }
         lock(&self.shared.moving).insert(shard);
         let tunables = self.shared.settings.borrow().tunables.clone();
-        let view_epoch = match self.shared.ownership.owner_of(shard) {
-            Ownership::Local { epoch } => Some(epoch),
-            _ => None,
-        };
+        let view_epoch = epoch;
         let now = self.shared.clock.now_ms();
         let mut restored = 0;
         let mut failures = Vec::new();
@@ -278,6 +292,11 @@ impl RoomRegistry {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(shard, room, error = %e, "cannot restore room");
+                    self.shared
+                        .metrics
+                        .store_errors
+                        .with_label_values(&["corrupt_snapshot"])
+                        .inc();
                     failures.push((room, e));
                     continue;
                 }

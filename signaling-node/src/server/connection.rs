@@ -12,29 +12,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::auth::{self, Claims};
 use crate::protocol::{
-    Encoder, ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Ping, Pong,
+    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Pong,
     ProtocolVersion, Redirect, Welcome, decode_view,
 };
 use crate::room::state::check_id;
-use crate::room::{IceMsg, Outbound, Peer, RegistryError, RoomFrame, RoomHandle, RoomReply};
+use crate::room::{IceMsg, Peer, RegistryError, RoomFrame, RoomHandle, RoomReply};
 use crate::routing::Ownership;
 use crate::shard::shard_of;
 
 use super::NodeShared;
 use super::limits::{BadFrames, Rate, TokenBucket};
+use super::writer::write_loop;
 
 /// How long the writer may take to flush what is queued after the reader finished.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
-/// Most frames written before one flush.
-const WRITE_BATCH: usize = 64;
 
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +55,6 @@ struct Reader {
     node: Arc<NodeShared>,
     peer: Peer,
     version: ProtocolVersion,
-    encoder: Encoder,
     bucket: TokenBucket,
     bad: BadFrames,
     session: Option<Session>,
@@ -90,7 +86,6 @@ where
         node: node.clone(),
         peer: peer.clone(),
         version,
-        encoder: Encoder::new(),
         bucket: TokenBucket::new(tunables.rate_burst, now),
         bad: BadFrames::default(),
         session: None,
@@ -184,12 +179,11 @@ impl Reader {
     }
 
     fn error(&mut self, code: ErrorCode, message: impl Into<String>, request_id: u32) {
-        self.peer
-            .send_error(&mut self.encoder, code, message, request_id);
+        self.peer.send_error(code, message, request_id);
     }
 
     fn send(&mut self, msg: &Message) {
-        self.peer.send_msg(&mut self.encoder, msg);
+        self.peer.send_msg(msg);
     }
 
     /// Reports a bad frame (Error 1008) and closes after too many in a row.
@@ -653,123 +647,4 @@ impl Reader {
             }
         }
     }
-}
-
-/// Drains the outbound queue into the socket, flushing in batches, and sends heartbeat Pings.
-async fn write_loop<S>(
-    mut sink: S,
-    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
-    peer: Peer,
-    node: Arc<NodeShared>,
-) where
-    S: Sink<WsMessage, Error = WsError> + Unpin,
-{
-    let mut encoder = Encoder::new();
-    let mut nonce: u64 = 0;
-    let heartbeat = || node.settings.borrow().tunables.heartbeat_interval;
-    let mut next_ping = Instant::now() + heartbeat();
-    loop {
-        tokio::select! {
-            biased;
-            kill = peer.killed() => {
-                close(&mut sink, kill.code, kill.reason).await;
-                break;
-            }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                match write_batch(&mut sink, &mut rx, item, &peer, &node).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::debug!(conn = peer.id(), error = %e, "write failed");
-                        peer.kill(1011, "write failed");
-                        break;
-                    }
-                }
-            }
-            () = tokio::time::sleep_until(next_ping) => {
-                next_ping = Instant::now() + heartbeat();
-                if peer.is_established() {
-                    nonce = nonce.wrapping_add(1);
-                    match encoder.encode(&Message::Ping(Ping { nonce })) {
-                        Ok(frame) => {
-                            let frame = bytes::Bytes::copy_from_slice(frame);
-                            // Through the queue, so it cannot overtake or interleave a batch.
-                            peer.send(frame);
-                        }
-                        Err(e) => tracing::error!(error = %e, "encoding Ping"),
-                    }
-                }
-            }
-        }
-    }
-    // Make later sends fail fast, and let the reader know if it still runs.
-    peer.kill(1000, "");
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes. Returns
-/// Ok(false) once a Close was written. Interrupted by a kill.
-async fn write_batch<S>(
-    sink: &mut S,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
-    first: Outbound,
-    peer: &Peer,
-    node: &NodeShared,
-) -> Result<bool, WsError>
-where
-    S: Sink<WsMessage, Error = WsError> + Unpin,
-{
-    let work = async {
-        let mut item = Some(first);
-        let mut written = 0;
-        while let Some(next) = item.take() {
-            match next {
-                Outbound::Frame(frame) => {
-                    if let Some(t) = frame.get(4).and_then(|b| FrameType::try_from(*b).ok()) {
-                        node.metrics.frame_out(t);
-                    }
-                    sink.feed(WsMessage::Binary(frame)).await?;
-                    written += 1;
-                }
-                Outbound::Close(code, reason) => {
-                    sink.flush().await?;
-                    close(sink, code, reason).await;
-                    return Ok(false);
-                }
-            }
-            if written < WRITE_BATCH {
-                item = rx.try_recv().ok();
-            }
-        }
-        sink.flush().await?;
-        Ok(true)
-    };
-    let outcome = tokio::select! {
-        biased;
-        kill = peer.killed() => Err(kill),
-        result = work => Ok(result),
-    };
-    match outcome {
-        Ok(result) => result,
-        Err(kill) => {
-            close(sink, kill.code, kill.reason).await;
-            Ok(false)
-        }
-    }
-}
-
-/// Sends a close frame (best effort, bounded in time).
-async fn close<S>(sink: &mut S, code: u16, reason: &'static str)
-where
-    S: Sink<WsMessage, Error = WsError> + Unpin,
-{
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = sink.send(WsMessage::Close(Some(frame))).await;
-        let _ = sink.close().await;
-    })
-    .await;
 }

@@ -23,16 +23,16 @@ pub const X_SUPPORTED_PROTOCOLS: &str = "x-supported-protocols";
 /// Largest WebSocket message: one whole frame including its 4-byte length prefix.
 pub const MAX_MESSAGE: usize = MAX_FRAME_LEN + 4;
 
-/// The versions this node serves, newest first.
+/// Every version this build speaks, newest first.
 pub fn supported() -> Vec<ProtocolVersion> {
     let mut all = ProtocolVersion::ALL.to_vec();
     all.sort_unstable_by(|a, b| b.cmp(a));
     all
 }
 
-/// The supported subprotocols as a header value, newest first.
-pub fn supported_list() -> String {
-    supported()
+/// `served` as a header value (subprotocol names, in the given order).
+pub fn supported_list(served: &[ProtocolVersion]) -> String {
+    served
         .iter()
         .map(|v| v.subprotocol())
         .collect::<Vec<_>>()
@@ -67,9 +67,10 @@ impl Refusal {
     }
 }
 
-/// Picks the highest version offered in `subprotocols` (each header value a comma-separated
-/// list) or, failing that, in `x_proto` (version numbers, comma-separated).
+/// Picks the highest version in `served` offered in `subprotocols` (each header value a
+/// comma-separated list) or, failing that, in `x_proto` (version numbers, comma-separated).
 pub fn negotiate<'a>(
+    served: &[ProtocolVersion],
     subprotocols: impl IntoIterator<Item = &'a str>,
     x_proto: impl IntoIterator<Item = &'a str>,
 ) -> Option<Negotiated> {
@@ -77,6 +78,7 @@ pub fn negotiate<'a>(
         .into_iter()
         .flat_map(|v| v.split(','))
         .filter_map(ProtocolVersion::from_subprotocol)
+        .filter(|v| served.contains(v))
         .max();
     if let Some(version) = offered {
         return Some(Negotiated {
@@ -89,6 +91,7 @@ pub fn negotiate<'a>(
         .flat_map(|v| v.split(','))
         .filter_map(|n| n.trim().parse::<u8>().ok())
         .filter_map(ProtocolVersion::from_u8)
+        .filter(|v| served.contains(v))
         .max()
         .map(|version| Negotiated {
             version,
@@ -96,8 +99,8 @@ pub fn negotiate<'a>(
         })
 }
 
-/// Checks the path and negotiates a version for `request`.
-pub fn check_request(request: &Request) -> Result<Negotiated, Refusal> {
+/// Checks the path and negotiates a version in `served` for `request`.
+pub fn check_request(request: &Request, served: &[ProtocolVersion]) -> Result<Negotiated, Refusal> {
     if request.uri().path() != WS_PATH {
         return Err(Refusal::NotFound);
     }
@@ -110,7 +113,7 @@ pub fn check_request(request: &Request) -> Result<Negotiated, Refusal> {
         .get_all(X_PROTO_VERSION)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    negotiate(subprotocols, x_proto).ok_or(Refusal::NoCommonVersion)
+    negotiate(served, subprotocols, x_proto).ok_or(Refusal::NoCommonVersion)
 }
 
 /// The response adding the negotiated version to `response`.
@@ -129,8 +132,8 @@ pub fn accept_response(mut response: Response, negotiated: Negotiated) -> Respon
     response
 }
 
-/// The HTTP error answer for `refusal`.
-pub fn refusal_response(refusal: &Refusal) -> ErrorResponse {
+/// The HTTP error answer for `refusal` (`served` lists the versions on a 426).
+pub fn refusal_response(refusal: &Refusal, served: &[ProtocolVersion]) -> ErrorResponse {
     let (status, body) = match refusal {
         Refusal::NotFound => (
             StatusCode::NOT_FOUND,
@@ -140,14 +143,14 @@ pub fn refusal_response(refusal: &Refusal) -> ErrorResponse {
             StatusCode::UPGRADE_REQUIRED,
             format!(
                 "no common protocol version; supported: {}\n",
-                supported_list()
+                supported_list(served)
             ),
         ),
     };
     let mut response = ErrorResponse::new(Some(body));
     *response.status_mut() = status;
     if *refusal == Refusal::NoCommonVersion
-        && let Ok(value) = HeaderValue::from_str(&supported_list())
+        && let Ok(value) = HeaderValue::from_str(&supported_list(served))
     {
         response.headers_mut().insert(X_SUPPORTED_PROTOCOLS, value);
     }
@@ -156,6 +159,15 @@ pub fn refusal_response(refusal: &Refusal) -> ErrorResponse {
 
 /// WebSocket limits for a new connection: messages and frames capped at one protocol frame,
 /// buffers from the settings.
+///
+/// Buffer sizes are measured, not assumed (`tests/server_memory.rs`: the server binary with
+/// 3000 idle connections that each said Hello; debug build, glibc, this repo's CI machine):
+/// 4 KiB read/write buffers (the default) cost 11.6 KiB of server RSS per connection,
+/// 1 KiB buffers 8.6 KiB, and tungstenite's default 128 KiB buffers about 150 KiB (here the
+/// large buffers are touched, unlike the bare server of DESIGN §9). The rest of an idle
+/// connection is its two tasks (reader ≈3.2 KiB, writer ≈1.1 KiB of future state), its
+/// bounded queue and its session. 4 KiB keeps a 64 KiB frame to 16 reads; lower it with
+/// `--read-buffer`/`--write-buffer` for fleets of mostly idle connections.
 pub fn ws_config(t: &Tunables) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(t.read_buffer)
@@ -181,13 +193,16 @@ mod tests {
 
     #[test]
     fn highest_common_subprotocol_wins() {
-        let n = negotiate(["switchboard.v1, switchboard.v2"], []).unwrap();
+        let all = supported();
+        let negotiate =
+            |s: &[&str], x: &[&str]| negotiate(&all, s.iter().copied(), x.iter().copied());
+        let n = negotiate(&["switchboard.v1, switchboard.v2"], &[]).unwrap();
         assert_eq!(n.version, ProtocolVersion::V2);
         assert!(n.via_subprotocol);
-        let n = negotiate(["chat", "switchboard.v1"], []).unwrap();
+        let n = negotiate(&["chat", "switchboard.v1"], &[]).unwrap();
         assert_eq!(n.version, ProtocolVersion::V1);
-        assert_eq!(negotiate(["switchboard.v9"], []), None);
-        let n = negotiate([], ["1"]).unwrap();
+        assert_eq!(negotiate(&["switchboard.v9"], &[]), None);
+        let n = negotiate(&[], &["1"]).unwrap();
         assert_eq!(
             n,
             Negotiated {
@@ -196,15 +211,22 @@ mod tests {
             }
         );
         assert_eq!(
-            negotiate([], ["2, 1"]).unwrap().version,
+            negotiate(&[], &["2, 1"]).unwrap().version,
             ProtocolVersion::V2
         );
-        assert_eq!(negotiate([], ["7", "x"]), None);
-        assert_eq!(negotiate([], []), None);
+        assert_eq!(negotiate(&[], &["7", "x"]), None);
+        assert_eq!(negotiate(&[], &[]), None);
+        // A node serving only v1 (an old pool) never answers v2.
+        let v1 = [ProtocolVersion::V1];
+        let n = super::negotiate(&v1, ["switchboard.v2, switchboard.v1"], []).unwrap();
+        assert_eq!(n.version, ProtocolVersion::V1);
+        assert_eq!(super::negotiate(&v1, ["switchboard.v2"], []), None);
     }
 
     #[test]
     fn requests_are_checked() {
+        let all = supported();
+        let check_request = |r: &Request| check_request(r, &all);
         assert_eq!(
             check_request(&req(
                 "/other",
@@ -222,7 +244,7 @@ mod tests {
             check_request(&req("/ws", &[])),
             Err(Refusal::NoCommonVersion)
         );
-        let r = refusal_response(&Refusal::NoCommonVersion);
+        let r = refusal_response(&Refusal::NoCommonVersion, &all);
         assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(
             r.headers()[X_SUPPORTED_PROTOCOLS],

@@ -27,6 +27,7 @@ use crate::room::peer::CLOSE_TRY_AGAIN_LATER;
 /// Connections over the limit that may be in their handshake at once (to be told 1013).
 const REJECT_SLOTS: usize = 64;
 
+/// A connection's slot: to be served, or only to be told 1013 (the slot is held, not read).
 enum Admission {
     Serve(#[allow(dead_code)] Slot),
     Reject(#[allow(dead_code)] Slot),
@@ -66,15 +67,24 @@ pub(super) async fn accept_loop(
                 }
             }
         };
+        // A connection admitted to be rejected takes a real slot if one freed up (or the
+        // limit was raised) while it waited in accept.
+        let admission = match admission {
+            Admission::Reject(reject) => match limiter.try_acquire(max()) {
+                Some(slot) => {
+                    drop(reject);
+                    Admission::Serve(slot)
+                }
+                None => Admission::Reject(reject),
+            },
+            serve => serve,
+        };
         let _ = socket.set_nodelay(true);
         node.metrics.connections_total.inc();
         let node = node.clone();
         let tls = tls.clone();
         let done = done.clone();
-        tokio::spawn(async move {
-            handle(socket, tls, node, admission).await;
-            drop(done);
-        });
+        tokio::spawn(handle(socket, tls, node, admission, done));
     }
 }
 
@@ -86,20 +96,33 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// What a connection holds until it ends: its slot, its place in the drain barrier and its
+/// count in the connections gauge.
+struct Held {
+    _admission: Admission,
+    _done: mpsc::Sender<()>,
+    _gauge: GaugeGuard,
+}
+
 async fn handle(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     node: Arc<NodeShared>,
     admission: Admission,
+    done: mpsc::Sender<()>,
 ) {
     node.metrics.connections.inc();
-    let _gauge = GaugeGuard(node.metrics.connections.clone());
+    let held = Held {
+        _admission: admission,
+        _done: done,
+        _gauge: GaugeGuard(node.metrics.connections.clone()),
+    };
     let timeout = node.settings.borrow().tunables.handshake_timeout;
     let deadline = Instant::now() + timeout;
     match tls {
-        None => upgrade_and_serve(socket, deadline, node, admission).await,
+        None => upgrade_and_serve(socket, deadline, node, held).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
-            Ok(Ok(stream)) => upgrade_and_serve(stream, deadline, node, admission).await,
+            Ok(Ok(stream)) => upgrade_and_serve(stream, deadline, node, held).await,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 node.metrics
@@ -117,29 +140,34 @@ async fn handle(
     }
 }
 
-async fn upgrade_and_serve<S>(
-    stream: S,
-    deadline: Instant,
-    node: Arc<NodeShared>,
-    admission: Admission,
-) where
+/// Upgrades to WebSocket, then serves the connection in a task of its own: the handshake's
+/// state machine is several KiB and would otherwise stay allocated for the connection's life.
+async fn upgrade_and_serve<S>(stream: S, deadline: Instant, node: Arc<NodeShared>, held: Held)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = handshake::ws_config(&node.settings.borrow().tunables);
+    let (config, served) = {
+        let settings = node.settings.borrow();
+        (
+            handshake::ws_config(&settings.tunables),
+            settings.protocols.clone(),
+        )
+    };
     let mut outcome: Result<handshake::Negotiated, Refusal> = Err(Refusal::NoCommonVersion);
     // The error type is tungstenite's HTTP response; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| match handshake::check_request(request) {
-        Ok(negotiated) => {
-            outcome = Ok(negotiated);
-            Ok(handshake::accept_response(response, negotiated))
-        }
-        Err(refusal) => {
-            let answer = handshake::refusal_response(&refusal);
-            outcome = Err(refusal);
-            Err(answer)
-        }
-    };
+    let callback =
+        |request: &Request, response: Response| match handshake::check_request(request, &served) {
+            Ok(negotiated) => {
+                outcome = Ok(negotiated);
+                Ok(handshake::accept_response(response, negotiated))
+            }
+            Err(refusal) => {
+                let answer = handshake::refusal_response(&refusal, &served);
+                outcome = Err(refusal);
+                Err(answer)
+            }
+        };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
@@ -166,8 +194,8 @@ async fn upgrade_and_serve<S>(
     let Ok(negotiated) = outcome else {
         return;
     };
-    match admission {
-        Admission::Reject(_slot) => {
+    match &held._admission {
+        Admission::Reject(_) => {
             node.metrics.disconnect("overloaded");
             let mut ws = ws;
             let frame = CloseFrame {
@@ -176,6 +204,11 @@ async fn upgrade_and_serve<S>(
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
         }
-        Admission::Serve(_slot) => connection::serve(ws, negotiated.version, node).await,
+        Admission::Serve(_) => {
+            tokio::spawn(async move {
+                connection::serve(ws, negotiated.version, node).await;
+                drop(held);
+            });
+        }
     }
 }

@@ -14,11 +14,13 @@
 //! "going away" after what is queued for it; the node waits for the connections to finish,
 //! at most `drain_timeout` in all.
 
+pub mod cluster;
 mod connection;
 pub mod handshake;
 pub mod limits;
 mod listener;
 pub mod tls;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,7 +81,7 @@ pub(crate) struct NodeShared {
 /// A signaling node: rooms, health and metrics, ready to serve.
 #[derive(Clone)]
 pub struct Node {
-    shared: Arc<NodeShared>,
+    pub(crate) shared: Arc<NodeShared>,
 }
 
 impl std::fmt::Debug for Node {

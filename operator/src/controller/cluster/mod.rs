@@ -1,0 +1,90 @@
+//! The SignalingCluster reconciler. Its pure core turns a cluster (and its ProtocolRollout,
+//! if any) plus the existing pods into the desired children — version-pool pods, the client
+//! and headless Services, the PodDisruptionBudget and one RoomShard per shard — and computes
+//! the status from what was observed.
+
+pub mod pod_plan;
+pub mod pods;
+pub mod pools;
+pub mod reconcile;
+pub mod services;
+pub mod shards;
+pub mod status;
+
+#[cfg(test)]
+mod testing;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use crate::controller::Result;
+use crate::crd::{ProtocolRollout, RoomShard, SignalingCluster};
+
+pub use pod_plan::{PodPlan, PoolSummary, plan_pods};
+pub use pools::{DEFAULT_VERSION, VersionPool, version_pools};
+
+/// Everything the reconciler should make true in one pass.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The version pools.
+    pub pools: Vec<VersionPool>,
+    /// Pods to create and delete.
+    pub pods: PodPlan,
+    /// The client Service `<cluster>`.
+    pub client_service: Service,
+    /// The headless Service `<cluster>-nodes`.
+    pub headless_service: Service,
+    /// The PodDisruptionBudget `<cluster>`.
+    pub disruption_budget: PodDisruptionBudget,
+    /// One RoomShard per shard.
+    pub room_shards: Vec<RoomShard>,
+}
+
+/// Validates the cluster and builds every desired child from it, its rollout and the pods
+/// that exist now.
+pub fn desired(
+    cluster: &SignalingCluster,
+    rollout: Option<&ProtocolRollout>,
+    existing: &[Pod],
+) -> Result<Desired> {
+    let pools = version_pools(cluster, rollout)?;
+    let pods = plan_pods(cluster, &pools, existing)?;
+    Ok(Desired {
+        pods,
+        client_service: services::client_service(cluster)?,
+        headless_service: services::headless_service(cluster)?,
+        disruption_budget: services::disruption_budget(cluster)?,
+        room_shards: shards::room_shards(cluster)?,
+        pools,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Error;
+    use crate::controller::cluster::testing::{cluster, rollout};
+
+    #[test]
+    fn a_new_cluster_wants_everything() {
+        let c = cluster(4, 8);
+        let r = rollout(&[("v1", 50), ("v2", 50)]);
+        let d = desired(&c, Some(&r), &[]).unwrap();
+        assert_eq!(d.pools.len(), 2);
+        assert_eq!(d.pods.create.len(), 4);
+        assert_eq!(d.room_shards.len(), 8);
+        assert_eq!(d.client_service.metadata.name.as_deref(), Some("demo"));
+        assert_eq!(
+            d.headless_service.metadata.name.as_deref(),
+            Some("demo-nodes")
+        );
+        assert_eq!(d.disruption_budget.metadata.name.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn an_invalid_cluster_builds_nothing() {
+        let mut c = cluster(4, 8);
+        c.spec.replicas = -1;
+        assert!(matches!(desired(&c, None, &[]), Err(Error::InvalidSpec(_))));
+    }
+}

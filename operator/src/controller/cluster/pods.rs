@@ -1,0 +1,511 @@
+//! The signaling-node Pod of a version pool: name, labels, container, probes, volumes and the
+//! template hash that tells an up-to-date pod from an outdated one.
+//!
+//! No preStop hook: on SIGTERM the node itself drains (marks itself draining in etcd, stops
+//! taking joins, hands its shards off, tells clients to migrate) within
+//! `spec.drainTimeoutSeconds`, which the CRD keeps below `terminationGracePeriodSeconds`.
+//!
+//! The image's entrypoint must be the `signaling-node` binary (the pod sets only `args`).
+//! Settings the brief's command line does not carry are passed as environment variables the
+//! node may read: `SWITCHBOARD_VERSION`, `SWITCHBOARD_PROTOCOLS`,
+//! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS` and, with etcd TLS, `SWITCHBOARD_ETCD_CA_FILE`,
+//! `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE` (unknown variables are harmless,
+//! unknown flags are not).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use super::pools::VersionPool;
+use crate::controller::labels::{self, common_labels};
+use crate::controller::{Error, Result};
+use crate::crd::SignalingCluster;
+
+/// Port of the node's admin endpoint (/metrics, /healthz, /readyz).
+pub const ADMIN_PORT: i32 = 9100;
+/// Name of the signaling-node container.
+pub const CONTAINER: &str = "signaling-node";
+/// Where the join-token key is mounted (file `secret` inside).
+pub const AUTH_DIR: &str = "/etc/switchboard/auth";
+/// Where the etcd TLS Secret is mounted.
+pub const ETCD_TLS_DIR: &str = "/etc/switchboard/etcd-tls";
+
+/// Name of pod `index` of `version` in `cluster`.
+pub fn pod_name(cluster: &str, version: &str, index: u32) -> String {
+    format!("{cluster}-{version}-{index}")
+}
+
+/// The index of a pod named by [`pod_name`], if `name` has that shape.
+pub fn pod_index(cluster: &str, version: &str, name: &str) -> Option<u32> {
+    let digits = name
+        .strip_prefix(cluster)?
+        .strip_prefix('-')?
+        .strip_prefix(version)?
+        .strip_prefix('-')?;
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Name of the headless Service that gives each pod a DNS name.
+pub fn headless_service_name(cluster: &str) -> String {
+    format!("{cluster}-nodes")
+}
+
+/// The desired pod `index` of `pool`, with a controller owner reference to the cluster and
+/// the template hash annotation.
+pub fn desired_pod(cluster: &SignalingCluster, pool: &VersionPool, index: u32) -> Result<Pod> {
+    let name = cluster
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let owner = cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("uid"))?;
+    let (labels, annotations, spec) = template(cluster, name, namespace, pool);
+    let mut annotations = annotations;
+    annotations.insert(
+        labels::TEMPLATE_HASH.into(),
+        template_hash(&labels, &annotations, &spec)?,
+    );
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(name, &pool.name, index)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// The template hash the pods of `pool` should carry.
+pub fn pool_template_hash(cluster: &SignalingCluster, pool: &VersionPool) -> Result<String> {
+    let name = cluster
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let (labels, annotations, spec) = template(cluster, name, namespace, pool);
+    template_hash(&labels, &annotations, &spec)
+}
+
+/// The template hash recorded on an existing pod.
+pub fn recorded_hash(pod: &Pod) -> Option<&str> {
+    pod.annotations()
+        .get(labels::TEMPLATE_HASH)
+        .map(String::as_str)
+}
+
+/// FNV-1a (64 bit) over the JSON of everything that makes up the pod except its name: stable
+/// across operator restarts and platforms (k8s-openapi serializes fields and maps in order).
+fn template_hash(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    spec: &PodSpec,
+) -> Result<String> {
+    let bytes = serde_json::to_vec(&(labels, annotations, spec))?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(format!("{hash:016x}"))
+}
+
+type Template = (BTreeMap<String, String>, BTreeMap<String, String>, PodSpec);
+
+fn template(
+    cluster: &SignalingCluster,
+    name: &str,
+    namespace: &str,
+    pool: &VersionPool,
+) -> Template {
+    let spec = &cluster.spec;
+    let overrides = spec.pod_template.clone().unwrap_or_default();
+
+    let mut labels = overrides.labels.clone().unwrap_or_default();
+    labels.extend(common_labels(name, "node"));
+    labels.insert(labels::VERSION.into(), pool.name.clone());
+    let annotations = overrides.annotations.clone().unwrap_or_default();
+
+    let port = spec.port;
+    let args = vec![
+        "serve".to_string(),
+        "--listen".into(),
+        format!("0.0.0.0:{port}"),
+        "--admin-listen".into(),
+        format!("0.0.0.0:{ADMIN_PORT}"),
+        "--etcd-endpoints".into(),
+        spec.etcd.endpoints.join(","),
+        "--namespace".into(),
+        namespace.to_string(),
+        "--cluster".into(),
+        name.to_string(),
+        "--advertise-url".into(),
+        format!("ws://$(POD_IP):{port}/ws"),
+        "--jwt-secret-file".into(),
+        format!("{AUTH_DIR}/secret"),
+    ];
+
+    let protocols: Vec<&str> = pool.protocols.iter().map(|p| p.as_str()).collect();
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
+        value_env("SWITCHBOARD_VERSION", &pool.name),
+        value_env("SWITCHBOARD_PROTOCOLS", &protocols.join(",")),
+        value_env(
+            "SWITCHBOARD_DRAIN_TIMEOUT_SECONDS",
+            &spec.drain_timeout_seconds.to_string(),
+        ),
+    ];
+
+    let mut volumes = vec![Volume {
+        name: "auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(spec.auth_secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: "secret".into(),
+                path: "secret".into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "auth".into(),
+        mount_path: AUTH_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if let Some(tls) = &spec.etcd.tls_secret {
+        volumes.push(Volume {
+            name: "etcd-tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.clone()),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "etcd-tls".into(),
+            mount_path: ETCD_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(value_env(
+            "SWITCHBOARD_ETCD_CA_FILE",
+            &format!("{ETCD_TLS_DIR}/ca.crt"),
+        ));
+        env.push(value_env(
+            "SWITCHBOARD_ETCD_CERT_FILE",
+            &format!("{ETCD_TLS_DIR}/tls.crt"),
+        ));
+        env.push(value_env(
+            "SWITCHBOARD_ETCD_KEY_FILE",
+            &format!("{ETCD_TLS_DIR}/tls.key"),
+        ));
+    }
+
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(pool.image.clone()),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("ws".into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ADMIN_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 2, 2)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        resources: overrides.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        subdomain: Some(headless_service_name(name)),
+        termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
+        node_selector: overrides.node_selector.clone(),
+        tolerations: overrides.tolerations.clone(),
+        affinity: overrides.affinity.clone(),
+        enable_service_links: Some(false),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (labels, annotations, pod_spec)
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+        value: None,
+    }
+}
+
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        success_threshold: Some(1),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::Toleration;
+
+    use super::*;
+    use crate::controller::cluster::pools::version_pools;
+    use crate::controller::cluster::testing::cluster;
+    use crate::crd::PodOverrides;
+
+    fn pool(c: &SignalingCluster) -> VersionPool {
+        version_pools(c, None).unwrap().remove(0)
+    }
+
+    fn container(pod: &Pod) -> &Container {
+        &pod.spec.as_ref().unwrap().containers[0]
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_lookalikes() {
+        assert_eq!(pod_name("demo", "v2", 7), "demo-v2-7");
+        assert_eq!(pod_index("demo", "v2", "demo-v2-7"), Some(7));
+        assert_eq!(pod_index("demo", "v2", "demo-v2-07"), None);
+        assert_eq!(pod_index("demo", "v2", "demo-v2-"), None);
+        assert_eq!(pod_index("demo", "v2", "demo-v2-x"), None);
+        assert_eq!(pod_index("demo", "v2", "demo-v22-1"), None);
+        assert_eq!(pod_index("demo", "v", "demo-v2-1"), None);
+        assert_eq!(pod_index("demo", "v2", "demo-v2-0"), Some(0));
+    }
+
+    #[test]
+    fn pod_runs_serve_with_the_cluster_settings() {
+        let c = cluster(3, 16);
+        let pod = desired_pod(&c, &pool(&c), 2).unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("demo-default-2"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("live"));
+        let args = container(&pod).args.clone().unwrap().join(" ");
+        assert_eq!(
+            args,
+            "serve --listen 0.0.0.0:7000 --admin-listen 0.0.0.0:9100 \
+             --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 --namespace live --cluster demo \
+             --advertise-url ws://$(POD_IP):7000/ws --jwt-secret-file /etc/switchboard/auth/secret"
+        );
+        let env: BTreeMap<_, _> = container(&pod)
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect();
+        let field = |name: &str| {
+            env[name]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
+        assert_eq!(
+            field("POD_NAMESPACE").as_deref(),
+            Some("metadata.namespace")
+        );
+        assert_eq!(field("POD_IP").as_deref(), Some("status.podIP"));
+        // POD_IP is defined before the args use it (Kubernetes expands $(VAR) from env).
+        assert_eq!(env["SWITCHBOARD_VERSION"].value.as_deref(), Some("default"));
+        assert_eq!(env["SWITCHBOARD_PROTOCOLS"].value.as_deref(), Some("v1,v2"));
+        assert!(!env.contains_key("SWITCHBOARD_ETCD_CA_FILE"));
+    }
+
+    #[test]
+    fn pod_has_probes_secret_labels_owner_and_grace_period() {
+        let c = cluster(3, 16);
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let ctr = container(&pod);
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone())
+        };
+        assert_eq!(path(&ctr.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&ctr.liveness_probe).as_deref(), Some("/healthz"));
+        let port = ctr
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|h| h.port.clone());
+        assert_eq!(port, Some(IntOrString::Int(9100)));
+        assert!(ctr.lifecycle.is_none(), "SIGTERM drains; no preStop hook");
+
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.termination_grace_period_seconds, Some(60));
+        assert_eq!(spec.subdomain.as_deref(), Some("demo-nodes"));
+        let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("demo-auth"));
+        assert_eq!(ctr.volume_mounts.as_ref().unwrap()[0].mount_path, AUTH_DIR);
+
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::CLUSTER], "demo");
+        assert_eq!(labels[labels::VERSION], "default");
+        assert_eq!(labels["app.kubernetes.io/name"], "signaling-node");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"],
+            "switchboard-operator"
+        );
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("SignalingCluster", "demo", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert!(recorded_hash(&pod).is_some());
+    }
+
+    #[test]
+    fn overrides_reach_the_pod_and_operator_labels_win() {
+        let mut c = cluster(3, 16);
+        c.spec.etcd.tls_secret = Some("etcd-client".into());
+        c.spec.pod_template = Some(PodOverrides {
+            node_selector: Some(BTreeMap::from([("pool".into(), "signaling".into())])),
+            tolerations: Some(vec![Toleration {
+                key: Some("dedicated".into()),
+                ..Default::default()
+            }]),
+            labels: Some(BTreeMap::from([
+                ("team".into(), "live".into()),
+                (labels::CLUSTER.into(), "spoofed".into()),
+            ])),
+            ..Default::default()
+        });
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_selector.as_ref().unwrap()["pool"], "signaling");
+        assert_eq!(spec.tolerations.as_ref().unwrap().len(), 1);
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "live");
+        assert_eq!(labels[labels::CLUSTER], "demo");
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 2);
+        let env = container(&pod).env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "SWITCHBOARD_ETCD_CA_FILE"));
+    }
+
+    #[test]
+    fn template_hash_tracks_the_spec_not_the_pod_name() {
+        let c = cluster(3, 16);
+        let p = pool(&c);
+        let a = desired_pod(&c, &p, 0).unwrap();
+        let b = desired_pod(&c, &p, 5).unwrap();
+        assert_eq!(recorded_hash(&a), recorded_hash(&b));
+        assert_eq!(
+            recorded_hash(&a),
+            Some(pool_template_hash(&c, &p).unwrap().as_str())
+        );
+
+        let mut newer = p.clone();
+        newer.image = "switchboard/signaling-node:2".into();
+        assert_ne!(
+            pool_template_hash(&c, &newer).unwrap(),
+            pool_template_hash(&c, &p).unwrap()
+        );
+        let mut config_only = c.clone();
+        config_only.spec.config.heartbeat_seconds = 5;
+        // Node config is hot-reloaded through etcd: it must not restart pods.
+        assert_eq!(
+            pool_template_hash(&config_only, &p).unwrap(),
+            pool_template_hash(&c, &p).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_cluster_without_uid_is_an_error() {
+        let mut c = cluster(3, 16);
+        c.metadata.uid = None;
+        let p = pool(&c);
+        assert!(matches!(
+            desired_pod(&c, &p, 0),
+            Err(Error::MissingObjectKey("uid"))
+        ));
+    }
+}

@@ -1,0 +1,507 @@
+//! I/O of the SignalingCluster reconciler: read the rollout and pods, build the desired
+//! children (pure, [`super::desired`]), server-side apply them under one field manager, create
+//! and delete pods, publish Events, and write the status only when it changed.
+//!
+//! Requeue policy: success → 5 minutes as a backstop (owned objects trigger reconciles on
+//! change), 15 seconds while pods are still changing; invalid spec → wait for an edit (the
+//! Degraded condition says why); transient error → per-object exponential backoff from 2 s to
+//! 5 minutes, reset on success.
+//!
+//! Status writes do not storm: an unchanged state yields an equal status (conditions keep
+//! their transition times), so the reconcile a status write triggers writes nothing.
+//!
+//! The finalizer `switchboard.dev/cleanup` runs [`ClusterCleanup`] (the etcd prefix, wired by
+//! the etcd module) before the cluster is deleted; Kubernetes garbage-collects the children
+//! through their owner references. Uninstall order: delete the SignalingClusters, wait for
+//! them to go, then stop the operator, then remove the CRDs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::status::{self, Failure, Observed};
+use super::{Desired, desired};
+use crate::controller::conditions::camel_case;
+use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selector_string};
+use crate::controller::{Error, Result};
+use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
+
+/// Cleanup of what Kubernetes does not own (the cluster's etcd prefix), run by the finalizer.
+pub trait ClusterCleanup: Send + Sync + 'static {
+    /// Removes everything stored for cluster `name` in `namespace`; must be idempotent.
+    fn cleanup<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// A cleanup that has nothing to remove (clusters without an etcd side, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCleanup;
+
+impl ClusterCleanup for NoCleanup {
+    fn cleanup<'a>(&'a self, _namespace: &'a str, _name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Shared state of the SignalingCluster controller.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    cleanup: Arc<dyn ClusterCleanup>,
+    // Consecutive failures per object, for backoff; never held across an await.
+    failures: Mutex<HashMap<ObjectRef<SignalingCluster>, u32>>,
+}
+
+impl Context {
+    /// A context publishing Events as `switchboard-operator` (`instance`: this pod's name).
+    pub fn new(client: Client, instance: Option<String>, cleanup: Arc<dyn ClusterCleanup>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            cleanup,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignalingCluster>, u32>> {
+        // A poisoned map only holds counters: keep using it.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(
+        Api::<DeserializeGuard<SignalingCluster>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client.clone()), managed.clone())
+    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        managed.clone(),
+    )
+    .owns(Api::<RoomShard>::all(client.clone()), managed)
+    .watches(
+        Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+        watcher::Config::default(),
+        rollout_target,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+            Err(error) => tracing::warn!(%error, "reconcile failed"),
+        }
+    })
+    .await;
+}
+
+/// A rollout triggers the cluster it refers to (a rollout that does not parse triggers none).
+fn rollout_target(
+    rollout: DeserializeGuard<ProtocolRollout>,
+) -> Option<ObjectRef<DeserializeGuard<SignalingCluster>>> {
+    let rollout = rollout.0.ok()?;
+    let namespace = rollout.namespace()?;
+    Some(ObjectRef::new(&rollout.spec.cluster_ref).within(&namespace))
+}
+
+/// One reconcile of one cluster.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<SignalingCluster>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let cluster = match &guard.0 {
+        Ok(cluster) => Arc::new(cluster.clone()),
+        Err(invalid) => {
+            // A cluster that does not parse must not stop the controller: report and wait.
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "unreadable SignalingCluster");
+            return Ok(Action::await_change());
+        }
+    };
+    let key = ObjectRef::from_obj(&*cluster);
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let api: Api<SignalingCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
+            Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))?;
+    ctx.failures().remove(&key);
+    Ok(action)
+}
+
+/// What to do after a failed reconcile.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<SignalingCluster>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let Ok(cluster) = &guard.0 else {
+        return Action::await_change();
+    };
+    tracing::warn!(cluster = %cluster.name_any(), %error, label = error.metric_label(), "reconcile error");
+    if !error.is_transient() {
+        return Action::await_change();
+    }
+    let mut failures = ctx.failures();
+    let count = failures.entry(ObjectRef::from_obj(cluster)).or_insert(0);
+    *count = count.saturating_add(1);
+    Action::requeue(backoff(*count))
+}
+
+/// 2 s, 4 s, 8 s … capped at 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(8);
+    Duration::from_secs(2u64 << exponent).min(Duration::from_secs(300))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
+    match apply_children(cluster, ctx).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            let failure = Failure {
+                reason: camel_case(error.metric_label()),
+                message: error.to_string(),
+            };
+            // Best effort: the error itself is what the caller acts on.
+            if let Err(status_error) = write_status(
+                cluster,
+                ctx,
+                status::with_failure(cluster, &failure, &now()),
+            )
+            .await
+            {
+                tracing::debug!(%status_error, "could not record the failure in status");
+            }
+            if matches!(error, Error::InvalidSpec(_)) {
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    error.to_string(),
+                    None,
+                )
+                .await;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = cluster
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let selector = ListParams::default().labels(&selector_string(&selector_labels(&name)));
+
+    let rollout = find_rollout(&ctx.client, &namespace, &name).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = pods.list(&selector).await?.items;
+    let plan: Desired = desired(cluster, rollout.as_ref(), &existing)?;
+
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    apply_one(
+        &Api::namespaced(ctx.client.clone(), &namespace),
+        &plan.client_service,
+        &params,
+    )
+    .await?;
+    apply_one(
+        &Api::namespaced(ctx.client.clone(), &namespace),
+        &plan.headless_service,
+        &params,
+    )
+    .await?;
+    apply_one(
+        &Api::namespaced(ctx.client.clone(), &namespace),
+        &plan.disruption_budget,
+        &params,
+    )
+    .await?;
+
+    let shards_api: Api<RoomShard> = Api::namespaced(ctx.client.clone(), &namespace);
+    let shards: BTreeMap<String, RoomShard> = shards_api
+        .list(&selector)
+        .await?
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    for shard in &plan.room_shards {
+        let present = shards.get(&shard.name_any());
+        if present.is_none_or(|p| {
+            p.spec != shard.spec || p.owner_references() != shard.owner_references()
+        }) {
+            apply_one(&shards_api, shard, &params).await?;
+        }
+    }
+
+    for pod in &plan.pods.create {
+        apply_one(&pods, pod, &params).await?;
+        let note = format!("created pod {}", pod.name_any());
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "CreatedPod",
+            "Scale",
+            note,
+            Some(pod_ref(&namespace, &pod.name_any())),
+        )
+        .await;
+    }
+    for pod in &plan.pods.delete {
+        match pods.delete(pod, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
+        let note = format!("deleted pod {pod} (it drains first)");
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "DeletedPod",
+            "Scale",
+            note,
+            Some(pod_ref(&namespace, pod)),
+        )
+        .await;
+    }
+
+    let ready_pods = plan.pods.ready();
+    let observed = Observed {
+        pools: plan.pods.pools.clone(),
+        // Until the etcd membership watch is wired, a ready pod stands for a ready node.
+        ready_nodes: ready_pods,
+        shards_assigned: shards.values().filter(|s| is_assigned(s)).count() as u32,
+        handoffs_in_flight: shards
+            .values()
+            .filter(|s| phase(s) == ShardPhase::HandingOff)
+            .count() as u32,
+        config_revision: None,
+        config_acked: 0,
+        failure: None,
+    };
+    let new_status = status::cluster_status(cluster, &observed, &now());
+    if cluster.status.as_ref() != Some(&new_status) {
+        write_status(cluster, ctx, new_status).await?;
+    }
+    Ok(if plan.pods.is_settled() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(15))
+    })
+}
+
+fn phase(shard: &RoomShard) -> ShardPhase {
+    shard.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn is_assigned(shard: &RoomShard) -> bool {
+    let owned = shard.status.as_ref().is_some_and(|s| s.node.is_some());
+    owned && matches!(phase(shard), ShardPhase::Assigned | ShardPhase::HandingOff)
+}
+
+/// The rollout of cluster `name`: the oldest one whose `clusterRef` names it (later ones are
+/// ignored, and say so in the log).
+async fn find_rollout(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ProtocolRollout>> {
+    let api: Api<DeserializeGuard<ProtocolRollout>> = Api::namespaced(client.clone(), namespace);
+    let mut matching: Vec<ProtocolRollout> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|guard| guard.0.ok())
+        .filter(|r| r.spec.cluster_ref == name)
+        .collect();
+    matching.sort_by(|a, b| {
+        let key = |r: &ProtocolRollout| (r.metadata.creation_timestamp.clone(), r.name_any());
+        key(a).cmp(&key(b))
+    });
+    if matching.len() > 1 {
+        let ignored: Vec<String> = matching[1..].iter().map(ResourceExt::name_any).collect();
+        tracing::warn!(
+            cluster = name,
+            ?ignored,
+            "several ProtocolRollouts refer to one cluster; using the oldest"
+        );
+    }
+    Ok(matching.into_iter().next())
+}
+
+async fn apply_one<K>(api: &Api<K>, object: &K, params: &PatchParams) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    api.patch(&name, params, &Patch::Apply(object)).await?;
+    Ok(())
+}
+
+async fn write_status(
+    cluster: &SignalingCluster,
+    ctx: &Context,
+    status: crate::crd::SignalingClusterStatus,
+) -> Result<()> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let api: Api<SignalingCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": SignalingCluster::api_version(&()),
+        "kind": SignalingCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    ctx.cleanup.cleanup(&namespace, &cluster.name_any()).await?;
+    let note = "removed the cluster's etcd state".to_string();
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "CleanedUp",
+        "Delete",
+        note,
+        None,
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn pod_ref(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Publishes an Event about `cluster` (and the `related` object); failures are logged, never
+/// fatal.
+async fn publish(
+    ctx: &Context,
+    cluster: &SignalingCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: related,
+    };
+    let reference: ObjectReference = cluster.object_ref(&());
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(%error, reason, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(9), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+        assert_eq!(backoff(0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn rollouts_trigger_their_cluster() {
+        let rollout = crate::controller::cluster::testing::rollout(&[("v1", 100)]);
+        let target = rollout_target(DeserializeGuard(Ok(rollout))).unwrap();
+        assert_eq!(target.name, "demo");
+        assert_eq!(target.namespace.as_deref(), Some("live"));
+    }
+
+    #[test]
+    fn assignment_counts_need_an_owner() {
+        let mut shard = crate::controller::cluster::shards::room_shards(
+            &crate::controller::cluster::testing::cluster(1, 1),
+        )
+        .unwrap()
+        .remove(0);
+        assert!(!is_assigned(&shard));
+        shard.status = Some(crate::crd::RoomShardStatus {
+            node: Some("demo-default-0".into()),
+            phase: ShardPhase::Assigned,
+            ..Default::default()
+        });
+        assert!(is_assigned(&shard));
+    }
+}

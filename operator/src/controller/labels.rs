@@ -1,0 +1,63 @@
+//! Label, annotation and name conventions shared by every reconciler.
+
+use std::collections::BTreeMap;
+
+/// Label naming the SignalingCluster an object belongs to.
+pub const CLUSTER: &str = "switchboard.dev/cluster";
+/// Label naming a pod's version pool.
+pub const VERSION: &str = "switchboard.dev/version";
+/// Label holding a RoomShard's index.
+pub const SHARD: &str = "switchboard.dev/shard";
+/// Annotation with the hash of the pod template a pod was built from.
+pub const TEMPLATE_HASH: &str = "switchboard.dev/pod-template-hash";
+
+/// `app.kubernetes.io/name` of signaling-node pods.
+pub const APP_NAME: &str = "signaling-node";
+/// Field manager of every server-side apply the operator makes; never change it.
+pub const FIELD_MANAGER: &str = "switchboard-operator";
+/// Finalizer that removes the cluster's etcd prefix before the cluster goes away.
+pub const FINALIZER: &str = "switchboard.dev/cleanup";
+
+/// Labels every object of `cluster` carries (and the selector of its pods).
+pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
+        (CLUSTER.to_string(), cluster.to_string()),
+    ])
+}
+
+/// Full label set of an object of `cluster` with role `component`.
+pub fn common_labels(cluster: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster);
+    labels.insert("app.kubernetes.io/instance".into(), cluster.to_string());
+    labels.insert("app.kubernetes.io/component".into(), component.to_string());
+    labels.insert("app.kubernetes.io/part-of".into(), "switchboard".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
+    labels
+}
+
+/// A label selector string (`k=v,k=v`) for `labels`, as the scale subresource wants it.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_is_a_subset_of_the_common_labels() {
+        let common = common_labels("demo", "node");
+        for (key, value) in selector_labels("demo") {
+            assert_eq!(common.get(&key), Some(&value));
+        }
+        assert_eq!(
+            selector_string(&selector_labels("demo")),
+            "app.kubernetes.io/name=signaling-node,switchboard.dev/cluster=demo"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Reconcilers, one module per custom resource, each split into a pure core (desired objects,
+//! status) and the I/O that applies it.
+
+pub mod cluster;
+pub mod conditions;
+pub mod error;
+pub mod labels;
+
+pub use error::{Error, Result};

@@ -1,0 +1,430 @@
+//! Shard ownership as seen by this node: an in-memory cache of `assignments/` and `nodes/`,
+//! fed by one resilient watch, answering [`OwnershipView`] without any etcd round trip.
+//!
+//! Rules of [`OwnershipView::owner_of`]:
+//! - the assignment names this node, the node is not fenced (lease live) and the shard was
+//!   restored for that epoch ([`OwnershipCache::mark_restored`], done by `takeover`) →
+//!   `Local { epoch }`. Until the restore finished the answer is `Unavailable`, so no join
+//!   can create a room that the restore would then overwrite;
+//! - the assignment names another node whose `nodes/<pod>` key is live → `Remote { url }`
+//!   (also while it drains: it still owns the shard until the operator moves it);
+//! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`.
+//!
+//! [`OwnershipCache::local_shards`] is a watch of the shards this node holds (assignment
+//! names it and it is not fenced) with their epochs; `takeover` restores what appears there
+//! and releases what disappears. A fenced node holds nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::health::Component;
+use super::keys::{Assignment, Key, Keyspace, NodeInfo, Value};
+use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
+use crate::routing::{Ownership, OwnershipView};
+use crate::shard::ShardId;
+
+/// Shards this node holds, with the epoch it holds each one under.
+pub type LocalShards = BTreeMap<ShardId, u64>;
+
+/// An assignment this node holds, as the store fences on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAssignment {
+    /// The epoch this node holds the shard under.
+    pub epoch: u64,
+    /// The exact bytes of `assignments/<shard>` when it was seen (the fencing compare value).
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    assignment: Assignment,
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    assignments: BTreeMap<ShardId, Seen>,
+    nodes: HashMap<String, NodeInfo>,
+    restored: HashMap<ShardId, u64>,
+    fenced: bool,
+    synced: bool,
+}
+
+/// The watched ownership cache; share it as `Arc<OwnershipCache>`.
+#[derive(Debug)]
+pub struct OwnershipCache {
+    keys: Keyspace,
+    node: String,
+    shard_count: u32,
+    state: RwLock<State>,
+    local: watch::Sender<LocalShards>,
+}
+
+impl OwnershipCache {
+    /// An empty cache for node `node` (its pod name) in a cluster of `shard_count` shards.
+    /// Until the first sync every shard is `Unavailable`.
+    pub fn new(keys: Keyspace, node: impl Into<String>, shard_count: u32) -> Arc<Self> {
+        let (local, _) = watch::channel(LocalShards::new());
+        Arc::new(Self {
+            keys,
+            node: node.into(),
+            shard_count: shard_count.max(1),
+            state: RwLock::new(State::default()),
+            local,
+        })
+    }
+
+    /// This node's pod name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The keyspace the cache reads.
+    pub fn keys(&self) -> &Keyspace {
+        &self.keys
+    }
+
+    /// Starts the watch of `assignments/` and `nodes/` feeding this cache.
+    pub fn spawn_watch(self: &Arc<Self>, ctx: EtcdContext) -> JoinHandle<()> {
+        let cache = Arc::clone(self);
+        let ranges = vec![
+            WatchRange::prefix(self.keys.assignments_prefix()),
+            WatchRange::prefix(self.keys.nodes_prefix()),
+        ];
+        tokio::spawn(run_watch(
+            ctx,
+            ranges,
+            "ownership",
+            Component::Ownership,
+            move |update| cache.apply(update),
+        ))
+    }
+
+    /// Applies one watch update (public so tests and tools can feed the cache directly).
+    pub fn apply(&self, update: Update) {
+        let mut state = self.write();
+        match update {
+            Update::Reset(entries) => {
+                state.assignments.clear();
+                state.nodes.clear();
+                for entry in entries {
+                    self.put(&mut state, entry);
+                }
+                state.synced = true;
+            }
+            Update::Put(entry) => self.put(&mut state, entry),
+            Update::Delete(key) => match self.keys.parse(&key) {
+                Ok(Key::Assignment(shard)) => {
+                    state.assignments.remove(&shard);
+                }
+                Ok(Key::Node(pod)) => {
+                    state.nodes.remove(&pod);
+                }
+                _ => {}
+            },
+        }
+        self.publish_local(&mut state);
+    }
+
+    fn put(&self, state: &mut State, entry: Entry) {
+        match self.keys.parse(&entry.key) {
+            Ok(Key::Assignment(shard)) => match Assignment::decode(&entry.value) {
+                Ok(assignment) => {
+                    state.assignments.insert(
+                        shard,
+                        Seen {
+                            assignment,
+                            raw: entry.value,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(shard, %error, "unreadable assignment; shard unavailable");
+                    state.assignments.remove(&shard);
+                }
+            },
+            Ok(Key::Node(pod)) => match NodeInfo::decode(&entry.value) {
+                Ok(info) => {
+                    state.nodes.insert(pod, info);
+                }
+                Err(error) => {
+                    tracing::warn!(%pod, %error, "unreadable node registration; ignored");
+                    state.nodes.remove(&pod);
+                }
+            },
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, key = %String::from_utf8_lossy(&entry.key), "unexpected key in watched range");
+            }
+        }
+    }
+
+    /// Fences (`true`: the lease is lost, hold nothing) or unfences this node.
+    pub fn set_fenced(&self, fenced: bool) {
+        let mut state = self.write();
+        state.fenced = fenced;
+        if fenced {
+            state.restored.clear();
+        }
+        self.publish_local(&mut state);
+    }
+
+    /// The assignment this node holds for `shard`, if it holds it (not fenced).
+    pub fn held(&self, shard: ShardId) -> Option<HeldAssignment> {
+        let state = self.read();
+        if state.fenced {
+            return None;
+        }
+        state
+            .assignments
+            .get(&shard)
+            .filter(|seen| seen.assignment.node == self.node)
+            .map(|seen| HeldAssignment {
+                epoch: seen.assignment.epoch,
+                raw: seen.raw.clone(),
+            })
+    }
+
+    /// Records that `shard` was restored under `epoch`; returns false (and records nothing)
+    /// if this node no longer holds it under that epoch.
+    pub fn mark_restored(&self, shard: ShardId, epoch: u64) -> bool {
+        let mut state = self.write();
+        let holds = !state.fenced
+            && state
+                .assignments
+                .get(&shard)
+                .is_some_and(|s| s.assignment.node == self.node && s.assignment.epoch == epoch);
+        if holds {
+            state.restored.insert(shard, epoch);
+        }
+        holds
+    }
+
+    /// Forgets the restore of `shard` (it was released).
+    pub fn mark_released(&self, shard: ShardId) {
+        self.write().restored.remove(&shard);
+    }
+
+    /// A watch of the shards this node holds (assignment names it, not fenced).
+    pub fn local_shards(&self) -> watch::Receiver<LocalShards> {
+        self.local.subscribe()
+    }
+
+    /// The current assignment of `shard`, if readable.
+    pub fn assignment(&self, shard: ShardId) -> Option<Assignment> {
+        self.read()
+            .assignments
+            .get(&shard)
+            .map(|s| s.assignment.clone())
+    }
+
+    /// The live registration of `pod`, if any.
+    pub fn node_info(&self, pod: &str) -> Option<NodeInfo> {
+        self.read().nodes.get(pod).cloned()
+    }
+
+    /// Whether the first full read finished.
+    pub fn is_synced(&self) -> bool {
+        self.read().synced
+    }
+
+    // Runs under the state's write lock, so concurrent updates (the watch task and the
+    // membership task's fence hook) publish in the order they changed the state.
+    fn publish_local(&self, state: &mut State) {
+        let local: LocalShards = if state.fenced {
+            LocalShards::new()
+        } else {
+            state
+                .assignments
+                .iter()
+                .filter(|(_, s)| s.assignment.node == self.node)
+                .map(|(shard, s)| (*shard, s.assignment.epoch))
+                .collect()
+        };
+        // A restore only counts for the epoch it was done under.
+        state
+            .restored
+            .retain(|shard, epoch| local.get(shard) == Some(epoch));
+        self.local.send_if_modified(|current| {
+            let changed = *current != local;
+            if changed {
+                *current = local;
+            }
+            changed
+        });
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl OwnershipView for OwnershipCache {
+    fn owner_of(&self, shard: ShardId) -> Ownership {
+        let state = self.read();
+        let Some(seen) = state.assignments.get(&shard) else {
+            return Ownership::Unavailable;
+        };
+        let assignment = &seen.assignment;
+        if assignment.node == self.node {
+            let restored = state.restored.get(&shard) == Some(&assignment.epoch);
+            if !state.fenced && restored {
+                return Ownership::Local {
+                    epoch: assignment.epoch,
+                };
+            }
+            return Ownership::Unavailable;
+        }
+        match state.nodes.get(&assignment.node) {
+            Some(info) => Ownership::Remote {
+                url: info.url.clone(),
+            },
+            None => Ownership::Unavailable,
+        }
+    }
+
+    fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::keys::{Load, NodeState};
+
+    fn keys() -> Keyspace {
+        Keyspace::new("ns", "c").unwrap()
+    }
+
+    fn assignment_entry(shard: ShardId, node: &str, epoch: u64) -> Entry {
+        Entry {
+            key: keys().assignment(shard).into_bytes(),
+            value: Assignment {
+                node: node.into(),
+                epoch,
+                version: "v1".into(),
+            }
+            .encode(),
+            mod_revision: 1,
+        }
+    }
+
+    fn node_entry(pod: &str) -> Entry {
+        Entry {
+            key: keys().node(pod).unwrap().into_bytes(),
+            value: NodeInfo {
+                url: format!("ws://{pod}/ws"),
+                version: "v1".into(),
+                protocols: vec![],
+                state: NodeState::Ready,
+                load: Load::default(),
+                error_rate: 0.0,
+                started_at_ms: 0,
+            }
+            .encode(),
+            mod_revision: 1,
+        }
+    }
+
+    #[test]
+    fn resolves_local_remote_and_unavailable() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+        cache.apply(Update::Reset(vec![
+            assignment_entry(0, "a", 3),
+            assignment_entry(1, "b", 1),
+            assignment_entry(2, "c", 1),
+            node_entry("a"),
+            node_entry("b"),
+        ]));
+        assert!(cache.is_synced());
+        // Held but not restored yet.
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+        assert_eq!(*cache.local_shards().borrow(), LocalShards::from([(0, 3)]));
+        assert!(cache.mark_restored(0, 3));
+        assert_eq!(cache.owner_of(0), Ownership::Local { epoch: 3 });
+        assert_eq!(
+            cache.owner_of(1),
+            Ownership::Remote {
+                url: "ws://b/ws".into()
+            }
+        );
+        // c has no live registration; shard 3 has no assignment.
+        assert_eq!(cache.owner_of(2), Ownership::Unavailable);
+        assert_eq!(cache.owner_of(3), Ownership::Unavailable);
+        cache.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        assert_eq!(cache.owner_of(1), Ownership::Unavailable);
+    }
+
+    #[test]
+    fn epoch_change_requires_a_new_restore() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        cache.apply(Update::Reset(vec![assignment_entry(0, "a", 1)]));
+        assert!(cache.mark_restored(0, 1));
+        assert!(!cache.mark_restored(0, 2));
+        cache.apply(Update::Put(assignment_entry(0, "a", 2)));
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+        assert_eq!(cache.held(0).unwrap().epoch, 2);
+        assert!(cache.mark_restored(0, 2));
+        assert_eq!(cache.owner_of(0), Ownership::Local { epoch: 2 });
+    }
+
+    #[test]
+    fn fencing_drops_every_local_shard() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        cache.apply(Update::Reset(vec![
+            assignment_entry(0, "a", 1),
+            assignment_entry(1, "a", 1),
+        ]));
+        cache.mark_restored(0, 1);
+        let local = cache.local_shards();
+        cache.set_fenced(true);
+        assert!(local.borrow().is_empty());
+        assert_eq!(cache.held(0), None);
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+        cache.set_fenced(false);
+        assert_eq!(local.borrow().len(), 2);
+        // The restore must be redone after fencing.
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+    }
+
+    #[test]
+    fn unreadable_assignments_make_the_shard_unavailable() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        cache.apply(Update::Reset(vec![assignment_entry(0, "a", 1)]));
+        cache.apply(Update::Put(Entry {
+            key: keys().assignment(0).into_bytes(),
+            value: b"{garbage".to_vec(),
+            mod_revision: 2,
+        }));
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
+        assert!(cache.local_shards().borrow().is_empty());
+        // Keys outside the known shapes are ignored, not fatal.
+        cache.apply(Update::Put(Entry {
+            key: b"/switchboard/ns/c/assignments/7".to_vec(),
+            value: vec![],
+            mod_revision: 3,
+        }));
+    }
+
+    #[test]
+    fn reset_replaces_everything() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        cache.apply(Update::Reset(vec![
+            assignment_entry(0, "a", 1),
+            node_entry("b"),
+        ]));
+        cache.apply(Update::Reset(vec![assignment_entry(1, "b", 1)]));
+        assert_eq!(cache.assignment(0), None);
+        assert_eq!(cache.node_info("b"), None);
+        assert_eq!(cache.owner_of(1), Ownership::Unavailable);
+    }
+}

@@ -1,0 +1,310 @@
+//! A resilient etcd watch over one or more key ranges: a consistent initial read (one
+//! transaction, one revision), then a watch from the next revision; on any error, cancel or
+//! compaction it backs off, reads everything again and re-watches. Consumers see a
+//! [`Update::Reset`] with the full contents after every (re)sync, then incremental changes.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::health::{Component, Health};
+use super::metrics::ClusterMetrics;
+
+/// One key or key prefix to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchRange {
+    /// The key, or the prefix when `prefix` is set.
+    pub key: String,
+    /// Watch every key starting with `key`.
+    pub prefix: bool,
+}
+
+impl WatchRange {
+    /// Every key under `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            key: prefix.into(),
+            prefix: true,
+        }
+    }
+
+    /// Exactly `key`.
+    pub fn key(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            prefix: false,
+        }
+    }
+}
+
+/// One stored key and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The full key.
+    pub key: Vec<u8>,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// The etcd revision of the key's last modification.
+    pub mod_revision: i64,
+}
+
+impl From<&KeyValue> for Entry {
+    fn from(kv: &KeyValue) -> Self {
+        Self {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
+/// What a watch consumer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The complete contents of every watched range at one revision (replace all state).
+    Reset(Vec<Entry>),
+    /// A key was created or changed.
+    Put(Entry),
+    /// A key was deleted (or its lease expired).
+    Delete(Vec<u8>),
+}
+
+/// Timing of etcd calls shared by the background loops.
+#[derive(Debug, Clone, Copy)]
+pub struct EtcdTiming {
+    /// Upper bound of one unary etcd request (read, txn, lease grant); a request that takes
+    /// longer counts as etcd being unreachable.
+    pub request_timeout: Duration,
+    /// First retry delay after an error (doubles, with jitter).
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for EtcdTiming {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_millis(1500),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl EtcdTiming {
+    /// A fresh backoff with these delays.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_initial, self.backoff_max)
+    }
+}
+
+/// Why one watch session ended (always followed by a resync).
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("etcd request failed: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd request timed out")]
+    Timeout,
+    #[error("watch canceled by etcd: {0}")]
+    Canceled(String),
+    #[error("watch stream closed")]
+    Closed,
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// What every background etcd loop shares: the client, health, metrics, timing and the
+/// shutdown signal.
+#[derive(Clone)]
+pub struct EtcdContext {
+    /// The etcd client (one multiplexed connection).
+    pub client: Client,
+    /// Where the loop reports whether it reaches etcd.
+    pub health: Health,
+    /// Metrics to update.
+    pub metrics: ClusterMetrics,
+    /// Request timeout and backoff.
+    pub timing: EtcdTiming,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for EtcdContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdContext")
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the watch until `ctx.shutdown` is cancelled, calling `sink` for every update.
+///
+/// `sink` runs on the watch task and must not block. `component` is reported down to
+/// `ctx.health` whenever the watch is not established, and `name` labels the resync metric.
+pub async fn run_watch(
+    ctx: EtcdContext,
+    ranges: Vec<WatchRange>,
+    name: &'static str,
+    component: Component,
+    mut sink: impl FnMut(Update) + Send,
+) {
+    let EtcdContext {
+        client,
+        health,
+        metrics,
+        timing,
+        shutdown,
+    } = ctx;
+    health.register(component);
+    let mut backoff = timing.backoff();
+    loop {
+        let mut established = false;
+        let result = session(
+            &client,
+            &ranges,
+            &health,
+            component,
+            timing,
+            &shutdown,
+            &mut sink,
+            &mut established,
+        )
+        .await;
+        health.set(component, false);
+        match result {
+            SessionEnd::Shutdown => break,
+            end if established => {
+                // Warn once per outage; the retries that follow log at debug level.
+                backoff.reset();
+                tracing::warn!(watch = name, error = %end, "etcd watch interrupted; resyncing");
+            }
+            end => tracing::debug!(watch = name, error = %end, "etcd watch still down"),
+        }
+        metrics.watch_resyncs.with_label_values(&[name]).inc();
+        let delay = backoff.next_delay();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    health.unregister(component);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    client: &Client,
+    ranges: &[WatchRange],
+    health: &Health,
+    component: Component,
+    timing: EtcdTiming,
+    shutdown: &CancellationToken,
+    sink: &mut (impl FnMut(Update) + Send),
+    established: &mut bool,
+) -> SessionEnd {
+    let work = async {
+        let (revision, entries) = read_all(client.clone(), ranges, timing).await?;
+        sink(Update::Reset(entries));
+        let mut stream = open_watch(client.clone(), ranges, revision + 1, timing).await?;
+        // "Established" means etcd confirmed every watcher; events may arrive interleaved
+        // with the confirmations and are applied either way.
+        let mut created = 0;
+        loop {
+            let response = stream.message().await?.ok_or(SessionEnd::Closed)?;
+            if response.canceled() {
+                let reason = if response.compact_revision() > 0 {
+                    format!("compacted at revision {}", response.compact_revision())
+                } else {
+                    response.cancel_reason().to_owned()
+                };
+                return Err::<(), _>(SessionEnd::Canceled(reason));
+            }
+            if response.created() {
+                created += 1;
+                if created == ranges.len() {
+                    health.set(component, true);
+                    *established = true;
+                }
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => sink(Update::Put(Entry::from(kv))),
+                    EventType::Delete => sink(Update::Delete(kv.key().to_vec())),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => SessionEnd::Shutdown,
+        result = work => match result {
+            Ok(()) => SessionEnd::Closed,
+            Err(end) => end,
+        },
+    }
+}
+
+async fn with_timeout<T>(
+    timing: EtcdTiming,
+    request: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, SessionEnd> {
+    match tokio::time::timeout(timing.request_timeout, request).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionEnd::Timeout),
+    }
+}
+
+async fn read_all(
+    client: Client,
+    ranges: &[WatchRange],
+    timing: EtcdTiming,
+) -> Result<(i64, Vec<Entry>), SessionEnd> {
+    let ops: Vec<TxnOp> = ranges
+        .iter()
+        .map(|r| {
+            let options = r.prefix.then(|| GetOptions::new().with_prefix());
+            TxnOp::get(r.key.clone(), options)
+        })
+        .collect();
+    let mut kv = client.kv_client();
+    let response = with_timeout(timing, kv.txn(Txn::new().and_then(ops))).await?;
+    let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+    let mut entries = Vec::new();
+    for op in response.op_responses() {
+        if let TxnOpResponse::Get(get) = op {
+            entries.extend(get.kvs().iter().map(Entry::from));
+        }
+    }
+    Ok((revision, entries))
+}
+
+async fn open_watch(
+    client: Client,
+    ranges: &[WatchRange],
+    start_revision: i64,
+    timing: EtcdTiming,
+) -> Result<etcd_client::WatchStream, SessionEnd> {
+    let options = |r: &WatchRange| {
+        let options = WatchOptions::new().with_start_revision(start_revision);
+        if r.prefix {
+            options.with_prefix()
+        } else {
+            options
+        }
+    };
+    let mut watch = client.watch_client();
+    let first = ranges.first().ok_or(SessionEnd::Closed)?;
+    let open = async {
+        let mut stream = watch.watch(first.key.clone(), Some(options(first))).await?;
+        for range in &ranges[1..] {
+            stream
+                .watch(range.key.clone(), Some(options(range)))
+                .await?;
+        }
+        Ok(stream)
+    };
+    with_timeout(timing, open).await
+}

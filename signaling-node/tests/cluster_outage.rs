@@ -1,0 +1,215 @@
+//! etcd killed and restarted under a running node: the store reports Unavailable, health
+//! drops, and everything reconnects and recovers on its own.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use etcd_client::Client;
+use futures::future::BoxFuture;
+use signaling_node::cluster::ClusterArgs;
+use signaling_node::cluster::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
+use signaling_node::cluster::metrics::ClusterMetrics;
+use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
+use signaling_node::cluster::takeover::{RestoreError, ShardRestorer};
+use signaling_node::routing::Ownership;
+use signaling_node::shard::ShardId;
+use signaling_node::store::{ShardRooms, StoreError};
+use support::{Etcd, eventually, get, put};
+
+fn keys() -> Keyspace {
+    Keyspace::new("test", "outage").unwrap()
+}
+
+fn assignment(node: &str, epoch: u64) -> Vec<u8> {
+    Assignment {
+        node: node.into(),
+        epoch,
+        version: "v1".into(),
+    }
+    .encode()
+}
+
+#[derive(Default)]
+struct Restores(Mutex<Vec<(ShardId, u64, usize)>>);
+
+impl ShardRestorer for Restores {
+    fn restore_shard(
+        &self,
+        shard: ShardId,
+        epoch: u64,
+        snapshots: ShardRooms,
+    ) -> BoxFuture<'static, Result<(), RestoreError>> {
+        self.0.lock().unwrap().push((shard, epoch, snapshots.len()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn release_shard(&self, _shard: ShardId) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
+    support::init_tracing();
+    let mut etcd = Etcd::start().await;
+    let admin = etcd.client().await;
+    let keys = keys();
+    put(&admin, &keys.assignment(0), assignment("node-a", 1)).await;
+
+    // The node connects the way `serve` does (timeouts, HTTP/2 keepalive).
+    let options = ClusterArgs::default().connect_options().unwrap();
+    let client = Client::connect([etcd.endpoint()], Some(options))
+        .await
+        .unwrap();
+    let info = NodeInfo {
+        url: "ws://node-a/ws".into(),
+        version: "v1".into(),
+        protocols: vec![],
+        state: NodeState::Ready,
+        load: Load::default(),
+        error_rate: 0.0,
+        started_at_ms: 0,
+    };
+    let config = ClusterNodeConfig::new(keys.clone(), 2, "node-a", info);
+    let metrics = ClusterMetrics::default();
+    let mut node = ClusterNode::start(client, config, metrics.clone()).unwrap();
+    let restores = Arc::new(Restores::default());
+    node.start_takeover(restores.clone());
+    let view = node.ownership_view();
+    let store = node.room_store();
+    let mut healthy = node.healthy();
+    eventually("shard 0 served", || async {
+        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
+    })
+    .await;
+    healthy.wait_for(|h| *h).await.unwrap();
+    store.commit(0, "lobby", b"before".to_vec()).await.unwrap();
+
+    etcd.kill();
+    let during = store.commit(0, "lobby", b"during".to_vec()).await;
+    assert!(
+        matches!(during, Err(StoreError::Unavailable(_))),
+        "expected Unavailable while etcd is down, got {during:?}"
+    );
+    healthy.wait_for(|h| !*h).await.unwrap();
+    assert_eq!(metrics.etcd_healthy.get(), 0);
+    // After a TTL without keepalives the lease is presumed lost: the node fences itself.
+    eventually("node fenced", || async {
+        (metrics.lease_lost.get() >= 1 && view.owner_of(0) == Ownership::Unavailable).then_some(())
+    })
+    .await;
+    assert_eq!(
+        store.commit(0, "lobby", b"fenced".to_vec()).await,
+        Err(StoreError::Fenced { shard: 0 })
+    );
+
+    etcd.restart().await;
+    healthy.wait_for(|h| *h).await.unwrap();
+    assert_eq!(metrics.etcd_healthy.get(), 1);
+    // Re-registered, the node takes its shard back from etcd and commits again.
+    eventually("commit succeeds after recovery", || async {
+        store.commit(0, "lobby", b"after".to_vec()).await.ok()
+    })
+    .await;
+    assert_eq!(
+        get(&admin, &keys.room(0, "lobby").unwrap())
+            .await
+            .as_deref(),
+        Some(&b"after"[..])
+    );
+    eventually("shard served again", || async {
+        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
+    })
+    .await;
+    let restores = restores.0.lock().unwrap().clone();
+    assert!(
+        restores.len() >= 2,
+        "restored at start and again after the fence: {restores:?}"
+    );
+    assert_eq!(*restores.last().unwrap(), (0, 1, 1));
+
+    // The watches resynced: a new assignment made after the outage is seen.
+    put(
+        &admin,
+        &keys.node("node-b").unwrap(),
+        NodeInfo {
+            url: "ws://node-b/ws".into(),
+            version: "v1".into(),
+            protocols: vec![],
+            state: NodeState::Ready,
+            load: Load::default(),
+            error_rate: 0.0,
+            started_at_ms: 0,
+        }
+        .encode(),
+    )
+    .await;
+    put(&admin, &keys.assignment(1), assignment("node-b", 1)).await;
+    eventually("assignment after the outage seen", || async {
+        (view.owner_of(1)
+            == Ownership::Remote {
+                url: "ws://node-b/ws".into(),
+            })
+        .then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let admin = etcd.client().await;
+    let keys = keys();
+    put(&admin, &keys.assignment(0), assignment("node-h", 1)).await;
+    let options = ClusterArgs::default().connect_options().unwrap();
+    let client = Client::connect([etcd.endpoint()], Some(options))
+        .await
+        .unwrap();
+    let info = NodeInfo {
+        url: "ws://node-h/ws".into(),
+        version: "v1".into(),
+        protocols: vec![],
+        state: NodeState::Ready,
+        load: Load::default(),
+        error_rate: 0.0,
+        started_at_ms: 0,
+    };
+    let config = ClusterNodeConfig::new(keys.clone(), 2, "node-h", info);
+    let metrics = ClusterMetrics::default();
+    let mut node = ClusterNode::start(client, config, metrics.clone()).unwrap();
+    node.start_takeover(Arc::new(Restores::default()));
+    let view = node.ownership_view();
+    let store = node.room_store();
+    eventually("shard 0 served", || async {
+        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
+    })
+    .await;
+
+    // A partition: etcd keeps its sockets open but never answers.
+    etcd.pause();
+    let commits = (0..300).map(|i| store.commit(0, &format!("room-{i}"), b"x".to_vec()));
+    let results = futures::future::join_all(commits).await;
+    etcd.resume();
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    let unavailable = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Unavailable(_))))
+        .count();
+    assert!(unavailable > 0, "{results:?}");
+    // 300 commits need three transactions of at most 128 rooms, but only the first waited
+    // for etcd: the queue behind it was refused as soon as it timed out.
+    let timed_out = metrics
+        .store_txns
+        .with_label_values(&[signaling_node::cluster::metrics::outcome::UNAVAILABLE])
+        .get();
+    assert_eq!(timed_out, 1);
+
+    eventually("commit succeeds after the partition heals", || async {
+        store.commit(0, "lobby", b"after".to_vec()).await.ok()
+    })
+    .await;
+    node.shutdown().await;
+}
