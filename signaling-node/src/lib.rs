@@ -4,6 +4,9 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use signaling_node::cli;
 use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
 use signaling_node::metrics::Metrics;
 use signaling_node::routing::{SharedOwnership, Standalone};
@@ -25,6 +26,15 @@ struct Cli {
 enum Command {
     /// Run the signaling server (standalone unless cluster settings are given).
     Serve(Box<ServeArgs>),
+    /// Join a room and print every frame, or play the co-host flow (host / guest / --demo).
+    Client(cli::ClientArgs),
+    /// Load-test a node: join latency, relay latency, throughput, memory per connection.
+    Bench(cli::BenchArgs),
+    /// Mint a join token (JWT HS256) for tests and demos.
+    Token(cli::TokenArgs),
+    /// The bench's baseline relay, run as its own process.
+    #[command(hide = true)]
+    BaselineRelay(cli::BaselineRelayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,7 +45,30 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Token(args) => cli::run_token(&args),
+        Command::Client(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_client(args))
+        }
+        Command::Bench(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_bench(args))
+        }
+        Command::BaselineRelay(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_baseline_relay(args))
+        }
     }
+}
+
+/// Tools print their own output on stdout; logs (warnings by default) go to stderr.
+fn init_tool_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn init_tracing(format: LogFormat) {
@@ -121,8 +154,6 @@ mod tests {
             "demo",
         ])
         .unwrap();
-        // Refutable once other subcommands join the enum.
-        #[allow(irrefutable_let_patterns)]
         let Command::Serve(args) = cli.command else {
             panic!("`serve` parses as Command::Serve");
         };
@@ -131,5 +162,37 @@ mod tests {
             Some("127.0.0.1:7001".parse().unwrap())
         );
         assert!(args.cluster.enabled());
+    }
+
+    #[test]
+    fn tool_subcommands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("signaling-node").chain(args.iter().copied()))
+        };
+        assert!(matches!(
+            parse(&["token", "--secret", "k", "--user", "alice", "--room", "r1"])
+                .unwrap()
+                .command,
+            Command::Token(_)
+        ));
+        assert!(matches!(
+            parse(&["client", "--room", "r", "--demo", "--secret", "k"])
+                .unwrap()
+                .command,
+            Command::Client(_)
+        ));
+        assert!(matches!(
+            parse(&["bench", "--baseline-only", "--connections", "10"])
+                .unwrap()
+                .command,
+            Command::Bench(_)
+        ));
+        assert!(matches!(
+            parse(&["baseline-relay", "--room-size", "2"])
+                .unwrap()
+                .command,
+            Command::BaselineRelay(_)
+        ));
+        assert!(parse(&["client", "--room", "r", "--token", "t", "--secret", "k"]).is_err());
     }
 }
