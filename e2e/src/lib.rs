@@ -1,2 +1,5 @@
 //! Switchboard end-to-end harness: local control plane helpers, pod runner and scenarios.
 #![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod pod_runner;

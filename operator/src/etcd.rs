@@ -1,68 +1,354 @@
-//! etcd client cache: one connected [`etcd_client::Client`] per endpoint list, shared by every
-//! component that talks to the same etcd cluster.
+//! etcd clients of the signaling clusters: one `etcd_client::Client` per etcd (endpoint list
+//! and TLS identity), shared by every cluster, controller and task that talks to it.
 //!
-//! This is the minimal version the shard manager and rollout reconciler compile against; the
-//! operator runtime owns the full one (TLS secrets, health) and keeps this method signature.
+//! A client is made on first use and checked with one `status` call under the connect
+//! timeout, so a wrong endpoint fails the reconcile with a clear error instead of hanging; a
+//! client that failed its check is not cached. With `spec.etcd.tlsSecret` the Secret (same
+//! namespace as the cluster) provides `ca.crt` and, for mutual TLS, `tls.crt` + `tls.key`;
+//! the Secret's resourceVersion is part of the cache key, so a rotated certificate gets a new
+//! connection on the next reconcile. etcd-client (tonic) reconnects a cached client by itself
+//! after network errors.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 
-/// Connecting to etcd failed.
+use crate::crd::{EtcdSpec, SignalingCluster};
+
+/// Most distinct etcd targets kept connected at once (a bound, not a tuning knob: each
+/// SignalingCluster names one).
+const MAX_CLIENTS: usize = 1024;
+
+/// Failures reaching a cluster's etcd.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The endpoint list is empty.
-    #[error("no etcd endpoints given")]
+pub enum EtcdError {
+    /// The cluster names no endpoint.
+    #[error("spec.etcd.endpoints is empty")]
     NoEndpoints,
-    /// The client could not connect.
-    #[error("connecting to etcd {endpoints:?} failed: {source}")]
-    Connect {
-        /// The endpoints tried.
-        endpoints: Vec<String>,
-        /// The client error.
+    /// The TLS Secret does not exist.
+    #[error("etcd TLS Secret {0} not found")]
+    TlsSecretMissing(String),
+    /// The TLS Secret lacks a key or has an invalid combination of keys.
+    #[error("etcd TLS Secret {secret}: {problem}")]
+    TlsSecretInvalid {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Reading the TLS Secret failed.
+    #[error("reading the etcd TLS Secret {secret}: {source}")]
+    Kube {
+        /// `namespace/name`.
+        secret: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Connecting or an etcd request failed.
+    #[error("etcd at {endpoints}: {source}")]
+    Request {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// The etcd error.
         #[source]
         source: etcd_client::Error,
     },
+    /// etcd did not answer in time.
+    #[error("etcd at {endpoints} did not answer within {after:?} ({what})")]
+    Timeout {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// What was attempted.
+        what: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// A compare-and-set lost against a concurrent writer (retried on the next reconcile).
+    #[error("a concurrent writer changed the {0} key")]
+    Conflict(&'static str),
+    /// A cluster name does not fit the etcd keyspace.
+    #[error("etcd key: {0}")]
+    Key(#[from] signaling_node::cluster::keys::KeyError),
 }
 
-/// A cache of etcd clients keyed by endpoint list (cheap to clone).
-#[derive(Clone, Default)]
+/// The module's error under its short name.
+pub type Error = EtcdError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Target {
+    endpoints: Vec<String>,
+    // (namespace/name, resourceVersion) of the TLS Secret.
+    tls: Option<(String, String)>,
+}
+
+impl Target {
+    fn id(&self) -> String {
+        match &self.tls {
+            Some((secret, version)) => {
+                format!("{} tls={secret}@{version}", self.endpoints.join(","))
+            }
+            None => self.endpoints.join(","),
+        }
+    }
+}
+
+/// The cache of etcd clients. Cheap to clone (shared state).
+#[derive(Clone)]
 pub struct EtcdClients {
-    clients: Arc<Mutex<HashMap<Vec<String>, Client>>>,
+    kube: Client,
+    connect_timeout: Duration,
+    clients: Arc<Mutex<HashMap<Target, etcd_client::Client>>>,
 }
 
 impl std::fmt::Debug for EtcdClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdClients").finish_non_exhaustive()
+        f.debug_struct("EtcdClients")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
     }
 }
 
 impl EtcdClients {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty cache; TLS Secrets are read with `kube`.
+    pub fn new(kube: Client, connect_timeout: Duration) -> Self {
+        Self {
+            kube,
+            connect_timeout,
+            clients: Arc::default(),
+        }
     }
 
-    /// A client for `endpoints`, connecting on first use (plain connections).
-    pub async fn client(&self, endpoints: &[String]) -> Result<Client, Error> {
-        if endpoints.is_empty() {
-            return Err(Error::NoEndpoints);
+    /// How long connecting (and each request of the operator's own etcd calls) may take.
+    pub fn timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, etcd_client::Client>> {
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The client of `cluster`'s etcd, connecting (and checking the connection) if needed.
+    pub async fn for_cluster(
+        &self,
+        cluster: &SignalingCluster,
+    ) -> Result<etcd_client::Client, EtcdError> {
+        Ok(self.connection(cluster).await?.0)
+    }
+
+    /// Like [`Self::for_cluster`], with a string that changes whenever the client does
+    /// (other endpoints, a rotated TLS Secret): long-running users restart on a change.
+    pub async fn connection(
+        &self,
+        cluster: &SignalingCluster,
+    ) -> Result<(etcd_client::Client, String), EtcdError> {
+        let namespace = cluster.namespace().unwrap_or_default();
+        self.get_with_id(&namespace, &cluster.spec.etcd).await
+    }
+
+    /// The client for `spec` (TLS Secret looked up in `namespace`).
+    pub async fn get(
+        &self,
+        namespace: &str,
+        spec: &EtcdSpec,
+    ) -> Result<etcd_client::Client, EtcdError> {
+        Ok(self.get_with_id(namespace, spec).await?.0)
+    }
+
+    async fn get_with_id(
+        &self,
+        namespace: &str,
+        spec: &EtcdSpec,
+    ) -> Result<(etcd_client::Client, String), EtcdError> {
+        let endpoints = endpoints(spec)?;
+        let (tls_key, tls) = match &spec.tls_secret {
+            Some(name) => {
+                let (version, tls) = self.read_tls(namespace, name).await?;
+                (Some((format!("{namespace}/{name}"), version)), Some(tls))
+            }
+            None => (None, None),
+        };
+        let target = Target {
+            endpoints: endpoints.clone(),
+            tls: tls_key,
+        };
+        let id = target.id();
+        if let Some(client) = self.lock().get(&target) {
+            return Ok((client.clone(), id));
         }
-        let key = endpoints.to_vec();
-        if let Some(client) = self.lock().get(&key) {
-            return Ok(client.clone());
+        let client = self.connect(&endpoints, tls).await?;
+        let mut clients = self.lock();
+        // A rotated Secret replaces the old connection to the same etcd.
+        clients.retain(|t, _| {
+            !(t.endpoints == target.endpoints
+                && t.tls.as_ref().map(|x| &x.0) == target.tls.as_ref().map(|x| &x.0))
+        });
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
         }
-        let client = Client::connect(&key, None)
+        clients.insert(target, client.clone());
+        Ok((client, id))
+    }
+
+    /// A plain (non-TLS) client for `endpoints`; prefer [`Self::for_cluster`], which honours
+    /// the cluster's TLS Secret.
+    pub async fn client(&self, endpoints: &[String]) -> Result<etcd_client::Client, EtcdError> {
+        let spec = EtcdSpec {
+            endpoints: endpoints.to_vec(),
+            tls_secret: None,
+        };
+        self.get("", &spec).await
+    }
+
+    /// An already connected client for `spec`, without reading its TLS Secret (for cleanup
+    /// when the Secret may be gone already).
+    pub fn cached(&self, spec: &EtcdSpec) -> Option<etcd_client::Client> {
+        let endpoints = endpoints(spec).ok()?;
+        self.lock()
+            .iter()
+            .find(|(t, _)| t.endpoints == endpoints)
+            .map(|(_, c)| c.clone())
+    }
+
+    async fn read_tls(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(String, TlsOptions), EtcdError> {
+        let secret_name = format!("{namespace}/{name}");
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        let secret = api
+            .get_opt(name)
             .await
-            .map_err(|source| Error::Connect {
-                endpoints: key.clone(),
+            .map_err(|source| EtcdError::Kube {
+                secret: secret_name.clone(),
                 source,
-            })?;
-        Ok(self.lock().entry(key).or_insert(client).clone())
+            })?
+            .ok_or_else(|| EtcdError::TlsSecretMissing(secret_name.clone()))?;
+        let data = secret.data.clone().unwrap_or_default();
+        let field = |key: &str| data.get(key).map(|b| b.0.clone());
+        let invalid = |problem: &str| EtcdError::TlsSecretInvalid {
+            secret: secret_name.clone(),
+            problem: problem.to_string(),
+        };
+        let ca = field("ca.crt").ok_or_else(|| invalid("has no ca.crt"))?;
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+        match (field("tls.crt"), field("tls.key")) {
+            (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(cert, key)),
+            (None, None) => {}
+            _ => return Err(invalid("has only one of tls.crt and tls.key")),
+        }
+        Ok((secret.resource_version().unwrap_or_default(), tls))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<String>, Client>> {
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn connect(
+        &self,
+        endpoints: &[String],
+        tls: Option<TlsOptions>,
+    ) -> Result<etcd_client::Client, EtcdError> {
+        let joined = endpoints.join(",");
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_require_leader(true);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls);
+        }
+        let request = |source| EtcdError::Request {
+            endpoints: joined.clone(),
+            source,
+        };
+        let timeout = |what| EtcdError::Timeout {
+            endpoints: joined.clone(),
+            what,
+            after: self.connect_timeout,
+        };
+        let mut client = tokio::time::timeout(
+            self.connect_timeout,
+            etcd_client::Client::connect(endpoints, Some(options)),
+        )
+        .await
+        .map_err(|_| timeout("connect"))?
+        .map_err(request)?;
+        tokio::time::timeout(self.connect_timeout, client.status())
+            .await
+            .map_err(|_| timeout("status"))?
+            .map_err(request)?;
+        tracing::info!(endpoints = %joined, "connected to etcd");
+        Ok(client)
+    }
+}
+
+/// The trimmed, non-empty endpoints of `spec`, sorted (the order does not matter to the
+/// client, so it must not split the cache).
+fn endpoints(spec: &EtcdSpec) -> Result<Vec<String>, EtcdError> {
+    let mut endpoints: Vec<String> = spec
+        .endpoints
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    if endpoints.is_empty() {
+        Err(EtcdError::NoEndpoints)
+    } else {
+        Ok(endpoints)
+    }
+}
+
+/// Runs one etcd request under `after`, naming `what` in the timeout error.
+pub async fn bounded<T>(
+    endpoints: &EtcdSpec,
+    after: Duration,
+    what: &'static str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    let joined = || endpoints.endpoints.join(",");
+    match tokio::time::timeout(after, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(EtcdError::Request {
+            endpoints: joined(),
+            source,
+        }),
+        Err(_) => Err(EtcdError::Timeout {
+            endpoints: joined(),
+            what,
+            after,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized() {
+        let spec = EtcdSpec {
+            endpoints: vec![
+                " http://b:2379".into(),
+                "http://a:2379".into(),
+                "".into(),
+                "http://a:2379".into(),
+            ],
+            tls_secret: None,
+        };
+        assert_eq!(
+            endpoints(&spec).unwrap(),
+            vec!["http://a:2379".to_string(), "http://b:2379".to_string()]
+        );
+        let empty = EtcdSpec {
+            endpoints: vec![" ".into()],
+            tls_secret: None,
+        };
+        assert!(matches!(endpoints(&empty), Err(EtcdError::NoEndpoints)));
     }
 }

@@ -1,3 +1,49 @@
-//! `switchboard-operator` binary.
+//! `switchboard-operator` binary: parses flags, sets up logging and runs
+//! [`switchboard_operator::runtime::run`]. Exit status: 0 after a requested stop, 1 when the
+//! leader Lease was lost or startup failed (Kubernetes restarts the pod).
+#![forbid(unsafe_code)]
 
-fn main() {}
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchboard_operator::runtime::{self, Args, LogFormat, Outcome};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(error) = init_logging(&args) {
+        eprintln!("switchboard-operator: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    match runtime::run(args).await {
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::LostLeadership) => ExitCode::FAILURE,
+        Err(error) => {
+            let error = anyhow::Error::new(error);
+            tracing::error!(error = %format!("{error:#}"), "operator failed to start");
+            eprintln!("switchboard-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -337,7 +337,7 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(rollout::run(
         client.clone(),
-        EtcdClients::new(),
+        EtcdClients::new(client.clone(), Duration::from_secs(5)),
         &registry,
         async {
             let _ = stopped.await;

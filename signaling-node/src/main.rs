@@ -1,3 +1,198 @@
 //! `signaling-node` binary: serve, client, bench and token subcommands.
 
-fn main() {}
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signaling_node::cli;
+use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
+use signaling_node::metrics::Metrics;
+use signaling_node::routing::{SharedOwnership, Standalone};
+use signaling_node::server::cluster::serve_cluster;
+use signaling_node::server::{Listeners, Node};
+use signaling_node::store::{MemoryStore, RoomStore};
+use tokio_util::sync::CancellationToken;
+
+/// Switchboard signaling node.
+#[derive(Debug, Parser)]
+#[command(name = "signaling-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the signaling server (standalone unless cluster settings are given).
+    Serve(Box<ServeArgs>),
+    /// Join a room and print every frame, or play the co-host flow (host / guest / --demo).
+    Client(cli::ClientArgs),
+    /// Load-test a node: join latency, relay latency, throughput, memory per connection.
+    Bench(cli::BenchArgs),
+    /// Mint a join token (JWT HS256) for tests and demos.
+    Token(cli::TokenArgs),
+    /// The bench's baseline relay, run as its own process.
+    #[command(hide = true)]
+    BaselineRelay(cli::BaselineRelayArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Token(args) => cli::run_token(&args),
+        Command::Client(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_client(args))
+        }
+        Command::Bench(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_bench(args))
+        }
+        Command::BaselineRelay(args) => {
+            init_tool_tracing();
+            runtime.block_on(cli::run_baseline_relay(args))
+        }
+    }
+}
+
+/// Tools print their own output on stdout; logs (warnings by default) go to stderr.
+fn init_tool_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ConfigHandle::load(args.settings.clone(), args.config.clone())
+        .context("loading settings")?;
+    let settings = config.current();
+    init_tracing(settings.log_format);
+    let metrics = Metrics::new();
+    let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
+        .await
+        .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(config.clone().watch_files(
+        Duration::from_secs(1),
+        metrics.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    let result = if args.cluster.enabled() {
+        serve_cluster(&args.cluster, config, metrics, listeners, shutdown_signal())
+            .await
+            .context("serving in cluster mode")
+    } else {
+        // Standalone: this node owns every shard and keeps room state in memory.
+        let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+        let ownership: SharedOwnership = Arc::new(Standalone {
+            shard_count: settings.shard_count,
+        });
+        Node::new(config.subscribe(), store, ownership, metrics)
+            .serve(listeners, shutdown_signal())
+            .await
+            .context("serving")
+    };
+    stop.cancel();
+    let _ = watcher.await;
+    result
+}
+
+/// Resolves on SIGTERM (Kubernetes preStop/termination) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "signaling-node",
+            "serve",
+            "--listen",
+            "127.0.0.1:7001",
+            "--heartbeat-interval",
+            "10s",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--cluster",
+            "demo",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("`serve` parses as Command::Serve");
+        };
+        assert_eq!(
+            args.settings.listen,
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(args.cluster.enabled());
+    }
+
+    #[test]
+    fn tool_subcommands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("signaling-node").chain(args.iter().copied()))
+        };
+        assert!(matches!(
+            parse(&["token", "--secret", "k", "--user", "alice", "--room", "r1"])
+                .unwrap()
+                .command,
+            Command::Token(_)
+        ));
+        assert!(matches!(
+            parse(&["client", "--room", "r", "--demo", "--secret", "k"])
+                .unwrap()
+                .command,
+            Command::Client(_)
+        ));
+        assert!(matches!(
+            parse(&["bench", "--baseline-only", "--connections", "10"])
+                .unwrap()
+                .command,
+            Command::Bench(_)
+        ));
+        assert!(matches!(
+            parse(&["baseline-relay", "--room-size", "2"])
+                .unwrap()
+                .command,
+            Command::BaselineRelay(_)
+        ));
+        assert!(parse(&["client", "--room", "r", "--token", "t", "--secret", "k"]).is_err());
+    }
+}

@@ -25,6 +25,10 @@ pub enum Error {
     #[error("serialization failed: {0}")]
     Serialization(#[from] serde_json::Error),
 
+    /// The cluster's etcd could not be reached or refused a request.
+    #[error("etcd: {0}")]
+    Etcd(#[from] crate::etcd::EtcdError),
+
     /// Adding, running or removing the cleanup finalizer failed (boxed: it wraps this type).
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -45,6 +49,7 @@ impl Error {
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Placement(_) => "placement",
             Self::Serialization(_) => "serialization",
+            Self::Etcd(_) => "etcd",
             Self::Finalizer(_) => "finalizer",
         }
     }
@@ -73,6 +78,7 @@ mod tests {
             Error::Placement(PlacementError::NoWeight),
             Error::Serialization(serde_json::from_str::<u8>("x").unwrap_err()),
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
+            Error::Etcd(crate::etcd::EtcdError::NoEndpoints),
         ];
         let labels: std::collections::BTreeSet<_> =
             errors.iter().map(Error::metric_label).collect();

@@ -27,5 +27,23 @@ mod signaling_generated;
 
 pub use signaling_generated::switchboard::wire::*;
 
-// A new schema (e.g. schemas/snapshot.fbs) adds its `<name>_generated` module here with the
-// same attributes and re-exports its namespace the same way.
+#[rustfmt::skip]
+#[allow(
+    unsafe_code,
+    missing_docs,
+    clippy::all,
+    unused_imports,
+    dead_code,
+    deprecated,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unsafe_op_in_unsafe_fn,
+    mismatched_lifetime_syntaxes
+)]
+mod snapshot_generated;
+
+/// Durable room snapshot tables (`schemas/snapshot.fbs`, namespace `switchboard.snapshot`).
+pub mod snapshot {
+    pub use super::snapshot_generated::switchboard::snapshot::*;
+}

@@ -1,8 +1,12 @@
 //! The SignalingCluster reconciler. Its pure core turns a cluster (and its ProtocolRollout,
 //! if any) plus the existing pods into the desired children — version-pool pods, the client
 //! and headless Services, the PodDisruptionBudget and one RoomShard per shard — and computes
-//! the status from what was observed.
+//! the status from what was observed. Its etcd side writes the node config and reads
+//! membership and acks (`config` pure, `store`/`etcd_sync`/`triggers` I/O).
 
+pub mod config;
+pub mod context;
+pub mod etcd_sync;
 pub mod pod_plan;
 pub mod pods;
 pub mod pools;
@@ -10,6 +14,8 @@ pub mod reconcile;
 pub mod services;
 pub mod shards;
 pub mod status;
+pub mod store;
+pub mod triggers;
 
 #[cfg(test)]
 mod testing;

@@ -10,18 +10,26 @@
 //! Status writes do not storm: an unchanged state yields an equal status (conditions keep
 //! their transition times), so the reconcile a status write triggers writes nothing.
 //!
-//! The finalizer `switchboard.dev/cleanup` runs [`ClusterCleanup`] (the etcd prefix, wired by
-//! the etcd module) before the cluster is deleted; Kubernetes garbage-collects the children
-//! through their owner references. Uninstall order: delete the SignalingClusters, wait for
-//! them to go, then stop the operator, then remove the CRDs.
+//! The etcd half ([`super::etcd_sync`]) runs after the Kubernetes children: the node config,
+//! membership and acks, the shard manager. etcd watches of `nodes/` and `acks/`
+//! ([`super::triggers`]) request reconciles when membership or acks change; while a config
+//! revision is not applied the cluster is also re-checked on a timer.
+//!
+//! The finalizer `switchboard.dev/cleanup` stops the cluster's watch and shard manager, then
+//! runs [`ClusterCleanup`] (the etcd prefix, [`super::store::EtcdCleanup`]) before the
+//! cluster is deleted; Kubernetes garbage-collects the children through their owner
+//! references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
+//! the operator, then remove the CRDs.
+//!
+//! Every log line of a reconcile carries the cluster's `namespace` and name (`cluster`) from
+//! the span `reconcile`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -29,14 +37,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
+pub use super::context::{CleanupOutcome, ClusterCleanup, Context, NoCleanup, Services};
+use super::etcd_sync;
 use super::status::{self, Failure, Observed};
 use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
@@ -44,60 +55,20 @@ use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selec
 use crate::controller::{Error, Result};
 use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
 
-/// Cleanup of what Kubernetes does not own (the cluster's etcd prefix), run by the finalizer.
-pub trait ClusterCleanup: Send + Sync + 'static {
-    /// Removes everything stored for cluster `name` in `namespace`; must be idempotent.
-    fn cleanup<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
-}
-
-/// A cleanup that has nothing to remove (clusters without an etcd side, tests).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoCleanup;
-
-impl ClusterCleanup for NoCleanup {
-    fn cleanup<'a>(&'a self, _namespace: &'a str, _name: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// Shared state of the SignalingCluster controller.
-pub struct Context {
-    client: Client,
-    recorder: Recorder,
-    cleanup: Arc<dyn ClusterCleanup>,
-    // Consecutive failures per object, for backoff; never held across an await.
-    failures: Mutex<HashMap<ObjectRef<SignalingCluster>, u32>>,
-}
-
-impl Context {
-    /// A context publishing Events as `switchboard-operator` (`instance`: this pod's name).
-    pub fn new(client: Client, instance: Option<String>, cleanup: Arc<dyn ClusterCleanup>) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance,
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            cleanup,
-            failures: Mutex::default(),
-        }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignalingCluster>, u32>> {
-        // A poisoned map only holds counters: keep using it.
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+/// Kind label of this controller's metrics.
+pub const KIND: &str = "SignalingCluster";
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let triggers = ctx
+        .trigger_receiver
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new(
+    let controller = Controller::new(
         Api::<DeserializeGuard<SignalingCluster>>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -112,16 +83,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Api::<DeserializeGuard<ProtocolRollout>>::all(client),
         watcher::Config::default(),
         rollout_target,
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(error) => tracing::warn!(%error, "reconcile failed"),
-        }
-    })
-    .await;
+    );
+    let controller = match triggers {
+        Some(triggers) => controller.reconcile_on(triggers),
+        None => controller,
+    };
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::clone(&ctx))
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+    ctx.triggers.stop_all();
 }
 
 /// A rollout triggers the cluster it refers to (a rollout that does not parse triggers none).
@@ -150,6 +127,14 @@ pub async fn reconcile(
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
+    // `cluster`, not `name`: the JSON log format already uses `name` for the span's name.
+    let span = tracing::info_span!("reconcile", %namespace, cluster = %cluster.name_any());
+    let metrics = &ctx.services.metrics;
+    metrics.reconciliations.with_label_values(&[KIND]).inc();
+    let timer = metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
     let api: Api<SignalingCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, cluster, |event| async {
         match event {
@@ -157,8 +142,11 @@ pub async fn reconcile(
             Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
         }
     })
+    .instrument(span)
     .await
-    .map_err(|error| Error::Finalizer(Box::new(error)))?;
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    timer.observe_duration();
+    let action = action?;
     ctx.failures().remove(&key);
     Ok(action)
 }
@@ -172,7 +160,19 @@ pub fn error_policy(
     let Ok(cluster) = &guard.0 else {
         return Action::await_change();
     };
-    tracing::warn!(cluster = %cluster.name_any(), %error, label = error.metric_label(), "reconcile error");
+    let label = root_label(error);
+    ctx.services
+        .metrics
+        .reconcile_errors
+        .with_label_values(&[KIND, label])
+        .inc();
+    tracing::warn!(
+        namespace = cluster.namespace().unwrap_or_default(),
+        cluster = %cluster.name_any(),
+        %error,
+        label,
+        "reconcile error"
+    );
     if !error.is_transient() {
         return Action::await_change();
     }
@@ -180,6 +180,19 @@ pub fn error_policy(
     let count = failures.entry(ObjectRef::from_obj(cluster)).or_insert(0);
     *count = count.saturating_add(1);
     Action::requeue(backoff(*count))
+}
+
+/// The label of the error that made the finalizer fail (the reconcile's own error, not
+/// "finalizer"), so metrics say what broke.
+fn root_label(error: &Error) -> &'static str {
+    match error {
+        Error::Finalizer(inner) => match inner.as_ref() {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+            _ => error.metric_label(),
+        },
+        other => other.metric_label(),
+    }
 }
 
 /// 2 s, 4 s, 8 s … capped at 5 minutes.
@@ -313,29 +326,32 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         .await;
     }
 
-    let ready_pods = plan.pods.ready();
+    let etcd = etcd_sync::sync(cluster, &existing, ctx).await?;
     let observed = Observed {
         pools: plan.pods.pools.clone(),
-        // Until the etcd membership watch is wired, a ready pod stands for a ready node.
-        ready_nodes: ready_pods,
+        ready_nodes: etcd.progress.ready,
         shards_assigned: shards.values().filter(|s| is_assigned(s)).count() as u32,
         handoffs_in_flight: shards
             .values()
             .filter(|s| phase(s) == ShardPhase::HandingOff)
             .count() as u32,
-        config_revision: None,
-        config_acked: 0,
+        config_revision: Some(i64::try_from(etcd.config_revision).unwrap_or(i64::MAX)),
+        config_acked: etcd.progress.acked,
+        config_lagging: etcd.progress.lagging.clone(),
         failure: None,
     };
     let new_status = status::cluster_status(cluster, &observed, &now());
     if cluster.status.as_ref() != Some(&new_status) {
         write_status(cluster, ctx, new_status).await?;
     }
-    Ok(if plan.pods.is_settled() {
-        Action::requeue(Duration::from_secs(300))
+    let pods_recheck = if plan.pods.is_settled() {
+        Duration::from_secs(300)
     } else {
-        Action::requeue(Duration::from_secs(15))
-    })
+        Duration::from_secs(15)
+    };
+    Ok(Action::requeue(
+        etcd.recheck.map_or(pods_recheck, |d| d.min(pods_recheck)),
+    ))
 }
 
 fn phase(shard: &RoomShard) -> ShardPhase {
@@ -411,6 +427,11 @@ async fn write_status(
         &Patch::Apply(patch),
     )
     .await?;
+    ctx.services
+        .metrics
+        .status_writes
+        .with_label_values(&[KIND])
+        .inc();
     Ok(())
 }
 
@@ -418,18 +439,33 @@ async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
-    ctx.cleanup.cleanup(&namespace, &cluster.name_any()).await?;
-    let note = "removed the cluster's etcd state".to_string();
-    publish(
-        ctx,
-        cluster,
-        EventType::Normal,
-        "CleanedUp",
-        "Delete",
-        note,
-        None,
-    )
-    .await;
+    let name = cluster.name_any();
+    // Nothing may write the prefix again once it is gone: stop the writers first.
+    ctx.triggers.stop(&ObjectRef::new(&name).within(&namespace));
+    ctx.services.shards.stop(&namespace, &name);
+    let outcome = ctx.services.cleanup.cleanup(cluster).await?;
+    ctx.services.metrics.forget_cluster(&namespace, &name);
+    ctx.forget(&ObjectRef::from_obj(cluster));
+    let (type_, reason, note) = match outcome {
+        CleanupOutcome::Removed { prefix, keys } => {
+            ctx.services
+                .metrics
+                .etcd_writes
+                .with_label_values(&["cleanup"])
+                .inc();
+            tracing::info!(%prefix, keys, "removed the cluster's etcd state");
+            (
+                EventType::Normal,
+                "CleanedUp",
+                format!("removed etcd prefix {prefix} ({keys} keys)"),
+            )
+        }
+        CleanupOutcome::Skipped(why) => {
+            tracing::warn!(reason = %why, "etcd cleanup skipped");
+            (EventType::Warning, "CleanupSkipped", why)
+        }
+    };
+    publish(ctx, cluster, type_, reason, "Delete", note, None).await;
     Ok(Action::await_change())
 }
 
@@ -445,7 +481,7 @@ fn pod_ref(namespace: &str, name: &str) -> ObjectReference {
 
 /// Publishes an Event about `cluster` (and the `related` object); failures are logged, never
 /// fatal.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     cluster: &SignalingCluster,
     type_: EventType,

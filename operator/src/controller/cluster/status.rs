@@ -5,10 +5,12 @@
 //! - Progressing: pods are being created, replaced or removed, or shards are handing off.
 //! - Degraded: the last reconcile failed, or shards have no owner although nodes are ready
 //!   (a version pool without ready nodes).
-//! - ConfigApplied: every ready node acknowledged the config revision written to etcd.
+//! - ConfigApplied: every ready node acknowledged the config revision written to etcd; the
+//!   message names the nodes that have not within the ack deadline.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::config::{ACK_DEADLINE, name_list};
 use super::pod_plan::PoolSummary;
 use crate::controller::conditions::{self, Status};
 use crate::controller::labels::{selector_labels, selector_string};
@@ -47,6 +49,8 @@ pub struct Observed {
     pub config_revision: Option<i64>,
     /// Ready nodes that acknowledged `config_revision`.
     pub config_acked: u32,
+    /// Ready nodes that have not acknowledged `config_revision` within the ack deadline.
+    pub config_lagging: Vec<String>,
     /// The failure of this pass, if it failed.
     pub failure: Option<Failure>,
 }
@@ -181,14 +185,20 @@ pub fn cluster_status(
                 observed.ready_nodes
             ),
         ),
-        Some(revision) => (
-            Status::False,
-            "Pending",
-            format!(
+        Some(revision) => {
+            let mut message = format!(
                 "{} of {} ready nodes acked config revision {revision}",
                 observed.config_acked, observed.ready_nodes
-            ),
-        ),
+            );
+            if !observed.config_lagging.is_empty() {
+                message.push_str(&format!(
+                    "; not acked within {}s: {}",
+                    ACK_DEADLINE.as_secs(),
+                    name_list(&observed.config_lagging)
+                ));
+            }
+            (Status::False, "Pending", message)
+        }
     };
     conditions::set(
         &mut list,
@@ -372,6 +382,20 @@ mod tests {
             .unwrap()
             .message;
         assert_eq!(message, "1 of 3 ready nodes acked config revision 7");
+
+        let late = Observed {
+            config_acked: 1,
+            config_lagging: vec!["demo-default-1".into(), "demo-default-2".into()],
+            ..healthy()
+        };
+        let status = cluster_status(&c, &late, &now());
+        assert_eq!(
+            conditions::get(&status.conditions, CONFIG_APPLIED)
+                .unwrap()
+                .message,
+            "1 of 3 ready nodes acked config revision 7; not acked within 30s: \
+             demo-default-1, demo-default-2"
+        );
 
         let unwritten = Observed {
             config_revision: None,

@@ -333,7 +333,7 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let etcd = ctx
         .etcd
-        .client(&cluster.spec.etcd.endpoints)
+        .for_cluster(&cluster)
         .await
         .map_err(|e| Error::Etcd(e.to_string()))?;
     let (nodes, assignments, stored) = read_etcd(&etcd, &keys).await?;

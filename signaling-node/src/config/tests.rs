@@ -1,0 +1,219 @@
+//! Tests of settings resolution, reload and the cluster layer.
+
+use std::time::Duration;
+
+use super::*;
+
+fn args() -> SettingsPatch {
+    SettingsPatch {
+        jwt_secret: Some("s3cret".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(
+        "250ms".parse::<Dur>().unwrap().0,
+        Duration::from_millis(250)
+    );
+    assert_eq!("30s".parse::<Dur>().unwrap().0, Duration::from_secs(30));
+    assert_eq!("5m".parse::<Dur>().unwrap().0, Duration::from_secs(300));
+    assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_secs(3600));
+    assert!("30".parse::<Dur>().is_err());
+    assert!("s".parse::<Dur>().is_err());
+    assert!("3d".parse::<Dur>().is_err());
+    assert!("99999999999999999999h".parse::<Dur>().is_err());
+    assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+    assert_eq!(Dur(Duration::from_secs(2)).to_string(), "2s");
+}
+
+#[test]
+fn defaults_resolve() {
+    let s = Settings::resolve(&SettingsPatch {
+        node_name: Some("n1".into()),
+        ..args()
+    })
+    .unwrap();
+    assert_eq!(s.listen.port(), 7000);
+    assert_eq!(s.admin_listen.port(), 9100);
+    assert_eq!(s.shard_count, 16);
+    assert_eq!(s.advertise_url, "ws://n1:7000/ws");
+    assert_eq!(s.tunables, Tunables::default());
+}
+
+#[test]
+fn file_then_flags_precedence() {
+    let file = SettingsPatch::from_toml(
+        r#"
+        shard_count = 8
+        heartbeat_interval = "10s"
+        idle_timeout = "1m"
+        listen = "127.0.0.1:7100"
+        "#,
+    )
+    .unwrap();
+    let mut patch = file;
+    patch.merge(&SettingsPatch {
+        shard_count: Some(4),
+        ..args()
+    });
+    let s = Settings::resolve(&patch).unwrap();
+    assert_eq!(s.shard_count, 4);
+    assert_eq!(s.tunables.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(s.advertise_url, "ws://127.0.0.1:7100/ws");
+}
+
+#[test]
+fn bad_files_are_rejected() {
+    assert!(matches!(
+        SettingsPatch::from_toml("no_such_key = 1"),
+        Err(ConfigError::Parse(_))
+    ));
+    assert!(matches!(
+        SettingsPatch::from_toml("idle_timeout = 300"),
+        Err(ConfigError::Parse(_))
+    ));
+    let patch = SettingsPatch {
+        heartbeat_interval: Some(Dur(Duration::from_secs(60))),
+        idle_timeout: Some(Dur(Duration::from_secs(30))),
+        ..args()
+    };
+    assert!(matches!(
+        Settings::resolve(&patch),
+        Err(ConfigError::Invalid {
+            field: "idle_timeout",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Settings::resolve(&SettingsPatch::default()),
+        Err(ConfigError::MissingSecret)
+    ));
+}
+
+#[test]
+fn reload_keeps_static_settings() {
+    let a = Settings::resolve(&args()).unwrap();
+    let b = Settings::resolve(&SettingsPatch {
+        shard_count: Some(3),
+        max_room_members: Some(4),
+        ..args()
+    })
+    .unwrap();
+    let (merged, ignored) = a.reloaded(&b);
+    assert_eq!(merged.shard_count, 16);
+    assert_eq!(merged.tunables.max_room_members, 4);
+    assert_eq!(ignored, vec!["shard_count"]);
+}
+
+#[test]
+fn handle_reloads_changed_file_and_keeps_last_good() {
+    let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, "max_room_members = 4\n").unwrap();
+    let handle = ConfigHandle::load(args(), Some(path.clone())).unwrap();
+    assert_eq!(handle.current().tunables.max_room_members, 4);
+    let mut rx = handle.subscribe();
+    assert!(!handle.reload_if_changed().unwrap());
+
+    std::fs::write(&path, "max_room_members = 6\nrate_limit = 7\n").unwrap();
+    assert!(handle.reload_if_changed().unwrap());
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(rx.borrow_and_update().tunables.max_room_members, 6);
+
+    std::fs::write(&path, "max_room_members = \"many\"\n").unwrap();
+    assert!(handle.reload_if_changed().is_err());
+    assert_eq!(handle.current().tunables.max_room_members, 6);
+
+    // Flags win over the file.
+    let pinned = ConfigHandle::load(
+        SettingsPatch {
+            rate_limit: Some(9),
+            ..args()
+        },
+        Some(path.clone()),
+    );
+    assert!(pinned.is_err(), "the broken file is refused at startup too");
+    std::fs::write(&path, "rate_limit = 7\n").unwrap();
+    let pinned = ConfigHandle::load(
+        SettingsPatch {
+            rate_limit: Some(9),
+            ..args()
+        },
+        Some(path),
+    )
+    .unwrap();
+    assert_eq!(pinned.current().tunables.rate_limit, 9);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn protocol_lists_parse() {
+    use ProtocolVersion::{V1, V2};
+    assert_eq!(parse_protocols("v1,v2").unwrap(), vec![V2, V1]);
+    assert_eq!(parse_protocols("1").unwrap(), vec![V1]);
+    assert_eq!(parse_protocols(" switchboard.v2 ").unwrap(), vec![V2]);
+    assert!(parse_protocols("v3").is_err());
+    assert!(parse_protocols(" , ").is_err());
+    let s = Settings::resolve(&SettingsPatch {
+        protocols: Some("v1".into()),
+        drain_timeout_seconds: Some(3),
+        pool_version: Some("blue".into()),
+        ..args()
+    })
+    .unwrap();
+    assert_eq!(s.protocols, vec![V1]);
+    assert_eq!(s.drain_timeout, Duration::from_secs(3));
+    assert_eq!(s.pool_version, "blue");
+}
+
+#[test]
+fn cluster_settings_map_to_tunables() {
+    let json = serde_json::json!({
+        "heartbeatSeconds": 10,
+        "idleTimeoutSeconds": 60,
+        "roomSize": 4,
+        "messagesPerSecond": 20,
+        "maxConnections": 1000,
+        "somethingNew": true
+    });
+    let patch = SettingsPatch::from_cluster_settings(json.as_object().unwrap()).unwrap();
+    assert_eq!(patch.heartbeat_interval, Some(Dur(Duration::from_secs(10))));
+    assert_eq!(patch.max_room_members, Some(4));
+    assert_eq!(patch.rate_limit, Some(20));
+    assert_eq!(patch.max_connections, Some(1000));
+    let bad = serde_json::json!({"roomSize": "big"});
+    assert!(SettingsPatch::from_cluster_settings(bad.as_object().unwrap()).is_err());
+}
+
+#[test]
+fn remote_layer_sits_between_file_and_flags() {
+    let handle = ConfigHandle::load(
+        SettingsPatch {
+            rate_burst: Some(5),
+            ..args()
+        },
+        None,
+    )
+    .unwrap();
+    handle
+        .set_remote(Some(SettingsPatch {
+            rate_burst: Some(50),
+            max_rooms: Some(10),
+            ..Default::default()
+        }))
+        .unwrap();
+    let s = handle.current();
+    assert_eq!((s.tunables.rate_burst, s.tunables.max_rooms), (5, 10));
+    assert!(
+        handle
+            .set_remote(Some(SettingsPatch {
+                max_rooms: Some(0),
+                ..Default::default()
+            }))
+            .is_err()
+    );
+    assert_eq!(handle.current().tunables.max_rooms, 10);
+}

@@ -1,0 +1,483 @@
+//! The room actor: one tokio task per room that owns its [`RoomState`] and the peers of its
+//! connected members, takes commands over a bounded channel, commits every state transition
+//! through the [`crate::store::RoomStore`] before anyone hears of it, and then delivers.
+//!
+//! Commit failures: `Unavailable` rolls the transition back and answers the requester with
+//! 1010 (a suspension or a timeout that could not be committed is retried a second later);
+//! `Fenced` rolls back, answers 1006, tells every member `Migrate` (to the owner's URL when
+//! the ownership view knows it) and stops the room without deleting its durable state.
+//! A room whose last member left commits by removing its snapshot, then stops.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::SettingsWatch;
+use crate::protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
+use crate::routing::Ownership;
+use crate::store::StoreError;
+
+use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
+use super::peer::{Peer, encode_frame};
+use super::registry::Shared;
+use super::snapshot::{self, SnapshotMeta};
+use super::state::{Delivery, Dest, Limits, Outcome, RoomState, split_batch};
+
+/// Retry delay for suspensions/timeouts whose commit failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+enum Stop {
+    Emptied,
+    Released,
+    Fenced,
+}
+
+pub(super) struct Actor {
+    id: u64,
+    state: RoomState,
+    conns: HashMap<String, Peer>,
+    rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    settings: SettingsWatch,
+    limits: Limits,
+    fbb: FlatBufferBuilder<'static>,
+    /// Members whose suspension could not be committed yet.
+    orphans: HashSet<String>,
+    retry_at: Option<Instant>,
+    stop: Option<Stop>,
+}
+
+impl Actor {
+    pub(super) fn new(
+        id: u64,
+        state: RoomState,
+        rx: mpsc::Receiver<Command>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut settings = shared.settings.clone();
+        let limits = Limits::from(&settings.borrow_and_update().tunables);
+        Self {
+            id,
+            state,
+            conns: HashMap::new(),
+            rx,
+            shared,
+            settings,
+            limits,
+            fbb: FlatBufferBuilder::new(),
+            orphans: HashSet::new(),
+            retry_at: None,
+            stop: None,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// Picks up hot-reloaded limits (cheap when nothing changed).
+    fn refresh_limits(&mut self) {
+        if !self.settings.has_changed().unwrap_or(false) {
+            return;
+        }
+        let limits = Limits::from(&self.settings.borrow_and_update().tunables);
+        if limits != self.limits {
+            self.state.set_limits(&limits);
+            self.limits = limits;
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        let deadline = self
+            .state
+            .next_deadline(&self.limits)
+            .map(|ms| self.shared.clock.instant_at(ms));
+        let orphan_retry = (!self.orphans.is_empty()).then(|| Instant::now() + RETRY);
+        let wake = match (deadline, orphan_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (wake, self.retry_at) {
+            (Some(w), Some(r)) => Some(w.max(r)),
+            (w, _) => w,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        tracing::debug!(room = self.state.room(), "room started");
+        while self.stop.is_none() {
+            self.refresh_limits();
+            let wake = self.wake_at();
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => {
+                        self.refresh_limits();
+                        self.handle(cmd).await;
+                    }
+                    None => break,
+                },
+                () = sleep_until(wake) => {
+                    self.refresh_limits();
+                    self.tick().await;
+                }
+            }
+            if self.state.is_empty() && self.stop.is_none() {
+                self.stop = Some(Stop::Emptied);
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Join {
+                user,
+                session,
+                peer,
+                request_id,
+                started,
+                reply,
+            } => {
+                self.state.begin();
+                let out = self
+                    .state
+                    .join(&user, &session, request_id, now, &self.limits);
+                let ok = self.finish(out, Some(&peer), request_id).await;
+                if ok {
+                    self.shared
+                        .metrics
+                        .join_latency
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
+            }
+            Command::Leave {
+                user,
+                session,
+                peer,
+                request_id,
+                reply,
+            } => {
+                self.state.begin();
+                let out = self.state.leave(&user, &session, now);
+                let ok = self.finish(out, Some(&peer), request_id).await;
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
+            }
+            Command::Resume {
+                user,
+                session,
+                peer,
+                last_seq,
+                reply,
+            } => {
+                self.state.begin();
+                let out = self.state.resume(&user, &session, last_seq, now);
+                let ok = self.finish(out, Some(&peer), 0).await;
+                if ok {
+                    self.orphans.remove(&user);
+                }
+                let _ = reply.send(if ok {
+                    RoomReply::Done
+                } else {
+                    RoomReply::Refused
+                });
+            }
+            Command::Detach {
+                user,
+                session,
+                conn,
+            } => {
+                if self.conns.get(&user).is_some_and(|p| p.id() == conn) {
+                    self.conns.remove(&user);
+                    self.detach(&user, &session, now).await;
+                }
+            }
+            Command::Frame {
+                user,
+                session,
+                peer,
+                frame,
+            } => {
+                let request_id = frame.request_id();
+                let mutating = frame.may_mutate();
+                if mutating {
+                    self.state.begin();
+                }
+                let limits = &self.limits;
+                let out = match frame {
+                    RoomFrame::Invite(m) => self.state.invite(&user, &session, m, now, limits),
+                    RoomFrame::InviteResult(m) => self.state.invite_result(&user, &session, m, now),
+                    RoomFrame::Offer(m) => self.state.sdp(&user, &session, m, false, now, limits),
+                    RoomFrame::Answer(m) => self.state.sdp(&user, &session, m, true, now, limits),
+                    RoomFrame::Ice(m) => self.state.ice(&user, &session, m, now),
+                    RoomFrame::Hangup(m) => self.state.hangup(&user, &session, m, now),
+                };
+                self.finish(out, Some(&peer), request_id).await;
+            }
+            Command::Release { url, reply } => {
+                self.migrate_all(&url);
+                self.stop = Some(Stop::Released);
+                let _ = reply.send(());
+            }
+            Command::Inspect { reply } => {
+                let _ = reply.send(self.info());
+            }
+        }
+    }
+
+    fn info(&self) -> RoomInfo {
+        RoomInfo {
+            room: self.state.room().to_owned(),
+            shard: self.state.shard(),
+            epoch: self.state.epoch(),
+            members: self.state.members().cloned().collect(),
+            calls: self.state.calls().map(|c| c.call.clone()).collect(),
+            last_seq: self.state.log().last_seq(),
+        }
+    }
+
+    async fn detach(&mut self, user: &str, session: &str, now: u64) {
+        self.state.begin();
+        let out = self.state.detach(user, session, now);
+        if !self.finish(out, None, 0).await && self.stop.is_none() {
+            // Still shown as connected; retry the suspension shortly.
+            self.orphans.insert(user.to_owned());
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.retry_at = None;
+        let now = self.now();
+        let orphans: Vec<String> = self.orphans.drain().collect();
+        for user in orphans {
+            if self.conns.contains_key(&user) {
+                continue;
+            }
+            if let Some(session) = self.state.member(&user).map(|m| m.session.clone()) {
+                self.detach(&user, &session, now).await;
+            }
+        }
+        self.state.begin();
+        let out = self.state.tick(now, &self.limits);
+        if !self.finish(out, None, 0).await && self.stop.is_none() {
+            self.retry_at = Some(Instant::now() + RETRY);
+        }
+    }
+
+    /// Commits `out` if needed, then applies its side effects. Returns false if it was
+    /// refused or could not be committed (the state is rolled back).
+    async fn finish(&mut self, out: Outcome, requester: Option<&Peer>, request_id: u32) -> bool {
+        if let Some(err) = out.error {
+            self.state.rollback();
+            if let Some(peer) = requester {
+                peer.send_error(err.code, err.message, request_id);
+            }
+            return false;
+        }
+        if out.commit
+            && let Err(e) = self.persist().await
+        {
+            self.state.rollback();
+            let (code, message) = match &e {
+                StoreError::Unavailable(_) => {
+                    (ErrorCode::Draining, "state store unavailable, retry")
+                }
+                StoreError::Fenced { .. } => {
+                    (ErrorCode::NotOwner, "this node no longer owns the room")
+                }
+            };
+            if let Some(peer) = requester {
+                peer.send_error(code, message, request_id);
+            }
+            if matches!(e, StoreError::Fenced { .. }) {
+                let url = match self.shared.ownership.owner_of(self.state.shard()) {
+                    Ownership::Remote { url } => url,
+                    _ => String::new(),
+                };
+                self.migrate_all(&url);
+                self.stop = Some(Stop::Fenced);
+            }
+            return false;
+        }
+        self.state.settle();
+        for t in &out.transitions {
+            self.shared
+                .metrics
+                .session_transitions
+                .with_label_values(&[t.from.name(), t.to.name()])
+                .inc();
+            tracing::debug!(room = self.state.room(), from = %t.from, event = %t.event, to = %t.to, cause = %t.cause, "call transition");
+        }
+        if let Some(old) = &out.replaced {
+            if let Some(old_peer) = self.conns.get(self.attached_user(&out)) {
+                old_peer.send_error(
+                    ErrorCode::AuthFailed,
+                    format!(
+                        "seat in room {} taken by a newer session",
+                        self.state.room()
+                    ),
+                    0,
+                );
+            }
+            self.shared.unindex(old, self.state.room());
+        }
+        if let (Some((user, session)), Some(peer)) = (&out.attached, requester) {
+            self.conns.insert(user.clone(), peer.clone());
+            self.shared.index(session, user, self.state.room());
+        }
+        for delivery in &out.deliveries {
+            self.deliver(delivery);
+        }
+        for member in &out.removed {
+            self.conns.remove(&member.user);
+            self.orphans.remove(&member.user);
+            self.shared.unindex(&member.session, self.state.room());
+        }
+        true
+    }
+
+    fn attached_user<'a>(&self, out: &'a Outcome) -> &'a str {
+        out.attached.as_ref().map_or("", |(u, _)| u.as_str())
+    }
+
+    /// Writes the room's snapshot (or removes it once the room is empty).
+    async fn persist(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let shard = self.state.shard();
+        let result = if self.state.is_empty() {
+            self.shared.store.remove(shard, self.state.room()).await
+        } else {
+            let meta = SnapshotMeta {
+                node: self.shared.node.clone(),
+                written_at_ms: self.now(),
+            };
+            let bytes = snapshot::encode(&mut self.fbb, &self.state, &meta);
+            self.shared
+                .store
+                .commit(shard, self.state.room(), bytes)
+                .await
+        };
+        self.shared
+            .metrics
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let kind = match e {
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Fenced { .. } => "fenced",
+            };
+            self.shared
+                .metrics
+                .store_errors
+                .with_label_values(&[kind])
+                .inc();
+            tracing::warn!(room = self.state.room(), error = %e, "room commit failed");
+        }
+        result
+    }
+
+    fn deliver(&mut self, delivery: &Delivery) {
+        let mut encoded: Option<Bytes> = None;
+        let mut v1_split: Option<Vec<Bytes>> = None;
+        let targets: Vec<&Peer> = match &delivery.to {
+            Dest::User(user) => self.conns.get(user).into_iter().collect(),
+            Dest::All => self.conns.values().collect(),
+            Dest::AllExcept(user) => self
+                .conns
+                .iter()
+                .filter(|(u, _)| *u != user)
+                .map(|(_, p)| p)
+                .collect(),
+        };
+        for peer in targets {
+            if let Message::IceBatch(batch) = &delivery.msg
+                && peer.version() < ProtocolVersion::V2
+            {
+                let frames = v1_split.get_or_insert_with(|| {
+                    split_batch(batch).iter().filter_map(encode_frame).collect()
+                });
+                for frame in frames.iter() {
+                    peer.send(frame.clone());
+                }
+                continue;
+            }
+            if encoded.is_none() {
+                encoded = encode_frame(&delivery.msg);
+            }
+            if let Some(frame) = &encoded {
+                peer.send(frame.clone());
+            }
+        }
+    }
+
+    fn migrate_all(&mut self, url: &str) {
+        let room = self.state.room().to_owned();
+        for (user, peer) in &self.conns {
+            let Some(member) = self.state.member(user) else {
+                continue;
+            };
+            let msg = Message::Migrate(Migrate {
+                room: room.clone(),
+                url: url.to_owned(),
+                resume_token: member.session.clone(),
+            });
+            peer.send_msg(&msg);
+        }
+        self.conns.clear();
+    }
+
+    async fn shutdown(mut self) {
+        let reason = match self.stop {
+            Some(Stop::Emptied) | None => "emptied",
+            Some(Stop::Released) => "released",
+            Some(Stop::Fenced) => "fenced",
+        };
+        tracing::debug!(room = self.state.room(), reason, "room stopped");
+        self.shared.remove_room(self.state.room(), self.id);
+        for member in self.state.members() {
+            self.shared.unindex(&member.session, self.state.room());
+        }
+        self.rx.close();
+        while let Some(cmd) = self.rx.recv().await {
+            match cmd {
+                Command::Join { reply, .. }
+                | Command::Leave { reply, .. }
+                | Command::Resume { reply, .. } => {
+                    let _ = reply.send(RoomReply::Gone);
+                }
+                Command::Frame { peer, frame, .. } => {
+                    peer.send_error(
+                        ErrorCode::InvalidTransition,
+                        format!("room {} is closed here", self.state.room()),
+                        frame.request_id(),
+                    );
+                }
+                Command::Release { reply, .. } => {
+                    let _ = reply.send(());
+                }
+                Command::Detach { .. } | Command::Inspect { .. } => {}
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,255 @@
+//! The WebSocket upgrade: path check (`/ws`, else 404), protocol version negotiation
+//! (`Sec-WebSocket-Protocol: switchboard.v2, switchboard.v1`, highest common wins; an
+//! `X-Proto-Version: 1|2` header is accepted too; nothing in common → 426 with the supported
+//! list in the body and in `X-Supported-Protocols`), and the per-connection WebSocket limits.
+//!
+//! A client that offers no version at all also gets 426: the protocol is binary and
+//! versioned, so the node does not guess.
+
+use http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::Tunables;
+use crate::protocol::{MAX_FRAME_LEN, ProtocolVersion};
+
+/// The WebSocket path.
+pub const WS_PATH: &str = "/ws";
+/// Header carrying a plain version number (alternative to the subprotocol).
+pub const X_PROTO_VERSION: &str = "x-proto-version";
+/// Header listing the supported subprotocols on a 426.
+pub const X_SUPPORTED_PROTOCOLS: &str = "x-supported-protocols";
+
+/// Largest WebSocket message: one whole frame including its 4-byte length prefix.
+pub const MAX_MESSAGE: usize = MAX_FRAME_LEN + 4;
+
+/// Every version this build speaks, newest first.
+pub fn supported() -> Vec<ProtocolVersion> {
+    let mut all = ProtocolVersion::ALL.to_vec();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    all
+}
+
+/// `served` as a header value (subprotocol names, in the given order).
+pub fn supported_list(served: &[ProtocolVersion]) -> String {
+    served
+        .iter()
+        .map(|v| v.subprotocol())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a version was agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The version.
+    pub version: ProtocolVersion,
+    /// Whether it came from `Sec-WebSocket-Protocol` (then the answer must echo it).
+    pub via_subprotocol: bool,
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not `/ws` (404).
+    NotFound,
+    /// No common version (426).
+    NoCommonVersion,
+}
+
+impl Refusal {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::NotFound => "path",
+            Refusal::NoCommonVersion => "version",
+        }
+    }
+}
+
+/// Picks the highest version in `served` offered in `subprotocols` (each header value a
+/// comma-separated list) or, failing that, in `x_proto` (version numbers, comma-separated).
+pub fn negotiate<'a>(
+    served: &[ProtocolVersion],
+    subprotocols: impl IntoIterator<Item = &'a str>,
+    x_proto: impl IntoIterator<Item = &'a str>,
+) -> Option<Negotiated> {
+    let offered = subprotocols
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(ProtocolVersion::from_subprotocol)
+        .filter(|v| served.contains(v))
+        .max();
+    if let Some(version) = offered {
+        return Some(Negotiated {
+            version,
+            via_subprotocol: true,
+        });
+    }
+    x_proto
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| n.trim().parse::<u8>().ok())
+        .filter_map(ProtocolVersion::from_u8)
+        .filter(|v| served.contains(v))
+        .max()
+        .map(|version| Negotiated {
+            version,
+            via_subprotocol: false,
+        })
+}
+
+/// Checks the path and negotiates a version in `served` for `request`.
+pub fn check_request(request: &Request, served: &[ProtocolVersion]) -> Result<Negotiated, Refusal> {
+    if request.uri().path() != WS_PATH {
+        return Err(Refusal::NotFound);
+    }
+    let headers = request.headers();
+    let subprotocols = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let x_proto = headers
+        .get_all(X_PROTO_VERSION)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    negotiate(served, subprotocols, x_proto).ok_or(Refusal::NoCommonVersion)
+}
+
+/// The response adding the negotiated version to `response`.
+pub fn accept_response(mut response: Response, negotiated: Negotiated) -> Response {
+    let headers = response.headers_mut();
+    if negotiated.via_subprotocol {
+        headers.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(negotiated.version.subprotocol()),
+        );
+    }
+    headers.insert(
+        X_PROTO_VERSION,
+        HeaderValue::from(u16::from(negotiated.version.as_u8())),
+    );
+    response
+}
+
+/// The HTTP error answer for `refusal` (`served` lists the versions on a 426).
+pub fn refusal_response(refusal: &Refusal, served: &[ProtocolVersion]) -> ErrorResponse {
+    let (status, body) = match refusal {
+        Refusal::NotFound => (
+            StatusCode::NOT_FOUND,
+            format!("not found; the WebSocket path is {WS_PATH}\n"),
+        ),
+        Refusal::NoCommonVersion => (
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "no common protocol version; supported: {}\n",
+                supported_list(served)
+            ),
+        ),
+    };
+    let mut response = ErrorResponse::new(Some(body));
+    *response.status_mut() = status;
+    if *refusal == Refusal::NoCommonVersion
+        && let Ok(value) = HeaderValue::from_str(&supported_list(served))
+    {
+        response.headers_mut().insert(X_SUPPORTED_PROTOCOLS, value);
+    }
+    response
+}
+
+/// WebSocket limits for a new connection: messages and frames capped at one protocol frame,
+/// buffers from the settings.
+///
+/// Buffer sizes are measured, not assumed (`tests/server_memory.rs`: the server binary with
+/// 3000 idle connections that each said Hello; debug build, glibc, this repo's CI machine):
+/// 4 KiB read/write buffers (the default) cost 11.6 KiB of server RSS per connection,
+/// 1 KiB buffers 8.6 KiB, and tungstenite's default 128 KiB buffers about 150 KiB (here the
+/// large buffers are touched, unlike the bare server of DESIGN §9). The rest of an idle
+/// connection is its two tasks (reader ≈3.2 KiB, writer ≈1.1 KiB of future state), its
+/// bounded queue and its session. 4 KiB keeps a 64 KiB frame to 16 reads; lower it with
+/// `--read-buffer`/`--write-buffer` for fleets of mostly idle connections.
+pub fn ws_config(t: &Tunables) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(t.read_buffer)
+        .write_buffer_size(t.write_buffer)
+        // Bounded so a peer that stops reading cannot grow the write buffer: the outbound
+        // queue in front of it is the place where frames wait.
+        .max_write_buffer_size(t.write_buffer + 2 * MAX_MESSAGE)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut b = Request::builder().uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn highest_common_subprotocol_wins() {
+        let all = supported();
+        let negotiate =
+            |s: &[&str], x: &[&str]| negotiate(&all, s.iter().copied(), x.iter().copied());
+        let n = negotiate(&["switchboard.v1, switchboard.v2"], &[]).unwrap();
+        assert_eq!(n.version, ProtocolVersion::V2);
+        assert!(n.via_subprotocol);
+        let n = negotiate(&["chat", "switchboard.v1"], &[]).unwrap();
+        assert_eq!(n.version, ProtocolVersion::V1);
+        assert_eq!(negotiate(&["switchboard.v9"], &[]), None);
+        let n = negotiate(&[], &["1"]).unwrap();
+        assert_eq!(
+            n,
+            Negotiated {
+                version: ProtocolVersion::V1,
+                via_subprotocol: false
+            }
+        );
+        assert_eq!(
+            negotiate(&[], &["2, 1"]).unwrap().version,
+            ProtocolVersion::V2
+        );
+        assert_eq!(negotiate(&[], &["7", "x"]), None);
+        assert_eq!(negotiate(&[], &[]), None);
+        // A node serving only v1 (an old pool) never answers v2.
+        let v1 = [ProtocolVersion::V1];
+        let n = super::negotiate(&v1, ["switchboard.v2, switchboard.v1"], []).unwrap();
+        assert_eq!(n.version, ProtocolVersion::V1);
+        assert_eq!(super::negotiate(&v1, ["switchboard.v2"], []), None);
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let all = supported();
+        let check_request = |r: &Request| check_request(r, &all);
+        assert_eq!(
+            check_request(&req(
+                "/other",
+                &[("sec-websocket-protocol", "switchboard.v2")]
+            )),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(
+            check_request(&req("/ws?x=1", &[("x-proto-version", "2")]))
+                .unwrap()
+                .version,
+            ProtocolVersion::V2
+        );
+        assert_eq!(
+            check_request(&req("/ws", &[])),
+            Err(Refusal::NoCommonVersion)
+        );
+        let r = refusal_response(&Refusal::NoCommonVersion, &all);
+        assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(
+            r.headers()[X_SUPPORTED_PROTOCOLS],
+            "switchboard.v2, switchboard.v1"
+        );
+        assert!(r.body().as_deref().unwrap().contains("switchboard.v1"));
+    }
+}

@@ -1,0 +1,408 @@
+//! Room actors driven through the registry with paused tokio time (no sockets): call
+//! timeouts, resume-window expiry, store failures (rollback on Unavailable, stop on Fenced),
+//! shard restore and release.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use signaling_node::auth::JwtSecret;
+use signaling_node::config::{ConfigHandle, Settings};
+use signaling_node::metrics::Metrics;
+use signaling_node::protocol::{
+    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
+};
+use signaling_node::room::{Outbound, Peer, RoomFrame, RoomRegistry, RoomReply};
+use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership, Standalone};
+use signaling_node::shard::ShardId;
+use signaling_node::store::{MemoryStore, RoomStore, StoreError};
+use tokio::sync::mpsc;
+
+const OK: u8 = 0;
+const UNAVAILABLE: u8 = 1;
+const FENCED: u8 = 2;
+
+/// A MemoryStore whose commits can be made to fail.
+#[derive(Clone, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    mode: Arc<AtomicU8>,
+}
+
+impl FlakyStore {
+    fn fail(&self) -> Option<StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            UNAVAILABLE => Some(StoreError::Unavailable("test".into())),
+            FENCED => Some(StoreError::Fenced { shard: 0 }),
+            _ => None,
+        }
+    }
+}
+
+impl RoomStore for FlakyStore {
+    fn commit(
+        &self,
+        shard: ShardId,
+        room: &str,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        match self.fail() {
+            Some(e) => Box::pin(std::future::ready(Err(e))),
+            None => self.inner.commit(shard, room, snapshot),
+        }
+    }
+
+    fn remove(&self, shard: ShardId, room: &str) -> BoxFuture<'static, Result<(), StoreError>> {
+        match self.fail() {
+            Some(e) => Box::pin(std::future::ready(Err(e))),
+            None => self.inner.remove(shard, room),
+        }
+    }
+
+    fn load_shard(
+        &self,
+        shard: ShardId,
+    ) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+        self.inner.load_shard(shard)
+    }
+}
+
+/// Ownership that says "Remote" once flipped.
+struct Flippable {
+    remote: Arc<AtomicU8>,
+}
+
+impl OwnershipView for Flippable {
+    fn owner_of(&self, _shard: ShardId) -> Ownership {
+        if self.remote.load(Ordering::SeqCst) == 1 {
+            Ownership::Remote {
+                url: "ws://new-owner/ws".into(),
+            }
+        } else {
+            Ownership::Local { epoch: 5 }
+        }
+    }
+
+    fn shard_count(&self) -> u32 {
+        16
+    }
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::new(JwtSecret::new(b"k".to_vec()).unwrap());
+    s.tunables.invite_timeout = Duration::from_secs(30);
+    s.tunables.negotiation_timeout = Duration::from_secs(15);
+    s.tunables.resume_window = Duration::from_secs(60);
+    s
+}
+
+fn registry_with(store: Arc<dyn RoomStore>, ownership: SharedOwnership) -> RoomRegistry {
+    let config = ConfigHandle::fixed(settings());
+    RoomRegistry::new(store, ownership, config.subscribe(), Metrics::new(), "n1")
+}
+
+fn standalone() -> SharedOwnership {
+    Arc::new(Standalone { shard_count: 16 })
+}
+
+struct TestPeer {
+    peer: Peer,
+    rx: mpsc::Receiver<Outbound>,
+    user: String,
+    session: String,
+}
+
+impl TestPeer {
+    fn new(user: &str) -> Self {
+        let (peer, rx) = Peer::new(ProtocolVersion::V2, 64, Metrics::new());
+        Self {
+            peer,
+            rx,
+            user: user.into(),
+            session: format!("s-{user}"),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Outbound::Frame(b) = item {
+                out.push(decode(&b).unwrap());
+            }
+        }
+        out
+    }
+
+    async fn join(&self, registry: &RoomRegistry, room: &str) -> RoomReply {
+        let handle = registry.open(room).unwrap();
+        handle.join(&self.user, &self.session, &self.peer, 1).await
+    }
+}
+
+fn events(msgs: &[Message]) -> Vec<(EventKind, String, String)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Event(Event {
+                kind, user, state, ..
+            }) => Some((*kind, user.clone(), state.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn call_states(msgs: &[Message]) -> Vec<String> {
+    events(msgs)
+        .into_iter()
+        .filter(|(k, _, _)| *k == EventKind::CallState)
+        .map(|(_, _, s)| s)
+        .collect()
+}
+
+async fn invite(registry: &RoomRegistry, from: &TestPeer, to: &str, call: &str) {
+    let h = registry.room("r").unwrap();
+    h.frame(
+        &from.user,
+        &from.session,
+        &from.peer,
+        RoomFrame::Invite(Invite {
+            request_id: 1,
+            room: "r".into(),
+            call_id: call.into(),
+            from: String::new(),
+            to: to.into(),
+        }),
+    )
+    .await;
+}
+
+/// With paused time, a sleep returns only once every other task is idle.
+async fn idle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+async fn settle(registry: &RoomRegistry) {
+    // An Inspect round trip orders us after every command sent before it.
+    if let Some(h) = registry.room("r") {
+        h.inspect().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_invite_times_out() {
+    let registry = registry_with(Arc::new(MemoryStore::new()), standalone());
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    assert_eq!(alice.join(&registry, "r").await, RoomReply::Done);
+    assert_eq!(bob.join(&registry, "r").await, RoomReply::Done);
+    invite(&registry, &alice, "bob", "c1").await;
+    settle(&registry).await;
+    assert_eq!(call_states(&alice.drain()), vec!["inviting", "ringing"]);
+    bob.drain();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    settle(&registry).await;
+    assert!(call_states(&alice.drain()).is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&registry).await;
+    assert_eq!(call_states(&alice.drain()), vec!["failed"]);
+    assert_eq!(call_states(&bob.drain()), vec!["failed"]);
+    assert!(
+        registry
+            .room("r")
+            .unwrap()
+            .inspect()
+            .await
+            .unwrap()
+            .calls
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_window_expiry_fails_calls_and_removes_the_member() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = registry_with(store.clone(), standalone());
+    let mut alice = TestPeer::new("alice");
+    let bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    invite(&registry, &alice, "bob", "c1").await;
+    let h = registry.room("r").unwrap();
+    h.frame(
+        "bob",
+        "s-bob",
+        &bob.peer,
+        RoomFrame::InviteResult(InviteResult {
+            call_id: "c1".into(),
+            accepted: true,
+            ..Default::default()
+        }),
+    )
+    .await;
+    settle(&registry).await;
+    alice.drain();
+    assert!(registry.session("s-bob").is_some());
+
+    h.detach("bob", "s-bob", bob.peer.id()).await;
+    settle(&registry).await;
+    assert_eq!(
+        events(&alice.drain()),
+        vec![(EventKind::MemberSuspended, "bob".into(), String::new())]
+    );
+    // Negotiation (15 s) times out first; then the resume window (60 s) removes bob.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    settle(&registry).await;
+    assert_eq!(call_states(&alice.drain()), vec!["failed"]);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    settle(&registry).await;
+    assert_eq!(
+        events(&alice.drain()),
+        vec![(EventKind::MemberLeft, "bob".into(), String::new())]
+    );
+    assert!(registry.session("s-bob").is_none());
+    // Last member leaves: room stops, snapshot removed.
+    h.leave("alice", "s-alice", &alice.peer, 2).await;
+    idle().await;
+    settle(&registry).await;
+    assert!(registry.room("r").is_none());
+    assert!(
+        store
+            .load_shard(registry.shard_of("r"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_store_rolls_back_with_1010() {
+    let store = FlakyStore::default();
+    let registry = registry_with(Arc::new(store.clone()), standalone());
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    let before = registry.room("r").unwrap().inspect().await.unwrap();
+    store.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    assert_eq!(bob.join(&registry, "r").await, RoomReply::Refused);
+    let err = bob.drain();
+    assert!(
+        matches!(&err[..], [Message::Error(e)] if e.code == ErrorCode::Draining.code()),
+        "{err:?}"
+    );
+    assert_eq!(registry.room("r").unwrap().inspect().await.unwrap(), before);
+    assert!(
+        alice.drain().len() == 1,
+        "only alice's own Joined, no MemberJoined leaked"
+    );
+    store.mode.store(OK, Ordering::SeqCst);
+    assert_eq!(bob.join(&registry, "r").await, RoomReply::Done);
+    let Message::Joined(j) = &bob.drain()[0] else {
+        panic!("joined")
+    };
+    assert_eq!(
+        j.last_seq, 2,
+        "the rolled-back seq is reused: still gapless"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fenced_room_migrates_members_and_stops_without_deleting() {
+    let store = FlakyStore::default();
+    let remote = Arc::new(AtomicU8::new(0));
+    let ownership: SharedOwnership = Arc::new(Flippable {
+        remote: remote.clone(),
+    });
+    let registry = registry_with(Arc::new(store.clone()), ownership);
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    alice.drain();
+    bob.drain();
+    store.mode.store(FENCED, Ordering::SeqCst);
+    remote.store(1, Ordering::SeqCst);
+    invite(&registry, &alice, "bob", "c1").await;
+    idle().await;
+    let got = alice.drain();
+    assert!(
+        matches!(&got[0], Message::Error(e) if e.code == ErrorCode::NotOwner.code()),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[1], Message::Migrate(m) if m.url == "ws://new-owner/ws" && m.resume_token == "s-alice")
+    );
+    assert!(matches!(&bob.drain()[..], [Message::Migrate(m)] if m.room == "r"));
+    idle().await;
+    assert!(registry.room("r").is_none());
+    assert_eq!(
+        store
+            .inner
+            .load_shard(registry.shard_of("r"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_and_release_a_shard() {
+    let store = Arc::new(MemoryStore::new());
+    let old = registry_with(store.clone(), standalone());
+    let alice = TestPeer::new("alice");
+    let bob = TestPeer::new("bob");
+    alice.join(&old, "r").await;
+    bob.join(&old, "r").await;
+    invite(&old, &alice, "bob", "c1").await;
+    let shard = old.shard_of("r");
+    let before = old.room("r").unwrap().inspect().await.unwrap();
+
+    // Takeover: another registry restores the shard from the store.
+    let new = registry_with(store.clone(), standalone());
+    let snapshots = store.load_shard(shard).await.unwrap();
+    assert_eq!(new.restore_shard(shard, snapshots).await.unwrap(), 1);
+    let after = new.room("r").unwrap().inspect().await.unwrap();
+    assert_eq!(after.last_seq, before.last_seq);
+    assert_eq!(after.calls, before.calls);
+    assert_eq!(after.members.len(), 2);
+    assert_eq!(new.session("s-bob").unwrap().user, "bob");
+    // Restoring again keeps the live room.
+    let again = store.load_shard(shard).await.unwrap();
+    assert_eq!(new.restore_shard(shard, again).await.unwrap(), 0);
+    // Corrupt snapshots are reported, the good ones restored.
+    let err = new
+        .restore_shard(shard, vec![("bad".into(), vec![1, 2, 3])])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bad"), "{err}");
+
+    // Bob resumes on the new registry and gets the events he missed.
+    let mut bob2 = TestPeer::new("bob");
+    let h = new.room("r").unwrap();
+    assert_eq!(
+        h.resume("bob", "s-bob", &bob2.peer, 2).await,
+        RoomReply::Done
+    );
+    let replay = bob2.drain();
+    assert_eq!(
+        call_states(&replay),
+        vec!["inviting", "ringing"],
+        "replayed from the restored log: {replay:?}"
+    );
+    assert!(
+        replay
+            .iter()
+            .any(|m| matches!(m, Message::Event(e) if e.kind == EventKind::MemberResumed))
+    );
+
+    // Handoff: release tells connected members to migrate and refuses joins meanwhile.
+    assert_eq!(new.release_shard(shard, "ws://next/ws").await, 1);
+    assert!(
+        matches!(&bob2.drain()[..], [Message::Migrate(m)] if m.url == "ws://next/ws" && m.resume_token == "s-bob")
+    );
+    idle().await;
+    assert!(new.room("r").is_none());
+    assert!(new.open("r").is_err());
+    new.reopen_shard(shard);
+    assert!(new.open("r").is_ok());
+}

@@ -1,0 +1,179 @@
+//! The server in cluster mode against a real etcd: it serves the shards assigned to it once
+//! restored, commits room snapshots to etcd, applies and acknowledges the operator's config,
+//! redirects joins for shards owned elsewhere, migrates members of a shard taken away, and
+//! deregisters on shutdown.
+
+mod common;
+mod support;
+
+use common::{Client, Got, settings, token};
+use signaling_node::cluster::ClusterArgs;
+use signaling_node::cluster::keys::{
+    Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
+};
+use signaling_node::config::ConfigHandle;
+use signaling_node::metrics::Metrics;
+use signaling_node::protocol::{ErrorCode, Join, Message};
+use signaling_node::server::Listeners;
+use signaling_node::server::cluster::serve_cluster;
+use signaling_node::shard::shard_of;
+use support::{Etcd, eventually, get, put};
+
+const SHARDS: u32 = 16;
+
+fn assignment(node: &str, epoch: u64) -> Vec<u8> {
+    Assignment {
+        node: node.into(),
+        epoch,
+        version: "default".into(),
+    }
+    .encode()
+}
+
+/// Connects, says Hello and joins `room`; None while the node cannot serve it yet (1010).
+async fn try_join(addr: std::net::SocketAddr, user: &str, room: &str) -> Option<(Client, Message)> {
+    let mut c = Client::connect(addr, &["switchboard.v2"]).await;
+    c.hello(&token(user, &["*"]), None).await;
+    c.send(&Message::Join(Join {
+        request_id: 1,
+        room: room.into(),
+    }))
+    .await;
+    match c.next().await {
+        Got::Msg(Message::Error(e)) if e.code == ErrorCode::Draining.code() => None,
+        Got::Msg(msg) => Some((c, msg)),
+        Got::Closed(code) => panic!("closed {code:?}"),
+    }
+}
+
+/// A room id whose shard differs from `other`'s.
+fn room_in_another_shard(other: &str) -> String {
+    (0..)
+        .map(|i| format!("room-{i}"))
+        .find(|r| shard_of(r, SHARDS) != shard_of(other, SHARDS))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cluster_mode_end_to_end_against_etcd() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let kv = etcd.client().await;
+    let keys = Keyspace::new("test", "srv").unwrap();
+    for shard in 0..SHARDS {
+        put(&kv, &keys.assignment(shard), assignment("n1", 1)).await;
+    }
+    let other_node = NodeInfo {
+        url: "ws://n2.example:7000/ws".into(),
+        version: "default".into(),
+        protocols: vec!["switchboard.v2".into()],
+        state: NodeState::Ready,
+        load: Load::default(),
+        error_rate: 0.0,
+        started_at_ms: 0,
+    };
+    put(&kv, &keys.node("n2").unwrap(), other_node.encode()).await;
+
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let addr = listeners.ws.local_addr().unwrap();
+    let mut s = settings(|_| {});
+    s.node_name = "n1".into();
+    s.advertise_url = format!("ws://{addr}/ws");
+    s.shard_count = SHARDS;
+    let config = ConfigHandle::fixed(s);
+    let args = ClusterArgs {
+        etcd_endpoints: vec![etcd.endpoint()],
+        namespace: "test".into(),
+        cluster: Some("srv".into()),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node_config = config.clone();
+    let task = tokio::spawn(async move {
+        serve_cluster(&args, node_config, Metrics::new(), listeners, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    // Registered under its lease, then serving once its shards are restored.
+    let registration = eventually("node registration", || async {
+        get(&kv, &keys.node("n1").unwrap()).await
+    })
+    .await;
+    let info = NodeInfo::decode(&registration).unwrap();
+    assert_eq!(info.url, format!("ws://{addr}/ws"));
+    assert_eq!(info.protocols, vec!["switchboard.v2", "switchboard.v1"]);
+    let (mut alice, joined) = eventually("joins served", || try_join(addr, "alice", "r")).await;
+    assert!(matches!(joined, Message::Joined(_)), "{joined:?}");
+    let shard = shard_of("r", SHARDS);
+    assert!(
+        get(&kv, &keys.room(shard, "r").unwrap()).await.is_some(),
+        "the join was committed to etcd"
+    );
+
+    // The operator's config is applied without restart and acknowledged.
+    let value = ConfigValue {
+        revision: 7,
+        settings: serde_json::json!({"roomSize": 3, "heartbeatSeconds": 5})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    put(&kv, &keys.config(), value.encode()).await;
+    eventually("config applied", || async {
+        (config.current().tunables.max_room_members == 3).then_some(())
+    })
+    .await;
+    let ack = eventually("config acked", || async {
+        let bytes = get(&kv, &keys.ack("n1").unwrap()).await?;
+        let ack = Ack::decode(&bytes).ok()?;
+        (ack.config_revision == 7).then_some(ack)
+    })
+    .await;
+    assert_eq!(ack.config_revision, 7);
+
+    // A shard assigned to another node: joins are redirected there.
+    let elsewhere = room_in_another_shard("r");
+    put(
+        &kv,
+        &keys.assignment(shard_of(&elsewhere, SHARDS)),
+        assignment("n2", 2),
+    )
+    .await;
+    let redirect = eventually("redirect", || async {
+        match try_join(addr, "bob", &elsewhere).await {
+            Some((_, Message::Redirect(r))) => Some(r),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(redirect.url, "ws://n2.example:7000/ws");
+    assert_eq!(redirect.room, elsewhere);
+
+    // The shard of "r" moves away: its members are told to migrate to the new owner.
+    put(&kv, &keys.assignment(shard), assignment("n2", 2)).await;
+    let migrate = alice
+        .recv_until(|m| match m {
+            Message::Migrate(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(migrate.url, "ws://n2.example:7000/ws");
+    assert_eq!(migrate.resume_token, alice.session());
+    assert!(
+        get(&kv, &keys.room(shard, "r").unwrap()).await.is_some(),
+        "a released room's snapshot stays for the new owner"
+    );
+
+    // Shutdown: drains and deregisters (lease revoked).
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(15), task)
+        .await
+        .expect("shutdown within the drain budget")
+        .unwrap()
+        .unwrap();
+    assert!(get(&kv, &keys.node("n1").unwrap()).await.is_none());
+}
