@@ -214,12 +214,12 @@ async fn room_shard_status_records_every_kind_of_failover() {
 
     // Events on the RoomShards, metrics in the registry.
     let events: Api<KubeEvent> = Api::namespaced(client.clone(), namespace);
-    let failed_over = eventually("FailedOver events", || async {
+    let failed_over = eventually("Failover events", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         let n = list
             .items
             .iter()
-            .filter(|e| e.reason.as_deref() == Some("FailedOver"))
+            .filter(|e| e.reason.as_deref() == Some("Failover"))
             .filter(|e| {
                 e.regarding
                     .as_ref()

@@ -455,7 +455,7 @@ impl Shell {
                     ShardEvent {
                         shard: *shard,
                         warning: true,
-                        reason: "FailedOver",
+                        reason: "Failover",
                         note: format!(
                             "{from} lost ({}); shard reassigned to {to} {} ms after the signal",
                             reason.as_str(),
