@@ -162,7 +162,8 @@ fn now_time() -> Time {
     Time(Timestamp::now())
 }
 
-/// Reads nodes, assignments and the `rollout` key (with its mod revision) at one revision.
+/// Reads nodes, assignments and the `rollout` key (value if it decodes, and its mod revision,
+/// 0 when absent) at one revision.
 async fn read_etcd(
     etcd: &etcd_client::Client,
     keys: &Keyspace,
@@ -170,7 +171,7 @@ async fn read_etcd(
     (
         Vec<(String, NodeInfo)>,
         BTreeMap<ShardId, Assignment>,
-        Option<(RolloutValue, i64)>,
+        (Option<RolloutValue>, i64),
     ),
     Error,
 > {
@@ -185,7 +186,7 @@ async fn read_etcd(
         .map_err(|_| Error::Etcd("request timed out".into()))??;
     let mut nodes: BTreeMap<String, NodeInfo> = BTreeMap::new();
     let mut assignments = BTreeMap::new();
-    let mut rollout = None;
+    let mut rollout = (None, 0);
     for op in response.op_responses() {
         let TxnOpResponse::Get(get) = op else {
             continue;
@@ -203,9 +204,13 @@ async fn read_etcd(
                     }
                 }
                 Ok(Key::Rollout) => {
-                    rollout = RolloutValue::decode(kv.value())
-                        .ok()
-                        .map(|v| (v, kv.mod_revision()));
+                    // An unreadable value is replaced (compared on its revision).
+                    let value = RolloutValue::decode(kv.value())
+                        .inspect_err(
+                            |error| tracing::warn!(%error, "stored rollout value does not decode"),
+                        )
+                        .ok();
+                    rollout = (value, kv.mod_revision());
                 }
                 _ => {}
             }
@@ -337,10 +342,7 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
         .await
         .map_err(|e| Error::Etcd(e.to_string()))?;
     let (nodes, assignments, stored) = read_etcd(&etcd, &keys).await?;
-    let (previous, previous_revision) = match stored {
-        Some((value, revision)) => (Some(value), revision),
-        None => (None, 0),
-    };
+    let (previous, previous_revision) = stored;
     let observed = observe(shard_count, &nodes, &assignments, pool_sizes, previous);
 
     let now = Instant::now();

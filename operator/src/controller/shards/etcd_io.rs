@@ -94,8 +94,9 @@ pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
         Key::Rollout => match RolloutValue::decode(kv.value()) {
             Ok(value) => Some(Change::Rollout(value)),
             Err(error) => {
-                tracing::warn!(%error, "rollout value does not decode; treated as absent");
-                Some(Change::RolloutGone)
+                // Like the nodes: an unreadable value keeps the last good one in effect.
+                tracing::warn!(%error, "rollout value does not decode; keeping the last good one");
+                None
             }
         },
         Key::Config | Key::Room { .. } => None,
