@@ -2,7 +2,7 @@
 //! shows (shard versions, pools) and the rollback analysis, compute the `rollout` key value and
 //! the status.
 //!
-//! - **Targets**: each version's share of shards by weight ([`placement::assign_versions`] on
+//! - **Targets**: each version's share of shards by weight ([`crate::placement::assign_versions`] on
 //!   the current shard → version map, so an edit moves only the surplus).
 //! - **Health gate**: a shard is pointed at a new version only when that version's pool is
 //!   Ready (its registered Ready nodes reach the pool size the SignalingCluster reconciler
