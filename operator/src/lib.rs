@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod etcd;
 pub mod placement;
 
 pub use controller::{Error, Result};

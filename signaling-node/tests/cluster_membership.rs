@@ -103,6 +103,7 @@ async fn clean_shutdown_revokes_the_lease_at_once() {
         .ack(Ack {
             config_revision: 1,
             rollout_revision: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -164,6 +165,7 @@ async fn a_lost_lease_fences_then_the_node_registers_again() {
         .ack(Ack {
             config_revision: 5,
             rollout_revision: 6,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -279,7 +281,8 @@ async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
         ack,
         Ack {
             config_revision: 2,
-            rollout_revision: 4
+            rollout_revision: 4,
+            ..Default::default()
         }
     );
 

@@ -5,5 +5,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod error;
 pub mod labels;
+pub mod rollout;
+pub mod shards;
 
 pub use error::{Error, Result};

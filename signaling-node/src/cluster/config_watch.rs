@@ -170,6 +170,7 @@ impl ConfigWatch {
             .ack(Ack {
                 config_revision,
                 rollout_revision,
+                ..Default::default()
             })
             .await
     }

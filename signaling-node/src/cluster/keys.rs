@@ -322,6 +322,11 @@ pub struct Assignment {
     pub epoch: u64,
     /// Rollout version the shard is served by.
     pub version: String,
+    /// Set during a handoff (phase 1): the pod the shard is moving to. The owner stops
+    /// mutating the shard, flushes, migrates its clients there and reports the release in
+    /// its ack; the operator then writes the new owner with `epoch + 1` and no `handoff_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_to: Option<String>,
 }
 
 /// Value of `config`: hot-reloadable node settings with the revision the operator gave them.
@@ -347,12 +352,18 @@ pub struct RolloutValue {
 }
 
 /// Value of `acks/<pod>`: the revisions a node applied (written under its lease).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ack {
     /// The `config` revision the node applied.
     pub config_revision: u64,
     /// The `rollout` revision the node has seen.
     pub rollout_revision: u64,
+    /// Shards this node released in a handoff, with the epoch it released them at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub released: BTreeMap<ShardId, u64>,
+    /// Shards this node serves (snapshots loaded), with the epoch it serves them at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub serving: BTreeMap<ShardId, u64>,
 }
 
 /// JSON (de)serialization shared by every value type, with validation on decode.
@@ -583,6 +594,7 @@ mod tests {
             node: "n-0".into(),
             epoch: 4,
             version: "v1".into(),
+            handoff_to: None,
         };
         assert_eq!(
             Assignment::decode(&assignment.encode()).unwrap(),
@@ -605,6 +617,8 @@ mod tests {
         let ack = Ack {
             config_revision: 3,
             rollout_revision: 2,
+            released: BTreeMap::from([(4, 7)]),
+            serving: BTreeMap::from([(5, 2)]),
         };
         assert_eq!(Ack::decode(&ack.encode()).unwrap(), ack);
     }

@@ -311,6 +311,7 @@ mod tests {
                 node: node.into(),
                 epoch,
                 version: "v1".into(),
+                handoff_to: None,
             }
             .encode(),
             mod_revision: 1,

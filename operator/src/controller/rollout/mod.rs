@@ -1,0 +1,51 @@
+//! The ProtocolRollout reconciler: turns a rollout's weights into the `rollout` etcd key
+//! (version weights and the shard → version map) that the shard manager follows — gated on
+//! pool readiness, frozen when paused, rolled back automatically on a sustained error rate —
+//! and reports progress in the rollout's status.
+//!
+//! [`analysis`] and [`plan`] are pure; [`reconcile`] does the I/O. The shard manager moves the
+//! shards (`maxShardsMoving` handoffs at a time, only onto Ready nodes of the target pool);
+//! this reconciler decides where they should be.
+
+pub mod analysis;
+pub mod plan;
+pub mod reconcile;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::watcher;
+
+use crate::crd::ProtocolRollout;
+use crate::etcd::EtcdClients;
+pub use reconcile::{Context, Error, RolloutMetrics};
+
+/// Runs the ProtocolRollout controller until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    etcd: EtcdClients,
+    registry: &prometheus::Registry,
+    shutdown: impl Future<Output = ()>,
+) {
+    let metrics = RolloutMetrics::register(registry);
+    let ctx = Arc::new(Context::new(client.clone(), etcd, metrics));
+    let controller = Controller::new(
+        Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+        watcher::Config::default(),
+    )
+    .run(reconcile::reconcile, reconcile::error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "rollout reconciled"),
+            Err(error) => tracing::debug!(%error, "rollout reconcile failed"),
+        }
+    });
+    tokio::select! {
+        () = controller => {}
+        () = shutdown => tracing::info!("rollout controller stopped"),
+    }
+}

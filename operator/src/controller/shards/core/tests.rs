@@ -1,0 +1,567 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use signaling_node::cluster::keys::{Ack, Assignment, Load, NodeInfo, NodeState, RolloutValue};
+use tokio::time::Instant;
+
+use super::*;
+use crate::controller::shards::health::PodObs;
+use crate::controller::shards::status;
+use crate::crd::ShardPhase;
+
+fn info(version: &str, state: NodeState) -> NodeInfo {
+    NodeInfo {
+        url: "ws://127.0.0.1:7000/ws".into(),
+        version: version.into(),
+        protocols: vec![],
+        state,
+        load: Load::default(),
+        error_rate: 0.0,
+        started_at_ms: 0,
+    }
+}
+
+fn node(name: &str, version: &str, lease: i64) -> Change {
+    Change::Node(
+        name.into(),
+        NodeObs {
+            info: info(version, NodeState::Ready),
+            lease,
+            mod_revision: 1,
+        },
+    )
+}
+
+fn owned(shard: ShardId, node: &str, epoch: u64, version: &str) -> Change {
+    Change::Assignment(
+        shard,
+        Some(Assignment {
+            node: node.into(),
+            epoch,
+            version: version.into(),
+            handoff_to: None,
+        }),
+        10 + i64::from(shard),
+    )
+}
+
+fn settings(shards: u32) -> Settings {
+    Settings {
+        shard_count: shards,
+        ..Settings::default()
+    }
+}
+
+fn wall() -> Time {
+    Time(Timestamp::UNIX_EPOCH)
+}
+
+/// Applies every write of `decision` as if etcd accepted it.
+fn commit(core: &mut Core, decision: &Decision, now: Instant) -> Vec<Notice> {
+    for (_, lease) in &decision.revoke {
+        core.revoked(*lease, now);
+    }
+    core.written(decision.writes.clone(), 100, now, &wall())
+}
+
+fn owners(core: &Core) -> BTreeMap<ShardId, (String, u64)> {
+    core.assignments()
+        .map(|(s, a)| (s, (a.node.clone(), a.epoch)))
+        .collect()
+}
+
+#[test]
+fn initial_placement_waits_for_the_expected_pool_or_the_grace() {
+    let t0 = Instant::now();
+    let mut s = settings(4);
+    s.expected_pools.insert(plan::ANY_POOL.into(), 2);
+    let mut core = Core::new(s);
+    assert!(core.decide(t0).is_empty(), "nothing before the first read");
+    core.apply(Input::Reset(vec![node("a", "v1", 1)]), t0);
+    assert!(
+        core.decide(t0).writes.is_empty(),
+        "one of two expected nodes"
+    );
+    assert_eq!(core.wake_at(t0), Some(t0 + Duration::from_secs(3)));
+
+    core.apply(Input::Changes(vec![node("b", "v1", 2)]), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes.len(), 4);
+    assert!(decision.writes.iter().all(|w| w.expect == 0
+        && w.value.epoch == 1
+        && w.value.handoff_to.is_none()
+        && w.cause == WriteCause::Place));
+    commit(&mut core, &decision, t0);
+    let on_a = owners(&core).values().filter(|(n, _)| n == "a").count();
+    assert_eq!(on_a, 2);
+    assert!(core.decide(t0).is_empty(), "steady state");
+
+    // Alone, a node gets everything after the grace period.
+    let mut core = Core::new(settings(2));
+    core.apply(Input::Reset(vec![node("a", "v1", 1)]), t0);
+    assert!(
+        core.decide(t0 + Duration::from_millis(2_999))
+            .writes
+            .is_empty()
+    );
+    assert_eq!(core.decide(t0 + Duration::from_secs(3)).writes.len(), 2);
+}
+
+#[test]
+fn a_lost_node_fails_over_with_epoch_plus_one_to_its_own_pool() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(4));
+    let rollout = RolloutValue {
+        revision: 1,
+        weights: BTreeMap::from([("v1".into(), 50), ("v2".into(), 50)]),
+        shard_versions: BTreeMap::from([
+            (0, "v1".into()),
+            (1, "v1".into()),
+            (2, "v2".into()),
+            (3, "v2".into()),
+        ]),
+    };
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            node("c", "v2", 3),
+            node("d", "v2", 4),
+            owned(0, "a", 3, "v1"),
+            owned(1, "b", 1, "v1"),
+            owned(2, "c", 1, "v2"),
+            owned(3, "d", 1, "v2"),
+            Change::Rollout(rollout),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+
+    let t1 = t0 + Duration::from_millis(500);
+    core.apply(Input::Changes(vec![Change::NodeGone("a".into())]), t1);
+    let t2 = t1 + Duration::from_millis(7);
+    let decision = core.decide(t2);
+    assert!(decision.revoke.is_empty(), "the key is already gone");
+    assert_eq!(decision.writes.len(), 1);
+    let write = &decision.writes[0];
+    assert_eq!(write.shard, 0);
+    assert_eq!(write.expect, 10, "compares the key's mod revision");
+    assert_eq!(
+        write.value,
+        Assignment {
+            node: "b".into(),
+            epoch: 4,
+            version: "v1".into(),
+            handoff_to: None
+        }
+    );
+    let notices = commit(&mut core, &decision, t2);
+    assert_eq!(
+        notices,
+        vec![Notice::Failover {
+            shard: 0,
+            from: "a".into(),
+            to: "b".into(),
+            reason: Reason::LeaseExpired,
+            detected: Duration::from_millis(7),
+        }]
+    );
+    let status = status::shard_status(&core, 0, t2);
+    assert_eq!(status.phase, ShardPhase::Recovering);
+    let last = status.last_failover.clone().unwrap();
+    assert_eq!((last.from.as_str(), last.to.as_str()), ("a", "b"));
+    assert_eq!(last.reason, "LeaseExpired");
+    assert_eq!(last.detected_ms, 7);
+    assert_eq!(last.recovered_ms, None);
+
+    // The new owner reports serving epoch 4: recovered, 50 ms after the signal.
+    let t3 = t1 + Duration::from_millis(50);
+    let ack = Ack {
+        serving: BTreeMap::from([(0, 4)]),
+        ..Ack::default()
+    };
+    let notices = core.apply(
+        Input::Changes(vec![Change::Ack(
+            "b".into(),
+            Tracked {
+                value: ack,
+                mod_revision: 200,
+            },
+        )]),
+        t3,
+    );
+    assert_eq!(
+        notices,
+        vec![Notice::Recovered {
+            shard: 0,
+            to: "b".into(),
+            total: Duration::from_millis(50)
+        }]
+    );
+    let status = status::shard_status(&core, 0, t3);
+    assert_eq!(status.phase, ShardPhase::Assigned);
+    assert_eq!(status.epoch, 4);
+    assert_eq!(status.last_failover.unwrap().recovered_ms, Some(50));
+}
+
+#[test]
+fn a_pod_signal_fences_the_lease_before_the_failover() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 11),
+            node("b", "v1", 12),
+            owned(0, "a", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    let ready = |uid: &str, ready: bool| PodObs {
+        uid: uid.into(),
+        ready,
+        ..PodObs::default()
+    };
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), ready("ua", true)),
+            ("b".into(), ready("ub", true)),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+
+    core.apply(Input::Pod("a".into(), ready("ua", false)), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(decision.writes[0].value.node, "b");
+    match &decision.writes[0].cause {
+        WriteCause::Failover { reason, .. } => assert_eq!(*reason, Reason::PodNotReady),
+        other => panic!("{other:?}"),
+    }
+    commit(&mut core, &decision, t0);
+    // The revoked lease's key vanishes; the node comes back under a new lease but its Pod is
+    // still not Ready: no second revoke, no shards.
+    core.apply(Input::Changes(vec![Change::NodeGone("a".into())]), t0);
+    core.apply(Input::Changes(vec![node("a", "v1", 21)]), t0);
+    assert!(core.decide(t0).is_empty());
+
+    // A process exit is a failover too, whatever the key says.
+    let mut exited = ready("ub", true);
+    exited.exited = true;
+    core.apply(Input::Pod("b".into(), exited), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.revoke, vec![("b".to_string(), 12)]);
+    assert!(
+        decision.writes.is_empty(),
+        "no eligible node left: {decision:?}"
+    );
+    assert_eq!(status::unassigned(&core), 2);
+}
+
+#[test]
+fn a_draining_node_hands_off_in_two_phases() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(3));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            owned(0, "a", 2, "v1"),
+            owned(1, "a", 5, "v1"),
+            owned(2, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+    core.apply(
+        Input::Changes(vec![Change::Node(
+            "a".into(),
+            NodeObs {
+                info: info("v1", NodeState::Draining),
+                lease: 1,
+                mod_revision: 2,
+            },
+        )]),
+        t0,
+    );
+    // Phase 1 for both shards at once (evacuation is never throttled).
+    let decision = core.decide(t0);
+    assert!(decision.revoke.is_empty());
+    let phase1: Vec<_> = decision
+        .writes
+        .iter()
+        .map(|w| {
+            (
+                w.shard,
+                w.value.node.as_str(),
+                w.value.epoch,
+                w.value.handoff_to.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(phase1, vec![(0, "a", 2, Some("b")), (1, "a", 5, Some("b"))]);
+    let notices = commit(&mut core, &decision, t0);
+    assert!(matches!(
+        notices[0],
+        Notice::HandoffStarted {
+            kind: HandoffKind::Drain,
+            ..
+        }
+    ));
+    assert_eq!(
+        status::shard_status(&core, 0, t0).phase,
+        ShardPhase::HandingOff
+    );
+    assert!(core.decide(t0).is_empty(), "waits for the release");
+
+    // Shard 0 released: phase 3 for it alone.
+    let t1 = t0 + Duration::from_millis(30);
+    let ack = Ack {
+        released: BTreeMap::from([(0, 2)]),
+        ..Ack::default()
+    };
+    core.apply(
+        Input::Changes(vec![Change::Ack(
+            "a".into(),
+            Tracked {
+                value: ack,
+                mod_revision: 300,
+            },
+        )]),
+        t1,
+    );
+    let decision = core.decide(t1);
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(
+        decision.writes[0].value,
+        Assignment {
+            node: "b".into(),
+            epoch: 3,
+            version: "v1".into(),
+            handoff_to: None
+        }
+    );
+    assert_eq!(
+        decision.writes[0].cause,
+        WriteCause::HandoffFinish {
+            from: "a".into(),
+            kind: HandoffKind::Drain,
+            released: true
+        }
+    );
+    commit(&mut core, &decision, t1);
+
+    // Shard 1 never released: finished at the 5 s deadline.
+    assert_eq!(core.wake_at(t1), Some(t0 + Duration::from_secs(5)));
+    assert!(core.decide(t0 + Duration::from_millis(4_999)).is_empty());
+    let decision = core.decide(t0 + Duration::from_secs(5));
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(decision.writes[0].value.epoch, 6);
+    assert!(matches!(
+        decision.writes[0].cause,
+        WriteCause::HandoffFinish {
+            released: false,
+            ..
+        }
+    ));
+}
+
+fn versioned(shards: u32, split: u32) -> RolloutValue {
+    RolloutValue {
+        revision: 2,
+        weights: BTreeMap::from([("v1".into(), 50), ("v2".into(), 50)]),
+        shard_versions: (0..shards)
+            .map(|s| (s, if s < split { "v1" } else { "v2" }.to_string()))
+            .collect(),
+    }
+}
+
+#[test]
+fn version_moves_respect_max_shards_moving_and_wait_for_the_pool() {
+    let t0 = Instant::now();
+    let mut s = settings(6);
+    s.max_moving = 2;
+    let mut core = Core::new(s);
+    let mut reset: Vec<Change> = (0..6).map(|s| owned(s, "a", 1, "v1")).collect();
+    reset.push(node("a", "v1", 1));
+    reset.push(Change::Rollout(versioned(6, 6)));
+    core.apply(Input::Reset(reset), t0);
+    assert!(core.decide(t0).is_empty());
+
+    // The rollout wants shards 2..6 on v2, but v2 has no node yet.
+    core.apply(Input::Changes(vec![Change::Rollout(versioned(6, 2))]), t0);
+    assert!(
+        core.decide(t0).is_empty(),
+        "no moves while the pool is empty"
+    );
+    // A v2 node whose Pod is not Ready yet does not count.
+    core.apply(Input::Changes(vec![node("v2-0", "v2", 9)]), t0);
+    core.apply(
+        Input::Pod(
+            "v2-0".into(),
+            PodObs {
+                uid: "u".into(),
+                ..PodObs::default()
+            },
+        ),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty(), "target pool not ready");
+
+    core.apply(
+        Input::Pod(
+            "v2-0".into(),
+            PodObs {
+                uid: "u".into(),
+                ready: true,
+                ..PodObs::default()
+            },
+        ),
+        t0,
+    );
+    let mut moved = 0;
+    let mut now = t0;
+    for round in 0..10 {
+        let decision = core.decide(now);
+        let starts: Vec<_> = decision
+            .writes
+            .iter()
+            .filter(|w| matches!(w.cause, WriteCause::HandoffStart { .. }))
+            .collect();
+        let in_flight = core
+            .assignments()
+            .filter(|(_, a)| a.handoff_to.is_some())
+            .count();
+        assert!(
+            in_flight + starts.len() <= 2,
+            "round {round}: more than maxShardsMoving"
+        );
+        assert!(starts.iter().all(|w| matches!(
+            w.cause,
+            WriteCause::HandoffStart {
+                kind: HandoffKind::VersionMove,
+                ..
+            }
+        )));
+        moved += decision
+            .writes
+            .iter()
+            .filter(|w| matches!(w.cause, WriteCause::HandoffFinish { .. }))
+            .count();
+        commit(&mut core, &decision, now);
+        // The old owner releases whatever it is asked to.
+        let released = core
+            .assignments()
+            .filter(|(_, a)| a.handoff_to.is_some())
+            .map(|(s, a)| (s, a.epoch))
+            .collect();
+        core.apply(
+            Input::Changes(vec![Change::Ack(
+                "a".into(),
+                Tracked {
+                    value: Ack {
+                        released,
+                        ..Ack::default()
+                    },
+                    mod_revision: 400 + round,
+                },
+            )]),
+            now,
+        );
+        now += Duration::from_millis(10);
+    }
+    assert_eq!(moved, 4);
+    let on_v2: Vec<ShardId> = core
+        .assignments()
+        .filter(|(_, a)| a.node == "v2-0")
+        .map(|(s, a)| {
+            assert_eq!((a.version.as_str(), a.epoch), ("v2", 2));
+            s
+        })
+        .collect();
+    assert_eq!(on_v2, vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn conflicts_refresh_the_view_and_stale_events_are_ignored() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            owned(0, "a", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(Input::Changes(vec![Change::NodeGone("a".into())]), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes[0].expect, 10);
+    // Someone else already moved it.
+    core.conflicted(
+        vec![Change::Assignment(
+            0,
+            Some(Assignment {
+                node: "b".into(),
+                epoch: 2,
+                version: "v1".into(),
+                handoff_to: None,
+            }),
+            55,
+        )],
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+    // A late watch event from before the conflict does not roll the view back.
+    core.apply(Input::Changes(vec![owned(0, "a", 1, "v1")]), t0);
+    assert_eq!(core.assignment(0).unwrap().node, "b");
+}
+
+#[test]
+fn stored_failovers_survive_a_restart_and_acks_of_departed_nodes_are_cleaned() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let last = Failover {
+        from: "x".into(),
+        to: "a".into(),
+        reason: "PodDeleted".into(),
+        detected_ms: 3,
+        recovered_ms: Some(40),
+        at: wall(),
+    };
+    core.apply(
+        Input::StoredStatuses(BTreeMap::from([(
+            0,
+            crate::crd::RoomShardStatus {
+                last_failover: Some(last.clone()),
+                ..Default::default()
+            },
+        )])),
+        t0,
+    );
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            owned(0, "a", 2, "v1"),
+            Change::Ack(
+                "x".into(),
+                Tracked {
+                    value: Ack::default(),
+                    mod_revision: 77,
+                },
+            ),
+        ]),
+        t0,
+    );
+    let status = status::shard_status(&core, 0, t0);
+    assert_eq!(status.last_failover, Some(last));
+    assert_eq!(status.phase, ShardPhase::Assigned);
+    assert!(core.decide(t0).is_empty());
+    let later = t0 + Duration::from_secs(30);
+    assert_eq!(core.wake_at(t0), Some(later));
+    assert_eq!(core.decide(later).delete_acks, vec![("x".to_string(), 77)]);
+}

@@ -1,0 +1,345 @@
+//! etcd side of the shard manager: a consistent read of `nodes/`, `assignments/`, `acks/` and
+//! `rollout` followed by a watch from the next revision (re-read after any watch failure),
+//! batched conditional assignment writes, lease revocation, ack cleanup and room counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use futures::StreamExt;
+use signaling_node::cluster::keys::{
+    Ack, Assignment, Key, Keyspace, NodeInfo, RolloutValue, Value,
+};
+use tokio::sync::mpsc;
+
+use super::core::Write;
+use super::health::NodeObs;
+use super::state::{Change, Input, Tracked};
+use crate::placement::ShardId;
+
+/// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Bound on every etcd request, so a hung connection cannot stall the manager.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An etcd request failed or timed out.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// The client returned an error.
+    #[error("etcd request failed: {0}")]
+    Client(#[from] etcd_client::Error),
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("etcd request timed out")]
+    Timeout,
+    /// The watch was canceled by the server (compaction) or closed.
+    #[error("etcd watch ended: {0}")]
+    WatchEnded(String),
+}
+
+async fn timed<T>(
+    future: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(EtcdError::Timeout),
+    }
+}
+
+/// Decodes a put of a watched key (`None`: not a key the manager watches, or unusable).
+pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
+    let key = match keys.parse(kv.key()) {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::debug!(%error, "ignoring a key outside the keyspace");
+            return None;
+        }
+    };
+    match key {
+        Key::Node(name) => match NodeInfo::decode(kv.value()) {
+            Ok(info) => Some(Change::Node(
+                name,
+                NodeObs {
+                    info,
+                    lease: kv.lease(),
+                    mod_revision: kv.mod_revision(),
+                },
+            )),
+            Err(error) => {
+                tracing::warn!(node = %name, %error, "node value does not decode; node ignored");
+                Some(Change::NodeGone(name))
+            }
+        },
+        Key::Assignment(shard) => {
+            let value = Assignment::decode(kv.value())
+                .inspect_err(|error| tracing::warn!(shard, %error, "assignment does not decode"))
+                .ok();
+            Some(Change::Assignment(shard, value, kv.mod_revision()))
+        }
+        Key::Ack(pod) => {
+            let value = Ack::decode(kv.value())
+                .inspect_err(|error| tracing::warn!(%pod, %error, "ack does not decode"))
+                .unwrap_or_default();
+            Some(Change::Ack(
+                pod,
+                Tracked {
+                    value,
+                    mod_revision: kv.mod_revision(),
+                },
+            ))
+        }
+        Key::Rollout => match RolloutValue::decode(kv.value()) {
+            Ok(value) => Some(Change::Rollout(value)),
+            Err(error) => {
+                tracing::warn!(%error, "rollout value does not decode; treated as absent");
+                Some(Change::RolloutGone)
+            }
+        },
+        Key::Config | Key::Room { .. } => None,
+    }
+}
+
+/// Decodes a delete of a watched key.
+pub fn decode_delete(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
+    match keys.parse(kv.key()).ok()? {
+        Key::Node(name) => Some(Change::NodeGone(name)),
+        Key::Assignment(shard) => Some(Change::AssignmentGone(shard, kv.mod_revision())),
+        Key::Ack(pod) => Some(Change::AckGone(pod)),
+        Key::Rollout => Some(Change::RolloutGone),
+        Key::Config | Key::Room { .. } => None,
+    }
+}
+
+/// Reads every watched key at one revision.
+pub async fn read_all(client: &Client, keys: &Keyspace) -> Result<(i64, Vec<Change>), EtcdError> {
+    let prefix = || Some(GetOptions::new().with_prefix());
+    let txn = Txn::new().and_then(vec![
+        TxnOp::get(keys.nodes_prefix(), prefix()),
+        TxnOp::get(keys.assignments_prefix(), prefix()),
+        TxnOp::get(keys.acks_prefix(), prefix()),
+        TxnOp::get(keys.rollout(), None),
+    ]);
+    let response = timed(client.kv_client().txn(txn)).await?;
+    let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+    let mut changes = Vec::new();
+    for op in response.op_responses() {
+        if let TxnOpResponse::Get(get) = op {
+            changes.extend(get.kvs().iter().filter_map(|kv| decode_put(keys, kv)));
+        }
+    }
+    Ok((revision, changes))
+}
+
+/// Feeds `inputs` with a full read, then watch changes, forever: any failure (etcd down,
+/// compaction) waits with backoff and starts again with a full read.
+pub async fn watch_loop(client: Client, keys: Keyspace, inputs: mpsc::Sender<Input>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match watch_session(&client, &keys, &inputs).await {
+            Ok(()) => return, // the manager is gone
+            Err(error) => {
+                tracing::warn!(prefix = keys.prefix(), %error, "etcd watch failed; re-reading");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn watch_session(
+    client: &Client,
+    keys: &Keyspace,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<(), EtcdError> {
+    let (revision, changes) = read_all(client, keys).await?;
+    if inputs.send(Input::Reset(changes)).await.is_err() {
+        return Ok(());
+    }
+    let from = |o: WatchOptions| o.with_start_revision(revision + 1);
+    let mut watch = client.watch_client();
+    let mut stream = timed(watch.watch(
+        keys.nodes_prefix(),
+        Some(from(WatchOptions::new().with_prefix())),
+    ))
+    .await?;
+    for (key, prefix) in [
+        (keys.assignments_prefix(), true),
+        (keys.acks_prefix(), true),
+        (keys.rollout(), false),
+    ] {
+        let options = if prefix {
+            WatchOptions::new().with_prefix()
+        } else {
+            WatchOptions::new()
+        };
+        timed(stream.watch(key, Some(from(options)))).await?;
+    }
+    while let Some(response) = stream.next().await {
+        let response = response?;
+        if response.canceled() {
+            return Err(EtcdError::WatchEnded(format!(
+                "canceled (compacted at {}): {}",
+                response.compact_revision(),
+                response.cancel_reason()
+            )));
+        }
+        let changes: Vec<Change> = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                match event.event_type() {
+                    EventType::Put => decode_put(keys, kv),
+                    EventType::Delete => decode_delete(keys, kv),
+                }
+            })
+            .collect();
+        if !changes.is_empty() && inputs.send(Input::Changes(changes)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Err(EtcdError::WatchEnded("stream closed".into()))
+}
+
+/// What became of one batch of writes.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Committed at this revision.
+    Written(Vec<Write>, i64),
+    /// A compare failed: nothing was written; these are the keys' current values.
+    Conflict(Vec<Write>, Vec<Change>),
+    /// The request failed; nothing is known to be written.
+    Failed(Vec<Write>, EtcdError),
+}
+
+/// Writes `writes` in transactions of at most `batch` keys (each compared on its mod
+/// revision), `concurrency` transactions at a time.
+pub async fn commit(
+    client: &Client,
+    keys: &Keyspace,
+    writes: Vec<Write>,
+    batch: usize,
+    concurrency: usize,
+) -> Vec<Outcome> {
+    let batch = batch.clamp(1, MAX_TXN_OPS);
+    let mut batches: Vec<Vec<Write>> = Vec::new();
+    let mut rest = writes;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(batch));
+        batches.push(std::mem::replace(&mut rest, tail));
+    }
+    futures::stream::iter(batches)
+        .map(|writes| commit_batch(client.clone(), keys, writes))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn commit_batch(client: Client, keys: &Keyspace, writes: Vec<Write>) -> Outcome {
+    let mut compares = Vec::with_capacity(writes.len());
+    let mut puts = Vec::with_capacity(writes.len());
+    let mut gets = Vec::with_capacity(writes.len());
+    for write in &writes {
+        let key = keys.assignment(write.shard);
+        compares.push(Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            write.expect,
+        ));
+        puts.push(TxnOp::put(key.clone(), write.value.encode(), None));
+        gets.push(TxnOp::get(key, None));
+    }
+    let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
+    let response = match timed(client.kv_client().txn(txn)).await {
+        Ok(response) => response,
+        Err(error) => return Outcome::Failed(writes, error),
+    };
+    if response.succeeded() {
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        return Outcome::Written(writes, revision);
+    }
+    let responses = response.op_responses();
+    let mut current = Vec::with_capacity(writes.len());
+    for (write, op) in writes.iter().zip(responses) {
+        let TxnOpResponse::Get(get) = op else {
+            continue;
+        };
+        match get.kvs().first() {
+            Some(kv) => current.extend(decode_put(keys, kv)),
+            // Gone: a delete "at" the newest revision we know nothing about.
+            None => current.push(Change::AssignmentGone(write.shard, i64::MAX)),
+        }
+    }
+    Outcome::Conflict(writes, current)
+}
+
+/// Revokes `lease` (fencing its node). A lease that no longer exists counts as revoked.
+pub async fn revoke(client: &Client, lease: i64) -> Result<(), EtcdError> {
+    match timed(client.lease_client().revoke(lease)).await {
+        Ok(_) => Ok(()),
+        Err(EtcdError::Client(etcd_client::Error::GRpcStatus(status)))
+            if status.message().contains("lease not found") =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes `acks/<pod>` if it still has `mod_revision`.
+pub async fn delete_ack(
+    client: &Client,
+    keys: &Keyspace,
+    pod: &str,
+    mod_revision: i64,
+) -> Result<(), EtcdError> {
+    let Ok(key) = keys.ack(pod) else {
+        return Ok(());
+    };
+    let txn = Txn::new()
+        .when(vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            mod_revision,
+        )])
+        .and_then(vec![TxnOp::delete(key, None)]);
+    timed(client.kv_client().txn(txn)).await.map(|_| ())
+}
+
+/// Counts room keys per shard with a paged keys-only scan of `rooms/` (memory bounded by the
+/// page size, not the number of rooms).
+pub async fn count_rooms(
+    client: &Client,
+    keys: &Keyspace,
+    page: i64,
+) -> Result<BTreeMap<ShardId, u64>, EtcdError> {
+    let prefix = keys.rooms_prefix();
+    let mut end = prefix.clone().into_bytes();
+    if let Some(last) = end.last_mut() {
+        *last += 1; // '/' + 1: the end of the prefix range
+    }
+    let mut start = prefix.into_bytes();
+    let mut counts: BTreeMap<ShardId, u64> = BTreeMap::new();
+    loop {
+        let options = GetOptions::new()
+            .with_range(end.clone())
+            .with_keys_only()
+            .with_limit(page);
+        let response = timed(client.kv_client().get(start.clone(), Some(options))).await?;
+        for kv in response.kvs() {
+            if let Ok(Key::Room { shard, .. }) = keys.parse(kv.key()) {
+                *counts.entry(shard).or_insert(0) += 1;
+            }
+        }
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok(counts),
+        }
+    }
+}

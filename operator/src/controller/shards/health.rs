@@ -1,0 +1,274 @@
+//! Node health as the shard manager judges it: what etcd and the node's Pod say, folded into
+//! one verdict per node (pure).
+//!
+//! | verdict | when | what happens to its shards |
+//! |---|---|---|
+//! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated, or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
+//! | `Leaving` | node says Draining, or its Pod is terminating | handed off (two-phase), never throttled |
+//! | `Held` | registered, but its Pod has not passed readiness yet | keeps what it has, gets nothing new |
+//! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
+//!
+//! A Pod that has never been Ready (a node still starting) is not a failure: only a Ready →
+//! NotReady transition of the same container is. A Pod the operator has not seen (no watch, a
+//! node outside Kubernetes) is judged by its etcd key alone.
+
+use signaling_node::cluster::keys::{NodeInfo, NodeState};
+
+/// Why a node was declared dead (the `reason` of a RoomShard's `lastFailover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The node's key vanished: its lease expired (or was revoked by someone else).
+    LeaseExpired,
+    /// The node's Pod object was deleted.
+    PodDeleted,
+    /// The node's Pod turned NotReady while the node claimed to be Ready.
+    PodNotReady,
+    /// The node's container terminated (the process exited).
+    ProcessExited,
+}
+
+impl Reason {
+    /// The spelling used in status, Events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LeaseExpired => "LeaseExpired",
+            Self::PodDeleted => "PodDeleted",
+            Self::PodNotReady => "PodNotReady",
+            Self::ProcessExited => "ProcessExited",
+        }
+    }
+}
+
+/// The verdict on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Registered Ready with a Ready Pod: may receive shards.
+    Eligible,
+    /// Alive but not yet Ready: keeps its shards, receives none.
+    Held,
+    /// Shutting down (Draining or Pod terminating): its shards are handed off.
+    Leaving,
+    /// Gone or failed: its shards fail over.
+    Dead(Reason),
+}
+
+impl Health {
+    /// Whether the node may own shards at all (everything but dead).
+    pub fn alive(self) -> bool {
+        !matches!(self, Self::Dead(_))
+    }
+}
+
+/// A node's registration as read from etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeObs {
+    /// The decoded `nodes/<pod>` value.
+    pub info: NodeInfo,
+    /// The lease the key is attached to (revoked to fence the node).
+    pub lease: i64,
+    /// The key's mod revision.
+    pub mod_revision: i64,
+}
+
+/// What the Pod watch reports about one Pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodObs {
+    /// The Pod's uid (a new uid is a new Pod with the same name).
+    pub uid: String,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// `deletionTimestamp` is set.
+    pub terminating: bool,
+    /// A container is in state `terminated` (or the Pod phase is Succeeded/Failed).
+    pub exited: bool,
+    /// Sum of container restart counts (a restart is a new process).
+    pub restarts: i32,
+}
+
+/// The operator's memory of one Pod across watch events.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodState {
+    /// The latest observation.
+    pub obs: PodObs,
+    /// The Pod object was deleted (seen as a watch delete).
+    pub deleted: bool,
+    /// The current process has been Ready at least once.
+    pub ever_ready: bool,
+}
+
+impl PodState {
+    /// Folds a new observation in, resetting `ever_ready` when the Pod or process changed.
+    pub fn observe(previous: Option<&PodState>, obs: PodObs) -> PodState {
+        let same_process = previous
+            .filter(|p| !p.deleted && p.obs.uid == obs.uid && p.obs.restarts == obs.restarts);
+        let ever_ready = obs.ready || same_process.is_some_and(|p| p.ever_ready);
+        PodState {
+            obs,
+            deleted: false,
+            ever_ready,
+        }
+    }
+}
+
+/// Judges one node from its etcd key (if present) and its Pod (if seen).
+pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
+    if let Some(pod) = pod {
+        if pod.deleted {
+            return Health::Dead(Reason::PodDeleted);
+        }
+        if pod.obs.exited {
+            return Health::Dead(Reason::ProcessExited);
+        }
+    }
+    let Some(node) = node else {
+        return Health::Dead(Reason::LeaseExpired);
+    };
+    let draining = node.info.state == NodeState::Draining;
+    if let Some(pod) = pod {
+        let flapped = pod.ever_ready && !pod.obs.ready && !pod.obs.terminating;
+        if flapped && !draining {
+            return Health::Dead(Reason::PodNotReady);
+        }
+        if pod.obs.terminating || draining {
+            return Health::Leaving;
+        }
+        if !pod.obs.ready {
+            return Health::Held;
+        }
+        return Health::Eligible;
+    }
+    if draining {
+        Health::Leaving
+    } else {
+        Health::Eligible
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signaling_node::cluster::keys::Load;
+
+    fn node(state: NodeState) -> NodeObs {
+        NodeObs {
+            info: NodeInfo {
+                url: "ws://127.0.0.1:7000/ws".into(),
+                version: "v1".into(),
+                protocols: vec![],
+                state,
+                load: Load::default(),
+                error_rate: 0.0,
+                started_at_ms: 0,
+            },
+            lease: 7,
+            mod_revision: 3,
+        }
+    }
+
+    fn pod(ready: bool, ever_ready: bool) -> PodState {
+        PodState {
+            obs: PodObs {
+                uid: "u1".into(),
+                ready,
+                ..Default::default()
+            },
+            deleted: false,
+            ever_ready,
+        }
+    }
+
+    #[test]
+    fn etcd_alone_decides_without_a_pod() {
+        assert_eq!(
+            classify(Some(&node(NodeState::Ready)), None),
+            Health::Eligible
+        );
+        assert_eq!(
+            classify(Some(&node(NodeState::Draining)), None),
+            Health::Leaving
+        );
+        assert_eq!(classify(None, None), Health::Dead(Reason::LeaseExpired));
+    }
+
+    #[test]
+    fn pod_signals_win_over_a_live_key() {
+        let ready = node(NodeState::Ready);
+        let mut deleted = pod(true, true);
+        deleted.deleted = true;
+        assert_eq!(
+            classify(Some(&ready), Some(&deleted)),
+            Health::Dead(Reason::PodDeleted)
+        );
+        let mut exited = pod(false, true);
+        exited.obs.exited = true;
+        assert_eq!(
+            classify(Some(&ready), Some(&exited)),
+            Health::Dead(Reason::ProcessExited)
+        );
+        assert_eq!(
+            classify(Some(&ready), Some(&pod(false, true))),
+            Health::Dead(Reason::PodNotReady)
+        );
+    }
+
+    #[test]
+    fn starting_and_draining_pods_are_not_failures() {
+        let ready = node(NodeState::Ready);
+        assert_eq!(
+            classify(Some(&ready), Some(&pod(false, false))),
+            Health::Held
+        );
+        // A draining node's readiness probe fails on purpose: still a handoff.
+        assert_eq!(
+            classify(Some(&node(NodeState::Draining)), Some(&pod(false, true))),
+            Health::Leaving
+        );
+        let mut terminating = pod(false, true);
+        terminating.obs.terminating = true;
+        assert_eq!(classify(Some(&ready), Some(&terminating)), Health::Leaving);
+        assert_eq!(
+            classify(Some(&ready), Some(&pod(true, true))),
+            Health::Eligible
+        );
+    }
+
+    #[test]
+    fn readiness_memory_resets_with_a_new_process() {
+        let first = PodState::observe(
+            None,
+            PodObs {
+                uid: "a".into(),
+                ready: true,
+                ..Default::default()
+            },
+        );
+        assert!(first.ever_ready);
+        let flapped = PodState::observe(
+            Some(&first),
+            PodObs {
+                uid: "a".into(),
+                ready: false,
+                ..Default::default()
+            },
+        );
+        assert!(flapped.ever_ready);
+        let restarted = PodState::observe(
+            Some(&flapped),
+            PodObs {
+                uid: "a".into(),
+                ready: false,
+                restarts: 1,
+                ..Default::default()
+            },
+        );
+        assert!(!restarted.ever_ready);
+        let replaced = PodState::observe(
+            Some(&flapped),
+            PodObs {
+                uid: "b".into(),
+                ..Default::default()
+            },
+        );
+        assert!(!replaced.ever_ready);
+    }
+}
