@@ -8,11 +8,23 @@
 //!   can create a room that the restore would then overwrite;
 //! - the assignment names another node whose `nodes/<pod>` key is live → `Remote { url }`
 //!   (also while it drains: it still owns the shard until the operator moves it);
-//! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`.
+//! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`;
+//! - **handoff** (the assignment has `handoff_to: Some(dest)`, phase 1 of DESIGN §6): on every
+//!   node the shard is routed to its destination — `Remote { url }` with dest's advertised URL
+//!   when dest is another live node, `Unavailable` (1010, retry) on dest itself (it serves only
+//!   after the operator reassigns it and it restored the snapshots) or when dest has no live
+//!   registration. So the old owner takes no new joins for the shard (they are redirected to
+//!   where the shard is going, and the migrating members follow the same URL), and nobody
+//!   redirects back to the old owner, so there is no redirect loop.
 //!
 //! [`OwnershipCache::local_shards`] is a watch of the shards this node holds (assignment
-//! names it and it is not fenced) with their epochs; `takeover` restores what appears there
-//! and releases what disappears. A fenced node holds nothing.
+//! names it and it is not fenced) with their epochs: it keeps a shard through its handoff
+//! until the operator reassigns it (drain waits on it, acks are pruned with it).
+//! [`OwnershipCache::serve_shards`] is the same minus the shards being handed off: `takeover`
+//! restores what appears there and releases what disappears, so a handoff is a release (and a
+//! handoff called off is a fresh restore). [`OwnershipCache::restored_shards`] is a watch of
+//! the shards restored for their current epoch (the ack's `serving`). A fenced node holds
+//! nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -61,19 +73,22 @@ pub struct OwnershipCache {
     shard_count: u32,
     state: RwLock<State>,
     local: watch::Sender<LocalShards>,
+    serve: watch::Sender<LocalShards>,
+    restored: watch::Sender<LocalShards>,
 }
 
 impl OwnershipCache {
     /// An empty cache for node `node` (its pod name) in a cluster of `shard_count` shards.
     /// Until the first sync every shard is `Unavailable`.
     pub fn new(keys: Keyspace, node: impl Into<String>, shard_count: u32) -> Arc<Self> {
-        let (local, _) = watch::channel(LocalShards::new());
         Arc::new(Self {
             keys,
             node: node.into(),
             shard_count: shard_count.max(1),
             state: RwLock::new(State::default()),
-            local,
+            local: watch::channel(LocalShards::new()).0,
+            serve: watch::channel(LocalShards::new()).0,
+            restored: watch::channel(LocalShards::new()).0,
         })
     }
 
@@ -199,18 +214,48 @@ impl OwnershipCache {
                 .is_some_and(|s| s.assignment.node == self.node && s.assignment.epoch == epoch);
         if holds {
             state.restored.insert(shard, epoch);
+            self.publish_local(&mut state);
         }
         holds
     }
 
     /// Forgets the restore of `shard` (it was released).
     pub fn mark_released(&self, shard: ShardId) {
-        self.write().restored.remove(&shard);
+        let mut state = self.write();
+        if state.restored.remove(&shard).is_some() {
+            self.publish_local(&mut state);
+        }
     }
 
-    /// A watch of the shards this node holds (assignment names it, not fenced).
+    /// A watch of the shards this node holds (assignment names it, not fenced), including
+    /// shards being handed off until the operator reassigns them.
     pub fn local_shards(&self) -> watch::Receiver<LocalShards> {
         self.local.subscribe()
+    }
+
+    /// A watch of the shards this node should serve: held and not being handed off.
+    pub fn serve_shards(&self) -> watch::Receiver<LocalShards> {
+        self.serve.subscribe()
+    }
+
+    /// A watch of the shards restored here for the epoch this node holds them under.
+    pub fn restored_shards(&self) -> watch::Receiver<LocalShards> {
+        self.restored.subscribe()
+    }
+
+    /// The epoch under which this node holds `shard` while the shard is being handed off
+    /// (its assignment names this node and has `handoff_to` set), if it is.
+    pub fn handoff_epoch(&self, shard: ShardId) -> Option<u64> {
+        let state = self.read();
+        if state.fenced {
+            return None;
+        }
+        state
+            .assignments
+            .get(&shard)
+            .map(|seen| &seen.assignment)
+            .filter(|a| a.node == self.node && a.handoff_to.is_some())
+            .map(|a| a.epoch)
     }
 
     /// The current assignment of `shard`, if readable.
@@ -244,17 +289,24 @@ impl OwnershipCache {
                 .map(|(shard, s)| (*shard, s.assignment.epoch))
                 .collect()
         };
+        let serve: LocalShards = local
+            .iter()
+            .filter(|(shard, _)| {
+                state
+                    .assignments
+                    .get(shard)
+                    .is_some_and(|s| s.assignment.handoff_to.is_none())
+            })
+            .map(|(shard, epoch)| (*shard, *epoch))
+            .collect();
         // A restore only counts for the epoch it was done under.
         state
             .restored
             .retain(|shard, epoch| local.get(shard) == Some(epoch));
-        self.local.send_if_modified(|current| {
-            let changed = *current != local;
-            if changed {
-                *current = local;
-            }
-            changed
-        });
+        let restored: LocalShards = state.restored.iter().map(|(s, e)| (*s, *e)).collect();
+        publish(&self.local, local);
+        publish(&self.serve, serve);
+        publish(&self.restored, restored);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -266,6 +318,16 @@ impl OwnershipCache {
     }
 }
 
+fn publish(channel: &watch::Sender<LocalShards>, value: LocalShards) {
+    channel.send_if_modified(|current| {
+        let changed = *current != value;
+        if changed {
+            *current = value;
+        }
+        changed
+    });
+}
+
 impl OwnershipView for OwnershipCache {
     fn owner_of(&self, shard: ShardId) -> Ownership {
         let state = self.read();
@@ -273,6 +335,14 @@ impl OwnershipView for OwnershipCache {
             return Ownership::Unavailable;
         };
         let assignment = &seen.assignment;
+        if let Some(dest) = &assignment.handoff_to {
+            return match state.nodes.get(dest) {
+                Some(info) if *dest != self.node => Ownership::Remote {
+                    url: info.url.clone(),
+                },
+                _ => Ownership::Unavailable,
+            };
+        }
         if assignment.node == self.node {
             let restored = state.restored.get(&shard) == Some(&assignment.epoch);
             if !state.fenced && restored {
