@@ -486,6 +486,72 @@ mod tests {
         }));
     }
 
+    fn handoff_entry(shard: ShardId, node: &str, epoch: u64, to: &str) -> Entry {
+        Entry {
+            key: keys().assignment(shard).into_bytes(),
+            value: Assignment {
+                node: node.into(),
+                epoch,
+                version: "v1".into(),
+                handoff_to: Some(to.into()),
+            }
+            .encode(),
+            mod_revision: 2,
+        }
+    }
+
+    #[test]
+    fn a_shard_in_handoff_routes_to_its_destination_and_leaves_the_serve_set() {
+        let a = OwnershipCache::new(keys(), "a", 4);
+        let b = OwnershipCache::new(keys(), "b", 4);
+        let c = OwnershipCache::new(keys(), "c", 4);
+        let entries = || {
+            vec![
+                assignment_entry(0, "a", 3),
+                node_entry("a"),
+                node_entry("b"),
+            ]
+        };
+        for cache in [&a, &b, &c] {
+            cache.apply(Update::Reset(entries()));
+        }
+        assert!(a.mark_restored(0, 3));
+        let (local, serve, restored) = (a.local_shards(), a.serve_shards(), a.restored_shards());
+        assert_eq!(*restored.borrow(), LocalShards::from([(0, 3)]));
+        assert_eq!(a.handoff_epoch(0), None);
+
+        for cache in [&a, &b, &c] {
+            cache.apply(Update::Put(handoff_entry(0, "a", 3, "b")));
+        }
+        let to_b = Ownership::Remote {
+            url: "ws://b/ws".into(),
+        };
+        assert_eq!(a.owner_of(0), to_b, "no new joins on the old owner");
+        assert_eq!(c.owner_of(0), to_b, "others send clients where it goes");
+        assert_eq!(b.owner_of(0), Ownership::Unavailable, "no redirect back");
+        // Still held (drain and fencing), no longer to be served.
+        assert_eq!(*local.borrow(), LocalShards::from([(0, 3)]));
+        assert!(serve.borrow().is_empty());
+        assert_eq!(a.handoff_epoch(0), Some(3));
+        assert_eq!(a.held(0).unwrap().epoch, 3);
+
+        // Destination without a live registration: unavailable, never the old owner.
+        a.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        assert_eq!(a.owner_of(0), Ownership::Unavailable);
+
+        // Called off: served again (after a fresh restore).
+        a.apply(Update::Put(assignment_entry(0, "a", 3)));
+        assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
+        assert_eq!(a.handoff_epoch(0), None);
+
+        // Reassigned: nothing held, nothing restored.
+        a.mark_released(0);
+        assert!(restored.borrow().is_empty());
+        a.apply(Update::Put(assignment_entry(0, "b", 4)));
+        assert!(local.borrow().is_empty());
+        assert_eq!(a.handoff_epoch(0), None);
+    }
+
     #[test]
     fn reset_replaces_everything() {
         let cache = OwnershipCache::new(keys(), "a", 4);
