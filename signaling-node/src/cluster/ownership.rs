@@ -20,9 +20,12 @@
 //! [`OwnershipCache::local_shards`] is a watch of the shards this node holds (assignment
 //! names it and it is not fenced) with their epochs: it keeps a shard through its handoff
 //! until the operator reassigns it (drain waits on it, acks are pruned with it).
-//! [`OwnershipCache::serve_shards`] is the same minus the shards being handed off: `takeover`
-//! restores what appears there and releases what disappears, so a handoff is a release (and a
-//! handoff called off is a fresh restore). [`OwnershipCache::restored_shards`] is a watch of
+//! [`OwnershipCache::serve_shards`] is the same minus the shards being handed off to another
+//! node whose registration (URL) is known: `takeover` restores what appears there and releases
+//! what disappears, so a handoff is a release with `Migrate` to the destination's URL (and a
+//! handoff called off is a fresh restore). Until the destination's registration is seen the
+//! shard stays served (its rooms keep committing; new joins get 1010); if it never appears the
+//! operator's deadline reassigns the shard and the epoch change releases it. [`OwnershipCache::restored_shards`] is a watch of
 //! the shards restored for their current epoch (the ack's `serving`). A fenced node holds
 //! nothing.
 
@@ -292,10 +295,13 @@ impl OwnershipCache {
         let serve: LocalShards = local
             .iter()
             .filter(|(shard, _)| {
-                state
+                let dest = state
                     .assignments
                     .get(shard)
-                    .is_some_and(|s| s.assignment.handoff_to.is_none())
+                    .and_then(|s| s.assignment.handoff_to.as_ref());
+                // Released only once the destination's URL is known (the members migrate
+                // there); the registration may arrive after the assignment on the watch.
+                !dest.is_some_and(|d| *d != self.node && state.nodes.contains_key(d))
             })
             .map(|(shard, epoch)| (*shard, *epoch))
             .collect();
@@ -535,9 +541,13 @@ mod tests {
         assert_eq!(a.handoff_epoch(0), Some(3));
         assert_eq!(a.held(0).unwrap().epoch, 3);
 
-        // Destination without a live registration: unavailable, never the old owner.
+        // Destination without a live registration: unavailable, never the old owner, and
+        // not released until its URL is known.
         a.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
         assert_eq!(a.owner_of(0), Ownership::Unavailable);
+        assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
+        a.apply(Update::Put(node_entry("b")));
+        assert!(serve.borrow().is_empty());
 
         // Called off: served again (after a fresh restore).
         a.apply(Update::Put(assignment_entry(0, "a", 3)));
