@@ -77,6 +77,9 @@ pub enum EtcdError {
     Key(#[from] signaling_node::cluster::keys::KeyError),
 }
 
+/// The module's error under its short name.
+pub type Error = EtcdError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Target {
     endpoints: Vec<String>,
@@ -192,6 +195,16 @@ impl EtcdClients {
         }
         clients.insert(target, client.clone());
         Ok((client, id))
+    }
+
+    /// A plain (non-TLS) client for `endpoints`; prefer [`Self::for_cluster`], which honours
+    /// the cluster's TLS Secret.
+    pub async fn client(&self, endpoints: &[String]) -> Result<etcd_client::Client, EtcdError> {
+        let spec = EtcdSpec {
+            endpoints: endpoints.to_vec(),
+            tls_secret: None,
+        };
+        self.get("", &spec).await
     }
 
     /// An already connected client for `spec`, without reading its TLS Secret (for cleanup

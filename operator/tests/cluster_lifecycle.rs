@@ -3,7 +3,7 @@
 //! lands in etcd with revision 1 and an edit bumps it to 2; fake nodes and acks turn
 //! ConfigApplied true; a steady cluster causes no writes; deletion removes the etcd prefix.
 
-mod support;
+mod runtime_support;
 
 use std::time::Duration;
 
@@ -11,9 +11,9 @@ use etcd_client::GetOptions;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use runtime_support::{ControlPlane, eventually, metric_value};
 use serde_json::json;
 use signaling_node::cluster::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
-use support::{ControlPlane, eventually, metric_value};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 
 const NS: &str = "sb-test";

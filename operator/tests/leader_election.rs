@@ -2,16 +2,16 @@
 //! reconciles; a standby takes over when the leader is killed (after the lease expires) or
 //! stops (at once: the Lease is released); a leader whose Lease is taken exits non-zero.
 
-mod support;
+mod runtime_support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use runtime_support::{ControlPlane, Operator, eventually};
 use serde_json::json;
 use signaling_node::cluster::keys::{ConfigValue, Keyspace, Value};
-use support::{ControlPlane, Operator, eventually};
 use switchboard_operator::crd::SignalingCluster;
 use tokio::time::Instant;
 

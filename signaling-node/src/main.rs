@@ -132,3 +132,67 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "signaling-node",
+            "serve",
+            "--listen",
+            "127.0.0.1:7001",
+            "--heartbeat-interval",
+            "10s",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--cluster",
+            "demo",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("`serve` parses as Command::Serve");
+        };
+        assert_eq!(
+            args.settings.listen,
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(args.cluster.enabled());
+    }
+
+    #[test]
+    fn tool_subcommands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("signaling-node").chain(args.iter().copied()))
+        };
+        assert!(matches!(
+            parse(&["token", "--secret", "k", "--user", "alice", "--room", "r1"])
+                .unwrap()
+                .command,
+            Command::Token(_)
+        ));
+        assert!(matches!(
+            parse(&["client", "--room", "r", "--demo", "--secret", "k"])
+                .unwrap()
+                .command,
+            Command::Client(_)
+        ));
+        assert!(matches!(
+            parse(&["bench", "--baseline-only", "--connections", "10"])
+                .unwrap()
+                .command,
+            Command::Bench(_)
+        ));
+        assert!(matches!(
+            parse(&["baseline-relay", "--room-size", "2"])
+                .unwrap()
+                .command,
+            Command::BaselineRelay(_)
+        ));
+        assert!(parse(&["client", "--room", "r", "--token", "t", "--secret", "k"]).is_err());
+    }
+}

@@ -5,6 +5,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use signaling_node::cluster::ack::AckWriter;
 use signaling_node::cluster::config_watch::ConfigWatch;
 use signaling_node::cluster::health::Health;
 use signaling_node::cluster::keys::{
@@ -217,7 +218,15 @@ async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
         timing: EtcdTiming::default(),
         shutdown: shutdown.clone(),
     };
-    let watch = ConfigWatch::spawn(ctx, keys.clone(), membership.handle());
+    // Acks go through the ack writer (which also carries the shard entries).
+    let (_no_shards_tx, no_shards) = tokio::sync::watch::channel(Default::default());
+    let acks = AckWriter::spawn(
+        membership.handle(),
+        no_shards.clone(),
+        no_shards,
+        shutdown.clone(),
+    );
+    let watch = ConfigWatch::spawn(ctx, keys.clone(), acks.handle());
     let mut config = watch.config();
     let mut rollout = watch.rollout();
 

@@ -26,6 +26,7 @@ fn assignment(node: &str, epoch: u64) -> Vec<u8> {
         node: node.into(),
         epoch,
         version: "default".into(),
+        handoff_to: None,
     }
     .encode()
 }

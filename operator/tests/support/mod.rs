@@ -1,425 +1,595 @@
-//! Test harness for operator integration tests: a real etcd and a real kube-apiserver as
-//! processes on free loopback ports (no controller-manager, scheduler or kubelet: pods are
-//! created but never run), the CRDs applied, and operator processes started from the built
-//! binary. Everything is killed on drop; the run directory (logs) is removed unless the test
-//! panicked or `SWITCHBOARD_KEEP_TEST_DIRS` is set, in which case its path is printed.
+//! Test harness for the operator's integration tests: a real etcd and, for the Kubernetes
+//! parts, a real kube-apiserver (token auth, AlwaysAllow, loopback only) on free ports with
+//! temporary directories; simulated signaling nodes that register under leases and answer
+//! handoffs the way CLUSTER-CONTRACT.md says nodes do.
 //!
-//! Binaries: `$SWITCHBOARD_TOOLS_DIR/bin` (default `<repo>/e2e/.tools/bin`, built by
-//! `e2e/scripts/build-tools`); etcd may also come from `$SWITCHBOARD_ETCD_BIN`. The apiserver
-//! serves a self-signed certificate (`--cert-dir`) and authenticates a static admin token
-//! (`--token-auth-file`, group `system:masters`, `AlwaysAllow`).
+//! Binaries: `$SWITCHBOARD_ETCD_BIN`, else `etcd` on `PATH`, else
+//! `<repo>/e2e/.tools/bin/etcd`; kube-apiserver from `$SWITCHBOARD_KUBE_APISERVER_BIN`, else
+//! next to the etcd binary, else `<repo>/e2e/.tools/bin/kube-apiserver`.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use futures::StreamExt;
+use signaling_node::cluster::keys::{
+    Ack, Assignment, Key, Keyspace, Load, NodeInfo, NodeState, Value,
+};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How long a test waits for something that should happen promptly (a correctness bound,
-/// generous for a loaded two-core machine, not a performance assertion).
-pub const PATIENCE: Duration = Duration::from_secs(60);
+/// generous for a loaded machine, not a performance assertion).
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
-const TOKEN: &str = "switchboard-test-admin-token";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+fn temp_dir(what: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-op-{what}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
 }
 
-fn tools_bin() -> PathBuf {
-    std::env::var_os("SWITCHBOARD_TOOLS_DIR")
-        .map_or_else(|| repo_root().join("e2e/.tools"), PathBuf::from)
-        .join("bin")
-}
-
-fn tool(name: &str) -> PathBuf {
-    if name == "etcd"
-        && let Some(bin) = std::env::var_os("SWITCHBOARD_ETCD_BIN")
-    {
-        return PathBuf::from(bin);
-    }
-    let path = tools_bin().join(name);
-    assert!(
-        path.exists(),
-        "{} not found: run e2e/scripts/build-tools or set SWITCHBOARD_TOOLS_DIR",
-        path.display()
-    );
-    path
-}
-
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port (the listener is closed before the port is used).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
-fn spawn(program: &Path, args: &[String], log: &Path) -> Child {
-    let out = std::fs::File::create(log).expect("create log file");
-    let err = out.try_clone().expect("clone log file");
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
+/// A running etcd server owned by one test.
+pub struct Etcd {
+    dir: PathBuf,
+    client_port: u16,
+    child: Child,
 }
 
-/// etcd + kube-apiserver for one test.
-pub struct ControlPlane {
-    /// Run directory (logs, certificates, data).
-    pub dir: PathBuf,
-    /// etcd client URL (also usable as a SignalingCluster's etcd).
-    pub etcd_url: String,
-    /// Admin kubeconfig (token, insecure TLS).
-    pub kubeconfig: PathBuf,
-    /// Admin client.
-    pub client: kube::Client,
-    children: Vec<Child>,
-}
-
-impl ControlPlane {
-    /// Starts etcd and the apiserver, waits until the apiserver is ready and applies the CRDs.
+impl Etcd {
+    /// Starts etcd without fsync on free ports.
     pub async fn start() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-operator-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("certs")).expect("create run dir");
-        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut children = Vec::new();
-        children.push(spawn(
-            &tool("etcd"),
-            &[
-                "--name=default".into(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                "--unsafe-no-fsync".into(),
-                "--log-level=warn".into(),
-            ],
-            &dir.join("etcd.log"),
-        ));
-
-        // Service-account signing keys (the apiserver refuses to start without them).
-        let openssl = |args: &[&str]| {
-            let status = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("run openssl");
-            assert!(status.success(), "openssl {args:?} failed");
-        };
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "sa.key",
-        ]);
-        openssl(&["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
-        std::fs::write(
-            dir.join("tokens.csv"),
-            format!("{TOKEN},admin,admin-uid,system:masters\n"),
-        )
-        .expect("write token file");
-        let path = |name: &str| dir.join(name).display().to_string();
-        children.push(spawn(
-            &tool("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", path("certs")),
-                format!("--token-auth-file={}", path("tokens.csv")),
-                "--authorization-mode=AlwaysAllow".into(),
-                // No controller-manager creates the default ServiceAccount.
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={}", path("sa.pub")),
-                format!("--service-account-signing-key-file={}", path("sa.key")),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--endpoint-reconciler-type=none".into(),
-                "--profiling=false".into(),
-            ],
-            &dir.join("kube-apiserver.log"),
-        ));
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    \
-                 server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\n\
-                 users:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  \
-                 context:\n    cluster: test\n    user: admin\n    namespace: default\n\
-                 current-context: test\n"
-            ),
-        )
-        .expect("write kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig"),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kubeconfig");
-        let client = kube::Client::try_from(config).expect("client");
-        let mut plane = Self {
+        let dir = temp_dir("etcd");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new(etcd_bin())
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg("--unsafe-no-fsync")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let etcd = Self {
             dir,
-            etcd_url,
-            kubeconfig,
-            client,
-            children,
+            client_port,
+            child,
         };
-        plane.wait_ready().await;
-        plane
-    }
-
-    async fn wait_ready(&mut self) {
-        let started = Instant::now();
+        let deadline = Instant::now() + PATIENCE;
         loop {
-            for child in &mut self.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "a control-plane process exited ({status}); logs in {}",
-                        self.dir.display()
-                    );
-                }
-            }
-            let ready = self
-                .client
-                .request_text(
-                    http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .expect("request"),
-                )
-                .await;
-            if matches!(ready.as_deref(), Ok("ok")) {
-                break;
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                Client::connect([etcd.endpoint()], None),
+            )
+            .await
+                && c.status().await.is_ok()
+            {
+                return etcd;
             }
             assert!(
-                started.elapsed() < PATIENCE,
-                "kube-apiserver not ready in {PATIENCE:?}: {ready:?}; logs in {}",
-                self.dir.display()
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                etcd.log()
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        eprintln!("control plane ready in {:?}", started.elapsed());
     }
 
-    /// Applies the operator's CRDs and waits until they are served.
-    pub async fn apply_crds(&self) {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        for (_, crd) in switchboard_operator::crd::crds() {
-            api.create(&PostParams::default(), &crd)
-                .await
-                .expect("create CRD");
-        }
-        eventually("CRDs served", || async {
-            switchboard_operator::client::check_crds(&self.client)
-                .await
-                .is_ok()
-        })
-        .await;
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    /// An etcd client of the control plane's etcd.
-    pub async fn etcd(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.etcd_url.as_str()], None)
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect([self.endpoint()], None)
             .await
             .expect("connect etcd")
     }
 
-    /// Starts the operator binary with `args` (plus the kubeconfig and a metrics address).
-    pub fn operator(&self, name: &str, args: &[&str]) -> Operator {
-        let port = free_port();
-        let log = self.dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("create operator log");
-        let err = out.try_clone().expect("clone log");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard-operator"))
-            .args(args)
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start operator");
-        Operator {
-            child: Some(child),
-            metrics_port: port,
-            log,
-        }
+    /// The server log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
 }
 
-impl Drop for ControlPlane {
+impl Drop for Etcd {
     fn drop(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() || std::env::var_os("SWITCHBOARD_KEEP_TEST_DIRS").is_some() {
-            eprintln!("control plane logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A running operator process.
-pub struct Operator {
-    child: Option<Child>,
-    /// Port of its admin server.
-    pub metrics_port: u16,
-    /// Its log file.
-    pub log: PathBuf,
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/.tools/bin")
 }
 
-impl Operator {
-    /// Its `/metrics` text (empty when unreachable).
-    pub async fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics")
-            .await
-            .unwrap_or_default()
+fn etcd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SWITCHBOARD_ETCD_BIN") {
+        return PathBuf::from(bin);
     }
-
-    /// The value of the first sample of `name` whose labels contain `labels` (0 when absent).
-    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        metric_value(&self.metrics().await, name, labels)
-    }
-
-    /// The HTTP status of `path` on its admin server.
-    pub async fn status_of(&self, path: &str) -> Option<u16> {
-        let response = http_get_raw(self.metrics_port, path).await?;
-        response.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("run kill");
-            assert!(status.success());
-        }
-    }
-
-    /// Sends SIGKILL and reaps the process.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits for the process to exit (up to [`PATIENCE`]) and returns its exit code.
-    pub async fn wait_exit(&mut self) -> Option<i32> {
-        let started = Instant::now();
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status.code();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("etcd").is_file() {
+                return dir.join("etcd");
             }
-            assert!(started.elapsed() < PATIENCE, "operator did not exit");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let built = tools_dir().join("etcd");
+    assert!(
+        built.is_file(),
+        "no etcd binary: set SWITCHBOARD_ETCD_BIN or run e2e/scripts/build-tools"
+    );
+    built
+}
+
+fn apiserver_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SWITCHBOARD_KUBE_APISERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    if let Some(dir) = etcd_bin().parent() {
+        let beside = dir.join("kube-apiserver");
+        if beside.is_file() {
+            return beside;
+        }
+    }
+    let built = tools_dir().join("kube-apiserver");
+    assert!(
+        built.is_file(),
+        "no kube-apiserver binary: set SWITCHBOARD_KUBE_APISERVER_BIN or run e2e/scripts/build-tools"
+    );
+    built
+}
+
+/// A kube-apiserver on loopback backed by an [`Etcd`], with one admin token and
+/// `AlwaysAllow` authorization.
+pub struct ApiServer {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+const TOKEN: &str = "switchboard-test-admin";
+
+impl ApiServer {
+    /// Starts the apiserver and waits until `/readyz` answers ok.
+    pub async fn start(etcd: &Etcd) -> Self {
+        let dir = temp_dir("apiserver");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?} failed");
+        };
+        openssl(&["genrsa", "-out", "sa.key", "2048"]);
+        openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{TOKEN},admin,admin,\"system:masters\"\n"),
+        )
+        .expect("token file");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("apiserver.log")).expect("log");
+        let child = Command::new(apiserver_bin())
+            .arg(format!("--etcd-servers={}", etcd.endpoint()))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", dir.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                dir.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=AlwaysAllow")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ))
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg("--endpoint-reconciler-type=none")
+            // No controller-manager creates default ServiceAccounts in test namespaces.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--profiling=false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kube-apiserver");
+        let mut server = Self { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("kube-apiserver exited with {status}: {}", server.log());
+            }
+            let client = server.client().await;
+            let ready = tokio::time::timeout(Duration::from_secs(2), async {
+                client.apiserver_version().await?;
+                kube::api::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                    .get("default")
+                    .await
+            })
+            .await;
+            if matches!(ready, Ok(Ok(_))) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apiserver not ready: {}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    /// Whether the process still runs.
-    pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    /// A client authenticated as the admin.
+    pub async fn client(&self) -> kube::Client {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+            self.port
+        );
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("config");
+        kube::Client::try_from(config).expect("client")
     }
 
-    /// Its log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// The apiserver log.
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(4000);
+        log[start..].to_string()
     }
 }
 
-impl Drop for Operator {
+impl Drop for ApiServer {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Parses one sample out of Prometheus text.
-pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+/// Installs the Switchboard CRDs and waits until they are served.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in switchboard_operator::crd::crds() {
+        api.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
+    for (_, crd) in switchboard_operator::crd::crds() {
+        let name = crd.metadata.name.clone().expect("crd name");
+        eventually(&format!("CRD {name} established"), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
         })
-        .find(|l| l.contains(labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .await;
+    }
 }
 
-async fn http_get_raw(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.into());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
         .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    Some(response)
+        .expect("create namespace");
 }
 
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let response = http_get_raw(port, path).await?;
-    Some(response.split_once("\r\n\r\n")?.1.to_string())
-}
-
-/// Polls `check` every 100 ms until it holds; panics after [`PATIENCE`]. Returns the time it
-/// took.
-pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+/// Polls `check` every 20 ms until it returns `Some`, or panics after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = Option<T>>,
 {
-    let started = Instant::now();
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        if check().await {
-            return started.elapsed();
+        if let Some(value) = check().await {
+            return value;
         }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "timed out after {PATIENCE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every assignment of the cluster.
+pub async fn assignments(client: &Client, keys: &Keyspace) -> BTreeMap<u32, Assignment> {
+    let response = client
+        .kv_client()
+        .get(
+            keys.assignments_prefix(),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get assignments");
+    response
+        .kvs()
+        .iter()
+        .filter_map(|kv| match keys.parse(kv.key()).ok()? {
+            Key::Assignment(shard) => Some((shard, Assignment::decode(kv.value()).ok()?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A simulated signaling node: its `nodes/<pod>` key under its own lease, kept alive until
+/// [`SimNode::stop_keepalive`].
+pub struct SimNode {
+    /// Pod name.
+    pub name: String,
+    /// Its lease.
+    pub lease: i64,
+    info: NodeInfo,
+    keepalive: Option<JoinHandle<()>>,
+}
+
+impl SimNode {
+    /// Registers node `name` of `version` with a lease of `ttl` seconds.
+    pub async fn register(
+        client: &Client,
+        keys: &Keyspace,
+        name: &str,
+        version: &str,
+        ttl: i64,
+    ) -> Self {
+        let lease = client
+            .lease_client()
+            .grant(ttl, None)
+            .await
+            .expect("grant")
+            .id();
+        let info = NodeInfo {
+            url: format!("ws://127.0.0.1:7000/{name}"),
+            version: version.into(),
+            protocols: vec!["switchboard.v1".into()],
+            state: NodeState::Ready,
+            load: Load::default(),
+            error_rate: 0.0,
+            started_at_ms: 0,
+        };
+        client
+            .kv_client()
+            .put(
+                keys.node(name).expect("node key"),
+                info.encode(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("put node");
+        let mut lease_client = client.lease_client();
+        let period = Duration::from_millis(u64::try_from(ttl).unwrap_or(2) * 250);
+        let keepalive = tokio::spawn(async move {
+            let Ok((mut keeper, mut responses)) = lease_client.keep_alive(lease).await else {
+                return;
+            };
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                if responses.message().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        Self {
+            name: name.into(),
+            lease,
+            info,
+            keepalive: Some(keepalive),
+        }
+    }
+
+    /// Stops renewing the lease: the key expires after the TTL, like a crashed process.
+    pub fn stop_keepalive(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
+
+    /// Rewrites the node value with `state` (under the same lease).
+    pub async fn set_state(&mut self, client: &Client, keys: &Keyspace, state: NodeState) {
+        self.info.state = state;
+        self.put(client, keys).await;
+    }
+
+    /// Rewrites the node value with `error_rate`.
+    pub async fn set_error_rate(&mut self, client: &Client, keys: &Keyspace, rate: f64) {
+        self.info.error_rate = rate;
+        self.put(client, keys).await;
+    }
+
+    async fn put(&self, client: &Client, keys: &Keyspace) {
+        client
+            .kv_client()
+            .put(
+                keys.node(&self.name).expect("node key"),
+                self.info.encode(),
+                Some(PutOptions::new().with_lease(self.lease)),
+            )
+            .await
+            .expect("put node");
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        self.stop_keepalive();
+    }
+}
+
+/// Answers for simulated nodes the way real ones do: for every assignment naming one of
+/// `nodes`, `acks/<node>` reports `released` (when `handoff_to` is set) or `serving`.
+/// Nodes in `mute` never release (their handoffs end at the operator's deadline).
+pub fn spawn_responder(
+    client: Client,
+    keys: Keyspace,
+    nodes: BTreeSet<String>,
+    mute: BTreeSet<String>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut current: BTreeMap<u32, Assignment> = BTreeMap::new();
+        let mut written: BTreeMap<String, Ack> = BTreeMap::new();
+        let response = client
+            .kv_client()
+            .get(
+                keys.assignments_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("read assignments");
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        for kv in response.kvs() {
+            if let (Ok(Key::Assignment(shard)), Ok(a)) =
+                (keys.parse(kv.key()), Assignment::decode(kv.value()))
+            {
+                current.insert(shard, a);
+            }
+        }
+        let mut stream = client
+            .watch_client()
+            .watch(
+                keys.assignments_prefix(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await
+            .expect("watch assignments");
+        loop {
+            for node in &nodes {
+                let mut ack = Ack::default();
+                for (shard, a) in &current {
+                    if a.node != *node {
+                        continue;
+                    }
+                    if a.handoff_to.is_some() {
+                        if !mute.contains(node) {
+                            ack.released.insert(*shard, a.epoch);
+                        }
+                    } else {
+                        ack.serving.insert(*shard, a.epoch);
+                    }
+                }
+                if written.get(node) != Some(&ack) {
+                    let key = keys.ack(node).expect("ack key");
+                    if client
+                        .kv_client()
+                        .put(key, ack.encode(), None)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    written.insert(node.clone(), ack);
+                }
+            }
+            let Some(Ok(response)) = stream.next().await else {
+                return;
+            };
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Ok(Key::Assignment(shard)) = keys.parse(kv.key()) else {
+                    continue;
+                };
+                match event.event_type() {
+                    EventType::Put => {
+                        if let Ok(a) = Assignment::decode(kv.value()) {
+                            current.insert(shard, a);
+                        }
+                    }
+                    EventType::Delete => {
+                        current.remove(&shard);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A SignalingCluster object (not stored) for namespace `namespace`.
+pub fn cluster(
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+    shards: i32,
+    etcd: &str,
+) -> switchboard_operator::crd::SignalingCluster {
+    use switchboard_operator::crd::{EtcdSpec, NodeConfig, SignalingCluster, SignalingClusterSpec};
+    let mut cluster = SignalingCluster::new(
+        name,
+        SignalingClusterSpec {
+            replicas,
+            image: "switchboard/signaling-node:test".into(),
+            port: 7000,
+            shards,
+            etcd: EtcdSpec {
+                endpoints: vec![etcd.into()],
+                tls_secret: None,
+            },
+            auth_secret: "auth".into(),
+            config: NodeConfig::default(),
+            pod_template: None,
+            termination_grace_period_seconds: 60,
+            drain_timeout_seconds: 30,
+        },
+    );
+    cluster.metadata.namespace = Some(namespace.into());
+    cluster
 }

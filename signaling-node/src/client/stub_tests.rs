@@ -600,3 +600,34 @@ async fn bad_frames_from_the_server_are_reported_not_fatal() {
     assert!(matches!(err, ClientError::Frame(_)), "{err}");
     assert_eq!(next(&mut client).await, event("r", 1));
 }
+
+#[tokio::test]
+async fn migrate_without_a_url_resumes_where_it_was() {
+    let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
+        if index == 0 {
+            greet(&mut ws, "s1", false).await;
+            joined(&mut ws, 1).await;
+            send(
+                &mut ws,
+                Message::Migrate(Migrate {
+                    room: "studio".into(),
+                    url: String::new(),
+                    resume_token: "tok".into(),
+                }),
+            )
+            .await;
+            hold(&mut ws).await;
+        } else {
+            let hello = greet(&mut ws, "s1", true).await;
+            assert_eq!(hello.resume.map(|r| r.session).as_deref(), Some("tok"));
+            send(&mut ws, event("studio", 2)).await;
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    assert!(matches!(next(&mut client).await, Message::Welcome(w) if w.resumed));
+    assert_eq!(next(&mut client).await, event("studio", 2));
+    assert_eq!(client.session().url, url(addr));
+}

@@ -1,7 +1,8 @@
 //! The `config` and `rollout` watch: parses and validates each new value, delivers valid ones
 //! through tokio watch channels, keeps the last good value when a new one is invalid (logged
-//! and counted in `switchboard_config_invalid_total{key}`), and writes `acks/<pod>` once the
-//! node confirms it applied a revision ([`ConfigWatch::ack`]).
+//! and counted in `switchboard_config_invalid_total{key}`), and records the revisions in
+//! `acks/<pod>` (through the ack writer, which merges them with the shard entries) once the
+//! node confirms it applied them ([`ConfigWatch::ack`]).
 //!
 //! A deleted `config` or `rollout` key also keeps the last good value: a node never falls back
 //! to defaults because the operator's object vanished mid-flight.
@@ -9,9 +10,10 @@
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::ack::{AckHandle, AckUpdate};
 use super::health::Component;
-use super::keys::{Ack, ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
-use super::membership::{MembershipError, MembershipHandle};
+use super::keys::{ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
+use super::membership::MembershipError;
 use super::metrics::ClusterMetrics;
 use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
 
@@ -120,14 +122,14 @@ impl ConfigState {
 pub struct ConfigWatch {
     config: watch::Receiver<Option<ConfigValue>>,
     rollout: watch::Receiver<Option<RolloutValue>>,
-    membership: MembershipHandle,
+    acks: AckHandle,
     task: JoinHandle<()>,
 }
 
 impl ConfigWatch {
-    /// Starts watching `config` and `rollout` of `keys`; acks go through `membership`
-    /// (under the node's lease).
-    pub fn spawn(ctx: EtcdContext, keys: Keyspace, membership: MembershipHandle) -> Self {
+    /// Starts watching `config` and `rollout` of `keys`; acks go through `acks` (the ack
+    /// writer, under the node's lease).
+    pub fn spawn(ctx: EtcdContext, keys: Keyspace, acks: AckHandle) -> Self {
         let ranges = vec![
             WatchRange::key(keys.config()),
             WatchRange::key(keys.rollout()),
@@ -144,7 +146,7 @@ impl ConfigWatch {
         Self {
             config,
             rollout,
-            membership,
+            acks,
             task,
         }
     }
@@ -159,18 +161,17 @@ impl ConfigWatch {
         self.rollout.clone()
     }
 
-    /// Records that the node applied `config_revision` and saw `rollout_revision`: writes
-    /// `acks/<pod>` and resolves once it is in etcd.
+    /// Records that the node applied `config_revision` and saw `rollout_revision` in
+    /// `acks/<pod>` (other ack fields kept) and resolves once it is in etcd.
     pub async fn ack(
         &self,
         config_revision: u64,
         rollout_revision: u64,
     ) -> Result<(), MembershipError> {
-        self.membership
-            .ack(Ack {
-                config_revision,
-                rollout_revision,
-                ..Default::default()
+        self.acks
+            .update(AckUpdate::Revisions {
+                config: config_revision,
+                rollout: rollout_revision,
             })
             .await
     }

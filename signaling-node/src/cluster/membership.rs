@@ -338,7 +338,9 @@ impl Task {
                 self.client.clone(),
                 self.node_key.clone(),
                 self.info.encode(),
-                self.ack.as_ref().map(|ack| (self.ack_key.clone(), ack.encode())),
+                self.ack
+                    .as_ref()
+                    .map(|ack| (self.ack_key.clone(), ack.encode())),
                 self.config.ttl,
                 self.config.timing,
             );
@@ -516,7 +518,10 @@ impl Task {
     fn put(&self, kind: WriteKind, lease: i64) -> WriteFuture {
         let (key, value) = match kind {
             WriteKind::Node => (self.node_key.clone(), self.info.encode()),
-            WriteKind::Ack => (self.ack_key.clone(), self.ack.clone().unwrap_or_default().encode()),
+            WriteKind::Ack => (
+                self.ack_key.clone(),
+                self.ack.clone().unwrap_or_default().encode(),
+            ),
         };
         let mut kv = self.client.kv_client();
         let timeout = self.config.timing.request_timeout;

@@ -17,7 +17,12 @@
 //!   current epoch, so no join can create a room that a restore would overwrite ([`ownership`],
 //!   [`takeover`]). An epoch change is a release followed by a fresh restore.
 //! - **Acks** live under the node's lease like its registration, so a dead node leaves no stale
-//!   ack behind; they are rewritten after every re-registration ([`membership`]).
+//!   ack behind; they are rewritten after every re-registration ([`membership`]). One task
+//!   owns the ack value and merges revisions, `released` and `serving` into it ([`ack`]).
+//! - **Handoff** (`handoff_to` set on a held shard): every node routes the shard to its
+//!   destination ([`ownership`]); the old owner releases it — rooms finish their commits,
+//!   members get `Migrate` to the destination — flushes the store and acknowledges
+//!   `released[shard] = epoch` ([`takeover`], [`node`]).
 //! - **Config**: an invalid or deleted `config`/`rollout` keeps the last good value
 //!   ([`config_watch`]).
 //! - **Health** is false while any running component (lease keepalive, ownership watch,
@@ -25,6 +30,7 @@
 //!   ([`health`], [`backoff`]). The store never retries behind a caller: an unreachable etcd is
 //!   `StoreError::Unavailable` (the room answers 1010).
 
+pub mod ack;
 pub mod args;
 pub mod backoff;
 pub mod config_watch;

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::{AckHandle, AckUpdate, AckWriter};
 use super::config_watch::ConfigWatch;
 use super::health::Health;
 use super::keys::{Keyspace, NodeInfo, NodeState};
@@ -24,7 +25,7 @@ use super::membership::{
 use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
 use super::store::{EtcdRoomStore, StoreConfig};
-use super::takeover::{ShardRestorer, Takeover, TakeoverConfig, TakeoverEvent};
+use super::takeover::{HandoffHook, ShardRestorer, Takeover, TakeoverConfig, TakeoverEvent};
 use super::watcher::{EtcdContext, EtcdTiming};
 use crate::routing::SharedOwnership;
 use crate::store::RoomStore;
@@ -76,6 +77,8 @@ pub struct ClusterNode {
     store: EtcdRoomStore,
     membership: Option<Membership>,
     membership_handle: MembershipHandle,
+    acks: Option<AckWriter>,
+    ack_handle: AckHandle,
     config: ConfigWatch,
     health: Health,
     metrics: ClusterMetrics,
@@ -138,7 +141,13 @@ impl ClusterNode {
             config.store,
             metrics.clone(),
         );
-        let config_watch = ConfigWatch::spawn(ctx, config.keys.clone(), membership_handle.clone());
+        let acks = AckWriter::spawn(
+            membership_handle.clone(),
+            ownership.local_shards(),
+            ownership.restored_shards(),
+            shutdown.clone(),
+        );
+        let config_watch = ConfigWatch::spawn(ctx, config.keys.clone(), acks.handle());
         Ok(Self {
             keys: config.keys,
             client,
@@ -146,6 +155,8 @@ impl ClusterNode {
             store,
             membership: Some(membership),
             membership_handle,
+            ack_handle: acks.handle(),
+            acks: Some(acks),
             config: config_watch,
             health,
             metrics,
@@ -186,6 +197,11 @@ impl ClusterNode {
         &self.membership_handle
     }
 
+    /// The ack writer: merges revisions, released and serving shards into `acks/<pod>`.
+    pub fn acks(&self) -> &AckHandle {
+        &self.ack_handle
+    }
+
     /// The config/rollout watch (values and `ack`).
     pub fn config(&self) -> &ConfigWatch {
         &self.config
@@ -202,7 +218,9 @@ impl ClusterNode {
     }
 
     /// Starts restoring shards assigned to this node into `restorer` (and releasing the ones
-    /// taken away). Call once, after the registry exists; returns the event stream.
+    /// taken away or being handed off; after a handoff's release the store is flushed and
+    /// `released[shard] = epoch` acknowledged). Call once, after the registry exists; returns
+    /// the event stream.
     pub fn start_takeover(
         &mut self,
         restorer: Arc<dyn ShardRestorer>,
@@ -210,12 +228,23 @@ impl ClusterNode {
         if let Some(takeover) = &self.takeover {
             return takeover.events();
         }
+        let (store, acks) = (self.store.clone(), self.ack_handle.clone());
+        let on_handoff: HandoffHook = Arc::new(move |shard, epoch| {
+            let (store, acks) = (store.clone(), acks.clone());
+            Box::pin(async move {
+                store.flush().await;
+                if let Err(error) = acks.update(AckUpdate::Released { shard, epoch }).await {
+                    tracing::warn!(shard, epoch, %error, "could not acknowledge a handoff");
+                }
+            })
+        });
         let takeover = Takeover::spawn(
             Arc::clone(&self.ownership),
             self.room_store(),
             restorer,
             self.takeover_config,
             self.metrics.clone(),
+            Some(on_handoff),
             self.shutdown.clone(),
         );
         let events = takeover.events();
@@ -251,6 +280,9 @@ impl ClusterNode {
         }
         if let Some(takeover) = self.takeover.take() {
             takeover.join().await;
+        }
+        if let Some(acks) = self.acks.take() {
+            acks.join().await;
         }
     }
 }

@@ -8,11 +8,26 @@
 //!   can create a room that the restore would then overwrite;
 //! - the assignment names another node whose `nodes/<pod>` key is live → `Remote { url }`
 //!   (also while it drains: it still owns the shard until the operator moves it);
-//! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`.
+//! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`;
+//! - **handoff** (the assignment has `handoff_to: Some(dest)`, phase 1 of DESIGN §6): on every
+//!   node the shard is routed to its destination — `Remote { url }` with dest's advertised URL
+//!   when dest is another live node, `Unavailable` (1010, retry) on dest itself (it serves only
+//!   after the operator reassigns it and it restored the snapshots) or when dest has no live
+//!   registration. So the old owner takes no new joins for the shard (they are redirected to
+//!   where the shard is going, and the migrating members follow the same URL), and nobody
+//!   redirects back to the old owner, so there is no redirect loop.
 //!
 //! [`OwnershipCache::local_shards`] is a watch of the shards this node holds (assignment
-//! names it and it is not fenced) with their epochs; `takeover` restores what appears there
-//! and releases what disappears. A fenced node holds nothing.
+//! names it and it is not fenced) with their epochs: it keeps a shard through its handoff
+//! until the operator reassigns it (drain waits on it, acks are pruned with it).
+//! [`OwnershipCache::serve_shards`] is the same minus the shards being handed off to another
+//! node whose registration (URL) is known: `takeover` restores what appears there and releases
+//! what disappears, so a handoff is a release with `Migrate` to the destination's URL (and a
+//! handoff called off is a fresh restore). Until the destination's registration is seen the
+//! shard stays served (its rooms keep committing; new joins get 1010); if it never appears the
+//! operator's deadline reassigns the shard and the epoch change releases it. [`OwnershipCache::restored_shards`] is a watch of
+//! the shards restored for their current epoch (the ack's `serving`). A fenced node holds
+//! nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -61,19 +76,22 @@ pub struct OwnershipCache {
     shard_count: u32,
     state: RwLock<State>,
     local: watch::Sender<LocalShards>,
+    serve: watch::Sender<LocalShards>,
+    restored: watch::Sender<LocalShards>,
 }
 
 impl OwnershipCache {
     /// An empty cache for node `node` (its pod name) in a cluster of `shard_count` shards.
     /// Until the first sync every shard is `Unavailable`.
     pub fn new(keys: Keyspace, node: impl Into<String>, shard_count: u32) -> Arc<Self> {
-        let (local, _) = watch::channel(LocalShards::new());
         Arc::new(Self {
             keys,
             node: node.into(),
             shard_count: shard_count.max(1),
             state: RwLock::new(State::default()),
-            local,
+            local: watch::channel(LocalShards::new()).0,
+            serve: watch::channel(LocalShards::new()).0,
+            restored: watch::channel(LocalShards::new()).0,
         })
     }
 
@@ -199,18 +217,48 @@ impl OwnershipCache {
                 .is_some_and(|s| s.assignment.node == self.node && s.assignment.epoch == epoch);
         if holds {
             state.restored.insert(shard, epoch);
+            self.publish_local(&mut state);
         }
         holds
     }
 
     /// Forgets the restore of `shard` (it was released).
     pub fn mark_released(&self, shard: ShardId) {
-        self.write().restored.remove(&shard);
+        let mut state = self.write();
+        if state.restored.remove(&shard).is_some() {
+            self.publish_local(&mut state);
+        }
     }
 
-    /// A watch of the shards this node holds (assignment names it, not fenced).
+    /// A watch of the shards this node holds (assignment names it, not fenced), including
+    /// shards being handed off until the operator reassigns them.
     pub fn local_shards(&self) -> watch::Receiver<LocalShards> {
         self.local.subscribe()
+    }
+
+    /// A watch of the shards this node should serve: held and not being handed off.
+    pub fn serve_shards(&self) -> watch::Receiver<LocalShards> {
+        self.serve.subscribe()
+    }
+
+    /// A watch of the shards restored here for the epoch this node holds them under.
+    pub fn restored_shards(&self) -> watch::Receiver<LocalShards> {
+        self.restored.subscribe()
+    }
+
+    /// The epoch under which this node holds `shard` while the shard is being handed off
+    /// (its assignment names this node and has `handoff_to` set), if it is.
+    pub fn handoff_epoch(&self, shard: ShardId) -> Option<u64> {
+        let state = self.read();
+        if state.fenced {
+            return None;
+        }
+        state
+            .assignments
+            .get(&shard)
+            .map(|seen| &seen.assignment)
+            .filter(|a| a.node == self.node && a.handoff_to.is_some())
+            .map(|a| a.epoch)
     }
 
     /// The current assignment of `shard`, if readable.
@@ -244,17 +292,27 @@ impl OwnershipCache {
                 .map(|(shard, s)| (*shard, s.assignment.epoch))
                 .collect()
         };
+        let serve: LocalShards = local
+            .iter()
+            .filter(|(shard, _)| {
+                let dest = state
+                    .assignments
+                    .get(shard)
+                    .and_then(|s| s.assignment.handoff_to.as_ref());
+                // Released only once the destination's URL is known (the members migrate
+                // there); the registration may arrive after the assignment on the watch.
+                !dest.is_some_and(|d| *d != self.node && state.nodes.contains_key(d))
+            })
+            .map(|(shard, epoch)| (*shard, *epoch))
+            .collect();
         // A restore only counts for the epoch it was done under.
         state
             .restored
             .retain(|shard, epoch| local.get(shard) == Some(epoch));
-        self.local.send_if_modified(|current| {
-            let changed = *current != local;
-            if changed {
-                *current = local;
-            }
-            changed
-        });
+        let restored: LocalShards = state.restored.iter().map(|(s, e)| (*s, *e)).collect();
+        publish(&self.local, local);
+        publish(&self.serve, serve);
+        publish(&self.restored, restored);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -266,6 +324,16 @@ impl OwnershipCache {
     }
 }
 
+fn publish(channel: &watch::Sender<LocalShards>, value: LocalShards) {
+    channel.send_if_modified(|current| {
+        let changed = *current != value;
+        if changed {
+            *current = value;
+        }
+        changed
+    });
+}
+
 impl OwnershipView for OwnershipCache {
     fn owner_of(&self, shard: ShardId) -> Ownership {
         let state = self.read();
@@ -273,6 +341,14 @@ impl OwnershipView for OwnershipCache {
             return Ownership::Unavailable;
         };
         let assignment = &seen.assignment;
+        if let Some(dest) = &assignment.handoff_to {
+            return match state.nodes.get(dest) {
+                Some(info) if *dest != self.node => Ownership::Remote {
+                    url: info.url.clone(),
+                },
+                _ => Ownership::Unavailable,
+            };
+        }
         if assignment.node == self.node {
             let restored = state.restored.get(&shard) == Some(&assignment.epoch);
             if !state.fenced && restored {
@@ -414,6 +490,76 @@ mod tests {
             value: vec![],
             mod_revision: 3,
         }));
+    }
+
+    fn handoff_entry(shard: ShardId, node: &str, epoch: u64, to: &str) -> Entry {
+        Entry {
+            key: keys().assignment(shard).into_bytes(),
+            value: Assignment {
+                node: node.into(),
+                epoch,
+                version: "v1".into(),
+                handoff_to: Some(to.into()),
+            }
+            .encode(),
+            mod_revision: 2,
+        }
+    }
+
+    #[test]
+    fn a_shard_in_handoff_routes_to_its_destination_and_leaves_the_serve_set() {
+        let a = OwnershipCache::new(keys(), "a", 4);
+        let b = OwnershipCache::new(keys(), "b", 4);
+        let c = OwnershipCache::new(keys(), "c", 4);
+        let entries = || {
+            vec![
+                assignment_entry(0, "a", 3),
+                node_entry("a"),
+                node_entry("b"),
+            ]
+        };
+        for cache in [&a, &b, &c] {
+            cache.apply(Update::Reset(entries()));
+        }
+        assert!(a.mark_restored(0, 3));
+        let (local, serve, restored) = (a.local_shards(), a.serve_shards(), a.restored_shards());
+        assert_eq!(*restored.borrow(), LocalShards::from([(0, 3)]));
+        assert_eq!(a.handoff_epoch(0), None);
+
+        for cache in [&a, &b, &c] {
+            cache.apply(Update::Put(handoff_entry(0, "a", 3, "b")));
+        }
+        let to_b = Ownership::Remote {
+            url: "ws://b/ws".into(),
+        };
+        assert_eq!(a.owner_of(0), to_b, "no new joins on the old owner");
+        assert_eq!(c.owner_of(0), to_b, "others send clients where it goes");
+        assert_eq!(b.owner_of(0), Ownership::Unavailable, "no redirect back");
+        // Still held (drain and fencing), no longer to be served.
+        assert_eq!(*local.borrow(), LocalShards::from([(0, 3)]));
+        assert!(serve.borrow().is_empty());
+        assert_eq!(a.handoff_epoch(0), Some(3));
+        assert_eq!(a.held(0).unwrap().epoch, 3);
+
+        // Destination without a live registration: unavailable, never the old owner, and
+        // not released until its URL is known.
+        a.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        assert_eq!(a.owner_of(0), Ownership::Unavailable);
+        assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
+        a.apply(Update::Put(node_entry("b")));
+        assert!(serve.borrow().is_empty());
+
+        // Called off: served again (after a fresh restore).
+        a.apply(Update::Put(assignment_entry(0, "a", 3)));
+        assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
+        assert_eq!(a.handoff_epoch(0), None);
+
+        // Reassigned: nothing held, nothing restored.
+        a.mark_released(0);
+        assert!(restored.borrow().is_empty());
+        a.apply(Update::Put(assignment_entry(0, "b", 4)));
+        assert!(local.borrow().is_empty());
+        assert_eq!(a.handoff_epoch(0), None);
     }
 
     #[test]

@@ -23,6 +23,11 @@
 //! refuses only the fenced shards' commits and retries the rest at once (fencing is rare —
 //! it happens when a shard moves — so the common path stays one transaction).
 //!
+//! **Flush.** [`EtcdRoomStore::flush`] queues a barrier behind every commit already queued
+//! and resolves once all of them resolved (committed, fenced or refused): a handoff calls it
+//! after its rooms stopped, so nothing of the shard is still in flight when the release is
+//! acknowledged.
+//!
 //! **Unavailable.** An etcd error or a transaction slower than [`StoreConfig::txn_timeout`]
 //! fails every commit of the batch with [`StoreError::Unavailable`]; the room refuses the
 //! transition (1010) and nothing is retried behind the caller's back. As with any timeout,
@@ -102,6 +107,14 @@ impl Op {
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
 
+/// One entry of the committer's queue.
+#[derive(Debug)]
+enum Queued {
+    Commit(Request),
+    /// Resolves once every commit queued before it resolved.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Debug)]
 struct Request {
     shard: ShardId,
@@ -120,7 +133,7 @@ pub struct EtcdRoomStore {
 struct Inner {
     client: Client,
     keys: Keyspace,
-    queue: mpsc::Sender<Request>,
+    queue: mpsc::Sender<Queued>,
     metrics: ClusterMetrics,
     config: StoreConfig,
 }
@@ -201,11 +214,24 @@ impl EtcdRoomStore {
         Box::pin(async move {
             let started = Instant::now();
             let stopped = || StoreError::Unavailable("room store stopped".into());
-            queue.send(request).await.map_err(|_| stopped())?;
+            queue
+                .send(Queued::Commit(request))
+                .await
+                .map_err(|_| stopped())?;
             let result = result.await.map_err(|_| stopped())?;
             histogram.observe(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+impl EtcdRoomStore {
+    /// Resolves once every commit queued before this call resolved (see the module doc).
+    pub async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.inner.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -296,6 +322,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 struct Batch {
     slots: BTreeMap<(ShardId, String), Slot>,
     bytes: usize,
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 #[derive(Debug)]
@@ -359,6 +386,9 @@ impl Batch {
                 let _ = waiter.send(result.clone());
             }
         }
+        for flush in self.flushes {
+            let _ = flush.send(());
+        }
     }
 }
 
@@ -371,39 +401,56 @@ struct Committer {
 }
 
 impl Committer {
-    async fn run(self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(self, mut rx: mpsc::Receiver<Queued>) {
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
-                Some(request) => request,
+                Some(request) => Queued::Commit(request),
                 None => match rx.recv().await {
-                    Some(request) => request,
+                    Some(queued) => queued,
                     None => return,
                 },
             };
             let mut batch = Batch::default();
-            batch.push(first);
+            let mut next = Some(first);
             // Everything that queued while the previous transaction was in flight.
-            while let Ok(request) = rx.try_recv() {
-                if batch.fits(&request, &self.config) {
-                    batch.push(request);
-                } else {
-                    carry = Some(request);
-                    break;
+            while let Some(queued) = next.take().or_else(|| rx.try_recv().ok()) {
+                match queued {
+                    Queued::Flush(done) => batch.flushes.push(done),
+                    Queued::Commit(request) if batch.fits(&request, &self.config) => {
+                        batch.push(request)
+                    }
+                    Queued::Commit(request) => {
+                        carry = Some(request);
+                        break;
+                    }
                 }
+            }
+            if batch.slots.is_empty() {
+                // Only flushes: everything before them already resolved.
+                batch.resolve_all(&Ok(()));
+                continue;
             }
             if let Err(error) = self.commit(batch).await {
                 // Commits that queued while etcd failed to answer are refused now rather than
                 // each waiting out its own timeout: the wait for a 1010 stays one timeout
                 // long, however deep the queue.
                 let mut refused = 0usize;
-                for request in carry
+                for queued in carry
                     .take()
+                    .map(Queued::Commit)
                     .into_iter()
                     .chain(std::iter::from_fn(|| rx.try_recv().ok()))
                 {
-                    let _ = request.done.send(Err(error.clone()));
-                    refused += 1;
+                    match queued {
+                        Queued::Commit(request) => {
+                            let _ = request.done.send(Err(error.clone()));
+                            refused += 1;
+                        }
+                        Queued::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
                 if refused > 0 {
                     tracing::warn!(refused, "queued commits refused while etcd is unavailable");
@@ -434,6 +481,7 @@ impl Committer {
                 self.fence(&mut batch, shard);
             }
             if batch.slots.is_empty() {
+                batch.resolve_all(&Ok(()));
                 return Ok(());
             }
             let compares: Vec<Compare> = held

@@ -1,8 +1,18 @@
-//! Takeover and release of shards: follows [`OwnershipCache::local_shards`]; for a shard newly
+//! Takeover and release of shards: follows [`OwnershipCache::serve_shards`]; for a shard newly
 //! held (or held under a new epoch) it loads the shard's snapshots from the store and hands
 //! them to the [`ShardRestorer`] (the node's room registry), then marks the shard restored so
-//! the ownership view starts answering `Local`; for a shard no longer held (moved, or the
-//! node is fenced) it calls `release_shard` first.
+//! the ownership view starts answering `Local`; for a shard no longer to be served (moved,
+//! being handed off, or the node is fenced) it calls `release_shard` first.
+//!
+//! **Handoff** (phase 2 of DESIGN §6 on the old owner): when the operator sets `handoff_to`
+//! on a shard this node holds, the shard leaves `serve_shards`, so it is released: the
+//! ownership view already routes it to the destination (no new joins here), each room actor
+//! finishes the commands queued before its release — every transition it acknowledged is
+//! committed, since a room acknowledges only after its commit — then sends every member
+//! `Migrate { url: destination, resume_token }` and stops. Then the [`HandoffHook`] runs with
+//! the epoch (the node flushes its group-commit queue and records `released[shard] = epoch`
+//! in its ack). A handoff called off (`handoff_to` cleared, same epoch) brings the shard back
+//! into `serve_shards`: it is restored afresh from its snapshots.
 //!
 //! Releases always run before restores, and an epoch change is a release then a restore, so
 //! room actors of an old epoch never coexist with the new epoch's. A failed restore (etcd
@@ -23,6 +33,10 @@ use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
 use crate::shard::ShardId;
 use crate::store::{RoomStore, ShardRooms, StoreError};
+
+/// Runs after a shard was released because it is being handed off, with the epoch it is held
+/// under (flush the store, then acknowledge the release).
+pub type HandoffHook = Arc<dyn Fn(ShardId, u64) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The restorer could not rebuild a shard's rooms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +92,13 @@ pub enum TakeoverEvent {
     Released {
         /// The shard released.
         shard: ShardId,
+    },
+    /// A shard being handed off was released and its release acknowledged (hook done).
+    HandedOff {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch it was held under.
+        epoch: u64,
     },
     /// A restore failed and will be retried while the shard is held.
     Failed {
@@ -143,24 +164,29 @@ pub struct Takeover {
 }
 
 impl Takeover {
-    /// Starts following `ownership`'s local shards, restoring and releasing through
-    /// `restorer`, until `shutdown` is cancelled.
+    /// Starts following `ownership`'s shards to serve, restoring and releasing through
+    /// `restorer` (and calling `on_handoff` after a handoff's release), until `shutdown` is
+    /// cancelled.
     pub fn spawn(
         ownership: Arc<OwnershipCache>,
         store: Arc<dyn RoomStore>,
         restorer: Arc<dyn ShardRestorer>,
         config: TakeoverConfig,
         metrics: ClusterMetrics,
+        on_handoff: Option<HandoffHook>,
         shutdown: CancellationToken,
     ) -> Self {
         let (events, _) = broadcast::channel(256);
         let task = tokio::spawn(run(
-            ownership,
+            Context {
+                ownership,
+                restorer,
+                metrics,
+                events: events.clone(),
+                on_handoff,
+            },
             store,
-            restorer,
             config,
-            metrics,
-            events.clone(),
             shutdown,
         ));
         Self { events, task }
@@ -177,16 +203,29 @@ impl Takeover {
     }
 }
 
-async fn run(
+/// What releases need.
+struct Context {
     ownership: Arc<OwnershipCache>,
-    store: Arc<dyn RoomStore>,
     restorer: Arc<dyn ShardRestorer>,
-    config: TakeoverConfig,
     metrics: ClusterMetrics,
     events: broadcast::Sender<TakeoverEvent>,
+    on_handoff: Option<HandoffHook>,
+}
+
+async fn run(
+    ctx: Context,
+    store: Arc<dyn RoomStore>,
+    config: TakeoverConfig,
     shutdown: CancellationToken,
 ) {
-    let mut target_rx = ownership.local_shards();
+    let Context {
+        ownership,
+        restorer,
+        metrics,
+        events,
+        ..
+    } = &ctx;
+    let mut target_rx = ownership.serve_shards();
     let mut served = LocalShards::new();
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     loop {
@@ -196,10 +235,12 @@ async fn run(
             .filter(|(shard, epoch)| target.get(shard) != Some(epoch))
             .map(|(shard, _)| *shard)
             .collect();
-        for shard in stale {
-            served.remove(&shard);
-            release(&*restorer, &ownership, &metrics, &events, shard).await;
-        }
+        futures::stream::iter(stale)
+            .for_each_concurrent(config.concurrency.max(1), |shard| {
+                served.remove(&shard);
+                release(&ctx, shard)
+            })
+            .await;
         let todo: Vec<(ShardId, u64)> = target
             .iter()
             .filter(|(shard, epoch)| served.get(shard) != Some(epoch))
@@ -208,7 +249,7 @@ async fn run(
         let results: Vec<(ShardId, u64, Result<RestoreReport, TakeoverError>)> =
             futures::stream::iter(todo)
                 .map(|(shard, epoch)| {
-                    let (store, restorer, metrics) = (&store, &restorer, &metrics);
+                    let store = &store;
                     async move {
                         let result =
                             restore_shard(&**store, &**restorer, shard, epoch, metrics).await;
@@ -235,7 +276,7 @@ async fn run(
                         let _ = events.send(TakeoverEvent::Restored(report));
                     } else {
                         // Taken away while restoring: undo.
-                        release(&*restorer, &ownership, &metrics, &events, shard).await;
+                        release(&ctx, shard).await;
                     }
                 }
                 Err(error) => {
@@ -263,18 +304,19 @@ async fn run(
     }
 }
 
-async fn release(
-    restorer: &dyn ShardRestorer,
-    ownership: &OwnershipCache,
-    metrics: &ClusterMetrics,
-    events: &broadcast::Sender<TakeoverEvent>,
-    shard: ShardId,
-) {
-    ownership.mark_released(shard);
-    restorer.release_shard(shard).await;
-    metrics.shards_released.inc();
+async fn release(ctx: &Context, shard: ShardId) {
+    ctx.ownership.mark_released(shard);
+    ctx.restorer.release_shard(shard).await;
+    ctx.metrics.shards_released.inc();
     tracing::info!(shard, "shard released");
-    let _ = events.send(TakeoverEvent::Released { shard });
+    let _ = ctx.events.send(TakeoverEvent::Released { shard });
+    if let Some(epoch) = ctx.ownership.handoff_epoch(shard) {
+        if let Some(hook) = &ctx.on_handoff {
+            hook(shard, epoch).await;
+        }
+        tracing::info!(shard, epoch, "shard handed off");
+        let _ = ctx.events.send(TakeoverEvent::HandedOff { shard, epoch });
+    }
 }
 
 #[cfg(test)]
@@ -362,6 +404,7 @@ mod tests {
                 ..TakeoverConfig::default()
             },
             metrics.clone(),
+            None,
             shutdown.clone(),
         );
         let mut events = takeover.events();

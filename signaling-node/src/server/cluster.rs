@@ -4,8 +4,9 @@
 //! false while etcd is unreachable, and the node's load is published in its registration.
 //!
 //! Shutdown order: stop taking joins (readiness 503, joins get 1010) → mark the node draining
-//! in etcd and wait (at most half the drain timeout) while the operator hands its shards off;
-//! each released shard's members get `Migrate` with the new owner's URL → the server's own
+//! in etcd and wait (at most half the drain timeout) until no assignment names this node while
+//! the operator hands its shards off two-phase (`handoff_to`: release, flush, `Migrate` with
+//! the new owner's URL, `released` ack; then the reassignment) → the server's own
 //! drain (anything left gets `Migrate` with an empty URL, then every connection close 1001)
 //! → revoke the lease.
 

@@ -5,6 +5,7 @@
 //! membership and acks (`config` pure, `store`/`etcd_sync`/`triggers` I/O).
 
 pub mod config;
+pub mod context;
 pub mod etcd_sync;
 pub mod pod_plan;
 pub mod pods;

@@ -168,6 +168,9 @@ fn template(
         format!("ws://$(POD_IP):{port}/ws"),
         "--jwt-secret-file".into(),
         format!("{AUTH_DIR}/secret"),
+        // Every node must hash rooms onto the same shard ranges as the RoomShards.
+        "--shard-count".into(),
+        spec.shards.to_string(),
     ];
 
     let protocols: Vec<&str> = pool.protocols.iter().map(|p| p.as_str()).collect();
@@ -372,7 +375,8 @@ mod tests {
             args,
             "serve --listen 0.0.0.0:7000 --admin-listen 0.0.0.0:9100 \
              --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 --namespace live --cluster demo \
-             --advertise-url ws://$(POD_IP):7000/ws --jwt-secret-file /etc/switchboard/auth/secret"
+             --advertise-url ws://$(POD_IP):7000/ws --jwt-secret-file /etc/switchboard/auth/secret \
+             --shard-count 16"
         );
         let env: BTreeMap<_, _> = container(&pod)
             .env

@@ -24,13 +24,12 @@
 //! Every log line of a reconcile carries the cluster's `namespace` and name (`cluster`) from
 //! the span `reconcile`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,153 +37,26 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use futures::channel::mpsc;
-use tokio::time::Instant;
 use tracing::Instrument;
 
+pub use super::context::{CleanupOutcome, ClusterCleanup, Context, NoCleanup, Services};
 use super::etcd_sync;
 use super::status::{self, Failure, Observed};
-use super::triggers::{ClusterRef, Triggers};
 use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
 use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selector_string};
-use crate::controller::shards::ShardManagers;
 use crate::controller::{Error, Result};
 use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
-use crate::etcd::EtcdClients;
-use crate::metrics::Metrics;
 
 /// Kind label of this controller's metrics.
 pub const KIND: &str = "SignalingCluster";
-
-/// What a cleanup did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CleanupOutcome {
-    /// The etcd prefix was removed (`keys` keys were left under it).
-    Removed {
-        /// The removed prefix.
-        prefix: String,
-        /// How many keys it held.
-        keys: i64,
-    },
-    /// Nothing could be removed, for this reason (the object is released anyway).
-    Skipped(String),
-}
-
-/// Cleanup of what Kubernetes does not own (the cluster's etcd prefix), run by the finalizer.
-pub trait ClusterCleanup: Send + Sync + 'static {
-    /// Removes everything stored for `cluster`; must be idempotent.
-    fn cleanup<'a>(
-        &'a self,
-        cluster: &'a SignalingCluster,
-    ) -> BoxFuture<'a, Result<CleanupOutcome>>;
-}
-
-/// A cleanup that has nothing to remove (clusters without an etcd side, tests).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoCleanup;
-
-impl ClusterCleanup for NoCleanup {
-    fn cleanup<'a>(
-        &'a self,
-        _cluster: &'a SignalingCluster,
-    ) -> BoxFuture<'a, Result<CleanupOutcome>> {
-        Box::pin(async { Ok(CleanupOutcome::Skipped("nothing to clean up".into())) })
-    }
-}
-
-/// What the controller needs besides the Kubernetes client.
-#[derive(Clone)]
-pub struct Services {
-    /// Metrics (reconcile counts, status writes, config lag).
-    pub metrics: Metrics,
-    /// etcd clients of the clusters.
-    pub etcd: EtcdClients,
-    /// The per-cluster shard managers.
-    pub shards: ShardManagers,
-    /// The finalizer's cleanup.
-    pub cleanup: Arc<dyn ClusterCleanup>,
-}
-
-/// Shared state of the SignalingCluster controller.
-pub struct Context {
-    pub(super) client: Client,
-    recorder: Recorder,
-    pub(super) services: Services,
-    pub(super) triggers: Triggers,
-    trigger_receiver: Mutex<Option<mpsc::Receiver<ClusterRef>>>,
-    // Consecutive failures per object, for backoff; never held across an await.
-    failures: Mutex<HashMap<ObjectRef<SignalingCluster>, u32>>,
-    // Per cluster: the config revision not yet applied everywhere and when it was first seen.
-    pending: Mutex<HashMap<ObjectRef<SignalingCluster>, (u64, Instant)>>,
-}
-
-impl Context {
-    /// A context publishing Events as `switchboard-operator` (`instance`: this pod's name).
-    pub fn new(client: Client, instance: Option<String>, services: Services) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance,
-        };
-        let (triggers, receiver) = Triggers::new();
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            services,
-            triggers,
-            trigger_receiver: Mutex::new(Some(receiver)),
-            failures: Mutex::default(),
-            pending: Mutex::default(),
-        }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignalingCluster>, u32>> {
-        // A poisoned map only holds counters: keep using it.
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// How long `revision` of `cluster` has been waiting for acks (zero when first seen);
-    /// `applied` clears the record.
-    pub(super) fn pending_for(
-        &self,
-        cluster: &ObjectRef<SignalingCluster>,
-        revision: u64,
-        applied: bool,
-    ) -> Duration {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if applied {
-            pending.remove(cluster);
-            return Duration::ZERO;
-        }
-        let now = Instant::now();
-        let entry = pending.entry(cluster.clone()).or_insert((revision, now));
-        if entry.0 != revision {
-            *entry = (revision, now);
-        }
-        now.saturating_duration_since(entry.1)
-    }
-
-    fn forget(&self, cluster: &ObjectRef<SignalingCluster>) {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(cluster);
-        self.failures().remove(cluster);
-    }
-}
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {

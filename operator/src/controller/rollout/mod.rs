@@ -1,14 +1,59 @@
-//! Placeholder of the ProtocolRollout controller (replaced by branch `shard-manager` at merge).
+//! The ProtocolRollout reconciler: turns a rollout's weights into the `rollout` etcd key
+//! (version weights and the shard → version map) that the shard manager follows — gated on
+//! pool readiness, frozen when paused, rolled back automatically on a sustained error rate —
+//! and reports progress in the rollout's status.
+//!
+//! [`analysis`] and [`plan`] are pure; [`reconcile`] does the I/O. The shard manager moves the
+//! shards (`maxShardsMoving` handoffs at a time, only onto Ready nodes of the target pool);
+//! this reconciler decides where they should be.
+
+pub mod analysis;
+pub mod plan;
+pub mod reconcile;
 
 use std::future::Future;
+use std::sync::Arc;
 
-/// The ProtocolRollout controller (placeholder: waits for shutdown).
-pub async fn run(
-    _client: kube::Client,
-    _etcd: crate::etcd::EtcdClients,
-    _registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()>,
-) {
-    tracing::info!("rollout controller placeholder: running until shutdown");
-    shutdown.await;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::watcher;
+
+use crate::crd::ProtocolRollout;
+use crate::etcd::EtcdClients;
+pub use reconcile::{Context, Error, RolloutMetrics};
+
+/// Runs the ProtocolRollout controller until `shutdown` resolves.
+///
+/// Metrics are registered when this is called; the returned future borrows nothing, so it
+/// can be awaited or spawned.
+pub fn run<S>(
+    client: kube::Client,
+    etcd: EtcdClients,
+    registry: &prometheus::Registry,
+    shutdown: S,
+) -> impl Future<Output = ()> + use<S>
+where
+    S: Future<Output = ()>,
+{
+    let metrics = RolloutMetrics::register(registry);
+    async move {
+        let ctx = Arc::new(Context::new(client.clone(), etcd, metrics));
+        let controller = Controller::new(
+            Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+            watcher::Config::default(),
+        )
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "rollout reconciled"),
+                Err(error) => tracing::debug!(%error, "rollout reconcile failed"),
+            }
+        });
+        tokio::select! {
+            () = controller => {}
+            () = shutdown => tracing::info!("rollout controller stopped"),
+        }
+    }
 }

@@ -313,6 +313,19 @@ impl Core {
 
     /// Folds one input in; returns notices it caused (recoveries).
     pub fn apply(&mut self, input: Input, now: Instant) -> Vec<Notice> {
+        self.apply_all(vec![input], now)
+    }
+
+    /// Folds a burst of inputs in, in order, and re-evaluates once.
+    pub fn apply_all(&mut self, inputs: Vec<Input>, now: Instant) -> Vec<Notice> {
+        for input in inputs {
+            self.ingest(input);
+        }
+        self.evaluate(now);
+        self.check_recoveries(now)
+    }
+
+    fn ingest(&mut self, input: Input) {
         match input {
             Input::Reset(changes) => {
                 self.nodes.clear();
@@ -365,8 +378,6 @@ impl Core {
                 }
             }
         }
-        self.evaluate(now);
-        self.check_recoveries(now)
     }
 
     fn change(&mut self, change: Change, reset: bool) {
@@ -610,7 +621,19 @@ impl Core {
                         .is_some_and(|a| self.health(&a.value.node).alive())
             })
             .count();
+        let surplus: BTreeSet<String> = self
+            .eligible_per_pool()
+            .into_iter()
+            .filter(|(pool, count)| {
+                self.settings
+                    .expected_pools
+                    .get(pool)
+                    .is_some_and(|expected| count > expected)
+            })
+            .map(|(pool, _)| pool)
+            .collect();
         let input = PlanInput {
+            surplus_pools: &surplus,
             shard_count: self.settings.shard_count,
             assignments: &assignments,
             nodes: &views,

@@ -94,8 +94,9 @@ pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
         Key::Rollout => match RolloutValue::decode(kv.value()) {
             Ok(value) => Some(Change::Rollout(value)),
             Err(error) => {
-                tracing::warn!(%error, "rollout value does not decode; treated as absent");
-                Some(Change::RolloutGone)
+                // Like the nodes: an unreadable value keeps the last good one in effect.
+                tracing::warn!(%error, "rollout value does not decode; keeping the last good one");
+                None
             }
         },
         Key::Config | Key::Room { .. } => None,
@@ -224,18 +225,22 @@ pub async fn commit(
     batch: usize,
     concurrency: usize,
 ) -> Vec<Outcome> {
-    let batch = batch.clamp(1, MAX_TXN_OPS);
-    let mut batches: Vec<Vec<Write>> = Vec::new();
-    let mut rest = writes;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(batch));
-        batches.push(std::mem::replace(&mut rest, tail));
-    }
-    futures::stream::iter(batches)
+    futures::stream::iter(batches(writes, batch))
         .map(|writes| commit_batch(client.clone(), keys, writes))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await
+}
+
+/// Splits `writes` into transactions of at most `batch` (clamped to 1..=[`MAX_TXN_OPS`]).
+pub fn batches<T>(writes: Vec<T>, batch: usize) -> Vec<Vec<T>> {
+    let batch = batch.clamp(1, MAX_TXN_OPS);
+    let mut out = Vec::with_capacity(writes.len().div_ceil(batch));
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        out.push(writes.by_ref().take(batch).collect());
+    }
+    out
 }
 
 async fn commit_batch(client: Client, keys: &Keyspace, writes: Vec<Write>) -> Outcome {
@@ -341,5 +346,25 @@ pub async fn count_rooms(
             }
             _ => return Ok(counts),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_and_keep_order() {
+        let split = batches((0..300).collect(), 1000);
+        assert_eq!(
+            split.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![128, 128, 44]
+        );
+        assert_eq!(split.concat(), (0..300).collect::<Vec<_>>());
+        let single = batches((0..3).collect(), 0);
+        assert_eq!(single, vec![vec![0], vec![1], vec![2]]);
+        // Each batch holds only its own elements (no quadratic capacity).
+        assert!(single.iter().all(|b| b.capacity() <= 1));
+        assert!(batches(Vec::<u8>::new(), 5).is_empty());
     }
 }

@@ -90,7 +90,7 @@ pub async fn watch_pods(
     }
 }
 
-/// Publishes the ProtocolRollout that refers to `cluster` (the first by name if several do).
+/// Publishes the ProtocolRollout that refers to `cluster` (the oldest if several do).
 pub async fn watch_rollout(
     client: Client,
     namespace: String,
@@ -139,7 +139,11 @@ pub async fn watch_rollout(
                 continue;
             }
         }
-        let first = ours.values().next().cloned();
+        // The oldest one wins, as in the SignalingCluster reconciler.
+        let first = ours
+            .values()
+            .min_by_key(|r| (r.metadata.creation_timestamp.clone(), r.name_any()))
+            .cloned();
         rollout.send_if_modified(|current| {
             let changed = *current != first;
             *current = first;

@@ -29,15 +29,17 @@ use super::metrics::ShardMetrics;
 use super::plan::ANY_POOL;
 use super::state::Input;
 use super::status;
-use crate::controller::cluster::pools::version_pools;
 use crate::crd::{ProtocolRollout, RoomShardStatus, SignalingCluster};
-use crate::placement::ShardId;
+use crate::placement::{ShardId, pool_sizes};
 
 /// Most decide → execute rounds per wake-up.
 pub const MAX_ROUNDS: usize = 16;
 
 /// Capacity of the input channel (watch tasks wait when it is full).
 pub const INPUT_CAPACITY: usize = 256;
+
+/// Most inputs folded in before deciding (all that is queued, up to this).
+pub const MAX_BURST: usize = INPUT_CAPACITY;
 
 /// Capacity of the Event queue (Events beyond it are dropped and logged).
 pub const EVENT_CAPACITY: usize = 256;
@@ -92,10 +94,24 @@ pub fn settings_for(
 ) -> Settings {
     let replicas = u32::try_from(cluster.spec.replicas).unwrap_or(0);
     let strategy = rollout.map(|r| r.spec.strategy.clone()).unwrap_or_default();
+    // Pool sizes by the spec weights: where the pools are heading. A pool above its size is
+    // about to shrink (no balancing inside it); a pool that reached it opens for placement.
     let expected_pools: BTreeMap<String, u32> = match rollout {
-        Some(rollout) => version_pools(cluster, Some(rollout))
-            .map(|pools| pools.into_iter().map(|p| (p.name, p.replicas)).collect())
-            .unwrap_or_default(),
+        Some(rollout) => {
+            let weights: Vec<u32> = rollout
+                .spec
+                .versions
+                .iter()
+                .map(|v| u32::try_from(v.weight.clamp(0, 100)).unwrap_or(0))
+                .collect();
+            rollout
+                .spec
+                .versions
+                .iter()
+                .map(|v| v.name.clone())
+                .zip(pool_sizes(replicas, &weights))
+                .collect()
+        }
         None => BTreeMap::from([(ANY_POOL.to_string(), replicas)]),
     };
     Settings {
@@ -296,13 +312,14 @@ impl Shell {
             tokio::select! {
                 input = inputs.recv() => {
                     let Some(input) = input else { return };
-                    self.apply(input);
-                    for _ in 0..4096 {
+                    let mut burst = vec![input];
+                    while burst.len() < MAX_BURST {
                         match inputs.try_recv() {
-                            Ok(input) => self.apply(input),
+                            Ok(input) => burst.push(input),
                             Err(_) => break,
                         }
                     }
+                    self.apply(burst);
                 }
                 changed = cluster.changed() => {
                     if changed.is_err() {
@@ -338,12 +355,14 @@ impl Shell {
         }
     }
 
-    fn apply(&mut self, input: Input) {
-        if let (Input::StoredStatuses(stored), Some(sink)) = (&input, self.sink.as_mut()) {
-            sink.sent = stored.clone();
-            sink.seeded = true;
+    fn apply(&mut self, burst: Vec<Input>) {
+        for input in &burst {
+            if let (Input::StoredStatuses(stored), Some(sink)) = (input, self.sink.as_mut()) {
+                sink.sent = stored.clone();
+                sink.seeded = true;
+            }
         }
-        let notices = self.core.apply(input, Instant::now());
+        let notices = self.core.apply_all(burst, Instant::now());
         self.notify(notices);
     }
 
@@ -436,7 +455,7 @@ impl Shell {
                     ShardEvent {
                         shard: *shard,
                         warning: true,
-                        reason: "FailedOver",
+                        reason: "Failover",
                         note: format!(
                             "{from} lost ({}); shard reassigned to {to} {} ms after the signal",
                             reason.as_str(),

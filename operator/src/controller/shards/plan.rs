@@ -76,6 +76,9 @@ pub struct PlanInput<'a> {
     pub open_pools: &'a BTreeSet<String>,
     /// Rebalancing handoffs that may start now (limit minus those in flight).
     pub rebalance_budget: usize,
+    /// Pools with more eligible nodes than they should run (scale-down under way): no
+    /// rebalancing inside them, their surplus nodes are about to drain.
+    pub surplus_pools: &'a BTreeSet<String>,
 }
 
 /// The result of [`plan`].
@@ -187,6 +190,25 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         desired.extend(placement::assign_nodes(shards, &nodes, &current_owner));
     }
 
+    // Balancing inside a pool waits while shards change version (the rollout's moves come
+    // first, and the pools are resized when they are done) and while a pool has surplus
+    // nodes: a weight change then moves exactly the shards whose version changes.
+    let version_moves_pending = (0..input.shard_count).any(|shard| {
+        let Some(a) = input.assignments.get(&shard) else {
+            return false;
+        };
+        let moving_to = a
+            .handoff_to
+            .as_deref()
+            .and_then(|t| input.nodes.get(t))
+            .map(|t| input.pool_of(&t.version));
+        let here = moving_to.unwrap_or_else(|| input.pool_of(&a.version));
+        input
+            .wanted_pool(shard, Some(a))
+            .is_some_and(|wanted| wanted != here)
+    });
+    let pool_of_node = |node: &str| input.nodes.get(node).map(|n| input.pool_of(&n.version));
+
     // plan_moves over every shard not in a handoff.
     let len = input.shard_count as usize;
     let mut current: Vec<Option<String>> = vec![None; len];
@@ -202,6 +224,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             .filter(|a| input.health(&a.node).alive())
             .map(|a| a.node.clone());
         wanted[index] = desired.get(&shard).cloned().flatten();
+        if let (Some(from), Some(to)) = (&current[index], &wanted[index]) {
+            let within = pool_of_node(from).is_some() && pool_of_node(from) == pool_of_node(to);
+            let staying = input.health(from) != Health::Leaving;
+            let pool = pool_of_node(to).unwrap_or_default();
+            if from != to
+                && within
+                && staying
+                && (version_moves_pending || input.surplus_pools.contains(&pool))
+            {
+                wanted[index] = None;
+            }
+        }
     }
     let leaving: BTreeSet<String> = input
         .nodes
@@ -279,6 +313,7 @@ mod tests {
             nodes: &nodes,
             shard_versions: None,
             open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -322,6 +357,7 @@ mod tests {
             nodes: &nodes,
             shard_versions: Some(&versions),
             open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         assert_eq!(
@@ -347,6 +383,7 @@ mod tests {
             nodes: &nodes,
             shard_versions: None,
             open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -381,6 +418,7 @@ mod tests {
                 nodes: &nodes,
                 shard_versions: Some(&versions),
                 open_pools: &open,
+                surplus_pools: &BTreeSet::new(),
                 rebalance_budget: 1,
             };
             plan(&input)
@@ -390,6 +428,54 @@ mod tests {
         assert_eq!(
             causes(&run(Health::Eligible)),
             vec![(2, Some("a"), "b", Cause::Rebalance)]
+        );
+    }
+
+    #[test]
+    fn no_balancing_inside_a_pool_during_version_moves_or_with_surplus_nodes() {
+        let nodes = BTreeMap::from([
+            ("a".to_string(), view("v1", Health::Eligible)),
+            ("b".to_string(), view("v1", Health::Eligible)),
+            ("c".to_string(), view("v2", Health::Eligible)),
+        ]);
+        // a holds 3 v1 shards, b none; shard 3 should go to v2.
+        let assignments: BTreeMap<ShardId, Assignment> =
+            (0..4).map(|s| (s, owned("a", "v1"))).collect();
+        let moving: BTreeMap<ShardId, String> = (0..4)
+            .map(|s| (s, if s < 3 { "v1" } else { "v2" }.to_string()))
+            .collect();
+        let settled: BTreeMap<ShardId, String> = (0..4).map(|s| (s, "v1".to_string())).collect();
+        let open = BTreeSet::new();
+        let run = |versions, surplus: BTreeSet<String>| {
+            let input = PlanInput {
+                shard_count: 4,
+                assignments: &assignments,
+                nodes: &nodes,
+                shard_versions: Some(versions),
+                open_pools: &open,
+                rebalance_budget: 10,
+                surplus_pools: &surplus,
+            };
+            plan(&input)
+                .moves
+                .into_iter()
+                .map(|m| (m.shard, m.from, m.to, m.cause))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run(&moving, BTreeSet::new()),
+            vec![(3, Some("a".to_string()), "c".to_string(), Cause::Rebalance)],
+            "only the version move"
+        );
+        assert_eq!(
+            run(&settled, BTreeSet::from(["v1".to_string()])),
+            vec![],
+            "v1 is shrinking"
+        );
+        assert_eq!(
+            run(&settled, BTreeSet::new()).len(),
+            2,
+            "settled: b gets its share"
         );
     }
 
@@ -409,6 +495,7 @@ mod tests {
             nodes: &nodes,
             shard_versions: None,
             open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
             rebalance_budget: 5,
         };
         let plan = plan(&input);
@@ -428,6 +515,7 @@ mod tests {
             nodes: &nodes,
             shard_versions: None,
             open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
             rebalance_budget: 1,
         };
         let plan = plan(&input);

@@ -565,3 +565,78 @@ fn stored_failovers_survive_a_restart_and_acks_of_departed_nodes_are_cleaned() {
     assert_eq!(core.wake_at(t0), Some(later));
     assert_eq!(core.decide(later).delete_acks, vec![("x".to_string(), 77)]);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Runs decide → commit until nothing is left (bounded).
+    fn settle(core: &mut Core, now: Instant) {
+        for _ in 0..32 {
+            let decision = core.decide(now);
+            if decision.is_empty() {
+                return;
+            }
+            commit(core, &decision, now);
+        }
+        panic!("no steady state after 32 rounds");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever nodes die, every shard ends on a live node, only the dead nodes' shards
+        /// move (each exactly once, epoch + 1), and the survivors stay balanced.
+        #[test]
+        fn failover_moves_only_orphans_and_keeps_balance(
+            nodes in 2usize..12,
+            shards in 1u32..200,
+            dead_mask in any::<u16>(),
+        ) {
+            let t0 = Instant::now();
+            let mut s = settings(shards);
+            s.expected_pools.insert(plan::ANY_POOL.into(), nodes as u32);
+            let mut core = Core::new(s);
+            let names: Vec<String> = (0..nodes).map(|i| format!("n{i:02}")).collect();
+            let reset = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| node(n, "v1", i as i64 + 1))
+                .collect();
+            core.apply(Input::Reset(reset), t0);
+            settle(&mut core, t0);
+            let before = owners(&core);
+            prop_assert_eq!(before.len(), shards as usize);
+
+            let dead: Vec<&String> = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| dead_mask & (1 << i) != 0)
+                .map(|(_, n)| n)
+                .take(nodes - 1)
+                .collect();
+            let gone = dead.iter().map(|n| Change::NodeGone((*n).clone())).collect();
+            core.apply(Input::Changes(gone), t0);
+            settle(&mut core, t0);
+            let after = owners(&core);
+            for (shard, (owner, epoch)) in &after {
+                let (was, was_epoch) = &before[shard];
+                prop_assert!(!dead.contains(&owner), "shard {} left on dead {}", shard, owner);
+                if dead.contains(&was) {
+                    prop_assert_eq!(*epoch, was_epoch + 1);
+                } else {
+                    prop_assert_eq!((owner, epoch), (was, was_epoch), "survivor's shard moved");
+                }
+            }
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for (owner, _) in after.values() {
+                *counts.entry(owner.as_str()).or_insert(0) += 1;
+            }
+            let live = nodes - dead.len();
+            let min = if counts.len() < live { 0 } else { *counts.values().min().unwrap_or(&0) };
+            let max = *counts.values().max().unwrap_or(&0);
+            prop_assert!(max - min <= 1, "unbalanced: {:?}", counts);
+        }
+    }
+}
