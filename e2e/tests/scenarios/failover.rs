@@ -593,19 +593,23 @@ async fn f_weight_edits_keep_every_session() {
         let table = env.kubectl(&["get", "prollout,rshard"], None);
         eprintln!("{table}");
     }
-    let v2_pods = env
-        .node_pods()
-        .await
-        .iter()
-        .filter(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("switchboard.dev/version"))
-                .is_some_and(|v| v == "v2")
-        })
-        .count();
-    assert_eq!(v2_pods, 3, "at 0/100 every node pod runs v2");
+    let waited = eventually("every node pod on v2 at 0/100", PATIENCE, || async {
+        let pods = env.node_pods().await;
+        let v2 = pods
+            .iter()
+            .filter(|p| pod_ready(p))
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("switchboard.dev/version"))
+                    .is_some_and(|v| v == "v2")
+            })
+            .count();
+        (pods.len() == 3 && v2 == 3).then_some(())
+    })
+    .await;
+    env.check(waited);
 
     // The room moved to v2: both members were migrated and resumed the same session.
     let new_owner = env.owner_of(&call.room).await;

@@ -267,7 +267,13 @@ async fn balanced(env: &Env, replicas: usize) -> BTreeMap<String, usize> {
             return None;
         }
         let sigc = env.sigc().await?;
-        if !condition_true(&sigc, "Ready") || !all_assigned_to(env, &ready).await {
+        let status = sigc.status.as_ref()?;
+        // What `kubectl get sigc` shows must have caught up too.
+        if usize::try_from(status.ready_replicas).ok()? != replicas
+            || status.observed_generation < sigc.metadata.generation
+            || !condition_true(&sigc, "Ready")
+            || !all_assigned_to(env, &ready).await
+        {
             return None;
         }
         let counts = env.shards_per_node().await;
