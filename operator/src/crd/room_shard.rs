@@ -120,7 +120,7 @@ pub struct Failover {
     /// operator's decision to reassign.
     pub detected_ms: i64,
 
-    /// Milliseconds from the decision until the new owner reported the shard served.
+    /// Milliseconds from the failure signal until the new owner reported the shard served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered_ms: Option<i64>,
 

@@ -58,12 +58,13 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd without fsync on free ports.
     pub async fn start() -> Self {
+        let bin = etcd_bin();
         let dir = temp_dir("etcd");
         let (client_port, peer_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new(etcd_bin())
+        let child = Command::new(bin)
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -183,6 +184,7 @@ const TOKEN: &str = "switchboard-test-admin";
 impl ApiServer {
     /// Starts the apiserver and waits until `/readyz` answers ok.
     pub async fn start(etcd: &Etcd) -> Self {
+        let bin = apiserver_bin();
         let dir = temp_dir("apiserver");
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
@@ -201,7 +203,7 @@ impl ApiServer {
         .expect("token file");
         let port = free_port();
         let log = std::fs::File::create(dir.join("apiserver.log")).expect("log");
-        let child = Command::new(apiserver_bin())
+        let child = Command::new(bin)
             .arg(format!("--etcd-servers={}", etcd.endpoint()))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
