@@ -160,7 +160,7 @@ async fn a_cluster_from_creation_to_deletion() {
     .await;
     let first = config(&mut etcd, &keys).await.unwrap();
     assert_eq!(first.settings["heartbeatSeconds"], 30);
-    assert_eq!(first.settings["max_room_members"], 16);
+    assert_eq!(first.settings["roomSize"], 16);
     eventually("status configRevision 1", || async {
         clusters.get("demo").await.ok().is_some_and(|c| {
             c.status.as_ref().and_then(|s| s.config_revision) == Some(1)
