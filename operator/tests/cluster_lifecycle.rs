@@ -159,8 +159,8 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     let first = config(&mut etcd, &keys).await.unwrap();
-    assert_eq!(first.settings["heartbeat_interval"], "30s");
-    assert_eq!(first.settings["max_room_members"], 16);
+    assert_eq!(first.settings["heartbeatSeconds"], 30);
+    assert_eq!(first.settings["roomSize"], 16);
     eventually("status configRevision 1", || async {
         clusters.get("demo").await.ok().is_some_and(|c| {
             c.status.as_ref().and_then(|s| s.config_revision) == Some(1)
@@ -188,8 +188,8 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     assert_eq!(
-        config(&mut etcd, &keys).await.unwrap().settings["heartbeat_interval"],
-        "5s"
+        config(&mut etcd, &keys).await.unwrap().settings["heartbeatSeconds"],
+        5
     );
 
     // Two nodes come up: the kubelet would mark their pods Ready, the nodes register in etcd.

@@ -1,9 +1,9 @@
 //! The node configuration rollout, pure: `spec.config` as the node's settings, the revision
 //! rule of the etcd `config` key, which nodes are live, and how far the rollout got.
 //!
-//! - **Settings names** are the node's own (`signaling_node::config::SettingsPatch` fields,
-//!   which reject unknown keys), durations as strings with a unit (`"30s"`), so a node merges
-//!   the value as its "remote" settings layer unchanged.
+//! - **Settings names** are `spec.config`'s own (`heartbeatSeconds`, ... in whole seconds):
+//!   the node parses exactly these with `SettingsPatch::from_cluster_settings` and skips keys
+//!   it does not know, so a key spelt any other way would be acked but never applied.
 //! - **Revision**: unchanged settings keep the stored revision (no write); changed, missing or
 //!   unreadable settings get `max(stored, status.configRevision) + 1`, so the revision never
 //!   goes backwards, even after the key was lost.
@@ -29,19 +29,19 @@ pub const ACK_DEADLINE: Duration = Duration::from_secs(30);
 /// Most node names listed in a condition message.
 const MAX_NAMED: usize = 5;
 
-/// `spec.config` under the node's settings names.
+/// `spec.config` as the etcd `config` settings: the spec's own names and units (whole
+/// seconds), which is what the node reads (`SettingsPatch::from_cluster_settings`).
 pub fn node_settings(config: &NodeConfig) -> Map<String, Value> {
-    let seconds = |s: i32| format!("{s}s");
     let value = json!({
-        "heartbeat_interval": seconds(config.heartbeat_seconds),
-        "idle_timeout": seconds(config.idle_timeout_seconds),
-        "invite_timeout": seconds(config.invite_timeout_seconds),
-        "negotiation_timeout": seconds(config.negotiation_timeout_seconds),
-        "resume_window": seconds(config.resume_window_seconds),
-        "max_connections": config.max_connections,
-        "max_rooms": config.max_rooms,
-        "max_room_members": config.room_size,
-        "rate_limit": config.messages_per_second,
+        "heartbeatSeconds": config.heartbeat_seconds,
+        "idleTimeoutSeconds": config.idle_timeout_seconds,
+        "inviteTimeoutSeconds": config.invite_timeout_seconds,
+        "negotiationTimeoutSeconds": config.negotiation_timeout_seconds,
+        "resumeWindowSeconds": config.resume_window_seconds,
+        "maxConnections": config.max_connections,
+        "maxRooms": config.max_rooms,
+        "roomSize": config.room_size,
+        "messagesPerSecond": config.messages_per_second,
     });
     match value {
         Value::Object(map) => map,
@@ -244,13 +244,20 @@ mod tests {
     }
 
     #[test]
-    fn settings_use_the_nodes_names_and_units() {
+    fn settings_use_the_spec_names_the_node_parses() {
         let settings = node_settings(&NodeConfig::default());
         let json = serde_json::to_string(&settings).unwrap();
         assert_eq!(
             json,
-            r#"{"heartbeat_interval":"30s","idle_timeout":"300s","invite_timeout":"30s","max_connections":100000,"max_room_members":16,"max_rooms":50000,"negotiation_timeout":"15s","rate_limit":50,"resume_window":"60s"}"#
+            r#"{"heartbeatSeconds":30,"idleTimeoutSeconds":300,"inviteTimeoutSeconds":30,"maxConnections":100000,"maxRooms":50000,"messagesPerSecond":50,"negotiationTimeoutSeconds":15,"resumeWindowSeconds":60,"roomSize":16}"#
         );
+        let patch = signaling_node::config::SettingsPatch::from_cluster_settings(&settings)
+            .expect("the node accepts the operator's settings");
+        assert_eq!(
+            patch.heartbeat_interval.map(|d| d.0),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(patch.max_room_members, Some(16));
     }
 
     #[test]
@@ -289,7 +296,7 @@ mod tests {
             settings: old,
         });
         assert_eq!(plan_config(&stored, Some(1), new.clone()).revision(), 2);
-        assert_eq!(new["heartbeat_interval"], "5s");
+        assert_eq!(new["heartbeatSeconds"], 5);
     }
 
     #[test]
