@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -119,8 +120,13 @@ async fn await_failover(
     .await
 }
 
+/// The tests each run an apiserver, an etcd and a shard manager; on a 2-core machine two at
+/// once starve each other past the timeouts, so they take turns.
+static ONE_AT_A_TIME: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_shard_status_records_every_kind_of_failover() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let namespace = "failover";
     let (etcd, _api, client) = setup(namespace).await;
     let etcd_client = etcd.client().await;
@@ -304,6 +310,7 @@ async fn await_phase(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     const SHARDS: u32 = 20;
     let namespace = "rollout";
     let (etcd, _api, client) = setup(namespace).await;
