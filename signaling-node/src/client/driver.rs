@@ -27,6 +27,9 @@ use crate::protocol::{
 const MAX_PENDING: usize = 1024;
 /// Most candidates merged into one IceBatch.
 const MAX_BATCH: usize = 64;
+/// Failed reconnect attempts in a row at a moved-to node (after a Redirect or Migrate) before
+/// the client goes back to its entry URL, which redirects it to the room's current owner.
+const FAILURES_BEFORE_ENTRY: u32 = 2;
 
 type Sink = SplitSink<WsStream, WsMessage>;
 type Source = SplitStream<WsStream>;
@@ -85,6 +88,9 @@ pub(crate) struct Driver {
     options: ConnectOptions,
     tls: Option<TlsConnector>,
     endpoint: Endpoint,
+    /// The URL the application gave: any node, which redirects to the room's owner. The
+    /// client falls back to it when the node it moved to stops answering.
+    entry: Endpoint,
     user: String,
     cmd_rx: mpsc::Receiver<Command>,
     incoming: Incoming,
@@ -132,6 +138,7 @@ impl Driver {
         let mut driver = Driver {
             options,
             tls,
+            entry: endpoint.clone(),
             endpoint,
             user,
             cmd_rx,
@@ -235,6 +242,7 @@ impl Driver {
         let policy = self.options.reconnect;
         let attempts = policy.max_attempts.max(1);
         let mut last = ClientError::ConnectionLost;
+        let mut failures_here = 0;
         for attempt in 1..=attempts {
             if !(immediate && attempt == 1) {
                 tokio::time::sleep(policy.backoff(attempt)).await;
@@ -244,8 +252,24 @@ impl Driver {
             }
             match self.establish(resume.clone()).await {
                 Ok(welcome) => return Ok(welcome),
-                Err(err) if err.is_retriable() => {
+                // NotOwner: the node answering our resume lost the room; ask the entry node.
+                Err(err) if err.is_retriable() || err.code() == Some(ErrorCode::NotOwner) => {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
+                    failures_here += 1;
+                    if self.endpoint.url != self.entry.url
+                        && should_go_back_to_entry(&err, failures_here)
+                    {
+                        // The node we were moved to is gone (or frozen): the entry node
+                        // redirects a resuming Hello to the room's current owner.
+                        tracing::info!(
+                            dead = %self.endpoint.url,
+                            entry = %self.entry.url,
+                            %err,
+                            "moved-to node unreachable; reconnecting through the entry URL"
+                        );
+                        self.endpoint = self.entry.clone();
+                        failures_here = 0;
+                    }
                     last = err;
                 }
                 Err(err) => return Err(err),
@@ -259,7 +283,7 @@ impl Driver {
 
     /// Opens a socket, says Hello and waits for Welcome, following handshake redirects; then
     /// re-joins rooms the server forgot and re-sends joins still awaiting an answer.
-    async fn establish(&mut self, mut resume: Option<Resume>) -> Result<Welcome, ClientError> {
+    async fn establish(&mut self, resume: Option<Resume>) -> Result<Welcome, ClientError> {
         let mut redirects = 0;
         loop {
             match self.handshake(resume.clone()).await? {
@@ -276,9 +300,12 @@ impl Driver {
                     }
                     tracing::info!(%url, "redirected during handshake");
                     self.endpoint = Endpoint::parse(&url)?;
-                    // A session lives on one node; the new one starts fresh.
-                    resume = None;
-                    self.rooms.clear();
+                    // A resuming Hello keeps its resume: the server routes it by the token's
+                    // room, so the room's owner can resume the session (or answer
+                    // `resumed: false`, and the client re-joins its rooms there).
+                    if resume.is_none() {
+                        self.rooms.clear();
+                    }
                 }
             }
         }
@@ -899,6 +926,17 @@ fn normal_close() -> CloseFrame {
         code: CloseCode::Normal,
         reason: "client closing".into(),
     }
+}
+
+/// Whether a failed reconnect to a moved-to node means going back to the entry URL: the node
+/// refused the connection or did not answer in time, or failed `FAILURES_BEFORE_ENTRY` times
+/// in a row in any other retriable way (e.g. 1010 "no owner / handing off").
+fn should_go_back_to_entry(err: &ClientError, failures_in_a_row: u32) -> bool {
+    matches!(
+        err,
+        ClientError::Connect { .. } | ClientError::Timeout { .. }
+    ) || err.code() == Some(ErrorCode::NotOwner)
+        || failures_in_a_row >= FAILURES_BEFORE_ENTRY
 }
 
 /// How to react to the server closing the socket: policy and protocol closes are final,

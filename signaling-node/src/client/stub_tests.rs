@@ -40,21 +40,25 @@ where
             let handler = handler.clone();
             let index = count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let pick =
-                    |_req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-                        resp.headers_mut().insert(
-                            "Sec-WebSocket-Protocol",
-                            version.subprotocol().parse().unwrap(),
-                        );
-                        Ok(resp)
-                    };
-                if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, pick).await {
+                if let Some(ws) = accept(tcp, version).await {
                     handler(index, ws).await;
                 }
             });
         }
     });
     addr
+}
+
+/// The server side of the WebSocket upgrade, picking `version`'s subprotocol.
+async fn accept(tcp: TcpStream, version: ProtocolVersion) -> Option<Ws> {
+    let pick = |_req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            version.subprotocol().parse().unwrap(),
+        );
+        Ok(resp)
+    };
+    tokio_tungstenite::accept_hdr_async(tcp, pick).await.ok()
 }
 
 async fn recv(ws: &mut Ws) -> Message {
@@ -630,4 +634,93 @@ async fn migrate_without_a_url_resumes_where_it_was() {
     assert!(matches!(next(&mut client).await, Message::Welcome(w) if w.resumed));
     assert_eq!(next(&mut client).await, event("studio", 2));
     assert_eq!(client.session().url, url(addr));
+}
+
+#[tokio::test]
+async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_the_new_owner() {
+    // C: the room's new owner after failover; resumes the session B gave out.
+    let new_owner = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        let hello = greet(&mut ws, "s-b", true).await;
+        let resume = hello.resume.expect("the client resumes at the new owner");
+        assert_eq!(resume.session, "s-b");
+        assert_eq!(resume.last_seq, 8);
+        send(&mut ws, event("studio", 9)).await;
+        hold(&mut ws).await;
+    })
+    .await;
+    // B: the first owner. It serves one connection, then dies: its listener closes (new
+    // connections are refused) and the open connection drops.
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_owner = b_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = b_listener.accept().await.unwrap();
+        drop(b_listener);
+        let mut ws = accept(tcp, ProtocolVersion::V2).await.unwrap();
+        greet(&mut ws, "s-b", false).await;
+        assert_eq!(joined(&mut ws, 7).await, "studio");
+        send(&mut ws, event("studio", 8)).await;
+        drop(ws);
+    });
+    // A: the entry node. First it redirects the join to B; after B dies it has no owner yet
+    // (1010), then it redirects the resuming Hello to C.
+    let (b_url, c_url) = (url(old_owner), url(new_owner));
+    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let (b_url, c_url) = (b_url.clone(), c_url.clone());
+        async move {
+            let Message::Hello(hello) = recv(&mut ws).await else {
+                panic!("expected Hello");
+            };
+            let redirect = |request_id, url| {
+                Message::Redirect(Redirect {
+                    request_id,
+                    room: "studio".into(),
+                    url,
+                })
+            };
+            match index {
+                0 => {
+                    assert!(hello.resume.is_none());
+                    send(&mut ws, welcome("s-a", 2, false)).await;
+                    let Message::Join(join) = recv(&mut ws).await else {
+                        panic!("expected Join");
+                    };
+                    send(&mut ws, redirect(join.request_id, b_url)).await;
+                }
+                1 => {
+                    assert_eq!(hello.resume.expect("resuming").session, "s-b");
+                    send(
+                        &mut ws,
+                        Message::Error(ErrorFrame {
+                            request_id: 0,
+                            code: ErrorCode::Draining.code(),
+                            message: "room handing off".into(),
+                        }),
+                    )
+                    .await;
+                }
+                _ => {
+                    let resume = hello.resume.expect("resuming");
+                    assert_eq!((resume.session.as_str(), resume.last_seq), ("s-b", 8));
+                    send(&mut ws, redirect(0, c_url)).await;
+                }
+            }
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(entry), options()).await.unwrap();
+    assert_eq!(client.join("studio").await.unwrap().last_seq, 7);
+    assert_eq!(client.session().url, url(old_owner));
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected B's Welcome");
+    };
+    assert_eq!(w.session, "s-b");
+    assert_eq!(next(&mut client).await, event("studio", 8));
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected C's Welcome");
+    };
+    assert!(w.resumed);
+    assert_eq!(next(&mut client).await, event("studio", 9));
+    assert_eq!(client.session().url, url(new_owner));
+    assert_eq!(client.session().session, "s-b");
 }
