@@ -15,7 +15,7 @@ use signaling_node::cluster::keys::{Ack, Assignment, RolloutValue};
 use tokio::time::Instant;
 
 use super::handoff::{self, InFlight, Step};
-use super::health::{self, Health, NodeObs, PodState, Reason};
+use super::health::{self, Health, NodeObs, PodObs, PodState, Reason};
 use super::plan::{self, ANY_POOL, Cause, NodeView, PlanInput};
 use super::state::{Change, Input, Tracked};
 use crate::crd::Failover;
@@ -222,6 +222,19 @@ struct Signal {
     at: Instant,
 }
 
+/// A process exit (container terminated or restarted) of a node that owned shards: the node
+/// is dead for those shards even though its restarted process may re-register at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Exit {
+    /// The lease on the node key when the exit was seen: revoked (once) if the key still
+    /// carries it. A lease the restarted process puts later is never revoked for this exit.
+    lease: Option<i64>,
+    /// The restart count of the Pod when the exit was seen.
+    restarts: i32,
+    /// A later observation showed the restarted process Ready.
+    ready_again: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct HandoffTimer {
     started: Instant,
@@ -242,6 +255,10 @@ pub struct Core {
     rollout: Option<RolloutValue>,
     health: BTreeMap<String, Health>,
     signals: BTreeMap<String, Signal>,
+    exits: BTreeMap<String, Exit>,
+    // Lease a node key carried before it was re-put under another lease, since the node's
+    // last Pod observation (a restarted process may register before its restart is seen).
+    replaced_leases: BTreeMap<String, i64>,
     revoked: BTreeSet<i64>,
     handoffs: BTreeMap<ShardId, HandoffTimer>,
     failovers: BTreeMap<ShardId, FailoverRecord>,
@@ -346,8 +363,7 @@ impl Core {
             Input::PodsReset(pods) => {
                 let previous = std::mem::take(&mut self.pods);
                 for (name, obs) in pods {
-                    let state = PodState::observe(previous.get(&name), obs);
-                    self.pods.insert(name, state);
+                    self.observe_pod(name.clone(), previous.get(&name), obs);
                 }
                 // Pods that vanished while the watch was down were deleted.
                 for (name, mut state) in previous {
@@ -359,8 +375,8 @@ impl Core {
                 }
             }
             Input::Pod(name, obs) => {
-                let state = PodState::observe(self.pods.get(&name), obs);
-                self.pods.insert(name, state);
+                let previous = self.pods.get(&name).cloned();
+                self.observe_pod(name, previous.as_ref(), obs);
             }
             Input::PodGone(name) => {
                 let entry = self.pods.entry(name).or_default();
@@ -380,6 +396,30 @@ impl Core {
         }
     }
 
+    /// Folds one Pod observation in and remembers a process exit of a node owning shards.
+    fn observe_pod(&mut self, name: String, previous: Option<&PodState>, obs: PodObs) {
+        let owns = self.assignments.values().any(|a| a.value.node == name);
+        if owns && PodState::process_exited(previous, &obs) {
+            let lease = self
+                .replaced_leases
+                .get(&name)
+                .copied()
+                .or_else(|| self.nodes.get(&name).map(|n| n.lease));
+            let exit = self.exits.entry(name.clone()).or_insert(Exit {
+                lease,
+                restarts: obs.restarts,
+                ready_again: false,
+            });
+            exit.restarts = exit.restarts.max(obs.restarts);
+            exit.ready_again = false;
+        } else if let Some(exit) = self.exits.get_mut(&name) {
+            exit.ready_again = obs.ready && !obs.exited && obs.restarts >= exit.restarts;
+        }
+        self.replaced_leases.remove(&name);
+        let state = PodState::observe(previous, obs);
+        self.pods.insert(name, state);
+    }
+
     fn change(&mut self, change: Change, reset: bool) {
         match change {
             Change::Node(name, obs) => {
@@ -388,6 +428,13 @@ impl Core {
                     .get(&name)
                     .is_some_and(|n| n.mod_revision > obs.mod_revision && !reset);
                 if !stale {
+                    if let Some(old) = self.nodes.get(&name)
+                        && old.lease != obs.lease
+                    {
+                        self.replaced_leases
+                            .entry(name.clone())
+                            .or_insert(old.lease);
+                    }
                     self.nodes.insert(name, obs);
                 }
             }
@@ -451,11 +498,23 @@ impl Core {
                 names.insert(target.clone());
             }
         }
+        // An exit is settled once its node owns no shard (they failed over), once the
+        // restarted process has turned Ready (no other node could take them: it keeps them),
+        // or when the Pod is gone (a deletion is judged on its own).
+        let pods = &self.pods;
+        let assignments = &self.assignments;
+        self.exits.retain(|name, exit| {
+            let owns = assignments.values().any(|a| a.value.node == *name);
+            let recovered = exit.ready_again || pods.get(name).is_none_or(|p| p.deleted);
+            owns && !recovered
+        });
         let mut health = BTreeMap::new();
         for name in names {
             let node = self.nodes.get(&name);
             let mut verdict = health::classify(node, self.pods.get(&name));
-            if node.is_some_and(|n| self.revoked.contains(&n.lease)) && verdict.alive() {
+            if self.exits.contains_key(&name) && verdict != Health::Dead(Reason::PodDeleted) {
+                verdict = Health::Dead(Reason::ProcessExited);
+            } else if node.is_some_and(|n| self.revoked.contains(&n.lease)) && verdict.alive() {
                 // Fenced: its key is about to vanish.
                 verdict = Health::Dead(Reason::LeaseExpired);
             }
@@ -650,10 +709,19 @@ impl Core {
             if self.health(owner).alive() {
                 continue;
             }
-            if let Some(node) = self.nodes.get(owner)
-                && !self.revoked.contains(&node.lease)
+            let Some(node) = self.nodes.get(owner) else {
+                continue;
+            };
+            // After a process exit only the lease seen at the exit is fenced, and only while
+            // the key still carries it: the restarted process's own lease is left alone.
+            let fence = match self.exits.get(owner) {
+                Some(exit) => exit.lease.filter(|l| *l == node.lease),
+                None => Some(node.lease),
+            };
+            if let Some(lease) = fence
+                && !self.revoked.contains(&lease)
             {
-                revoke.insert(owner.clone(), node.lease);
+                revoke.insert(owner.clone(), lease);
             }
         }
         for m in &planned.moves {

@@ -3,7 +3,7 @@
 //!
 //! | verdict | when | what happens to its shards |
 //! |---|---|---|
-//! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated, or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
+//! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
 //! | `Leaving` | node says Draining, or its Pod is terminating | handed off (two-phase), never throttled |
 //! | `Held` | registered, but its Pod has not passed readiness yet | keeps what it has, gets nothing new |
 //! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
@@ -97,6 +97,16 @@ pub struct PodState {
 }
 
 impl PodState {
+    /// Whether `obs` shows the process of `previous` gone: the same Pod (uid) with a higher
+    /// restart count (the kubelet restarted the container, perhaps before the terminated
+    /// state was ever observed) or a container in state `terminated`. The first observation
+    /// of a Pod is never an exit (its restarts happened before the operator looked).
+    pub fn process_exited(previous: Option<&PodState>, obs: &PodObs) -> bool {
+        let restarted = previous
+            .is_some_and(|p| !p.deleted && p.obs.uid == obs.uid && obs.restarts > p.obs.restarts);
+        restarted || obs.exited
+    }
+
     /// Folds a new observation in, resetting `ever_ready` when the Pod or process changed.
     pub fn observe(previous: Option<&PodState>, obs: PodObs) -> PodState {
         let same_process = previous
@@ -270,5 +280,27 @@ mod tests {
             },
         );
         assert!(!replaced.ever_ready);
+    }
+
+    #[test]
+    fn a_restart_of_the_same_pod_is_a_process_exit() {
+        let obs = |uid: &str, restarts: i32, exited: bool| PodObs {
+            uid: uid.into(),
+            ready: true,
+            exited,
+            restarts,
+            ..Default::default()
+        };
+        let first = PodState::observe(None, obs("a", 2, false));
+        // Restarts before the operator looked are history, not a signal.
+        assert!(!PodState::process_exited(None, &obs("a", 2, false)));
+        assert!(!PodState::process_exited(Some(&first), &obs("a", 2, false)));
+        assert!(PodState::process_exited(Some(&first), &obs("a", 3, false)));
+        assert!(PodState::process_exited(Some(&first), &obs("a", 2, true)));
+        // A new Pod with the same name is not a restart of the old process.
+        assert!(!PodState::process_exited(Some(&first), &obs("b", 5, false)));
+        let mut gone = first.clone();
+        gone.deleted = true;
+        assert!(!PodState::process_exited(Some(&gone), &obs("a", 3, false)));
     }
 }

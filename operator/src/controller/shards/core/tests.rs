@@ -263,6 +263,151 @@ fn a_pod_signal_fences_the_lease_before_the_failover() {
 }
 
 #[test]
+fn a_restart_without_a_seen_exit_fails_over_once_and_the_node_lives_on() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 11),
+            node("b", "v1", 12),
+            owned(0, "a", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    let pod = |ready: bool, restarts: i32| PodObs {
+        uid: "ua".into(),
+        ready,
+        restarts,
+        ..PodObs::default()
+    };
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), pod(true, 0)),
+            (
+                "b".into(),
+                PodObs {
+                    uid: "ub".into(),
+                    ready: true,
+                    ..PodObs::default()
+                },
+            ),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+
+    // kill -9: the restarted process registered under a new lease before the Pod watch
+    // reported anything but the higher restart count (never the terminated state).
+    let t1 = t0 + Duration::from_millis(100);
+    core.apply(Input::Changes(vec![node("a", "v1", 21)]), t1);
+    assert!(core.decide(t1).is_empty(), "a new lease alone is no signal");
+    let t2 = t1 + Duration::from_millis(50);
+    core.apply(Input::Pod("a".into(), pod(false, 1)), t2);
+    assert_eq!(core.health("a"), Health::Dead(Reason::ProcessExited));
+    let decision = core.decide(t2);
+    // The key carries the restarted process's lease by now: nothing to fence.
+    assert!(decision.revoke.is_empty(), "{decision:?}");
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(decision.writes[0].shard, 0);
+    assert_eq!(decision.writes[0].value.node, "b");
+    assert_eq!(decision.writes[0].value.epoch, 2);
+    let notices = commit(&mut core, &decision, t2);
+    assert!(matches!(
+        notices.as_slice(),
+        [Notice::Failover {
+            reason: Reason::ProcessExited,
+            ..
+        }]
+    ));
+    let status = status::shard_status(&core, 0, t2);
+    assert_eq!(status.last_failover.unwrap().reason, "ProcessExited");
+
+    // The restarted process is a node like any other: held until Ready, then eligible, never
+    // failed over again and its new lease never revoked.
+    assert_eq!(core.health("a"), Health::Held);
+    assert!(core.decide(t2).is_empty());
+    let t3 = t2 + Duration::from_secs(1);
+    core.apply(Input::Pod("a".into(), pod(true, 1)), t3);
+    assert_eq!(core.health("a"), Health::Eligible);
+    let later = core.decide(t3);
+    assert!(later.revoke.is_empty(), "{later:?}");
+    assert!(
+        later
+            .writes
+            .iter()
+            .all(|w| !matches!(w.cause, WriteCause::Failover { .. })),
+        "{later:?}"
+    );
+    assert_eq!(owners(&core)[&0], ("b".to_string(), 2));
+}
+
+#[test]
+fn an_exit_seen_while_the_old_lease_is_on_the_key_fences_it_once() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 11),
+            node("b", "v1", 12),
+            owned(0, "a", 1, "v1"),
+            owned(1, "a", 1, "v1"),
+        ]),
+        t0,
+    );
+    let pod = |ready: bool, restarts: i32| PodObs {
+        uid: "ua".into(),
+        ready,
+        restarts,
+        ..PodObs::default()
+    };
+    core.apply(Input::Pod("a".into(), pod(true, 0)), t0);
+    core.apply(Input::Pod("a".into(), pod(false, 1)), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
+    assert_eq!(decision.writes.len(), 2);
+    // Say the writes lost a race: the shards are still a's while the old key vanishes and
+    // the restarted process registers anew.
+    core.revoked(11, t0);
+    core.apply(Input::Changes(vec![Change::NodeGone("a".into())]), t0);
+    core.apply(Input::Changes(vec![node("a", "v1", 21)]), t0);
+    let retry = core.decide(t0);
+    assert!(retry.revoke.is_empty(), "new lease left alone: {retry:?}");
+    assert_eq!(retry.writes.len(), 2);
+    commit(&mut core, &retry, t0);
+    assert!(owners(&core).values().all(|(n, e)| n == "b" && *e == 2));
+    assert_eq!(core.health("a"), Health::Held);
+}
+
+#[test]
+fn a_restarted_sole_owner_keeps_its_shards_once_ready() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    core.apply(
+        Input::Reset(vec![node("a", "v1", 11), owned(0, "a", 1, "v1")]),
+        t0,
+    );
+    let pod = |ready: bool, restarts: i32| PodObs {
+        uid: "ua".into(),
+        ready,
+        restarts,
+        ..PodObs::default()
+    };
+    core.apply(Input::Pod("a".into(), pod(true, 0)), t0);
+    // Seen with the terminated state first, then restarted.
+    let mut exited = pod(false, 0);
+    exited.exited = true;
+    core.apply(Input::Pod("a".into(), exited), t0);
+    core.apply(Input::Pod("a".into(), pod(false, 1)), t0);
+    assert_eq!(core.health("a"), Health::Dead(Reason::ProcessExited));
+    // Nowhere to go: no write; no node to fail over to, so once Ready it is alive again.
+    assert!(core.decide(t0).writes.is_empty());
+    core.apply(Input::Pod("a".into(), pod(true, 1)), t0);
+    assert_eq!(core.health("a"), Health::Eligible);
+    assert!(core.decide(t0).is_empty());
+}
+
+#[test]
 fn a_draining_node_hands_off_in_two_phases() {
     let t0 = Instant::now();
     let mut core = Core::new(settings(3));
