@@ -399,8 +399,6 @@ async fn c_cohost_call_through_a_non_owner_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shard manager: a crashed node restarted at once by its Pod keeps its shards (no \
-            ProcessExited failover, no lastFailover); CLUSTER-CONTRACT wants a failover on process exit"]
 async fn d_owner_killed_shards_fail_over_and_the_call_resumes() {
     let _t = ScenarioTimer::start("d_owner_killed_shards_fail_over_and_the_call_resumes");
     let env = env_or_skip!();
@@ -444,8 +442,6 @@ async fn room_away_from_operator(env: &Env) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "client library: after the owner dies it keeps reconnecting to the dead owner's URL \
-            and never goes back to another node to be redirected to the new owner"]
 async fn e_owner_node_goes_dark_lease_expires_and_the_call_resumes() {
     let _t = ScenarioTimer::start("e_owner_node_goes_dark_lease_expires_and_the_call_resumes");
     let env = env_or_skip!();
