@@ -23,7 +23,10 @@ mod testing;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use crate::controller::Result;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use crate::controller::{Error, Result};
 use crate::crd::{ProtocolRollout, RoomShard, SignalingCluster};
 
 pub use pod_plan::{PodPlan, PoolSummary, plan_pods};
@@ -44,6 +47,32 @@ pub struct Desired {
     pub disruption_budget: PodDisruptionBudget,
     /// One RoomShard per shard.
     pub room_shards: Vec<RoomShard>,
+}
+
+/// The cluster's name, namespace and the controller owner reference its children carry.
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) owner: OwnerReference,
+}
+
+/// Reads the cluster's identity; an object without name, namespace or uid is refused.
+pub(crate) fn identity(cluster: &SignalingCluster) -> Result<Identity> {
+    Ok(Identity {
+        name: cluster
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingObjectKey("name"))?,
+        namespace: cluster
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(Error::MissingObjectKey("namespace"))?,
+        owner: cluster
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("uid"))?,
+    })
 }
 
 /// Validates the cluster and builds every desired child from it, its rollout and the pods

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::pools::VersionPool;
 use crate::controller::labels::{self, common_labels};
@@ -63,19 +63,12 @@ pub fn headless_service_name(cluster: &str) -> String {
 /// The desired pod `index` of `pool`, with a controller owner reference to the cluster and
 /// the template hash annotation.
 pub fn desired_pod(cluster: &SignalingCluster, pool: &VersionPool, index: u32) -> Result<Pod> {
-    let name = cluster
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("name"))?;
-    let namespace = cluster
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("namespace"))?;
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey("uid"))?;
+    let super::Identity {
+        name,
+        namespace,
+        owner,
+    } = super::identity(cluster)?;
+    let (name, namespace) = (name.as_str(), namespace.as_str());
     let (labels, annotations, spec) = template(cluster, name, namespace, pool);
     let mut annotations = annotations;
     annotations.insert(

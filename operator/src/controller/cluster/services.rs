@@ -9,38 +9,14 @@
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
 use super::pods::{ADMIN_PORT, headless_service_name};
+use super::{Identity, identity};
+use crate::controller::Result;
 use crate::controller::labels::{common_labels, selector_labels};
-use crate::controller::{Error, Result};
 use crate::crd::SignalingCluster;
-
-struct Identity {
-    name: String,
-    namespace: String,
-    owner: OwnerReference,
-}
-
-fn identity(cluster: &SignalingCluster) -> Result<Identity> {
-    Ok(Identity {
-        name: cluster
-            .metadata
-            .name
-            .clone()
-            .ok_or(Error::MissingObjectKey("name"))?,
-        namespace: cluster
-            .metadata
-            .namespace
-            .clone()
-            .ok_or(Error::MissingObjectKey("namespace"))?,
-        owner: cluster
-            .controller_owner_ref(&())
-            .ok_or(Error::MissingObjectKey("uid"))?,
-    })
-}
 
 fn meta(id: &Identity, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {

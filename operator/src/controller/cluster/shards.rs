@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use signaling_node::shard::hash_range;
 
 use crate::controller::labels::{self, common_labels};
@@ -19,19 +18,12 @@ pub fn shard_name(cluster: &str, index: u32) -> String {
 
 /// Every RoomShard of `cluster`, in index order.
 pub fn room_shards(cluster: &SignalingCluster) -> Result<Vec<RoomShard>> {
-    let name = cluster
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("name"))?;
-    let namespace = cluster
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("namespace"))?;
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey("uid"))?;
+    let super::Identity {
+        name,
+        namespace,
+        owner,
+    } = super::identity(cluster)?;
+    let (name, namespace) = (name.as_str(), namespace.as_str());
     let count = u32::try_from(cluster.spec.shards)
         .ok()
         .filter(|c| (1..=4096).contains(c))
