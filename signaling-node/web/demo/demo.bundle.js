@@ -3463,9 +3463,11 @@ async function oneHost(user2) {
     received: [],
     errors: [],
     welcomes: [],
+    joined: false,
     inviteAt: 0,
     connectedAt: 0,
     calls: 0,
+    invitesReceived: 0,
     invite,
     send,
     hangup,
@@ -3579,6 +3581,7 @@ async function oneHost(user2) {
   const onMessage = async (msg) => {
     switch (msg.type) {
       case "Invite":
+        demo.invitesReceived += 1;
         demo.callId = msg.callId;
         demo.callState = "ringing";
         demo.connectedAt = 0;
@@ -3681,6 +3684,7 @@ async function oneHost(user2) {
   try {
     await client.connect();
     await client.join(room);
+    demo.joined = true;
     log("info", `joined ${room}`);
   } catch (e) {
     log("err", `connect/join failed: ${e instanceof ClientError ? `${e.kind} ${e.message}` : String(e)}`);

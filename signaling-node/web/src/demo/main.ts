@@ -21,9 +21,11 @@ interface Demo {
   received: string[];
   errors: { code: number; requestId: number; message: string }[];
   welcomes: { node: string; resumed: boolean; session: string; at: number }[];
+  joined: boolean;
   inviteAt: number;
   connectedAt: number;
   calls: number;
+  invitesReceived: number;
   invite(): Promise<string>;
   send(text: string): boolean;
   hangup(): Promise<void>;
@@ -85,7 +87,8 @@ async function oneHost(user: string): Promise<void> {
 
   const demo: Demo = {
     user, room, peer, client: null, pc: null, callId: '', callState: 'none', pcState: '-', node: '',
-    frames: { in: 0, out: 0 }, received: [], errors: [], welcomes: [], inviteAt: 0, connectedAt: 0, calls: 0,
+    frames: { in: 0, out: 0 }, received: [], errors: [], welcomes: [], joined: false, inviteAt: 0, connectedAt: 0,
+    calls: 0, invitesReceived: 0,
     invite, send, hangup, renegotiate, injectInvalidOffer,
   };
   (window as unknown as { switchboardDemo: Demo }).switchboardDemo = demo;
@@ -206,6 +209,7 @@ async function oneHost(user: string): Promise<void> {
   const onMessage = async (msg: Message) => {
     switch (msg.type) {
       case 'Invite':
+        demo.invitesReceived += 1;
         demo.callId = msg.callId;
         demo.callState = 'ringing';
         demo.connectedAt = 0;
@@ -315,6 +319,7 @@ async function oneHost(user: string): Promise<void> {
   try {
     await client.connect();
     await client.join(room);
+    demo.joined = true;
     log('info', `joined ${room}`);
   } catch (e) {
     log('err', `connect/join failed: ${e instanceof ClientError ? `${e.kind} ${e.message}` : String(e)}`);
