@@ -3692,5 +3692,6 @@ async function oneHost(user2) {
   render();
 }
 var user = params.get("user");
+if (user && window.self !== window.top) document.querySelector("header")?.remove();
 if (user) void oneHost(user);
 else twoPanes();
