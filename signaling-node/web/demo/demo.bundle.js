@@ -3692,6 +3692,6 @@ async function oneHost(user2) {
   render();
 }
 var user = params.get("user");
-if (user && window.self !== window.top) document.querySelector("header")?.remove();
+if (user && window.self !== window.top) document.querySelector("header")?.setAttribute("hidden", "");
 if (user) void oneHost(user);
 else twoPanes();

@@ -329,6 +329,6 @@ async function oneHost(user: string): Promise<void> {
 
 const user = params.get('user');
 // Inside the two-pane page each pane is a host page: the outer page has the header.
-if (user && window.self !== window.top) document.querySelector('header')?.remove();
+if (user && window.self !== window.top) document.querySelector('header')?.setAttribute('hidden', '');
 if (user) void oneHost(user);
 else twoPanes();
