@@ -3499,7 +3499,11 @@ async function oneHost(user2) {
     }
     const body = await res.json();
     token ||= body.token;
-    url ||= body.url;
+    if (!url) {
+      const advertised = new URL(body.url);
+      advertised.hostname = location.hostname;
+      url = advertised.toString();
+    }
   }
   const client = new SwitchboardClient(url, { token });
   demo.client = client;

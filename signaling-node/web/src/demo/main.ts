@@ -118,7 +118,13 @@ async function oneHost(user: string): Promise<void> {
     }
     const body = (await res.json()) as { token: string; url: string };
     token ||= body.token;
-    url ||= body.url;
+    if (!url) {
+      // The node's advertised URL with the host this page came from: a standalone node
+      // listening on 0.0.0.0 advertises its host name, which the browser may not resolve.
+      const advertised = new URL(body.url);
+      advertised.hostname = location.hostname;
+      url = advertised.toString();
+    }
   }
 
   const client = new SwitchboardClient(url, { token });
