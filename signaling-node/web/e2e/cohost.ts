@@ -235,8 +235,9 @@ async function run(): Promise<void> {
       args: [
         '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
         '--disable-default-apps', '--disable-sync', '--metrics-recording-only', '--disable-domain-reliability',
-        // Host candidates with real addresses instead of mDNS names (no mDNS responder here).
-        '--disable-features=WebRtcHideLocalIpsWithMdns',
+        // Host candidates with real addresses instead of mDNS names, and permission to use
+        // loopback addresses (tested here on a machine that also has a non-loopback interface).
+        '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
       ],
     });
     const context = await browser.newContext({ viewport: { width: 900, height: 900 } });
