@@ -124,6 +124,16 @@ test('the invite flow addresses frames through the call table', async () => {
   assert.deepEqual(err, { type: 'Error', code: 1001, message: 'sdp must start with v=0', requestId: offerId });
 });
 
+test('an SDP too large for one frame is refused locally and the connection kept', async () => {
+  const env = await connected();
+  await joinRoom(env, 'studio', 0);
+  const callId = await env.client.invite('studio', 'bob');
+  await assert.rejects(env.client.offer(callId, 'v=0\r\n' + 'a'.repeat(70_000)), (e: ClientError) => e.kind === 'encode' && !e.retriable);
+  assert.equal(env.client.status, 'open');
+  await env.client.offer(callId, 'v=0\r\n');
+  assert.equal(env.net.last.sentOf('Offer').length, 1);
+});
+
 test('candidates queued together go out as one IceBatch on v2, one by one on v1', async () => {
   for (const version of [2, 1]) {
     const env = await connected({}, welcome({ version }));
