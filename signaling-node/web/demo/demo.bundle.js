@@ -3461,6 +3461,7 @@ async function oneHost(user2) {
     node: "",
     frames: { in: 0, out: 0 },
     received: [],
+    byChannel: {},
     errors: [],
     welcomes: [],
     joined: false,
@@ -3560,6 +3561,7 @@ async function oneHost(user2) {
     channels.push(ch);
     ch.onmessage = (ev) => {
       demo.received.push(String(ev.data));
+      demo.byChannel[ch.label] = (demo.byChannel[ch.label] ?? 0) + 1;
       log("info", `data channel ${ch.label}: ${String(ev.data)}`);
       render();
     };
@@ -3572,8 +3574,14 @@ async function oneHost(user2) {
     }
     await demo.pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex });
   };
-  const sendOffer = async (pc, callId) => {
-    await pc.setLocalDescription(await pc.createOffer());
+  let inviter = false;
+  let resumedSinceOffer = false;
+  client.on("welcome", (w) => {
+    if (w.resumed) resumedSinceOffer = true;
+  });
+  const sendOffer = async (pc, callId, iceRestart = false) => {
+    resumedSinceOffer = false;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart }));
     outgoing("Offer");
     await client.offer(callId, pc.localDescription.sdp);
   };
@@ -3585,6 +3593,7 @@ async function oneHost(user2) {
   const onMessage = async (msg) => {
     switch (msg.type) {
       case "Invite":
+        inviter = false;
         demo.invitesReceived += 1;
         demo.callId = msg.callId;
         demo.callState = "ringing";
@@ -3634,8 +3643,8 @@ async function oneHost(user2) {
       case "Event":
         if (msg.kind === 2 /* CallState */ && msg.callId === demo.callId) {
           demo.callState = msg.state;
-          if (msg.state === "negotiating" && demo.pc && demo.pc.localDescription?.type === "offer" && demo.pcState !== "connected") {
-            await sendOffer(demo.pc, demo.callId);
+          if (msg.state === "negotiating" && inviter && resumedSinceOffer && demo.pc) {
+            await sendOffer(demo.pc, demo.callId, true);
           }
         }
         break;
@@ -3652,6 +3661,7 @@ async function oneHost(user2) {
     demo.connectedAt = 0;
     demo.inviteAt = Date.now();
     demo.callState = "inviting";
+    inviter = true;
     outgoing(`Invite ${peer}`);
     demo.callId = await client.invite(room, peer);
     demo.calls += 1;

@@ -9,7 +9,8 @@
 // Checks: 20 calls where both RTCPeerConnections reach `connected` and exchange a data-channel
 // message (invite → both connected is measured); an invalid SDP is refused with 1001; the
 // owner is killed (SIGKILL) and both pages resume on B without a new invite, the data channel
-// still works and a renegotiation goes through B. Screenshots go to $RUN_DIR.
+// still works and a renegotiation goes through B; then B hands the shard off to a third node C
+// (two-phase, as a drain does) and the pages follow Migrate to C. Screenshots go to $RUN_DIR.
 //
 // Environment: SIGNALING_NODE_BIN, SWITCHBOARD_ETCD_BIN, CHROMIUM_BIN (default
 // /usr/bin/chromium), RUN_DIR (default ./e2e-run), CALLS (default 20).
@@ -131,6 +132,21 @@ class StandInOperator {
     return Object.values(serving).some((e) => e === epoch);
   }
 
+  async released(node: string, epoch: number): Promise<boolean> {
+    const ack = await this.etcd.get(`${this.prefix}acks/${node}`);
+    if (!ack) return false;
+    const released = (JSON.parse(ack.value) as { released?: Record<string, number> }).released ?? {};
+    return Object.values(released).some((e) => e === epoch);
+  }
+
+  /** Two-phase handoff: `handoff_to`, the owner's release ack, then the new owner at epoch + 1. */
+  async handOff(from: string, to: string, epoch: number): Promise<void> {
+    const key = `${this.prefix}assignments/${SHARD_KEY}`;
+    await this.etcd.put(key, JSON.stringify({ node: from, epoch, version: 'default', handoff_to: to }));
+    await eventually(`${from} released the shard`, () => this.released(from, epoch));
+    await this.assign(to, epoch + 1);
+  }
+
   /** Crash failover: fence the dead node (revoke its lease), then hand its shard over. */
   async failover(dead: string, to: string, epoch: number): Promise<void> {
     const reg = await this.etcd.get(`${this.prefix}nodes/${dead}`);
@@ -153,6 +169,7 @@ interface DemoState {
   calls: number;
   invitesReceived: number;
   received: string[];
+  byChannel: Record<string, number>;
   errors: { code: number; requestId: number; message: string }[];
   welcomes: { node: string; resumed: boolean; session: string; at: number }[];
   frames: { in: number; out: number };
@@ -176,7 +193,7 @@ async function state(page: Page): Promise<DemoState | undefined> {
     return {
       status: d.client?.status ?? 'idle', node: d.node, joined: d.joined, callId: d.callId, callState: d.callState,
       pcState: d.pcState, inviteAt: d.inviteAt, connectedAt: d.connectedAt, calls: d.calls,
-      invitesReceived: d.invitesReceived, received: [...d.received], errors: [...d.errors], welcomes: [...d.welcomes],
+      invitesReceived: d.invitesReceived, received: [...d.received], byChannel: { ...d.byChannel }, errors: [...d.errors], welcomes: [...d.welcomes],
       frames: { ...d.frames },
     };
   });
@@ -211,6 +228,7 @@ async function run(): Promise<void> {
   let etcd: Etcd | undefined;
   const nodes: NodeProcess[] = [];
   let browser: Browser | undefined;
+  const pages: [string, Page][] = [];
   let ok = false;
   try {
     etcd = await Etcd.start(env('SWITCHBOARD_ETCD_BIN'), dir);
@@ -249,6 +267,7 @@ async function run(): Promise<void> {
     };
     const alice = await open('alice', 'bob');
     const bob = await open('bob', 'alice');
+    pages.push(['alice', alice], ['bob', bob]);
     for (const [name, page] of [['alice', alice], ['bob', bob]] as const) {
       const s = await waitState(page, `${name} joined`, (s) => s.joined && s.status === 'open');
       if (s.node !== 'sig-a') throw new Error(`${name} is served by ${s.node}, expected the owner sig-a (redirect from sig-b)`);
@@ -313,7 +332,7 @@ async function run(): Promise<void> {
     await eventually('the renegotiated channel delivers', async () => {
       await alice.evaluate(() => (window as unknown as DemoApi).switchboardDemo.send('renegotiated'));
       const s = await state(bob);
-      return s && s.received.filter((m) => m === 'alice: renegotiated').length >= 2;
+      return s && (s.byChannel['after-resume'] ?? 0) >= 1;
     });
     const final = { alice: (await state(alice))!, bob: (await state(bob))! };
     if (final.alice.node !== 'sig-b' || final.bob.node !== 'sig-b') throw new Error('pages are not on the new owner');
@@ -321,6 +340,31 @@ async function run(): Promise<void> {
     await alice.screenshot({ path: join(runDir, 'browser-alice-after-failover.png') });
     await bob.screenshot({ path: join(runDir, 'browser-bob-after-failover.png') });
     log('after the failover: same session and call, data channel and renegotiation through sig-b');
+
+    // ---- a planned move (drain): the owner migrates the pages to a third node.
+    const c = await startNode('sig-c', secret, cluster);
+    nodes.push(c);
+    await eventually('sig-c registered', () => operator.registered('sig-c'));
+    const beforeMove = { alice: (await state(alice))!, bob: (await state(bob))! };
+    const movedAt = Date.now();
+    await operator.handOff('sig-b', 'sig-c', 2);
+    const migratedAt: Record<string, number> = {};
+    for (const [name, page] of [['alice', alice], ['bob', bob]] as const) {
+      const w0 = beforeMove[name].welcomes.length;
+      const s = await waitState(page, `${name} migrated to sig-c`, (s) =>
+        s.status === 'open' && s.welcomes.slice(w0).some((w) => w.resumed && w.node === 'sig-c'));
+      migratedAt[name] = s.welcomes.slice(w0).find((w) => w.resumed && w.node === 'sig-c')!.at - movedAt;
+      if (s.pcState !== 'connected' || s.callId !== beforeMove[name].callId) throw new Error(`${name}'s call did not survive the move`);
+    }
+    await alice.evaluate(() => (window as unknown as DemoApi).switchboardDemo.renegotiate('after-migrate'));
+    await eventually('a renegotiation through sig-c delivers', async () => {
+      await alice.evaluate(() => (window as unknown as DemoApi).switchboardDemo.send('migrated'));
+      const s = await state(bob);
+      return s && (s.byChannel['after-migrate'] ?? 0) >= 1;
+    });
+    const afterMove = (await state(alice))!;
+    if (afterMove.calls !== beforeMove.alice.calls) throw new Error('a new invite was sent after the move');
+    log('handoff sig-b -> sig-c: both pages followed Migrate and resumed; the call renegotiated through sig-c');
 
     // ---- the page a person opens: two panes (iframes), the Invite button clicked.
     const panes = await context.newPage();
@@ -346,9 +390,17 @@ async function run(): Promise<void> {
     const ms = (x: number) => `${Math.round(x)} ms`;
     console.log(`MEASURED browser invite→both connected (${times.length} calls): median ${ms(median(times))}, p90 ${ms(percentile(times, 90))}, min ${ms(Math.min(...times))}, max ${ms(Math.max(...times))}`);
     console.log(`MEASURED browser owner kill→session resumed: alice ${ms(resumedAt.alice!)}, bob ${ms(resumedAt.bob!)}`);
+    console.log(`MEASURED browser handoff start→session resumed on the new owner: alice ${ms(migratedAt.alice!)}, bob ${ms(migratedAt.bob!)}`);
     console.log(`browser-e2e: passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${runDir}`);
     ok = true;
   } finally {
+    if (!ok) {
+      for (const [name, page] of pages) {
+        const text = await page.locator('#log').innerText({ timeout: 2000 }).catch((e: unknown) => String(e));
+        log(`--- last lines of ${name}'s page log:\n${text.split('\n').slice(-40).join('\n')}`);
+        await page.screenshot({ path: join(runDir, `browser-${name}-failed.png`) }).catch(() => undefined);
+      }
+    }
     await browser?.close().catch(() => undefined);
     for (const n of nodes) {
       if (!ok) log(`--- last output of ${n.name}:\n${n.output().split('\n').slice(-25).join('\n')}`);

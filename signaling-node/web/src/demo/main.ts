@@ -19,6 +19,8 @@ interface Demo {
   node: string;
   frames: { in: number; out: number };
   received: string[];
+  /** Messages received per data channel label. */
+  byChannel: Record<string, number>;
   errors: { code: number; requestId: number; message: string }[];
   welcomes: { node: string; resumed: boolean; session: string; at: number }[];
   joined: boolean;
@@ -87,7 +89,7 @@ async function oneHost(user: string): Promise<void> {
 
   const demo: Demo = {
     user, room, peer, client: null, pc: null, callId: '', callState: 'none', pcState: '-', node: '',
-    frames: { in: 0, out: 0 }, received: [], errors: [], welcomes: [], joined: false, inviteAt: 0, connectedAt: 0,
+    frames: { in: 0, out: 0 }, received: [], byChannel: {}, errors: [], welcomes: [], joined: false, inviteAt: 0, connectedAt: 0,
     calls: 0, invitesReceived: 0,
     invite, send, hangup, renegotiate, injectInvalidOffer,
   };
@@ -186,6 +188,7 @@ async function oneHost(user: string): Promise<void> {
     channels.push(ch);
     ch.onmessage = (ev) => {
       demo.received.push(String(ev.data));
+      demo.byChannel[ch.label] = (demo.byChannel[ch.label] ?? 0) + 1;
       log('info', `data channel ${ch.label}: ${String(ev.data)}`);
       render();
     };
@@ -200,8 +203,17 @@ async function oneHost(user: string): Promise<void> {
     await demo.pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex });
   };
 
-  const sendOffer = async (pc: RTCPeerConnection, callId: string) => {
-    await pc.setLocalDescription(await pc.createOffer());
+  // Whether this host invited (and so makes the offers) in the current call, and whether the
+  // session resumed since its last offer (then a "negotiating" event asks for a new one).
+  let inviter = false;
+  let resumedSinceOffer = false;
+  client.on('welcome', (w) => {
+    if (w.resumed) resumedSinceOffer = true;
+  });
+
+  const sendOffer = async (pc: RTCPeerConnection, callId: string, iceRestart = false) => {
+    resumedSinceOffer = false;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart }));
     outgoing('Offer');
     await client.offer(callId, pc.localDescription!.sdp);
   };
@@ -215,6 +227,7 @@ async function oneHost(user: string): Promise<void> {
   const onMessage = async (msg: Message) => {
     switch (msg.type) {
       case 'Invite':
+        inviter = false;
         demo.invitesReceived += 1;
         demo.callId = msg.callId;
         demo.callState = 'ringing';
@@ -264,9 +277,12 @@ async function oneHost(user: string): Promise<void> {
       case 'Event':
         if (msg.kind === EventKind.CallState && msg.callId === demo.callId) {
           demo.callState = msg.state;
-          // After a resume, a call still negotiating asks for a new offer.
-          if (msg.state === 'negotiating' && demo.pc && demo.pc.localDescription?.type === 'offer' && demo.pcState !== 'connected') {
-            await sendOffer(demo.pc, demo.callId);
+          // After a resume the node restarts a call still negotiating (its end-of-candidates
+          // progress is reset) and asks the inviter for a new offer: restart ICE so both
+          // sides gather and send end-of-candidates again. Any other "negotiating" event
+          // (the invite being accepted) is not a request for an offer.
+          if (msg.state === 'negotiating' && inviter && resumedSinceOffer && demo.pc) {
+            await sendOffer(demo.pc, demo.callId, true);
           }
         }
         break;
@@ -284,6 +300,7 @@ async function oneHost(user: string): Promise<void> {
     demo.connectedAt = 0;
     demo.inviteAt = Date.now();
     demo.callState = 'inviting';
+    inviter = true;
     outgoing(`Invite ${peer}`);
     demo.callId = await client.invite(room, peer);
     demo.calls += 1;
