@@ -87,9 +87,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = config.current();
     init_tracing(settings.log_format);
     let metrics = Metrics::new();
-    let listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
+    let mut listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
         .await
         .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
+    if args.demo {
+        tracing::warn!(
+            admin = %settings.admin_listen,
+            "--demo: serving the demo page and a token endpoint that mints tokens for anyone"
+        );
+        listeners.admin_routes = Some(signaling_node::server::demo::router(config.subscribe()));
+    }
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(config.clone().watch_files(
         Duration::from_secs(1),

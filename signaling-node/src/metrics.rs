@@ -409,7 +409,17 @@ pub async fn serve_admin(
     health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, admin_router(metrics, health))
+    serve_router(listener, admin_router(metrics, health), shutdown).await
+}
+
+/// Serves `router` (the admin routes, possibly with extra ones merged in) on `listener` until
+/// `shutdown` resolves.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// etcd connection of cluster mode (none: standalone).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Serve the browser co-host demo at /demo on the admin port, with a token endpoint that
+    /// mints tokens for anyone who asks: for demos and tests only, never in production.
+    #[arg(long, env = "SWITCHBOARD_DEMO")]
+    pub demo: bool,
 }
 
 /// One layer of settings: every field optional. It is the TOML file schema, the `serve` flag

@@ -16,6 +16,7 @@
 
 pub mod cluster;
 mod connection;
+pub mod demo;
 pub mod handshake;
 pub mod limits;
 mod listener;
@@ -54,6 +55,8 @@ pub struct Listeners {
     pub ws: TcpListener,
     /// Admin HTTP listener (`--admin-listen`), if the admin endpoint should run.
     pub admin: Option<TcpListener>,
+    /// Extra routes served on the admin listener next to `/metrics` (the `--demo` page).
+    pub admin_routes: Option<axum::Router>,
 }
 
 impl Listeners {
@@ -64,7 +67,11 @@ impl Listeners {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Self { ws, admin })
+        Ok(Self {
+            ws,
+            admin,
+            admin_routes: None,
+        })
     }
 }
 
@@ -145,14 +152,16 @@ impl Node {
         let settings = shared.settings.borrow().clone();
         let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
         let admin_stop = CancellationToken::new();
+        let admin_routes = listeners.admin_routes;
         let admin = listeners.admin.map(|listener| {
             let stop = admin_stop.clone();
-            tokio::spawn(metrics::serve_admin(
-                listener,
-                shared.metrics.clone(),
-                shared.health.clone(),
-                async move { stop.cancelled().await },
-            ))
+            let mut router = metrics::admin_router(shared.metrics.clone(), shared.health.clone());
+            if let Some(extra) = admin_routes {
+                router = router.merge(extra);
+            }
+            tokio::spawn(metrics::serve_router(listener, router, async move {
+                stop.cancelled().await
+            }))
         });
         let addr = listeners.ws.local_addr()?;
         tracing::info!(
