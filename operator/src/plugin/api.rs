@@ -118,6 +118,9 @@ impl Session {
     pub async fn cluster(&self, name: Option<&str>) -> Result<SignalingCluster, PluginError> {
         let mut all = self.clusters().await?;
         let existing: Vec<String> = all.iter().map(ResourceExt::name_any).collect();
+        if all.is_empty() {
+            return Err(PluginError::NoClusters(self.namespace.clone()));
+        }
         let index = match name {
             Some(name) => all
                 .iter()

@@ -18,7 +18,10 @@ pub enum PluginError {
         /// Clusters that do exist there.
         existing: Vec<String>,
     },
-    /// No cluster named and the namespace does not have exactly one.
+    /// The namespace has no SignalingCluster at all.
+    #[error("no SignalingCluster in namespace {0} (pick another namespace with -n)")]
+    NoClusters(String),
+    /// No cluster named and the namespace has several.
     #[error("name a SignalingCluster with --cluster; namespace {namespace} has {}", existing_clusters(.existing))]
     ClusterAmbiguous {
         /// Namespace searched.

@@ -943,9 +943,11 @@ impl Core {
             .map(|(shard, request)| (*shard, request))
     }
 
-    /// Shards moved on request that stay where they were moved while the request stands:
-    /// rebalancing inside their pool does not take them back.
+    /// Shards moved on request that stay where they were moved while the request stands
+    /// (rebalancing inside their pool does not take them back), and shards with a request
+    /// not answered yet (it decides where they go).
     fn pinned(&self) -> BTreeSet<ShardId> {
+        let pending: Vec<ShardId> = self.unanswered_requests().map(|(s, _)| s).collect();
         self.move_results
             .iter()
             .filter(|(shard, answer)| {
@@ -960,6 +962,7 @@ impl Core {
                         .is_some_and(|a| Some(&a.value.node) == answer.to.as_ref())
             })
             .map(|(shard, _)| *shard)
+            .chain(pending)
             .collect()
     }
 

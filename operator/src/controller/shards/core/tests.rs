@@ -1018,3 +1018,50 @@ fn impossible_move_requests_are_rejected_with_the_reason() {
         "already answered before the restart"
     );
 }
+
+#[test]
+fn a_requested_move_is_not_undone_by_rebalancing_while_the_request_stands() {
+    let t0 = Instant::now();
+    let mut core = Core::new(Settings {
+        max_moving: 4,
+        ..settings(6)
+    });
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            node("c", "v1", 3),
+            owned(0, "c", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+            owned(2, "a", 1, "v1"),
+            owned(3, "a", 1, "v1"),
+            owned(4, "b", 1, "v1"),
+            owned(5, "c", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(Input::StoredStatuses(BTreeMap::new()), t0);
+    assert!(core.decide(t0).is_empty());
+    core.apply(
+        Input::MoveRequests(BTreeMap::from([(0, request("n1", None))])),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes[0].value.handoff_to.as_deref(), Some("a"));
+    commit(&mut core, &decision, t0);
+    let later = t0 + Duration::from_secs(5);
+    let decision = core.decide(later);
+    assert_eq!(decision.writes.len(), 1);
+    commit(&mut core, &decision, later);
+    assert_eq!(core.assignment(0).unwrap().node, "a");
+    for _ in 0..3 {
+        let decision = core.decide(later);
+        assert!(
+            decision.writes.iter().all(|w| w.shard != 0),
+            "{:?}",
+            decision.writes
+        );
+        commit(&mut core, &decision, later);
+    }
+    assert_eq!(core.assignment(0).unwrap().node, "a");
+}
