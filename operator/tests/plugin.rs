@@ -172,7 +172,13 @@ async fn every_subcommand_against_a_real_apiserver() {
     let mut options = ManagerOptions::default();
     options.base.placement_grace = Duration::from_millis(300);
     let managers = ShardManagers::with_options(client.clone(), &registry, options);
-    managers.ensure(&cluster, etcd_client.clone());
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp1");
+    // The same connection identity (e.g. a TLS Secret re-written with the same content) keeps
+    // the manager; another one (rotated credentials) restarts it on the new client.
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp1");
+    assert_eq!(managers.starts(), 1);
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp2");
+    assert_eq!(managers.starts(), 2);
     eventually("every shard Assigned", || async {
         let all = shards(&client).await;
         all.iter()
