@@ -1,8 +1,8 @@
 //! A SignalingCluster's life against a real kube-apiserver and etcd, driven by the operator
 //! binary: startup refuses a cluster without CRDs; children are created; the node config
 //! lands in etcd with revision 1 and an edit bumps it to 2; fake nodes and acks turn
-//! ConfigApplied true; a steady cluster causes no writes; deletion removes the pods and the etcd
-//! prefix.
+//! ConfigApplied true; a steady cluster causes no writes; deletion removes the pods, the
+//! RoomShards and the etcd prefix.
 
 mod runtime_support;
 
@@ -299,6 +299,15 @@ async fn a_cluster_from_creation_to_deletion() {
         .await
         .unwrap()
         .items;
+    let shards_left = Api::<RoomShard>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        shards_left.is_empty(),
+        "the finalizer deletes the RoomShards"
+    );
     assert!(
         pods_left.is_empty(),
         "the finalizer deletes the cluster's pods: {:?}",
