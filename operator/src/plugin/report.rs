@@ -186,6 +186,34 @@ pub fn status(
         out.push_str(&table(&["POOL", "READY", "DRAINED", "IMAGE"], &pool_rows));
     }
 
+    // Nodes: shards owned, readiness, drain.
+    let mut owned: BTreeMap<String, usize> = BTreeMap::new();
+    for shard in shards {
+        if let Some(node) = shard.status.as_ref().and_then(|s| s.node.clone()) {
+            *owned.entry(node).or_insert(0) += 1;
+        }
+    }
+    let node_rows: Vec<Vec<String>> = pods
+        .iter()
+        .map(|pod| {
+            let name = pod.name_any();
+            vec![
+                name.clone(),
+                pod.labels().get(VERSION).cloned().unwrap_or_default(),
+                if pod_ready(pod) { "Ready" } else { "NotReady" }.to_string(),
+                if drained(pod) { "yes" } else { "" }.to_string(),
+                owned.get(&name).copied().unwrap_or(0).to_string(),
+            ]
+        })
+        .collect();
+    if !node_rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["NODE", "POOL", "POD", "DRAINED", "SHARDS"],
+            &node_rows,
+        ));
+    }
+
     // Shard map.
     let mut sorted: Vec<&RoomShard> = shards.iter().collect();
     sorted.sort_by_key(|s| s.spec.index);
@@ -487,6 +515,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("default  1/1    1        img:1"), "{text}");
+        assert!(
+            text.contains("demo-default-1  default  Ready  yes      2"),
+            "{text}"
+        );
         let first = text.find("demo-default-2  demo-default-1").unwrap();
         let second = text.find("demo-default-0  demo-default-1").unwrap();
         assert!(first < second, "newest first:\n{text}");
