@@ -21,3 +21,5 @@ mod support;
 mod failover;
 #[path = "scenarios/fleet.rs"]
 mod fleet;
+#[path = "scenarios/plugin.rs"]
+mod plugin;

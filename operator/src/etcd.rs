@@ -5,8 +5,10 @@
 //! timeout, so a wrong endpoint fails the reconcile with a clear error instead of hanging; a
 //! client that failed its check is not cached. With `spec.etcd.tlsSecret` the Secret (same
 //! namespace as the cluster) provides `ca.crt` and, for mutual TLS, `tls.crt` + `tls.key`;
-//! the Secret's resourceVersion is part of the cache key, so a rotated certificate gets a new
-//! connection on the next reconcile. etcd-client (tonic) reconnects a cached client by itself
+//! a fingerprint of the Secret's TLS material (SHA-256 of `ca.crt`, `tls.crt`, `tls.key`) is
+//! part of the cache key, so a rotated certificate gets a new connection on the next
+//! reconcile, while a Secret rewritten with the same content (a new resourceVersion from a
+//! label change or a cert-manager re-sync) keeps the connection and every loop using it. etcd-client (tonic) reconnects a cached client by itself
 //! after network errors.
 
 use std::collections::HashMap;
@@ -83,7 +85,7 @@ pub type Error = EtcdError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Target {
     endpoints: Vec<String>,
-    // (namespace/name, resourceVersion) of the TLS Secret.
+    // (namespace/name, content fingerprint) of the TLS Secret.
     tls: Option<(String, String)>,
 }
 
@@ -245,7 +247,7 @@ impl EtcdClients {
             (None, None) => {}
             _ => return Err(invalid("has only one of tls.crt and tls.key")),
         }
-        Ok((secret.resource_version().unwrap_or_default(), tls))
+        Ok((tls_fingerprint(&secret), tls))
     }
 
     async fn connect(
@@ -284,6 +286,25 @@ impl EtcdClients {
         tracing::info!(endpoints = %joined, "connected to etcd");
         Ok(client)
     }
+}
+
+/// SHA-256 (hex) over the TLS keys of an etcd TLS Secret, each length-prefixed: equal for
+/// equal content whatever the Secret's resourceVersion, metadata or other keys.
+fn tls_fingerprint(secret: &Secret) -> String {
+    use sha2::Digest;
+    let data = secret.data.clone().unwrap_or_default();
+    let mut hash = sha2::Sha256::new();
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        match data.get(key) {
+            Some(bytes) => {
+                hash.update([1u8]);
+                hash.update((bytes.0.len() as u64).to_be_bytes());
+                hash.update(&bytes.0);
+            }
+            None => hash.update([0u8]),
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The trimmed, non-empty endpoints of `spec`, sorted (the order does not matter to the
@@ -329,6 +350,39 @@ pub async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret(version: &str, ca: &str, label: Option<&str>) -> Secret {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "etcd-tls", "namespace": "ns", "resourceVersion": version},
+            "data": {"ca.crt": k8s_openapi::ByteString(ca.as_bytes().to_vec())}
+        }))
+        .unwrap();
+        if let Some(label) = label {
+            secret.metadata.labels = Some([("rotated".to_string(), label.to_string())].into());
+        }
+        secret
+    }
+
+    #[test]
+    fn a_secret_rewritten_with_the_same_content_keeps_the_connection_key() {
+        let first = secret("10", "CA-1", None);
+        let resynced = secret("11", "CA-1", Some("yes"));
+        let rotated = secret("12", "CA-2", None);
+        let target = |s: &Secret| Target {
+            endpoints: vec!["https://etcd:2379".into()],
+            tls: Some(("ns/etcd-tls".into(), tls_fingerprint(s))),
+        };
+        assert_eq!(target(&first), target(&resynced));
+        assert_eq!(target(&first).id(), target(&resynced).id());
+        assert_ne!(target(&first), target(&rotated));
+        assert_ne!(target(&first).id(), target(&rotated).id());
+        // Moving bytes between keys changes the fingerprint.
+        let mut moved = secret("13", "", None);
+        if let Some(data) = moved.data.as_mut() {
+            data.insert("tls.crt".into(), k8s_openapi::ByteString(b"CA-1".to_vec()));
+        }
+        assert_ne!(tls_fingerprint(&first), tls_fingerprint(&moved));
+    }
 
     #[test]
     fn endpoints_are_normalized() {

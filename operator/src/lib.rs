@@ -10,6 +10,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod placement;
+pub mod plugin;
 pub mod runtime;
 
 pub use controller::{Error, Result};

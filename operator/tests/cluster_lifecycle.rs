@@ -1,7 +1,8 @@
 //! A SignalingCluster's life against a real kube-apiserver and etcd, driven by the operator
 //! binary: startup refuses a cluster without CRDs; children are created; the node config
 //! lands in etcd with revision 1 and an edit bumps it to 2; fake nodes and acks turn
-//! ConfigApplied true; a steady cluster causes no writes; deletion removes the etcd prefix.
+//! ConfigApplied true; a steady cluster causes no writes; deletion removes the pods, the
+//! RoomShards and the etcd prefix.
 
 mod runtime_support;
 
@@ -292,6 +293,29 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     eprintln!("cluster deleted {took:?} after the request");
+    // No garbage collector runs here: the finalizer itself removed the pods.
+    let pods_left = Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels("switchboard.dev/cluster=demo"))
+        .await
+        .unwrap()
+        .items;
+    let shards_left = Api::<RoomShard>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        shards_left.is_empty(),
+        "the finalizer deletes the RoomShards"
+    );
+    assert!(
+        pods_left.is_empty(),
+        "the finalizer deletes the cluster's pods: {:?}",
+        pods_left
+            .iter()
+            .map(|p| p.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
     let left = etcd
         .get(
             keys.prefix(),

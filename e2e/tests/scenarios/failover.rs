@@ -35,21 +35,25 @@ macro_rules! env_or_skip {
 }
 
 /// A call in progress: two members connected through non-owner nodes, the call Connected.
-struct Call {
-    room: String,
-    id: String,
-    owner: Pod,
-    alice: Member,
-    bob: Member,
+pub(crate) struct Call {
+    pub(crate) room: String,
+    pub(crate) id: String,
+    pub(crate) owner: Pod,
+    pub(crate) alice: Member,
+    pub(crate) bob: Member,
 }
 
-fn name(pod: &Pod) -> String {
+pub(crate) fn name(pod: &Pod) -> String {
     pod.metadata.name.clone().unwrap_or_default()
 }
 
 /// Connects alice and bob to nodes that do not own `room` (checking the Redirect to the
 /// owner) and brings a call between them to Connected.
-async fn call_through_non_owners(env: &Env, room: &str, silence: Option<Duration>) -> Call {
+pub(crate) async fn call_through_non_owners(
+    env: &Env,
+    room: &str,
+    silence: Option<Duration>,
+) -> Call {
     let owner = env.owner_of(room).await;
     let owner_url = node_url(&owner);
     let others: Vec<Pod> = env
@@ -373,7 +377,7 @@ async fn call_intact(call: &mut Call) -> Result<(), String> {
 }
 
 /// A newcomer sees the members and the call is intact; fails the scenario otherwise.
-async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
+pub(crate) async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoid: &str) {
     let result = match newcomer_sees_members(env, call, avoid).await {
         Ok(()) => call_intact(call).await,
         Err(e) => Err(e),

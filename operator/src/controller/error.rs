@@ -29,6 +29,10 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
 
+    /// The finalizer deleted the cluster's pods and waits for them to be gone before it
+    /// removes the etcd prefix (retried; every pod deletion also triggers a reconcile).
+    #[error("waiting for {0} signaling-node pods to terminate")]
+    PodsTerminating(usize),
     /// Adding, running or removing the cleanup finalizer failed (boxed: it wraps this type).
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -50,6 +54,7 @@ impl Error {
             Self::Placement(_) => "placement",
             Self::Serialization(_) => "serialization",
             Self::Etcd(_) => "etcd",
+            Self::PodsTerminating(_) => "pods_terminating",
             Self::Finalizer(_) => "finalizer",
         }
     }
@@ -79,6 +84,7 @@ mod tests {
             Error::Serialization(serde_json::from_str::<u8>("x").unwrap_err()),
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
             Error::Etcd(crate::etcd::EtcdError::NoEndpoints),
+            Error::PodsTerminating(2),
         ];
         let labels: std::collections::BTreeSet<_> =
             errors.iter().map(Error::metric_label).collect();
@@ -91,5 +97,6 @@ mod tests {
         assert!(!errors[0].is_transient());
         assert!(errors[3].is_transient());
         assert_eq!(errors[1].to_string(), "object has no uid");
+        assert!(errors[6].is_transient());
     }
 }

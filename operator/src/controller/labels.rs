@@ -18,6 +18,17 @@ pub const FIELD_MANAGER: &str = "switchboard-operator";
 /// Finalizer that removes the cluster's etcd prefix before the cluster goes away.
 pub const FINALIZER: &str = "switchboard.dev/cleanup";
 
+/// Pod annotation (`"true"`) that drains a node: its shards are handed off and it gets no new
+/// ones until the annotation is removed (`kubectl switchboard drain [--undo]`).
+pub const DRAIN: &str = "switchboard.dev/drain";
+
+/// RoomShard annotation whose value (any new nonce) requests a move of the shard now
+/// (`kubectl switchboard failover`); answered in the status's `lastMoveRequest`.
+pub const MOVE_REQUESTED: &str = "switchboard.dev/move-requested";
+
+/// RoomShard annotation naming the node a requested move should go to (optional).
+pub const MOVE_TO: &str = "switchboard.dev/move-to";
+
 /// Labels every object of `cluster` carries (and the selector of its pods).
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -21,7 +21,9 @@ pub use protocol_rollout::{
     ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus, ProtocolVersion, RollbackPolicy,
     RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
 };
-pub use room_shard::{Failover, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase};
+pub use room_shard::{
+    Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,
+};
 pub use signaling_cluster::{
     EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
     SignalingClusterStatus,

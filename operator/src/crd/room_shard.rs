@@ -100,6 +100,51 @@ pub struct RoomShardStatus {
     /// The most recent failover of this shard (owner lost without a handoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<Failover>,
+
+    /// The answer to the most recent move request (annotation
+    /// `switchboard.dev/move-requested`, set by `kubectl switchboard failover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_move_request: Option<MoveRequestStatus>,
+}
+
+/// Progress of a requested move.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum MovePhase {
+    /// The two-phase handoff to the new owner is under way.
+    #[default]
+    Moving,
+    /// The new owner owns the shard.
+    Completed,
+    /// The request could not be carried out (see `message`).
+    Rejected,
+    /// The owner failed during the handoff; the shard failed over instead.
+    Failed,
+}
+
+/// The operator's answer to one move request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveRequestStatus {
+    /// The value of the `switchboard.dev/move-requested` annotation this answers.
+    pub id: String,
+
+    /// Moving, Completed, Rejected or Failed.
+    pub phase: MovePhase,
+
+    /// Pod name of the owner when the request was taken up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+
+    /// Pod name of the node the shard is moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+
+    /// Why a request was rejected or failed; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+
+    /// When the operator answered (or last changed the phase).
+    pub at: Time,
 }
 
 /// Record of one failover: who lost the shard, who took it and how long it took.

@@ -27,7 +27,8 @@ use tokio::time::Instant;
 /// generous for a loaded machine, not a performance assertion).
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-fn temp_dir(what: &str) -> PathBuf {
+/// A fresh private temp directory for `what` (removed by its owner).
+pub fn temp_dir(what: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "switchboard-op-{what}-{}-{}",
@@ -259,12 +260,17 @@ impl ApiServer {
         }
     }
 
-    /// A client authenticated as the admin.
-    pub async fn client(&self) -> kube::Client {
-        let yaml = format!(
+    /// A kubeconfig (YAML) for the admin, context `test`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
             self.port
-        );
+        )
+    }
+
+    /// A client authenticated as the admin.
+    pub async fn client(&self) -> kube::Client {
+        let yaml = self.kubeconfig_yaml();
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,

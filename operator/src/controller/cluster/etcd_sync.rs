@@ -53,7 +53,9 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
         services.etcd.timeout(),
     )?;
 
-    services.shards.ensure(cluster, client.clone());
+    services
+        .shards
+        .ensure_with_identity(cluster, client.clone(), &identity);
     ctx.triggers.ensure(
         ObjectRef::new(&name).within(&namespace),
         store.keys().clone(),

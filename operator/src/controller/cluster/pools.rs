@@ -61,7 +61,9 @@ pub fn validate(cluster: &SignalingCluster) -> Result<()> {
 /// weights, but while shards are still moving it keeps at least the size of the weights
 /// currently applied (`status.versions[].weight`), so an old version keeps its nodes until its
 /// shards have left (surge during a rollout, never a squeeze). A paused rollout keeps the
-/// applied sizes only.
+/// applied sizes only, and so does a rolled-back one: after an automatic rollback the applied
+/// weights are the last stable ones, so a version rolled back to weight 0 scales to 0 nodes
+/// (until the spec weights are edited, which starts a new rollout).
 pub fn version_pools(
     cluster: &SignalingCluster,
     rollout: Option<&ProtocolRollout>,
@@ -118,7 +120,9 @@ pub fn version_pools(
 
     let by_spec = pool_sizes(replicas, &spec_weights);
     let by_applied = pool_sizes(replicas, &applied_weights);
-    let paused = rollout.spec.paused || status.is_some_and(|s| s.phase == RolloutPhase::Paused);
+    let paused = rollout.spec.paused
+        || status
+            .is_some_and(|s| matches!(s.phase, RolloutPhase::Paused | RolloutPhase::RolledBack));
 
     Ok(versions
         .iter()
@@ -201,6 +205,41 @@ mod tests {
         assert_eq!(
             sizes(&pools),
             [("v1".to_string(), 9), ("v2".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_version_scales_to_its_applied_weight() {
+        let mut r = rollout(&[("v1", 50), ("v2", 50)]);
+        r.status = Some(ProtocolRolloutStatus {
+            phase: RolloutPhase::RolledBack,
+            versions: vec![
+                VersionStatus {
+                    name: "v1".into(),
+                    weight: 100,
+                    ..Default::default()
+                },
+                VersionStatus {
+                    name: "v2".into(),
+                    weight: 0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let pools = version_pools(&cluster(4, 16), Some(&r)).unwrap();
+        assert_eq!(
+            sizes(&pools),
+            [("v1".to_string(), 4), ("v2".to_string(), 0)]
+        );
+        // Progressing again (after a spec edit): the spec sizes come back.
+        if let Some(status) = r.status.as_mut() {
+            status.phase = RolloutPhase::Progressing;
+        }
+        let pools = version_pools(&cluster(4, 16), Some(&r)).unwrap();
+        assert_eq!(
+            sizes(&pools),
+            [("v1".to_string(), 4), ("v2".to_string(), 2)]
         );
     }
 

@@ -15,10 +15,10 @@
 //! ([`super::triggers`]) request reconciles when membership or acks change; while a config
 //! revision is not applied the cluster is also re-checked on a timer.
 //!
-//! The finalizer `switchboard.dev/cleanup` stops the cluster's watch and shard manager, then
-//! runs [`ClusterCleanup`] (the etcd prefix, [`super::store::EtcdCleanup`]) before the
-//! cluster is deleted; Kubernetes garbage-collects the children through their owner
-//! references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
+//! The finalizer `switchboard.dev/cleanup` stops the cluster's watch and shard manager,
+//! deletes the cluster's pods and waits until they are gone, deletes its RoomShards, then runs
+//! [`ClusterCleanup`] (the etcd prefix, [`super::store::EtcdCleanup`]) before the cluster is
+//! deleted; Kubernetes garbage-collects the other children through their owner references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
 //! the operator, then remove the CRDs.
 //!
 //! Every log line of a reconcile carries the cluster's `namespace` and name (`cluster`) from
@@ -443,6 +443,10 @@ async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
     // Nothing may write the prefix again once it is gone: stop the writers first.
     ctx.triggers.stop(&ObjectRef::new(&name).within(&namespace));
     ctx.services.shards.stop(&namespace, &name);
+    // Pods go first (promptly, not ~40 s later through garbage collection): a node still
+    // running would re-register in the prefix being removed.
+    delete_pods(ctx, &namespace, &name).await?;
+    delete_room_shards(ctx, &namespace, &name).await?;
     let outcome = ctx.services.cleanup.cleanup(cluster).await?;
     ctx.services.metrics.forget_cluster(&namespace, &name);
     ctx.forget(&ObjectRef::from_obj(cluster));
@@ -467,6 +471,72 @@ async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
     };
     publish(ctx, cluster, type_, reason, "Delete", note, None).await;
     Ok(Action::await_change())
+}
+
+/// How long the finalizer waits inline for deleted pods before it requeues.
+const POD_DELETION_WAIT: Duration = Duration::from_secs(10);
+
+/// Deletes the cluster's pods (with their grace period: nodes drain on SIGTERM) and waits up
+/// to [`POD_DELETION_WAIT`] for them to be gone; [`Error::PodsTerminating`] if some remain.
+async fn delete_pods(ctx: &Context, namespace: &str, cluster: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = ListParams::default().labels(&selector_string(&selector_labels(cluster)));
+    let deadline = tokio::time::Instant::now() + POD_DELETION_WAIT;
+    loop {
+        let remaining = pods.list(&selector).await?.items;
+        if remaining.is_empty() {
+            return Ok(());
+        }
+        for pod in remaining
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let pod_name = pod.name_any();
+            match pods.delete(&pod_name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(pod = %pod_name, "deleted pod of the deleted cluster"),
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::PodsTerminating(remaining.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// RoomShard deletions in flight at once in the finalizer.
+const SHARD_DELETE_CONCURRENCY: usize = 16;
+
+/// Deletes the cluster's RoomShards (they carry no finalizer, so they go at once) instead of
+/// leaving them to the garbage collector, which takes tens of seconds.
+async fn delete_room_shards(ctx: &Context, namespace: &str, cluster: &str) -> Result<()> {
+    let api: Api<RoomShard> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = ListParams::default().labels(&selector_string(&selector_labels(cluster)));
+    let names: Vec<String> = api
+        .list(&selector)
+        .await?
+        .items
+        .iter()
+        .filter(|s| s.spec.cluster == cluster)
+        .map(ResourceExt::name_any)
+        .collect();
+    let results: Vec<Result<(), kube::Error>> = futures::stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+        })
+        .buffer_unordered(SHARD_DELETE_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(())
 }
 
 fn pod_ref(namespace: &str, name: &str) -> ObjectReference {

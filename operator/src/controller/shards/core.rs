@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::handoff::{self, InFlight, Step};
 use super::health::{self, Health, NodeObs, PodObs, PodState, Reason};
 use super::plan::{self, ANY_POOL, Cause, NodeView, PlanInput};
-use super::state::{Change, Input, Tracked};
-use crate::crd::Failover;
+use super::state::{Change, Input, MoveRequest, Tracked};
+use crate::crd::{Failover, MovePhase, MoveRequestStatus};
 use crate::placement::ShardId;
 
 /// Tunables of one cluster's manager.
@@ -81,6 +81,13 @@ pub enum WriteCause {
         /// `Drain`, `Rebalance` or `VersionMove`.
         kind: HandoffKind,
     },
+    /// Handoff phase 1 of a move requested through the RoomShard annotation.
+    Requested {
+        /// The current owner.
+        from: String,
+        /// The request being answered.
+        id: String,
+    },
     /// Handoff phase 3.
     HandoffFinish {
         /// The previous owner.
@@ -101,6 +108,8 @@ pub enum HandoffKind {
     Rebalance,
     /// Moving to another version pool (rollout weights).
     VersionMove,
+    /// Requested by an operator (`kubectl switchboard failover`).
+    Requested,
 }
 
 impl HandoffKind {
@@ -110,6 +119,7 @@ impl HandoffKind {
             Self::Drain => "Drain",
             Self::Rebalance => "Rebalance",
             Self::VersionMove => "VersionMove",
+            Self::Requested => "Requested",
         }
     }
 }
@@ -136,13 +146,32 @@ pub struct Decision {
     pub writes: Vec<Write>,
     /// Acks of departed nodes to delete (pod, mod revision).
     pub delete_acks: Vec<(String, i64)>,
+    /// Move requests that cannot be carried out, with the reason (recorded with
+    /// [`Core::rejected`]; no I/O besides the status).
+    pub rejections: Vec<Rejection>,
 }
 
 impl Decision {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.revoke.is_empty() && self.writes.is_empty() && self.delete_acks.is_empty()
+        self.revoke.is_empty()
+            && self.writes.is_empty()
+            && self.delete_acks.is_empty()
+            && self.rejections.is_empty()
     }
+}
+
+/// A move request the core refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The shard.
+    pub shard: ShardId,
+    /// The request.
+    pub id: String,
+    /// Its owner, if any.
+    pub from: Option<String>,
+    /// Why.
+    pub message: String,
 }
 
 /// Something worth an Event and a metric.
@@ -265,6 +294,10 @@ pub struct Core {
     pool_since: BTreeMap<String, Instant>,
     gone_since: BTreeMap<String, Instant>,
     rooms: BTreeMap<ShardId, u64>,
+    move_requests: BTreeMap<ShardId, MoveRequest>,
+    move_results: BTreeMap<ShardId, MoveRequestStatus>,
+    // Stored statuses were read: answers given before a restart are known.
+    statuses_seen: bool,
 }
 
 fn since(now: Instant, then: Instant) -> Duration {
@@ -321,6 +354,11 @@ impl Core {
     /// The last failover of `shard`.
     pub fn failover(&self, shard: ShardId) -> Option<&FailoverRecord> {
         self.failovers.get(&shard)
+    }
+
+    /// The answer to the last move request of `shard`.
+    pub fn move_result(&self, shard: ShardId) -> Option<&MoveRequestStatus> {
+        self.move_results.get(&shard)
     }
 
     /// Rooms counted in `shard`.
@@ -383,8 +421,13 @@ impl Core {
                 entry.deleted = true;
             }
             Input::Rooms(rooms) => self.rooms = rooms,
+            Input::MoveRequests(requests) => self.move_requests = requests,
             Input::StoredStatuses(statuses) => {
+                self.statuses_seen = true;
                 for (shard, status) in statuses {
+                    if let Some(answer) = status.last_move_request {
+                        self.move_results.entry(shard).or_insert(answer);
+                    }
                     if let Some(last) = status.last_failover {
                         self.failovers.entry(shard).or_insert(FailoverRecord {
                             last,
@@ -699,6 +742,7 @@ impl Core {
             shard_versions: self.rollout.as_ref().map(|r| &r.shard_versions),
             open_pools: &open,
             rebalance_budget: self.settings.max_moving.saturating_sub(moving),
+            pinned: &self.pinned(),
         };
         let planned = plan::plan(&input);
         // Fence every dead owner whose key still exists, whether or not its shards can move
@@ -785,6 +829,34 @@ impl Core {
             decision.writes.push(write);
         }
         decision.revoke = revoke.into_iter().collect();
+        let planned_shards: BTreeSet<ShardId> = planned.moves.iter().map(|m| m.shard).collect();
+        for (shard, request) in self.unanswered_requests() {
+            if planned_shards.contains(&shard) {
+                continue;
+            }
+            match self.request_target(shard, request) {
+                Ok(None) => {}
+                Ok(Some((current, to))) => {
+                    let mut value = current.value.clone();
+                    value.handoff_to = Some(to);
+                    decision.writes.push(Write {
+                        shard,
+                        expect: current.mod_revision,
+                        cause: WriteCause::Requested {
+                            from: value.node.clone(),
+                            id: request.id.clone(),
+                        },
+                        value,
+                    });
+                }
+                Err(message) => decision.rejections.push(Rejection {
+                    shard,
+                    id: request.id.clone(),
+                    from: self.assignments.get(&shard).map(|a| a.value.node.clone()),
+                    message,
+                }),
+            }
+        }
 
         for (shard, timer) in &self.handoffs {
             let Some(current) = self.assignments.get(shard) else {
@@ -856,6 +928,143 @@ impl Core {
             }
         }
         decision
+    }
+
+    /// Requests whose id has no answer yet.
+    fn unanswered_requests(&self) -> impl Iterator<Item = (ShardId, &MoveRequest)> {
+        self.move_requests
+            .iter()
+            .filter(|_| self.statuses_seen)
+            .filter(|(shard, request)| {
+                self.move_results
+                    .get(shard)
+                    .is_none_or(|answer| answer.id != request.id)
+            })
+            .map(|(shard, request)| (*shard, request))
+    }
+
+    /// Shards moved on request that stay where they were moved while the request stands
+    /// (rebalancing inside their pool does not take them back), and shards with a request
+    /// not answered yet (it decides where they go).
+    fn pinned(&self) -> BTreeSet<ShardId> {
+        let pending: Vec<ShardId> = self.unanswered_requests().map(|(s, _)| s).collect();
+        self.move_results
+            .iter()
+            .filter(|(shard, answer)| {
+                answer.phase == MovePhase::Completed
+                    && self
+                        .move_requests
+                        .get(shard)
+                        .is_some_and(|r| r.id == answer.id)
+                    && self
+                        .assignments
+                        .get(shard)
+                        .is_some_and(|a| Some(&a.value.node) == answer.to.as_ref())
+            })
+            .map(|(shard, _)| *shard)
+            .chain(pending)
+            .collect()
+    }
+
+    /// Where a requested move of `shard` goes: `Ok(None)` to wait (a handoff of the shard is
+    /// in flight), `Err` with the reason when it cannot be done.
+    #[allow(clippy::type_complexity)]
+    fn request_target(
+        &self,
+        shard: ShardId,
+        request: &MoveRequest,
+    ) -> Result<Option<(&Tracked<Assignment>, String)>, String> {
+        if shard >= self.settings.shard_count {
+            return Err(format!(
+                "shard {shard} does not exist (the cluster has {} shards)",
+                self.settings.shard_count
+            ));
+        }
+        let Some(current) = self.assignments.get(&shard) else {
+            return Err(format!("shard {shard} has no owner yet"));
+        };
+        if current.value.handoff_to.is_some() || self.handoffs.contains_key(&shard) {
+            return Ok(None);
+        }
+        let owner = current.value.node.as_str();
+        match self.health(owner) {
+            Health::Dead(reason) => {
+                return Err(format!(
+                    "owner {owner} is down ({}); the shard fails over on its own",
+                    reason.as_str()
+                ));
+            }
+            Health::Leaving => {
+                return Err(format!(
+                    "owner {owner} is draining; the shard is handed off already"
+                ));
+            }
+            Health::Held | Health::Eligible => {}
+        }
+        let owner_pool = self.pool_of(&current.value.version);
+        if let Some(to) = request.to.as_deref() {
+            if to == owner {
+                return Err(format!("{to} owns shard {shard} already"));
+            }
+            if self.health(to) != Health::Eligible {
+                return Err(format!("{to} is not a live node that may take shards"));
+            }
+            let version = self
+                .nodes
+                .get(to)
+                .map(|n| n.info.version.clone())
+                .unwrap_or_default();
+            if self.pool_of(&version) != owner_pool {
+                return Err(format!(
+                    "{to} runs version {version}; shard {shard} is served by version {}",
+                    current.value.version
+                ));
+            }
+            return Ok(Some((current, to.to_string())));
+        }
+        let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in self.assignments.values() {
+            let holder = a.value.handoff_to.as_deref().unwrap_or(&a.value.node);
+            *owned.entry(holder).or_insert(0) += 1;
+        }
+        self.nodes
+            .iter()
+            .filter(|(name, node)| {
+                name.as_str() != owner
+                    && self.health(name) == Health::Eligible
+                    && self.pool_of(&node.info.version) == owner_pool
+            })
+            .min_by_key(|(name, node)| {
+                (
+                    owned.get(name.as_str()).copied().unwrap_or(0),
+                    node.info.load.connections,
+                    name.as_str(),
+                )
+            })
+            .map(|(name, _)| Some((current, name.clone())))
+            .ok_or_else(|| {
+                format!(
+                    "no other live node of version {} can take shard {shard}",
+                    current.value.version
+                )
+            })
+    }
+
+    /// Records refused move requests (their status answer).
+    pub fn rejected(&mut self, rejections: Vec<Rejection>, wall: &Time) {
+        for r in rejections {
+            self.move_results.insert(
+                r.shard,
+                MoveRequestStatus {
+                    id: r.id,
+                    phase: MovePhase::Rejected,
+                    from: r.from,
+                    to: None,
+                    message: r.message,
+                    at: wall.clone(),
+                },
+            );
+        }
     }
 
     /// The next time something becomes due without any input (deadlines, grace periods).
@@ -947,6 +1156,19 @@ impl Core {
                         },
                     );
                     self.handoffs.remove(&shard);
+                    if let Some(answer) = self
+                        .move_results
+                        .get_mut(&shard)
+                        .filter(|a| a.phase == MovePhase::Moving)
+                    {
+                        answer.phase = MovePhase::Failed;
+                        answer.message = format!(
+                            "{from} failed during the move ({}); the shard failed over to {to}",
+                            reason.as_str()
+                        );
+                        answer.to = Some(to.clone());
+                        answer.at = wall.clone();
+                    }
                     notices.push(Notice::Failover {
                         shard,
                         from,
@@ -956,6 +1178,31 @@ impl Core {
                     });
                 }
                 WriteCause::Place => {}
+                WriteCause::Requested { from, id } => {
+                    let kind = HandoffKind::Requested;
+                    let timer = self
+                        .handoffs
+                        .entry(shard)
+                        .or_insert(HandoffTimer { started: now, kind });
+                    timer.kind = kind;
+                    self.move_results.insert(
+                        shard,
+                        MoveRequestStatus {
+                            id,
+                            phase: MovePhase::Moving,
+                            from: Some(from.clone()),
+                            to: target.clone(),
+                            message: String::new(),
+                            at: wall.clone(),
+                        },
+                    );
+                    notices.push(Notice::HandoffStarted {
+                        shard,
+                        from,
+                        to: target.unwrap_or_default(),
+                        kind,
+                    });
+                }
                 WriteCause::HandoffStart { from, kind } => {
                     let timer = self
                         .handoffs
@@ -975,6 +1222,15 @@ impl Core {
                     released,
                 } => {
                     self.handoffs.remove(&shard);
+                    if let Some(answer) = self
+                        .move_results
+                        .get_mut(&shard)
+                        .filter(|a| a.phase == MovePhase::Moving)
+                    {
+                        answer.phase = MovePhase::Completed;
+                        answer.to = Some(to.clone());
+                        answer.at = wall.clone();
+                    }
                     notices.push(Notice::HandoffFinished {
                         shard,
                         from,

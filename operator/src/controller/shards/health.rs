@@ -4,7 +4,7 @@
 //! | verdict | when | what happens to its shards |
 //! |---|---|---|
 //! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
-//! | `Leaving` | node says Draining, or its Pod is terminating | handed off (two-phase), never throttled |
+//! | `Leaving` | node says Draining, its Pod is terminating or carries the drain annotation | handed off (two-phase), never throttled |
 //! | `Held` | registered, but its Pod has not passed readiness yet | keeps what it has, gets nothing new |
 //! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
 //!
@@ -83,6 +83,8 @@ pub struct PodObs {
     pub exited: bool,
     /// Sum of container restart counts (a restart is a new process).
     pub restarts: i32,
+    /// The Pod carries the drain annotation (`switchboard.dev/drain: "true"`).
+    pub drain_requested: bool,
 }
 
 /// The operator's memory of one Pod across watch events.
@@ -139,7 +141,7 @@ pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
         if flapped && !draining {
             return Health::Dead(Reason::PodNotReady);
         }
-        if pod.obs.terminating || draining {
+        if pod.obs.terminating || draining || pod.obs.drain_requested {
             return Health::Leaving;
         }
         if !pod.obs.ready {
@@ -239,6 +241,23 @@ mod tests {
         assert_eq!(
             classify(Some(&ready), Some(&pod(true, true))),
             Health::Eligible
+        );
+    }
+
+    #[test]
+    fn a_drain_annotation_makes_a_ready_node_leave_but_not_a_dead_one() {
+        let ready = node(NodeState::Ready);
+        let mut drained = pod(true, true);
+        drained.obs.drain_requested = true;
+        assert_eq!(classify(Some(&ready), Some(&drained)), Health::Leaving);
+        drained.obs.exited = true;
+        assert_eq!(
+            classify(Some(&ready), Some(&drained)),
+            Health::Dead(Reason::ProcessExited)
+        );
+        assert_eq!(
+            classify(None, Some(&pod(true, true))),
+            Health::Dead(Reason::LeaseExpired)
         );
     }
 

@@ -1,4 +1,5 @@
-//! Kubernetes side of the shard manager: the cluster's Pods and ProtocolRollout (watches), the
+//! Kubernetes side of the shard manager: the cluster's Pods, ProtocolRollout and RoomShard move
+//! requests (watches), the
 //! stored RoomShard statuses (read once), status writes (server-side apply of the status
 //! subresource, coalesced per shard, bounded concurrency) and Events on RoomShards.
 
@@ -16,9 +17,9 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::health::PodObs;
-use super::state::Input;
+use super::state::{Input, MoveRequest};
 use crate::controller::cluster::shards::shard_name;
-use crate::controller::labels::{CLUSTER, FIELD_MANAGER};
+use crate::controller::labels::{CLUSTER, DRAIN, FIELD_MANAGER, MOVE_REQUESTED, MOVE_TO};
 use crate::crd::{GROUP, ProtocolRollout, RoomShard, RoomShardStatus, VERSION};
 use crate::placement::ShardId;
 
@@ -48,6 +49,10 @@ pub fn pod_obs(pod: &Pod) -> PodObs {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         exited,
         restarts: containers.iter().map(|c| c.restart_count).sum(),
+        drain_requested: pod
+            .annotations()
+            .get(DRAIN)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
     }
 }
 
@@ -150,6 +155,90 @@ pub async fn watch_rollout(
             changed
         });
         if rollout.is_closed() {
+            return;
+        }
+    }
+}
+
+/// The move request a RoomShard's annotations carry, if any.
+pub fn move_request(shard: &RoomShard) -> Option<MoveRequest> {
+    let annotations = shard.annotations();
+    let id = annotations.get(MOVE_REQUESTED)?.trim();
+    if id.is_empty() {
+        return None;
+    }
+    let to = annotations
+        .get(MOVE_TO)
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    Some(MoveRequest {
+        id: id.to_string(),
+        to,
+    })
+}
+
+/// Feeds `inputs` with the move requests on the cluster's RoomShards (the full set on every
+/// change) until the manager goes away.
+pub async fn watch_move_requests(
+    client: Client,
+    namespace: String,
+    cluster: String,
+    inputs: mpsc::Sender<Input>,
+) {
+    let api: Api<DeserializeGuard<RoomShard>> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().labels(&selector(&cluster));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut current: BTreeMap<String, (ShardId, MoveRequest)> = BTreeMap::new();
+    let mut initial: BTreeMap<String, (ShardId, MoveRequest)> = BTreeMap::new();
+    let mut sent: Option<BTreeMap<ShardId, MoveRequest>> = None;
+    let entry = |shard: &RoomShard| {
+        if shard.spec.cluster != cluster {
+            return None;
+        }
+        let index = ShardId::try_from(shard.spec.index).ok()?;
+        Some((index, move_request(shard)?))
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => initial.clear(),
+            Ok(watcher::Event::InitApply(guard)) => {
+                if let Ok(shard) = guard.0
+                    && let Some(request) = entry(&shard)
+                {
+                    initial.insert(shard.name_any(), request);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => current = std::mem::take(&mut initial),
+            Ok(watcher::Event::Apply(guard)) | Ok(watcher::Event::Delete(guard))
+                if guard.0.is_err() =>
+            {
+                continue;
+            }
+            Ok(watcher::Event::Apply(guard)) => {
+                if let Ok(shard) = guard.0 {
+                    match entry(&shard) {
+                        Some(request) => current.insert(shard.name_any(), request),
+                        None => current.remove(&shard.name_any()),
+                    };
+                }
+            }
+            Ok(watcher::Event::Delete(guard)) => {
+                if let Ok(shard) = guard.0 {
+                    current.remove(&shard.name_any());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%namespace, %cluster, %error, "RoomShard watch error");
+                continue;
+            }
+        }
+        let requests: BTreeMap<ShardId, MoveRequest> = current.values().cloned().collect();
+        if sent.as_ref() == Some(&requests) {
+            continue;
+        }
+        sent = Some(requests.clone());
+        if inputs.send(Input::MoveRequests(requests)).await.is_err() {
             return;
         }
     }

@@ -96,13 +96,27 @@ pub fn settings_for(
     let strategy = rollout.map(|r| r.spec.strategy.clone()).unwrap_or_default();
     // Pool sizes by the spec weights: where the pools are heading. A pool above its size is
     // about to shrink (no balancing inside it); a pool that reached it opens for placement.
+    // After an automatic rollback the pools follow the applied (last stable) weights.
     let expected_pools: BTreeMap<String, u32> = match rollout {
         Some(rollout) => {
+            let rolled_back = rollout.status.as_ref().filter(|s| {
+                s.phase == crate::crd::RolloutPhase::RolledBack && !s.versions.is_empty()
+            });
             let weights: Vec<u32> = rollout
                 .spec
                 .versions
                 .iter()
-                .map(|v| u32::try_from(v.weight.clamp(0, 100)).unwrap_or(0))
+                .map(|v| {
+                    let weight = match rolled_back {
+                        Some(status) => status
+                            .versions
+                            .iter()
+                            .find(|s| s.name == v.name)
+                            .map_or(0, |s| s.weight),
+                        None => v.weight,
+                    };
+                    u32::try_from(weight.clamp(0, 100)).unwrap_or(0)
+                })
                 .collect();
             rollout
                 .spec
@@ -201,6 +215,10 @@ pub fn spawn(
         );
         tasks.spawn_on(
             kube_io::watch_rollout(client.clone(), ns.clone(), n.clone(), rollout_tx.clone()),
+            &runtime,
+        );
+        tasks.spawn_on(
+            kube_io::watch_move_requests(client.clone(), ns.clone(), n.clone(), inputs_tx.clone()),
             &runtime,
         );
         tasks.spawn_on(
@@ -374,6 +392,18 @@ impl Shell {
                 return;
             }
             let mut failed = false;
+            if !decision.rejections.is_empty() {
+                for r in &decision.rejections {
+                    tracing::info!(cluster = %self.name, shard = r.shard, id = %r.id, message = %r.message, "move request rejected");
+                    self.send_event(ShardEvent {
+                        shard: r.shard,
+                        warning: true,
+                        reason: "MoveRejected",
+                        note: r.message.clone(),
+                    });
+                }
+                self.core.rejected(decision.rejections, &wall());
+            }
             let revokes = decision.revoke.iter().map(|(node, lease)| {
                 let etcd = self.etcd.clone();
                 async move { (node, *lease, etcd_io::revoke(&etcd, *lease).await) }
@@ -515,14 +545,18 @@ impl Shell {
                     }
                 }
             };
-            if let Some(events) = &self.events
-                && events.try_send(event).is_err()
-            {
-                tracing::debug!(cluster = %self.name, "event queue full; event dropped");
-            }
+            self.send_event(event);
             if let Some(observer) = &self.options.observer {
                 let _ = observer.try_send(notice);
             }
+        }
+    }
+
+    fn send_event(&self, event: ShardEvent) {
+        if let Some(events) = &self.events
+            && events.try_send(event).is_err()
+        {
+            tracing::debug!(cluster = %self.name, "event queue full; event dropped");
         }
     }
 

@@ -34,6 +34,7 @@ pub mod state;
 pub mod status;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::ResourceExt;
@@ -45,6 +46,7 @@ pub use metrics::ShardMetrics;
 struct Managed {
     uid: Option<String>,
     endpoints: Vec<String>,
+    identity: String,
     handle: ManagerHandle,
 }
 
@@ -53,6 +55,7 @@ struct Inner {
     metrics: ShardMetrics,
     options: ManagerOptions,
     managers: Mutex<HashMap<(String, String), Managed>>,
+    starts: AtomicU64,
 }
 
 /// The shard managers of every SignalingCluster this operator runs (cheap to clone).
@@ -85,6 +88,7 @@ impl ShardManagers {
                 metrics: ShardMetrics::register(registry),
                 options,
                 managers: Mutex::default(),
+                starts: AtomicU64::new(0),
             }),
         }
     }
@@ -100,6 +104,18 @@ impl ShardManagers {
     /// reconcile). A manager is restarted when its etcd endpoints or the cluster's uid change,
     /// or when its task ended.
     pub fn ensure(&self, cluster: &SignalingCluster, etcd: etcd_client::Client) {
+        self.ensure_with_identity(cluster, etcd, "");
+    }
+
+    /// Like [`ShardManagers::ensure`]; `identity` names the etcd connection
+    /// ([`crate::etcd::EtcdClients::connection`]): a manager also restarts, on the new
+    /// client, when it changes (other TLS credentials), and only then.
+    pub fn ensure_with_identity(
+        &self,
+        cluster: &SignalingCluster,
+        etcd: etcd_client::Client,
+        identity: &str,
+    ) {
         let (Some(namespace), Some(name)) = (cluster.namespace(), cluster.metadata.name.clone())
         else {
             tracing::warn!("SignalingCluster without namespace or name; no shard manager");
@@ -112,6 +128,7 @@ impl ShardManagers {
         if let Some(managed) = managers.get(&key)
             && managed.handle.is_running()
             && managed.endpoints == endpoints
+            && managed.identity == identity
             && managed.uid == uid
         {
             managed.handle.update(cluster);
@@ -125,12 +142,14 @@ impl ShardManagers {
             self.inner.options.clone(),
         ) {
             Ok(handle) => {
+                self.inner.starts.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(namespace = %key.0, cluster = %key.1, "shard manager started");
                 managers.insert(
                     key,
                     Managed {
                         uid,
                         endpoints,
+                        identity: identity.to_string(),
                         handle,
                     },
                 );
@@ -150,6 +169,11 @@ impl ShardManagers {
             self.inner.metrics.forget(namespace, name);
             tracing::info!(%namespace, cluster = %name, "shard manager stopped");
         }
+    }
+
+    /// How many managers were started (restarts included) since this registry was made.
+    pub fn starts(&self) -> u64 {
+        self.inner.starts.load(Ordering::Relaxed)
     }
 
     /// Clusters with a running manager, as (namespace, name).

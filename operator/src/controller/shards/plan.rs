@@ -79,6 +79,9 @@ pub struct PlanInput<'a> {
     /// Pools with more eligible nodes than they should run (scale-down under way): no
     /// rebalancing inside them, their surplus nodes are about to drain.
     pub surplus_pools: &'a BTreeSet<String>,
+    /// Shards an operator moved on request: never rebalanced inside their pool (failover,
+    /// evacuation and version moves still apply).
+    pub pinned: &'a BTreeSet<ShardId>,
 }
 
 /// The result of [`plan`].
@@ -231,7 +234,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             if from != to
                 && within
                 && staying
-                && (version_moves_pending || input.surplus_pools.contains(&pool))
+                && (version_moves_pending
+                    || input.surplus_pools.contains(&pool)
+                    || input.pinned.contains(&shard))
             {
                 wanted[index] = None;
             }
@@ -314,6 +319,7 @@ mod tests {
             shard_versions: None,
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -358,6 +364,7 @@ mod tests {
             shard_versions: Some(&versions),
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         assert_eq!(
@@ -384,6 +391,7 @@ mod tests {
             shard_versions: None,
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -419,6 +427,7 @@ mod tests {
                 shard_versions: Some(&versions),
                 open_pools: &open,
                 surplus_pools: &BTreeSet::new(),
+                pinned: &BTreeSet::new(),
                 rebalance_budget: 1,
             };
             plan(&input)
@@ -455,6 +464,7 @@ mod tests {
                 open_pools: &open,
                 rebalance_budget: 10,
                 surplus_pools: &surplus,
+                pinned: &BTreeSet::new(),
             };
             plan(&input)
                 .moves
@@ -496,6 +506,7 @@ mod tests {
             shard_versions: None,
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
             rebalance_budget: 5,
         };
         let plan = plan(&input);
@@ -516,6 +527,7 @@ mod tests {
             shard_versions: None,
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
             rebalance_budget: 1,
         };
         let plan = plan(&input);

@@ -55,4 +55,15 @@ pub enum Input {
     Rooms(BTreeMap<ShardId, u64>),
     /// The RoomShard statuses stored in Kubernetes (read once at start).
     StoredStatuses(BTreeMap<ShardId, RoomShardStatus>),
+    /// Every move requested through RoomShard annotations now (the full set).
+    MoveRequests(BTreeMap<ShardId, MoveRequest>),
+}
+
+/// A move of one shard requested through its RoomShard's annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRequest {
+    /// The `switchboard.dev/move-requested` value (a new value is a new request).
+    pub id: String,
+    /// The `switchboard.dev/move-to` node, if named.
+    pub to: Option<String>,
 }

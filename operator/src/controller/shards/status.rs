@@ -17,11 +17,13 @@ use crate::placement::ShardId;
 pub fn shard_status(core: &Core, shard: ShardId, now: Instant) -> RoomShardStatus {
     let rooms = i64::try_from(core.rooms(shard)).unwrap_or(i64::MAX);
     let last_failover = core.failover(shard).map(|f| f.last.clone());
+    let last_move_request = core.move_result(shard).cloned();
     let Some(assignment) = core.assignment(shard) else {
         return RoomShardStatus {
             phase: ShardPhase::Unassigned,
             rooms,
             last_failover,
+            last_move_request,
             ..Default::default()
         };
     };
@@ -46,6 +48,7 @@ pub fn shard_status(core: &Core, shard: ShardId, now: Instant) -> RoomShardStatu
         phase,
         rooms,
         last_failover,
+        last_move_request,
     }
 }
 

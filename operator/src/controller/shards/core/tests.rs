@@ -785,3 +785,283 @@ mod properties {
         }
     }
 }
+
+fn ready_pod(uid: &str, drain: bool) -> PodObs {
+    PodObs {
+        uid: uid.into(),
+        ready: true,
+        drain_requested: drain,
+        ..PodObs::default()
+    }
+}
+
+#[test]
+fn a_drain_annotation_hands_every_shard_off_and_the_undo_takes_shards_again() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(4));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            owned(0, "a", 1, "v1"),
+            owned(1, "a", 1, "v1"),
+            owned(2, "b", 1, "v1"),
+            owned(3, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), ready_pod("ua", false)),
+            ("b".into(), ready_pod("ub", false)),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+    core.apply(Input::Pod("a".into(), ready_pod("ua", true)), t0);
+    assert_eq!(core.health("a"), Health::Leaving);
+    let decision = core.decide(t0);
+    assert!(decision.revoke.is_empty(), "a drain is not a failure");
+    let targets: Vec<_> = decision
+        .writes
+        .iter()
+        .map(|w| {
+            (
+                w.shard,
+                w.value.node.as_str(),
+                w.value.handoff_to.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(targets, vec![(0, "a", Some("b")), (1, "a", Some("b"))]);
+    commit(&mut core, &decision, t0);
+    // Released (deadline) → b owns everything; the drained node gets nothing back.
+    let later = t0 + Duration::from_secs(5);
+    let decision = core.decide(later);
+    assert_eq!(decision.writes.len(), 2);
+    commit(&mut core, &decision, later);
+    assert!(owners(&core).values().all(|(n, _)| n == "b"));
+    assert!(
+        core.decide(later).is_empty(),
+        "nothing goes to a drained node"
+    );
+
+    // Undo: a is eligible again and rebalancing hands it a share (throttled to one).
+    core.apply(Input::Pod("a".into(), ready_pod("ua", false)), later);
+    let decision = core.decide(later);
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(decision.writes[0].value.handoff_to.as_deref(), Some("a"));
+}
+
+fn request(id: &str, to: Option<&str>) -> MoveRequest {
+    MoveRequest {
+        id: id.into(),
+        to: to.map(String::from),
+    }
+}
+
+fn three_nodes(core: &mut Core, t0: Instant) {
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            node("c", "v1", 3),
+            owned(0, "a", 4, "v1"),
+            owned(1, "a", 1, "v1"),
+            owned(2, "b", 1, "v1"),
+            owned(3, "b", 1, "v1"),
+            owned(4, "c", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(Input::StoredStatuses(BTreeMap::new()), t0);
+}
+
+#[test]
+fn a_requested_move_hands_the_shard_off_and_answers_in_the_status() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(5));
+    three_nodes(&mut core, t0);
+    assert!(core.decide(t0).is_empty());
+    core.apply(
+        Input::MoveRequests(BTreeMap::from([(0, request("n1", None))])),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes.len(), 1);
+    let write = &decision.writes[0];
+    // The least loaded other node of the pool: c (one shard).
+    assert_eq!(
+        (
+            write.value.node.as_str(),
+            write.value.epoch,
+            write.value.handoff_to.as_deref()
+        ),
+        ("a", 4, Some("c"))
+    );
+    let notices = commit(&mut core, &decision, t0);
+    assert!(matches!(
+        notices[0],
+        Notice::HandoffStarted {
+            kind: HandoffKind::Requested,
+            ..
+        }
+    ));
+    let answer = status::shard_status(&core, 0, t0)
+        .last_move_request
+        .unwrap();
+    assert_eq!(answer.phase, MovePhase::Moving);
+    assert_eq!(answer.to.as_deref(), Some("c"));
+    assert!(core.decide(t0).is_empty(), "one answer per request id");
+
+    // Release → phase 3 → Completed.
+    core.apply(
+        Input::Changes(vec![Change::Ack(
+            "a".into(),
+            Tracked {
+                value: Ack {
+                    released: BTreeMap::from([(0, 4)]),
+                    ..Ack::default()
+                },
+                mod_revision: 200,
+            },
+        )]),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes.len(), 1);
+    assert_eq!(decision.writes[0].value.node, "c");
+    assert_eq!(decision.writes[0].value.epoch, 5);
+    commit(&mut core, &decision, t0);
+    let answer = core.move_result(0).unwrap();
+    assert_eq!(answer.phase, MovePhase::Completed);
+    assert_eq!(answer.from.as_deref(), Some("a"));
+    // a: 1, b: 2, c: 2 — balanced; the moved shard stays pinned anyway.
+    assert!(core.decide(t0).is_empty());
+
+    // A new id is a new request; a named target is used.
+    core.apply(
+        Input::MoveRequests(BTreeMap::from([(0, request("n2", Some("b")))])),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes[0].value.handoff_to.as_deref(), Some("b"));
+}
+
+#[test]
+fn impossible_move_requests_are_rejected_with_the_reason() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(5));
+    three_nodes(&mut core, t0);
+    core.apply(
+        Input::MoveRequests(BTreeMap::from([
+            (0, request("x", Some("a"))),
+            (1, request("y", Some("nobody"))),
+            (7, request("z", None)),
+        ])),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert!(decision.writes.is_empty());
+    let reasons: Vec<_> = decision
+        .rejections
+        .iter()
+        .map(|r| (r.shard, r.message.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, "a owns shard 0 already".to_string()),
+            (
+                1,
+                "nobody is not a live node that may take shards".to_string()
+            ),
+            (
+                7,
+                "shard 7 does not exist (the cluster has 5 shards)".to_string()
+            ),
+        ]
+    );
+    core.rejected(decision.rejections, &wall());
+    assert_eq!(core.move_result(1).unwrap().phase, MovePhase::Rejected);
+    assert!(core.decide(t0).is_empty(), "answered once");
+
+    // Requests wait for the stored statuses (answers from before a restart).
+    let mut fresh = Core::new(settings(5));
+    fresh.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            owned(0, "a", 1, "v1"),
+        ]),
+        t0,
+    );
+    fresh.apply(
+        Input::MoveRequests(BTreeMap::from([(0, request("n1", None))])),
+        t0,
+    );
+    assert!(fresh.decide(t0).writes.iter().all(|w| w.shard != 0));
+    let stored = crate::crd::RoomShardStatus {
+        last_move_request: Some(MoveRequestStatus {
+            id: "n1".into(),
+            phase: MovePhase::Completed,
+            from: Some("b".into()),
+            to: Some("a".into()),
+            message: String::new(),
+            at: wall(),
+        }),
+        ..Default::default()
+    };
+    fresh.apply(Input::StoredStatuses(BTreeMap::from([(0, stored)])), t0);
+    assert!(
+        fresh.decide(t0).writes.iter().all(|w| w.shard != 0),
+        "already answered before the restart"
+    );
+}
+
+#[test]
+fn a_requested_move_is_not_undone_by_rebalancing_while_the_request_stands() {
+    let t0 = Instant::now();
+    let mut core = Core::new(Settings {
+        max_moving: 4,
+        ..settings(6)
+    });
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 1),
+            node("b", "v1", 2),
+            node("c", "v1", 3),
+            owned(0, "c", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+            owned(2, "a", 1, "v1"),
+            owned(3, "a", 1, "v1"),
+            owned(4, "b", 1, "v1"),
+            owned(5, "c", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(Input::StoredStatuses(BTreeMap::new()), t0);
+    assert!(core.decide(t0).is_empty());
+    core.apply(
+        Input::MoveRequests(BTreeMap::from([(0, request("n1", None))])),
+        t0,
+    );
+    let decision = core.decide(t0);
+    assert_eq!(decision.writes[0].value.handoff_to.as_deref(), Some("a"));
+    commit(&mut core, &decision, t0);
+    let later = t0 + Duration::from_secs(5);
+    let decision = core.decide(later);
+    assert_eq!(decision.writes.len(), 1);
+    commit(&mut core, &decision, later);
+    assert_eq!(core.assignment(0).unwrap().node, "a");
+    for _ in 0..3 {
+        let decision = core.decide(later);
+        assert!(
+            decision.writes.iter().all(|w| w.shard != 0),
+            "{:?}",
+            decision.writes
+        );
+        commit(&mut core, &decision, later);
+    }
+    assert_eq!(core.assignment(0).unwrap().node, "a");
+}

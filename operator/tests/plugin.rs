@@ -1,0 +1,395 @@
+//! The `kubectl-switchboard` binary against a real kube-apiserver and etcd, with the shard
+//! manager running: every subcommand, its output and what it changed, and the error cases
+//! (CRDs missing, unknown cluster / shard / node / version, weights not summing to 100,
+//! a rejected move, an unreachable API server).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use signaling_node::cluster::keys::Keyspace;
+use support::{ApiServer, Etcd, SimNode, eventually, spawn_responder};
+use switchboard_operator::controller::cluster::shards::room_shards;
+use switchboard_operator::controller::labels::DRAIN;
+use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
+use switchboard_operator::crd::{
+    MovePhase, ProtocolRollout, ProtocolRolloutSpec, RolloutStrategy, RolloutVersion, RoomShard,
+    ShardPhase, SignalingCluster,
+};
+
+const NS: &str = "ops";
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn plugin(kubeconfig: &Path, args: &[&str]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-switchboard"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", NS])
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl-switchboard");
+    let out = Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    println!(
+        "$ kubectl switchboard {}\n{}{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    out
+}
+
+async fn fails_with(kubeconfig: &Path, args: &[&str], message: &str) {
+    let out = plugin(kubeconfig, args).await;
+    assert!(!out.ok, "{args:?} should fail");
+    assert!(
+        out.stderr.contains(message),
+        "{args:?}: expected {message:?} in {:?}",
+        out.stderr
+    );
+}
+
+async fn create_pod(client: &kube::Client, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {
+            "switchboard.dev/cluster": "demo", "switchboard.dev/version": "default"}},
+        "spec": {"containers": [{"name": "node", "image": "switchboard/signaling-node:test"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.9",
+        "conditions": [{"type": "Ready", "status": "True"}]
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+async fn shards(client: &kube::Client) -> Vec<RoomShard> {
+    let api: Api<RoomShard> = Api::namespaced(client.clone(), NS);
+    let mut all = api.list(&Default::default()).await.unwrap().items;
+    all.sort_by_key(|s| s.spec.index);
+    all
+}
+
+fn owner(shard: &RoomShard) -> Option<String> {
+    shard.status.as_ref()?.node.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_against_a_real_apiserver() {
+    let etcd = Etcd::start().await;
+    let api = ApiServer::start(&etcd).await;
+    let client = api.client().await;
+    let dir = support::temp_dir("plugin");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
+    let kc = kubeconfig.as_path();
+
+    // Unreachable API server (a closed loopback port).
+    let closed = dir.join("closed");
+    let yaml = api.kubeconfig_yaml().replace(
+        &api.kubeconfig_yaml()
+            .lines()
+            .find(|l| l.contains("server:"))
+            .unwrap()
+            .to_string(),
+        &format!("    server: https://127.0.0.1:{}", support::free_port()),
+    );
+    std::fs::write(&closed, yaml).unwrap();
+    fails_with(
+        &closed,
+        &["status"],
+        "cannot reach the Kubernetes API server at https://127.0.0.1:",
+    )
+    .await;
+
+    // No CRDs yet.
+    fails_with(
+        kc,
+        &["status"],
+        "the switchboard.dev CRDs are not installed in this cluster",
+    )
+    .await;
+    support::install_crds(&client).await;
+    support::create_namespace(&client, NS).await;
+    fails_with(
+        kc,
+        &["status"],
+        "no SignalingCluster in namespace ops (pick another namespace with -n)",
+    )
+    .await;
+
+    let clusters: Api<SignalingCluster> = Api::namespaced(client.clone(), NS);
+    let cluster = clusters
+        .create(
+            &PostParams::default(),
+            &support::cluster(NS, "demo", 3, 6, &etcd.endpoint()),
+        )
+        .await
+        .unwrap();
+    let rs: Api<RoomShard> = Api::namespaced(client.clone(), NS);
+    for shard in room_shards(&cluster).unwrap() {
+        rs.create(&PostParams::default(), &shard).await.unwrap();
+    }
+    fails_with(
+        kc,
+        &["status", "nope"],
+        "SignalingCluster \"nope\" not found in namespace ops; existing: demo",
+    )
+    .await;
+
+    // Three simulated nodes with Ready pods; the shard manager places every shard.
+    let etcd_client = etcd.client().await;
+    let keys = Keyspace::new(NS, "demo").unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("demo-default-{i}");
+        create_pod(&client, &name).await;
+        nodes.push(SimNode::register(&etcd_client, &keys, &name, "default", 2).await);
+    }
+    let names: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let _responder = spawn_responder(etcd_client.clone(), keys.clone(), names, BTreeSet::new());
+    let registry = prometheus::Registry::new();
+    let mut options = ManagerOptions::default();
+    options.base.placement_grace = Duration::from_millis(300);
+    let managers = ShardManagers::with_options(client.clone(), &registry, options);
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp1");
+    // The same connection identity (e.g. a TLS Secret re-written with the same content) keeps
+    // the manager; another one (rotated credentials) restarts it on the new client.
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp1");
+    assert_eq!(managers.starts(), 1);
+    managers.ensure_with_identity(&cluster, etcd_client.clone(), "etcd tls=ns/s@fp2");
+    assert_eq!(managers.starts(), 2);
+    eventually("every shard Assigned", || async {
+        let all = shards(&client).await;
+        all.iter()
+            .all(|s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|st| st.phase == ShardPhase::Assigned && st.node.is_some())
+            })
+            .then_some(())
+    })
+    .await;
+
+    // status and rooms.
+    let out = plugin(kc, &["status"]).await;
+    assert!(out.ok);
+    assert!(out.stdout.contains("SignalingCluster ops/demo: 3 replicas"));
+    assert!(
+        out.stdout
+            .contains("default  3/3    0        switchboard/signaling-node:test")
+    );
+    assert!(out.stdout.contains("SHARD  NODE"));
+    assert!(out.stdout.contains("No ProtocolRollout"));
+    let room_shard = signaling_node::shard::shard_of("studio", 6);
+    let expected_owner = owner(&shards(&client).await[room_shard as usize]).unwrap();
+    let out = plugin(kc, &["rooms", "studio"]).await;
+    assert!(out.ok);
+    assert!(out.stdout.contains(&format!("shard {room_shard} of 6")));
+    assert!(
+        out.stdout
+            .contains(&format!("owner: {expected_owner} (epoch 1"))
+    );
+    assert!(out.stdout.contains("url:   ws://127.0.0.9:7000/ws"));
+
+    // failover: errors first, then a real move.
+    fails_with(
+        kc,
+        &["failover", "9"],
+        "shard 9 does not exist; SignalingCluster demo has shards 0..6",
+    )
+    .await;
+    fails_with(kc, &["failover", "0", "--to", "nobody"], "nobody is not a signaling-node pod of SignalingCluster demo; its pods are demo-default-0, demo-default-1, demo-default-2").await;
+    let before = owner(&shards(&client).await[0]).unwrap();
+    fails_with(
+        kc,
+        &["failover", "0", "--to", &before],
+        "move of shard 0 was rejected",
+    )
+    .await;
+    let out = plugin(kc, &["failover", "0"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let after = shards(&client).await;
+    let moved_to = owner(&after[0]).unwrap();
+    assert_ne!(moved_to, before);
+    assert!(out.stdout.contains(&format!(
+        "shard 0 moved from {before} to {moved_to} (epoch 2"
+    )));
+    let answer = after[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .last_move_request
+        .clone()
+        .unwrap();
+    assert_eq!(answer.phase, MovePhase::Completed);
+    let target = nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| *n != moved_to)
+        .unwrap();
+    let out = plugin(kc, &["failover", "0", "--to", &target]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "shard 0 moved from {moved_to} to {target} (epoch 3"
+        )),
+        "straight from the previous owner, no rebalancing in between"
+    );
+    assert_eq!(owner(&shards(&client).await[0]).unwrap(), target);
+
+    // drain: every shard leaves the node, and it gets none back until the undo.
+    fails_with(
+        kc,
+        &["drain", "ghost", "--cluster", "demo"],
+        "ghost is not a signaling-node pod",
+    )
+    .await;
+    let drained = "demo-default-1";
+    let out = plugin(kc, &["drain", drained]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("pod/demo-default-1 owns no shards"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = pods.get(drained).await.unwrap();
+    assert_eq!(
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DRAIN))
+            .map(String::as_str),
+        Some("true")
+    );
+    let all = shards(&client).await;
+    assert!(all.iter().all(|s| owner(s).as_deref() != Some(drained)));
+    let out = plugin(kc, &["status"]).await;
+    assert!(out.stdout.contains("default  3/3    1"), "one drained pod");
+    fails_with(
+        kc,
+        &["failover", "2", "--to", drained],
+        "was rejected: demo-default-1 is not a live node that may take shards",
+    )
+    .await;
+    let out = plugin(kc, &["drain", drained, "--undo"]).await;
+    assert!(out.ok);
+    let pod = pods.get(drained).await.unwrap();
+    assert!(
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DRAIN))
+            .is_none()
+    );
+    eventually("the undrained node takes shards again", || async {
+        shards(&client)
+            .await
+            .iter()
+            .any(|s| owner(s).as_deref() == Some(drained))
+            .then_some(())
+    })
+    .await;
+    managers.stop(NS, "demo");
+
+    // rollout.
+    fails_with(
+        kc,
+        &["rollout", "pause"],
+        "no ProtocolRollout in namespace ops refers to SignalingCluster demo",
+    )
+    .await;
+    let rollouts: Api<ProtocolRollout> = Api::namespaced(client.clone(), NS);
+    let mut rollout = ProtocolRollout::new(
+        "demo",
+        ProtocolRolloutSpec {
+            cluster_ref: "demo".into(),
+            versions: [("v1", 90), ("v2", 10)]
+                .iter()
+                .map(|(name, weight)| RolloutVersion {
+                    name: (*name).into(),
+                    image: None,
+                    protocols: vec![switchboard_operator::crd::ProtocolVersion::V1],
+                    weight: *weight,
+                })
+                .collect(),
+            strategy: RolloutStrategy::default(),
+            paused: false,
+        },
+    );
+    rollout.metadata.namespace = Some(NS.into());
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    let weights = || async {
+        let r = rollouts.get("demo").await.unwrap();
+        let w: Vec<i32> = r.spec.versions.iter().map(|v| v.weight).collect();
+        (w, r.spec.paused)
+    };
+    let out = plugin(kc, &["rollout", "set-weight", "v2=30"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("protocolrollout/demo: weights v1 90 → 70, v2 10 → 30")
+    );
+    assert_eq!(weights().await, (vec![70, 30], false));
+    fails_with(
+        kc,
+        &["rollout", "set-weight", "v1=50", "v2=10"],
+        "weights must sum to 100; v1=50,v2=10 sums to 60",
+    )
+    .await;
+    fails_with(
+        kc,
+        &["rollout", "set-weight", "v9=10"],
+        "unknown version \"v9\"; the rollout has v1, v2",
+    )
+    .await;
+    fails_with(
+        kc,
+        &["rollout", "set-weight", "v1"],
+        "expected VERSION=WEIGHT",
+    )
+    .await;
+    assert_eq!(weights().await, (vec![70, 30], false), "nothing sent");
+    let out = plugin(kc, &["rollout", "pause"]).await;
+    assert!(out.ok && out.stdout.contains("paused"));
+    assert_eq!(weights().await, (vec![70, 30], true));
+    assert!(plugin(kc, &["rollout", "resume"]).await.ok);
+    assert_eq!(weights().await, (vec![70, 30], false));
+    let out = plugin(kc, &["rollout", "promote"]).await;
+    assert!(out.ok && out.stdout.contains("v1 70 → 0, v2 30 → 100"));
+    assert_eq!(weights().await, (vec![0, 100], false));
+    fails_with(kc, &["rollout", "abort"], "no last stable weights").await;
+    let status = serde_json::json!({"status": {"lastStableWeights": {"v1": 100}}});
+    rollouts
+        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let out = plugin(kc, &["rollout", "abort"]).await;
+    assert!(out.ok && out.stdout.contains("v1 0 → 100, v2 100 → 0; paused"));
+    assert_eq!(weights().await, (vec![100, 0], true));
+    let out = plugin(kc, &["status"]).await;
+    assert!(out.stdout.contains("ProtocolRollout demo"));
+    assert!(out.stdout.contains("last stable weights: v1=100"));
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
