@@ -10,6 +10,10 @@
 //! snapshot in etcd is byte-for-byte what B wrote — and that A fenced itself (lease lost,
 //! registered again under a new lease, logged), refused the stale transition, and now sends
 //! clients of that room to B.
+//!
+//! After such a pause the node's own lease-loss fence acts first (it is time-based), so the
+//! second test pins the last line of defence: a commit already in flight when the shard moves
+//! (held between the node and etcd) is refused by the transaction's compare.
 
 mod common;
 mod support;
@@ -50,6 +54,11 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn spawn(etcd: &Etcd, dir: &std::path::Path, name: &str) -> Self {
+        Self::spawn_via(&etcd.endpoint(), dir, name)
+    }
+
+    /// Starts a node that reaches etcd at `endpoint`.
+    fn spawn_via(endpoint: &str, dir: &std::path::Path, name: &str) -> Self {
         let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -62,7 +71,7 @@ impl NodeProcess {
             .args(["--advertise-url", &format!("ws://{ws}/ws")])
             .args(["--shard-count", &SHARDS.to_string()])
             .args(["--jwt-secret", std::str::from_utf8(SECRET).unwrap()])
-            .args(["--etcd-endpoints", &etcd.endpoint()])
+            .args(["--etcd-endpoints", endpoint])
             .args(["--namespace", NAMESPACE, "--cluster", CLUSTER])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -433,5 +442,166 @@ async fn a_thawed_old_owner_cannot_overwrite_the_new_owners_state() {
         .expect("assignment decodes");
     assert_eq!(stored, assignment("node-b", 2));
     drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy between a node and etcd that can hold everything the node sends (etcd's answers
+/// and watch events still flow), keeping a copy of the bytes held.
+struct HoldProxy {
+    addr: SocketAddr,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl HoldProxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold, hold_rx) = tokio::sync::watch::channel(false);
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let counter = Arc::clone(&held);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                });
+                let mut hold_rx = hold_rx.clone();
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    // Reads go on while holding (into `pending`), so everything the node
+                    // sends during the hold is seen; it is written on release, in order.
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut pending = Vec::new();
+                    loop {
+                        tokio::select! {
+                            read = client_rx.read(&mut buf) => {
+                                let n = match read {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if *hold_rx.borrow() {
+                                    pending.extend_from_slice(&buf[..n]);
+                                    counter.lock().unwrap().extend_from_slice(&buf[..n]);
+                                } else if server_tx.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            changed = hold_rx.changed() => {
+                                if changed.is_err() {
+                                    return;
+                                }
+                                let holding = *hold_rx.borrow_and_update();
+                                if !holding
+                                    && !pending.is_empty()
+                                    && server_tx.write_all(&std::mem::take(&mut pending)).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, hold, held }
+    }
+
+    fn set_hold(&self, on: bool) {
+        self.held.lock().unwrap().clear();
+        self.hold.send_replace(on);
+    }
+
+    /// Whether the bytes held since the hold began contain `needle` (gRPC frames carry keys
+    /// in the clear).
+    fn holds(&self, needle: &[u8]) -> bool {
+        self.held
+            .lock()
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    }
+}
+
+/// The compare itself, deterministically: A's commit of a stale transition is in flight (held
+/// between A and etcd) when the shard moves to B with `epoch + 1`; when it reaches etcd, the
+/// transaction's compare on the assignment fails, A counts a fenced transaction, refuses the
+/// transition, and the room's snapshot keeps the state from before it. Without the compare
+/// the stale snapshot (bob gone) would overwrite the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_commit_in_flight_when_the_shard_moves_is_refused_by_etcd() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let kv = etcd.client().await;
+    let keys = Keyspace::new(NAMESPACE, CLUSTER).unwrap();
+    let shard = shard_of(ROOM, SHARDS);
+    let room_key = keys.room(shard, ROOM).unwrap();
+    for s in 0..SHARDS {
+        put(&kv, &keys.assignment(s), assignment("node-a", 1).encode()).await;
+    }
+    let upstream: SocketAddr = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = HoldProxy::start(upstream).await;
+    let dir = std::env::temp_dir().join(format!("switchboard-fencing-txn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = NodeProcess::spawn_via(&format!("http://{}", proxy.addr), &dir, "node-a");
+
+    let (mut alice, _) = eventually("A serves the room", || try_join(a.ws, "alice")).await;
+    let (mut bob, _) = try_join(a.ws, "bob").await.expect("bob joins on A");
+    alice
+        .expect_member_event(EventKind::MemberJoined, "bob")
+        .await;
+    let before = get(&kv, &room_key).await.expect("room committed");
+    assert_eq!(snapshot::decode(&before).unwrap().members.len(), 2);
+    let fenced_before = a
+        .metric("switchboard_store_txns_total{outcome=\"fenced\"}")
+        .await;
+
+    // Hold what A sends to etcd; bob leaves; wait until A's commit is held in the proxy.
+    proxy.set_hold(true);
+    bob.send(&Message::Leave(Leave {
+        request_id: 7,
+        room: ROOM.into(),
+    }))
+    .await;
+    eventually("A's commit is in flight", || async {
+        proxy.holds(room_key.as_bytes()).then_some(())
+    })
+    .await;
+    // The stand-in operator moves the shard to B with epoch + 1 meanwhile.
+    put(
+        &kv,
+        &keys.assignment(shard),
+        assignment("node-b", 2).encode(),
+    )
+    .await;
+    proxy.set_hold(false);
+
+    // etcd refused A's transaction on its compare; A refused bob's leave.
+    eventually("A counted a fenced transaction", || async {
+        (a.metric("switchboard_store_txns_total{outcome=\"fenced\"}")
+            .await
+            > fenced_before)
+            .then_some(())
+    })
+    .await;
+    let outcome = stale_outcome(&mut bob, "bob", "").await;
+    assert!(outcome.starts_with("error"), "bob's leave: {outcome}");
+    let after = get(&kv, &room_key).await.expect("room still stored");
+    assert_eq!(
+        after, before,
+        "the stale snapshot must not overwrite the room"
+    );
+    drop(a);
     let _ = std::fs::remove_dir_all(&dir);
 }
