@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod failover_bench;
 pub mod pod_runner;
