@@ -93,7 +93,7 @@ where
         last_seen: now,
     };
     let end = reader.run(stream).await;
-    reader.detach_all().await;
+    Box::pin(reader.detach_all()).await;
     match end {
         End::Gone => peer.kill(1000, ""),
         End::Shutdown => peer.close(1001, "going away"),
@@ -225,7 +225,9 @@ impl Reader {
         if self.session.is_none() {
             return match view {
                 FrameView::Hello(_) => match view.to_owned() {
-                    Message::Hello(hello) => self.hello(hello).await,
+                    // Boxed: once per connection, and its state (settings, claims, resume
+                    // awaits) would otherwise sit in every idle connection's task.
+                    Message::Hello(hello) => Box::pin(self.hello(hello)).await,
                     _ => None,
                 },
                 _ => self.bad_frame(
@@ -450,8 +452,9 @@ impl Reader {
 
     async fn dispatch(&mut self, msg: Message, t: &crate::config::Tunables) {
         match msg {
-            Message::Join(j) => self.join(j, t).await,
-            Message::Leave(l) => self.leave(l).await,
+            // Boxed like Hello: rare, and large next to the relay path's state.
+            Message::Join(j) => Box::pin(self.join(j, t)).await,
+            Message::Leave(l) => Box::pin(self.leave(l)).await,
             Message::Invite(m) => {
                 let room = m.room.clone();
                 self.room_frame(&room, m.request_id, RoomFrame::Invite(m))
