@@ -68,18 +68,20 @@ enum Route {
     Unavailable,
 }
 
-/// Serves one upgraded connection until it ends.
-pub(super) async fn serve<S>(ws: S, version: ProtocolVersion, node: Arc<NodeShared>)
-where
-    S: Stream<Item = Result<WsMessage, WsError>>
-        + Sink<WsMessage, Error = WsError>
-        + Unpin
-        + Send
-        + 'static,
+/// Serves one upgraded connection, already split into its halves, until it ends. The
+/// caller splits: an async fn keeps its arguments for its whole life, so a whole WebSocket
+/// stream passed in would stay in every connection's task next to the halves it became.
+pub(super) async fn serve<Si, St>(
+    sink: Si,
+    stream: St,
+    version: ProtocolVersion,
+    node: Arc<NodeShared>,
+) where
+    Si: Sink<WsMessage, Error = WsError> + Unpin + Send + 'static,
+    St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let tunables = node.settings.borrow().tunables.clone();
     let (peer, rx) = Peer::new(version, tunables.outbound_queue, node.metrics.clone());
-    let (sink, stream) = ws.split();
     let mut writer = tokio::spawn(write_loop(sink, rx, peer.clone(), node.clone()));
     let now = Instant::now();
     let mut reader = Reader {
