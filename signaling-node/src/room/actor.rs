@@ -9,7 +9,7 @@
 //! A room whose last member left commits by removing its snapshot, then stops.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
 use super::peer::{Peer, encode_frame};
 use super::registry::Shared;
 use super::snapshot::{self, SnapshotMeta};
-use super::state::{Delivery, Dest, Limits, Outcome, RoomState, split_batch};
+use super::state::{Delivery, Dest, Limits, Outcome, RoomState, SeatMap, split_batch};
 
 /// A worker thread's builder is dropped after a snapshot larger than this, so one huge room
 /// does not pin its buffer for the life of the thread.
@@ -66,7 +66,7 @@ enum Stop {
 pub(super) struct Actor {
     id: u64,
     state: RoomState,
-    conns: HashMap<String, Peer>,
+    conns: SeatMap<Peer>,
     rx: mpsc::Receiver<Box<Command>>,
     shared: Arc<Shared>,
     settings: SettingsWatch,
@@ -89,7 +89,7 @@ impl Actor {
         Self {
             id,
             state,
-            conns: HashMap::new(),
+            conns: SeatMap::new(),
             rx,
             shared,
             settings,

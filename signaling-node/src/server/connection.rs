@@ -8,7 +8,6 @@
 //! or overloaded. Every connection-ending error is preceded by an Error frame when the
 //! connection can still carry one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::protocol::{
     ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Pong,
     ProtocolVersion, Redirect, Welcome, decode_view,
 };
-use crate::room::state::check_id;
+use crate::room::state::{SeatMap, check_id};
 use crate::room::{IceMsg, Peer, RegistryError, RoomFrame, RoomHandle, RoomReply};
 use crate::routing::Ownership;
 use crate::shard::shard_of;
@@ -48,7 +47,8 @@ struct Session {
     id: String,
     user: String,
     claims: Claims,
-    rooms: HashMap<String, RoomHandle>,
+    /// Rooms joined (a small sorted vector: a hash map's first allocation is ≈ 0.3 KiB).
+    rooms: SeatMap<RoomHandle>,
 }
 
 struct Reader {
@@ -424,7 +424,7 @@ impl Reader {
             id: session_id,
             user,
             claims,
-            rooms: HashMap::new(),
+            rooms: SeatMap::new(),
         };
         if let Some((_, rooms, last_seq)) = resume {
             let mut resumed = 0;

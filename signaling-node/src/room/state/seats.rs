@@ -93,9 +93,31 @@ impl<V> SeatMap<V> {
         self.entries.iter().map(|(_, v)| v)
     }
 
+    /// Entries in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Removes every entry and frees the vector.
+    pub fn clear(&mut self) {
+        self.entries = Vec::new();
+    }
+
     /// Values in id order, mutably.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<'a, V> IntoIterator for &'a SeatMap<V> {
+    type Item = (&'a String, &'a V);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, V)>,
+        fn(&'a (String, V)) -> (&'a String, &'a V),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (k, v))
     }
 }
 
