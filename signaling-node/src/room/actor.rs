@@ -8,7 +8,8 @@
 //! the ownership view knows it) and stops the room without deleting its durable state.
 //! A room whose last member left commits by removing its snapshot, then stops.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,32 @@ use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
 use super::peer::{Peer, encode_frame};
 use super::registry::Shared;
 use super::snapshot::{self, SnapshotMeta};
-use super::state::{Delivery, Dest, Limits, Outcome, RoomState, split_batch};
+use super::state::{Delivery, Dest, Limits, Outcome, RoomState, SeatMap, split_batch};
+
+/// A worker thread's builder is dropped after a snapshot larger than this, so one huge room
+/// does not pin its buffer for the life of the thread.
+const BUILDER_KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    // One snapshot builder per worker thread instead of one per room: a builder keeps its
+    // grown buffers (≈ 1.6 KiB for a room of two), which idle rooms would otherwise hold.
+    static BUILDER: RefCell<FlatBufferBuilder<'static>> = RefCell::new(FlatBufferBuilder::new());
+}
+
+/// Encodes the room's snapshot with this thread's reusable builder.
+fn encode_snapshot(state: &RoomState, meta: &SnapshotMeta) -> Vec<u8> {
+    BUILDER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut fbb) => {
+            let bytes = snapshot::encode(&mut fbb, state, meta);
+            if bytes.len() > BUILDER_KEEP_BYTES {
+                *fbb = FlatBufferBuilder::new();
+            }
+            bytes
+        }
+        // Re-entered (encoding does not call back today); stay correct anyway.
+        Err(_) => snapshot::encode(&mut FlatBufferBuilder::new(), state, meta),
+    })
+}
 
 /// Retry delay for suspensions/timeouts whose commit failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -40,12 +66,11 @@ enum Stop {
 pub(super) struct Actor {
     id: u64,
     state: RoomState,
-    conns: HashMap<String, Peer>,
-    rx: mpsc::Receiver<Command>,
+    conns: SeatMap<Peer>,
+    rx: mpsc::Receiver<Box<Command>>,
     shared: Arc<Shared>,
     settings: SettingsWatch,
     limits: Limits,
-    fbb: FlatBufferBuilder<'static>,
     /// Members whose suspension could not be committed yet.
     orphans: HashSet<String>,
     retry_at: Option<Instant>,
@@ -56,7 +81,7 @@ impl Actor {
     pub(super) fn new(
         id: u64,
         state: RoomState,
-        rx: mpsc::Receiver<Command>,
+        rx: mpsc::Receiver<Box<Command>>,
         shared: Arc<Shared>,
     ) -> Self {
         let mut settings = shared.settings.clone();
@@ -64,12 +89,11 @@ impl Actor {
         Self {
             id,
             state,
-            conns: HashMap::new(),
+            conns: SeatMap::new(),
             rx,
             shared,
             settings,
             limits,
-            fbb: FlatBufferBuilder::new(),
             orphans: HashSet::new(),
             retry_at: None,
             stop: None,
@@ -123,19 +147,21 @@ impl Actor {
                 },
                 () = sleep_until(wake) => {
                     self.refresh_limits();
-                    self.tick().await;
+                    // Boxed (as is shutdown): rare paths whose state would otherwise sit
+                    // in every idle room's task.
+                    Box::pin(self.tick()).await;
                 }
             }
             if self.state.is_empty() && self.stop.is_none() {
                 self.stop = Some(Stop::Emptied);
             }
         }
-        self.shutdown().await;
+        Box::pin(self.shutdown()).await;
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    async fn handle(&mut self, cmd: Box<Command>) {
         let now = self.now();
-        match cmd {
+        match *cmd {
             Command::Join {
                 user,
                 session,
@@ -365,7 +391,7 @@ impl Actor {
                 node: self.shared.node.clone(),
                 written_at_ms: self.now(),
             };
-            let bytes = snapshot::encode(&mut self.fbb, &self.state, &meta);
+            let bytes = encode_snapshot(&self.state, &meta);
             self.shared
                 .store
                 .commit(shard, self.state.room(), bytes)
@@ -453,7 +479,7 @@ impl Actor {
         }
         self.rx.close();
         while let Some(cmd) = self.rx.recv().await {
-            match cmd {
+            match *cmd {
                 Command::Join { reply, .. }
                 | Command::Leave { reply, .. }
                 | Command::Resume { reply, .. } => {

@@ -79,6 +79,10 @@ pub struct RoomInfo {
     pub last_seq: u64,
 }
 
+/// What a room actor is asked to do. It travels boxed ([`Command::boxed`]): a tokio bounded
+/// channel allocates its slots in blocks of 32 up front, so every room pays 32 × the slot
+/// size while idle. Boxed, a slot is one pointer (≈ 0.3 KiB per room instead of ≈ 6.7 KiB
+/// with the largest variant inline); the price is one small allocation per command.
 pub(super) enum Command {
     Join {
         user: String,
@@ -128,7 +132,7 @@ pub struct RoomHandle {
     pub(super) room: Arc<str>,
     pub(super) shard: ShardId,
     pub(super) actor: u64,
-    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) tx: mpsc::Sender<Box<Command>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -145,6 +149,13 @@ impl std::fmt::Debug for Command {
     }
 }
 
+impl Command {
+    /// The command as it travels over the actor's channel.
+    pub(super) fn boxed(self) -> Box<Self> {
+        Box::new(self)
+    }
+}
+
 impl RoomHandle {
     /// Room id.
     pub fn room(&self) -> &str {
@@ -157,7 +168,7 @@ impl RoomHandle {
     }
 
     async fn ask(&self, cmd: Command, rx: oneshot::Receiver<RoomReply>) -> RoomReply {
-        if self.tx.send(cmd).await.is_err() {
+        if self.tx.send(cmd.boxed()).await.is_err() {
             return RoomReply::Gone;
         }
         rx.await.unwrap_or(RoomReply::Gone)
@@ -217,7 +228,7 @@ impl RoomHandle {
             session: session.to_owned(),
             conn,
         };
-        let _ = self.tx.send(cmd).await;
+        let _ = self.tx.send(cmd.boxed()).await;
     }
 
     /// A call frame from `user`; errors are queued to `peer`. Returns false if the room is gone.
@@ -228,7 +239,7 @@ impl RoomHandle {
             peer: peer.clone(),
             frame,
         };
-        self.tx.send(cmd).await.is_ok()
+        self.tx.send(cmd.boxed()).await.is_ok()
     }
 
     /// Stops the room: members get `Migrate{url}`; its durable state stays for the next owner.
@@ -236,10 +247,13 @@ impl RoomHandle {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(Command::Release {
-                url: url.to_owned(),
-                reply,
-            })
+            .send(
+                Command::Release {
+                    url: url.to_owned(),
+                    reply,
+                }
+                .boxed(),
+            )
             .await
             .is_ok()
         {
@@ -250,7 +264,33 @@ impl RoomHandle {
     /// A copy of the room's state, or None if it stopped.
     pub async fn inspect(&self) -> Option<RoomInfo> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Inspect { reply }).await.ok()?;
+        self.tx
+            .send(Command::Inspect { reply }.boxed())
+            .await
+            .ok()?;
         rx.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_bytes<T>(_: &mpsc::Sender<T>) -> usize {
+        std::mem::size_of::<T>()
+    }
+
+    #[test]
+    fn a_room_channel_slot_is_one_pointer() {
+        // Memory regression guard: tokio allocates a block of 32 slots per channel up front,
+        // so an inline Command (≈ 200 bytes) cost every idle room ≈ 6.7 KiB.
+        let (tx, _rx) = mpsc::channel(1);
+        let handle = RoomHandle {
+            room: Arc::from("r"),
+            shard: 0,
+            actor: 1,
+            tx,
+        };
+        assert_eq!(slot_bytes(&handle.tx), std::mem::size_of::<usize>());
     }
 }

@@ -75,8 +75,19 @@ impl EventLog {
                 self.evicted.push(old);
             }
         }
+        if self.ring.len() == self.ring.capacity() {
+            // Grow from two slots, doubling, never past the retention limit: most rooms
+            // are small and idle, and a VecDeque's first allocation would be four events.
+            let len = self.ring.len();
+            self.ring.reserve_exact(len.max(2).min(self.capacity - len));
+        }
         self.ring.push_back(event.clone());
         event
+    }
+
+    /// Events the ring can hold without growing (for the memory regression tests).
+    pub fn ring_capacity(&self) -> usize {
+        self.ring.capacity()
     }
 
     /// Starts a unit of work that [`EventLog::rollback`] can undo.
@@ -136,6 +147,19 @@ mod tests {
         assert!(matches!(log.since(1), Replay::Gap(v) if v.len() == 3));
         assert!(matches!(log.since(5), Replay::Complete(v) if v.is_empty()));
         assert!(matches!(log.since(9), Replay::Complete(v) if v.is_empty()));
+    }
+
+    #[test]
+    fn ring_grows_from_two_and_stops_at_the_limit() {
+        let mut log = EventLog::new(5);
+        log.append(ev("a"));
+        log.append(ev("b"));
+        assert_eq!(log.ring_capacity(), 2);
+        for _ in 0..10 {
+            log.append(ev("c"));
+        }
+        assert_eq!(log.recent().count(), 5);
+        assert!(log.ring_capacity() <= 8);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -205,8 +206,9 @@ where
             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
         }
         Admission::Serve(_) => {
+            let (sink, stream) = ws.split();
             tokio::spawn(async move {
-                connection::serve(ws, negotiated.version, node).await;
+                connection::serve(sink, stream, negotiated.version, node).await;
                 drop(held);
             });
         }

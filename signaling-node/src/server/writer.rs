@@ -36,7 +36,7 @@ pub(super) async fn write_loop<S>(
         tokio::select! {
             biased;
             kill = peer.killed() => {
-                close(&mut sink, kill.code, kill.reason).await;
+                Box::pin(close(&mut sink, kill.code, kill.reason)).await;
                 break;
             }
             item = rx.recv() => {
@@ -91,7 +91,7 @@ where
                 }
                 Outbound::Close(code, reason) => {
                     sink.flush().await?;
-                    close(sink, code, reason).await;
+                    Box::pin(close(sink, code, reason)).await;
                     return Ok(false);
                 }
             }
@@ -110,13 +110,14 @@ where
     match outcome {
         Ok(result) => result,
         Err(kill) => {
-            close(sink, kill.code, kill.reason).await;
+            Box::pin(close(sink, kill.code, kill.reason)).await;
             Ok(false)
         }
     }
 }
 
-/// Sends a close frame (best effort, bounded in time).
+/// Sends a close frame (best effort, bounded in time). Callers box it: it runs once, and its
+/// timer and frame would otherwise sit in every idle connection's writer task.
 async fn close<S>(sink: &mut S, code: u16, reason: &'static str)
 where
     S: Sink<WsMessage, Error = WsError> + Unpin,

@@ -23,10 +23,10 @@
 
 mod calls;
 mod members;
+mod seats;
 
 pub use calls::{IceMsg, check_sdp, split_batch};
-
-use std::collections::BTreeMap;
+pub use seats::SeatMap;
 
 use crate::config::Tunables;
 use crate::protocol::{ErrorCode, Event, EventKind, Message};
@@ -223,8 +223,8 @@ impl Outcome {
 
 #[derive(Debug, Clone)]
 struct Checkpoint {
-    members: BTreeMap<String, Member>,
-    calls: BTreeMap<String, CallEntry>,
+    members: SeatMap<Member>,
+    calls: SeatMap<CallEntry>,
 }
 
 /// The state of one room.
@@ -233,8 +233,8 @@ pub struct RoomState {
     room: String,
     shard: ShardId,
     epoch: u64,
-    members: BTreeMap<String, Member>,
-    calls: BTreeMap<String, CallEntry>,
+    members: SeatMap<Member>,
+    calls: SeatMap<CallEntry>,
     log: EventLog,
     checkpoint: Option<Checkpoint>,
 }
@@ -272,8 +272,8 @@ impl RoomState {
             room: room.into(),
             shard,
             epoch,
-            members: BTreeMap::new(),
-            calls: BTreeMap::new(),
+            members: SeatMap::new(),
+            calls: SeatMap::new(),
             log: EventLog::new(limits.event_ring),
             checkpoint: None,
         }

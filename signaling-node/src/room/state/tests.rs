@@ -546,3 +546,19 @@ fn restore_suspends_connected_members_and_refreshes_negotiation() {
     assert_eq!(restored.call("c1").unwrap().call.entered_at_ms, 9_000);
     assert_eq!(restored.epoch(), 8);
 }
+
+#[test]
+fn an_idle_room_keeps_exactly_sized_seats() {
+    // Memory regression guard: every idle room holds these for the life of its members.
+    let mut room = room_with(&["alice", "bob"]);
+    assert_eq!(room.members.capacity(), 2);
+    assert_eq!(room.calls.capacity(), 0);
+    room.begin();
+    invite(&mut room, "c1");
+    room.settle();
+    assert_eq!(room.calls.capacity(), 1);
+    assert!(
+        room.checkpoint.is_none(),
+        "a settled room keeps no checkpoint copy"
+    );
+}
