@@ -3,3 +3,4 @@
 
 pub mod cluster;
 pub mod pod_runner;
+pub mod soak;
