@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +21,7 @@ use switchboard_e2e::cluster::repo_root;
 use switchboard_e2e::soak::env::{Bins, SoakEnv};
 use switchboard_e2e::soak::run::{self, RunConfig, RunOutcome};
 use switchboard_e2e::soak::{fuzz, hostile};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "soak", about = "Randomized fault soak with a history checker")]
@@ -133,9 +136,30 @@ async fn main() -> Result<()> {
         report.push_str(&format!("- {line}\n"));
     }
 
+    // SIGINT/SIGTERM: finish the current run, then stop everything cleanly (the summary covers
+    // the runs that finished).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("SOAK interrupted: stopping after the current run");
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
     let mut outcomes: Vec<RunOutcome> = Vec::new();
     let mut broken = 0;
     for i in 0..cli.runs {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
         let cfg = RunConfig {
             seed: seed.wrapping_add(i),
             duration: Duration::from_secs(cli.duration),

@@ -27,6 +27,8 @@ pub struct EtcdRecord {
     pub room_writes: Vec<RoomWrite>,
     /// Values that did not decode (each one is itself a finding).
     pub undecodable: Vec<String>,
+    /// Deletions of room keys (`revision key`), for the kept evidence.
+    pub room_deletes: Vec<String>,
 }
 
 fn seen(e: &signaling_node::protocol::Event) -> SeenEvent {
@@ -108,6 +110,12 @@ pub async fn read(url: &str, ns: &str, cluster: &str) -> Result<EtcdRecord, Soak
             let Some(kv) = event.kv() else { continue };
             last = last.max(kv.mod_revision());
             if event.event_type() != EventType::Put {
+                if let Ok(Key::Room { shard, room }) = keys.parse(kv.key()) {
+                    out.room_deletes.push(format!(
+                        "rev {} delete room {shard}/{room}",
+                        kv.mod_revision()
+                    ));
+                }
                 continue;
             }
             match keys.parse(kv.key()) {

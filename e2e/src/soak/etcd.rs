@@ -112,7 +112,8 @@ impl FleetEtcd {
         })
     }
 
-    fn stop(&mut self) {
+    /// Kills etcd (SIGKILL) if it runs.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -1,11 +1,12 @@
 //! The fault schedule (chosen by a seeded RNG) and how each fault is injected and healed.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::json;
+use tokio::sync::watch;
 
 use super::env::{NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
 use super::error::SoakError;
@@ -108,7 +109,18 @@ pub struct Injected {
 }
 
 /// Injects `fault` into run cluster `name` and heals it after its hold time.
-pub async fn inject(env: &mut SoakEnv, name: &str, fault: &Planned) -> Result<Injected, SoakError> {
+///
+/// `effective` gets the moment the disruption took effect (the kill, pause, cut, etcd stop or
+/// edit returned), which is what recovery is timed from.
+pub async fn inject(
+    env: &mut SoakEnv,
+    name: &str,
+    fault: &Planned,
+    effective: &watch::Sender<Option<Instant>>,
+) -> Result<Injected, SoakError> {
+    let now = || {
+        let _ = effective.send(Some(Instant::now()));
+    };
     let pods: Vec<_> = env
         .node_pods(name)
         .await
@@ -126,12 +138,14 @@ pub async fn inject(env: &mut SoakEnv, name: &str, fault: &Planned) -> Result<In
             let pod = node.ok_or_else(no_node)?;
             let target = format!("{NS}/{}", pod_name(pod));
             env.cluster.ctl(Action::Kill, &target, None).await?;
+            now();
             Ok(Injected { target })
         }
         FaultKind::FreezeNode => {
             let pod = node.ok_or_else(no_node)?;
             let target = format!("{NS}/{}", pod_name(pod));
             env.cluster.ctl(Action::Freeze, &target, None).await?;
+            now();
             tokio::time::sleep(fault.hold).await;
             env.cluster.ctl(Action::Resume, &target, None).await?;
             Ok(Injected {
@@ -145,9 +159,12 @@ pub async fn inject(env: &mut SoakEnv, name: &str, fault: &Planned) -> Result<In
                 .ok_or_else(|| SoakError::Setup("no operator leader".into()))?;
             let target = format!("{OPERATOR_NS}/{leader}");
             env.cluster.ctl(Action::Kill, &target, None).await?;
+            now();
             Ok(Injected { target })
         }
         FaultKind::RestartEtcd => {
+            env.etcd.stop();
+            now();
             env.etcd.restart(fault.hold).await?;
             Ok(Injected {
                 target: format!("fleet etcd down {:?}", fault.hold),
@@ -159,19 +176,23 @@ pub async fn inject(env: &mut SoakEnv, name: &str, fault: &Planned) -> Result<In
                 .and_then(|ip| ip.parse().ok())
                 .ok_or_else(|| SoakError::Setup(format!("{} has no IP", pod_name(pod))))?;
             env.proxy.blackhole(ip);
+            now();
             tokio::time::sleep(fault.hold).await;
             env.proxy.heal(ip);
             Ok(Injected {
                 target: format!("{NS}/{} ({ip}) for {:?}", pod_name(pod), fault.hold),
             })
         }
-        FaultKind::WeightEdit => Ok(Injected {
-            target: edit_weights(env, name, fault.value)?,
-        }),
+        FaultKind::WeightEdit => {
+            let target = edit_weights(env, name, fault.value)?;
+            now();
+            Ok(Injected { target })
+        }
         FaultKind::WeightEditDuringFailover => {
             let pod = node.ok_or_else(no_node)?;
             let target = format!("{NS}/{}", pod_name(pod));
             env.cluster.ctl(Action::Kill, &target, None).await?;
+            now();
             tokio::time::sleep(Duration::from_millis(300)).await;
             let weights = edit_weights(env, name, fault.value)?;
             Ok(Injected {
@@ -188,6 +209,7 @@ pub async fn inject(env: &mut SoakEnv, name: &str, fault: &Planned) -> Result<In
                 "-p",
                 &patch.to_string(),
             ])?;
+            now();
             Ok(Injected {
                 target: format!("sigc/{name} inviteTimeoutSeconds={}", fault.value),
             })

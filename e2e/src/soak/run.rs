@@ -124,21 +124,41 @@ pub async fn run_one(
         }
         let t0 = Instant::now();
         let at_ms = u64::try_from(rec.t0().elapsed().as_millis()).unwrap_or(0);
-        let injected = faults::inject(env, name, &planned).await?;
+        // Watch for recovery while the fault is held (a pause or partition outlasts the lease,
+        // so the fleet fails over before it is healed).
+        let (effective_tx, mut effective_rx) = watch::channel(None::<Instant>);
+        let watcher = {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let effective = match effective_rx.wait_for(Option::is_some).await {
+                    Ok(at) => at.unwrap_or(t0),
+                    Err(_) => return None,
+                };
+                while effective.elapsed() < RECOVERY_BOUND {
+                    if rec.stalled_since(effective).is_empty() {
+                        return Some(effective.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            })
+        };
+        let injected = faults::inject(env, name, &planned, &effective_tx).await;
+        drop(effective_tx);
+        let injected = match injected {
+            Ok(i) => i,
+            Err(e) => {
+                watcher.abort();
+                return Err(e);
+            }
+        };
         eprintln!(
             "  fault {} {} at {} ms",
             planned.kind.name(),
             injected.target,
             at_ms
         );
-        let mut recovery = None;
-        while t0.elapsed() < RECOVERY_BOUND {
-            if rec.stalled_since(t0).is_empty() {
-                recovery = Some(t0.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let recovery = watcher.await.ok().flatten();
         if recovery.is_none() {
             let stalled = rec.stalled_since(t0);
             out.violations.push(Violation {
@@ -188,6 +208,7 @@ pub async fn run_one(
     }
     // The final state, read while every session is still open (nothing has left yet).
     let etcd = collect::read(&env.etcd.url(), NS, name).await?;
+    let room_deletes = etcd.room_deletes.clone();
     for member in members {
         member.close().await;
     }
@@ -210,7 +231,7 @@ pub async fn run_one(
     out.violations.extend(history::check(&history));
     if !out.violations.is_empty() {
         let dir = cfg.out.join(format!("{name}-seed-{}", cfg.seed));
-        keep(env, &dir, &history, &out, dropped);
+        keep(env, &dir, &history, &out, dropped, &room_deletes);
         out.kept = Some(dir);
     }
     env.teardown(name).await?;
@@ -218,7 +239,14 @@ pub async fn run_one(
 }
 
 /// Writes the history, the violations and the fleet's logs under `dir`.
-fn keep(env: &SoakEnv, dir: &Path, history: &History, out: &RunOutcome, dropped: u64) {
+fn keep(
+    env: &SoakEnv,
+    dir: &Path,
+    history: &History,
+    out: &RunOutcome,
+    dropped: u64,
+    room_deletes: &[String],
+) {
     let _ = std::fs::create_dir_all(dir);
     let mut text = String::new();
     for r in &history.records {
@@ -257,6 +285,9 @@ fn keep(env: &SoakEnv, dir: &Path, history: &History, out: &RunOutcome, dropped:
             "rev {} room {}/{} by {} epoch {}",
             r.revision, r.shard, r.room, r.node, r.epoch
         );
+    }
+    for d in room_deletes {
+        let _ = writeln!(w, "{d}");
     }
     let _ = std::fs::write(dir.join("etcd-writes.txt"), w);
     env.keep_logs(dir);
