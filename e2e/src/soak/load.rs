@@ -28,8 +28,11 @@ pub struct Recorder {
 struct Inner {
     records: Vec<Record>,
     dropped: u64,
-    /// Per room index: when a committed transition (a call-state event) was last seen.
+    /// Per room index: when a new committed transition (a call-state event with a seq above
+    /// any seen before in that room) was last seen.
     progress: Vec<Option<Instant>>,
+    /// Per room index: the highest event seq seen (a replay after a resume is not progress).
+    max_seq: Vec<u64>,
 }
 
 impl Recorder {
@@ -41,6 +44,7 @@ impl Recorder {
                 records: Vec::new(),
                 dropped: 0,
                 progress: vec![None; rooms],
+                max_seq: vec![0; rooms],
             })),
         }
     }
@@ -72,6 +76,19 @@ impl Recorder {
             && let Some(slot) = inner.progress.get_mut(index)
         {
             *slot = Some(Instant::now());
+        }
+    }
+
+    /// Marks progress in room `index` if `seq` is new there (replays do not count).
+    pub fn progress_at(&self, index: usize, seq: u64) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(max) = inner.max_seq.get_mut(index)
+            && seq > *max
+        {
+            *max = seq;
+            if let Some(slot) = inner.progress.get_mut(index) {
+                *slot = Some(Instant::now());
+            }
         }
     }
 
@@ -169,7 +186,7 @@ impl Member {
         match msg {
             Message::Event(e) => {
                 if e.kind == EventKind::CallState {
-                    self.rec.progress(self.index);
+                    self.rec.progress_at(self.index, e.seq);
                 }
                 self.rec.record(
                     &self.user,
@@ -457,4 +474,23 @@ pub async fn drive_pair(
     guest.drain(Duration::from_millis(100)).await;
     done.members = vec![host, guest];
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_seq_is_not_progress() {
+        let rec = Recorder::new(2);
+        rec.progress_at(0, 5);
+        rec.progress_at(1, 3);
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        rec.progress_at(0, 5);
+        rec.progress_at(1, 2);
+        assert_eq!(rec.stalled_since(t), BTreeSet::from([0, 1]));
+        rec.progress_at(0, 6);
+        assert_eq!(rec.stalled_since(t), BTreeSet::from([1]));
+    }
 }
