@@ -4,3 +4,4 @@
 pub mod cluster;
 pub mod failover_bench;
 pub mod pod_runner;
+pub mod soak;

@@ -253,7 +253,14 @@ impl Driver {
             match self.establish(resume.clone()).await {
                 Ok(welcome) => return Ok(welcome),
                 // NotOwner: the node answering our resume lost the room; ask the entry node.
-                Err(err) if err.is_retriable() || err.code() == Some(ErrorCode::NotOwner) => {
+                // TooManyRedirects while resuming: the room is between owners (a handoff or
+                // failover in flight, the nodes briefly disagree and bounce the Hello); back off
+                // and try again instead of dropping the session (found by the fault soak).
+                Err(err)
+                    if err.is_retriable()
+                        || err.code() == Some(ErrorCode::NotOwner)
+                        || matches!(err, ClientError::TooManyRedirects { .. }) =>
+                {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
                     if self.endpoint.url != self.entry.url

@@ -439,6 +439,53 @@ async fn redirect_loops_are_bounded() {
     );
 }
 
+/// Regression (fault soak, weights edited during a failover): while a room is between owners
+/// the nodes bounce a resuming Hello back and forth more often than `max_redirects` allows;
+/// the client must back off and resume, not drop the session with TooManyRedirects.
+#[tokio::test]
+async fn a_redirect_storm_while_resuming_backs_off_and_resumes() {
+    let (url_tx, url_rx) = tokio::sync::watch::channel(String::new());
+    let addr = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let target = url_rx.borrow().clone();
+        async move {
+            match index {
+                0 => {
+                    greet(&mut ws, "s1", false).await;
+                    joined(&mut ws, 1).await;
+                    drop(ws);
+                }
+                // Four redirects in a row: one more than the limit of 3.
+                1..=4 => {
+                    let _ = recv(&mut ws).await;
+                    send(
+                        &mut ws,
+                        Message::Redirect(Redirect {
+                            request_id: 0,
+                            room: "studio".into(),
+                            url: target,
+                        }),
+                    )
+                    .await;
+                    hold(&mut ws).await;
+                }
+                _ => {
+                    let hello = greet(&mut ws, "s1", true).await;
+                    assert_eq!(hello.resume.map(|r| r.session), Some("s1".to_string()));
+                    hold(&mut ws).await;
+                }
+            }
+        }
+    })
+    .await;
+    url_tx.send(url(addr)).unwrap();
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected the resumed Welcome");
+    };
+    assert!(w.resumed, "the session survived the redirect storm");
+}
+
 #[tokio::test]
 async fn dropped_connection_resumes_and_replays_without_duplicates() {
     let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {

@@ -1,0 +1,266 @@
+//! `soak`: the randomized fault soak (issue #9). Starts one local control plane, fleet etcd
+//! (behind a fault-injecting proxy) and operator, then runs `--runs` runs, each on a fresh
+//! SignalingCluster under client load with seeded faults, and checks every run's history.
+//! Also runs the bounded decoder fuzz and the hostile kubectl input, and prints a summary.
+//!
+//! ```text
+//! soak --runs 2 --seed 7 --duration 20            # run seeds 7 and 8
+//! soak --runs 1 --seed 8 --duration 20            # replay the second run of the above
+//! soak --runs 0 --fuzz-iterations 200000          # only the decoder fuzz
+//! ```
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use switchboard_e2e::cluster::repo_root;
+use switchboard_e2e::soak::env::{Bins, SoakEnv};
+use switchboard_e2e::soak::run::{self, RunConfig, RunOutcome};
+use switchboard_e2e::soak::{fuzz, hostile};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(name = "soak", about = "Randomized fault soak with a history checker")]
+struct Cli {
+    /// Runs (each from a clean fleet); run i uses seed `seed + i`.
+    #[arg(long, default_value_t = 2)]
+    runs: u64,
+    /// Base seed [default: the current Unix time, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seconds of load and faults per run.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Rooms per run (two clients each).
+    #[arg(long, default_value_t = 12)]
+    rooms: usize,
+    /// Where failing runs keep their evidence [default: target/soak].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Decoder fuzz inputs (0: skip).
+    #[arg(long, default_value_t = 20_000)]
+    fuzz_iterations: u64,
+    /// Skip the hostile kubectl input.
+    #[arg(long)]
+    no_hostile: bool,
+    /// Also write the Markdown summary to this file (rewritten after every run, so an
+    /// interrupted long soak still leaves the summary of the runs that finished).
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let seed = cli.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let out = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root().join("target/soak"));
+    println!(
+        "SOAK seed {seed}, {} runs of {} s, {} rooms ({} clients)",
+        cli.runs,
+        cli.duration,
+        cli.rooms,
+        cli.rooms * 2
+    );
+    let mut report = String::new();
+    let mut failed = false;
+
+    if cli.fuzz_iterations > 0 {
+        let t0 = Instant::now();
+        let f = fuzz::run(seed, cli.fuzz_iterations, Duration::from_secs(120));
+        let line = format!(
+            "decoder fuzz (seed {seed}): {} frames tried ({} accepted and round-tripped, {} \
+             rejected with a typed error), {} snapshot-decoder inputs; crashes {}, hangs {} \
+             ({} ms)",
+            f.tried,
+            f.accepted,
+            f.rejected,
+            f.snapshots_tried,
+            f.crashes.len(),
+            f.hangs.len(),
+            t0.elapsed().as_millis()
+        );
+        println!("FUZZ {line}");
+        for c in f.crashes.iter().chain(&f.hangs) {
+            println!("  FUZZ FAILURE {c}");
+        }
+        failed |= !f.crashes.is_empty() || !f.hangs.is_empty();
+        report.push_str(&format!("- {line}\n"));
+    }
+    if cli.runs == 0 && cli.no_hostile {
+        return finish(&cli, &report, failed);
+    }
+
+    let exe = std::env::current_exe().context("locating the soak binary")?;
+    let bins = Bins::in_dir(exe.parent().context("soak binary directory")?)?;
+    let work = tempdir()?;
+    let t0 = Instant::now();
+    let mut env = SoakEnv::start(&bins, &work)
+        .await
+        .context("starting the soak environment")?;
+    println!(
+        "SOAK environment up in {} ms (control plane, fleet etcd + proxy, operator x2)",
+        t0.elapsed().as_millis()
+    );
+
+    if !cli.no_hostile {
+        let cases = hostile::run(&env);
+        let accepted: Vec<_> = cases.iter().filter(|c| !c.refused).collect();
+        for c in &cases {
+            println!(
+                "HOSTILE {} {}: {}",
+                if c.refused { "refused" } else { "ACCEPTED" },
+                c.name,
+                c.message
+            );
+        }
+        let line = format!(
+            "hostile kubectl input: {} invalid or conflicting manifests tried, {} refused, {} \
+             wrongly accepted",
+            cases.len(),
+            cases.len() - accepted.len(),
+            accepted.len()
+        );
+        println!("HOSTILE {line}");
+        failed |= !accepted.is_empty();
+        report.push_str(&format!("- {line}\n"));
+    }
+
+    // SIGINT/SIGTERM: finish the current run, then stop everything cleanly (the summary covers
+    // the runs that finished).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("SOAK interrupted: stopping after the current run");
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut outcomes: Vec<RunOutcome> = Vec::new();
+    let mut broken = 0;
+    for i in 0..cli.runs {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        let cfg = RunConfig {
+            seed: seed.wrapping_add(i),
+            duration: Duration::from_secs(cli.duration),
+            rooms: cli.rooms,
+            out: out.clone(),
+        };
+        let name = format!("soak-{i}");
+        let t = Instant::now();
+        match run::run_one(&mut env, &name, &cfg).await {
+            Ok(o) => {
+                println!(
+                    "RUN {i} seed {} {}: deploy {} ms, {} faults, {} calls ok, {} failed steps, \
+                     {} records, {} etcd writes, {} violations ({} ms)",
+                    o.seed,
+                    if o.violations.is_empty() {
+                        "passed"
+                    } else {
+                        "FAILED"
+                    },
+                    o.deploy.as_millis(),
+                    o.faults.len(),
+                    o.calls_ok,
+                    o.calls_failed,
+                    o.records,
+                    o.etcd_writes,
+                    o.violations.len(),
+                    t.elapsed().as_millis()
+                );
+                for f in &o.faults {
+                    println!(
+                        "  {} {} -> recovered in {}",
+                        f.kind.name(),
+                        f.target,
+                        f.recovery
+                            .map_or("NEVER".into(), |d| format!("{} ms", d.as_millis()))
+                    );
+                }
+                for v in o.violations.iter().take(20) {
+                    print!("  {v}");
+                }
+                if let Some(dir) = &o.kept {
+                    println!(
+                        "  FAILED run kept in {}; replay: e2e/soak --runs 1 --seed {} --duration {}",
+                        dir.display(),
+                        o.seed,
+                        cli.duration
+                    );
+                    failed = true;
+                }
+                outcomes.push(o);
+            }
+            Err(e) => {
+                broken += 1;
+                failed = true;
+                let dir = out.join(format!("{name}-seed-{}", cfg.seed));
+                env.keep_logs(&dir);
+                println!(
+                    "RUN {i} seed {} could not run: {e}; logs kept in {}; replay: e2e/soak --runs 1 --seed {} --duration {}",
+                    cfg.seed,
+                    dir.display(),
+                    cfg.seed,
+                    cli.duration
+                );
+                let _ = env.teardown(&name).await;
+            }
+        }
+        if let Some(path) = &cli.summary {
+            let so_far = format!(
+                "{report}\nsoak, seed {seed}, {} s per run, {} of {} runs done:\n\n{}",
+                cli.duration,
+                i + 1,
+                cli.runs,
+                run::summary(&outcomes, broken)
+            );
+            let _ = std::fs::write(path, so_far);
+        }
+    }
+    let s = run::summary(&outcomes, broken);
+    println!("\nSOAK summary (seed {seed}):\n{s}");
+    report.push_str(&format!(
+        "\nsoak, seed {seed}, {} s per run:\n\n{s}",
+        cli.duration
+    ));
+    drop(env);
+    let _ = std::fs::remove_dir_all(&work);
+    finish(&cli, &report, failed)
+}
+
+fn finish(cli: &Cli, report: &str, failed: bool) -> Result<()> {
+    if let Some(path) = &cli.summary {
+        std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if failed {
+        bail!("the soak found problems (see above)");
+    }
+    println!("SOAK passed");
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("switchboard-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

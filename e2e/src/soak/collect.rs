@@ -1,0 +1,146 @@
+//! Reads what etcd recorded for one run cluster: the final room snapshots and the revision
+//! history of every `assignments/` and `rooms/` write (a watch from revision 1 replays the
+//! MVCC history; the fleet etcd runs without compaction).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use signaling_node::cluster::keys::{Assignment, Key, Keyspace, Value};
+use signaling_node::room::snapshot;
+
+use super::error::SoakError;
+use super::history::{AssignmentWrite, FinalRoom, RoomWrite, SeenEvent};
+
+/// Largest watch response accepted: a run's history replays in a few large responses (room
+/// snapshots are kilobytes each), bounded so a runaway history cannot take all memory.
+pub const MAX_WATCH_MESSAGE: usize = 128 * 1024 * 1024;
+
+/// What etcd holds for a run.
+#[derive(Debug, Default)]
+pub struct EtcdRecord {
+    /// Final room states by room id.
+    pub finals: BTreeMap<String, FinalRoom>,
+    /// Every assignment write.
+    pub assignments: Vec<AssignmentWrite>,
+    /// Every room write.
+    pub room_writes: Vec<RoomWrite>,
+    /// Values that did not decode (each one is itself a finding).
+    pub undecodable: Vec<String>,
+    /// Deletions of room keys (`revision key`), for the kept evidence.
+    pub room_deletes: Vec<String>,
+}
+
+fn seen(e: &signaling_node::protocol::Event) -> SeenEvent {
+    SeenEvent {
+        room: e.room.clone(),
+        seq: e.seq,
+        kind: e.kind.name().to_string(),
+        user: e.user.clone(),
+        call_id: e.call_id.clone(),
+        state: e.state.clone(),
+    }
+}
+
+/// Reads the final state and the history of `cluster` in namespace `ns` from `url`.
+pub async fn read(url: &str, ns: &str, cluster: &str) -> Result<EtcdRecord, SoakError> {
+    let keys = Keyspace::new(ns, cluster).map_err(|e| SoakError::Setup(e.to_string()))?;
+    let mut client = Client::connect([url], None).await?;
+    let mut out = EtcdRecord::default();
+
+    let rooms = client
+        .get(keys.rooms_prefix(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    for kv in rooms.kvs() {
+        match snapshot::decode(kv.value()) {
+            Ok(d) => {
+                out.finals.insert(
+                    d.room.clone(),
+                    FinalRoom {
+                        last_seq: d.last_seq,
+                        members: d.members.iter().map(|m| m.user.clone()).collect(),
+                        recent: d.recent_events.iter().map(seen).collect(),
+                    },
+                );
+            }
+            Err(e) => out
+                .undecodable
+                .push(format!("{}: {e}", String::from_utf8_lossy(kv.key()))),
+        }
+    }
+
+    // Every put under the prefix is at or below the newest mod_revision of a live key (deletes
+    // after it are not needed: the checks look at puts only).
+    let live = client
+        .get(
+            keys.prefix(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    let end_revision = live
+        .kvs()
+        .iter()
+        .map(|kv| kv.mod_revision())
+        .max()
+        .unwrap_or(0);
+    let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(MAX_WATCH_MESSAGE)
+        .watch(
+            keys.prefix(),
+            Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+        )
+        .await?;
+    let mut last = 0;
+    while last < end_revision {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .map_err(|_| SoakError::Timeout {
+                what: format!("etcd history up to revision {end_revision}"),
+                timeout: Duration::from_secs(10),
+            })??;
+        let Some(resp) = msg else { break };
+        if resp.compact_revision() > 0 {
+            return Err(SoakError::Setup(format!(
+                "etcd history compacted at revision {}",
+                resp.compact_revision()
+            )));
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            last = last.max(kv.mod_revision());
+            if event.event_type() != EventType::Put {
+                if let Ok(Key::Room { shard, room }) = keys.parse(kv.key()) {
+                    out.room_deletes.push(format!(
+                        "rev {} delete room {shard}/{room}",
+                        kv.mod_revision()
+                    ));
+                }
+                continue;
+            }
+            match keys.parse(kv.key()) {
+                Ok(Key::Assignment(shard)) => match Assignment::decode(kv.value()) {
+                    Ok(a) => out.assignments.push(AssignmentWrite {
+                        revision: kv.mod_revision(),
+                        shard,
+                        node: a.node,
+                        epoch: a.epoch,
+                    }),
+                    Err(e) => out.undecodable.push(format!("assignment {shard}: {e}")),
+                },
+                Ok(Key::Room { shard, room }) => match snapshot::decode(kv.value()) {
+                    Ok(d) => out.room_writes.push(RoomWrite {
+                        revision: kv.mod_revision(),
+                        shard,
+                        room,
+                        node: d.meta.node,
+                        epoch: d.epoch,
+                    }),
+                    Err(e) => out.undecodable.push(format!("room {shard}/{room}: {e}")),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}

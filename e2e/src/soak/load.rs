@@ -1,0 +1,496 @@
+//! Client load for a soak run: pairs of co-hosts (one room each) built on the client library,
+//! playing invite → accept → offer/answer → ICE → connected → hangup in a loop, while every
+//! client-visible operation is recorded for the history checker.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use signaling_node::client::fake::{self, SdpKind};
+use signaling_node::client::{Client, ConnectOptions};
+use signaling_node::protocol::{EventKind, Message};
+use tokio::sync::watch;
+
+use super::history::{Op, Record, SeenEvent};
+
+/// Records kept per run at most (a bounded history; beyond it records are counted, not kept).
+pub const MAX_RECORDS: usize = 400_000;
+/// How long one protocol step may take before the pair starts its next call.
+pub const STEP: Duration = Duration::from_secs(15);
+
+/// Shared recorder: every client's operations plus per-room progress marks.
+#[derive(Clone)]
+pub struct Recorder {
+    t0: Instant,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    records: Vec<Record>,
+    dropped: u64,
+    /// Per room index: when a new committed transition (a call-state event with a seq above
+    /// any seen before in that room) was last seen.
+    progress: Vec<Option<Instant>>,
+    /// Per room index: the highest event seq seen (a replay after a resume is not progress).
+    max_seq: Vec<u64>,
+}
+
+impl Recorder {
+    /// A recorder for `rooms` rooms, timing from now.
+    pub fn new(rooms: usize) -> Self {
+        Self {
+            t0: Instant::now(),
+            inner: Arc::new(Mutex::new(Inner {
+                records: Vec::new(),
+                dropped: 0,
+                progress: vec![None; rooms],
+                max_seq: vec![0; rooms],
+            })),
+        }
+    }
+
+    /// When the run started.
+    pub fn t0(&self) -> Instant {
+        self.t0
+    }
+
+    /// Records `op` by `client`.
+    pub fn record(&self, client: &str, op: Op) {
+        let at_ms = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.records.len() < MAX_RECORDS {
+                inner.records.push(Record {
+                    at_ms,
+                    client: client.to_string(),
+                    op,
+                });
+            } else {
+                inner.dropped += 1;
+            }
+        }
+    }
+
+    /// Marks progress in room `index`.
+    pub fn progress(&self, index: usize) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(slot) = inner.progress.get_mut(index)
+        {
+            *slot = Some(Instant::now());
+        }
+    }
+
+    /// Marks progress in room `index` if `seq` is new there (replays do not count).
+    pub fn progress_at(&self, index: usize, seq: u64) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(max) = inner.max_seq.get_mut(index)
+            && seq > *max
+        {
+            *max = seq;
+            if let Some(slot) = inner.progress.get_mut(index) {
+                *slot = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Rooms that made no progress since `since`.
+    pub fn stalled_since(&self, since: Instant) -> BTreeSet<usize> {
+        self.inner
+            .lock()
+            .map(|inner| {
+                inner
+                    .progress
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, at)| at.is_none_or(|at| at <= since))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Everything recorded, and how many records did not fit.
+    pub fn take(&self) -> (Vec<Record>, u64) {
+        self.inner
+            .lock()
+            .map(|mut inner| (std::mem::take(&mut inner.records), inner.dropped))
+            .unwrap_or_default()
+    }
+}
+
+/// Client options: patient reconnects (a failover takes seconds) and a short silence bound so
+/// a frozen node is noticed.
+pub fn options(token: String) -> ConnectOptions {
+    let mut options = ConnectOptions::new(token);
+    options.reconnect.max_attempts = 120;
+    options.reconnect.initial_backoff = Duration::from_millis(100);
+    options.reconnect.max_backoff = Duration::from_millis(1000);
+    options.max_redirects = 5;
+    options.timeouts.connect = Duration::from_secs(2);
+    options.timeouts.handshake = Duration::from_secs(2);
+    options.timeouts.silence = Some(Duration::from_secs(4));
+    options
+}
+
+/// One user's connection, recording what it sees.
+pub struct Member {
+    /// User id.
+    pub user: String,
+    /// Room index (for progress marks).
+    pub index: usize,
+    client: Client,
+    rec: Recorder,
+    /// Set once the library gave up (recorded as an abnormal close).
+    dead: bool,
+}
+
+impl Member {
+    /// Connects `user` through one of `urls` (tried in turn, a few rounds).
+    pub async fn connect(
+        urls: &[String],
+        user: &str,
+        token: String,
+        index: usize,
+        rec: Recorder,
+    ) -> Result<Self, String> {
+        let mut last = String::new();
+        for attempt in 0..(urls.len() * 4).max(1) {
+            let url = &urls[attempt % urls.len().max(1)];
+            match Client::connect(url, options(token.clone())).await {
+                Ok(client) => {
+                    let info = client.session();
+                    rec.record(
+                        user,
+                        Op::Ack(format!(
+                            "connected to {} session {}",
+                            info.node, info.session
+                        )),
+                    );
+                    return Ok(Self {
+                        user: user.to_string(),
+                        index,
+                        client,
+                        rec,
+                        dead: false,
+                    });
+                }
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+        Err(format!("{user} could not connect: {last}"))
+    }
+
+    fn observe(&mut self, msg: &Message) {
+        match msg {
+            Message::Event(e) => {
+                if e.kind == EventKind::CallState {
+                    self.rec.progress_at(self.index, e.seq);
+                }
+                self.rec.record(
+                    &self.user,
+                    Op::Event(SeenEvent {
+                        room: e.room.clone(),
+                        seq: e.seq,
+                        kind: e.kind.name().to_string(),
+                        user: e.user.clone(),
+                        call_id: e.call_id.clone(),
+                        state: e.state.clone(),
+                    }),
+                );
+            }
+            Message::Joined(j) => self.rec.record(
+                &self.user,
+                Op::Joined {
+                    room: j.room.clone(),
+                    last_seq: j.last_seq,
+                },
+            ),
+            Message::Welcome(w) => self.rec.record(
+                &self.user,
+                Op::Reconnected {
+                    resumed: w.resumed,
+                    node: w.node.clone(),
+                },
+            ),
+            Message::Error(e) => self.rec.record(
+                &self.user,
+                Op::Ack(format!("error {} {}", e.code, e.message)),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The next message within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Message, String> {
+        if self.dead {
+            return Err(format!("{}: client stopped", self.user));
+        }
+        match tokio::time::timeout(timeout, self.client.recv()).await {
+            Err(_) => Err(format!("{}: nothing for {timeout:?}", self.user)),
+            Ok(Err(e)) => {
+                self.dead = true;
+                self.rec.record(
+                    &self.user,
+                    Op::Closed {
+                        normal: false,
+                        detail: e.to_string(),
+                    },
+                );
+                Err(format!("{}: client stopped: {e}", self.user))
+            }
+            Ok(Ok(msg)) => {
+                self.observe(&msg);
+                Ok(msg)
+            }
+        }
+    }
+
+    /// Reads until `pick` matches, within [`STEP`].
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Message) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("{}: no {what} within {STEP:?}", self.user));
+            }
+            let msg = self.next(left).await?;
+            if let Some(v) = pick(&msg) {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Reads what is queued until `quiet` passes without a message.
+    pub async fn drain(&mut self, quiet: Duration) {
+        while self.next(quiet).await.is_ok() {}
+    }
+
+    /// Joins `room` (recorded by the Joined it returns).
+    pub async fn join(&mut self, room: &str) -> Result<(), String> {
+        self.rec
+            .record(&self.user, Op::Send(format!("join {room}")));
+        let joined = self
+            .client
+            .join(room)
+            .await
+            .map_err(|e| format!("{} join {room}: {e}", self.user))?;
+        self.observe(&Message::Joined(joined));
+        Ok(())
+    }
+
+    /// Runs a request, recording it and its outcome.
+    async fn request<T, E: std::fmt::Display>(
+        &self,
+        what: String,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        self.rec.record(&self.user, Op::Send(what.clone()));
+        match fut.await {
+            Ok(v) => {
+                self.rec.record(&self.user, Op::Ack(what));
+                Ok(v)
+            }
+            Err(e) => {
+                let msg = format!("{what}: {e}");
+                self.rec
+                    .record(&self.user, Op::Ack(format!("refused {msg}")));
+                Err(msg)
+            }
+        }
+    }
+
+    /// Closes the session normally (recorded).
+    pub async fn close(self) {
+        if !self.dead {
+            self.rec.record(
+                &self.user,
+                Op::Closed {
+                    normal: true,
+                    detail: "closed by the application".into(),
+                },
+            );
+        }
+        self.client.close().await;
+    }
+}
+
+async fn call_state(m: &mut Member, call: &str, state: &str) -> Result<(), String> {
+    m.wait_for(&format!("call {call} {state}"), |msg| match msg {
+        Message::Event(e)
+            if e.kind == EventKind::CallState
+                && e.call_id == call
+                && e.state.eq_ignore_ascii_case(state) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// One whole call, from invite to both sides seeing it ended.
+async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> Result<(), String> {
+    let guest_user = guest.user.clone();
+    let call = host
+        .request(
+            format!("invite {guest_user}"),
+            host.client.invite(room, &guest_user),
+        )
+        .await?;
+    let result = async {
+        guest
+            .wait_for("Invite", |m| match m {
+                Message::Invite(i) if i.call_id == call => Some(()),
+                _ => None,
+            })
+            .await?;
+        guest
+            .request(format!("accept {call}"), guest.client.accept(&call))
+            .await?;
+        host.wait_for("InviteResult", |m| match m {
+            Message::InviteResult(r) if r.call_id == call && r.accepted => Some(()),
+            _ => None,
+        })
+        .await?;
+        host.request(
+            format!("offer {call}"),
+            host.client.offer(&call, &fake::sdp(SdpKind::Offer, n)),
+        )
+        .await?;
+        guest
+            .wait_for("Offer", |m| match m {
+                Message::Offer(o) if o.call_id == call => Some(()),
+                _ => None,
+            })
+            .await?;
+        guest
+            .request(
+                format!("answer {call}"),
+                guest.client.answer(&call, &fake::sdp(SdpKind::Answer, n)),
+            )
+            .await?;
+        host.wait_for("Answer", |m| match m {
+            Message::Answer(a) if a.call_id == call => Some(()),
+            _ => None,
+        })
+        .await?;
+        for side in [&*host, &*guest] {
+            side.request(
+                format!("ice {call}"),
+                side.client.ice(&call, fake::candidate(0, n)),
+            )
+            .await?;
+            side.request(
+                format!("end-of-candidates {call}"),
+                side.client.end_of_candidates(&call),
+            )
+            .await?;
+        }
+        call_state(host, &call, "connected").await?;
+        call_state(guest, &call, "connected").await?;
+        Ok::<(), String>(())
+    }
+    .await;
+    // Always hang up (also after a failed step, so the next invite is not refused as busy).
+    let hung = host
+        .request(format!("hangup {call}"), host.client.hangup(&call, "soak"))
+        .await;
+    result?;
+    hung?;
+    call_state(host, &call, "ended").await?;
+    call_state(guest, &call, "ended").await
+}
+
+/// A pair's outcome: the members (to close after the final state is read) and the calls it
+/// completed and failed.
+pub struct PairDone {
+    /// The two members, if they connected.
+    pub members: Vec<Member>,
+    /// Calls that reached Connected and Ended.
+    pub calls_ok: u64,
+    /// Calls that failed a step (expected under faults; the checker judges the history).
+    pub calls_failed: u64,
+    /// Why the pair could not start, if it could not.
+    pub setup_error: Option<String>,
+}
+
+/// Connects a pair to `room` (index `index`) and plays calls until `stop` turns true.
+pub async fn drive_pair(
+    urls: Vec<String>,
+    room: String,
+    index: usize,
+    tokens: (String, String),
+    rec: Recorder,
+    mut stop: watch::Receiver<bool>,
+) -> PairDone {
+    let host_user = format!("h{index}");
+    let guest_user = format!("g{index}");
+    let mut done = PairDone {
+        members: Vec::new(),
+        calls_ok: 0,
+        calls_failed: 0,
+        setup_error: None,
+    };
+    let setup = async {
+        let mut host = Member::connect(&urls, &host_user, tokens.0, index, rec.clone()).await?;
+        host.join(&room).await?;
+        let mut guest = Member::connect(&urls, &guest_user, tokens.1, index, rec.clone()).await?;
+        guest.join(&room).await?;
+        host.drain(Duration::from_millis(50)).await;
+        Ok::<_, String>((host, guest))
+    }
+    .await;
+    let (mut host, mut guest) = match setup {
+        Ok(pair) => pair,
+        Err(e) => {
+            done.setup_error = Some(e);
+            return done;
+        }
+    };
+    rec.progress(index);
+    let mut n = 0;
+    while !*stop.borrow() && !host.dead && !guest.dead {
+        n += 1;
+        match one_call(&mut host, &mut guest, &room, n).await {
+            Ok(()) => done.calls_ok += 1,
+            Err(e) => {
+                done.calls_failed += 1;
+                rec.record(&host_user, Op::Ack(format!("call {n} failed: {e}")));
+                // Let the fleet settle, then read what is queued before the next call.
+                let _ = tokio::time::timeout(Duration::from_millis(300), stop.changed()).await;
+                host.drain(Duration::from_millis(20)).await;
+                guest.drain(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // Read what is still in flight so the last events are recorded.
+    host.drain(Duration::from_millis(300)).await;
+    guest.drain(Duration::from_millis(100)).await;
+    done.members = vec![host, guest];
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_seq_is_not_progress() {
+        let rec = Recorder::new(2);
+        rec.progress_at(0, 5);
+        rec.progress_at(1, 3);
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        rec.progress_at(0, 5);
+        rec.progress_at(1, 2);
+        assert_eq!(rec.stalled_since(t), BTreeSet::from([0, 1]));
+        rec.progress_at(0, 6);
+        assert_eq!(rec.stalled_since(t), BTreeSet::from([1]));
+    }
+}

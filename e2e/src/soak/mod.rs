@@ -1,0 +1,14 @@
+//! Randomized fault soak (issue #9): a seeded fault schedule against a real fleet under client
+//! load, a history checker over what clients saw and what etcd recorded, and a bounded
+//! decoder fuzz runner.
+
+pub mod collect;
+pub mod env;
+pub mod error;
+pub mod etcd;
+pub mod faults;
+pub mod fuzz;
+pub mod history;
+pub mod hostile;
+pub mod load;
+pub mod run;

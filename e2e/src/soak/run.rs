@@ -1,0 +1,390 @@
+//! One soak run from a clean fleet: deploy a fresh run cluster, start the pairs, inject the
+//! seeded faults one after another (each held, healed, and timed until every room commits a
+//! call transition again), stop the load, read etcd, check the history.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::watch;
+
+use super::collect;
+use super::env::{NS, SoakEnv, pod_ip};
+use super::error::SoakError;
+use super::faults::{self, FaultKind};
+use super::history::{self, History, Kind, Violation};
+use super::load::{self, Recorder};
+
+/// How long every room gets to commit a call transition again after a fault.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(60);
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Seed of this run (replay: `--runs 1 --seed <this>`).
+    pub seed: u64,
+    /// Load duration.
+    pub duration: Duration,
+    /// Rooms (two clients each).
+    pub rooms: usize,
+    /// Where a failing run keeps its history and logs.
+    pub out: PathBuf,
+}
+
+/// One injected fault and how long the fleet took to serve every room again.
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    /// Kind.
+    pub kind: FaultKind,
+    /// What was hit.
+    pub target: String,
+    /// Injected at (ms since the run's load started).
+    pub at_ms: u64,
+    /// Injection → every room committed a call transition again; `None`: not within the bound.
+    pub recovery: Option<Duration>,
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    /// Seed of the run.
+    pub seed: u64,
+    /// Faults injected.
+    pub faults: Vec<FaultRecord>,
+    /// Broken promises.
+    pub violations: Vec<Violation>,
+    /// Calls completed.
+    pub calls_ok: u64,
+    /// Calls that failed a step.
+    pub calls_failed: u64,
+    /// Client records checked.
+    pub records: usize,
+    /// etcd writes checked (assignments + rooms).
+    pub etcd_writes: usize,
+    /// Deploy time of the clean fleet.
+    pub deploy: Duration,
+    /// Where the run's evidence was kept (failing runs).
+    pub kept: Option<PathBuf>,
+}
+
+/// Runs one soak run as cluster `name`.
+pub async fn run_one(
+    env: &mut SoakEnv,
+    name: &str,
+    cfg: &RunConfig,
+) -> Result<RunOutcome, SoakError> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut out = RunOutcome {
+        seed: cfg.seed,
+        ..RunOutcome::default()
+    };
+    out.deploy = env.deploy(name).await?;
+    let urls: Vec<String> = env
+        .node_pods(name)
+        .await
+        .iter()
+        .filter_map(pod_ip)
+        .map(|ip| format!("ws://{ip}:7000/ws"))
+        .collect();
+    let rec = Recorder::new(cfg.rooms);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut pairs = Vec::new();
+    for i in 0..cfg.rooms {
+        let room = format!("{name}-room-{i}");
+        let tokens = (
+            env.token(&format!("h{i}"), &room),
+            env.token(&format!("g{i}"), &room),
+        );
+        // Each pair enters through a different node (the library follows the Redirect).
+        let mut mine = urls.clone();
+        mine.rotate_left(i % urls.len().max(1));
+        pairs.push(tokio::spawn(load::drive_pair(
+            mine,
+            room,
+            i,
+            tokens,
+            rec.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    // Every room up before the first fault.
+    let started = Instant::now();
+    while !rec.stalled_since(started).is_empty() && started.elapsed() < RECOVERY_BOUND {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load_start = Instant::now();
+    while load_start.elapsed() < cfg.duration {
+        let planned = faults::plan(&mut rng);
+        tokio::time::sleep(planned.gap).await;
+        if load_start.elapsed() >= cfg.duration {
+            break;
+        }
+        let t0 = Instant::now();
+        let at_ms = u64::try_from(rec.t0().elapsed().as_millis()).unwrap_or(0);
+        // Watch for recovery while the fault is held (a pause or partition outlasts the lease,
+        // so the fleet fails over before it is healed).
+        let (effective_tx, mut effective_rx) = watch::channel(None::<Instant>);
+        let watcher = {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let effective = match effective_rx.wait_for(Option::is_some).await {
+                    Ok(at) => at.unwrap_or(t0),
+                    Err(_) => return None,
+                };
+                while effective.elapsed() < RECOVERY_BOUND {
+                    if rec.stalled_since(effective).is_empty() {
+                        return Some(effective.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            })
+        };
+        let injected = faults::inject(env, name, &planned, &effective_tx).await;
+        drop(effective_tx);
+        let injected = match injected {
+            Ok(i) => i,
+            Err(e) => {
+                watcher.abort();
+                return Err(e);
+            }
+        };
+        eprintln!(
+            "  fault {} {} at {} ms",
+            planned.kind.name(),
+            injected.target,
+            at_ms
+        );
+        let recovery = watcher.await.ok().flatten();
+        if recovery.is_none() {
+            let stalled = rec.stalled_since(t0);
+            out.violations.push(Violation {
+                kind: Kind::LostSession,
+                summary: format!(
+                    "after {} ({}), rooms {stalled:?} made no progress within {RECOVERY_BOUND:?}",
+                    planned.kind.name(),
+                    injected.target
+                ),
+                timeline: vec![format!("{at_ms:>7} ms  fault injected")],
+            });
+        }
+        out.faults.push(FaultRecord {
+            kind: planned.kind,
+            target: injected.target,
+            at_ms,
+            recovery,
+        });
+    }
+    let _ = stop_tx.send(true);
+    let mut members = Vec::new();
+    for pair in pairs {
+        match tokio::time::timeout(load::STEP * 4, pair).await {
+            Ok(Ok(done)) => {
+                out.calls_ok += done.calls_ok;
+                out.calls_failed += done.calls_failed;
+                if let Some(e) = done.setup_error {
+                    out.violations.push(Violation {
+                        kind: Kind::LostSession,
+                        summary: format!("a pair never started: {e}"),
+                        timeline: Vec::new(),
+                    });
+                }
+                members.extend(done.members);
+            }
+            Ok(Err(e)) => out.violations.push(Violation {
+                kind: Kind::LostSession,
+                summary: format!("a client task failed: {e}"),
+                timeline: Vec::new(),
+            }),
+            Err(_) => out.violations.push(Violation {
+                kind: Kind::LostSession,
+                summary: "a client task did not stop".into(),
+                timeline: Vec::new(),
+            }),
+        }
+    }
+    // The final state, read while every session is still open (nothing has left yet).
+    let etcd = collect::read(&env.etcd.url(), NS, name).await?;
+    let room_deletes = etcd.room_deletes.clone();
+    for member in members {
+        member.close().await;
+    }
+    let (records, dropped) = rec.take();
+    out.records = records.len();
+    out.etcd_writes = etcd.assignments.len() + etcd.room_writes.len();
+    for bad in &etcd.undecodable {
+        out.violations.push(Violation {
+            kind: Kind::LostWrite,
+            summary: format!("undecodable value in etcd: {bad}"),
+            timeline: Vec::new(),
+        });
+    }
+    let history = History {
+        records,
+        finals: etcd.finals,
+        assignments: etcd.assignments,
+        room_writes: etcd.room_writes,
+    };
+    out.violations.extend(history::check(&history));
+    if !out.violations.is_empty() {
+        let dir = cfg.out.join(format!("{name}-seed-{}", cfg.seed));
+        keep(env, &dir, &history, &out, dropped, &room_deletes);
+        out.kept = Some(dir);
+    }
+    env.teardown(name).await?;
+    Ok(out)
+}
+
+/// Writes the history, the violations and the fleet's logs under `dir`.
+fn keep(
+    env: &SoakEnv,
+    dir: &Path,
+    history: &History,
+    out: &RunOutcome,
+    dropped: u64,
+    room_deletes: &[String],
+) {
+    let _ = std::fs::create_dir_all(dir);
+    let mut text = String::new();
+    for r in &history.records {
+        let _ = writeln!(text, "{r}");
+    }
+    if dropped > 0 {
+        let _ = writeln!(text, "({dropped} records beyond the bound were not kept)");
+    }
+    let _ = std::fs::write(dir.join("history.txt"), text);
+    let mut v = String::new();
+    for f in &out.faults {
+        let _ = writeln!(
+            v,
+            "fault {:>7} ms {} {} recovered {:?}",
+            f.at_ms,
+            f.kind.name(),
+            f.target,
+            f.recovery
+        );
+    }
+    for violation in &out.violations {
+        let _ = write!(v, "{violation}");
+    }
+    let _ = std::fs::write(dir.join("violations.txt"), v);
+    let mut w = String::new();
+    for a in &history.assignments {
+        let _ = writeln!(
+            w,
+            "rev {} assignment {} -> {} epoch {}",
+            a.revision, a.shard, a.node, a.epoch
+        );
+    }
+    for r in &history.room_writes {
+        let _ = writeln!(
+            w,
+            "rev {} room {}/{} by {} epoch {}",
+            r.revision, r.shard, r.room, r.node, r.epoch
+        );
+    }
+    for d in room_deletes {
+        let _ = writeln!(w, "{d}");
+    }
+    let _ = std::fs::write(dir.join("etcd-writes.txt"), w);
+    env.keep_logs(dir);
+}
+
+/// Percentile (nearest rank) of sorted `values`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// The summary over many runs, as Markdown.
+pub fn summary(outcomes: &[RunOutcome], failed_setup: usize) -> String {
+    let mut by_kind: BTreeMap<&str, Vec<&FaultRecord>> = BTreeMap::new();
+    for f in outcomes.iter().flat_map(|o| &o.faults) {
+        by_kind.entry(f.kind.name()).or_default().push(f);
+    }
+    let violations: usize = outcomes.iter().map(|o| o.violations.len()).sum();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "runs: {} checked, {} could not run; calls completed {}, failed steps {}; client records \
+         checked {}, etcd writes checked {}; violations {}",
+        outcomes.len(),
+        failed_setup,
+        outcomes.iter().map(|o| o.calls_ok).sum::<u64>(),
+        outcomes.iter().map(|o| o.calls_failed).sum::<u64>(),
+        outcomes.iter().map(|o| o.records).sum::<usize>(),
+        outcomes.iter().map(|o| o.etcd_writes).sum::<usize>(),
+        violations
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| fault | injected | recovered | p50 ms | p90 ms | p99 ms | max ms |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for (kind, list) in &by_kind {
+        let mut times: Vec<Duration> = list.iter().filter_map(|f| f.recovery).collect();
+        times.sort();
+        let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| d.as_millis().to_string());
+        let _ = writeln!(
+            s,
+            "| {kind} | {} | {} | {} | {} | {} | {} |",
+            list.len(),
+            times.len(),
+            ms(percentile(&times, 50.0)),
+            ms(percentile(&times, 90.0)),
+            ms(percentile(&times, 99.0)),
+            ms(times.last().copied())
+        );
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in outcomes.iter().flat_map(|o| &o.violations) {
+        *kinds.entry(v.kind.name()).or_default() += 1;
+    }
+    if !kinds.is_empty() {
+        let _ = writeln!(s, "\nviolations by kind: {kinds:?}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Some(Duration::from_millis(5)));
+        assert_eq!(percentile(&v, 90.0), Some(Duration::from_millis(9)));
+        assert_eq!(percentile(&v, 99.0), Some(Duration::from_millis(10)));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_summary_counts_faults_and_violations() {
+        let o = RunOutcome {
+            faults: vec![FaultRecord {
+                kind: FaultKind::KillNode,
+                target: "default/x".into(),
+                at_ms: 1,
+                recovery: Some(Duration::from_millis(1500)),
+            }],
+            violations: vec![Violation {
+                kind: Kind::SeqGap,
+                summary: String::new(),
+                timeline: Vec::new(),
+            }],
+            ..RunOutcome::default()
+        };
+        let s = summary(&[o], 0);
+        assert!(s.contains("| kill-9-node | 1 | 1 | 1500 |"), "{s}");
+        assert!(s.contains("violations 1"), "{s}");
+        assert!(s.contains("seq-gap"), "{s}");
+    }
+}
