@@ -325,11 +325,14 @@ async fn a_cluster_from_creation_to_deletion() {
         .unwrap()
         .count();
     assert_eq!(left, 0, "the cluster's etcd prefix is empty");
-    assert_eq!(
-        operator
-            .metric("switchboard_operator_etcd_writes_total", "cleanup")
-            .await,
-        1.0
+    // At least once: a reconcile queued while the finalizer waited for the pods may run the
+    // (idempotent) cleanup a second time from a cache that still shows the finalizer.
+    let cleanups = operator
+        .metric("switchboard_operator_etcd_writes_total", "cleanup")
+        .await;
+    assert!(
+        (1.0..=2.0).contains(&cleanups),
+        "cleanup ran {cleanups} times"
     );
     let log = operator.log_text();
     assert!(
