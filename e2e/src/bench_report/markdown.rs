@@ -413,6 +413,27 @@ fn goals(
             None,
         ));
     }
+    if let Ok(f) = &inputs.failover {
+        for (label, samples, bound) in [
+            (
+                "failover P99 ≤ 1 s from process exit",
+                &f.process_exit,
+                1000.0,
+            ),
+            (
+                "failover P99 ≤ 2.5 s from lease expiry",
+                &f.lease_expiry,
+                2500.0,
+            ),
+        ] {
+            let p99 = samples.p99_ms;
+            rows.push((
+                format!("{label} ({} kills)", samples.samples_ms.len()),
+                p99.map_or("–".into(), |v| format!("{} ms", fmt_num(v, 0))),
+                p99.map(|v| v <= bound),
+            ));
+        }
+    }
     let _ = writeln!(
         md,
         "\n### Goals (reported, not asserted)\n\n| goal | measured | met |\n|---|---|---|"
@@ -852,6 +873,14 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- tcp: skipped"));
+        assert!(
+            md.contains("| failover P99 ≤ 1 s from process exit (4 kills) | 401 ms | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| failover P99 ≤ 2.5 s from lease expiry (2 kills) | 5,199 ms | **no** |"),
+            "{md}"
+        );
         for svg in [
             "join_latency.svg",
             "relay_latency.svg",

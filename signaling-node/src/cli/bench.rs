@@ -39,7 +39,8 @@ pub struct BenchArgs {
     /// ICE candidates each side sends per flow.
     #[arg(long, default_value_t = 2)]
     pub candidates: u16,
-    /// Connections opened per second during the ramp.
+    /// Connections opened per second during the ramp (100000 or more: as fast as
+    /// --connect-concurrency allows).
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,
     /// Connection attempts in flight at once.
