@@ -588,7 +588,7 @@ fn operator(md: &mut String, op: &Result<Value, String>) {
                     "failover: lease revoked → all reassigned (ms)",
                     "failover.revoke_to_all_reassigned_ms",
                 ),
-                ("manager RSS when steady (KiB)", "rss_kib"),
+                ("manager RSS when steady (KiB)", "rss_kib_steady"),
             ] {
                 let b = g(&format!("batched.{key}"));
                 let n = g(&format!("naive_one_txn_per_shard.{key}"));
