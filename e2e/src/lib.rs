@@ -1,6 +1,7 @@
 //! Switchboard end-to-end harness: local control plane helpers, pod runner and scenarios.
 #![forbid(unsafe_code)]
 
+pub mod bench_report;
 pub mod cluster;
 pub mod failover_bench;
 pub mod pod_runner;

@@ -8,6 +8,9 @@
 //!    already has `room_size` members);
 //! 3. every later binary message is forwarded verbatim to every other member of the room.
 //!
+//! With [`RelayTransport::Tcp`] the same contract runs over plain TCP, each message framed
+//! by a 4-byte big-endian length ([`read_frame`], [`write_frame`]): the floor without WebSocket.
+//!
 //! Like the node it has one reader and one writer task per connection and a bounded outbound
 //! queue; a message for a member whose queue is full is dropped and counted.
 
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -34,6 +38,16 @@ pub const ROOM_FULL: &[u8] = &[0xff];
 /// Largest message the relay accepts (the protocol's frame limit plus its length prefix).
 const MAX_MESSAGE: usize = 65_536 + 4;
 
+/// What the relay speaks on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayTransport {
+    /// WebSocket binary messages (the baseline).
+    #[default]
+    WebSocket,
+    /// Length-prefixed frames on plain TCP (the raw TCP floor).
+    Tcp,
+}
+
 /// How the baseline relay runs.
 #[derive(Debug, Clone, Copy)]
 pub struct BaselineConfig {
@@ -41,6 +55,8 @@ pub struct BaselineConfig {
     pub room_size: usize,
     /// Outbound queue per connection, in messages.
     pub queue: usize,
+    /// WebSocket or plain TCP.
+    pub transport: RelayTransport,
 }
 
 impl Default for BaselineConfig {
@@ -48,8 +64,41 @@ impl Default for BaselineConfig {
         Self {
             room_size: 2,
             queue: 256,
+            transport: RelayTransport::WebSocket,
         }
     }
+}
+
+/// Reads one length-prefixed frame; `None` at a clean end of stream. A length above the
+/// relay's message limit is an `InvalidData` error (never an unbounded allocation).
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Bytes>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the {MAX_MESSAGE}-byte limit"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some(Bytes::from(payload)))
+}
+
+/// Writes one length-prefixed frame (buffered: the caller flushes).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
+    writer.write_all(&len.to_be_bytes()).await?;
+    writer.write_all(payload).await
 }
 
 /// Counters the relay keeps.
@@ -129,9 +178,19 @@ pub async fn serve(
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    let serve_one = async {
+                        match shared.config.transport {
+                            RelayTransport::WebSocket => connection(stream, shared.clone())
+                                .await
+                                .map_err(|e| e.to_string()),
+                            RelayTransport::Tcp => tcp_connection(stream, shared.clone())
+                                .await
+                                .map_err(|e| e.to_string()),
+                        }
+                    };
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        result = connection(stream, shared) => {
+                        result = serve_one => {
                             if let Err(err) = result {
                                 tracing::debug!(%err, "baseline connection ended");
                             }
@@ -205,6 +264,53 @@ async fn connection(
     let result = tokio::select! {
         result = reader => result,
         result = writer => result,
+    };
+    shared.unregister(&room_id, &room, id);
+    result
+}
+
+/// One plain-TCP member: the same hello/join contract and forwarding, length-prefixed frames.
+async fn tcp_connection(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(4096, read);
+    let mut writer = BufWriter::with_capacity(4096, write);
+    if read_frame(&mut reader).await?.is_none() {
+        return Ok(());
+    }
+    write_frame(&mut writer, WELCOME).await?;
+    writer.flush().await?;
+    let Some(room_id) = read_frame(&mut reader).await? else {
+        return Ok(());
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.queue.max(1));
+    let Some(room) = shared.register(&room_id, id, tx) else {
+        write_frame(&mut writer, ROOM_FULL).await?;
+        writer.flush().await?;
+        return Ok(());
+    };
+    write_frame(&mut writer, JOINED).await?;
+    writer.flush().await?;
+    let writer_task = async move {
+        while let Some(first) = rx.recv().await {
+            write_frame(&mut writer, &first).await?;
+            while let Ok(more) = rx.try_recv() {
+                write_frame(&mut writer, &more).await?;
+            }
+            writer.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let reader_task = async {
+        while let Some(payload) = read_frame(&mut reader).await? {
+            shared.forward(&room, id, payload);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let result = tokio::select! {
+        result = reader_task => result,
+        result = writer_task => result,
     };
     shared.unregister(&room_id, &room, id);
     result
@@ -337,10 +443,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tcp_relay_forwards_and_refuses_oversized_frames() {
+        let config = BaselineConfig {
+            transport: RelayTransport::Tcp,
+            ..BaselineConfig::default()
+        };
+        let relay = spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(relay.addr).await.unwrap();
+            write_frame(&mut s, b"hello").await.unwrap();
+            assert_eq!(read_frame(&mut s).await.unwrap().unwrap(), WELCOME);
+            write_frame(&mut s, b"room").await.unwrap();
+            assert_eq!(read_frame(&mut s).await.unwrap().unwrap(), JOINED);
+            members.push(s);
+        }
+        write_frame(&mut members[0], b"ping").await.unwrap();
+        assert_eq!(
+            read_frame(&mut members[1]).await.unwrap().unwrap(),
+            &b"ping"[..]
+        );
+        // A length beyond the limit is refused without allocating it.
+        let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        let err = read_frame(&mut huge).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).await.unwrap().is_none());
+        relay.shutdown.cancel();
+    }
+
+    #[tokio::test]
     async fn a_full_room_refuses_the_next_member() {
         let config = BaselineConfig {
             room_size: 1,
             queue: 4,
+            transport: RelayTransport::WebSocket,
         };
         let relay = spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
         let mut a = join(relay.addr, "r").await;

@@ -21,7 +21,7 @@ use crate::protocol::{
 };
 
 /// Queue capacity of one bench connection (each direction).
-const QUEUE: usize = 256;
+pub(super) const QUEUE: usize = 256;
 
 /// What the bench connects to.
 #[derive(Debug, Clone)]
@@ -40,14 +40,28 @@ pub enum Target {
         /// Its address.
         addr: SocketAddr,
     },
+    /// The raw TCP floor: the baseline relay's rooms over length-prefixed TCP frames.
+    Tcp {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A Centrifugo server, driven through its JSON protocol over WebSocket.
+    Centrifugo {
+        /// `ws://host:port/connection/websocket`
+        url: String,
+        /// Its `token_hmac_secret_key`, to mint connection tokens with.
+        secret: JwtSecret,
+    },
 }
 
 impl Target {
-    /// `switchboard` or `baseline`.
+    /// `switchboard`, `baseline`, `tcp` or `centrifugo`.
     pub fn name(&self) -> &'static str {
         match self {
             Target::Switchboard { .. } => "switchboard",
             Target::Baseline { .. } => "baseline",
+            Target::Tcp { .. } => "tcp",
+            Target::Centrifugo { .. } => "centrifugo",
         }
     }
 
@@ -84,7 +98,8 @@ impl From<ClientError> for ConnectFailure {
     }
 }
 
-fn failure(kind: &str, detail: impl ToString) -> ConnectFailure {
+/// A [`ConnectFailure`] of `kind`.
+pub(super) fn failure(kind: &str, detail: impl ToString) -> ConnectFailure {
     ConnectFailure {
         kind: kind.to_string(),
         detail: detail.to_string(),
@@ -126,7 +141,29 @@ pub async fn connect(
             Ok((Tx::Switchboard(tx), Rx::Switchboard(rx), timing))
         }
         Target::Baseline { addr } => baseline_connect(*addr, user, room).await,
+        Target::Tcp { addr } => super::peers::tcp_connect(*addr, user, room).await,
+        Target::Centrifugo { url, secret } => {
+            super::peers::centrifugo_connect(url, secret, user, room).await
+        }
     }
+}
+
+/// The bench ends of a connection that carries encoded Switchboard frames over some transport:
+/// `out` takes frames to send, `incoming` yields decoded frames from the other members.
+pub(super) fn frame_ends(
+    out: mpsc::Sender<Bytes>,
+    incoming: mpsc::Receiver<Result<Message, ClientError>>,
+    user: &str,
+    room: &str,
+) -> (Tx, Rx) {
+    let tx = Tx::Baseline(Box::new(BaselineTx {
+        out,
+        room: room.to_string(),
+        me: user.to_string(),
+        calls: HashMap::new(),
+        encoder: Encoder::new(),
+    }));
+    (tx, Rx::Baseline(incoming))
 }
 
 async fn baseline_connect(
@@ -204,14 +241,8 @@ async fn baseline_connect(
             }
         }
     });
-    let tx = Tx::Baseline(Box::new(BaselineTx {
-        out: out_tx,
-        room: room.to_string(),
-        me: user.to_string(),
-        calls: HashMap::new(),
-        encoder: Encoder::new(),
-    }));
-    Ok((tx, Rx::Baseline(in_rx), timing))
+    let (tx, rx) = frame_ends(out_tx, in_rx, user, room);
+    Ok((tx, rx, timing))
 }
 
 /// The sending side of a bench connection.
@@ -219,7 +250,7 @@ async fn baseline_connect(
 pub enum Tx {
     /// Through the Switchboard client.
     Switchboard(ClientSender),
-    /// Raw frames to the baseline relay.
+    /// Raw frames to the baseline relay (or another frame transport: TCP, Centrifugo).
     Baseline(Box<BaselineTx>),
 }
 

@@ -4,9 +4,10 @@
 pub mod baseline;
 pub mod conn;
 pub mod pair;
+pub mod peers;
 pub mod recorder;
 pub mod runner;
 pub mod stats;
 pub mod sys;
 
-pub use runner::{BaselineMode, BenchConfig, BenchError, BenchResult, run};
+pub use runner::{BaselineMode, BenchConfig, BenchError, BenchResult, TargetKind, run};

@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::baseline::{self, BaselineConfig};
+use super::baseline::{self, BaselineConfig, RelayTransport};
 use super::conn::{self, Rx, Target, Tx};
 use super::pair::{self, PairConfig, Side, Window};
 use super::recorder::Recorder;
@@ -31,6 +31,23 @@ pub enum BaselineMode {
     Process(PathBuf),
     /// Inside the bench process (tests; its RSS is not measured).
     InProcess,
+}
+
+/// Connect rates from this one up are not paced by a timer (see the ramp in `run_target`).
+pub const UNPACED_CONNECT_RATE: f64 = 100_000.0;
+
+/// What the main measurement runs against (the baseline, when asked, runs after it).
+#[derive(Debug, Clone, Default)]
+pub enum TargetKind {
+    /// A Switchboard node at `url`.
+    #[default]
+    Switchboard,
+    /// A Centrifugo server at `url` (`ws://…/connection/websocket`), tokens signed with
+    /// `secret` (its `token_hmac_secret_key`).
+    Centrifugo,
+    /// The raw TCP floor: the baseline relay over length-prefixed TCP, started like the
+    /// baseline.
+    Tcp(BaselineMode),
 }
 
 /// Everything one bench run needs.
@@ -72,6 +89,8 @@ pub struct BenchConfig {
     pub cooldown: Duration,
     /// Print progress to stderr.
     pub progress: bool,
+    /// What `url` points at (or the TCP floor, which needs no URL).
+    pub target: TargetKind,
 }
 
 impl BenchConfig {
@@ -101,6 +120,7 @@ impl BenchConfig {
             grace: Duration::from_secs(2),
             cooldown: Duration::from_secs(3),
             progress: false,
+            target: TargetKind::Switchboard,
         }
     }
 }
@@ -139,12 +159,14 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
             cfg.connections, cfg.room_size
         )));
     }
-    if cfg.url.is_none() && cfg.baseline.is_none() {
+    let is_tcp = matches!(cfg.target, TargetKind::Tcp(_));
+    if cfg.url.is_none() && cfg.baseline.is_none() && !is_tcp {
         return Err(BenchError::Invalid(
             "nothing to measure: give --url or --baseline".into(),
         ));
     }
-    let in_process = matches!(cfg.baseline, Some(BaselineMode::InProcess));
+    let in_process = matches!(cfg.baseline, Some(BaselineMode::InProcess))
+        || matches!(cfg.target, TargetKind::Tcp(BaselineMode::InProcess));
     let needed = cfg.connections as u64 * if in_process { 2 } else { 1 } + 512;
     let limit = sys::raise_nofile(needed)?;
     if limit < needed {
@@ -154,15 +176,23 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
         )));
     }
     let mut result = BenchResult::default();
-    if let Some(url) = &cfg.url {
+    if let TargetKind::Tcp(mode) = &cfg.target {
+        result.main = Some(run_relay(cfg, mode, RelayTransport::Tcp).await?);
+    } else if let Some(url) = &cfg.url {
         let secret = cfg
             .secret
             .clone()
             .ok_or_else(|| BenchError::Invalid("a JWT secret is needed to mint tokens".into()))?;
-        let target = Target::Switchboard {
-            url: url.clone(),
-            secret,
-            options: Box::new(cfg.client.clone()),
+        let target = match cfg.target {
+            TargetKind::Centrifugo => Target::Centrifugo {
+                url: url.clone(),
+                secret,
+            },
+            _ => Target::Switchboard {
+                url: url.clone(),
+                secret,
+                options: Box::new(cfg.client.clone()),
+            },
         };
         result.main = Some(run_target(cfg, &target, cfg.server_pid).await);
     }
@@ -171,32 +201,47 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
         // baseline on the same cores.
         tokio::time::sleep(cfg.cooldown).await;
     }
-    match &cfg.baseline {
-        None => {}
-        Some(BaselineMode::InProcess) => {
+    if let Some(mode) = &cfg.baseline {
+        result.baseline = Some(run_relay(cfg, mode, RelayTransport::WebSocket).await?);
+    }
+    Ok(result)
+}
+
+/// Starts the baseline relay (WebSocket or plain TCP) as `mode` says and measures it.
+async fn run_relay(
+    cfg: &BenchConfig,
+    mode: &BaselineMode,
+    transport: RelayTransport,
+) -> Result<Report, BenchError> {
+    let target_for = |addr| match transport {
+        RelayTransport::WebSocket => Target::Baseline { addr },
+        RelayTransport::Tcp => Target::Tcp { addr },
+    };
+    match mode {
+        BaselineMode::InProcess => {
             let relay = baseline::spawn(
                 "127.0.0.1:0"
                     .parse()
                     .map_err(|_| BenchError::Baseline("address".into()))?,
                 BaselineConfig {
                     room_size: cfg.room_size,
+                    transport,
                     ..BaselineConfig::default()
                 },
             )
             .await?;
-            let target = Target::Baseline { addr: relay.addr };
-            result.baseline = Some(run_target(cfg, &target, None).await);
+            let report = run_target(cfg, &target_for(relay.addr), None).await;
             relay.shutdown.cancel();
+            Ok(report)
         }
-        Some(BaselineMode::Process(exe)) => {
-            let mut child = spawn_baseline_process(exe, cfg.room_size).await?;
-            let target = Target::Baseline { addr: child.addr };
-            result.baseline = Some(run_target(cfg, &target, child.child.id()).await);
+        BaselineMode::Process(exe) => {
+            let mut child = spawn_baseline_process(exe, cfg.room_size, transport).await?;
+            let report = run_target(cfg, &target_for(child.addr), child.child.id()).await;
             let _ = child.child.start_kill();
             let _ = child.child.wait().await;
+            Ok(report)
         }
     }
-    Ok(result)
 }
 
 struct BaselineChild {
@@ -209,10 +254,16 @@ struct BaselineChild {
 async fn spawn_baseline_process(
     exe: &PathBuf,
     room_size: usize,
+    transport: RelayTransport,
 ) -> Result<BaselineChild, BenchError> {
-    let mut child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
         .args(["baseline-relay", "--listen", "127.0.0.1:0", "--room-size"])
-        .arg(room_size.to_string())
+        .arg(room_size.to_string());
+    if transport == RelayTransport::Tcp {
+        command.arg("--tcp");
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -277,9 +328,14 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
         tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.connect_rate.max(1.0)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut connecting = JoinSet::new();
+    let ramp_started = Instant::now();
     for room in 0..rooms {
         for member in 0..cfg.room_size {
-            ticker.tick().await;
+            // Tokio timers tick at most once a millisecond: above UNPACED_CONNECT_RATE the
+            // ramp is limited by the connects in flight alone (the churn figure).
+            if cfg.connect_rate < UNPACED_CONNECT_RATE {
+                ticker.tick().await;
+            }
             let permit = limiter.clone().acquire_owned().await;
             let target = target.clone();
             let rec = rec.clone();
@@ -307,6 +363,7 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
             connected += 1;
         }
     }
+    let ramp_secs = ramp_started.elapsed().as_secs_f64();
     progress(format!(
         "{connected} connected and joined ({} errors)",
         rec.error_count()
@@ -413,6 +470,15 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
     };
     rec.set_measuring(true);
     let _ = start_tx.send(Some(window));
+    let cpu_before = server_pid.and_then(|pid| sys::cpu_seconds(pid).ok());
+    let wall_started = Instant::now();
+    tokio::time::sleep_until(window.end).await;
+    let server_cpu_cores = match (server_pid, cpu_before) {
+        (Some(pid), Some(before)) => sys::cpu_seconds(pid).ok().map(|after| {
+            (after - before).max(0.0) / wall_started.elapsed().as_secs_f64().max(1e-3)
+        }),
+        _ => None,
+    };
     let hard_stop = window.grace_end + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(hard_stop, tasks.join_next()).await {
@@ -431,6 +497,12 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
     }
     let mut report = rec.report(target.name(), connected, cfg.room_size as u64, cfg.duration);
     report.server_rss_per_conn_kib = rss_per_conn;
+    report.server_cpu_cores = server_cpu_cores;
+    report.connects_per_sec = if ramp_secs > 0.0 {
+        connected as f64 / ramp_secs
+    } else {
+        0.0
+    };
     report
 }
 
@@ -457,6 +529,23 @@ mod tests {
         assert!(matches!(run(&cfg).await, Err(BenchError::Invalid(_))));
         let cfg = BenchConfig::new(None, None, 10);
         assert!(matches!(run(&cfg).await, Err(BenchError::Invalid(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_floor_smoke_run_has_no_errors() {
+        let mut cfg = BenchConfig::new(None, None, 10);
+        cfg.target = TargetKind::Tcp(BaselineMode::InProcess);
+        cfg.duration = Duration::from_secs(1);
+        cfg.settle = Duration::from_millis(10);
+        cfg.grace = Duration::from_millis(500);
+        cfg.rate = 100.0;
+        cfg.flow_rate = 10.0;
+        let result = run(&cfg).await.unwrap();
+        let report = result.main.unwrap();
+        assert_eq!(report.target, "tcp");
+        assert_eq!(report.errors, 0, "{}", report.human());
+        assert!(report.relay.count > 50, "{}", report.human());
+        assert!(report.connects_per_sec > 0.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,11 @@ pub struct Report {
     pub error_kinds: BTreeMap<String, u64>,
     /// Server RSS growth per idle connection, when the server pid was given.
     pub server_rss_per_conn_kib: Option<f64>,
+    /// Server CPU seconds per wall second over the load window (cores busy), when the pid
+    /// was given.
+    pub server_cpu_cores: Option<f64>,
+    /// Connections opened and joined per second over the ramp.
+    pub connects_per_sec: f64,
 }
 
 impl Report {
@@ -232,6 +237,15 @@ impl Report {
             format!("{prefix}server_rss_per_conn_kib"),
             self.server_rss_per_conn_kib
                 .map_or(Value::Null, |kib| json!(round3(kib))),
+        );
+        map.insert(
+            format!("{prefix}server_cpu_cores"),
+            self.server_cpu_cores
+                .map_or(Value::Null, |cores| json!(round3(cores))),
+        );
+        map.insert(
+            format!("{prefix}connects_per_sec"),
+            json!(round3(self.connects_per_sec)),
         );
         map
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
-use crate::bench::baseline::{BaselineConfig, spawn};
+use crate::bench::baseline::{BaselineConfig, RelayTransport, spawn};
 
 /// Arguments of `signaling-node baseline-relay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,6 +17,9 @@ pub struct BaselineRelayArgs {
     /// Members per room.
     #[arg(long, default_value_t = 2)]
     pub room_size: usize,
+    /// Speak length-prefixed frames on plain TCP instead of WebSocket (the raw TCP floor).
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 /// Serves until SIGINT / SIGTERM; the first stdout line is `listening on ADDR`.
@@ -26,6 +29,11 @@ pub async fn run_baseline_relay(args: BaselineRelayArgs) -> anyhow::Result<()> {
         args.listen,
         BaselineConfig {
             room_size: args.room_size.max(1),
+            transport: if args.tcp {
+                RelayTransport::Tcp
+            } else {
+                RelayTransport::WebSocket
+            },
             ..BaselineConfig::default()
         },
     )

@@ -7,14 +7,17 @@ use anyhow::{Context, bail};
 
 use super::{SecretArgs, VersionArg, versions};
 use crate::bench::stats::{Ratios, json_line};
-use crate::bench::{BaselineMode, BenchConfig, run};
+use crate::bench::{BaselineMode, BenchConfig, TargetKind, run};
 
 /// Arguments of `signaling-node bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The node's WebSocket URL (not needed with --baseline-only).
-    #[arg(long, required_unless_present = "baseline_only")]
+    /// The server's WebSocket URL (not needed with --baseline-only or --target tcp).
+    #[arg(long)]
     pub url: Option<String>,
+    /// What --url points at, or `tcp` for the raw TCP floor (a relay process started here).
+    #[arg(long, value_enum, default_value_t = TargetArg::Switchboard)]
+    pub target: TargetArg,
     /// Where the secret to mint join tokens comes from.
     #[command(flatten)]
     pub secret: SecretArgs,
@@ -36,7 +39,8 @@ pub struct BenchArgs {
     /// ICE candidates each side sends per flow.
     #[arg(long, default_value_t = 2)]
     pub candidates: u16,
-    /// Connections opened per second during the ramp.
+    /// Connections opened per second during the ramp (100000 or more: as fast as
+    /// --connect-concurrency allows).
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,
     /// Connection attempts in flight at once.
@@ -68,8 +72,35 @@ pub struct BenchArgs {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `--target`: what the main measurement runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// A Switchboard node at --url.
+    Switchboard,
+    /// The baseline relay alone (same as --baseline-only).
+    Baseline,
+    /// A Centrifugo v6 server at --url (`ws://HOST:PORT/connection/websocket`); the secret is
+    /// its token HMAC secret key.
+    Centrifugo,
+    /// The raw TCP floor: the baseline relay over length-prefixed TCP, as a child process.
+    Tcp,
+}
+
 /// Builds the bench configuration from the arguments.
 pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
+    let baseline_only = args.baseline_only || args.target == TargetArg::Baseline;
+    match args.target {
+        TargetArg::Switchboard | TargetArg::Centrifugo if !baseline_only && args.url.is_none() => {
+            bail!("--url is required with --target switchboard or centrifugo")
+        }
+        TargetArg::Baseline | TargetArg::Tcp if args.url.is_some() => {
+            bail!("--url is not used with --target baseline or tcp")
+        }
+        _ => {}
+    }
+    if args.baseline_only && args.url.is_some() {
+        bail!("--baseline-only measures the baseline alone: drop --url");
+    }
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
         bail!("--duration must be between 0 and 86400 seconds");
     }
@@ -100,15 +131,23 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     cfg.max_messages = args.max_messages;
     cfg.server_pid = args.server_pid;
     cfg.progress = true;
-    if args.baseline || args.baseline_only {
-        cfg.baseline = Some(if args.baseline_in_process {
+    let relay_mode = || -> anyhow::Result<BaselineMode> {
+        Ok(if args.baseline_in_process {
             BaselineMode::InProcess
         } else {
             BaselineMode::Process(
                 std::env::current_exe()
                     .context("locating this executable to start the baseline relay")?,
             )
-        });
+        })
+    };
+    cfg.target = match args.target {
+        TargetArg::Centrifugo => TargetKind::Centrifugo,
+        TargetArg::Tcp => TargetKind::Tcp(relay_mode()?),
+        TargetArg::Switchboard | TargetArg::Baseline => TargetKind::Switchboard,
+    };
+    if args.baseline || baseline_only {
+        cfg.baseline = Some(relay_mode()?);
     }
     Ok(cfg)
 }
@@ -153,8 +192,35 @@ mod tests {
     }
 
     #[test]
+    fn targets_pick_their_kind() {
+        let args = parse(&["--target", "tcp", "--connections", "10"]).unwrap();
+        let cfg = config(&args).unwrap();
+        assert!(matches!(
+            cfg.target,
+            TargetKind::Tcp(BaselineMode::Process(_))
+        ));
+        assert!(config(&parse(&["--target", "tcp", "--url", "ws://x/ws"]).unwrap()).is_err());
+        assert!(config(&parse(&["--target", "centrifugo", "--secret", "k"]).unwrap()).is_err());
+        let args = parse(&[
+            "--target",
+            "centrifugo",
+            "--url",
+            "ws://127.0.0.1:1/connection/websocket",
+            "--secret",
+            "k",
+        ])
+        .unwrap();
+        assert!(matches!(
+            config(&args).unwrap().target,
+            TargetKind::Centrifugo
+        ));
+        let cfg = config(&parse(&["--target", "baseline"]).unwrap()).unwrap();
+        assert!(cfg.url.is_none() && cfg.baseline.is_some());
+    }
+
+    #[test]
     fn url_or_baseline_only_is_required() {
-        assert!(parse(&[]).is_err());
+        assert!(config(&parse(&[]).unwrap()).is_err());
         assert!(parse(&["--baseline-only", "--url", "ws://x/ws"]).is_err());
         let args = parse(&["--baseline-only", "--connections", "10"]).unwrap();
         let cfg = config(&args).unwrap();

@@ -27,7 +27,7 @@ mod view;
 pub use encode::{EncodeError, Encoder};
 pub use frame::{
     CRC_LEN, FRAME_OVERHEAD, FrameError, LEN_PREFIX, MAX_BODY_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN,
-    frame_len,
+    frame_len, split_frame,
 };
 pub use message::{
     Candidate, ErrorFrame, Event, EventKind, Hangup, Hello, IceBatch, IceCandidate, Invite,

@@ -1,0 +1,116 @@
+//! `bench-report`: `render` writes the generated section of docs/benchmarks.md and the plots
+//! under docs/img from what `e2e/bench` collected; `get` prints one field of the bench's JSON
+//! line (read from stdin) for the script's bounded search.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use switchboard_e2e::bench_report::failover::FailoverReport;
+use switchboard_e2e::bench_report::markdown::{Inputs, generate, splice};
+use switchboard_e2e::bench_report::records::{
+    Record, criterion_estimates, json_document, last_json_object, lookup,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark report: docs/benchmarks.md tables and docs/img plots")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render the report.
+    Render {
+        /// results.jsonl written by e2e/bench.
+        #[arg(long)]
+        results: PathBuf,
+        /// The document whose generated section is replaced.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+        /// Where the SVG plots go.
+        #[arg(long, default_value = "docs/img")]
+        img: PathBuf,
+        /// The plots' directory as linked from the document.
+        #[arg(long, default_value = "img")]
+        img_link: String,
+        /// operator-bench's JSON output.
+        #[arg(long)]
+        operator: Option<PathBuf>,
+        /// failover-bench's JSON output.
+        #[arg(long)]
+        failover: Option<PathBuf>,
+        /// Why failover was not measured (when --failover is absent).
+        #[arg(long)]
+        failover_note: Option<String>,
+        /// criterion's output directory (target/criterion).
+        #[arg(long)]
+        criterion: Option<PathBuf>,
+    },
+    /// Print field KEY (dot path) of the last JSON object on stdin; `null` when absent.
+    Get {
+        /// The field, e.g. `relay_p99_ms`.
+        key: String,
+    },
+}
+
+fn main() -> Result<()> {
+    match Args::parse().command {
+        Command::Get { key } => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading stdin")?;
+            let Some(value) = last_json_object(&text) else {
+                bail!("no JSON object on stdin");
+            };
+            println!(
+                "{}",
+                lookup(&value, &key).unwrap_or(serde_json::Value::Null)
+            );
+        }
+        Command::Render {
+            results,
+            doc,
+            img,
+            img_link,
+            operator,
+            failover,
+            failover_note,
+            criterion,
+        } => {
+            let mut inputs = Inputs {
+                records: Record::load(&results)?,
+                ..Inputs::default()
+            };
+            if let Some(path) = operator {
+                inputs.operator = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|t| {
+                        json_document(&t).ok_or_else(|| "operator-bench printed no JSON".into())
+                    });
+            }
+            inputs.failover = match failover {
+                Some(path) => Ok(FailoverReport::load(&path)?),
+                None => Err(failover_note.unwrap_or_else(|| "no input".into())),
+            };
+            if let Some(dir) = criterion {
+                inputs.criterion = criterion_estimates(&dir)?;
+            }
+            std::fs::create_dir_all(&img).with_context(|| format!("creating {}", img.display()))?;
+            let generated = generate(&inputs, &img, &img_link)?;
+            let current = std::fs::read_to_string(&doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            std::fs::write(&doc, splice(&current, &generated)?)
+                .with_context(|| format!("writing {}", doc.display()))?;
+            eprintln!(
+                "bench-report: wrote {} and plots in {}",
+                doc.display(),
+                img.display()
+            );
+        }
+    }
+    Ok(())
+}
