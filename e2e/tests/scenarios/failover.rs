@@ -166,9 +166,14 @@ async fn expect_failover(env: &Env, call: &mut Call, before: &RoomShard, t0: Ins
             async move {
                 let shard = env.shard_of_room(&room).await?;
                 let status = shard.status.clone()?;
-                let moved = status.node.as_deref().is_some_and(|n| n != old_node)
+                // The failover record names the dead node; the shard may already be back on
+                // it (its process restarted in place and the pool rebalanced by handoff).
+                let moved = status.node.is_some()
                     && status.epoch > old_epoch
-                    && status.last_failover.is_some()
+                    && status
+                        .last_failover
+                        .as_ref()
+                        .is_some_and(|f| f.from == old_node && f.to != old_node)
                     && (!phase_assigned
                         || serde_json::to_value(status.phase).ok()? == json!("Assigned"));
                 moved.then_some(status)
@@ -252,7 +257,25 @@ async fn expect_failover(env: &Env, call: &mut Call, before: &RoomShard, t0: Ins
         measured(&format!("{label}: failure -> both clients resumed"), last);
     }
     for (member, (_, at)) in [&mut call.alice, &mut call.bob].into_iter().zip(&resumed) {
-        let info = member.client.session();
+        // On the shard's owner as of now: a rebalance after the failover may have migrated
+        // the clients again (they follow Migrate), so compare with a fresh read.
+        let mut info;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let owner = env
+                .shard_of_room(&call.room)
+                .await
+                .and_then(|s| s.status)
+                .and_then(|s| s.node);
+            info = member.client.session();
+            if owner.as_deref().is_none_or(|o| info.node == o)
+                || tokio::time::Instant::now() >= deadline
+            {
+                new_owner = owner.or(new_owner);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let on_owner = new_owner.as_deref().is_none_or(|owner| info.node == owner);
         if at.is_some() && info.session == member.session && on_owner {
             continue;
