@@ -28,7 +28,8 @@ const MAX_PENDING: usize = 1024;
 /// Most candidates merged into one IceBatch.
 const MAX_BATCH: usize = 64;
 /// Failed reconnect attempts in a row at a moved-to node (after a Redirect or Migrate) before
-/// the client goes back to its entry URL, which redirects it to the room's current owner.
+/// the client goes back to its entry URL, which redirects it to the room's current owner (and
+/// at the entry URL before it goes back to the node it was on).
 const FAILURES_BEFORE_ENTRY: u32 = 2;
 
 type Sink = SplitSink<WsStream, WsMessage>;
@@ -243,6 +244,12 @@ impl Driver {
         let attempts = policy.max_attempts.max(1);
         let mut last = ClientError::ConnectionLost;
         let mut failures_here = 0;
+        // The node we were on (or were told to move to). When it stops answering we ask the
+        // entry URL; when the entry stops answering too (e.g. a rollout deleted the pod we
+        // first connected through) we come back here rather than retrying a dead URL until
+        // we give up: a node that lost its etcd lease answers 1010 only until it
+        // re-registers (found by the fault soak, docs/reliability.md finding 2).
+        let home = self.endpoint.clone();
         for attempt in 1..=attempts {
             if !(immediate && attempt == 1) {
                 tokio::time::sleep(policy.backoff(attempt)).await;
@@ -263,19 +270,26 @@ impl Driver {
                 {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
-                    if self.endpoint.url != self.entry.url
-                        && should_go_back_to_entry(&err, failures_here)
-                    {
-                        // The node we were moved to is gone (or frozen): the entry node
-                        // redirects a resuming Hello to the room's current owner.
-                        tracing::info!(
-                            dead = %self.endpoint.url,
-                            entry = %self.entry.url,
-                            %err,
-                            "moved-to node unreachable; reconnecting through the entry URL"
-                        );
-                        self.endpoint = self.entry.clone();
-                        failures_here = 0;
+                    if should_try_elsewhere(&err, failures_here) {
+                        let next = if self.endpoint.url != self.entry.url {
+                            // The node we were moved to is gone (or frozen): the entry node
+                            // redirects a resuming Hello to the room's current owner.
+                            Some(self.entry.clone())
+                        } else if home.url != self.entry.url {
+                            Some(home.clone())
+                        } else {
+                            None
+                        };
+                        if let Some(next) = next {
+                            tracing::info!(
+                                failing = %self.endpoint.url,
+                                next = %next.url,
+                                %err,
+                                "reconnect target not answering; trying the other known node"
+                            );
+                            self.endpoint = next;
+                            failures_here = 0;
+                        }
                     }
                     last = err;
                 }
@@ -935,10 +949,11 @@ fn normal_close() -> CloseFrame {
     }
 }
 
-/// Whether a failed reconnect to a moved-to node means going back to the entry URL: the node
-/// refused the connection or did not answer in time, or failed `FAILURES_BEFORE_ENTRY` times
-/// in a row in any other retriable way (e.g. 1010 "no owner / handing off").
-fn should_go_back_to_entry(err: &ClientError, failures_in_a_row: u32) -> bool {
+/// Whether a failed reconnect attempt means trying the other known node (the entry URL, or
+/// back from the entry to the node we were on): the node refused the connection or did not
+/// answer in time, or failed `FAILURES_BEFORE_ENTRY` times in a row in any other retriable
+/// way (e.g. 1010 "no owner / handing off").
+fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
     matches!(
         err,
         ClientError::Connect { .. } | ClientError::Timeout { .. }
