@@ -306,6 +306,44 @@ async fn unavailable_store_rolls_back_with_1010() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_frame_whose_commit_fails_is_answered_with_1010_and_its_request_id() {
+    // Every request gets an answer even when etcd is down (soak finding 2 checked this path).
+    let store = FlakyStore::default();
+    let registry = registry_with(Arc::new(store.clone()), standalone());
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    alice.drain();
+    bob.drain();
+    store.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    invite(&registry, &alice, "bob", "c1").await;
+    idle().await;
+    let got = alice.drain();
+    assert!(
+        matches!(&got[..], [Message::Error(e)] if e.code == ErrorCode::Draining.code() && e.request_id == 1),
+        "{got:?}"
+    );
+    assert!(
+        bob.drain().is_empty(),
+        "nothing uncommitted reaches the peer"
+    );
+    store.mode.store(OK, Ordering::SeqCst);
+    invite(&registry, &alice, "bob", "c1").await;
+    idle().await;
+    assert_eq!(
+        call_states(&alice.drain()).first().map(String::as_str),
+        Some("inviting"),
+        "the retried invite commits"
+    );
+    assert!(
+        bob.drain()
+            .iter()
+            .any(|m| matches!(m, Message::Invite(i) if i.call_id == "c1"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn fenced_room_migrates_members_and_stops_without_deleting() {
     let store = FlakyStore::default();
     let remote = Arc::new(AtomicU8::new(0));
