@@ -177,6 +177,9 @@ impl Driver {
                 return;
             };
             let exit = self.serve(ws).await;
+            // Where we were: a reconnect may come back here if the node it is sent to (and
+            // the entry URL) do not answer.
+            let left = self.endpoint.clone();
             let (resume, immediate) = match exit {
                 Exit::Closed => return,
                 Exit::Fatal(err) => {
@@ -224,7 +227,7 @@ impl Driver {
                 }
             };
             self.reconnects += 1;
-            match self.reconnect(resume, immediate).await {
+            match self.reconnect(resume, immediate, left).await {
                 Ok(welcome) => self.deliver(Message::Welcome(welcome)).await,
                 Err(err) => {
                     self.fail(err).await;
@@ -235,21 +238,28 @@ impl Driver {
     }
 
     /// Retries [`Driver::establish`] with backoff.
+    /// `left` is the node whose connection just ended.
     async fn reconnect(
         &mut self,
         resume: Option<Resume>,
         immediate: bool,
+        left: Endpoint,
     ) -> Result<Welcome, ClientError> {
         let policy = self.options.reconnect;
         let attempts = policy.max_attempts.max(1);
         let mut last = ClientError::ConnectionLost;
         let mut failures_here = 0;
-        // The node we were on (or were told to move to). When it stops answering we ask the
-        // entry URL; when the entry stops answering too (e.g. a rollout deleted the pod we
-        // first connected through) we come back here rather than retrying a dead URL until
-        // we give up: a node that lost its etcd lease answers 1010 only until it
-        // re-registers (found by the fault soak, docs/reliability.md finding 2).
-        let home = self.endpoint.clone();
+        // Where a failing attempt goes next, in turn: the node we are sent to (or the one we
+        // were on), the one we were on, and the entry URL. Without the rotation a client whose
+        // entry pod a rollout deleted retried only that dead URL after two 1010s from its own
+        // node, which had lost its etcd lease and was about to re-register, until it gave up
+        // (found by the fault soak, docs/reliability.md finding 2).
+        let mut candidates: Vec<Endpoint> = Vec::with_capacity(3);
+        for endpoint in [&self.endpoint, &left, &self.entry] {
+            if candidates.iter().all(|c| c.url != endpoint.url) {
+                candidates.push(endpoint.clone());
+            }
+        }
         for attempt in 1..=attempts {
             if !(immediate && attempt == 1) {
                 tokio::time::sleep(policy.backoff(attempt)).await;
@@ -271,23 +281,21 @@ impl Driver {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
                     if should_try_elsewhere(&err, failures_here) {
-                        let next = if self.endpoint.url != self.entry.url {
-                            // The node we were moved to is gone (or frozen): the entry node
-                            // redirects a resuming Hello to the room's current owner.
-                            Some(self.entry.clone())
-                        } else if home.url != self.entry.url {
-                            Some(home.clone())
-                        } else {
-                            None
+                        // A node a handshake redirect led to is none of the candidates: the
+                        // entry URL redirects a resuming Hello to the room's current owner.
+                        let at = candidates.iter().position(|c| c.url == self.endpoint.url);
+                        let next = match at {
+                            Some(i) => &candidates[(i + 1) % candidates.len()],
+                            None => &self.entry,
                         };
-                        if let Some(next) = next {
+                        if next.url != self.endpoint.url {
                             tracing::info!(
                                 failing = %self.endpoint.url,
                                 next = %next.url,
                                 %err,
-                                "reconnect target not answering; trying the other known node"
+                                "reconnect target not answering; trying the next known node"
                             );
-                            self.endpoint = next;
+                            self.endpoint = next.clone();
                             failures_here = 0;
                         }
                     }
