@@ -30,6 +30,14 @@ pub trait OwnershipView: Send + Sync + 'static {
 
     /// Number of shards in the cluster (rooms hash into `0..shard_count`).
     fn shard_count(&self) -> u32;
+
+    /// The advertised URL of another live node, for the members of `shard` when they must
+    /// leave and its owner is unknown here (this node lost its etcd lease): any node
+    /// redirects a resuming client to the owner, while this node can only answer 1010 until
+    /// it re-registers. `None` when there is no other node (standalone).
+    fn other_node_url(&self, _shard: ShardId) -> Option<String> {
+        None
+    }
 }
 
 /// A standalone node owns every shard itself, at epoch 0.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use signaling_node::auth::JwtSecret;
+use signaling_node::cluster::takeover::ShardRestorer;
 use signaling_node::config::{ConfigHandle, Settings};
 use signaling_node::metrics::Metrics;
 use signaling_node::protocol::{
@@ -68,24 +69,28 @@ impl RoomStore for FlakyStore {
     }
 }
 
-/// Ownership that says "Remote" once flipped.
+/// Ownership that says "Remote" once flipped to 1, "Unavailable" (this node fenced) at 2.
 struct Flippable {
     remote: Arc<AtomicU8>,
 }
 
 impl OwnershipView for Flippable {
     fn owner_of(&self, _shard: ShardId) -> Ownership {
-        if self.remote.load(Ordering::SeqCst) == 1 {
-            Ownership::Remote {
+        match self.remote.load(Ordering::SeqCst) {
+            1 => Ownership::Remote {
                 url: "ws://new-owner/ws".into(),
-            }
-        } else {
-            Ownership::Local { epoch: 5 }
+            },
+            2 => Ownership::Unavailable,
+            _ => Ownership::Local { epoch: 5 },
         }
     }
 
     fn shard_count(&self) -> u32 {
         16
+    }
+
+    fn other_node_url(&self, _shard: ShardId) -> Option<String> {
+        Some("ws://other-node/ws".into())
     }
 }
 
@@ -306,6 +311,44 @@ async fn unavailable_store_rolls_back_with_1010() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_frame_whose_commit_fails_is_answered_with_1010_and_its_request_id() {
+    // Every request gets an answer even when etcd is down (soak finding 2 checked this path).
+    let store = FlakyStore::default();
+    let registry = registry_with(Arc::new(store.clone()), standalone());
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    alice.drain();
+    bob.drain();
+    store.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    invite(&registry, &alice, "bob", "c1").await;
+    idle().await;
+    let got = alice.drain();
+    assert!(
+        matches!(&got[..], [Message::Error(e)] if e.code == ErrorCode::Draining.code() && e.request_id == 1),
+        "{got:?}"
+    );
+    assert!(
+        bob.drain().is_empty(),
+        "nothing uncommitted reaches the peer"
+    );
+    store.mode.store(OK, Ordering::SeqCst);
+    invite(&registry, &alice, "bob", "c1").await;
+    idle().await;
+    assert_eq!(
+        call_states(&alice.drain()).first().map(String::as_str),
+        Some("inviting"),
+        "the retried invite commits"
+    );
+    assert!(
+        bob.drain()
+            .iter()
+            .any(|m| matches!(m, Message::Invite(i) if i.call_id == "c1"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn fenced_room_migrates_members_and_stops_without_deleting() {
     let store = FlakyStore::default();
     let remote = Arc::new(AtomicU8::new(0));
@@ -342,6 +385,28 @@ async fn fenced_room_migrates_members_and_stops_without_deleting() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_node_sends_members_of_a_released_shard_to_another_node() {
+    // Soak finding 2: a node that lost its etcd lease released its rooms with an empty URL
+    // ("reconnect here"), but it could only answer 1010 until it re-registered, and the
+    // operator was replacing it: members whose entry URL was gone too never came back.
+    let remote = Arc::new(AtomicU8::new(0));
+    let ownership: SharedOwnership = Arc::new(Flippable {
+        remote: remote.clone(),
+    });
+    let registry = registry_with(Arc::new(MemoryStore::new()), ownership);
+    let mut alice = TestPeer::new("alice");
+    alice.join(&registry, "r").await;
+    alice.drain();
+    remote.store(2, Ordering::SeqCst);
+    ShardRestorer::release_shard(&registry, registry.shard_of("r")).await;
+    let got = alice.drain();
+    assert!(
+        matches!(&got[..], [Message::Migrate(m)] if m.url == "ws://other-node/ws" && m.resume_token == "s-alice"),
+        "{got:?}"
     );
 }
 

@@ -28,7 +28,8 @@ const MAX_PENDING: usize = 1024;
 /// Most candidates merged into one IceBatch.
 const MAX_BATCH: usize = 64;
 /// Failed reconnect attempts in a row at a moved-to node (after a Redirect or Migrate) before
-/// the client goes back to its entry URL, which redirects it to the room's current owner.
+/// the client goes back to its entry URL, which redirects it to the room's current owner (and
+/// at the entry URL before it goes back to the node it was on).
 const FAILURES_BEFORE_ENTRY: u32 = 2;
 
 type Sink = SplitSink<WsStream, WsMessage>;
@@ -176,6 +177,9 @@ impl Driver {
                 return;
             };
             let exit = self.serve(ws).await;
+            // Where we were: a reconnect may come back here if the node it is sent to (and
+            // the entry URL) do not answer.
+            let left = self.endpoint.clone();
             let (resume, immediate) = match exit {
                 Exit::Closed => return,
                 Exit::Fatal(err) => {
@@ -223,7 +227,7 @@ impl Driver {
                 }
             };
             self.reconnects += 1;
-            match self.reconnect(resume, immediate).await {
+            match self.reconnect(resume, immediate, left).await {
                 Ok(welcome) => self.deliver(Message::Welcome(welcome)).await,
                 Err(err) => {
                     self.fail(err).await;
@@ -234,15 +238,28 @@ impl Driver {
     }
 
     /// Retries [`Driver::establish`] with backoff.
+    /// `left` is the node whose connection just ended.
     async fn reconnect(
         &mut self,
         resume: Option<Resume>,
         immediate: bool,
+        left: Endpoint,
     ) -> Result<Welcome, ClientError> {
         let policy = self.options.reconnect;
         let attempts = policy.max_attempts.max(1);
         let mut last = ClientError::ConnectionLost;
         let mut failures_here = 0;
+        // Where a failing attempt goes next, in turn: the node we are sent to (or the one we
+        // were on), the one we were on, and the entry URL. Without the rotation a client whose
+        // entry pod a rollout deleted retried only that dead URL after two 1010s from its own
+        // node, which had lost its etcd lease and was about to re-register, until it gave up
+        // (found by the fault soak, docs/reliability.md finding 2).
+        let mut candidates: Vec<Endpoint> = Vec::with_capacity(3);
+        for endpoint in [&self.endpoint, &left, &self.entry] {
+            if candidates.iter().all(|c| c.url != endpoint.url) {
+                candidates.push(endpoint.clone());
+            }
+        }
         for attempt in 1..=attempts {
             if !(immediate && attempt == 1) {
                 tokio::time::sleep(policy.backoff(attempt)).await;
@@ -263,19 +280,24 @@ impl Driver {
                 {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
-                    if self.endpoint.url != self.entry.url
-                        && should_go_back_to_entry(&err, failures_here)
-                    {
-                        // The node we were moved to is gone (or frozen): the entry node
-                        // redirects a resuming Hello to the room's current owner.
-                        tracing::info!(
-                            dead = %self.endpoint.url,
-                            entry = %self.entry.url,
-                            %err,
-                            "moved-to node unreachable; reconnecting through the entry URL"
-                        );
-                        self.endpoint = self.entry.clone();
-                        failures_here = 0;
+                    if should_try_elsewhere(&err, failures_here) {
+                        // A node a handshake redirect led to is none of the candidates: the
+                        // entry URL redirects a resuming Hello to the room's current owner.
+                        let at = candidates.iter().position(|c| c.url == self.endpoint.url);
+                        let next = match at {
+                            Some(i) => &candidates[(i + 1) % candidates.len()],
+                            None => &self.entry,
+                        };
+                        if next.url != self.endpoint.url {
+                            tracing::info!(
+                                failing = %self.endpoint.url,
+                                next = %next.url,
+                                %err,
+                                "reconnect target not answering; trying the next known node"
+                            );
+                            self.endpoint = next.clone();
+                            failures_here = 0;
+                        }
                     }
                     last = err;
                 }
@@ -935,10 +957,11 @@ fn normal_close() -> CloseFrame {
     }
 }
 
-/// Whether a failed reconnect to a moved-to node means going back to the entry URL: the node
-/// refused the connection or did not answer in time, or failed `FAILURES_BEFORE_ENTRY` times
-/// in a row in any other retriable way (e.g. 1010 "no owner / handing off").
-fn should_go_back_to_entry(err: &ClientError, failures_in_a_row: u32) -> bool {
+/// Whether a failed reconnect attempt means trying the other known node (the entry URL, or
+/// back from the entry to the node we were on): the node refused the connection or did not
+/// answer in time, or failed `FAILURES_BEFORE_ENTRY` times in a row in any other retriable
+/// way (e.g. 1010 "no owner / handing off").
+fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
     matches!(
         err,
         ClientError::Connect { .. } | ClientError::Timeout { .. }

@@ -771,3 +771,91 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
     assert_eq!(client.session().url, url(new_owner));
     assert_eq!(client.session().session, "s-b");
 }
+
+#[tokio::test]
+async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
+    // Found by the fault soak (docs/reliability.md, finding 2): the pair entered through a pod
+    // that a rollout then deleted, and was moved to B. B lost its etcd lease, released its
+    // rooms with `Migrate{url: ""}` and answered 1010 until it re-registered. The client fell
+    // back to its (dead) entry URL after two 1010s and then retried only that URL until it gave
+    // up, so its members stayed suspended past the resume window and the room was deleted.
+    // B: the room's node; it migrates the client in place, refuses twice, then resumes it.
+    let node = stub(ProtocolVersion::V2, |index, mut ws| async move {
+        match index {
+            0 => {
+                greet(&mut ws, "s-b", false).await;
+                assert_eq!(joined(&mut ws, 4).await, "studio");
+                send(
+                    &mut ws,
+                    Message::Migrate(Migrate {
+                        room: "studio".into(),
+                        url: String::new(),
+                        resume_token: "s-b".into(),
+                    }),
+                )
+                .await;
+            }
+            1 | 2 => {
+                let Message::Hello(hello) = recv(&mut ws).await else {
+                    panic!("expected Hello");
+                };
+                assert!(hello.resume.is_some());
+                send(
+                    &mut ws,
+                    Message::Error(ErrorFrame {
+                        request_id: 0,
+                        code: ErrorCode::Draining.code(),
+                        message: "the room's shard has no owner right now; retry".into(),
+                    }),
+                )
+                .await;
+            }
+            _ => {
+                let hello = greet(&mut ws, "s-b", true).await;
+                let resume = hello.resume.expect("the client resumes at its node");
+                assert_eq!((resume.session.as_str(), resume.last_seq), ("s-b", 4));
+                send(&mut ws, event("studio", 5)).await;
+            }
+        }
+        hold(&mut ws).await;
+    })
+    .await;
+    // A: the entry node. It redirects the join to B, then goes away for good.
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let entry = a_listener.local_addr().unwrap();
+    let b_url = url(node);
+    tokio::spawn(async move {
+        let (tcp, _) = a_listener.accept().await.unwrap();
+        drop(a_listener);
+        let mut ws = accept(tcp, ProtocolVersion::V2).await.unwrap();
+        greet(&mut ws, "s-a", false).await;
+        let Message::Join(join) = recv(&mut ws).await else {
+            panic!("expected Join");
+        };
+        send(
+            &mut ws,
+            Message::Redirect(Redirect {
+                request_id: join.request_id,
+                room: "studio".into(),
+                url: b_url,
+            }),
+        )
+        .await;
+        hold(&mut ws).await;
+    });
+    let mut options = options();
+    options.reconnect.max_attempts = 8;
+    let mut client = Client::connect(&url(entry), options).await.unwrap();
+    assert_eq!(client.join("studio").await.unwrap().last_seq, 4);
+    assert_eq!(client.session().url, url(node));
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected B's first Welcome");
+    };
+    assert!(!w.resumed);
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected B's Welcome after the migration");
+    };
+    assert!(w.resumed);
+    assert_eq!(next(&mut client).await, event("studio", 5));
+    assert_eq!(client.session().url, url(node));
+}

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::health::Component;
-use super::keys::{Assignment, Key, Keyspace, NodeInfo, Value};
+use super::keys::{Assignment, Key, Keyspace, NodeInfo, NodeState, Value};
 use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
 use crate::routing::{Ownership, OwnershipView};
 use crate::shard::ShardId;
@@ -369,12 +369,32 @@ impl OwnershipView for OwnershipCache {
     fn shard_count(&self) -> u32 {
         self.shard_count
     }
+
+    /// A Ready node other than this one, picked by shard so that the members of different
+    /// shards spread over the fleet (the last view; it may be stale when this node is cut
+    /// from etcd, and the client moves on from a node that does not answer).
+    fn other_node_url(&self, shard: ShardId) -> Option<String> {
+        let state = self.read();
+        let mut others: Vec<(&String, &NodeInfo)> = state
+            .nodes
+            .iter()
+            .filter(|(pod, info)| {
+                **pod != self.node && info.state == NodeState::Ready && !info.url.is_empty()
+            })
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        others.sort_by(|a, b| a.0.cmp(b.0));
+        let at = usize::try_from(shard).unwrap_or(0) % others.len();
+        Some(others[at].1.url.clone())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::keys::{Load, NodeState};
+    use crate::cluster::keys::Load;
 
     fn keys() -> Keyspace {
         Keyspace::new("ns", "c").unwrap()
@@ -439,6 +459,31 @@ mod tests {
         assert_eq!(cache.owner_of(3), Ownership::Unavailable);
         cache.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
         assert_eq!(cache.owner_of(1), Ownership::Unavailable);
+    }
+
+    #[test]
+    fn another_ready_node_is_named_for_members_that_must_leave() {
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        assert_eq!(cache.other_node_url(0), None);
+        let mut draining = node_entry("d");
+        let mut info = NodeInfo::decode(&draining.value).unwrap();
+        info.state = NodeState::Draining;
+        draining.value = info.encode();
+        cache.apply(Update::Reset(vec![
+            node_entry("a"),
+            node_entry("b"),
+            node_entry("c"),
+            draining,
+        ]));
+        cache.set_fenced(true);
+        let picked: Vec<Option<String>> = (0..4).map(|s| cache.other_node_url(s)).collect();
+        assert_eq!(
+            picked,
+            ["ws://b/ws", "ws://c/ws", "ws://b/ws", "ws://c/ws"]
+                .map(|u| Some(u.to_string()))
+                .to_vec(),
+            "never itself nor a draining node; shards spread over the others"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The room registry as cluster mode's [`ShardRestorer`]: takeover restores a shard's rooms
 //! from their snapshots under the new epoch, and releases a shard that moved away (members
-//! get `Migrate` to the new owner's URL when the ownership view knows it, else an empty URL:
-//! "reconnect to any node and follow the redirect").
+//! get `Migrate` to the new owner's URL when the ownership view knows it, else to another
+//! live node's URL, which redirects them to the owner; an empty URL — "reconnect where you
+//! are" — only when no other node is known).
 
 use futures::future::BoxFuture;
 
@@ -39,7 +40,14 @@ impl ShardRestorer for RoomRegistry {
         Box::pin(async move {
             let url = match registry.ownership().owner_of(shard) {
                 Ownership::Remote { url } => url,
-                Ownership::Local { .. } | Ownership::Unavailable => String::new(),
+                // Lost the lease (or the owner is not registered yet): send the members to
+                // another node rather than back here, where they would get 1010 until this
+                // node re-registers, or nothing if it is being replaced (soak finding 2).
+                Ownership::Unavailable => registry
+                    .ownership()
+                    .other_node_url(shard)
+                    .unwrap_or_default(),
+                Ownership::Local { .. } => String::new(),
             };
             registry.release_shard(shard, &url).await;
         })

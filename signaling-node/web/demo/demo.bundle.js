@@ -3300,6 +3300,7 @@ var SwitchboardClient = class {
   }
   async afterExit(exit) {
     if (this.stopped) return;
+    const left = this.endpoint;
     let resume;
     let immediate;
     switch (exit.kind) {
@@ -3344,19 +3345,22 @@ var SwitchboardClient = class {
     this.reconnects += 1;
     this.setStatus("reconnecting");
     try {
-      const welcome = await this.reconnect(resume, immediate);
+      const welcome = await this.reconnect(resume, immediate, left);
       this.opened(welcome, true);
     } catch (err) {
       this.shutdown(asClientError(err));
     }
   }
-  /** Retries establish() with backoff, going back to the entry URL when the node it moved to
-   * stops answering. */
-  async reconnect(resume, immediate) {
+  /** Retries establish() with backoff; when the target stops answering, moves on in turn to the
+   * node it was on (`left`) and the entry URL. Without the rotation a client whose entry pod a
+   * rollout deleted retried only that dead URL (found by the fault soak,
+   * docs/reliability.md finding 2). */
+  async reconnect(resume, immediate, left) {
     const policy = this.options.reconnect;
     const attempts = Math.max(1, policy.maxAttempts);
     let last = new ClientError("connection_lost", "connection lost");
     let failuresHere = 0;
+    const candidates = [.../* @__PURE__ */ new Set([this.endpoint, left, this.entry])];
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (!(immediate && attempt === 1)) await this.sleep(backoffMs(policy, attempt, this.random));
       if (this.stopped) throw new ClientError("closed", "client closed");
@@ -3366,9 +3370,13 @@ var SwitchboardClient = class {
         const e = asClientError(err);
         if (!(e.retriable || e.code === 1006 /* NotOwner */)) throw e;
         failuresHere += 1;
-        if (this.endpoint !== this.entry && shouldGoBackToEntry(e, failuresHere)) {
-          this.endpoint = this.entry;
-          failuresHere = 0;
+        if (shouldGoBackToEntry(e, failuresHere)) {
+          const at = candidates.indexOf(this.endpoint);
+          const next = at < 0 ? this.entry : candidates[(at + 1) % candidates.length];
+          if (next !== this.endpoint) {
+            this.endpoint = next;
+            failuresHere = 0;
+          }
         }
         last = e;
       }

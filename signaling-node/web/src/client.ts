@@ -149,7 +149,8 @@ function asClientError(err: unknown): ClientError {
   return new ClientError('protocol', String(err));
 }
 
-/** Whether a failed reconnect at a moved-to node means going back to the entry URL. */
+/** Whether a failed reconnect attempt means trying the next known node (the entry URL, or back
+ * from the entry to the node the client was on). */
 export function shouldGoBackToEntry(err: ClientError, failuresInARow: number): boolean {
   return (
     err.kind === 'connect' ||
@@ -885,6 +886,9 @@ export class SwitchboardClient {
 
   private async afterExit(exit: Exit): Promise<void> {
     if (this.stopped) return;
+    // Where we were: a reconnect may come back here if the node it is sent to (and the entry
+    // URL) do not answer.
+    const left = this.endpoint;
     let resume: Resume | undefined;
     let immediate: boolean;
     switch (exit.kind) {
@@ -931,20 +935,23 @@ export class SwitchboardClient {
     this.reconnects += 1;
     this.setStatus('reconnecting');
     try {
-      const welcome = await this.reconnect(resume, immediate);
+      const welcome = await this.reconnect(resume, immediate, left);
       this.opened(welcome, true);
     } catch (err) {
       this.shutdown(asClientError(err));
     }
   }
 
-  /** Retries establish() with backoff, going back to the entry URL when the node it moved to
-   * stops answering. */
-  private async reconnect(resume: Resume | undefined, immediate: boolean): Promise<Welcome> {
+  /** Retries establish() with backoff; when the target stops answering, moves on in turn to the
+   * node it was on (`left`) and the entry URL. Without the rotation a client whose entry pod a
+   * rollout deleted retried only that dead URL (found by the fault soak,
+   * docs/reliability.md finding 2). */
+  private async reconnect(resume: Resume | undefined, immediate: boolean, left: string): Promise<Welcome> {
     const policy = this.options.reconnect;
     const attempts = Math.max(1, policy.maxAttempts);
     let last = new ClientError('connection_lost', 'connection lost');
     let failuresHere = 0;
+    const candidates = [...new Set([this.endpoint, left, this.entry])];
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (!(immediate && attempt === 1)) await this.sleep(backoffMs(policy, attempt, this.random));
       if (this.stopped) throw new ClientError('closed', 'client closed');
@@ -955,9 +962,15 @@ export class SwitchboardClient {
         // NotOwner: the node answering our resume lost the room; ask the entry node.
         if (!(e.retriable || e.code === ErrorCode.NotOwner)) throw e;
         failuresHere += 1;
-        if (this.endpoint !== this.entry && shouldGoBackToEntry(e, failuresHere)) {
-          this.endpoint = this.entry;
-          failuresHere = 0;
+        if (shouldGoBackToEntry(e, failuresHere)) {
+          // A node a handshake redirect led to is none of the candidates: the entry URL
+          // redirects a resuming Hello to the room's current owner.
+          const at = candidates.indexOf(this.endpoint);
+          const next = at < 0 ? this.entry : candidates[(at + 1) % candidates.length];
+          if (next !== this.endpoint) {
+            this.endpoint = next;
+            failuresHere = 0;
+          }
         }
         last = e;
       }

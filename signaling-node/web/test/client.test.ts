@@ -277,6 +277,36 @@ test('when the moved-to node is dead the client goes back to the entry URL', asy
   assert.equal(env.client.session().node, 'node-c');
 });
 
+test('a dead entry URL does not strand a client whose node comes back', async () => {
+  // Soak finding 2: the entry pod was deleted by a rollout; the node the client moved to lost
+  // its etcd lease, sent Migrate{url: ""} and answered 1010 until it re-registered.
+  const env = await connected();
+  await joinRoom(env, 'studio', 1);
+  const B = 'ws://127.0.0.3:7000/ws';
+  env.net.last.deliver({ type: 'Migrate', room: 'studio', url: B, resumeToken: '' });
+  await settle();
+  await accept(env.net.last, welcome({ resumed: true, node: 'node-b' }));
+  env.net.last.deliver({ type: 'Migrate', room: 'studio', url: '', resumeToken: '' });
+  await settle();
+  for (let i = 0; i < 2; i++) {
+    await env.clock.advance(2000);
+    assert.equal(env.net.last.url, B);
+    env.net.last.open();
+    await settle();
+    env.net.last.deliver({ type: 'Error', code: ErrorCode.Draining, message: 'no owner; retry', requestId: 0 });
+    await settle();
+  }
+  await env.clock.advance(2000);
+  assert.equal(env.net.last.url, ENTRY);
+  env.net.last.drop(1006); // the entry pod is gone: refused
+  await settle();
+  await env.clock.advance(2000);
+  assert.equal(env.net.last.url, B, 'back to the node it was on');
+  await accept(env.net.last, welcome({ resumed: true, node: 'node-b' }));
+  assert.equal(env.client.status, 'open');
+  assert.equal(env.client.session().node, 'node-b');
+});
+
 test('reconnecting gives up after the configured attempts with a typed error', async () => {
   const env = await connected({ reconnect: { maxAttempts: 2, initialBackoffMs: 10, maxBackoffMs: 10 } });
   env.net.last.drop(1006);
