@@ -420,7 +420,8 @@ impl Env {
     }
 
     /// Waits until `sigc/demo` is Ready, all its shards Assigned and as many node pods Ready
-    /// as it wants.
+    /// as it wants, both in the Pods and in the cluster's status (what `kubectl get sigc` shows;
+    /// Ready itself needs only one ready node).
     pub async fn wait_ready(&self) -> SignalingCluster {
         let waited = eventually("sigc/demo Ready", PATIENCE, || async {
             let sigc = self.sigc().await?;
@@ -428,7 +429,9 @@ impl Env {
                 return None;
             }
             let status = sigc.status.as_ref()?;
-            if status.shards_assigned != sigc.spec.shards {
+            if status.shards_assigned != sigc.spec.shards
+                || status.ready_replicas != sigc.spec.replicas
+            {
                 return None;
             }
             let pods = self.node_pods().await;
