@@ -65,9 +65,16 @@ pub enum ClusterError {
     Control(#[from] control::ControlError),
 }
 
-/// The repository root (this crate's parent directory).
+/// The repository root: `$SWITCHBOARD_REPO`, else this crate's parent as cargo reports it at
+/// run time, else as it was at build time (a cached build may come from another checkout, so
+/// the build-time path is the last resort).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_REPO") {
+        return PathBuf::from(dir);
+    }
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

@@ -27,8 +27,12 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 const TOKEN: &str = "switchboard-test-admin-token";
 
+/// The repository root, from the manifest directory cargo passes at run time (a cached test
+/// binary may have been built in another checkout).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

@@ -132,7 +132,10 @@ impl Drop for Etcd {
 }
 
 fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/.tools/bin")
+    // Run-time manifest dir first: a cached test binary may come from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../e2e/.tools/bin")
 }
 
 fn etcd_bin() -> PathBuf {

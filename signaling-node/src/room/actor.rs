@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::SettingsWatch;
@@ -75,6 +75,8 @@ pub(super) struct Actor {
     orphans: HashSet<String>,
     retry_at: Option<Instant>,
     stop: Option<Stop>,
+    /// Answered once the room has fully stopped (a release waits for it).
+    stopped: Option<oneshot::Sender<()>>,
 }
 
 impl Actor {
@@ -97,6 +99,7 @@ impl Actor {
             orphans: HashSet::new(),
             retry_at: None,
             stop: None,
+            stopped: None,
         }
     }
 
@@ -257,7 +260,11 @@ impl Actor {
             Command::Release { url, reply } => {
                 self.migrate_all(&url);
                 self.stop = Some(Stop::Released);
-                let _ = reply.send(());
+                // Answered at the end of shutdown: a shard released and at once restored on
+                // this node must not find these actors still registered (CI flake of
+                // scenario d; `tests/room_actor.rs`
+                // `a_shard_released_and_restored_at_once_keeps_its_rooms_and_sessions`).
+                self.stopped = Some(reply);
             }
             Command::Inspect { reply } => {
                 let _ = reply.send(self.info());
@@ -473,9 +480,12 @@ impl Actor {
             Some(Stop::Fenced) => "fenced",
         };
         tracing::debug!(room = self.state.room(), reason, "room stopped");
-        self.shared.remove_room(self.state.room(), self.id);
-        for member in self.state.members() {
-            self.shared.unindex(&member.session, self.state.room());
+        // A successor actor for the same room (restored after this one was released) owns
+        // the registry entry and the session index now: leave both alone.
+        if self.shared.remove_room(self.state.room(), self.id) {
+            for member in self.state.members() {
+                self.shared.unindex(&member.session, self.state.room());
+            }
         }
         self.rx.close();
         while let Some(cmd) = self.rx.recv().await {
@@ -497,6 +507,9 @@ impl Actor {
                 }
                 Command::Detach { .. } | Command::Inspect { .. } => {}
             }
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.send(());
         }
     }
 }

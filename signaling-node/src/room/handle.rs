@@ -243,6 +243,7 @@ impl RoomHandle {
     }
 
     /// Stops the room: members get `Migrate{url}`; its durable state stays for the next owner.
+    /// Returns once the actor has stopped and left the registry.
     pub async fn release(&self, url: &str) {
         let (reply, rx) = oneshot::channel();
         if self

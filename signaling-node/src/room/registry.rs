@@ -92,11 +92,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn remove_room(&self, room: &str, actor: u64) {
+    /// Removes `room` if `actor` is the one registered for it; returns whether it was.
+    pub(super) fn remove_room(&self, room: &str, actor: u64) -> bool {
         let mut rooms = lock(&self.rooms);
         if rooms.get(room).is_some_and(|h| h.actor == actor) {
             rooms.remove(room);
             self.metrics.rooms.set(rooms.len() as i64);
+            true
+        } else {
+            false
         }
     }
 

@@ -333,7 +333,10 @@ fn etcd_bin() -> PathBuf {
             }
         }
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/.tools/bin/etcd");
+    // Run-time manifest dir first: a cached test binary may come from another checkout.
+    let built = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../e2e/.tools/bin/etcd");
     if built.is_file() {
         return built;
     }

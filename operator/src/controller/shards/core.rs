@@ -33,6 +33,9 @@ pub struct Settings {
     /// A pool that has not reached its expected size gets its first shards this long after
     /// its first eligible node appeared (so one early node does not get every shard).
     pub placement_grace: Duration,
+    /// A node receives rebalancing handoffs inside its pool only once it has been eligible
+    /// this long (hysteresis: no double migration right after a crash and restart).
+    pub rebalance_settle: Duration,
     /// A failover whose new owner has not reported serving within this is shown Assigned.
     pub recovery_timeout: Duration,
     /// Acks of nodes gone for this long (and owning nothing) are deleted.
@@ -52,6 +55,7 @@ impl Default for Settings {
             max_moving: 1,
             handoff_deadline: Duration::from_secs(5),
             placement_grace: Duration::from_secs(3),
+            rebalance_settle: Duration::from_secs(10),
             recovery_timeout: Duration::from_secs(30),
             ack_cleanup_after: Duration::from_secs(30),
             expected_pools: BTreeMap::new(),
@@ -292,6 +296,7 @@ pub struct Core {
     handoffs: BTreeMap<ShardId, HandoffTimer>,
     failovers: BTreeMap<ShardId, FailoverRecord>,
     pool_since: BTreeMap<String, Instant>,
+    eligible_since: BTreeMap<String, Instant>,
     gone_since: BTreeMap<String, Instant>,
     rooms: BTreeMap<ShardId, u64>,
     move_requests: BTreeMap<ShardId, MoveRequest>,
@@ -612,6 +617,15 @@ impl Core {
         for pool in eligible.keys() {
             self.pool_since.entry(pool.clone()).or_insert(now);
         }
+        // Nodes: when each turned eligible (again).
+        let health = &self.health;
+        self.eligible_since
+            .retain(|name, _| health.get(name) == Some(&Health::Eligible));
+        for (name, verdict) in &self.health {
+            if *verdict == Health::Eligible {
+                self.eligible_since.entry(name.clone()).or_insert(now);
+            }
+        }
         // Departed nodes, for ack cleanup.
         let gone: Vec<String> = self
             .acks
@@ -743,6 +757,7 @@ impl Core {
             open_pools: &open,
             rebalance_budget: self.settings.max_moving.saturating_sub(moving),
             pinned: &self.pinned(),
+            settling: &self.settling(now),
         };
         let planned = plan::plan(&input);
         // Fence every dead owner whose key still exists, whether or not its shards can move
@@ -1092,7 +1107,21 @@ impl Core {
                 .values()
                 .map(|t| *t + self.settings.ack_cleanup_after),
         );
+        times.extend(
+            self.eligible_since
+                .values()
+                .map(|t| *t + self.settings.rebalance_settle),
+        );
         times.into_iter().filter(|t| *t > now).min()
+    }
+
+    /// Nodes eligible for less than `rebalance_settle`.
+    fn settling(&self, now: Instant) -> BTreeSet<String> {
+        self.eligible_since
+            .iter()
+            .filter(|(_, t)| since(now, **t) < self.settings.rebalance_settle)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     fn has_unplaced(&self) -> bool {

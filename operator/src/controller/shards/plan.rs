@@ -82,6 +82,11 @@ pub struct PlanInput<'a> {
     /// Shards an operator moved on request: never rebalanced inside their pool (failover,
     /// evacuation and version moves still apply).
     pub pinned: &'a BTreeSet<ShardId>,
+    /// Nodes eligible for less than the settle time: no rebalancing handoff inside a pool goes
+    /// to them yet (a node restarted after a crash does not pull shards back while their
+    /// clients are still resuming on the failover owner). Placement, failover, evacuation and
+    /// version moves still may.
+    pub settling: &'a BTreeSet<String>,
 }
 
 /// The result of [`plan`].
@@ -236,7 +241,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 && staying
                 && (version_moves_pending
                     || input.surplus_pools.contains(&pool)
-                    || input.pinned.contains(&shard))
+                    || input.pinned.contains(&shard)
+                    || input.settling.contains(to))
             {
                 wanted[index] = None;
             }
@@ -320,6 +326,7 @@ mod tests {
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
             pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -365,6 +372,7 @@ mod tests {
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
             pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         assert_eq!(
@@ -392,6 +400,7 @@ mod tests {
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
             pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             rebalance_budget: 0,
         };
         let plan = plan(&input);
@@ -428,6 +437,7 @@ mod tests {
                 open_pools: &open,
                 surplus_pools: &BTreeSet::new(),
                 pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
                 rebalance_budget: 1,
             };
             plan(&input)
@@ -465,6 +475,7 @@ mod tests {
                 rebalance_budget: 10,
                 surplus_pools: &surplus,
                 pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             };
             plan(&input)
                 .moves
@@ -507,6 +518,7 @@ mod tests {
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
             pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             rebalance_budget: 5,
         };
         let plan = plan(&input);
@@ -528,6 +540,7 @@ mod tests {
             open_pools: &open,
             surplus_pools: &BTreeSet::new(),
             pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
             rebalance_budget: 1,
         };
         let plan = plan(&input);

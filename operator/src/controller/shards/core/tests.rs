@@ -707,7 +707,9 @@ fn stored_failovers_survive_a_restart_and_acks_of_departed_nodes_are_cleaned() {
     assert_eq!(status.phase, ShardPhase::Assigned);
     assert!(core.decide(t0).is_empty());
     let later = t0 + Duration::from_secs(30);
-    assert_eq!(core.wake_at(t0), Some(later));
+    let settled = t0 + Settings::default().rebalance_settle;
+    assert_eq!(core.wake_at(t0), Some(settled), "a settles first");
+    assert_eq!(core.wake_at(settled), Some(later));
     assert_eq!(core.decide(later).delete_acks, vec![("x".to_string(), 77)]);
 }
 
@@ -846,9 +848,15 @@ fn a_drain_annotation_hands_every_shard_off_and_the_undo_takes_shards_again() {
         "nothing goes to a drained node"
     );
 
-    // Undo: a is eligible again and rebalancing hands it a share (throttled to one).
+    // Undo: a is eligible again; once it has settled, rebalancing hands it a share
+    // (throttled to one). Before that nothing moves: no shard bounces back to a node that
+    // has just returned (a crash and restart would otherwise migrate clients twice).
     core.apply(Input::Pod("a".into(), ready_pod("ua", false)), later);
-    let decision = core.decide(later);
+    assert!(core.decide(later).is_empty(), "a is still settling");
+    let settled = later + Settings::default().rebalance_settle;
+    assert!(core.decide(settled - Duration::from_millis(1)).is_empty());
+    assert!(core.wake_at(later).is_some_and(|t| t <= settled));
+    let decision = core.decide(settled);
     assert_eq!(decision.writes.len(), 1);
     assert_eq!(decision.writes[0].value.handoff_to.as_deref(), Some("a"));
 }
