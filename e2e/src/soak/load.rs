@@ -2,7 +2,7 @@
 //! playing invite → accept → offer/answer → ICE → connected → hangup in a loop, while every
 //! client-visible operation is recorded for the history checker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,9 @@ pub struct Member {
     rec: Recorder,
     /// Set once the library gave up (recorded as an abnormal close).
     dead: bool,
+    /// Per call, the highest seq of a `negotiating` call-state event seen: a higher one means
+    /// the room restarted negotiation (a party resumed) and the inviter must offer again.
+    negotiating: HashMap<String, u64>,
 }
 
 impl Member {
@@ -171,6 +174,7 @@ impl Member {
                         client,
                         rec,
                         dead: false,
+                        negotiating: HashMap::new(),
                     });
                 }
                 Err(e) => {
@@ -187,6 +191,10 @@ impl Member {
             Message::Event(e) => {
                 if e.kind == EventKind::CallState {
                     self.rec.progress_at(self.index, e.seq);
+                    if e.state.eq_ignore_ascii_case("negotiating") {
+                        let seen = self.negotiating.entry(e.call_id.clone()).or_insert(0);
+                        *seen = (*seen).max(e.seq);
+                    }
                 }
                 self.rec.record(
                     &self.user,
@@ -266,6 +274,35 @@ impl Member {
         }
     }
 
+    /// The seq of the latest `negotiating` event seen for `call` (0: none).
+    fn negotiating_seq(&self, call: &str) -> u64 {
+        self.negotiating.get(call).copied().unwrap_or(0)
+    }
+
+    /// Like [`Member::wait_for`], but gives up with `Ok(None)` as soon as a `negotiating`
+    /// event for `call` above `since` shows that negotiation restarted.
+    async fn wait_or_restart<T>(
+        &mut self,
+        what: &str,
+        call: &str,
+        since: u64,
+        mut pick: impl FnMut(&Message) -> Option<T>,
+    ) -> Result<Option<T>, String> {
+        let call = call.to_string();
+        self.wait_for(what, |msg| {
+            if let Message::Event(e) = msg
+                && e.kind == EventKind::CallState
+                && e.call_id == call
+                && e.state.eq_ignore_ascii_case("negotiating")
+                && e.seq > since
+            {
+                return Some(None);
+            }
+            pick(msg).map(Some)
+        })
+        .await
+    }
+
     /// Reads what is queued until `quiet` passes without a message.
     pub async fn drain(&mut self, quiet: Duration) {
         while self.next(quiet).await.is_ok() {}
@@ -334,7 +371,16 @@ async fn call_state(m: &mut Member, call: &str, state: &str) -> Result<(), Strin
     .await
 }
 
+/// Negotiation rounds a call may restart before the pair gives it up.
+const MAX_ROUNDS: u32 = 4;
+
 /// One whole call, from invite to both sides seeing it ended.
+///
+/// The driver follows the protocol's recovery rules (docs/protocol.md), as an application
+/// would: the invitee accepts on the Invite frame or on the `ringing` event (a resume replays
+/// the event and re-sends the Invite), the inviter offers on the InviteResult or on the
+/// `negotiating` event, and a later `negotiating` event for the call (a party resumed, the
+/// room reset the negotiation) starts the offer/answer/ICE round again.
 async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> Result<(), String> {
     let guest_user = guest.user.clone();
     let call = host
@@ -347,6 +393,13 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
         guest
             .wait_for("Invite", |m| match m {
                 Message::Invite(i) if i.call_id == call => Some(()),
+                Message::Event(e)
+                    if e.kind == EventKind::CallState
+                        && e.call_id == call
+                        && e.state.eq_ignore_ascii_case("ringing") =>
+                {
+                    Some(())
+                }
                 _ => None,
             })
             .await?;
@@ -355,46 +408,33 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
             .await?;
         host.wait_for("InviteResult", |m| match m {
             Message::InviteResult(r) if r.call_id == call && r.accepted => Some(()),
+            Message::Event(e)
+                if e.kind == EventKind::CallState
+                    && e.call_id == call
+                    && e.state.eq_ignore_ascii_case("negotiating") =>
+            {
+                Some(())
+            }
             _ => None,
         })
         .await?;
-        host.request(
-            format!("offer {call}"),
-            host.client.offer(&call, &fake::sdp(SdpKind::Offer, n)),
-        )
-        .await?;
-        guest
-            .wait_for("Offer", |m| match m {
-                Message::Offer(o) if o.call_id == call => Some(()),
-                _ => None,
-            })
-            .await?;
-        guest
-            .request(
-                format!("answer {call}"),
-                guest.client.answer(&call, &fake::sdp(SdpKind::Answer, n)),
-            )
-            .await?;
-        host.wait_for("Answer", |m| match m {
-            Message::Answer(a) if a.call_id == call => Some(()),
-            _ => None,
-        })
-        .await?;
-        for side in [&*host, &*guest] {
-            side.request(
-                format!("ice {call}"),
-                side.client.ice(&call, fake::candidate(0, n)),
-            )
-            .await?;
-            side.request(
-                format!("end-of-candidates {call}"),
-                side.client.end_of_candidates(&call),
-            )
-            .await?;
+        // The accept's own `negotiating` event is the base later restarts are judged against.
+        if host.negotiating_seq(&call) == 0 {
+            call_state(host, &call, "negotiating").await?;
         }
-        call_state(host, &call, "connected").await?;
-        call_state(guest, &call, "connected").await?;
-        Ok::<(), String>(())
+        for round in 1..=MAX_ROUNDS {
+            if negotiate(host, guest, &call, n).await? {
+                return Ok::<(), String>(());
+            }
+            host.rec.record(
+                &host.user,
+                Op::Ack(format!("call {call}: negotiation restarted (round {round})")),
+            );
+            // Let the replays of both sides arrive before the next round's offer.
+            host.drain(Duration::from_millis(100)).await;
+            guest.drain(Duration::from_millis(100)).await;
+        }
+        Err(format!("call {call}: negotiation restarted {MAX_ROUNDS} times"))
     }
     .await;
     // Always hang up (also after a failed step, so the next invite is not refused as busy).
@@ -405,6 +445,73 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
     hung?;
     call_state(host, &call, "ended").await?;
     call_state(guest, &call, "ended").await
+}
+
+/// One offer/answer/ICE round up to both sides seeing Connected; `Ok(false)` when the room
+/// restarted negotiation meanwhile (the round must be played again).
+async fn negotiate(host: &mut Member, guest: &mut Member, call: &str, n: u64) -> Result<bool, String> {
+    // One base for both sides: either may not have read the latest event yet.
+    let since = host.negotiating_seq(call).max(guest.negotiating_seq(call));
+    let (host_since, guest_since) = (since, since);
+    host.request(
+        format!("offer {call}"),
+        host.client.offer(call, &fake::sdp(SdpKind::Offer, n)),
+    )
+    .await?;
+    let offer = guest
+        .wait_or_restart("Offer", call, guest_since, |m| match m {
+            Message::Offer(o) if o.call_id == call => Some(()),
+            _ => None,
+        })
+        .await?;
+    if offer.is_none() {
+        return Ok(false);
+    }
+    guest
+        .request(
+            format!("answer {call}"),
+            guest.client.answer(call, &fake::sdp(SdpKind::Answer, n)),
+        )
+        .await?;
+    let answer = host
+        .wait_or_restart("Answer", call, host_since, |m| match m {
+            Message::Answer(a) if a.call_id == call => Some(()),
+            _ => None,
+        })
+        .await?;
+    if answer.is_none() {
+        return Ok(false);
+    }
+    for side in [&*host, &*guest] {
+        side.request(
+            format!("ice {call}"),
+            side.client.ice(call, fake::candidate(0, n)),
+        )
+        .await?;
+        side.request(
+            format!("end-of-candidates {call}"),
+            side.client.end_of_candidates(call),
+        )
+        .await?;
+    }
+    for (side, since) in [(&mut *host, host_since), (&mut *guest, guest_since)] {
+        let connected = side
+            .wait_or_restart(&format!("call {call} connected"), call, since, |m| match m {
+                Message::Event(e)
+                    if e.kind == EventKind::CallState
+                        && e.call_id == call
+                        && e.state.eq_ignore_ascii_case("connected") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await?;
+        if connected.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A pair's outcome: the members (to close after the final state is read) and the calls it

@@ -30,13 +30,19 @@ pub fn check_sdp(sdp: &str, max: usize) -> Result<(), RoomError> {
 impl RoomState {
     /// Queues invites still waiting for `user` (it was suspended when invited) and rings.
     pub(super) fn deliver_pending_invites(&mut self, out: &mut Outcome, user: &str, now_ms: u64) {
-        let pending: Vec<(String, String)> = self
+        // Ringing too: the Invite frame was queued to a connection that may have dropped before
+        // it was written (a relay is not a room event, so the replay does not carry it); an
+        // invitee that already had it just sees the same call id again (soak finding 3).
+        let pending: Vec<(String, String, CallState)> = self
             .calls
             .values()
-            .filter(|c| c.call.invitee == user && c.call.state == CallState::Inviting)
-            .map(|c| (c.call.id.clone(), c.call.inviter.clone()))
+            .filter(|c| {
+                c.call.invitee == user
+                    && matches!(c.call.state, CallState::Inviting | CallState::Ringing)
+            })
+            .map(|c| (c.call.id.clone(), c.call.inviter.clone(), c.call.state))
             .collect();
-        for (id, inviter) in pending {
+        for (id, inviter, state) in pending {
             out.deliveries.push(Delivery {
                 to: Dest::User(user.to_owned()),
                 msg: Message::Invite(Invite {
@@ -47,7 +53,9 @@ impl RoomState {
                     to: user.to_owned(),
                 }),
             });
-            let _ = self.transition(out, &id, CallEvent::Ring, now_ms, "invite delivered");
+            if state == CallState::Inviting {
+                let _ = self.transition(out, &id, CallEvent::Ring, now_ms, "invite delivered");
+            }
         }
     }
 

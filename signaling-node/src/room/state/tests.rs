@@ -516,6 +516,28 @@ fn pending_invite_rings_on_resume() {
 }
 
 #[test]
+fn a_ringing_invitee_that_resumes_gets_the_invite_again() {
+    // Soak finding 3: the Invite frame went to a connection that dropped (its node died); the
+    // call was committed Ringing, the replay carries only room events, so the invitee never
+    // learned of the call and the step waited out its timeout.
+    let mut room = room_with(&["alice", "bob"]);
+    invite(&mut room, "c1");
+    assert_eq!(room.call("c1").unwrap().call.state, CallState::Ringing);
+    room.detach("bob", "s-bob", 1);
+    let seq = room.log().last_seq();
+    let out = room.resume("bob", "s-bob", seq, 2);
+    let invites: Vec<_> = out
+        .deliveries
+        .iter()
+        .filter(|d| matches!(&d.msg, Message::Invite(i) if i.call_id == "c1" && i.from == "alice"))
+        .collect();
+    assert_eq!(invites.len(), 1, "{:?}", out.deliveries);
+    assert!(matches!(&invites[0].to, Dest::User(u) if u == "bob"));
+    assert_eq!(room.call("c1").unwrap().call.state, CallState::Ringing);
+    assert!(states(&out).is_empty(), "no new call transition: {out:?}");
+}
+
+#[test]
 fn rollback_restores_members_calls_and_log() {
     let mut room = room_with(&["alice", "bob"]);
     let seq = room.log().last_seq();
