@@ -51,6 +51,9 @@ struct Cli {
     /// interrupted long soak still leaves the summary of the runs that finished).
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Keep the history and logs of passing runs too (to study recovery times)
+    #[arg(long)]
+    keep_all: bool,
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| repo_root().join("target/soak"));
+    init_client_log(&out)?;
     println!(
         "SOAK seed {seed}, {} runs of {} s, {} rooms ({} clients)",
         cli.runs,
@@ -165,6 +169,7 @@ async fn main() -> Result<()> {
             duration: Duration::from_secs(cli.duration),
             rooms: cli.rooms,
             out: out.clone(),
+            keep_all: cli.keep_all,
         };
         let name = format!("soak-{i}");
         let t = Instant::now();
@@ -200,7 +205,7 @@ async fn main() -> Result<()> {
                 for v in o.violations.iter().take(20) {
                     print!("  {v}");
                 }
-                if let Some(dir) = &o.kept {
+                if let Some(dir) = o.kept.as_ref().filter(|_| !o.violations.is_empty()) {
                     println!(
                         "  FAILED run kept in {}; replay: e2e/soak --runs 1 --seed {} --duration {}",
                         dir.display(),
@@ -263,4 +268,25 @@ fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("switchboard-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The client library's reconnect decisions (info level, `SOAK_CLIENT_LOG` overrides the
+/// filter) go to `<out>/client.log`, appended, with UTC timestamps to line up with the pod
+/// logs of a kept run.
+fn init_client_log(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("client.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = std::env::var("SOAK_CLIENT_LOG")
+        .unwrap_or_else(|_| "warn,signaling_node::client=info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
 }

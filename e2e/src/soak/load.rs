@@ -17,6 +17,8 @@ use super::history::{Op, Record, SeenEvent};
 pub const MAX_RECORDS: usize = 400_000;
 /// How long one protocol step may take before the pair starts its next call.
 pub const STEP: Duration = Duration::from_secs(15);
+/// After a reconnect, how long the replay may take to confirm a request sent before it.
+pub const REPLAY_GRACE: Duration = Duration::from_millis(500);
 
 /// Shared recorder: every client's operations plus per-room progress marks.
 #[derive(Clone)]
@@ -274,6 +276,45 @@ impl Member {
         }
     }
 
+    /// Waits for the call-state event `state` of `call` that confirms this member's own
+    /// request (Invite, accept and hangup get no other answer). A request written just before
+    /// the connection dropped may never have reached the room: when the replay after a
+    /// reconnect ([`REPLAY_GRACE`] after the Welcome) does not carry the event either, or an
+    /// Error frame arrives, the request is reported lost at once instead of after [`STEP`].
+    async fn confirm(&mut self, what: &str, call: &str, state: &str) -> Result<(), String> {
+        let deadline = Instant::now() + STEP;
+        let mut reconnected: Option<Instant> = None;
+        loop {
+            let until = reconnected.map_or(deadline, |t| deadline.min(t + REPLAY_GRACE));
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(match reconnected {
+                    Some(_) => format!("{}: {what} lost in a reconnect", self.user),
+                    None => format!("{}: no confirmation of {what} within {STEP:?}", self.user),
+                });
+            }
+            match self.next(left).await {
+                Ok(Message::Event(e))
+                    if e.kind == EventKind::CallState
+                        && e.call_id == call
+                        && e.state.eq_ignore_ascii_case(state) =>
+                {
+                    return Ok(());
+                }
+                Ok(Message::Welcome(_)) => reconnected = Some(Instant::now()),
+                Ok(Message::Error(e)) => {
+                    return Err(format!(
+                        "{}: {what} refused: {} {}",
+                        self.user, e.code, e.message
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if self.dead => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+
     /// The seq of the latest `negotiating` event seen for `call` (0: none).
     fn negotiating_seq(&self, call: &str) -> u64 {
         self.negotiating.get(call).copied().unwrap_or(0)
@@ -389,6 +430,8 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
             host.client.invite(room, &guest_user),
         )
         .await?;
+    host.confirm(&format!("invite {call}"), &call, "inviting")
+        .await?;
     let result = async {
         guest
             .wait_for("Invite", |m| match m {
@@ -405,6 +448,9 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
             .await?;
         guest
             .request(format!("accept {call}"), guest.client.accept(&call))
+            .await?;
+        guest
+            .confirm(&format!("accept {call}"), &call, "negotiating")
             .await?;
         host.wait_for("InviteResult", |m| match m {
             Message::InviteResult(r) if r.call_id == call && r.accepted => Some(()),
@@ -428,13 +474,17 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
             }
             host.rec.record(
                 &host.user,
-                Op::Ack(format!("call {call}: negotiation restarted (round {round})")),
+                Op::Ack(format!(
+                    "call {call}: negotiation restarted (round {round})"
+                )),
             );
             // Let the replays of both sides arrive before the next round's offer.
             host.drain(Duration::from_millis(100)).await;
             guest.drain(Duration::from_millis(100)).await;
         }
-        Err(format!("call {call}: negotiation restarted {MAX_ROUNDS} times"))
+        Err(format!(
+            "call {call}: negotiation restarted {MAX_ROUNDS} times"
+        ))
     }
     .await;
     // Always hang up (also after a failed step, so the next invite is not refused as busy).
@@ -443,13 +493,29 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
         .await;
     result?;
     hung?;
-    call_state(host, &call, "ended").await?;
+    if let Err(lost) = host
+        .confirm(&format!("hangup {call}"), &call, "ended")
+        .await
+    {
+        // Lost in a reconnect (or refused while the room moved): once more.
+        host.rec
+            .record(&host.user, Op::Ack(format!("retrying: {lost}")));
+        host.request(format!("hangup {call}"), host.client.hangup(&call, "soak"))
+            .await?;
+        host.confirm(&format!("hangup {call}"), &call, "ended")
+            .await?;
+    }
     call_state(guest, &call, "ended").await
 }
 
 /// One offer/answer/ICE round up to both sides seeing Connected; `Ok(false)` when the room
 /// restarted negotiation meanwhile (the round must be played again).
-async fn negotiate(host: &mut Member, guest: &mut Member, call: &str, n: u64) -> Result<bool, String> {
+async fn negotiate(
+    host: &mut Member,
+    guest: &mut Member,
+    call: &str,
+    n: u64,
+) -> Result<bool, String> {
     // One base for both sides: either may not have read the latest event yet.
     let since = host.negotiating_seq(call).max(guest.negotiating_seq(call));
     let (host_since, guest_since) = (since, since);
@@ -496,16 +562,21 @@ async fn negotiate(host: &mut Member, guest: &mut Member, call: &str, n: u64) ->
     }
     for (side, since) in [(&mut *host, host_since), (&mut *guest, guest_since)] {
         let connected = side
-            .wait_or_restart(&format!("call {call} connected"), call, since, |m| match m {
-                Message::Event(e)
-                    if e.kind == EventKind::CallState
-                        && e.call_id == call
-                        && e.state.eq_ignore_ascii_case("connected") =>
-                {
-                    Some(())
-                }
-                _ => None,
-            })
+            .wait_or_restart(
+                &format!("call {call} connected"),
+                call,
+                since,
+                |m| match m {
+                    Message::Event(e)
+                        if e.kind == EventKind::CallState
+                            && e.call_id == call
+                            && e.state.eq_ignore_ascii_case("connected") =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                },
+            )
             .await?;
         if connected.is_none() {
             return Ok(false);

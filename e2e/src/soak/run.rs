@@ -32,6 +32,8 @@ pub struct RunConfig {
     pub rooms: usize,
     /// Where a failing run keeps its history and logs.
     pub out: PathBuf,
+    /// Keep them for passing runs too (to study recovery times).
+    pub keep_all: bool,
 }
 
 /// One injected fault and how long the fleet took to serve every room again.
@@ -229,7 +231,7 @@ pub async fn run_one(
         room_writes: etcd.room_writes,
     };
     out.violations.extend(history::check(&history));
-    if !out.violations.is_empty() {
+    if !out.violations.is_empty() || cfg.keep_all {
         let dir = cfg.out.join(format!("{name}-seed-{}", cfg.seed));
         keep(env, &dir, &history, &out, dropped, &room_deletes);
         out.kept = Some(dir);

@@ -392,7 +392,12 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::channel(queue);
         let (in_tx, in_rx) = mpsc::channel(queue);
         let connected = driver::Driver::connect(url, options, cmd_rx, in_tx).await?;
-        tokio::spawn(connected.driver.run());
+        // Every log line of the driver names the user (the token's subject) it serves.
+        let span = tracing::info_span!("client", user = %connected.info.borrow().user);
+        tokio::spawn(tracing::Instrument::instrument(
+            connected.driver.run(),
+            span,
+        ));
         Ok(Client {
             sender: ClientSender {
                 cmd: cmd_tx,

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::auth::{self, Claims};
 use crate::protocol::{
-    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Pong,
+    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Migrate, Pong,
     ProtocolVersion, Redirect, Welcome, decode_view,
 };
 use crate::room::state::{SeatMap, check_id};
@@ -426,19 +426,25 @@ impl Reader {
             claims,
             rooms: SeatMap::new(),
         };
+        let mut lost_room = None;
         if let Some((_, rooms, last_seq)) = resume {
             let mut resumed = 0;
             for room in rooms {
-                let Some(handle) = self.node.registry.room(&room) else {
-                    continue;
+                let replied = match self.node.registry.room(&room) {
+                    Some(handle) => {
+                        let reply = handle
+                            .resume(&session.user, &session.id, &self.peer, last_seq)
+                            .await;
+                        (reply == RoomReply::Done).then_some(handle)
+                    }
+                    None => None,
                 };
-                if handle
-                    .resume(&session.user, &session.id, &self.peer, last_seq)
-                    .await
-                    == RoomReply::Done
-                {
-                    session.rooms.insert(room, handle);
-                    resumed += 1;
+                match replied {
+                    Some(handle) => {
+                        session.rooms.insert(room, handle);
+                        resumed += 1;
+                    }
+                    None => lost_room = lost_room.or(Some(room)),
                 }
             }
             let outcome = if resumed > 0 { "resumed" } else { "empty" };
@@ -448,8 +454,45 @@ impl Reader {
                 .with_label_values(&[outcome])
                 .inc();
         }
+        if let Some(room) = lost_room {
+            // The room moved (or is stopping) between routing and resuming: the client
+            // believes it is in it, so send it on to resume there instead of leaving it in a
+            // session without the room (every call frame then answered "join room first").
+            self.session = Some(session);
+            self.migrate_away(&room);
+            return Some(End::Closing);
+        }
         self.session = Some(session);
         None
+    }
+
+    /// Sends the client to resume `room` elsewhere: `Migrate` to the room's owner (or another
+    /// node, which redirects; or back here later when no other node is known), then closes.
+    fn migrate_away(&mut self, room: &str) {
+        let ownership = self.node.registry.ownership();
+        let shard = shard_of(room, ownership.shard_count());
+        let url = match ownership.owner_of(shard) {
+            Ownership::Remote { url } => url,
+            Ownership::Local { .. } => String::new(),
+            Ownership::Unavailable => ownership.other_node_url(shard).unwrap_or_default(),
+        };
+        let resume_token = self
+            .session
+            .as_ref()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        tracing::info!(
+            conn = self.peer.id(),
+            room,
+            url,
+            "room not resumable here; migrating the client"
+        );
+        self.send(&Message::Migrate(Migrate {
+            room: room.to_owned(),
+            url,
+            resume_token,
+        }));
+        self.peer.close(1000, "migrated");
     }
 
     async fn dispatch(&mut self, msg: Message, t: &crate::config::Tunables) {
@@ -640,6 +683,9 @@ impl Reader {
                 "the room is closed here",
                 request_id,
             );
+            // It stopped here (released or fenced) and its Migrate may not have reached this
+            // connection: send the client on to wherever the room lives now.
+            self.migrate_away(room);
         }
     }
 

@@ -437,7 +437,7 @@ mod tests {
                 open_pools: &open,
                 surplus_pools: &BTreeSet::new(),
                 pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
+                settling: &BTreeSet::new(),
                 rebalance_budget: 1,
             };
             plan(&input)
@@ -475,7 +475,7 @@ mod tests {
                 rebalance_budget: 10,
                 surplus_pools: &surplus,
                 pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
+                settling: &BTreeSet::new(),
             };
             plan(&input)
                 .moves
