@@ -289,6 +289,9 @@ pub struct Core {
     health: BTreeMap<String, Health>,
     signals: BTreeMap<String, Signal>,
     exits: BTreeMap<String, Exit>,
+    // The lease a node's key carried when its Pod turned NotReady (while it stays NotReady):
+    // only that lease is fenced; a key re-registered under another lease since is held.
+    not_ready_leases: BTreeMap<String, i64>,
     // Lease a node key carried before it was re-put under another lease, since the node's
     // last Pod observation (a restarted process may register before its restart is seen).
     replaced_leases: BTreeMap<String, i64>,
@@ -566,6 +569,21 @@ impl Core {
                 // Fenced: its key is about to vanish.
                 verdict = Health::Dead(Reason::LeaseExpired);
             }
+            if verdict == Health::Dead(Reason::PodNotReady) {
+                // A node re-registered after it was fenced for a NotReady Pod is a new
+                // incarnation that can reach etcd: held (keeps what it has, gets nothing new)
+                // until its Pod is Ready, not fenced again. Without this, an etcd outage that
+                // turned readiness probes red made the operator revoke every new lease of a
+                // node at once, over and over, until its Pod was Ready (soak, restart-etcd).
+                if let Some(n) = node {
+                    let first = *self.not_ready_leases.entry(name.clone()).or_insert(n.lease);
+                    if first != n.lease {
+                        verdict = Health::Held;
+                    }
+                }
+            } else {
+                self.not_ready_leases.remove(&name);
+            }
             match verdict {
                 Health::Dead(reason) => {
                     self.signals
@@ -579,6 +597,8 @@ impl Core {
             health.insert(name, verdict);
         }
         self.signals.retain(|name, _| health.contains_key(name));
+        self.not_ready_leases
+            .retain(|name, _| health.contains_key(name));
         self.health = health;
         // Deleted Pods are forgotten once nothing refers to their node any more.
         let referenced: BTreeSet<&str> = self

@@ -263,6 +263,58 @@ fn a_pod_signal_fences_the_lease_before_the_failover() {
 }
 
 #[test]
+fn a_node_that_registers_again_while_its_pod_is_not_ready_is_fenced_once() {
+    // Soak (restart-etcd): every readiness probe failed while etcd was down, no node was
+    // eligible to take the shards, and each lease the node registered afresh was revoked at
+    // once, over and over, until its Pod turned Ready.
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 11),
+            node("b", "v1", 12),
+            owned(0, "a", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    let pod = |uid: &str, ready: bool| PodObs {
+        uid: uid.into(),
+        ready,
+        ..PodObs::default()
+    };
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), pod("ua", true)),
+            ("b".into(), pod("ub", true)),
+        ]),
+        t0,
+    );
+    core.apply(Input::Pod("a".into(), pod("ua", false)), t0);
+    core.apply(Input::Pod("b".into(), pod("ub", false)), t0);
+    let decision = core.decide(t0);
+    assert_eq!(
+        decision.revoke,
+        vec![("a".to_string(), 11), ("b".to_string(), 12)]
+    );
+    assert!(decision.writes.is_empty(), "nowhere to fail over to");
+    commit(&mut core, &decision, t0);
+    core.apply(
+        Input::Changes(vec![Change::NodeGone("a".into()), node("a", "v1", 21)]),
+        t0,
+    );
+    assert_eq!(core.health("a"), Health::Held);
+    assert!(
+        core.decide(t0).revoke.is_empty(),
+        "the new lease is not revoked"
+    );
+    // Ready again: eligible, and it keeps its shard.
+    core.apply(Input::Pod("a".into(), pod("ua", true)), t0);
+    assert_eq!(core.health("a"), Health::Eligible);
+    assert!(core.decide(t0).revoke.is_empty());
+}
+
+#[test]
 fn a_restart_without_a_seen_exit_fails_over_once_and_the_node_lives_on() {
     let t0 = Instant::now();
     let mut core = Core::new(settings(2));
