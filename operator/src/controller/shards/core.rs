@@ -292,6 +292,9 @@ pub struct Core {
     // The lease a node's key carried when its Pod turned NotReady (while it stays NotReady):
     // only that lease is fenced; a key re-registered under another lease since is held.
     not_ready_leases: BTreeMap<String, i64>,
+    // Nodes whose Pod turned NotReady together with half the fleet: held, not fenced, until
+    // their Pod is Ready again.
+    excused: BTreeSet<String>,
     // Lease a node key carried before it was re-put under another lease, since the node's
     // last Pod observation (a restarted process may register before its restart is seen).
     replaced_leases: BTreeMap<String, i64>,
@@ -559,15 +562,41 @@ impl Core {
             let recovered = exit.ready_again || pods.get(name).is_none_or(|p| p.deleted);
             owns && !recovered
         });
+        let verdicts: Vec<(String, Health)> = names
+            .into_iter()
+            .map(|name| {
+                let verdict = self.verdict(&name);
+                (name, verdict)
+            })
+            .collect();
+        // Correlated NotReady: when at least half of the nodes with a Pod (two or more) turn
+        // NotReady together, the cause is common to them (etcd down, a network cut), not the
+        // nodes, and fencing them all would only move every shard to whichever node turns
+        // Ready first. Those nodes are excused until their Pod is Ready again: held, not
+        // fenced (a node that really died still loses its lease). The same idea as the
+        // kube-controller-manager's unhealthy-zone threshold.
+        let with_pods = verdicts
+            .iter()
+            .filter(|(name, _)| self.pods.contains_key(name))
+            .count();
+        let not_ready = verdicts
+            .iter()
+            .filter(|(_, v)| *v == Health::Dead(Reason::PodNotReady))
+            .count();
+        if not_ready >= 2 && not_ready * 2 >= with_pods {
+            for (name, verdict) in &verdicts {
+                if *verdict == Health::Dead(Reason::PodNotReady) {
+                    self.excused.insert(name.clone());
+                }
+            }
+        }
         let mut health = BTreeMap::new();
-        for name in names {
+        for (name, mut verdict) in verdicts {
             let node = self.nodes.get(&name);
-            let mut verdict = health::classify(node, self.pods.get(&name));
-            if self.exits.contains_key(&name) && verdict != Health::Dead(Reason::PodDeleted) {
-                verdict = Health::Dead(Reason::ProcessExited);
-            } else if node.is_some_and(|n| self.revoked.contains(&n.lease)) && verdict.alive() {
-                // Fenced: its key is about to vanish.
-                verdict = Health::Dead(Reason::LeaseExpired);
+            if verdict != Health::Dead(Reason::PodNotReady) {
+                self.excused.remove(&name);
+            } else if self.excused.contains(&name) {
+                verdict = Health::Held;
             }
             if verdict == Health::Dead(Reason::PodNotReady) {
                 // A node re-registered after it was fenced for a NotReady Pod is a new
@@ -599,6 +628,7 @@ impl Core {
         self.signals.retain(|name, _| health.contains_key(name));
         self.not_ready_leases
             .retain(|name, _| health.contains_key(name));
+        self.excused.retain(|name| health.contains_key(name));
         self.health = health;
         // Deleted Pods are forgotten once nothing refers to their node any more.
         let referenced: BTreeSet<&str> = self
@@ -656,6 +686,20 @@ impl Core {
         self.gone_since.retain(|pod, _| gone.contains(pod));
         for pod in gone {
             self.gone_since.entry(pod).or_insert(now);
+        }
+    }
+
+    /// The verdict on `name` from its key, its Pod, its exit memory and the leases revoked.
+    fn verdict(&self, name: &str) -> Health {
+        let node = self.nodes.get(name);
+        let verdict = health::classify(node, self.pods.get(name));
+        if self.exits.contains_key(name) && verdict != Health::Dead(Reason::PodDeleted) {
+            Health::Dead(Reason::ProcessExited)
+        } else if node.is_some_and(|n| self.revoked.contains(&n.lease)) && verdict.alive() {
+            // Fenced: its key is about to vanish.
+            Health::Dead(Reason::LeaseExpired)
+        } else {
+            verdict
         }
     }
 

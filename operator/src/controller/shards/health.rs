@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
 //! | `Leaving` | node says Draining, its Pod is terminating or carries the drain annotation | handed off (two-phase), never throttled |
-//! | `Held` | registered, but its Pod has not passed readiness yet (or, judged by the core, registered again under a new lease after it was fenced for a NotReady Pod) | keeps what it has, gets nothing new |
+//! | `Held` | registered, but its Pod has not passed readiness yet; or (judged by the core) its Pod turned NotReady together with half the fleet or more, or it registered again under a new lease after it was fenced for a NotReady Pod | keeps what it has, gets nothing new |
 //! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
 //!
 //! A Pod that has never been Ready (a node still starting) is not a failure: only a Ready →

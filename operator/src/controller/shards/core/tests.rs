@@ -264,39 +264,32 @@ fn a_pod_signal_fences_the_lease_before_the_failover() {
 
 #[test]
 fn a_node_that_registers_again_while_its_pod_is_not_ready_is_fenced_once() {
-    // Soak (restart-etcd): every readiness probe failed while etcd was down, no node was
-    // eligible to take the shards, and each lease the node registered afresh was revoked at
-    // once, over and over, until its Pod turned Ready.
+    // Soak (restart-etcd): no node was eligible to take the shards, and each lease the node
+    // registered afresh was revoked at once, over and over, until its Pod turned Ready.
     let t0 = Instant::now();
     let mut core = Core::new(settings(2));
     core.apply(
         Input::Reset(vec![
             node("a", "v1", 11),
             node("b", "v1", 12),
+            node("c", "v1", 13),
             owned(0, "a", 1, "v1"),
-            owned(1, "b", 1, "v1"),
+            owned(1, "a", 1, "v1"),
         ]),
         t0,
     );
-    let pod = |uid: &str, ready: bool| PodObs {
-        uid: uid.into(),
-        ready,
-        ..PodObs::default()
-    };
+    // b and c are still starting (never Ready): held, nowhere to fail over to.
     core.apply(
         Input::PodsReset(vec![
-            ("a".into(), pod("ua", true)),
-            ("b".into(), pod("ub", true)),
+            ("a".into(), pod_obs("ua", true)),
+            ("b".into(), pod_obs("ub", false)),
+            ("c".into(), pod_obs("uc", false)),
         ]),
         t0,
     );
-    core.apply(Input::Pod("a".into(), pod("ua", false)), t0);
-    core.apply(Input::Pod("b".into(), pod("ub", false)), t0);
+    core.apply(Input::Pod("a".into(), pod_obs("ua", false)), t0);
     let decision = core.decide(t0);
-    assert_eq!(
-        decision.revoke,
-        vec![("a".to_string(), 11), ("b".to_string(), 12)]
-    );
+    assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
     assert!(decision.writes.is_empty(), "nowhere to fail over to");
     commit(&mut core, &decision, t0);
     core.apply(
@@ -308,10 +301,64 @@ fn a_node_that_registers_again_while_its_pod_is_not_ready_is_fenced_once() {
         core.decide(t0).revoke.is_empty(),
         "the new lease is not revoked"
     );
-    // Ready again: eligible, and it keeps its shard.
-    core.apply(Input::Pod("a".into(), pod("ua", true)), t0);
+    // Ready again: eligible, and it keeps its shards.
+    core.apply(Input::Pod("a".into(), pod_obs("ua", true)), t0);
     assert_eq!(core.health("a"), Health::Eligible);
-    assert!(core.decide(t0).revoke.is_empty());
+    assert!(core.decide(t0).is_empty());
+}
+
+#[test]
+fn half_the_fleet_turning_not_ready_together_is_not_a_node_failure() {
+    // An etcd outage turns every readiness probe red at once: fencing them all would move
+    // every shard to whichever node turns Ready first.
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(3));
+    core.apply(
+        Input::Reset(vec![
+            node("a", "v1", 11),
+            node("b", "v1", 12),
+            node("c", "v1", 13),
+            owned(0, "a", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+            owned(2, "c", 1, "v1"),
+        ]),
+        t0,
+    );
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), pod_obs("ua", true)),
+            ("b".into(), pod_obs("ub", true)),
+            ("c".into(), pod_obs("uc", true)),
+        ]),
+        t0,
+    );
+    core.apply(Input::Pod("a".into(), pod_obs("ua", false)), t0);
+    core.apply(Input::Pod("b".into(), pod_obs("ub", false)), t0);
+    assert_eq!(core.health("a"), Health::Held);
+    assert_eq!(core.health("b"), Health::Held);
+    assert!(
+        core.decide(t0).is_empty(),
+        "nobody is fenced, nothing moves"
+    );
+    // b recovers first; a is still excused (it went NotReady with the others).
+    core.apply(Input::Pod("b".into(), pod_obs("ub", true)), t0);
+    assert_eq!(core.health("a"), Health::Held);
+    assert!(core.decide(t0).is_empty());
+    core.apply(Input::Pod("a".into(), pod_obs("ua", true)), t0);
+    assert_eq!(core.health("a"), Health::Eligible);
+    // One node alone turning NotReady afterwards is judged as before: fenced, failed over.
+    core.apply(Input::Pod("c".into(), pod_obs("uc", false)), t0);
+    let decision = core.decide(t0);
+    assert_eq!(decision.revoke, vec![("c".to_string(), 13)]);
+    assert_eq!(decision.writes.len(), 1);
+}
+
+fn pod_obs(uid: &str, ready: bool) -> PodObs {
+    PodObs {
+        uid: uid.into(),
+        ready,
+        ..PodObs::default()
+    }
 }
 
 #[test]
