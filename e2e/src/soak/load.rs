@@ -518,14 +518,13 @@ async fn negotiate(
 ) -> Result<bool, String> {
     // One base for both sides: either may not have read the latest event yet.
     let since = host.negotiating_seq(call).max(guest.negotiating_seq(call));
-    let (host_since, guest_since) = (since, since);
     host.request(
         format!("offer {call}"),
         host.client.offer(call, &fake::sdp(SdpKind::Offer, n)),
     )
     .await?;
     let offer = guest
-        .wait_or_restart("Offer", call, guest_since, |m| match m {
+        .wait_or_restart("Offer", call, since, |m| match m {
             Message::Offer(o) if o.call_id == call => Some(()),
             _ => None,
         })
@@ -540,7 +539,7 @@ async fn negotiate(
         )
         .await?;
     let answer = host
-        .wait_or_restart("Answer", call, host_since, |m| match m {
+        .wait_or_restart("Answer", call, since, |m| match m {
             Message::Answer(a) if a.call_id == call => Some(()),
             _ => None,
         })
@@ -560,7 +559,7 @@ async fn negotiate(
         )
         .await?;
     }
-    for (side, since) in [(&mut *host, host_since), (&mut *guest, guest_since)] {
+    for side in [&mut *host, &mut *guest] {
         let connected = side
             .wait_or_restart(
                 &format!("call {call} connected"),
