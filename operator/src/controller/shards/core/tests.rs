@@ -267,26 +267,8 @@ fn a_node_that_registers_again_while_its_pod_is_not_ready_is_fenced_once() {
     // Soak (restart-etcd): no node was eligible to take the shards, and each lease the node
     // registered afresh was revoked at once, over and over, until its Pod turned Ready.
     let t0 = Instant::now();
-    let mut core = Core::new(settings(2));
-    core.apply(
-        Input::Reset(vec![
-            node("a", "v1", 11),
-            node("b", "v1", 12),
-            node("c", "v1", 13),
-            owned(0, "a", 1, "v1"),
-            owned(1, "a", 1, "v1"),
-        ]),
-        t0,
-    );
     // b and c are still starting (never Ready): held, nowhere to fail over to.
-    core.apply(
-        Input::PodsReset(vec![
-            ("a".into(), pod_obs("ua", true)),
-            ("b".into(), pod_obs("ub", false)),
-            ("c".into(), pod_obs("uc", false)),
-        ]),
-        t0,
-    );
+    let mut core = abc_fleet(&["a", "a"], [true, false, false], t0);
     core.apply(Input::Pod("a".into(), pod_obs("ua", false)), t0);
     let decision = core.decide(t0);
     assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
@@ -312,26 +294,7 @@ fn half_the_fleet_turning_not_ready_together_is_not_a_node_failure() {
     // An etcd outage turns every readiness probe red at once: fencing them all would move
     // every shard to whichever node turns Ready first.
     let t0 = Instant::now();
-    let mut core = Core::new(settings(3));
-    core.apply(
-        Input::Reset(vec![
-            node("a", "v1", 11),
-            node("b", "v1", 12),
-            node("c", "v1", 13),
-            owned(0, "a", 1, "v1"),
-            owned(1, "b", 1, "v1"),
-            owned(2, "c", 1, "v1"),
-        ]),
-        t0,
-    );
-    core.apply(
-        Input::PodsReset(vec![
-            ("a".into(), pod_obs("ua", true)),
-            ("b".into(), pod_obs("ub", true)),
-            ("c".into(), pod_obs("uc", true)),
-        ]),
-        t0,
-    );
+    let mut core = abc_fleet(&["a", "b", "c"], [true, true, true], t0);
     core.apply(Input::Pod("a".into(), pod_obs("ua", false)), t0);
     core.apply(Input::Pod("b".into(), pod_obs("ub", false)), t0);
     assert_eq!(core.health("a"), Health::Held);
@@ -351,6 +314,28 @@ fn half_the_fleet_turning_not_ready_together_is_not_a_node_failure() {
     let decision = core.decide(t0);
     assert_eq!(decision.revoke, vec![("c".to_string(), 13)]);
     assert_eq!(decision.writes.len(), 1);
+}
+
+/// Nodes a, b, c (v1, leases 11, 12, 13) whose Pods' readiness is `ready`; shard i is owned
+/// by `owners[i]`.
+fn abc_fleet(owners: &[&str], ready: [bool; 3], t0: Instant) -> Core {
+    let mut core = Core::new(settings(owners.len() as u32));
+    let mut changes = vec![
+        node("a", "v1", 11),
+        node("b", "v1", 12),
+        node("c", "v1", 13),
+    ];
+    for (shard, owner) in owners.iter().enumerate() {
+        changes.push(owned(shard as ShardId, owner, 1, "v1"));
+    }
+    core.apply(Input::Reset(changes), t0);
+    let pods = ["a", "b", "c"]
+        .iter()
+        .zip(ready)
+        .map(|(name, ready)| (name.to_string(), pod_obs(&format!("u{name}"), ready)))
+        .collect();
+    core.apply(Input::PodsReset(pods), t0);
+    core
 }
 
 fn pod_obs(uid: &str, ready: bool) -> PodObs {
