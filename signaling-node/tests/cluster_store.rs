@@ -12,6 +12,7 @@ use signaling_node::cluster::metrics::{ClusterMetrics, outcome};
 use signaling_node::cluster::ownership::OwnershipCache;
 use signaling_node::cluster::store::{EtcdRoomStore, StoreConfig};
 use signaling_node::cluster::watcher::{Entry, Update};
+use signaling_node::routing::{Ownership, OwnershipView};
 use signaling_node::store::{RoomStore, StoreError};
 use support::{Etcd, get, put};
 
@@ -114,6 +115,8 @@ async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
     let (store, cache, metrics) = store_for(&etcd, "node-a", StoreConfig::default()).await;
     assign(&client, &cache, 1, "node-a", 1).await;
     assign(&client, &cache, 2, "node-a", 1).await;
+    assert!(cache.mark_restored(1, 1) && cache.mark_restored(2, 1));
+    assert!(matches!(cache.owner_of(1), Ownership::Local { epoch: 1 }));
     store.commit(1, "lobby", b"v1".to_vec()).await.unwrap();
 
     // The operator moves shard 1 to node-b with epoch 2; node-a has not seen the change yet
@@ -125,6 +128,10 @@ async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
         store.commit(2, "hall", b"fine".to_vec()),
     );
     assert_eq!(stale, Err(StoreError::Fenced { shard: 1 }));
+    // The refusal also stops routing shard 1 here although the cache still names node-a:
+    // a client resuming now is told to retry, not welcomed into a room that stopped.
+    assert_eq!(cache.owner_of(1), Ownership::Unavailable);
+    assert!(matches!(cache.owner_of(2), Ownership::Local { .. }));
     // Both commits were queued before the committer ran (single-threaded test runtime), so
     // they shared one transaction: the other shard is not held back by the fenced one.
     assert_eq!(other_shard, Ok(()));

@@ -19,7 +19,7 @@ use super::state::{CallInfo, CallTable, RequestIds, Rooms, new_call_id};
 use super::transport::{self, Endpoint, WsStream};
 use super::{ClientError, Command, ConnectOptions, Op, SessionInfo, token_subject};
 use crate::protocol::{
-    self, Candidate, Encoder, ErrorCode, Hangup, Hello, IceBatch, IceCandidate, Invite,
+    self, Candidate, Encoder, ErrorCode, ErrorFrame, Hangup, Hello, IceBatch, IceCandidate, Invite,
     InviteResult, Join, Joined, Leave, Message, Pong, ProtocolVersion, Resume, Sdp, Welcome,
 };
 
@@ -574,6 +574,18 @@ impl Driver {
                 }) if error.request_id != 0 => {
                     let _ = reply.send(Err(ClientError::from_frame(&error)));
                 }
+                Some(join @ PendingJoin { reply: None, .. })
+                    if error.request_id != 0 && rejoin_worth_retrying(&error) =>
+                {
+                    // A re-join this library made itself (the server had lost the session),
+                    // refused because the room is between owners: keep it and reconnect, so
+                    // it is sent again where the room lives. Dropping it left the application
+                    // in a room the server no longer counted it in (soak seed 20261713).
+                    let err = ClientError::from_frame(&error);
+                    tracing::info!(room = %join.room, %err, "re-join refused; reconnecting to retry it");
+                    self.pending.insert(error.request_id, join);
+                    return Some(Exit::Lost(err));
+                }
                 _ => {
                     if error.request_id == 0
                         && ErrorCode::from_code(error.code) == Some(ErrorCode::AuthFailed)
@@ -967,6 +979,13 @@ fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
         ClientError::Connect { .. } | ClientError::Timeout { .. }
     ) || err.code() == Some(ErrorCode::NotOwner)
         || failures_in_a_row >= FAILURES_BEFORE_ENTRY
+}
+
+/// Whether a refused automatic re-join should be retried: the room is between owners or the
+/// node cannot commit right now (anything else, e.g. a full room, is the application's).
+fn rejoin_worth_retrying(error: &ErrorFrame) -> bool {
+    let err = ClientError::from_frame(error);
+    err.is_retriable() || err.code() == Some(ErrorCode::NotOwner)
 }
 
 /// How to react to the server closing the socket: policy and protocol closes are final,

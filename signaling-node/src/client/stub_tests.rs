@@ -553,6 +553,58 @@ async fn a_forgotten_session_rejoins_its_rooms() {
 }
 
 #[tokio::test]
+async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
+    // Soak seed 20261713: the server lost the session (resumed: false) and refused the
+    // library's own re-join with 1006 while the room was between owners; the library dropped
+    // the re-join, so the application sat in a room the server no longer counted it in.
+    let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
+        match index {
+            0 => {
+                greet(&mut ws, "s1", false).await;
+                joined(&mut ws, 2).await;
+                drop(ws);
+            }
+            1 => {
+                greet(&mut ws, "s2", false).await;
+                let Message::Join(join) = recv(&mut ws).await else {
+                    panic!("expected the automatic re-join");
+                };
+                send(
+                    &mut ws,
+                    Message::Error(ErrorFrame {
+                        code: ErrorCode::NotOwner.code(),
+                        message: "this node no longer owns the room".into(),
+                        request_id: join.request_id,
+                    }),
+                )
+                .await;
+                hold(&mut ws).await;
+            }
+            _ => {
+                greet(&mut ws, "s2", true).await;
+                assert_eq!(joined(&mut ws, 9).await, "studio", "the re-join again");
+                hold(&mut ws).await;
+            }
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected Welcome");
+    };
+    assert!(!w.resumed);
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected the Welcome of the reconnect that retries the re-join");
+    };
+    assert!(w.resumed);
+    let Message::Joined(j) = next(&mut client).await else {
+        panic!("expected the re-join's answer");
+    };
+    assert_eq!((j.room.as_str(), j.last_seq), ("studio", 9));
+}
+
+#[tokio::test]
 async fn migrate_reconnects_to_the_new_node_with_the_resume_token() {
     let target = stub(ProtocolVersion::V2, |_, mut ws| async move {
         let hello = greet(&mut ws, "s-new", true).await;

@@ -337,9 +337,16 @@ impl Actor {
                 peer.send_error(code, message, request_id);
             }
             if matches!(e, StoreError::Fenced { .. }) {
-                let url = match self.shared.ownership.owner_of(self.state.shard()) {
+                // The new owner if this node has seen it, else another live node (which
+                // redirects to the owner), as a release does.
+                let shard = self.state.shard();
+                let url = match self.shared.ownership.owner_of(shard) {
                     Ownership::Remote { url } => url,
-                    _ => String::new(),
+                    _ => self
+                        .shared
+                        .ownership
+                        .other_node_url(shard)
+                        .unwrap_or_default(),
                 };
                 self.migrate_all(&url);
                 self.stop = Some(Stop::Fenced);

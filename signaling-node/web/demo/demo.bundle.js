@@ -3233,6 +3233,12 @@ var SwitchboardClient = class {
           pending.reject(ClientError.fromFrame(msg));
           return;
         }
+        const err = ClientError.fromFrame(msg);
+        if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === 1006 /* NotOwner */)) {
+          this.pending.set(msg.requestId, pending);
+          this.exit({ kind: "lost", err });
+          return;
+        }
         if (msg.requestId === 0 && msg.code === 1003 /* AuthFailed */) {
           this.exit({ kind: "fatal", err: ClientError.fromFrame(msg) });
           return;

@@ -814,6 +814,15 @@ export class SwitchboardClient {
           pending.reject(ClientError.fromFrame(msg));
           return;
         }
+        const err = ClientError.fromFrame(msg);
+        if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === ErrorCode.NotOwner)) {
+          // A re-join this library made itself (the server had lost the session), refused
+          // because the room is between owners: keep it and reconnect so it is sent again
+          // where the room lives (soak seed 20261713, same rule as the Rust client).
+          this.pending.set(msg.requestId, pending);
+          this.exit({ kind: 'lost', err });
+          return;
+        }
         if (msg.requestId === 0 && msg.code === ErrorCode.AuthFailed) {
           this.exit({ kind: 'fatal', err: ClientError.fromFrame(msg) });
           return;

@@ -250,6 +250,31 @@ test('a resume the server does not know re-joins the rooms', async () => {
   assert.ok(env.messages.some((m) => m.type === 'Joined'), 'the automatic re-join is reported');
 });
 
+test('a refused automatic re-join is retried after a reconnect', async () => {
+  // Soak seed 20261713: the re-join was refused with 1006 while the room was between owners
+  // and the client dropped it, staying in a room the server no longer counted it in.
+  const env = await connected();
+  await joinRoom(env, 'studio', 3);
+  env.net.last.drop(1006);
+  await settle();
+  await env.clock.advance(200);
+  const second = env.net.last;
+  await accept(second, welcome({ resumed: false, session: 's-new' }));
+  const refused = second.sentOf('Join')[0]!;
+  second.deliver({ type: 'Error', code: ErrorCode.NotOwner, message: 'this node no longer owns the room', requestId: refused.requestId });
+  await settle();
+  await env.clock.advance(1000);
+  const third = env.net.last;
+  assert.notEqual(third, second, 'reconnected to retry the re-join');
+  await accept(third, welcome({ resumed: true, session: 's-new' }));
+  const join = third.sentOf('Join')[0]!;
+  assert.equal(join.room, 'studio');
+  third.deliver({ type: 'Joined', requestId: join.requestId, room: 'studio', members: ['alice'], lastSeq: 10 });
+  await settle();
+  assert.equal(env.client.lastSeq('studio'), 10);
+  assert.ok(!env.messages.some((m) => m.type === 'Error'), 'the refusal is handled, not reported');
+});
+
 test('Migrate reconnects at once to the new owner with the resume token', async () => {
   const env = await connected();
   await joinRoom(env, 'studio', 2);
