@@ -38,6 +38,17 @@ pub trait OwnershipView: Send + Sync + 'static {
     fn other_node_url(&self, _shard: ShardId) -> Option<String> {
         None
     }
+
+    /// Where members of `shard` who must leave this node go (`Migrate.url`): its owner when
+    /// known, else another live node (which redirects them to the owner), else `""` ("come
+    /// back here later").
+    fn migrate_url(&self, shard: ShardId) -> String {
+        match self.owner_of(shard) {
+            Ownership::Remote { url } => url,
+            Ownership::Unavailable => self.other_node_url(shard).unwrap_or_default(),
+            Ownership::Local { .. } => String::new(),
+        }
+    }
 }
 
 /// A standalone node owns every shard itself, at epoch 0.
@@ -69,5 +80,36 @@ mod tests {
         let view = Standalone { shard_count: 16 };
         assert_eq!(view.owner_of(3), Ownership::Local { epoch: 0 });
         assert_eq!(view.shard_count(), 16);
+        assert_eq!(view.migrate_url(3), "", "nowhere else to go");
+    }
+
+    /// Shard 0 is remote, shard 1 has no owner, shard 2 is local; one other node is known.
+    struct Fixed;
+
+    impl OwnershipView for Fixed {
+        fn owner_of(&self, shard: ShardId) -> Ownership {
+            match shard {
+                0 => Ownership::Remote {
+                    url: "ws://owner/ws".into(),
+                },
+                1 => Ownership::Unavailable,
+                _ => Ownership::Local { epoch: 1 },
+            }
+        }
+
+        fn shard_count(&self) -> u32 {
+            3
+        }
+
+        fn other_node_url(&self, _shard: ShardId) -> Option<String> {
+            Some("ws://other/ws".into())
+        }
+    }
+
+    #[test]
+    fn members_leave_for_the_owner_else_another_node_else_come_back() {
+        assert_eq!(Fixed.migrate_url(0), "ws://owner/ws");
+        assert_eq!(Fixed.migrate_url(1), "ws://other/ws");
+        assert_eq!(Fixed.migrate_url(2), "");
     }
 }

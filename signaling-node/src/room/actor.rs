@@ -20,7 +20,6 @@ use tokio::time::Instant;
 
 use crate::config::SettingsWatch;
 use crate::protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
-use crate::routing::Ownership;
 use crate::store::StoreError;
 
 use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
@@ -337,17 +336,7 @@ impl Actor {
                 peer.send_error(code, message, request_id);
             }
             if matches!(e, StoreError::Fenced { .. }) {
-                // The new owner if this node has seen it, else another live node (which
-                // redirects to the owner), as a release does.
-                let shard = self.state.shard();
-                let url = match self.shared.ownership.owner_of(shard) {
-                    Ownership::Remote { url } => url,
-                    _ => self
-                        .shared
-                        .ownership
-                        .other_node_url(shard)
-                        .unwrap_or_default(),
-                };
+                let url = self.shared.ownership.migrate_url(self.state.shard());
                 self.migrate_all(&url);
                 self.stop = Some(Stop::Fenced);
             }

@@ -7,7 +7,6 @@
 use futures::future::BoxFuture;
 
 use crate::cluster::takeover::{RestoreError as TakeoverRestoreError, ShardRestorer};
-use crate::routing::Ownership;
 use crate::shard::ShardId;
 use crate::store::ShardRooms;
 
@@ -38,17 +37,10 @@ impl ShardRestorer for RoomRegistry {
     fn release_shard(&self, shard: ShardId) -> BoxFuture<'static, ()> {
         let registry = self.clone();
         Box::pin(async move {
-            let url = match registry.ownership().owner_of(shard) {
-                Ownership::Remote { url } => url,
-                // Lost the lease (or the owner is not registered yet): send the members to
-                // another node rather than back here, where they would get 1010 until this
-                // node re-registers, or nothing if it is being replaced (soak finding 2).
-                Ownership::Unavailable => registry
-                    .ownership()
-                    .other_node_url(shard)
-                    .unwrap_or_default(),
-                Ownership::Local { .. } => String::new(),
-            };
+            // Not back here when the owner is unknown (lost lease): this node could only
+            // answer 1010 until it re-registers, or nothing if it is being replaced (soak
+            // finding 2).
+            let url = registry.ownership().migrate_url(shard);
             registry.release_shard(shard, &url).await;
         })
     }

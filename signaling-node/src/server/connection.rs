@@ -470,12 +470,7 @@ impl Reader {
     /// node, which redirects; or back here later when no other node is known), then closes.
     fn migrate_away(&mut self, room: &str) {
         let ownership = self.node.registry.ownership();
-        let shard = shard_of(room, ownership.shard_count());
-        let url = match ownership.owner_of(shard) {
-            Ownership::Remote { url } => url,
-            Ownership::Local { .. } => String::new(),
-            Ownership::Unavailable => ownership.other_node_url(shard).unwrap_or_default(),
-        };
+        let url = ownership.migrate_url(shard_of(room, ownership.shard_count()));
         let resume_token = self
             .session
             .as_ref()
