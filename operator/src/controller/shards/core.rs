@@ -569,50 +569,10 @@ impl Core {
                 (name, verdict)
             })
             .collect();
-        // Correlated NotReady: when at least half of the nodes with a Pod (two or more) turn
-        // NotReady together, the cause is common to them (etcd down, a network cut), not the
-        // nodes, and fencing them all would only move every shard to whichever node turns
-        // Ready first. Those nodes are excused until their Pod is Ready again: held, not
-        // fenced (a node that really died still loses its lease). The same idea as the
-        // kube-controller-manager's unhealthy-zone threshold.
-        let with_pods = verdicts
-            .iter()
-            .filter(|(name, _)| self.pods.contains_key(name))
-            .count();
-        let not_ready = verdicts
-            .iter()
-            .filter(|(_, v)| *v == Health::Dead(Reason::PodNotReady))
-            .count();
-        if not_ready >= 2 && not_ready * 2 >= with_pods {
-            for (name, verdict) in &verdicts {
-                if *verdict == Health::Dead(Reason::PodNotReady) {
-                    self.excused.insert(name.clone());
-                }
-            }
-        }
+        self.excuse_correlated_not_ready(&verdicts);
         let mut health = BTreeMap::new();
-        for (name, mut verdict) in verdicts {
-            let node = self.nodes.get(&name);
-            if verdict != Health::Dead(Reason::PodNotReady) {
-                self.excused.remove(&name);
-            } else if self.excused.contains(&name) {
-                verdict = Health::Held;
-            }
-            if verdict == Health::Dead(Reason::PodNotReady) {
-                // A node re-registered after it was fenced for a NotReady Pod is a new
-                // incarnation that can reach etcd: held (keeps what it has, gets nothing new)
-                // until its Pod is Ready, not fenced again. Without this, an etcd outage that
-                // turned readiness probes red made the operator revoke every new lease of a
-                // node at once, over and over, until its Pod was Ready (soak, restart-etcd).
-                if let Some(n) = node {
-                    let first = *self.not_ready_leases.entry(name.clone()).or_insert(n.lease);
-                    if first != n.lease {
-                        verdict = Health::Held;
-                    }
-                }
-            } else {
-                self.not_ready_leases.remove(&name);
-            }
+        for (name, verdict) in verdicts {
+            let verdict = self.judge_not_ready(&name, verdict);
             match verdict {
                 Health::Dead(reason) => {
                     self.signals
@@ -686,6 +646,56 @@ impl Core {
         self.gone_since.retain(|pod, _| gone.contains(pod));
         for pod in gone {
             self.gone_since.entry(pod).or_insert(now);
+        }
+    }
+
+    /// Correlated NotReady: when at least half of the nodes with a Pod (two or more) turn
+    /// NotReady together, the cause is common to them (etcd down, a network cut), not the
+    /// nodes, and fencing them all would only move every shard to whichever node turns Ready
+    /// first. Those nodes are excused until their Pod is Ready again (see
+    /// [`Core::judge_not_ready`]). The same idea as the kube-controller-manager's
+    /// unhealthy-zone threshold.
+    fn excuse_correlated_not_ready(&mut self, verdicts: &[(String, Health)]) {
+        let not_ready: Vec<&String> = verdicts
+            .iter()
+            .filter(|(_, v)| *v == Health::Dead(Reason::PodNotReady))
+            .map(|(name, _)| name)
+            .collect();
+        let with_pods = verdicts
+            .iter()
+            .filter(|(name, _)| self.pods.contains_key(name))
+            .count();
+        if not_ready.len() >= 2 && not_ready.len() * 2 >= with_pods {
+            self.excused.extend(not_ready.into_iter().cloned());
+        }
+    }
+
+    /// A `PodNotReady` verdict made `Held` (keeps what it has, gets nothing new; a node that
+    /// really died still loses its lease) when the node is excused (it went NotReady with
+    /// half the fleet) or registered again under a new lease after it was fenced for it: that
+    /// is a new incarnation that can reach etcd. Without the second rule an etcd outage made
+    /// the operator revoke every new lease of a node at once, over and over, until its Pod
+    /// was Ready (soak, restart-etcd). Other verdicts pass and clear both memories.
+    fn judge_not_ready(&mut self, name: &str, verdict: Health) -> Health {
+        if verdict != Health::Dead(Reason::PodNotReady) {
+            self.excused.remove(name);
+            self.not_ready_leases.remove(name);
+            return verdict;
+        }
+        if self.excused.contains(name) {
+            return Health::Held;
+        }
+        let Some(node) = self.nodes.get(name) else {
+            return verdict;
+        };
+        let first = *self
+            .not_ready_leases
+            .entry(name.to_string())
+            .or_insert(node.lease);
+        if first == node.lease {
+            verdict
+        } else {
+            Health::Held
         }
     }
 
