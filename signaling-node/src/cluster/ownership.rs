@@ -222,6 +222,18 @@ impl OwnershipCache {
         holds
     }
 
+    /// Forgets the restore of `shard` if it was made under `epoch`: etcd refused a commit
+    /// under that epoch, so the shard must not route here until the view catches up. A
+    /// newer restore (the shard came back under a later epoch meanwhile) stays: the takeover
+    /// would not restore it again, and the shard would answer "retry" until it moved.
+    pub fn mark_stale(&self, shard: ShardId, epoch: u64) {
+        let mut state = self.write();
+        if state.restored.get(&shard) == Some(&epoch) {
+            state.restored.remove(&shard);
+            self.publish_local(&mut state);
+        }
+    }
+
     /// Forgets the restore of `shard` (it was released).
     pub fn mark_released(&self, shard: ShardId) {
         let mut state = self.write();
@@ -605,6 +617,20 @@ mod tests {
         a.apply(Update::Put(assignment_entry(0, "b", 4)));
         assert!(local.borrow().is_empty());
         assert_eq!(a.handoff_epoch(0), None);
+    }
+
+    #[test]
+    fn a_refusal_under_an_old_epoch_leaves_a_newer_restore_alone() {
+        // Found by the long soak (fd719a4): a commit batch of epoch 1 was refused after the
+        // shard had come back under epoch 2; forgetting that restore left the shard answering
+        // "retry" until it moved again (node faults recovered in 17-33 s).
+        let cache = OwnershipCache::new(keys(), "a", 4);
+        cache.apply(Update::Reset(vec![assignment_entry(0, "a", 2)]));
+        assert!(cache.mark_restored(0, 2));
+        cache.mark_stale(0, 1);
+        assert_eq!(cache.owner_of(0), Ownership::Local { epoch: 2 });
+        cache.mark_stale(0, 2);
+        assert_eq!(cache.owner_of(0), Ownership::Unavailable);
     }
 
     #[test]

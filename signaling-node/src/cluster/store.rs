@@ -542,7 +542,14 @@ impl Committer {
                             current.insert(*shard, (*epoch, bytes));
                         }
                     }
-                    _ => self.fence(&mut batch, *shard),
+                    _ => {
+                        // The view still says ours under `epoch`, etcd says otherwise: stop
+                        // routing the shard here until the view catches up (its rooms stop
+                        // on the refusal, and a resume answered `Local` in between found no
+                        // room and lost its session; soak seed 20261713).
+                        self.ownership.mark_stale(*shard, *epoch);
+                        self.fence(&mut batch, *shard);
+                    }
                 }
             }
         }
@@ -555,10 +562,6 @@ impl Committer {
     }
 
     fn fence(&self, batch: &mut Batch, shard: ShardId) {
-        // Stop routing the shard here until the ownership view catches up with the
-        // assignment etcd holds: its rooms stop on the refusal, and a resume answered
-        // `Local` in between found no room and lost its session (soak seed 20261713).
-        self.ownership.mark_released(shard);
         let told = batch.resolve_shard(shard, &Err(StoreError::Fenced { shard }));
         self.metrics.store_fenced.inc_by(told as u64);
         tracing::warn!(
