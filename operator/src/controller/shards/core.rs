@@ -677,6 +677,22 @@ impl Core {
     /// the operator revoke every new lease of a node at once, over and over, until its Pod
     /// was Ready (soak, restart-etcd). Other verdicts pass and clear both memories.
     fn judge_not_ready(&mut self, name: &str, verdict: Health) -> Health {
+        if verdict == Health::Dead(Reason::LeaseExpired) {
+            // The key vanished (its lease expired or was revoked). While the Pod stays
+            // NotReady keep both memories, with no lease at all when there was none (0 is no
+            // etcd lease id): the next registration is a new incarnation, not a new failure.
+            // Forgetting here fenced every re-registration of a node whose Pod had not turned
+            // Ready yet, each fence keeping it NotReady longer (soak: faults of the single
+            // node of a pool recovered in 17-50 s).
+            if self
+                .pods
+                .get(name)
+                .is_some_and(|p| p.ever_ready && !p.obs.ready)
+            {
+                self.not_ready_leases.entry(name.to_string()).or_insert(0);
+            }
+            return verdict;
+        }
         if verdict != Health::Dead(Reason::PodNotReady) {
             self.excused.remove(name);
             self.not_ready_leases.remove(name);

@@ -274,10 +274,11 @@ fn a_node_that_registers_again_while_its_pod_is_not_ready_is_fenced_once() {
     assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
     assert!(decision.writes.is_empty(), "nowhere to fail over to");
     commit(&mut core, &decision, t0);
-    core.apply(
-        Input::Changes(vec![Change::NodeGone("a".into()), node("a", "v1", 21)]),
-        t0,
-    );
+    // The revoked key vanishes (seen on its own), then the node registers again while its
+    // Pod is still NotReady.
+    core.apply(Input::Changes(vec![Change::NodeGone("a".into())]), t0);
+    assert_eq!(core.health("a"), Health::Dead(Reason::LeaseExpired));
+    core.apply(Input::Changes(vec![node("a", "v1", 21)]), t0);
     assert_eq!(core.health("a"), Health::Held);
     assert!(
         core.decide(t0).revoke.is_empty(),
