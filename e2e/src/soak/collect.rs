@@ -1,11 +1,12 @@
 //! Reads what etcd recorded for one run cluster: the final room snapshots and the revision
-//! history of every `assignments/` and `rooms/` write (a watch from revision 1 replays the
-//! MVCC history; the fleet etcd runs without compaction).
+//! history of every `assignments/` and `rooms/` write (a watch from the run's first revision
+//! replays the MVCC history), and compacts the fleet etcd between runs so a long soak stays
+//! within etcd's space quota.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, CompactionOptions, EventType, GetOptions, WatchOptions};
 use signaling_node::cluster::keys::{Assignment, Key, Keyspace, Value};
 use signaling_node::room::snapshot;
 
@@ -42,8 +43,29 @@ fn seen(e: &signaling_node::protocol::Event) -> SeenEvent {
     }
 }
 
-/// Reads the final state and the history of `cluster` in namespace `ns` from `url`.
-pub async fn read(url: &str, ns: &str, cluster: &str) -> Result<EtcdRecord, SoakError> {
+/// The fleet etcd's current revision: a run's history starts after it.
+pub async fn revision(url: &str) -> Result<i64, SoakError> {
+    let mut client = Client::connect([url], None).await?;
+    let resp = client.get("\0", None).await?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// Compacts the fleet etcd's history up to now and defragments it. Without it the
+/// uncompacted history of every run filled etcd's default 2 GiB quota after about 128 runs
+/// ("mvcc: database space exceeded"; every node then answered 1010).
+pub async fn compact(url: &str) -> Result<(), SoakError> {
+    let now = revision(url).await?;
+    let mut client = Client::connect([url], None).await?;
+    client
+        .compact(now, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    client.defragment().await?;
+    Ok(())
+}
+
+/// Reads the final state and the history of `cluster` in namespace `ns` from `url`, written
+/// after revision `since`.
+pub async fn read(url: &str, ns: &str, cluster: &str, since: i64) -> Result<EtcdRecord, SoakError> {
     let keys = Keyspace::new(ns, cluster).map_err(|e| SoakError::Setup(e.to_string()))?;
     let mut client = Client::connect([url], None).await?;
     let mut out = EtcdRecord::default();
@@ -88,7 +110,11 @@ pub async fn read(url: &str, ns: &str, cluster: &str) -> Result<EtcdRecord, Soak
         .max_decoding_message_size(MAX_WATCH_MESSAGE)
         .watch(
             keys.prefix(),
-            Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(since + 1),
+            ),
         )
         .await?;
     let mut last = 0;

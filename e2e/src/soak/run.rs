@@ -83,6 +83,7 @@ pub async fn run_one(
         seed: cfg.seed,
         ..RunOutcome::default()
     };
+    let since = collect::revision(&env.etcd.url()).await?;
     out.deploy = env.deploy(name).await?;
     let urls: Vec<String> = env
         .node_pods(name)
@@ -209,7 +210,7 @@ pub async fn run_one(
         }
     }
     // The final state, read while every session is still open (nothing has left yet).
-    let etcd = collect::read(&env.etcd.url(), NS, name).await?;
+    let etcd = collect::read(&env.etcd.url(), NS, name, since).await?;
     let room_deletes = etcd.room_deletes.clone();
     for member in members {
         member.close().await;
@@ -237,6 +238,7 @@ pub async fn run_one(
         out.kept = Some(dir);
     }
     env.teardown(name).await?;
+    collect::compact(&env.etcd.url()).await?;
     Ok(out)
 }
 
