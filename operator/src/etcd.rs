@@ -169,7 +169,7 @@ impl EtcdClients {
         namespace: &str,
         spec: &EtcdSpec,
     ) -> Result<(etcd_client::Client, String), EtcdError> {
-        let endpoints = endpoints(spec)?;
+        let endpoints = endpoints(spec, namespace)?;
         let (tls_key, tls) = match &spec.tls_secret {
             Some(name) => {
                 let (version, tls) = self.read_tls(namespace, name).await?;
@@ -209,10 +209,10 @@ impl EtcdClients {
         self.get("", &spec).await
     }
 
-    /// An already connected client for `spec`, without reading its TLS Secret (for cleanup
-    /// when the Secret may be gone already).
-    pub fn cached(&self, spec: &EtcdSpec) -> Option<etcd_client::Client> {
-        let endpoints = endpoints(spec).ok()?;
+    /// An already connected client for `spec` of a cluster in `namespace`, without reading its
+    /// TLS Secret (for cleanup when the Secret may be gone already).
+    pub fn cached(&self, namespace: &str, spec: &EtcdSpec) -> Option<etcd_client::Client> {
+        let endpoints = endpoints(spec, namespace).ok()?;
         self.lock()
             .iter()
             .find(|(t, _)| t.endpoints == endpoints)
@@ -307,14 +307,15 @@ fn tls_fingerprint(secret: &Secret) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The trimmed, non-empty endpoints of `spec`, sorted (the order does not matter to the
-/// client, so it must not split the cache).
-fn endpoints(spec: &EtcdSpec) -> Result<Vec<String>, EtcdError> {
+/// The trimmed, non-empty endpoints of `spec` for a cluster in `namespace`, sorted (the order
+/// does not matter to the client, so it must not split the cache).
+fn endpoints(spec: &EtcdSpec, namespace: &str) -> Result<Vec<String>, EtcdError> {
     let mut endpoints: Vec<String> = spec
         .endpoints
         .iter()
-        .map(|e| e.trim().to_string())
+        .map(|e| e.trim())
         .filter(|e| !e.is_empty())
+        .map(|e| in_namespace(e, namespace))
         .collect();
     endpoints.sort();
     endpoints.dedup();
@@ -322,6 +323,34 @@ fn endpoints(spec: &EtcdSpec) -> Result<Vec<String>, EtcdError> {
         Err(EtcdError::NoEndpoints)
     } else {
         Ok(endpoints)
+    }
+}
+
+/// `endpoint` as the cluster's node pods resolve it: a single-label host such as `etcd` in
+/// `http://etcd:2379` is a Service of the cluster's namespace for them (their DNS search path
+/// starts there), while the operator runs in another namespace, so it names the Service in
+/// full (`etcd.NAMESPACE.svc`). Addresses, dotted names and `localhost` stay as they are.
+fn in_namespace(endpoint: &str, namespace: &str) -> String {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, endpoint),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let single_label = !host.is_empty()
+        && !host.contains(['.', ':', '[', '@'])
+        && !host.eq_ignore_ascii_case("localhost")
+        && !host.chars().all(|c| c.is_ascii_digit());
+    if namespace.is_empty() || !single_label {
+        return endpoint.to_string();
+    }
+    let qualified = format!("{host}.{namespace}.svc{}{path}", &authority[host.len()..]);
+    match scheme {
+        Some(scheme) => format!("{scheme}://{qualified}"),
+        None => qualified,
     }
 }
 
@@ -350,6 +379,41 @@ pub async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_label_hosts_are_services_of_the_clusters_namespace() {
+        let cases = [
+            ("http://etcd:2379", "http://etcd.live.svc:2379"),
+            (
+                "https://etcd-client:2379/",
+                "https://etcd-client.live.svc:2379/",
+            ),
+            ("etcd:2379", "etcd.live.svc:2379"),
+            ("http://etcd.other:2379", "http://etcd.other:2379"),
+            (
+                "http://etcd.other.svc.cluster.local:2379",
+                "http://etcd.other.svc.cluster.local:2379",
+            ),
+            ("http://10.0.0.7:2379", "http://10.0.0.7:2379"),
+            ("http://[fd00::7]:2379", "http://[fd00::7]:2379"),
+            ("http://localhost:2379", "http://localhost:2379"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(in_namespace(given, "live"), want, "{given}");
+        }
+        assert_eq!(in_namespace("http://etcd:2379", ""), "http://etcd:2379");
+        let spec = EtcdSpec {
+            endpoints: vec![
+                " http://etcd:2379 ".into(),
+                "http://etcd.live.svc:2379".into(),
+            ],
+            tls_secret: None,
+        };
+        assert_eq!(
+            endpoints(&spec, "live").unwrap(),
+            vec!["http://etcd.live.svc:2379".to_string()]
+        );
+    }
 
     fn secret(version: &str, ca: &str, label: Option<&str>) -> Secret {
         let mut secret: Secret = serde_json::from_value(serde_json::json!({
@@ -396,13 +460,13 @@ mod tests {
             tls_secret: None,
         };
         assert_eq!(
-            endpoints(&spec).unwrap(),
+            endpoints(&spec, "").unwrap(),
             vec!["http://a:2379".to_string(), "http://b:2379".to_string()]
         );
         let empty = EtcdSpec {
             endpoints: vec![" ".into()],
             tls_secret: None,
         };
-        assert!(matches!(endpoints(&empty), Err(EtcdError::NoEndpoints)));
+        assert!(matches!(endpoints(&empty, ""), Err(EtcdError::NoEndpoints)));
     }
 }

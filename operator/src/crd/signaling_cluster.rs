@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -141,7 +143,10 @@ pub struct SignalingClusterSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdSpec {
-    /// etcd client URLs, e.g. `http://etcd.switchboard.svc:2379`.
+    /// etcd client URLs, e.g. `http://etcd.switchboard.svc:2379`. A single-label host
+    /// (`http://etcd:2379`) is a Service in this cluster's namespace, for the nodes and the
+    /// operator alike (the operator connects to `etcd.<namespace>.svc`; a TLS certificate must
+    /// name that too).
     #[x_kube(validation = Rule::new("size(self) > 0").message("at least one etcd endpoint is required"))]
     #[schemars(length(max = 16), inner(length(max = 512)))]
     pub endpoints: Vec<String>,
@@ -252,6 +257,24 @@ pub struct PodOverrides {
     /// Extra annotations on signaling-node pods (e.g. for scraping).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+
+    /// Extra environment variables of the signaling-node container (e.g. `SWITCHBOARD_DEMO`,
+    /// `RUST_LOG`); the variables the operator sets (`POD_*`, `SWITCHBOARD_VERSION`,
+    /// `SWITCHBOARD_PROTOCOLS`, drain and etcd TLS settings) win over these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+
+    /// Security context of signaling-node pods; replaces the default, which meets the
+    /// `restricted` Pod Security Standard (non-root as uid/gid 65532, RuntimeDefault seccomp).
+    /// A pod the namespace's Pod Security admission refuses is reported in the cluster's
+    /// Degraded condition and a Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+
+    /// Security context of the signaling-node container; replaces the default (no privilege
+    /// escalation, read-only root file system, every capability dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Observed state of a signaling cluster.

@@ -32,6 +32,8 @@ use crate::crd::SignalingCluster;
 pub const ADMIN_PORT: i32 = 9100;
 /// Name of the signaling-node container.
 pub const CONTAINER: &str = "signaling-node";
+/// The images' `nonroot` user and group (Dockerfile.signaling-node `USER 65532:65532`).
+pub const NONROOT_UID: i64 = 65532;
 /// Where the join-token key is mounted (file `secret` inside).
 pub const AUTH_DIR: &str = "/etc/switchboard/auth";
 /// Where the etcd TLS Secret is mounted.
@@ -230,6 +232,8 @@ fn template(
         ));
     }
 
+    let env = merge_env(overrides.env.clone().unwrap_or_default(), env);
+
     let container = Container {
         name: CONTAINER.into(),
         image: Some(pool.image.clone()),
@@ -253,15 +257,20 @@ fn template(
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: overrides.resources.clone(),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(
+            overrides
+                .security_context
+                .clone()
+                .unwrap_or(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: None,
+                    }),
+                    ..Default::default()
+                }),
+        ),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -276,16 +285,36 @@ fn template(
         affinity: overrides.affinity.clone(),
         enable_service_links: Some(false),
         automount_service_account_token: Some(false),
-        security_context: Some(PodSecurityContext {
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..Default::default()
-        }),
+        // The `restricted` Pod Security Standard: non-root (the image's nonroot user),
+        // RuntimeDefault seccomp; the container drops every capability. The Secret volumes
+        // (mode 0440) belong to the fsGroup, so the non-root user can read them.
+        security_context: Some(overrides.pod_security_context.clone().unwrap_or(
+            PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NONROOT_UID),
+                run_as_group: Some(NONROOT_UID),
+                fs_group: Some(NONROOT_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     };
     (labels, annotations, pod_spec)
+}
+
+/// The pod template's variables followed by the operator's, without the template's variables
+/// that the operator sets itself (its settings must win, and Kubernetes warns on duplicates).
+fn merge_env(template: Vec<EnvVar>, ours: Vec<EnvVar>) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = template
+        .into_iter()
+        .filter(|t| !ours.iter().any(|o| o.name == t.name))
+        .collect();
+    env.extend(ours);
+    env
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -454,6 +483,10 @@ mod tests {
                 ("team".into(), "live".into()),
                 (labels::CLUSTER.into(), "spoofed".into()),
             ])),
+            env: Some(vec![
+                value_env("SWITCHBOARD_DEMO", "true"),
+                value_env("SWITCHBOARD_VERSION", "spoofed"),
+            ]),
             ..Default::default()
         });
         let pod = desired_pod(&c, &pool(&c), 0).unwrap();
@@ -466,6 +499,36 @@ mod tests {
         assert_eq!(spec.volumes.as_ref().unwrap().len(), 2);
         let env = container(&pod).env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "SWITCHBOARD_ETCD_CA_FILE"));
+        let values = |name: &str| -> Vec<Option<String>> {
+            env.iter()
+                .filter(|e| e.name == name)
+                .map(|e| e.value.clone())
+                .collect()
+        };
+        assert_eq!(values("SWITCHBOARD_DEMO"), [Some("true".to_string())]);
+        assert_eq!(values("SWITCHBOARD_VERSION"), [Some("default".to_string())]);
+    }
+
+    #[test]
+    fn pods_meet_the_restricted_pod_security_standard() {
+        let c = cluster(3, 16);
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(NONROOT_UID));
+        // The auth Secret is mounted 0440: only its group can read it besides root.
+        assert_eq!(psc.fs_group, Some(NONROOT_UID));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let sc = container(&pod).security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let dropped = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(dropped, Some(vec!["ALL".to_string()]));
+        assert_ne!(sc.privileged, Some(true));
     }
 
     #[test]

@@ -209,8 +209,13 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
     match apply_children(cluster, ctx).await {
         Ok(action) => Ok(action),
         Err(error) => {
+            let refused = admission_refusal(&error);
             let failure = Failure {
-                reason: camel_case(error.metric_label()),
+                reason: if refused.is_some() {
+                    "Forbidden".to_string()
+                } else {
+                    camel_case(error.metric_label())
+                },
                 message: error.to_string(),
             };
             // Best effort: the error itself is what the caller acts on.
@@ -222,6 +227,20 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
             .await
             {
                 tracing::debug!(%status_error, "could not record the failure in status");
+            }
+            // A refusal (Pod Security admission, a policy, RBAC) needs someone to act: say it
+            // where `kubectl describe` shows it, not only in the status.
+            if let Some(message) = refused {
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Warning,
+                    "Forbidden",
+                    "Apply",
+                    message,
+                    None,
+                )
+                .await;
             }
             if matches!(error, Error::InvalidSpec(_)) {
                 publish(
@@ -237,6 +256,14 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
             }
             Err(error)
         }
+    }
+}
+
+/// The apiserver's message when it refused a write with 403 Forbidden (admission or RBAC).
+fn admission_refusal(error: &Error) -> Option<String> {
+    match error {
+        Error::Kube(kube::Error::Api(status)) if status.code == 403 => Some(status.message.clone()),
+        _ => None,
     }
 }
 

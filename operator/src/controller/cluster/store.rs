@@ -191,7 +191,7 @@ impl EtcdCleanup {
         let client = match self.clients.for_cluster(cluster).await {
             Ok(client) => client,
             Err(EtcdError::TlsSecretMissing(secret)) => {
-                match self.clients.cached(&cluster.spec.etcd) {
+                match self.clients.cached(namespace, &cluster.spec.etcd) {
                     Some(client) => client,
                     None => {
                         return Ok(CleanupOutcome::Skipped(format!(
