@@ -85,6 +85,10 @@ pub struct PodObs {
     pub restarts: i32,
     /// The Pod carries the drain annotation (`switchboard.dev/drain: "true"`).
     pub drain_requested: bool,
+    /// Not Ready although its containers are: the node lifecycle controller marked it so
+    /// because its Node stopped reporting (it changes only the Ready condition), which says
+    /// nothing about the process.
+    pub node_unreachable: bool,
 }
 
 /// The operator's memory of one Pod across watch events.
@@ -138,7 +142,9 @@ pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
     let draining = node.info.state == NodeState::Draining;
     if let Some(pod) = pod {
         let flapped = pod.ever_ready && !pod.obs.ready && !pod.obs.terminating;
-        if flapped && !draining {
+        // An unreachable Node is judged by the node's own lease, which a dead machine loses
+        // within seconds: the kubelet going quiet must not move the shards of a live process.
+        if flapped && !draining && !pod.obs.node_unreachable {
             return Health::Dead(Reason::PodNotReady);
         }
         if pod.obs.terminating || draining || pod.obs.drain_requested {
@@ -220,6 +226,19 @@ mod tests {
         assert_eq!(
             classify(Some(&ready), Some(&pod(false, true))),
             Health::Dead(Reason::PodNotReady)
+        );
+    }
+
+    #[test]
+    fn a_pod_not_ready_because_its_node_is_unreachable_is_held_not_failed() {
+        let ready = node(NodeState::Ready);
+        let mut unreachable = pod(false, true);
+        unreachable.obs.node_unreachable = true;
+        assert_eq!(classify(Some(&ready), Some(&unreachable)), Health::Held);
+        // The process itself dying still counts: its lease goes, or its container exits.
+        assert_eq!(
+            classify(None, Some(&unreachable)),
+            Health::Dead(Reason::LeaseExpired)
         );
     }
 

@@ -26,13 +26,13 @@ use crate::placement::ShardId;
 /// What the Pod watch reports about `pod`.
 pub fn pod_obs(pod: &Pod) -> PodObs {
     let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
+    let condition = |type_: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == type_))
+            .map(|c| c.status == "True")
+    };
+    let ready = condition("Ready").unwrap_or(false);
     let containers = status
         .and_then(|s| s.container_statuses.as_deref())
         .unwrap_or_default();
@@ -53,6 +53,9 @@ pub fn pod_obs(pod: &Pod) -> PodObs {
             .annotations()
             .get(DRAIN)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        // The kubelet keeps ContainersReady in step with Ready; only the node lifecycle
+        // controller turns Ready off alone.
+        node_unreachable: !ready && condition("ContainersReady") == Some(true),
     }
 }
 
@@ -482,6 +485,33 @@ mod tests {
         let obs = pod_obs(&pod);
         assert!(obs.exited);
         assert_eq!(obs.restarts, 2);
+    }
+
+    #[test]
+    fn ready_off_while_the_containers_are_ready_is_the_node_controllers_mark() {
+        let pod_with = |ready: &str, containers: &str| {
+            let mut pod = Pod::default();
+            pod.status = Some(PodStatus {
+                conditions: Some(vec![
+                    PodCondition {
+                        type_: "ContainersReady".into(),
+                        status: containers.into(),
+                        ..Default::default()
+                    },
+                    PodCondition {
+                        type_: "Ready".into(),
+                        status: ready.into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            });
+            pod_obs(&pod)
+        };
+        assert!(pod_with("False", "True").node_unreachable);
+        // A failing readiness probe: the kubelet turns both off.
+        assert!(!pod_with("False", "False").node_unreachable);
+        assert!(!pod_with("True", "True").node_unreachable);
     }
 
     #[test]

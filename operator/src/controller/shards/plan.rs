@@ -232,6 +232,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             .filter(|a| input.health(&a.node).alive())
             .map(|a| a.node.clone());
         wanted[index] = desired.get(&shard).cloned().flatten();
+        // A held owner keeps what it has (its Node unreachable, a common-cause NotReady, a
+        // start): moving its shards would turn a pause of the kubelet into churn.
+        if current[index]
+            .as_deref()
+            .is_some_and(|from| input.health(from) == Health::Held)
+        {
+            wanted[index] = current[index].clone();
+            continue;
+        }
         if let (Some(from), Some(to)) = (&current[index], &wanted[index]) {
             let within = pool_of_node(from).is_some() && pool_of_node(from) == pool_of_node(to);
             let staying = input.health(from) != Health::Leaving;
@@ -525,6 +534,32 @@ mod tests {
         assert!(plan.moves.is_empty(), "{:?}", plan.moves);
         assert_eq!(plan.desired[&0].as_deref(), Some("b"));
         assert_eq!(plan.desired[&1].as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_held_owner_keeps_its_shards() {
+        let nodes = BTreeMap::from([
+            ("a".to_string(), view("v1", Health::Held)),
+            ("b".to_string(), view("v1", Health::Eligible)),
+        ]);
+        let assignments = BTreeMap::from([
+            (0, owned("a", "v1")),
+            (1, owned("a", "v1")),
+            (2, owned("b", "v1")),
+        ]);
+        let open = BTreeSet::from([ANY_POOL.to_string()]);
+        let input = PlanInput {
+            shard_count: 3,
+            assignments: &assignments,
+            nodes: &nodes,
+            shard_versions: None,
+            open_pools: &open,
+            surplus_pools: &BTreeSet::new(),
+            pinned: &BTreeSet::new(),
+            settling: &BTreeSet::new(),
+            rebalance_budget: 3,
+        };
+        assert!(causes(&plan(&input)).is_empty());
     }
 
     #[test]
