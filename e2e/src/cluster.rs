@@ -149,7 +149,8 @@ pub struct LocalCluster {
     runner: Option<Child>,
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>, ClusterError> {
+/// `n` free TCP ports on loopback (bound and released, so a race is possible but rare).
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, ClusterError> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
@@ -192,8 +193,13 @@ where
     }
 }
 
-fn control_plane(env: &[(String, String)], command: &str) -> Result<Output, ClusterError> {
-    let script = repo_root().join("e2e/scripts/control-plane");
+/// Runs `e2e/scripts/<script> <command>` with `env`; its output, whatever the exit status.
+pub(crate) fn script(
+    env: &[(String, String)],
+    script: &str,
+    command: &str,
+) -> Result<Output, ClusterError> {
+    let script = repo_root().join("e2e/scripts").join(script);
     Command::new(&script)
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -205,7 +211,12 @@ fn control_plane(env: &[(String, String)], command: &str) -> Result<Output, Clus
         })
 }
 
-async fn new_client(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
+fn control_plane(env: &[(String, String)], command: &str) -> Result<Output, ClusterError> {
+    script(env, "control-plane", command)
+}
+
+/// An admin client from a kubeconfig file.
+pub(crate) async fn new_client(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| ClusterError::Kube(e.to_string()))?;
     let config =
@@ -213,6 +224,52 @@ async fn new_client(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
             .await
             .map_err(|e| ClusterError::Kube(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| ClusterError::Kube(e.to_string()))
+}
+
+/// Runs kubectl with `kubeconfig`, `stdin` piped in; fails on a non-zero exit.
+pub(crate) fn kubectl(
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, ClusterError> {
+    use std::io::Write;
+    let kubectl = tools_bin().join("kubectl");
+    let mut child = Command::new(&kubectl)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ClusterError::Io {
+            what: kubectl.display().to_string(),
+            source,
+        })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|source| ClusterError::Io {
+                what: "kubectl stdin".into(),
+                source,
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| ClusterError::Io {
+            what: "kubectl".into(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(ClusterError::Kubectl {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
 }
 
 impl LocalCluster {
@@ -370,44 +427,7 @@ impl LocalCluster {
 
     /// Runs kubectl against the cluster, `stdin` piped in; fails on a non-zero exit.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
-        use std::io::Write;
-        let kubectl = tools_bin().join("kubectl");
-        let mut child = Command::new(&kubectl)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| ClusterError::Io {
-                what: kubectl.display().to_string(),
-                source,
-            })?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .map_err(|source| ClusterError::Io {
-                    what: "kubectl stdin".into(),
-                    source,
-                })?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ClusterError::Io {
-                what: "kubectl".into(),
-                source,
-            })?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(ClusterError::Kubectl {
-                args: args.join(" "),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
-        }
+        kubectl(&self.kubeconfig, args, stdin)
     }
 
     /// Sends a failure-simulation command to the pod runner.

@@ -5,4 +5,5 @@ pub mod bench_report;
 pub mod cluster;
 pub mod failover_bench;
 pub mod pod_runner;
+pub mod real_node;
 pub mod soak;

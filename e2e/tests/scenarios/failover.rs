@@ -1,7 +1,9 @@
 //! Session scenarios with real clients: a co-host call through a non-owner node (c), the
-//! owner killed (d), the owner's node gone dark (e) and weight edits during a call (f). The
-//! user-visible promise checked in d–f: the call's clients resume on the new owner with the
-//! same session, the room's members and the call's state intact, and gapless event seqs.
+//! owner's container killed with kill -9 (d), the owner frozen by SIGSTOP (e), weight edits
+//! during a call (f), the owner's pod network cut (l) and the kubelet stopped (m). The
+//! user-visible promise checked in d, e, f and l: the call's clients resume on the new owner
+//! with the same session, the room's members and the call's state intact, and gapless event
+//! seqs; in m nothing moves and the call goes on.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use switchboard_e2e::cluster::eventually;
-use switchboard_e2e::pod_runner::control::{Action, DarkProcesses};
+use switchboard_e2e::real_node::Fault;
 use switchboard_operator::crd::RoomShard;
 
 use signaling_node::client::Client;
@@ -18,8 +20,8 @@ use signaling_node::protocol::{Hangup, Message, Resume};
 use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;
 use crate::support::{
-    CLUSTER, Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
-    pod_ready, skip_reason,
+    CLUSTER, Env, EnvOptions, NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url, pod_ready,
+    skip_reason,
 };
 
 macro_rules! env_or_skip {
@@ -431,67 +433,120 @@ async fn d_owner_killed_shards_fail_over_and_the_call_resumes() {
     let env = env_or_skip!();
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-d", None).await;
-    let target = format!("{NS}/{}", name(&call.owner));
     let before = env
         .shard_of_room(&call.room)
         .await
         .expect("the room's RoomShard");
     let t0 = Instant::now();
-    env.check(env.cluster.ctl(Action::Kill, &target, None).await);
+    env.check(env.cluster.fault(Fault::Kill, NS, &name(&call.owner)));
     expect_failover(&env, &mut call, &before, t0, "d (kill -9 owner)").await;
 }
 
-/// A room whose owner runs on a runner node without an operator pod (so that node can go
-/// dark without taking the operator along); returns the room and that node.
-async fn room_away_from_operator(env: &Env) -> (String, String) {
-    let api: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), OPERATOR_NS);
-    let operator_nodes: Vec<String> = api
-        .list(&Default::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-        .collect();
-    for i in 0..64 {
-        let room = format!("studio-e-{i}");
-        let owner = env.owner_of(&room).await;
-        let node = owner
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default();
-        if !node.is_empty() && !operator_nodes.contains(&node) {
-            return (room, node);
-        }
-    }
-    env.fail("no room owned by a node on a runner without the operator")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e_owner_node_goes_dark_lease_expires_and_the_call_resumes() {
-    let _t = ScenarioTimer::start("e_owner_node_goes_dark_lease_expires_and_the_call_resumes");
+/// The owner of a call stops answering (`fault`: SIGSTOP, or its pod's network cut): its lease
+/// expires, the shard fails over, the clients (1 s heartbeats) notice and resume on the new
+/// owner; then `heal` undoes the fault.
+async fn owner_goes_dark(room: &str, fault: Fault, heal: Fault, label: &str) {
     let env = env_or_skip!();
-    // A 1 s heartbeat lets clients notice a frozen node within seconds.
+    // A 1 s heartbeat lets clients notice a silent node within seconds.
     env.deploy_demo(false, |sigc| {
         quick(sigc);
         sigc["spec"]["config"]["heartbeatSeconds"] = json!(1);
     })
     .await;
-    let (room, runner_node) = room_away_from_operator(&env).await;
-    let mut call = call_through_non_owners(&env, &room, Some(Duration::from_secs(3))).await;
+    let mut call = call_through_non_owners(&env, room, Some(Duration::from_secs(3))).await;
     let before = env
         .shard_of_room(&call.room)
         .await
         .expect("the room's RoomShard");
+    let owner = name(&call.owner);
     let t0 = Instant::now();
-    env.check(
-        env.cluster
-            .ctl(Action::Dark, &runner_node, Some(DarkProcesses::Freeze))
-            .await,
-    );
-    expect_failover(&env, &mut call, &before, t0, "e (owner's node dark)").await;
-    env.check(env.cluster.ctl(Action::Resume, &runner_node, None).await);
+    env.check(env.cluster.fault(fault, NS, &owner));
+    expect_failover(&env, &mut call, &before, t0, label).await;
+    env.check(env.cluster.fault(heal, NS, &owner));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_owner_frozen_lease_expires_and_the_call_resumes() {
+    let _t = ScenarioTimer::start("e_owner_frozen_lease_expires_and_the_call_resumes");
+    owner_goes_dark("studio-e", Fault::Stop, Fault::Cont, "e (SIGSTOP owner)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_owner_network_cut_lease_expires_and_the_call_resumes() {
+    let _t = ScenarioTimer::start("l_owner_network_cut_lease_expires_and_the_call_resumes");
+    owner_goes_dark(
+        "studio-l",
+        Fault::Cut,
+        Fault::Heal,
+        "l (owner's network cut)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_kubelet_stopped_nothing_moves_and_the_call_goes_on() {
+    let _t = ScenarioTimer::start("m_kubelet_stopped_nothing_moves_and_the_call_goes_on");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let mut call = call_through_non_owners(&env, "studio-m", None).await;
+    let before: BTreeMap<u32, (Option<String>, i64)> = env
+        .shards()
+        .await
+        .iter()
+        .map(|(i, s)| (*i, shard_owner(s)))
+        .collect();
+    // The node turns NotReady after the controller-manager's grace period (16 s) and its pods
+    // with it, all at once: a common cause, not a failure of the signaling nodes, which keep
+    // running and keep their leases.
+    env.check(env.cluster.kubelet(false));
+    let waited = eventually("the node NotReady", PATIENCE, || async {
+        let out = env
+            .cluster
+            .kubectl(
+                &[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .ok()?;
+        (out.trim() != "True").then_some(())
+    })
+    .await;
+    env.check(waited);
+    // Long enough for the node lifecycle controller to mark every pod NotReady and for the
+    // operator to see it.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after: BTreeMap<u32, (Option<String>, i64)> = env
+        .shards()
+        .await
+        .iter()
+        .map(|(i, s)| (*i, shard_owner(s)))
+        .collect();
+    if after != before {
+        env.fail(format!(
+            "shards moved while only the kubelet was down:\nbefore {before:?}\nafter  {after:?}"
+        ));
+    }
+    // The kubelet back: the pods turn Ready again, still nothing moves, and the call that
+    // went on meanwhile is intact.
+    env.check(env.cluster.kubelet(true));
+    env.wait_ready().await;
+    let recovered: BTreeMap<u32, (Option<String>, i64)> = env
+        .shards()
+        .await
+        .iter()
+        .map(|(i, s)| (*i, shard_owner(s)))
+        .collect();
+    if recovered != before {
+        env.fail(format!(
+            "shards moved when the kubelet came back:\nbefore {before:?}\nafter  {recovered:?}"
+        ));
+    }
+    let owner = name(&call.owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
 }
 
 /// Shards per version by largest remainder (the operator's split of `SHARDS` by weight).

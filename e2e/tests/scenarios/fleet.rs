@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchboard_e2e::cluster::eventually;
-use switchboard_e2e::pod_runner::control::{Action, DarkProcesses};
+use switchboard_e2e::real_node::Fault;
 
 use crate::calls::Member;
 use crate::support::{
@@ -331,33 +331,20 @@ async fn i_operator_leader_killed_standby_takes_over() {
     });
     env.deploy_demo(false, quick).await;
     let leader = env.check(eventually("a leader", PATIENCE, || async { env.leader().await }).await);
-    let pods = env.operator_pods().await;
-    let node_of = |name: &str| {
-        pods.iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .and_then(|p| p.spec.as_ref()?.node_name.clone())
-    };
-    let leader_node =
-        node_of(&leader).unwrap_or_else(|| env.fail(format!("leader {leader} has no pod/node")));
-    let standby = pods
+    let standby = env
+        .operator_pods()
+        .await
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .find(|n| *n != leader)
         .unwrap_or_else(|| env.fail("no standby operator pod"));
-    if node_of(&standby).as_deref() == Some(leader_node.as_str()) {
-        env.fail(format!(
-            "leader {leader} and standby {standby} run on the same node {leader_node}; the \
-             chart's anti-affinity should have spread them"
-        ));
-    }
 
-    // The leader's machine dies: its processes are killed and the node goes silent, so the
-    // leader cannot come back under its own identity.
+    // The leader hangs (SIGSTOP of its container): it neither renews nor releases the Lease,
+    // so the standby takes over once the Lease expires.
     let started = Instant::now();
     env.check(
         env.cluster
-            .ctl(Action::Dark, &leader_node, Some(DarkProcesses::Kill))
-            .await,
+            .fault(Fault::Stop, crate::support::OPERATOR_NS, &leader),
     );
     let waited = eventually("the standby holding the Lease", PATIENCE, || async {
         (env.leader().await.as_deref() == Some(standby.as_str())).then_some(())
@@ -365,45 +352,68 @@ async fn i_operator_leader_killed_standby_takes_over() {
     .await;
     env.check(waited);
     measured(
-        "i: leader killed -> standby holds the Lease",
+        "i: leader frozen -> standby holds the Lease",
         started.elapsed(),
     );
 
-    // The new leader does the work: node pods that died with the machine lose their shards
-    // to live nodes, and a scale-up is carried out.
-    let live: Vec<String> = env
-        .node_pods()
+    // The new leader does the work: a node killed meanwhile loses its shards to live nodes,
+    // and a scale-up is carried out.
+    let victim = env
+        .shards_per_node()
+        .await
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .map(|(node, _)| node)
+        .unwrap_or_else(|| env.fail("no node owns a shard"));
+    let owned_before: Vec<u32> = env
+        .shards()
         .await
         .iter()
-        .filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(leader_node.as_str())
+        .filter(|(_, s)| {
+            s.status.as_ref().and_then(|st| st.node.as_deref()) == Some(victim.as_str())
         })
-        .filter_map(|p| p.metadata.name.clone())
+        .map(|(i, _)| *i)
         .collect();
-    let waited = eventually("every shard on a live node", PATIENCE, || async {
-        all_assigned_to(&env, &live).await.then_some(())
+    let started = Instant::now();
+    env.check(env.cluster.fault(Fault::Kill, NS, &victim));
+    let waited = eventually("the killed node's shards reassigned", PATIENCE, || async {
+        let shards = env.shards().await;
+        owned_before
+            .iter()
+            .all(|i| {
+                shards.get(i).is_some_and(|s| {
+                    s.status.as_ref().is_some_and(|st| {
+                        st.last_failover.as_ref().is_some_and(|f| f.from == victim)
+                            && phase_name(s) == "Assigned"
+                    })
+                })
+            })
+            .then_some(())
     })
     .await;
     env.check(waited);
     measured(
-        "i: leader killed -> shards of its machine's nodes reassigned",
+        "i: node killed under the new leader -> its shards reassigned",
         started.elapsed(),
     );
     env.kubectl(&["scale", "sigc", CLUSTER, "--replicas=4"], None);
     let waited = eventually("a 4th node pod created and Ready", PATIENCE, || async {
-        let pods = env.node_pods().await;
-        let on_live = pods
-            .iter()
-            .filter(|p| pod_ready(p))
-            .filter(|p| {
-                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(leader_node.as_str())
-            })
-            .count();
-        (pods.len() >= 4 && on_live > live.len()).then_some(())
+        (ready_node_names(&env).await.len() >= 4).then_some(())
     })
     .await;
     env.check(waited);
-    env.check(env.cluster.ctl(Action::Resume, &leader_node, None).await);
+
+    // The old leader wakes up: it lost the Lease and must not write (it exits, and its
+    // container restarts as a standby).
+    env.check(
+        env.cluster
+            .fault(Fault::Cont, crate::support::OPERATOR_NS, &leader),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if env.leader().await.as_deref() != Some(standby.as_str()) {
+        env.fail("the old leader took the Lease back after SIGCONT");
+    }
+    env.wait_ready().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,4 +498,62 @@ async fn j_deleting_the_cluster_removes_pods_and_etcd_keys() {
         "etcd keys reappeared after the cleanup: {:?}",
         later.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_a_pod_refused_by_pod_security_shows_in_the_cluster_status() {
+    let _t = ScenarioTimer::start("n_a_pod_refused_by_pod_security_shows_in_the_cluster_status");
+    let env = env_or_skip!(EnvOptions::default());
+    // The fleet namespace enforces `restricted`: a pod template asking for root is refused
+    // by the apiserver when the operator creates the pods.
+    env.apply(&env.demo_manifests(false, |sigc| {
+        quick(sigc);
+        sigc["spec"]["podTemplate"]["podSecurityContext"] =
+            json!({"runAsNonRoot": false, "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}});
+    }));
+    let started = Instant::now();
+    let waited = eventually("the refusal in sigc/demo's status", PATIENCE, || async {
+        let sigc = env.sigc().await?;
+        sigc.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.reason == "Forbidden" && c.message.contains("violates PodSecurity"))
+            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+    })
+    .await;
+    let condition = env.check(waited);
+    eprintln!("n: {condition}");
+    measured("n: refused pod -> condition in status", started.elapsed());
+    let events = env.kubectl(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=SignalingCluster,reason=Forbidden",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(
+        !events.trim().is_empty(),
+        "a Warning Event Forbidden on sigc/demo"
+    );
+    let pods = env.node_pods().await;
+    assert!(pods.is_empty(), "no pod was admitted: {:?}", pods.len());
+
+    // Fixed by the user: the default (restricted) security context again, and the fleet comes up.
+    env.kubectl(
+        &[
+            "patch",
+            "sigc",
+            CLUSTER,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/podTemplate/podSecurityContext"}]"#,
+        ],
+        None,
+    );
+    env.wait_ready().await;
 }

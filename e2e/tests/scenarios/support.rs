@@ -1,13 +1,14 @@
 //! The environment every scenario runs in, deployed the way `e2e/up` deploys it: a private
-//! [`LocalCluster`] (3 runner nodes), the fleet's own etcd (`e2e/scripts/fleet-etcd`), the CRDs
-//! from `crds/`, the operator rendered from the Helm chart into `switchboard-system` (run by the
-//! pod runner with the chart's ServiceAccount, so its RBAC is real), and `examples/basic/` applied
-//! with kubectl. Helpers read what a user would read (sigc/rshard/pod status, the Lease, etcd)
-//! and every failure message carries the cluster's state and the operator's log tail.
+//! [`RealCluster`] (control plane and one real node: containerd, kubelet, kube-proxy, CoreDNS),
+//! then `e2e/scripts/deploy` (restricted namespaces, the fleet etcd of `examples/etcd/`, the CRDs
+//! from `crds/`, the operator rendered from the Helm chart into `switchboard-system`, running as
+//! a container with the chart's ServiceAccount, so its RBAC is real), and `examples/basic/`
+//! applied with kubectl. Helpers read what a user would read (sigc/rshard/pod status, the Lease,
+//! etcd, `kubectl logs`) and every failure message carries the cluster's state and the
+//! operator's log tail.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -15,7 +16,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use signaling_node::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
-use switchboard_e2e::cluster::{ClusterOptions, LocalCluster, eventually, repo_root, tools_bin};
+use switchboard_e2e::cluster::{eventually, repo_root};
+use switchboard_e2e::real_node::{self, RealCluster};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 
 /// Namespace of the operator (as in `e2e/up`).
@@ -79,88 +81,10 @@ pub fn measured(what: &str, value: Duration) {
     eprintln!("MEASURED {what}: {} ms", value.as_millis());
 }
 
-/// The binaries the pods run, next to this test's pod-runner in the cargo target dir.
-struct Bins {
-    pod_runner: PathBuf,
-    signaling_node: PathBuf,
-    operator: PathBuf,
-}
-
-fn bins() -> Bins {
-    let pod_runner = PathBuf::from(env!("CARGO_BIN_EXE_pod-runner"));
-    let dir = pod_runner
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let bins = Bins {
-        signaling_node: dir.join("signaling-node"),
-        operator: dir.join("switchboard-operator"),
-        pod_runner,
-    };
-    for bin in [&bins.signaling_node, &bins.operator] {
-        assert!(
-            bin.is_file(),
-            "{} not found: build it first (e2e/scripts/run-scenarios does: cargo build --bin \
-             signaling-node --bin switchboard-operator)",
-            bin.display()
-        );
-    }
-    bins
-}
-
-/// `Some(reason)` when the scenarios cannot run here (missing Kubernetes tools); the test
+/// `Some(reason)` when the scenarios cannot run here (missing tools or images); the test
 /// command builds them, so this only happens on a bare `cargo test`.
 pub fn skip_reason() -> Option<String> {
-    LocalCluster::tools_present().err()
-}
-
-/// The fleet's etcd, started by `e2e/scripts/fleet-etcd` in the cluster's run directory on a
-/// free port; stopped on drop.
-struct FleetEtcd {
-    env: Vec<(String, String)>,
-    url: String,
-}
-
-impl FleetEtcd {
-    fn start(cluster: &LocalCluster) -> Self {
-        let ports: Vec<u16> = (0..2)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|l| l.local_addr().expect("local address").port())
-            .collect();
-        let mut env = cluster.env().to_vec();
-        env.push(("SWITCHBOARD_FLEET_ETCD_PORT".into(), ports[0].to_string()));
-        env.push((
-            "SWITCHBOARD_FLEET_ETCD_PEER_PORT".into(),
-            ports[1].to_string(),
-        ));
-        let etcd = Self {
-            url: format!("http://127.0.0.1:{}", ports[0]),
-            env,
-        };
-        let out = etcd.script("start");
-        assert!(
-            out.status.success(),
-            "e2e/scripts/fleet-etcd start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        etcd
-    }
-
-    fn script(&self, command: &str) -> std::process::Output {
-        Command::new(repo_root().join("e2e/scripts/fleet-etcd"))
-            .arg(command)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .expect("running e2e/scripts/fleet-etcd")
-    }
-}
-
-impl Drop for FleetEtcd {
-    fn drop(&mut self) {
-        let _ = self.script("stop");
-    }
+    real_node::prerequisites().err()
 }
 
 /// How to set the environment up.
@@ -181,12 +105,11 @@ impl Default for EnvOptions {
     }
 }
 
-/// One scenario's cluster with Switchboard installed. Dropping it stops everything (the
-/// fleet etcd first: it lives in the cluster's run directory).
+/// One scenario's cluster with Switchboard installed. Dropping it stops everything.
 pub struct Env {
-    etcd: FleetEtcd,
-    /// The local cluster (kubectl, failure injection, logs).
-    pub cluster: LocalCluster,
+    etcd_url: String,
+    /// The cluster (kubectl, failure injection, logs).
+    pub cluster: RealCluster,
     /// Admin client.
     pub client: kube::Client,
 }
@@ -212,19 +135,6 @@ pub fn examples() -> Vec<Value> {
         }
     }
     docs
-}
-
-/// The Kubernetes version the project pins (e2e/tools/go.mod), for `helm template`.
-fn kube_version() -> Option<String> {
-    let gomod = std::fs::read_to_string(repo_root().join("e2e/tools/go.mod")).ok()?;
-    gomod.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        words.find(|w| *w == "k8s.io/kubernetes")?;
-        words
-            .next()
-            .filter(|v| v.starts_with('v'))
-            .map(str::to_string)
-    })
 }
 
 fn condition(cluster: &SignalingCluster, type_: &str) -> Option<(String, String, String)> {
@@ -262,52 +172,54 @@ pub fn node_url(pod: &Pod) -> String {
 
 impl Env {
     /// Starts the cluster and installs the fleet etcd, the CRDs and (unless disabled) the
-    /// operator; waits until the operator pods are Ready.
+    /// operator (`e2e/scripts/deploy`); waits until the operator is available.
     pub async fn start(options: EnvOptions) -> Self {
-        let bins = bins();
-        let opts = ClusterOptions::new(&bins.pod_runner)
-            .nodes(3)
-            .image("signaling-node", &bins.signaling_node)
-            .image("operator", &bins.operator);
-        let cluster = LocalCluster::start(opts)
-            .await
-            .expect("the local cluster starts");
-        let etcd = FleetEtcd::start(&cluster);
+        let cluster = match RealCluster::start().await {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("the real-node cluster did not start: {e}"),
+        };
+        eprintln!(
+            "cluster up in {} ms (node {}, pods {}, services {})",
+            cluster.startup.as_millis(),
+            cluster.addresses.node_ip,
+            cluster.addresses.pod_cidr,
+            cluster.addresses.service_cidr
+        );
+        let replicas = options.operator_replicas.to_string();
+        let mut args = vec!["--operator-replicas", replicas.as_str()];
+        if !options.operator {
+            args.push("--no-operator");
+        }
+        if let Err(e) = cluster.deploy(&args) {
+            panic!("{e}");
+        }
+        // The host routes the Service range to the node, so the fleet etcd's Service address
+        // works from here as from a pod.
+        let etcd_ip = cluster
+            .kubectl(
+                &[
+                    "-n",
+                    NS,
+                    "get",
+                    "service",
+                    "etcd",
+                    "-o",
+                    "jsonpath={.spec.clusterIP}",
+                ],
+                None,
+            )
+            .unwrap_or_else(|e| panic!("the fleet etcd Service: {e}"));
         let client = cluster.client.clone();
-        let env = Self {
-            etcd,
+        Self {
+            etcd_url: format!("http://{}:2379", etcd_ip.trim()),
             cluster,
             client,
-        };
-        env.kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=scenarios",
-                "-f",
-                &repo_root().join("crds").display().to_string(),
-            ],
-            None,
-        );
-        env.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                "-f",
-                &repo_root().join("crds").display().to_string(),
-            ],
-            None,
-        );
-        if options.operator {
-            env.install_operator(options.operator_replicas).await;
         }
-        env
     }
 
     /// The fleet etcd's client URL (what `spec.etcd.endpoints` names).
     pub fn etcd_url(&self) -> &str {
-        &self.etcd.url
+        &self.etcd_url
     }
 
     /// kubectl against the cluster; panics with the error output and the diagnostics.
@@ -329,49 +241,6 @@ impl Env {
         }
     }
 
-    /// Renders the Helm chart and applies it, as `e2e/up` does; waits for Ready operator pods.
-    async fn install_operator(&self, replicas: u32) {
-        let helm = tools_bin().join("helm");
-        let chart = repo_root().join("charts/switchboard");
-        let mut cmd = Command::new(&helm);
-        cmd.args(["template", "switchboard"])
-            .arg(&chart)
-            .args(["--namespace", OPERATOR_NS])
-            .args(["--set", "operator.logFormat=text"])
-            .args(["--set", &format!("operator.replicas={replicas}")]);
-        if let Some(version) = kube_version() {
-            cmd.args(["--kube-version", &version]);
-        }
-        let out = cmd.output().expect("running helm");
-        assert!(
-            out.status.success(),
-            "helm template failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let manifest = String::from_utf8_lossy(&out.stdout).into_owned();
-        self.kubectl(&["create", "namespace", OPERATOR_NS], None);
-        self.kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=scenarios",
-                "-f",
-                "-",
-            ],
-            Some(&manifest),
-        );
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), OPERATOR_NS);
-        let want = replicas as usize;
-        let waited = eventually("operator pods Ready", PATIENCE, || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            (list.items.iter().filter(|p| pod_ready(p)).count() >= want).then_some(())
-        })
-        .await;
-        if let Err(e) = waited {
-            self.fail(e);
-        }
-    }
-
     /// Applies `docs` with `kubectl apply --server-side` (stdin, as a List).
     pub fn apply(&self, docs: &[Value]) -> String {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
@@ -387,9 +256,9 @@ impl Env {
         )
     }
 
-    /// `examples/basic/` with `spec.etcd.endpoints` pointed at the fleet etcd; without the
-    /// ProtocolRollout unless `rollout` (a single-version fleet), with `tweak` applied to the
-    /// SignalingCluster.
+    /// `examples/basic/` as it is (its etcd endpoint `http://etcd:2379` resolves through the
+    /// cluster DNS); without the ProtocolRollout unless `rollout` (a single-version fleet), with
+    /// `tweak` applied to the SignalingCluster.
     pub fn demo_manifests(&self, rollout: bool, tweak: impl FnOnce(&mut Value)) -> Vec<Value> {
         let mut docs: Vec<Value> = examples()
             .into_iter()
@@ -399,7 +268,6 @@ impl Env {
             .iter_mut()
             .find(|d| d["kind"] == "SignalingCluster")
             .expect("examples/basic has a SignalingCluster");
-        sigc["spec"]["etcd"]["endpoints"] = json!([self.etcd_url()]);
         tweak(sigc);
         docs
     }
@@ -578,30 +446,26 @@ impl Env {
             .collect()
     }
 
-    /// The last lines of every operator pod's log.
+    /// The last lines of every operator pod's log (`kubectl logs`).
     pub fn operator_log_tail(&self, lines: usize) -> String {
+        let names = self
+            .cluster
+            .kubectl(
+                &[
+                    "-n",
+                    OPERATOR_NS,
+                    "get",
+                    "pods",
+                    "-o",
+                    "jsonpath={.items[*].metadata.name}",
+                ],
+                None,
+            )
+            .unwrap_or_default();
         let mut out = String::new();
-        let dir = self.cluster.run_dir.join("pods");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return format!("(no pod logs in {})", dir.display());
-        };
-        let mut logs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(OPERATOR_NS) && n.ends_with(".log"))
-            })
-            .collect();
-        logs.sort();
-        for log in logs {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {}\n", log.display()));
-            for line in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
+        for pod in names.split_whitespace() {
+            out.push_str(&format!("--- kubectl -n {OPERATOR_NS} logs {pod}\n"));
+            out.push_str(&self.cluster.logs(OPERATOR_NS, pod, lines));
         }
         out
     }
@@ -623,10 +487,8 @@ impl Env {
                 "-o",
                 "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.reason}: {.message}{\"\\n\"}{end}",
             ]),
-            // Without the endpoint controllers' complaints about loopback pod IPs.
             get(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
                 .lines()
-                .filter(|l| !l.contains("FailedToUpdateEndpoint"))
                 .rev()
                 .take(15)
                 .collect::<Vec<_>>()
