@@ -14,7 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use runtime_support::{ControlPlane, eventually, metric_value};
 use serde_json::json;
-use signaling_node::cluster::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 
 const NS: &str = "sb-test";
@@ -160,8 +160,8 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     let first = config(&mut etcd, &keys).await.unwrap();
-    assert_eq!(first.settings["heartbeatSeconds"], 30);
-    assert_eq!(first.settings["roomSize"], 16);
+    assert_eq!(first.settings.heartbeat_seconds, Some(30));
+    assert_eq!(first.settings.room_size, Some(16));
     eventually("status configRevision 1", || async {
         clusters.get("demo").await.ok().is_some_and(|c| {
             c.status.as_ref().and_then(|s| s.config_revision) == Some(1)
@@ -189,8 +189,12 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     assert_eq!(
-        config(&mut etcd, &keys).await.unwrap().settings["heartbeatSeconds"],
-        5
+        config(&mut etcd, &keys)
+            .await
+            .unwrap()
+            .settings
+            .heartbeat_seconds,
+        Some(5)
     );
 
     // Two nodes come up: the kubelet would mark their pods Ready, the nodes register in etcd.

@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use signaling_node::cluster::keys::Keyspace;
 use support::{ApiServer, Etcd, SimNode, assignments, eventually, spawn_responder};
+use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::{room_shards, shard_name};
 use switchboard_operator::controller::rollout;
 use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
@@ -458,8 +458,8 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
         (condition.status.as_str(), condition.reason.as_str()),
         ("True", "ErrorRateExceeded")
     );
-    let value: signaling_node::cluster::keys::RolloutValue = {
-        use signaling_node::cluster::keys::Value;
+    let value: switchboard_contract::keys::RolloutValue = {
+        use switchboard_contract::keys::Value;
         let r = etcd_client
             .kv_client()
             .get(keys.rollout(), None)

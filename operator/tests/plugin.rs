@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use signaling_node::cluster::keys::Keyspace;
 use support::{ApiServer, Etcd, SimNode, eventually, spawn_responder};
+use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::room_shards;
 use switchboard_operator::controller::labels::DRAIN;
 use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
@@ -201,7 +201,7 @@ async fn every_subcommand_against_a_real_apiserver() {
     );
     assert!(out.stdout.contains("SHARD  NODE"));
     assert!(out.stdout.contains("No ProtocolRollout"));
-    let room_shard = signaling_node::shard::shard_of("studio", 6);
+    let room_shard = switchboard_contract::shard::shard_of("studio", 6);
     let expected_owner = owner(&shards(&client).await[room_shard as usize]).unwrap();
     let out = plugin(kc, &["rooms", "studio"]).await;
     assert!(out.ok);

@@ -7,8 +7,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use signaling_node::cluster::keys::{Keyspace, NodeState, RolloutValue, Value};
 use support::{Etcd, SimNode, assignments, eventually, spawn_responder};
+use switchboard_contract::keys::{Keyspace, NodeState, RolloutValue, Value};
 use switchboard_operator::controller::shards::ShardMetrics;
 use switchboard_operator::controller::shards::core::{HandoffKind, Notice};
 use switchboard_operator::controller::shards::manager::{self, ManagerHandle, ManagerOptions};
@@ -56,7 +56,7 @@ async fn harness(
 }
 
 fn per_node(
-    map: &BTreeMap<u32, signaling_node::cluster::keys::Assignment>,
+    map: &BTreeMap<u32, switchboard_contract::keys::Assignment>,
 ) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for a in map.values() {

@@ -15,5 +15,4 @@ pub mod room;
 pub mod routing;
 pub mod server;
 pub mod session;
-pub mod shard;
 pub mod store;

@@ -14,8 +14,8 @@ use signaling_node::cli::{ClientArgs, run_client};
 use signaling_node::client::{Client, ClientError, ConnectOptions};
 use signaling_node::protocol::{ErrorCode, EventKind, Message};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership};
-use signaling_node::shard::ShardId;
 use signaling_node::store::MemoryStore;
+use switchboard_contract::shard::ShardId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 

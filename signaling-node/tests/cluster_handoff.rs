@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::{Client, Got, settings, token};
 use etcd_client::Client as Etcd;
 use signaling_node::cluster::ClusterArgs;
-use signaling_node::cluster::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
 use signaling_node::protocol::{
@@ -23,8 +22,9 @@ use signaling_node::protocol::{
 };
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::{ClusterModeError, serve_cluster};
-use signaling_node::shard::shard_of;
 use support::{eventually, get, put};
+use switchboard_contract::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::shard_of;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use signaling_node::cluster::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
 use signaling_node::cluster::metrics::ClusterMetrics;
 use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
 use signaling_node::cluster::takeover::{RestoreError, ShardRestorer, TakeoverEvent};
 use signaling_node::routing::Ownership;
-use signaling_node::shard::ShardId;
 use signaling_node::store::{ShardRooms, StoreError};
 use support::{Etcd, delete, eventually, put};
+use switchboard_contract::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::ShardId;
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "owners").unwrap()

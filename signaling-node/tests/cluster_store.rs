@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use futures::future::join_all;
-use signaling_node::cluster::keys::{Assignment, Keyspace, Value};
 use signaling_node::cluster::metrics::{ClusterMetrics, outcome};
 use signaling_node::cluster::ownership::OwnershipCache;
 use signaling_node::cluster::store::{EtcdRoomStore, StoreConfig};
-use signaling_node::cluster::watcher::{Entry, Update};
 use signaling_node::routing::{Ownership, OwnershipView};
 use signaling_node::store::{RoomStore, StoreError};
 use support::{Etcd, get, put};
+use switchboard_contract::keys::{Assignment, Keyspace, Value};
+use switchboard_contract::watch::{Entry, Update};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "store").unwrap()

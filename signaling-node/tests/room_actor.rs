@@ -16,8 +16,8 @@ use signaling_node::protocol::{
 };
 use signaling_node::room::{Outbound, Peer, RoomFrame, RoomRegistry, RoomReply};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership, Standalone};
-use signaling_node::shard::ShardId;
 use signaling_node::store::{MemoryStore, RoomStore, StoreError};
+use switchboard_contract::shard::ShardId;
 use tokio::sync::mpsc;
 
 const OK: u8 = 0;

@@ -628,7 +628,7 @@ impl signaling_node::routing::OwnershipView for SplitOwnership {
 fn room_in_shard(shard: u32) -> String {
     (0..)
         .map(|i| format!("room-{i}"))
-        .find(|r| signaling_node::shard::shard_of(r, 16) == shard)
+        .find(|r| switchboard_contract::shard::shard_of(r, 16) == shard)
         .unwrap()
 }
 

@@ -33,11 +33,11 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptio
 use rustix::process::Signal;
 use serde_json::{Value as Json, json};
 use signaling_node::auth::JwtSecret;
-use signaling_node::cluster::keys::{Ack, Assignment, Keyspace, Value};
 use signaling_node::config::Tunables;
 use signaling_node::room::snapshot::{self, SnapshotMeta};
 use signaling_node::room::state::{Limits, RoomState};
-use signaling_node::shard::shard_of;
+use switchboard_contract::keys::{Ack, Assignment, Keyspace, Value};
+use switchboard_contract::shard::shard_of;
 use switchboard_operator::controller::shards::core::Notice;
 use tokio::time::Instant;
 

@@ -482,7 +482,7 @@ impl Env {
 
     /// The RoomShard of `room`.
     pub async fn shard_of_room(&self, room: &str) -> Option<RoomShard> {
-        let index = signaling_node::shard::shard_of(room, SHARDS);
+        let index = switchboard_contract::shard::shard_of(room, SHARDS);
         self.shards().await.remove(&index)
     }
 

@@ -26,7 +26,7 @@ use clap::Parser;
 use etcd_client::{Client, GetOptions, PutOptions};
 use futures::StreamExt;
 use serde_json::json;
-use signaling_node::cluster::keys::{Assignment, Key, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::keys::{Assignment, Key, Keyspace, Load, NodeInfo, NodeState, Value};
 use switchboard_operator::controller::shards::core::Notice;
 use switchboard_operator::controller::shards::manager::{self, ManagerOptions};
 use switchboard_operator::controller::shards::{ShardManagers, ShardMetrics};

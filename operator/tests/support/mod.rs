@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 use futures::StreamExt;
-use signaling_node::cluster::keys::{
+use switchboard_contract::keys::{
     Ack, Assignment, Key, Keyspace, Load, NodeInfo, NodeState, Value,
 };
 use tokio::task::JoinHandle;

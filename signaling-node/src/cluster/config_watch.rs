@@ -12,10 +12,11 @@ use tokio::task::JoinHandle;
 
 use super::ack::{AckHandle, AckUpdate};
 use super::health::Component;
-use super::keys::{ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
 use super::membership::MembershipError;
 use super::metrics::ClusterMetrics;
-use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
+use super::watch::{EtcdContext, run_watch};
+use switchboard_contract::keys::{ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
+use switchboard_contract::watch::{Entry, Update, WatchRange};
 
 /// Pure state of the watch: the last good values and what to do with an update.
 #[derive(Debug)]

@@ -36,10 +36,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::health::Component;
-use super::keys::{Assignment, Key, Keyspace, NodeInfo, NodeState, Value};
-use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
+use super::watch::{EtcdContext, run_watch};
 use crate::routing::{Ownership, OwnershipView};
-use crate::shard::ShardId;
+use switchboard_contract::keys::{Assignment, Key, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::ShardId;
+use switchboard_contract::watch::{Entry, Update, WatchRange};
 
 /// Shards this node holds, with the epoch it holds each one under.
 pub type LocalShards = BTreeMap<ShardId, u64>;
@@ -406,7 +407,7 @@ impl OwnershipView for OwnershipCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     fn keys() -> Keyspace {
         Keyspace::new("ns", "c").unwrap()

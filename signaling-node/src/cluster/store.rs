@@ -43,11 +43,11 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::keys::{Assignment, Key, Keyspace, Value};
 use super::metrics::{ClusterMetrics, outcome};
 use super::ownership::OwnershipCache;
-use crate::shard::ShardId;
 use crate::store::{RoomStore, ShardRooms, StoreError};
+use switchboard_contract::keys::{Assignment, Key, Keyspace, Value};
+use switchboard_contract::shard::ShardId;
 
 /// Tuning of the group committer.
 #[derive(Debug, Clone, Copy)]

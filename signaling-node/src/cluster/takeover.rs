@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
-use crate::shard::ShardId;
 use crate::store::{RoomStore, ShardRooms, StoreError};
+use switchboard_contract::backoff::Backoff;
+use switchboard_contract::shard::ShardId;
 
 /// Runs after a shard was released because it is being handed off, with the epoch it is held
 /// under (flush the store, then acknowledge the release).
@@ -324,10 +324,10 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::cluster::keys::{Assignment, Keyspace, Value};
-    use crate::cluster::watcher::{Entry, Update};
     use crate::routing::{Ownership, OwnershipView};
     use crate::store::MemoryStore;
+    use switchboard_contract::keys::{Assignment, Keyspace, Value};
+    use switchboard_contract::watch::{Entry, Update};
 
     /// Records calls; fails the first `failures` restores.
     #[derive(Default)]

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::protocol::{Hangup, Invite, InviteResult, Sdp};
 use crate::session::Call;
-use crate::shard::ShardId;
+use switchboard_contract::shard::ShardId;
 
 use super::peer::Peer;
 use super::state::{IceMsg, Member};

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::config::SettingsWatch;
 use crate::metrics::Metrics;
 use crate::routing::{Ownership, SharedOwnership};
-use crate::shard::{ShardId, shard_of};
 use crate::store::RoomStore;
+use switchboard_contract::shard::{ShardId, shard_of};
 
 use super::Clock;
 use super::actor::Actor;

@@ -7,8 +7,8 @@
 use futures::future::BoxFuture;
 
 use crate::cluster::takeover::{RestoreError as TakeoverRestoreError, ShardRestorer};
-use crate::shard::ShardId;
 use crate::store::ShardRooms;
+use switchboard_contract::shard::ShardId;
 
 use super::registry::{RestoreError, RoomRegistry};
 

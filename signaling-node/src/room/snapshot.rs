@@ -7,7 +7,7 @@ use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 use crate::protocol::generated::snapshot as fb;
 use crate::protocol::{Event, EventKind};
 use crate::session::{Call, CallEvent, CallState, Transition};
-use crate::shard::ShardId;
+use switchboard_contract::shard::ShardId;
 
 use super::log::EventLog;
 use super::state::{Member, Presence, RoomState};

@@ -14,12 +14,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::keys::{Load, NodeInfo, NodeState};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::node::{ClusterError, ClusterNode, ClusterNodeConfig};
 use crate::cluster::{ClusterArgs, args::ArgsError};
 use crate::config::{ConfigHandle, SettingsPatch};
 use crate::metrics::{Health, Metrics};
+use switchboard_contract::keys::{Load, NodeInfo, NodeState};
 
 use super::{Listeners, Node, ServerError};
 

@@ -23,7 +23,7 @@ use crate::protocol::{
 use crate::room::state::{SeatMap, check_id};
 use crate::room::{IceMsg, Peer, RegistryError, RoomFrame, RoomHandle, RoomReply};
 use crate::routing::Ownership;
-use crate::shard::shard_of;
+use switchboard_contract::shard::shard_of;
 
 use super::NodeShared;
 use super::limits::{BadFrames, Rate, TokenBucket};

@@ -65,7 +65,7 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
 
     let (stored, mod_revision) = store.read_config().await?;
     let previous = cluster.status.as_ref().and_then(|s| s.config_revision);
-    let plan = plan_config(&stored, previous, node_settings(&cluster.spec.config));
+    let plan = plan_config(&stored, previous, node_settings(&cluster.spec.config)?);
     if let ConfigPlan::Write(value) = &plan {
         if !store.write_config(value, mod_revision).await? {
             return Err(EtcdError::Conflict("config").into());

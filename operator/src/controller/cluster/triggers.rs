@@ -1,5 +1,5 @@
 //! etcd watches that trigger reconciles: per cluster one resilient watch over `nodes/` and
-//! `acks/` (the node side's `run_watch`: consistent read, watch, resync after errors). A
+//! `acks/` (the contract's `run_watch`: consistent read, watch, resync after errors). A
 //! reconcile is requested only when what the status depends on changes — which nodes are
 //! registered and Ready, and which config revision each node acked — not on load updates.
 //!
@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use futures::channel::mpsc;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
-use signaling_node::cluster::health::{Component, Health};
-use signaling_node::cluster::keys::{Ack, Key, Keyspace, NodeInfo, NodeState, Value};
-use signaling_node::cluster::metrics::ClusterMetrics;
-use signaling_node::cluster::watcher::{EtcdContext, EtcdTiming, Update, WatchRange, run_watch};
+use switchboard_contract::keys::{Ack, Key, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::watch::{
+    EtcdTiming, Update, WatchObserver, WatchRange, WatchSpec, run_watch,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -86,6 +86,24 @@ impl MemberSummary {
     }
 }
 
+/// Requests a reconcile of `target` whenever its member summary changes.
+struct MemberTrigger {
+    keys: Keyspace,
+    summary: MemberSummary,
+    sender: mpsc::Sender<ClusterRef>,
+    target: ClusterRef,
+}
+
+impl WatchObserver for MemberTrigger {
+    fn update(&mut self, update: Update) {
+        if self.summary.apply(&self.keys, update)
+            && self.sender.try_send(self.target.clone()).is_err()
+        {
+            tracing::debug!("reconcile queue full; dropping a member trigger");
+        }
+    }
+}
+
 struct Running {
     etcd: String,
     stop: CancellationToken,
@@ -133,43 +151,28 @@ impl Triggers {
             old.stop.cancel();
         }
         let stop = CancellationToken::new();
-        let ctx = EtcdContext {
+        let spec = WatchSpec {
             client,
-            health: Health::new(),
-            metrics: ClusterMetrics::default(),
             timing: EtcdTiming::default(),
             shutdown: stop.clone(),
+            name: "operator_members",
         };
         let ranges = vec![
             WatchRange::prefix(keys.nodes_prefix()),
             WatchRange::prefix(keys.acks_prefix()),
         ];
-        let mut sender = self.sender.clone();
-        let target = cluster.clone();
-        let mut summary = MemberSummary::default();
+        let trigger = MemberTrigger {
+            keys,
+            summary: MemberSummary::default(),
+            sender: self.sender.clone(),
+            target: cluster.clone(),
+        };
         let span = tracing::info_span!(
             "member_watch",
             namespace = cluster.namespace.as_deref().unwrap_or_default(),
             cluster = %cluster.name
         );
-        tokio::spawn(
-            async move {
-                run_watch(
-                    ctx,
-                    ranges,
-                    "operator_members",
-                    Component::Config,
-                    |update| {
-                        if summary.apply(&keys, update) && sender.try_send(target.clone()).is_err()
-                        {
-                            tracing::debug!("reconcile queue full; dropping a member trigger");
-                        }
-                    },
-                )
-                .await;
-            }
-            .instrument(span),
-        );
+        tokio::spawn(run_watch(spec, ranges, trigger).instrument(span));
         running.insert(cluster, Running { etcd, stop });
     }
 
@@ -196,8 +199,8 @@ impl Drop for Triggers {
 
 #[cfg(test)]
 mod tests {
-    use signaling_node::cluster::keys::Load;
-    use signaling_node::cluster::watcher::Entry;
+    use switchboard_contract::keys::Load;
+    use switchboard_contract::watch::Entry;
 
     use super::*;
 

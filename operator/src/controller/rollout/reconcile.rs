@@ -21,7 +21,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
-use signaling_node::cluster::keys::{
+use switchboard_contract::keys::{
     Assignment, Key, Keyspace, NodeInfo, NodeState, RolloutValue, Value,
 };
 use tokio::time::Instant;
@@ -533,7 +533,7 @@ pub fn error_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signaling_node::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     fn info(version: &str, state: NodeState, error_rate: f64) -> NodeInfo {
         NodeInfo {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use signaling_node::cluster::keys::{Ack, Assignment, RolloutValue};
+use switchboard_contract::keys::{Ack, Assignment, RolloutValue};
 use tokio::time::Instant;
 
 use super::handoff::{self, InFlight, Step};

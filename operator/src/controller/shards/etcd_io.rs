@@ -10,9 +10,7 @@ use etcd_client::{
     WatchOptions,
 };
 use futures::StreamExt;
-use signaling_node::cluster::keys::{
-    Ack, Assignment, Key, Keyspace, NodeInfo, RolloutValue, Value,
-};
+use switchboard_contract::keys::{Ack, Assignment, Key, Keyspace, NodeInfo, RolloutValue, Value};
 use tokio::sync::mpsc;
 
 use super::core::Write;

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use signaling_node::cluster::keys::Assignment;
+use switchboard_contract::keys::Assignment;
 
 use super::health::Health;
 use crate::placement::{self, MoveKind, ShardId};

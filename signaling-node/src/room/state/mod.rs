@@ -33,7 +33,7 @@ use crate::protocol::{ErrorCode, Event, EventKind, Message};
 use crate::session::{
     Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state,
 };
-use crate::shard::ShardId;
+use switchboard_contract::shard::ShardId;
 
 use super::log::EventLog;
 

@@ -1,7 +1,8 @@
-//! A resilient etcd watch over one or more key ranges: a consistent initial read (one
-//! transaction, one revision), then a watch from the next revision; on any error, cancel or
-//! compaction it backs off, reads everything again and re-watches. Consumers see a
-//! [`Update::Reset`] with the full contents after every (re)sync, then incremental changes.
+//! The one resilient etcd watch loop the node and the operator both run, over one or more key
+//! ranges: a consistent initial read (one transaction, one revision), then a watch from the
+//! next revision; on any error, cancel or compaction it backs off, reads everything again and
+//! re-watches. The [`WatchObserver`] sees an [`Update::Reset`] with the full contents after
+//! every (re)sync, then incremental changes, and is told when the watch is up or down.
 
 use std::time::Duration;
 
@@ -10,9 +11,7 @@ use etcd_client::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
-use super::health::{Component, Health};
-use super::metrics::ClusterMetrics;
+use crate::backoff::Backoff;
 
 /// One key or key prefix to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,64 +116,64 @@ enum SessionEnd {
     Shutdown,
 }
 
-/// What every background etcd loop shares: the client, health, metrics, timing and the
-/// shutdown signal.
-#[derive(Clone)]
-pub struct EtcdContext {
-    /// The etcd client (one multiplexed connection).
-    pub client: Client,
-    /// Where the loop reports whether it reaches etcd.
-    pub health: Health,
-    /// Metrics to update.
-    pub metrics: ClusterMetrics,
-    /// Request timeout and backoff.
-    pub timing: EtcdTiming,
-    /// Cancelled when the node shuts down.
-    pub shutdown: CancellationToken,
+/// Whoever consumes a watch: the data, plus whether the watch is established.
+///
+/// Every method runs on the watch task and must not block.
+pub trait WatchObserver: Send {
+    /// One update, in order: a [`Update::Reset`] after every (re)sync, then changes.
+    fn update(&mut self, update: Update);
+
+    /// The watch became established (`true`: etcd confirmed every range) or ended (`false`,
+    /// also after the last session when the loop stops).
+    fn connected(&mut self, _up: bool) {}
+
+    /// A session ended and the loop is about to read everything again (a resync).
+    fn resyncing(&mut self) {}
 }
 
-impl std::fmt::Debug for EtcdContext {
+/// What one watch needs besides its ranges and its observer.
+#[derive(Clone)]
+pub struct WatchSpec {
+    /// The etcd client (one multiplexed connection).
+    pub client: Client,
+    /// Request timeout and reconnect backoff.
+    pub timing: EtcdTiming,
+    /// The loop stops when this is cancelled.
+    pub shutdown: CancellationToken,
+    /// Names the watch in logs.
+    pub name: &'static str,
+}
+
+impl std::fmt::Debug for WatchSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdContext")
+        f.debug_struct("WatchSpec")
+            .field("name", &self.name)
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
 }
 
-/// Runs the watch until `ctx.shutdown` is cancelled, calling `sink` for every update.
-///
-/// `sink` runs on the watch task and must not block. `component` is reported down to
-/// `ctx.health` whenever the watch is not established, and `name` labels the resync metric.
-pub async fn run_watch(
-    ctx: EtcdContext,
-    ranges: Vec<WatchRange>,
-    name: &'static str,
-    component: Component,
-    mut sink: impl FnMut(Update) + Send,
-) {
-    let EtcdContext {
+/// Runs the watch of `ranges` until `spec.shutdown` is cancelled, telling `observer`.
+pub async fn run_watch(spec: WatchSpec, ranges: Vec<WatchRange>, mut observer: impl WatchObserver) {
+    let WatchSpec {
         client,
-        health,
-        metrics,
         timing,
         shutdown,
-    } = ctx;
-    health.register(component);
+        name,
+    } = spec;
     let mut backoff = timing.backoff();
     loop {
         let mut established = false;
         let result = session(
             &client,
             &ranges,
-            &health,
-            component,
             timing,
             &shutdown,
-            &mut sink,
+            &mut observer,
             &mut established,
         )
         .await;
-        health.set(component, false);
+        observer.connected(false);
         match result {
             SessionEnd::Shutdown => break,
             end if established => {
@@ -184,30 +183,26 @@ pub async fn run_watch(
             }
             end => tracing::debug!(watch = name, error = %end, "etcd watch still down"),
         }
-        metrics.watch_resyncs.with_label_values(&[name]).inc();
+        observer.resyncing();
         let delay = backoff.next_delay();
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
     }
-    health.unregister(component);
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn session(
     client: &Client,
     ranges: &[WatchRange],
-    health: &Health,
-    component: Component,
     timing: EtcdTiming,
     shutdown: &CancellationToken,
-    sink: &mut (impl FnMut(Update) + Send),
+    observer: &mut impl WatchObserver,
     established: &mut bool,
 ) -> SessionEnd {
     let work = async {
         let (revision, entries) = read_all(client.clone(), ranges, timing).await?;
-        sink(Update::Reset(entries));
+        observer.update(Update::Reset(entries));
         let mut stream = open_watch(client.clone(), ranges, revision + 1, timing).await?;
         // "Established" means etcd confirmed every watcher; events may arrive interleaved
         // with the confirmations and are applied either way.
@@ -225,15 +220,15 @@ async fn session(
             if response.created() {
                 created += 1;
                 if created == ranges.len() {
-                    health.set(component, true);
+                    observer.connected(true);
                     *established = true;
                 }
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
-                    EventType::Put => sink(Update::Put(Entry::from(kv))),
-                    EventType::Delete => sink(Update::Delete(kv.key().to_vec())),
+                    EventType::Put => observer.update(Update::Put(Entry::from(kv))),
+                    EventType::Delete => observer.update(Update::Delete(kv.key().to_vec())),
                 }
             }
         }

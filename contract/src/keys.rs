@@ -1,5 +1,6 @@
-//! The etcd keyspace of a Switchboard cluster (DESIGN §5), implemented once: key builders,
-//! key parsing and the JSON value types. Pure — no I/O — so the operator depends on it too.
+//! The etcd keyspace of a Switchboard cluster, implemented once: key builders, key parsing
+//! and the JSON value types. Pure (no I/O); docs/architecture.md ("The etcd keyspace") says
+//! who writes each key and when.
 //!
 //! Every key lives under `/switchboard/<namespace>/<cluster>/`:
 //!
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::ClusterSettings;
 use crate::shard::ShardId;
 
 /// The fixed first segment of every Switchboard key.
@@ -334,8 +336,18 @@ pub struct Assignment {
 pub struct ConfigValue {
     /// Monotonic revision (the operator increments it on every change of settings).
     pub revision: u64,
-    /// Node settings as a JSON object (heartbeat, idle timeout, limits, room size, ...).
-    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// The node settings (heartbeat, idle timeout, limits, room size, ...).
+    #[serde(deserialize_with = "settings_object")]
+    pub settings: ClusterSettings,
+}
+
+/// Reads `config.settings` only from a JSON object (serde would also read a struct written
+/// as an array, which no operator writes).
+fn settings_object<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ClusterSettings, D::Error> {
+    let map = serde_json::Map::deserialize(deserializer)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
 }
 
 /// Value of `rollout`: version weights and the shard → version map.
@@ -603,8 +615,9 @@ mod tests {
         assert_eq!(assignment.encode(), assignment.clone().encode());
 
         let config: ConfigValue =
-            ConfigValue::decode(br#"{"revision":3,"settings":{"heartbeat_ms":1000}}"#).unwrap();
+            ConfigValue::decode(br#"{"revision":3,"settings":{"heartbeatSeconds":1}}"#).unwrap();
         assert_eq!(config.revision, 3);
+        assert_eq!(config.settings.heartbeat_seconds, Some(1));
         assert!(ConfigValue::decode(br#"{"revision":3,"settings":[1]}"#).is_err());
 
         let rollout = RolloutValue::decode(
