@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{SDP, TestNode, settings, token};
-use signaling_node::cli::{ClientArgs, run_client};
-use signaling_node::client::{Client, ClientError, ConnectOptions};
-use signaling_node::protocol::{ErrorCode, EventKind, Message};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership};
 use signaling_node::store::MemoryStore;
+use switchboard_client::cli::{ClientArgs, run_client};
+use switchboard_client::{Client, ClientError, ConnectOptions};
 use switchboard_contract::shard::ShardId;
+use switchboard_protocol::{ErrorCode, EventKind, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 

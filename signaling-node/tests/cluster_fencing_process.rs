@@ -24,11 +24,11 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Client, Got, SECRET, http_get, token};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use signaling_node::protocol::{ErrorCode, EventKind, Hello, Join, Leave, Message, Resume};
 use signaling_node::room::snapshot;
 use support::{Etcd, eventually, get, get_with_lease, put};
 use switchboard_contract::keys::{Assignment, Keyspace, NodeInfo, Value};
 use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{ErrorCode, EventKind, Hello, Join, Leave, Message, Resume};
 
 const SHARDS: u32 = 4;
 const ROOM: &str = "studio";

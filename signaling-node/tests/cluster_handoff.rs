@@ -17,14 +17,14 @@ use etcd_client::Client as Etcd;
 use signaling_node::cluster::ClusterArgs;
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, EventKind, Invite, InviteResult, Join, Message, Migrate, Sdp,
-};
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::{ClusterModeError, serve_cluster};
 use support::{eventually, get, put};
 use switchboard_contract::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
 use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{
+    ErrorCode, EventKind, Invite, InviteResult, Join, Message, Migrate, Sdp,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -110,10 +110,10 @@ async fn try_join(addr: SocketAddr, user: &str) -> Option<Client> {
 /// Resumes `session` as `user` on `addr`; None while the node cannot serve the room yet.
 async fn try_resume(addr: SocketAddr, user: &str, session: &str, seq: u64) -> Option<Client> {
     let mut c = Client::connect(addr, &["switchboard.v2"]).await;
-    c.send(&Message::Hello(signaling_node::protocol::Hello {
+    c.send(&Message::Hello(switchboard_protocol::Hello {
         token: token(user, &[ROOM]),
         versions: vec![],
-        resume: Some(signaling_node::protocol::Resume {
+        resume: Some(switchboard_protocol::Resume {
             session: session.into(),
             last_seq: seq,
         }),

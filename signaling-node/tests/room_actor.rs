@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use signaling_node::auth::JwtSecret;
 use signaling_node::cluster::takeover::ShardRestorer;
 use signaling_node::config::{ConfigHandle, Settings};
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
-};
 use signaling_node::room::{Outbound, Peer, RoomFrame, RoomRegistry, RoomReply};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership, Standalone};
 use signaling_node::store::{MemoryStore, RoomStore, StoreError};
 use switchboard_contract::shard::ShardId;
+use switchboard_protocol::auth::JwtSecret;
+use switchboard_protocol::{
+    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
+};
 use tokio::sync::mpsc;
 
 const OK: u8 = 0;

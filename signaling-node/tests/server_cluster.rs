@@ -10,7 +10,6 @@ use common::{Client, Got, settings, token};
 use signaling_node::cluster::ClusterArgs;
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{ErrorCode, Join, Message};
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::serve_cluster;
 use support::{Etcd, eventually, get, put};
@@ -19,6 +18,7 @@ use switchboard_contract::keys::{
     Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
 };
 use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{ErrorCode, Join, Message};
 
 const SHARDS: u32 = 16;
 

@@ -14,12 +14,12 @@ use std::time::Duration;
 use common::*;
 use signaling_node::config::{ConfigHandle, SettingsPatch};
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, EventKind, IceCandidate, Invite, InviteResult, Join, Message, Sdp,
-};
 use signaling_node::routing::{SharedOwnership, Standalone};
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
+use switchboard_protocol::{
+    ErrorCode, EventKind, IceCandidate, Invite, InviteResult, Join, Message, Sdp,
+};
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
@@ -151,7 +151,7 @@ async fn heartbeats_keep_a_live_client_and_silence_is_evicted() {
     while pings < 15 {
         if let Message::Ping(p) = live.recv().await {
             pings += 1;
-            live.send(&Message::Pong(signaling_node::protocol::Pong {
+            live.send(&Message::Pong(switchboard_protocol::Pong {
                 nonce: p.nonce,
             }))
             .await;
@@ -226,10 +226,10 @@ async fn resume_replays_missed_events_and_restarts_negotiation() {
 
     // Resuming someone else's session is refused.
     let mut eve = Client::connect(node.addr, &["switchboard.v2"]).await;
-    eve.send(&Message::Hello(signaling_node::protocol::Hello {
+    eve.send(&Message::Hello(switchboard_protocol::Hello {
         token: token("eve", &["*"]),
         versions: vec![],
-        resume: Some(signaling_node::protocol::Resume {
+        resume: Some(switchboard_protocol::Resume {
             session,
             last_seq: 0,
         }),
@@ -373,7 +373,7 @@ async fn drain_rejects_joins_while_in_progress() {
     assert_eq!(node.http_get("/readyz").await.0, 503);
     // New sessions are turned away too.
     let mut d = Client::connect(node.addr, &["switchboard.v2"]).await;
-    d.send(&Message::Hello(signaling_node::protocol::Hello {
+    d.send(&Message::Hello(switchboard_protocol::Hello {
         token: token("later", &["*"]),
         versions: vec![],
         resume: None,
@@ -506,8 +506,8 @@ async fn serves_wss_with_tls() {
         .insert("sec-websocket-protocol", "switchboard.v2".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
     use futures::{SinkExt, StreamExt};
-    let mut enc = signaling_node::protocol::Encoder::new();
-    let hello = Message::Hello(signaling_node::protocol::Hello {
+    let mut enc = switchboard_protocol::Encoder::new();
+    let hello = Message::Hello(switchboard_protocol::Hello {
         token: token("tls-user", &["*"]),
         versions: vec![2],
         resume: None,
@@ -519,7 +519,7 @@ async fn serves_wss_with_tls() {
     .unwrap();
     let reply = ws.next().await.unwrap().unwrap().into_data();
     assert!(matches!(
-        signaling_node::protocol::decode(&reply).unwrap(),
+        switchboard_protocol::decode(&reply).unwrap(),
         Message::Welcome(_)
     ));
     // A plain-text client cannot talk to the TLS listener.

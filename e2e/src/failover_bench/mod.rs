@@ -32,13 +32,13 @@ use anyhow::{Context, Result, bail};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
 use rustix::process::Signal;
 use serde_json::{Value as Json, json};
-use signaling_node::auth::JwtSecret;
 use signaling_node::config::Tunables;
 use signaling_node::room::snapshot::{self, SnapshotMeta};
 use signaling_node::room::state::{Limits, RoomState};
 use switchboard_contract::keys::{Ack, Assignment, Keyspace, Value};
 use switchboard_contract::shard::shard_of;
 use switchboard_operator::controller::shards::core::Notice;
+use switchboard_protocol::auth::JwtSecret;
 use tokio::time::Instant;
 
 use driver::Driver;

@@ -32,7 +32,7 @@ pub struct EtcdRecord {
     pub room_deletes: Vec<String>,
 }
 
-fn seen(e: &signaling_node::protocol::Event) -> SeenEvent {
+fn seen(e: &switchboard_protocol::Event) -> SeenEvent {
     SeenEvent {
         room: e.room.clone(),
         seq: e.seq,

@@ -12,8 +12,8 @@ use switchboard_e2e::cluster::eventually;
 use switchboard_e2e::pod_runner::control::{Action, DarkProcesses};
 use switchboard_operator::crd::RoomShard;
 
-use signaling_node::client::Client;
-use signaling_node::protocol::{Hangup, Message, Resume};
+use switchboard_client::Client;
+use switchboard_protocol::{Hangup, Message, Resume};
 
 use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;

@@ -14,9 +14,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use signaling_node::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 use switchboard_e2e::cluster::{ClusterOptions, LocalCluster, eventually, repo_root, tools_bin};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
+use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 
 /// Namespace of the operator (as in `e2e/up`).
 pub const OPERATOR_NS: &str = "switchboard-system";
@@ -46,8 +46,7 @@ impl ScenarioTimer {
         // The client library's reconnect/redirect/migrate decisions, for failure analysis.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("SCENARIO_LOG")
-                    .unwrap_or_else(|_| "signaling_node::client=info".into()),
+                std::env::var("SCENARIO_LOG").unwrap_or_else(|_| "switchboard_client=info".into()),
             ))
             .with_test_writer()
             .try_init();

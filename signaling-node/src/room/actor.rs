@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::SettingsWatch;
-use crate::protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 use crate::store::StoreError;
+use switchboard_protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 
 use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
 use super::peer::{Peer, encode_frame};

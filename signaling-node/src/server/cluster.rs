@@ -68,7 +68,7 @@ pub async fn serve_cluster(
         state: NodeState::Ready,
         load: Load::default(),
         error_rate: 0.0,
-        started_at_ms: crate::auth::unix_now().saturating_mul(1000),
+        started_at_ms: switchboard_protocol::auth::unix_now().saturating_mul(1000),
     };
     let cluster_config = ClusterNodeConfig::new(
         identity.keys.clone(),

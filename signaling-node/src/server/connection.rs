@@ -15,15 +15,15 @@ use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::auth::{self, Claims};
-use crate::protocol::{
-    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Migrate, Pong,
-    ProtocolVersion, Redirect, Welcome, decode_view,
-};
 use crate::room::state::{SeatMap, check_id};
 use crate::room::{IceMsg, Peer, RegistryError, RoomFrame, RoomHandle, RoomReply};
 use crate::routing::Ownership;
 use switchboard_contract::shard::shard_of;
+use switchboard_protocol::auth::{self, Claims};
+use switchboard_protocol::{
+    ErrorCode, FrameError, FrameType, FrameView, Hello, Join, Leave, Message, Migrate, Pong,
+    ProtocolVersion, Redirect, Welcome, decode_view,
+};
 
 use super::NodeShared;
 use super::limits::{BadFrames, Rate, TokenBucket};

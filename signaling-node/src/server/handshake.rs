@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Tunables;
-use crate::protocol::{MAX_FRAME_LEN, ProtocolVersion};
+use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// The WebSocket path.
 pub const WS_PATH: &str = "/ws";

@@ -32,7 +32,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::protocol::ErrorCode;
+use switchboard_protocol::ErrorCode;
 
 /// State of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 // The Switchboard client: connects with subprotocol negotiation, says Hello with the token,
 // offers typed calls for the co-host flow, answers heartbeats, follows Redirect and Migrate,
 // and reconnects with backoff and resumes from the last seen event after a dropped connection.
-// It mirrors the Rust client (signaling-node/src/client/driver.rs) decision for decision.
+// It mirrors the Rust client (client/src/driver.rs) decision for decision.
 //
 //   const client = new SwitchboardClient('ws://127.0.0.1:7000/ws', { token });
 //   client.on('message', (msg) => console.log(msg));

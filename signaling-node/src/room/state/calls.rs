@@ -1,9 +1,9 @@
 //! Call commands of a room: invites, answers, hangups and the SDP/ICE relays.
 
-use crate::protocol::{
+use crate::session::{Call, CallEvent, CallState, Transition, next_state};
+use switchboard_protocol::{
     ErrorCode, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Message, Sdp,
 };
-use crate::session::{Call, CallEvent, CallState, Transition, next_state};
 
 use super::{
     CallEntry, Delivery, Dest, Limits, Outcome, RoomError, RoomState, check_id, no_call,

@@ -29,11 +29,11 @@ pub use calls::{IceMsg, check_sdp, split_batch};
 pub use seats::SeatMap;
 
 use crate::config::Tunables;
-use crate::protocol::{ErrorCode, Event, EventKind, Message};
 use crate::session::{
     Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state,
 };
 use switchboard_contract::shard::ShardId;
+use switchboard_protocol::{ErrorCode, Event, EventKind, Message};
 
 use super::log::EventLog;
 
