@@ -1,6 +1,6 @@
-//! One bench connection to either target: a Switchboard [`Client`] or a raw WebSocket to the
-//! baseline relay that carries the same encoded frames, behind one sending and one receiving
-//! type so the load logic is shared.
+//! One bench connection, whatever it talks to: a Switchboard [`Client`] or a transport that
+//! carries the same encoded frames (the baseline relay's WebSocket here, the peers in
+//! `peers`), behind one sending and one receiving type so the load logic is shared.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,54 +22,6 @@ use switchboard_protocol::{
 
 /// Queue capacity of one bench connection (each direction).
 pub(super) const QUEUE: usize = 256;
-
-/// What the bench connects to.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A Switchboard node.
-    Switchboard {
-        /// `ws://host:port/ws`
-        url: String,
-        /// Secret to mint join tokens with.
-        secret: JwtSecret,
-        /// Client options (the token is filled per connection).
-        options: Box<ConnectOptions>,
-    },
-    /// The baseline relay.
-    Baseline {
-        /// Its address.
-        addr: SocketAddr,
-    },
-    /// The raw TCP floor: the baseline relay's rooms over length-prefixed TCP frames.
-    Tcp {
-        /// Its address.
-        addr: SocketAddr,
-    },
-    /// A Centrifugo server, driven through its JSON protocol over WebSocket.
-    Centrifugo {
-        /// `ws://host:port/connection/websocket`
-        url: String,
-        /// Its `token_hmac_secret_key`, to mint connection tokens with.
-        secret: JwtSecret,
-    },
-}
-
-impl Target {
-    /// `switchboard`, `baseline`, `tcp` or `centrifugo`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Target::Switchboard { .. } => "switchboard",
-            Target::Baseline { .. } => "baseline",
-            Target::Tcp { .. } => "tcp",
-            Target::Centrifugo { .. } => "centrifugo",
-        }
-    }
-
-    /// Whether the target runs the call state machine (sends CallState events).
-    pub fn has_events(&self) -> bool {
-        matches!(self, Target::Switchboard { .. })
-    }
-}
 
 /// How long joining took.
 #[derive(Debug, Clone, Copy)]
@@ -106,46 +58,35 @@ pub(super) fn failure(kind: &str, detail: impl ToString) -> ConnectFailure {
     }
 }
 
-/// Connects `user` to `room` on `target` and joins.
-pub async fn connect(
-    target: &Target,
+/// Connects `user` to `room` on the Switchboard node at `url` and joins.
+pub(super) async fn switchboard_connect(
+    url: &str,
+    secret: &JwtSecret,
+    options: &ConnectOptions,
     user: &str,
     room: &str,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
-    match target {
-        Target::Switchboard {
-            url,
-            secret,
-            options,
-        } => {
-            let claims = Claims::new(
-                user,
-                RoomGrant::Rooms(vec![room.to_string()]),
-                unix_now(),
-                3600,
-            );
-            let mut options = ConnectOptions::clone(options);
-            options.token = mint(secret, &claims);
-            options.queue = QUEUE;
-            let started = Instant::now();
-            let client = Client::connect(url, options).await?;
-            let hello_rtt = client.hello_rtt();
-            let join_started = Instant::now();
-            client.join(room).await?;
-            let joined = Instant::now();
-            let timing = JoinTiming {
-                join: hello_rtt + (joined - join_started),
-                setup: joined - started,
-            };
-            let (tx, rx) = client.split();
-            Ok((Tx::Switchboard(tx), Rx::Switchboard(rx), timing))
-        }
-        Target::Baseline { addr } => baseline_connect(*addr, user, room).await,
-        Target::Tcp { addr } => super::peers::tcp_connect(*addr, user, room).await,
-        Target::Centrifugo { url, secret } => {
-            super::peers::centrifugo_connect(url, secret, user, room).await
-        }
-    }
+    let claims = Claims::new(
+        user,
+        RoomGrant::Rooms(vec![room.to_string()]),
+        unix_now(),
+        3600,
+    );
+    let mut options = options.clone();
+    options.token = mint(secret, &claims);
+    options.queue = QUEUE;
+    let started = Instant::now();
+    let client = Client::connect(url, options).await?;
+    let hello_rtt = client.hello_rtt();
+    let join_started = Instant::now();
+    client.join(room).await?;
+    let joined = Instant::now();
+    let timing = JoinTiming {
+        join: hello_rtt + (joined - join_started),
+        setup: joined - started,
+    };
+    let (tx, rx) = client.split();
+    Ok((Tx::Switchboard(tx), Rx::Switchboard(rx), timing))
 }
 
 /// The bench ends of a connection that carries encoded Switchboard frames over some transport:
@@ -166,7 +107,8 @@ pub(super) fn frame_ends(
     (tx, Rx::Baseline(incoming))
 }
 
-async fn baseline_connect(
+/// Connects `user` to `room` on the baseline relay at `addr` and joins.
+pub(super) async fn baseline_connect(
     addr: SocketAddr,
     user: &str,
     room: &str,
@@ -450,10 +392,9 @@ mod tests {
         let relay = spawn("127.0.0.1:0".parse().unwrap(), BaselineConfig::default())
             .await
             .unwrap();
-        let target = Target::Baseline { addr: relay.addr };
-        let (mut a_tx, _a_rx, timing) = connect(&target, "a", "r").await.unwrap();
+        let (mut a_tx, _a_rx, timing) = baseline_connect(relay.addr, "a", "r").await.unwrap();
         assert!(timing.setup >= timing.join);
-        let (mut b_tx, mut b_rx, _) = connect(&target, "b", "r").await.unwrap();
+        let (mut b_tx, mut b_rx, _) = baseline_connect(relay.addr, "b", "r").await.unwrap();
         let call = a_tx.invite("r", "b").await.unwrap();
         match b_rx.recv().await.unwrap() {
             Message::Invite(invite) => {

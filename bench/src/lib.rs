@@ -11,5 +11,6 @@ pub mod recorder;
 pub mod runner;
 pub mod stats;
 pub mod sys;
+pub mod target;
 
 pub use runner::{BaselineMode, BenchConfig, BenchError, BenchResult, TargetKind, run};

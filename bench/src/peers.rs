@@ -2,7 +2,7 @@
 //! relay's rooms over length-prefixed TCP) and Centrifugo (its JSON protocol over WebSocket).
 //!
 //! Both carry the same encoded Switchboard frames as the baseline, so the load logic, the
-//! open-loop schedule, the histograms and the RSS measurement are shared (see [`super::conn`]).
+//! open-loop schedule, the histograms and the RSS measurement are shared (see `conn`).
 //!
 //! Centrifugo mapping: connect command with an HS256 token = hello; subscribe to the room's
 //! channel = join; a client publication (`{"f": user, "b": base64(frame)}`) = relay; the
@@ -332,7 +332,6 @@ pub async fn centrifugo_connect(
 mod tests {
     use super::*;
     use crate::baseline::{BaselineConfig, RelayTransport, spawn};
-    use crate::conn::{Target, connect};
 
     #[test]
     fn parses_centrifugo_replies_pushes_and_pings() {
@@ -388,10 +387,9 @@ mod tests {
             ..BaselineConfig::default()
         };
         let relay = spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
-        let target = Target::Tcp { addr: relay.addr };
-        let (mut a_tx, _a_rx, timing) = connect(&target, "a", "r").await.unwrap();
+        let (mut a_tx, _a_rx, timing) = tcp_connect(relay.addr, "a", "r").await.unwrap();
         assert!(timing.setup >= timing.join);
-        let (_b_tx, mut b_rx, _) = connect(&target, "b", "r").await.unwrap();
+        let (_b_tx, mut b_rx, _) = tcp_connect(relay.addr, "b", "r").await.unwrap();
         let call = a_tx.invite("r", "b").await.unwrap();
         match b_rx.recv().await.unwrap() {
             Message::Invite(invite) => assert_eq!(invite.call_id, call),

@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::baseline::{self, BaselineConfig, RelayTransport};
-use super::conn::{self, Rx, Target, Tx};
+use super::conn::{Rx, Tx};
 use super::pair::{self, PairConfig, Side, Window};
 use super::recorder::Recorder;
 use super::stats::Report;
 use super::sys;
+use super::target::{self, Target};
 use switchboard_client::ConnectOptions;
 use switchboard_protocol::auth::JwtSecret;
 
@@ -342,7 +343,7 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
             connecting.spawn(async move {
                 let _permit = permit;
                 let (room_id, user) = ids(run_id, room, member);
-                match conn::connect(&target, &user, &room_id).await {
+                match target::connect(&target, &user, &room_id).await {
                     Ok((tx, rx, timing)) => {
                         rec.record_join(timing.join, timing.setup);
                         Some((room, member, tx, rx))

@@ -24,7 +24,7 @@ use switchboard_protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 
 use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
 use super::peer::{Peer, encode_frame};
-use super::registry::Shared;
+use super::shared::Shared;
 use super::snapshot::{self, SnapshotMeta};
 use super::state::{Delivery, Dest, Limits, Outcome, RoomState, SeatMap, split_batch};
 

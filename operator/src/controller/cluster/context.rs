@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource};
 use tokio::time::Instant;
 
 use super::triggers::{ClusterRef, Triggers};
@@ -133,6 +134,30 @@ impl Context {
             *entry = (revision, now);
         }
         now.saturating_duration_since(entry.1)
+    }
+
+    /// Publishes an Event about `cluster` (and the `related` object); failures are logged,
+    /// never fatal.
+    pub(super) async fn publish(
+        &self,
+        cluster: &SignalingCluster,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: related,
+        };
+        let reference: ObjectReference = cluster.object_ref(&());
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, reason, "could not publish event");
+        }
     }
 
     pub(super) fn forget(&self, cluster: &ObjectRef<SignalingCluster>) {

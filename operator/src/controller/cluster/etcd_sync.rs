@@ -16,7 +16,7 @@ use super::config::{
     ConfigPlan, ConfigProgress, config_progress, live_nodes, node_settings, plan_config, pod_views,
     recheck_after,
 };
-use super::reconcile::{Context, publish};
+use super::context::Context;
 use super::store::ClusterStore;
 use crate::controller::{Error, Result};
 use crate::crd::SignalingCluster;
@@ -76,8 +76,7 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
             .with_label_values(&["config"])
             .inc();
         tracing::info!(revision = value.revision, "wrote node config");
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "ConfigWritten",

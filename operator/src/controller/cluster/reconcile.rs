@@ -37,7 +37,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -224,8 +224,7 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
                 tracing::debug!(%status_error, "could not record the failure in status");
             }
             if matches!(error, Error::InvalidSpec(_)) {
-                publish(
-                    ctx,
+                ctx.publish(
                     cluster,
                     EventType::Warning,
                     "InvalidSpec",
@@ -296,8 +295,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     for pod in &plan.pods.create {
         apply_one(&pods, pod, &params).await?;
         let note = format!("created pod {}", pod.name_any());
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "CreatedPod",
@@ -314,8 +312,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
             Err(error) => return Err(error.into()),
         }
         let note = format!("deleted pod {pod} (it drains first)");
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "DeletedPod",
@@ -469,7 +466,8 @@ async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
             (EventType::Warning, "CleanupSkipped", why)
         }
     };
-    publish(ctx, cluster, type_, reason, "Delete", note, None).await;
+    ctx.publish(cluster, type_, reason, "Delete", note, None)
+        .await;
     Ok(Action::await_change())
 }
 
@@ -546,30 +544,6 @@ fn pod_ref(namespace: &str, name: &str) -> ObjectReference {
         namespace: Some(namespace.into()),
         name: Some(name.into()),
         ..Default::default()
-    }
-}
-
-/// Publishes an Event about `cluster` (and the `related` object); failures are logged, never
-/// fatal.
-pub(super) async fn publish(
-    ctx: &Context,
-    cluster: &SignalingCluster,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-    related: Option<ObjectReference>,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: related,
-    };
-    let reference: ObjectReference = cluster.object_ref(&());
-    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(%error, reason, "could not publish event");
     }
 }
 

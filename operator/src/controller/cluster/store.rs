@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use switchboard_contract::keys::{Ack, ConfigValue, Key, Keyspace, NodeInfo, Value};
 
 use super::config::StoredConfig;
-use super::reconcile::{CleanupOutcome, ClusterCleanup};
+use super::context::{CleanupOutcome, ClusterCleanup};
 use crate::controller::{Error, Result};
 use crate::crd::{EtcdSpec, SignalingCluster};
 use crate::etcd::{EtcdClients, EtcdError, bounded};
