@@ -2,11 +2,11 @@
 //! and cluster mode (membership, ownership, fenced room snapshots in etcd).
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod room;
 pub mod routing;
 pub mod server;
-pub mod session;
 pub mod store;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::session::Call;
+use crate::call::Call;
 use switchboard_contract::shard::ShardId;
 use switchboard_protocol::{Hangup, Invite, InviteResult, Sdp};
 

@@ -26,7 +26,7 @@ pub use handle::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
 pub use peer::{Outbound, Peer};
 pub use registry::{RegistryError, RestoreError, RoomRegistry};
 pub use shared::SessionEntry;
-pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState};
+pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState, SeatMap, check_id};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -108,6 +108,18 @@ impl RoomRegistry {
         &self.shared.ownership
     }
 
+    /// Who serves `room` right now, as the ownership view says: the one answer the server
+    /// routes by (Hello's token room, and [`RoomRegistry::open`] for joins). Only the store's
+    /// fenced commit is authoritative; a stale answer here costs a refused commit, not state.
+    pub fn owner_of_room(&self, room: &str) -> Ownership {
+        self.shared.ownership.owner_of(self.shard_of(room))
+    }
+
+    /// Where a member of `room` who must leave this node goes (`Migrate.url`).
+    pub fn migrate_url(&self, room: &str) -> String {
+        self.shared.ownership.migrate_url(self.shard_of(room))
+    }
+
     /// The live room `room`, if any.
     pub fn room(&self, room: &str) -> Option<RoomHandle> {
         lock(&self.shared.rooms).get(room).cloned()
@@ -137,16 +149,12 @@ impl RoomRegistry {
         self.shared.draining.load(Ordering::SeqCst)
     }
 
-    /// The live room `room`, starting it if needed (the caller checked routing already).
+    /// The live room `room`, starting it if this node serves its shard: another owner (or
+    /// none) is [`RegistryError::NotOwner`] with the view's answer, so the caller redirects
+    /// or asks the client to retry without looking ownership up itself.
     pub fn open(&self, room: &str) -> Result<RoomHandle, RegistryError> {
-        if self.is_draining() {
-            return Err(RegistryError::Draining);
-        }
         let shard = self.shard_of(room);
-        if lock(&self.shared.moving).contains(&shard) {
-            return Err(RegistryError::ShardMoving(shard));
-        }
-        let epoch = match self.shared.ownership.owner_of(shard) {
+        let epoch = match self.owner_of_room(room) {
             Ownership::Local { epoch } => epoch,
             other => {
                 return Err(RegistryError::NotOwner {
@@ -155,6 +163,12 @@ impl RoomRegistry {
                 });
             }
         };
+        if self.is_draining() {
+            return Err(RegistryError::Draining);
+        }
+        if lock(&self.shared.moving).contains(&shard) {
+            return Err(RegistryError::ShardMoving(shard));
+        }
         let tunables = self.shared.settings.borrow().tunables.clone();
         let mut rooms = lock(&self.shared.rooms);
         if let Some(handle) = rooms.get(room) {

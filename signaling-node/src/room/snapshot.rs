@@ -4,7 +4,7 @@
 
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
-use crate::session::{Call, CallEvent, CallState, Transition};
+use crate::call::{Call, CallEvent, CallState, Transition};
 use switchboard_contract::shard::ShardId;
 use switchboard_protocol::generated::snapshot as fb;
 use switchboard_protocol::{Event, EventKind};

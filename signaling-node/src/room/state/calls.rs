@@ -1,6 +1,6 @@
 //! Call commands of a room: invites, answers, hangups and the SDP/ICE relays.
 
-use crate::session::{Call, CallEvent, CallState, Transition, next_state};
+use crate::call::{Call, CallEvent, CallState, Transition, next_state};
 use switchboard_protocol::{
     ErrorCode, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Message, Sdp,
 };

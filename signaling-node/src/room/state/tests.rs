@@ -1,7 +1,7 @@
 //! Pure tests of the room decision logic.
 
 use super::*;
-use crate::session::{Call, CallEvent, CallState, Timeouts};
+use crate::call::{Call, CallEvent, CallState, Timeouts};
 use switchboard_protocol::{Candidate, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Sdp};
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n";
