@@ -23,6 +23,7 @@ use switchboard_operator::crd::{
     RolloutVersion, RoomShard, ShardPhase, SignalingCluster,
 };
 use switchboard_operator::etcd::EtcdClients;
+use switchboard_operator::metrics::Metrics;
 use switchboard_operator::placement::{VersionWeight, assign_versions};
 use tokio::time::Instant;
 
@@ -342,10 +343,11 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
     let managers = ShardManagers::with_options(client.clone(), &registry, options);
     managers.ensure(&cluster, etcd_client.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = Metrics::register(registry.clone()).unwrap();
     let controller = tokio::spawn(rollout::run(
         client.clone(),
         EtcdClients::new(client.clone(), Duration::from_secs(5)),
-        &registry,
+        &metrics,
         async {
             let _ = stopped.await;
         },

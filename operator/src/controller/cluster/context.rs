@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::triggers::{ClusterRef, Triggers};
 use crate::controller::Result;
 use crate::controller::labels::FIELD_MANAGER;
+use crate::controller::policy::Failures;
 use crate::controller::shards::ShardManagers;
 use crate::crd::SignalingCluster;
 use crate::etcd::EtcdClients;
@@ -78,8 +79,8 @@ pub struct Context {
     pub(super) services: Services,
     pub(super) triggers: Triggers,
     pub(super) trigger_receiver: Mutex<Option<mpsc::Receiver<ClusterRef>>>,
-    // Consecutive failures per object, for backoff; never held across an await.
-    failures: Mutex<HashMap<ObjectRef<SignalingCluster>, u32>>,
+    /// Consecutive failed reconciles per object, for backoff.
+    pub(super) failures: Failures<ObjectRef<SignalingCluster>>,
     // Per cluster: the config revision not yet applied everywhere and when it was first seen.
     pending: Mutex<HashMap<ObjectRef<SignalingCluster>, (u64, Instant)>>,
 }
@@ -98,18 +99,9 @@ impl Context {
             services,
             triggers,
             trigger_receiver: Mutex::new(Some(receiver)),
-            failures: Mutex::default(),
+            failures: Failures::default(),
             pending: Mutex::default(),
         }
-    }
-
-    pub(super) fn failures(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignalingCluster>, u32>> {
-        // A poisoned map only holds counters: keep using it.
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long `revision` of `cluster` has been waiting for acks (zero when first seen);
@@ -165,6 +157,6 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(cluster);
-        self.failures().remove(cluster);
+        self.failures.reset(cluster);
     }
 }
