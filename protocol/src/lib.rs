@@ -23,7 +23,9 @@
 
 pub mod auth;
 mod encode;
+mod fields;
 mod frame;
+mod frames;
 pub mod generated;
 mod message;
 mod types;

@@ -1,10 +1,10 @@
 //! Owned messages: the convenient, allocating form of every frame, for clients, tests and
-//! snapshots. On the wire an empty string or list is simply absent, so absent decodes as
-//! empty.
+//! snapshots, one struct per frame (the [`Message`] enum over them comes from the frame
+//! table). On the wire an empty string or list is simply absent, so absent decodes as empty.
 
 use serde::{Deserialize, Serialize};
 
-use super::types::FrameType;
+pub use crate::frames::Message;
 
 /// Session resume request carried in [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -303,139 +303,4 @@ pub struct ErrorFrame {
     pub message: String,
     /// Request id of the request this answers, 0 for none.
     pub request_id: u32,
-}
-
-/// Any frame in owned form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
-    /// [`FrameType::Hello`]
-    Hello(Hello),
-    /// [`FrameType::Welcome`]
-    Welcome(Welcome),
-    /// [`FrameType::Join`]
-    Join(Join),
-    /// [`FrameType::Joined`]
-    Joined(Joined),
-    /// [`FrameType::Leave`]
-    Leave(Leave),
-    /// [`FrameType::Invite`]
-    Invite(Invite),
-    /// [`FrameType::InviteResult`]
-    InviteResult(InviteResult),
-    /// [`FrameType::Offer`]
-    Offer(Sdp),
-    /// [`FrameType::Answer`]
-    Answer(Sdp),
-    /// [`FrameType::IceCandidate`]
-    IceCandidate(IceCandidate),
-    /// [`FrameType::IceBatch`]
-    IceBatch(IceBatch),
-    /// [`FrameType::Hangup`]
-    Hangup(Hangup),
-    /// [`FrameType::Event`]
-    Event(Event),
-    /// [`FrameType::Ping`]
-    Ping(Ping),
-    /// [`FrameType::Pong`]
-    Pong(Pong),
-    /// [`FrameType::Redirect`]
-    Redirect(Redirect),
-    /// [`FrameType::Migrate`]
-    Migrate(Migrate),
-    /// [`FrameType::Error`]
-    Error(ErrorFrame),
-}
-
-impl Message {
-    /// The frame type this message is sent as.
-    pub fn frame_type(&self) -> FrameType {
-        match self {
-            Message::Hello(_) => FrameType::Hello,
-            Message::Welcome(_) => FrameType::Welcome,
-            Message::Join(_) => FrameType::Join,
-            Message::Joined(_) => FrameType::Joined,
-            Message::Leave(_) => FrameType::Leave,
-            Message::Invite(_) => FrameType::Invite,
-            Message::InviteResult(_) => FrameType::InviteResult,
-            Message::Offer(_) => FrameType::Offer,
-            Message::Answer(_) => FrameType::Answer,
-            Message::IceCandidate(_) => FrameType::IceCandidate,
-            Message::IceBatch(_) => FrameType::IceBatch,
-            Message::Hangup(_) => FrameType::Hangup,
-            Message::Event(_) => FrameType::Event,
-            Message::Ping(_) => FrameType::Ping,
-            Message::Pong(_) => FrameType::Pong,
-            Message::Redirect(_) => FrameType::Redirect,
-            Message::Migrate(_) => FrameType::Migrate,
-            Message::Error(_) => FrameType::Error,
-        }
-    }
-
-    /// The request id the message carries or answers, if its frame type has one.
-    pub fn request_id(&self) -> Option<u32> {
-        match self {
-            Message::Join(m) => Some(m.request_id),
-            Message::Joined(m) => Some(m.request_id),
-            Message::Leave(m) => Some(m.request_id),
-            Message::Invite(m) => Some(m.request_id),
-            Message::InviteResult(m) => Some(m.request_id),
-            Message::Offer(m) | Message::Answer(m) => Some(m.request_id),
-            Message::Hangup(m) => Some(m.request_id),
-            Message::Redirect(m) => Some(m.request_id),
-            Message::Error(m) => Some(m.request_id),
-            Message::Hello(_)
-            | Message::Welcome(_)
-            | Message::IceCandidate(_)
-            | Message::IceBatch(_)
-            | Message::Event(_)
-            | Message::Ping(_)
-            | Message::Pong(_)
-            | Message::Migrate(_) => None,
-        }
-    }
-
-    /// Bytes of variable-length payload (strings, lists): a lower bound of the body size,
-    /// used to refuse hopelessly large messages before building them.
-    pub(crate) fn payload_len(&self) -> usize {
-        fn s(parts: &[&str]) -> usize {
-            parts.iter().map(|p| p.len()).sum()
-        }
-        match self {
-            Message::Hello(m) => {
-                m.token.len() + m.versions.len() + m.resume.as_ref().map_or(0, |r| r.session.len())
-            }
-            Message::Welcome(m) => s(&[&m.session, &m.node]),
-            Message::Join(m) => m.room.len(),
-            Message::Joined(m) => {
-                m.room.len() + m.members.iter().map(|x| x.len() + 4).sum::<usize>()
-            }
-            Message::Leave(m) => m.room.len(),
-            Message::Invite(m) => s(&[&m.room, &m.call_id, &m.from, &m.to]),
-            Message::InviteResult(m) => s(&[&m.room, &m.call_id, &m.from, &m.to, &m.reason]),
-            Message::Offer(m) | Message::Answer(m) => {
-                s(&[&m.room, &m.call_id, &m.from, &m.to, &m.sdp])
-            }
-            Message::IceCandidate(m) => s(&[
-                &m.room,
-                &m.call_id,
-                &m.from,
-                &m.to,
-                &m.candidate,
-                &m.sdp_mid,
-            ]),
-            Message::IceBatch(m) => {
-                s(&[&m.room, &m.call_id, &m.from, &m.to])
-                    + m.candidates
-                        .iter()
-                        .map(|c| c.candidate.len() + c.sdp_mid.len() + 4)
-                        .sum::<usize>()
-            }
-            Message::Hangup(m) => s(&[&m.room, &m.call_id, &m.from, &m.reason]),
-            Message::Event(m) => s(&[&m.room, &m.user, &m.call_id, &m.state]),
-            Message::Ping(_) | Message::Pong(_) => 0,
-            Message::Redirect(m) => s(&[&m.room, &m.url]),
-            Message::Migrate(m) => s(&[&m.room, &m.url, &m.resume_token]),
-            Message::Error(m) => m.message.len(),
-        }
-    }
 }

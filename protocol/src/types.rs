@@ -1,9 +1,11 @@
-//! Small wire enums: frame types, error codes and protocol versions, with their numeric,
-//! label and subprotocol mappings.
+//! Small wire enums: error codes and protocol versions, with their numeric, label and
+//! subprotocol mappings (frame types come from the frame table, `frames`).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::frames::FrameType;
 
 /// Wire protocol versions, negotiated with `Sec-WebSocket-Protocol` (highest common wins).
 ///
@@ -63,110 +65,10 @@ impl fmt::Display for ProtocolVersion {
     }
 }
 
-/// The frame's type byte; it selects the root table of the FlatBuffers body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum FrameType {
-    /// Client greeting: token, versions, optional resume.
-    Hello = 1,
-    /// Server answer to Hello.
-    Welcome,
-    /// Join a room.
-    Join,
-    /// Room joined.
-    Joined,
-    /// Leave a room.
-    Leave,
-    /// Invite a member into a call.
-    Invite,
-    /// Accept or reject an invite.
-    InviteResult,
-    /// SDP offer.
-    Offer,
-    /// SDP answer.
-    Answer,
-    /// One trickled ICE candidate.
-    IceCandidate,
-    /// Batched ICE candidates (v2).
-    IceBatch,
-    /// End a call.
-    Hangup,
-    /// Room event with sequence number.
-    Event,
-    /// Heartbeat request.
-    Ping,
-    /// Heartbeat answer.
-    Pong,
-    /// Room owned elsewhere.
-    Redirect,
-    /// Room is moving.
-    Migrate,
-    /// Error report.
-    Error,
-}
-
 impl FrameType {
-    /// Every frame type in type-byte order.
-    pub const ALL: [FrameType; 18] = [
-        FrameType::Hello,
-        FrameType::Welcome,
-        FrameType::Join,
-        FrameType::Joined,
-        FrameType::Leave,
-        FrameType::Invite,
-        FrameType::InviteResult,
-        FrameType::Offer,
-        FrameType::Answer,
-        FrameType::IceCandidate,
-        FrameType::IceBatch,
-        FrameType::Hangup,
-        FrameType::Event,
-        FrameType::Ping,
-        FrameType::Pong,
-        FrameType::Redirect,
-        FrameType::Migrate,
-        FrameType::Error,
-    ];
-
     /// The type byte.
     pub fn as_u8(self) -> u8 {
         self as u8
-    }
-
-    /// Low-cardinality snake_case name, used as a metric label.
-    pub fn name(self) -> &'static str {
-        match self {
-            FrameType::Hello => "hello",
-            FrameType::Welcome => "welcome",
-            FrameType::Join => "join",
-            FrameType::Joined => "joined",
-            FrameType::Leave => "leave",
-            FrameType::Invite => "invite",
-            FrameType::InviteResult => "invite_result",
-            FrameType::Offer => "offer",
-            FrameType::Answer => "answer",
-            FrameType::IceCandidate => "ice_candidate",
-            FrameType::IceBatch => "ice_batch",
-            FrameType::Hangup => "hangup",
-            FrameType::Event => "event",
-            FrameType::Ping => "ping",
-            FrameType::Pong => "pong",
-            FrameType::Redirect => "redirect",
-            FrameType::Migrate => "migrate",
-            FrameType::Error => "error",
-        }
-    }
-}
-
-impl TryFrom<u8> for FrameType {
-    type Error = u8;
-
-    /// Maps a type byte to its frame type; the unknown byte is returned as the error.
-    fn try_from(value: u8) -> Result<Self, u8> {
-        match value {
-            1..=18 => Ok(Self::ALL[usize::from(value) - 1]),
-            other => Err(other),
-        }
     }
 }
 
