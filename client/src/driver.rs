@@ -251,10 +251,8 @@ impl Driver {
         let mut last = ClientError::ConnectionLost;
         let mut failures_here = 0;
         // Where a failing attempt goes next, in turn: the node we are sent to (or the one we
-        // were on), the one we were on, and the entry URL. Without the rotation a client whose
-        // entry pod a rollout deleted retried only that dead URL after two 1010s from its own
-        // node, which had lost its etcd lease and was about to re-register, until it gave up
-        // (found by the fault soak, docs/reliability.md finding 2).
+        // were on), the one we were on, and the entry URL, so one dead or lease-less node
+        // cannot use up every attempt (docs/reliability.md, finding 2).
         let mut candidates: Vec<Endpoint> = Vec::with_capacity(3);
         for endpoint in [&self.endpoint, &left, &self.entry] {
             if candidates.iter().all(|c| c.url != endpoint.url) {
@@ -273,7 +271,7 @@ impl Driver {
                 // NotOwner: the node answering our resume lost the room; ask the entry node.
                 // TooManyRedirects while resuming: the room is between owners (a handoff or
                 // failover in flight, the nodes briefly disagree and bounce the Hello); back off
-                // and try again instead of dropping the session (found by the fault soak).
+                // and try again instead of dropping the session.
                 Err(err)
                     if err.is_retriable()
                         || err.code() == Some(ErrorCode::NotOwner)
@@ -580,8 +578,8 @@ impl Driver {
                 {
                     // A re-join this library made itself (the server had lost the session),
                     // refused because the room is between owners: keep it and reconnect, so
-                    // it is sent again where the room lives. Dropping it left the application
-                    // in a room the server no longer counted it in (soak seed 20261713).
+                    // it is sent again where the room lives; dropped, the application would
+                    // believe it is in a room the server no longer counts it in.
                     let err = ClientError::from_frame(&error);
                     tracing::info!(room = %join.room, %err, "re-join refused; reconnecting to retry it");
                     self.pending.insert(error.request_id, join);

@@ -439,9 +439,9 @@ async fn redirect_loops_are_bounded() {
     );
 }
 
-/// Regression (fault soak, weights edited during a failover): while a room is between owners
-/// the nodes bounce a resuming Hello back and forth more often than `max_redirects` allows;
-/// the client must back off and resume, not drop the session with TooManyRedirects.
+/// While a room is between owners the nodes bounce a resuming Hello back and forth more often
+/// than `max_redirects` allows; the client must back off and resume, not drop the session with
+/// TooManyRedirects (docs/reliability.md, finding 1).
 #[tokio::test]
 async fn a_redirect_storm_while_resuming_backs_off_and_resumes() {
     let (url_tx, url_rx) = tokio::sync::watch::channel(String::new());
@@ -554,9 +554,9 @@ async fn a_forgotten_session_rejoins_its_rooms() {
 
 #[tokio::test]
 async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
-    // Soak seed 20261713: the server lost the session (resumed: false) and refused the
-    // library's own re-join with 1006 while the room was between owners; the library dropped
-    // the re-join, so the application sat in a room the server no longer counted it in.
+    // A server that lost the session (resumed: false) may refuse the library's own re-join
+    // with 1006 while the room is between owners; dropping it would leave the application in
+    // a room the server no longer counts it in (docs/reliability.md, finding 7).
     let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
         match index {
             0 => {
@@ -826,11 +826,9 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
 
 #[tokio::test]
 async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
-    // Found by the fault soak (docs/reliability.md, finding 2): the pair entered through a pod
-    // that a rollout then deleted, and was moved to B. B lost its etcd lease, released its
-    // rooms with `Migrate{url: ""}` and answered 1010 until it re-registered. The client fell
-    // back to its (dead) entry URL after two 1010s and then retried only that URL until it gave
-    // up, so its members stayed suspended past the resume window and the room was deleted.
+    // The pair entered through a pod that is gone and was moved to B; B lost its etcd lease,
+    // released its rooms with `Migrate{url: ""}` and answers 1010 until it re-registers. The
+    // client must keep trying B, not only its dead entry URL (docs/reliability.md, finding 2).
     // B: the room's node; it migrates the client in place, refuses twice, then resumes it.
     let node = stub(ProtocolVersion::V2, |index, mut ws| async move {
         match index {

@@ -78,7 +78,8 @@ impl fmt::Display for FrameType {
     }
 }
 
-/// Error codes carried in every `Error` frame, in logs and in metric labels (DESIGN.md §2).
+/// Error codes carried in every `Error` frame, in logs and in metric labels
+/// (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[repr(u16)]
 pub enum ErrorCode {

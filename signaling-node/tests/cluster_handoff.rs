@@ -1,4 +1,4 @@
-//! The node side of the two-phase handoff (DESIGN §6, cluster contract) against a real etcd,
+//! The node side of the two-phase handoff (docs/architecture.md) against a real etcd,
 //! with two real `serve_cluster` nodes and this test standing in for the operator: the old
 //! owner stops mutating the shard, migrates its members to the new owner's URL, acknowledges
 //! `released[shard] = epoch`; after the reassignment with `epoch + 1` the new owner restores,

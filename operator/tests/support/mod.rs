@@ -1,7 +1,7 @@
 //! Test harness for the operator's integration tests: a real etcd and, for the Kubernetes
 //! parts, a real kube-apiserver (token auth, AlwaysAllow, loopback only) on free ports with
 //! temporary directories; simulated signaling nodes that register under leases and answer
-//! handoffs the way CLUSTER-CONTRACT.md says nodes do.
+//! handoffs the way docs/architecture.md says nodes do.
 //!
 //! Binaries: `$SWITCHBOARD_ETCD_BIN`, else `etcd` on `PATH`, else
 //! `<repo>/e2e/.tools/bin/etcd`; kube-apiserver from `$SWITCHBOARD_KUBE_APISERVER_BIN`, else

@@ -2940,7 +2940,7 @@ impl ::core::fmt::Debug for Migrate<'_> {
 pub enum ErrorOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Error report: code (DESIGN.md section 2 error codes), message, and the request it answers
+/// Error report: code (docs/protocol.md error codes), message, and the request it answers
 /// (0 when it answers no request).
 pub struct Error<'a> {
   pub _tab: ::flatbuffers::Table<'a>,

@@ -1,4 +1,4 @@
-//! The call state machine (DESIGN.md §3): a static transition table, the [`Call`] it drives,
+//! The call state machine (docs/protocol.md): a static transition table, the [`Call`] it drives,
 //! and per-state deadlines. Pure and serializable: no I/O, no clock — callers pass `at_ms`.
 //!
 //! ```text
@@ -197,7 +197,7 @@ impl InvalidTransition {
     }
 }
 
-/// Per-state timeouts (DESIGN.md §3), configurable.
+/// Per-state timeouts, configurable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Timeouts {

@@ -91,7 +91,7 @@ pub struct MembershipConfig {
 }
 
 impl MembershipConfig {
-    /// The DESIGN §5 defaults: TTL 2 s, keepalive 500 ms, load published at most every 1 s.
+    /// The defaults: TTL 2 s, keepalive 500 ms, load published at most every 1 s.
     pub fn new(pod: impl Into<String>, info: NodeInfo) -> Self {
         Self {
             pod: pod.into(),

@@ -1,5 +1,6 @@
-//! Cluster mode: the etcd contract of DESIGN §5 and §6 — keyspace, membership lease,
-//! shard ownership, fenced group-committed room snapshots, takeover, config and rollout watch.
+//! Cluster mode, the node's side of the etcd contract (docs/architecture.md): membership
+//! lease, shard ownership, fenced group-committed room snapshots, takeover, config and rollout
+//! watch.
 //!
 //! Start with [`node::ClusterNode`], which wires every part together; [`args::ClusterArgs`]
 //! holds the `serve` flags. Each module documents its own rules; the decisions that span

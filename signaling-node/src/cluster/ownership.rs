@@ -9,7 +9,7 @@
 //! - the assignment names another node whose `nodes/<pod>` key is live → `Remote { url }`
 //!   (also while it drains: it still owns the shard until the operator moves it);
 //! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`;
-//! - **handoff** (the assignment has `handoff_to: Some(dest)`, phase 1 of DESIGN §6): on every
+//! - **handoff** (the assignment has `handoff_to: Some(dest)`, docs/architecture.md): on every
 //!   node the shard is routed to its destination — `Remote { url }` with dest's advertised URL
 //!   when dest is another live node, `Unavailable` (1010, retry) on dest itself (it serves only
 //!   after the operator reassigns it and it restored the snapshots) or when dest has no live
@@ -622,9 +622,8 @@ mod tests {
 
     #[test]
     fn a_refusal_under_an_old_epoch_leaves_a_newer_restore_alone() {
-        // Found by the long soak (fd719a4): a commit batch of epoch 1 was refused after the
-        // shard had come back under epoch 2; forgetting that restore left the shard answering
-        // "retry" until it moved again (node faults recovered in 17-33 s).
+        // A late refusal of an epoch-1 batch must not undo the shard's epoch-2 restore, or the
+        // shard answers "retry" until it moves again.
         let cache = OwnershipCache::new(keys(), "a", 4);
         cache.apply(Update::Reset(vec![assignment_entry(0, "a", 2)]));
         assert!(cache.mark_restored(0, 2));

@@ -4,7 +4,7 @@
 //! the ownership view starts answering `Local`; for a shard no longer to be served (moved,
 //! being handed off, or the node is fenced) it calls `release_shard` first.
 //!
-//! **Handoff** (phase 2 of DESIGN §6 on the old owner): when the operator sets `handoff_to`
+//! **Handoff** (the old owner's part, docs/architecture.md): when the operator sets `handoff_to`
 //! on a shard this node holds, the shard leaves `serve_shards`, so it is released: the
 //! ownership view already routes it to the destination (no new joins here), each room actor
 //! finishes the commands queued before its release — every transition it acknowledged is

@@ -818,7 +818,7 @@ export class SwitchboardClient {
         if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === ErrorCode.NotOwner)) {
           // A re-join this library made itself (the server had lost the session), refused
           // because the room is between owners: keep it and reconnect so it is sent again
-          // where the room lives (soak seed 20261713, same rule as the Rust client).
+          // where the room lives (same rule as the Rust client).
           this.pending.set(msg.requestId, pending);
           this.exit({ kind: 'lost', err });
           return;
@@ -952,9 +952,8 @@ export class SwitchboardClient {
   }
 
   /** Retries establish() with backoff; when the target stops answering, moves on in turn to the
-   * node it was on (`left`) and the entry URL. Without the rotation a client whose entry pod a
-   * rollout deleted retried only that dead URL (found by the fault soak,
-   * docs/reliability.md finding 2). */
+   * node it was on (`left`) and the entry URL, so one dead node cannot use up every attempt
+   * (docs/reliability.md, finding 2). */
   private async reconnect(resume: Resume | undefined, immediate: boolean, left: string): Promise<Welcome> {
     const policy = this.options.reconnect;
     const attempts = Math.max(1, policy.maxAttempts);

@@ -517,9 +517,9 @@ fn pending_invite_rings_on_resume() {
 
 #[test]
 fn a_ringing_invitee_that_resumes_gets_the_invite_again() {
-    // Soak finding 3: the Invite frame went to a connection that dropped (its node died); the
-    // call was committed Ringing, the replay carries only room events, so the invitee never
-    // learned of the call and the step waited out its timeout.
+    // The Invite frame may have gone to a connection that dropped; the call is committed
+    // Ringing and a replay carries only room events, so resuming must ring again
+    // (docs/reliability.md, finding 3).
     let mut room = room_with(&["alice", "bob"]);
     invite(&mut room, "c1");
     assert_eq!(room.call("c1").unwrap().call.state, CallState::Ringing);
