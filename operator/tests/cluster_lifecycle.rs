@@ -8,6 +8,8 @@ mod runtime_support;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::GetOptions;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -124,7 +126,8 @@ async fn a_cluster_from_creation_to_deletion() {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
     let shards: Api<RoomShard> = Api::namespaced(client.clone(), NS);
-    let took = eventually("pods, services, PDB and shards", || async {
+    let waiting = Instant::now();
+    eventually("pods, services, PDB and shards", || async {
         let pods = pods
             .list(&ListParams::default())
             .await
@@ -145,6 +148,7 @@ async fn a_cluster_from_creation_to_deletion() {
             && budgets.get_opt("demo").await.ok().flatten().is_some()
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("children created in {took:?}");
 
     // Config revision 1 in etcd and in status.
@@ -230,7 +234,8 @@ async fn a_cluster_from_creation_to_deletion() {
     etcd.put(keys.ack("demo-default-1").unwrap(), ack(2), None)
         .await
         .unwrap();
-    let took = eventually("ConfigApplied true", || async {
+    let waiting = Instant::now();
+    eventually("ConfigApplied true", || async {
         clusters
             .get("demo")
             .await
@@ -238,6 +243,7 @@ async fn a_cluster_from_creation_to_deletion() {
             .is_some_and(|c| condition(&c, "ConfigApplied").is_some_and(|c| c.0 == "True"))
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("ConfigApplied turned True {took:?} after the last ack (etcd watch trigger)");
 
     // A steady cluster: no status writes, no etcd writes, (almost) no reconciles.
@@ -292,10 +298,12 @@ async fn a_cluster_from_creation_to_deletion() {
         .delete("demo", &DeleteParams::default())
         .await
         .expect("delete cluster");
-    let took = eventually("cluster gone", || async {
+    let waiting = Instant::now();
+    eventually("cluster gone", || async {
         matches!(clusters.get_opt("demo").await, Ok(None))
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("cluster deleted {took:?} after the request");
     // No garbage collector runs here: the finalizer itself removed the pods.
     let pods_left = Api::<Pod>::namespaced(client.clone(), NS)

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use support::{ApiServer, Etcd, SimNode, assignments, eventually, spawn_responder};
+use support::{SimNode, assignments, spawn_responder};
 use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::{room_shards, shard_name};
 use switchboard_operator::controller::rollout;
@@ -25,6 +25,7 @@ use switchboard_operator::crd::{
 use switchboard_operator::etcd::EtcdClients;
 use switchboard_operator::metrics::Metrics;
 use switchboard_operator::placement::{VersionWeight, assign_versions};
+use switchboard_testkit::{ApiServer, Etcd, eventually, patience};
 use tokio::time::Instant;
 
 async fn setup(namespace: &str) -> (Etcd, ApiServer, kube::Client) {
@@ -196,7 +197,7 @@ async fn room_shard_status_records_every_kind_of_failover() {
     set_pod_ready(&client, namespace, &victim, false).await;
     let after = await_failover(&client, namespace, &victim, &lost, "PodNotReady").await;
     println!("PodNotReady → all recovered in {:?}", started.elapsed());
-    support::eventually(
+    eventually(
         "fenced: the node key is gone with its revoked lease",
         || async {
             let key = keys.node(&victim).unwrap();
@@ -403,7 +404,7 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
             break;
         }
         assert!(
-            started.elapsed() < support::PATIENCE,
+            started.elapsed() < patience(),
             "50/50 did not complete: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;

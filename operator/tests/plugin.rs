@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use support::{ApiServer, Etcd, SimNode, eventually, spawn_responder};
+use support::{SimNode, spawn_responder};
 use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::room_shards;
 use switchboard_operator::controller::labels::DRAIN;
@@ -20,6 +20,7 @@ use switchboard_operator::crd::{
     MovePhase, ProtocolRollout, ProtocolRolloutSpec, RolloutStrategy, RolloutVersion, RoomShard,
     ShardPhase, SignalingCluster,
 };
+use switchboard_testkit::{ApiServer, Etcd, TempDir, eventually, free_port};
 
 const NS: &str = "ops";
 
@@ -99,7 +100,7 @@ async fn every_subcommand_against_a_real_apiserver() {
     let etcd = Etcd::start().await;
     let api = ApiServer::start(&etcd).await;
     let client = api.client().await;
-    let dir = support::temp_dir("plugin");
+    let dir = TempDir::new("plugin").unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
     let kc = kubeconfig.as_path();
@@ -112,7 +113,7 @@ async fn every_subcommand_against_a_real_apiserver() {
             .find(|l| l.contains("server:"))
             .unwrap()
             .to_string(),
-        &format!("    server: https://127.0.0.1:{}", support::free_port()),
+        &format!("    server: https://127.0.0.1:{}", free_port()),
     );
     std::fs::write(&closed, yaml).unwrap();
     fails_with(
@@ -390,6 +391,4 @@ async fn every_subcommand_against_a_real_apiserver() {
     let out = plugin(kc, &["status"]).await;
     assert!(out.stdout.contains("ProtocolRollout demo"));
     assert!(out.stdout.contains("last stable weights: v1=100"));
-
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,6 @@
 //! stand-in operator hands its shard back and the node exits once it holds nothing.
 
 mod common;
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,12 +18,12 @@ use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::{ClusterModeError, serve_cluster};
-use support::{eventually, get, put};
 use switchboard_contract::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
 use switchboard_contract::shard::shard_of;
 use switchboard_protocol::{
     ErrorCode, EventKind, Invite, InviteResult, Join, Message, Migrate, Sdp,
 };
+use switchboard_testkit::{eventually, get, put};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -48,7 +47,7 @@ struct RunningNode {
     task: JoinHandle<Result<(), ClusterModeError>>,
 }
 
-async fn start_node(etcd: &support::Etcd, name: &str) -> RunningNode {
+async fn start_node(etcd: &switchboard_testkit::Etcd, name: &str) -> RunningNode {
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
@@ -158,8 +157,8 @@ async fn hand_off(kv: &Etcd, keys: &Keyspace, shard: u32, from: &str, to: &str, 
 
 #[tokio::test]
 async fn a_shard_is_handed_off_without_losing_a_session_or_an_event() {
-    support::init_tracing();
-    let etcd = support::Etcd::start().await;
+    switchboard_testkit::init_tracing();
+    let etcd = switchboard_testkit::Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new("test", "ho").unwrap();
     for shard in 0..SHARDS {

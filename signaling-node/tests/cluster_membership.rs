@@ -1,7 +1,5 @@
 //! Membership, fencing on lease loss, config watch and acks against a real etcd server.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,12 +9,12 @@ use signaling_node::cluster::health::Health;
 use signaling_node::cluster::membership::{FenceHook, LeaseStatus, Membership, MembershipConfig};
 use signaling_node::cluster::metrics::ClusterMetrics;
 use signaling_node::cluster::watch::EtcdContext;
-use support::{Etcd, eventually, get, get_with_lease, put};
 use switchboard_contract::ClusterSettings;
 use switchboard_contract::keys::{
     Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, RolloutValue, Value,
 };
 use switchboard_contract::watch::EtcdTiming;
+use switchboard_testkit::{Etcd, eventually, get, get_with_lease, put};
 use tokio_util::sync::CancellationToken;
 
 fn info(url: &str) -> NodeInfo {
@@ -63,7 +61,7 @@ async fn start(
 
 #[tokio::test]
 async fn registration_appears_and_vanishes_after_the_ttl_when_the_node_dies() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let key = keys().node("node-a").unwrap();
@@ -148,7 +146,7 @@ async fn draining_and_load_are_published() {
 
 #[tokio::test]
 async fn a_lost_lease_fences_then_the_node_registers_again() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let key = keys().node("node-d").unwrap();
@@ -199,7 +197,7 @@ async fn a_lost_lease_fences_then_the_node_registers_again() {
 
 #[tokio::test]
 async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let keys = keys();

@@ -1,7 +1,5 @@
 //! The fenced, group-committing room store against a real etcd server.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +10,9 @@ use signaling_node::cluster::ownership::OwnershipCache;
 use signaling_node::cluster::store::{EtcdRoomStore, StoreConfig};
 use signaling_node::routing::{Ownership, OwnershipView};
 use signaling_node::store::{RoomStore, StoreError};
-use support::{Etcd, get, put};
 use switchboard_contract::keys::{Assignment, Keyspace, Value};
 use switchboard_contract::watch::{Entry, Update};
+use switchboard_testkit::{Etcd, get, put};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "store").unwrap()
@@ -64,7 +62,7 @@ fn txns(metrics: &ClusterMetrics, label: &str) -> u64 {
 
 #[tokio::test]
 async fn concurrent_commits_are_grouped_into_few_transactions() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let (store, cache, metrics) = store_for(&etcd, "node-a", StoreConfig::default()).await;
@@ -109,7 +107,7 @@ async fn concurrent_commits_are_grouped_into_few_transactions() {
 
 #[tokio::test]
 async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let (store, cache, metrics) = store_for(&etcd, "node-a", StoreConfig::default()).await;

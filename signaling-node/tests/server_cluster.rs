@@ -4,7 +4,6 @@
 //! deregisters on shutdown.
 
 mod common;
-mod support;
 
 use common::{Client, Got, settings, token};
 use signaling_node::cluster::ClusterArgs;
@@ -12,13 +11,13 @@ use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::serve_cluster;
-use support::{Etcd, eventually, get, put};
 use switchboard_contract::ClusterSettings;
 use switchboard_contract::keys::{
     Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
 };
 use switchboard_contract::shard::shard_of;
 use switchboard_protocol::{ErrorCode, Join, Message};
+use switchboard_testkit::{Etcd, eventually, get, put};
 
 const SHARDS: u32 = 16;
 
@@ -58,7 +57,7 @@ fn room_in_another_shard(other: &str) -> String {
 
 #[tokio::test]
 async fn cluster_mode_end_to_end_against_etcd() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new("test", "srv").unwrap();

@@ -2,9 +2,10 @@
 //! batched transactions and, as the baseline measured in the same run, one transaction per
 //! shard. Reported, not asserted; prints one JSON document.
 //!
-//! It starts its own etcd (`--etcd-bin`, `$SWITCHBOARD_ETCD_BIN`, `etcd` on `PATH` or
-//! `e2e/.tools/bin/etcd`), registers `--nodes` simulated nodes (keys under their own leases,
-//! no processes) and runs the manager in this process without Kubernetes. Per mode:
+//! It starts its own etcd through the test kit (`--etcd-bin`, else where
+//! `switchboard_testkit::tools` looks), registers `--nodes` simulated nodes (keys under their
+//! own leases, no processes) and runs the manager in this process without Kubernetes. Per
+//! mode:
 //! - `steady_state_ms`: manager start → every shard has an assignment (seen by a separate
 //!   etcd client);
 //! - failover of one node: its lease is revoked (what etcd does at lease expiry) →
@@ -12,13 +13,12 @@
 //!   `detected_ms` (delete event observed → new assignment committed, worst shard);
 //! - `rss_kib` of this process once steady (the manager dominates it).
 //!
-//! With `--apiserver` (needs `kube-apiserver` beside etcd, at most 4096 shards as the CRD
-//! allows) the batched run also writes RoomShard statuses and reports how long all of them
-//! took and the apiserver write rate.
+//! With `--apiserver` (a `kube-apiserver` found by the test kit, at most 4096 shards as the
+//! CRD allows) the batched run also writes RoomShard statuses and reports how long all of
+//! them took and the apiserver write rate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +31,7 @@ use switchboard_operator::controller::shards::core::Notice;
 use switchboard_operator::controller::shards::manager::{self, ManagerOptions};
 use switchboard_operator::controller::shards::{ShardManagers, ShardMetrics};
 use switchboard_operator::crd::{EtcdSpec, NodeConfig, SignalingCluster, SignalingClusterSpec};
+use switchboard_testkit::{ApiServer, Etcd, EtcdOptions};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -59,169 +60,6 @@ struct Args {
 
 const NAMESPACE: &str = "bench";
 const CLUSTER: &str = "demo";
-
-struct Proc {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn etcd_bin(args: &Args) -> Result<PathBuf> {
-    if let Some(bin) = &args.etcd_bin {
-        return Ok(bin.clone());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("etcd").is_file() {
-                return Ok(dir.join("etcd"));
-            }
-        }
-    }
-    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/.tools/bin/etcd");
-    if built.is_file() {
-        return Ok(built);
-    }
-    bail!("no etcd binary: pass --etcd-bin or set SWITCHBOARD_ETCD_BIN")
-}
-
-async fn start_etcd(args: &Args) -> Result<(Proc, String)> {
-    let dir = std::env::temp_dir().join(format!("switchboard-bench-etcd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let log = std::fs::File::create(dir.join("etcd.log"))?;
-    let mut command = Command::new(etcd_bin(args)?);
-    command
-        .arg("--name=bench")
-        .arg(format!("--data-dir={}", dir.join("data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls={peer}"))
-        .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--initial-cluster=bench={peer}"))
-        .arg("--log-level=warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    if !args.fsync {
-        command.arg("--unsafe-no-fsync");
-    }
-    let proc = Proc {
-        child: command.spawn().context("starting etcd")?,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut client) = Client::connect([url.clone()], None).await
-            && client.status().await.is_ok()
-        {
-            return Ok((proc, url));
-        }
-        if Instant::now() > deadline {
-            bail!("etcd did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn start_apiserver(
-    etcd_bin: &std::path::Path,
-    etcd_url: &str,
-) -> Result<(Proc, kube::Client)> {
-    let bin = etcd_bin
-        .parent()
-        .map(|d| d.join("kube-apiserver"))
-        .filter(|p| p.is_file())
-        .context("kube-apiserver not found beside etcd")?;
-    let dir = std::env::temp_dir().join(format!("switchboard-bench-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    for args in [
-        &["genrsa", "-out", "sa.key", "2048"][..],
-        &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"][..],
-    ] {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("openssl {args:?} failed");
-        }
-    }
-    let token = "switchboard-bench";
-    std::fs::write(
-        dir.join("tokens.csv"),
-        format!("{token},admin,admin,\"system:masters\"\n"),
-    )?;
-    let port = free_port()?;
-    let log = std::fs::File::create(dir.join("apiserver.log"))?;
-    let child = Command::new(bin)
-        .arg(format!("--etcd-servers={etcd_url}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
-        .arg(format!("--secure-port={port}"))
-        .arg(format!("--cert-dir={}", dir.join("certs").display()))
-        .arg(format!(
-            "--token-auth-file={}",
-            dir.join("tokens.csv").display()
-        ))
-        .arg("--authorization-mode=AlwaysAllow")
-        .arg("--service-account-issuer=https://kubernetes.default.svc")
-        .arg(format!(
-            "--service-account-key-file={}",
-            dir.join("sa.pub").display()
-        ))
-        .arg(format!(
-            "--service-account-signing-key-file={}",
-            dir.join("sa.key").display()
-        ))
-        .arg("--service-cluster-ip-range=10.96.0.0/16")
-        .arg("--endpoint-reconciler-type=none")
-        .arg("--disable-admission-plugins=ServiceAccount")
-        .arg("--profiling=false")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting kube-apiserver")?;
-    let proc = Proc { child, dir };
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: a\n  user:\n    token: {token}\ncontexts:\n- name: b\n  context:\n    cluster: b\n    user: a\ncurrent-context: b\n"
-    );
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&yaml)?,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    let client = kube::Client::try_from(config)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-        if ns.get("default").await.is_ok() {
-            return Ok((proc, client));
-        }
-        if Instant::now() > deadline {
-            bail!("kube-apiserver did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn cluster_object(args: &Args, etcd: &str) -> SignalingCluster {
     let mut cluster = SignalingCluster::new(
@@ -530,8 +368,14 @@ async fn main() -> Result<()> {
     if args.apiserver && args.shards > 4096 {
         bail!("--apiserver needs --shards ≤ 4096 (the RoomShard CRD's limit)");
     }
-    let (etcd, url) = start_etcd(&args).await?;
-    let client = Client::connect([url.clone()], None).await?;
+    let etcd = Etcd::try_start(EtcdOptions {
+        fsync: args.fsync,
+        bin: args.etcd_bin.clone(),
+        ..EtcdOptions::default()
+    })
+    .await?;
+    let url = etcd.endpoint();
+    let client = etcd.try_client().await?;
     let keys = Keyspace::new(NAMESPACE, CLUSTER)?;
     let registered = Instant::now();
     let mut leases = register_nodes(&client, &keys, args.nodes).await?;
@@ -540,9 +384,10 @@ async fn main() -> Result<()> {
     let mut api_proc = None;
     let mut kube = None;
     if args.apiserver {
-        let (proc, client) = start_apiserver(&etcd_bin(&args)?, &url).await?;
+        let apiserver = ApiServer::try_start(&url, None).await?;
+        let client = apiserver.try_client().await?;
         setup_kube(&client, &args, &url).await?;
-        api_proc = Some(proc);
+        api_proc = Some(apiserver);
         kube = Some(client);
     }
 
