@@ -40,7 +40,7 @@ impl WatchRange {
     }
 }
 
-/// One stored key and its value.
+/// One stored key and its value (for a delete: the key, no value, the delete's revision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The full key.
@@ -49,6 +49,20 @@ pub struct Entry {
     pub value: Vec<u8>,
     /// The etcd revision of the key's last modification.
     pub mod_revision: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
+}
+
+impl Entry {
+    /// A key without value, as a delete reports it.
+    pub fn deleted(key: impl Into<Vec<u8>>, revision: i64) -> Self {
+        Self {
+            key: key.into(),
+            value: Vec::new(),
+            mod_revision: revision,
+            lease: 0,
+        }
+    }
 }
 
 impl From<&KeyValue> for Entry {
@@ -57,6 +71,7 @@ impl From<&KeyValue> for Entry {
             key: kv.key().to_vec(),
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         }
     }
 }
@@ -68,8 +83,8 @@ pub enum Update {
     Reset(Vec<Entry>),
     /// A key was created or changed.
     Put(Entry),
-    /// A key was deleted (or its lease expired).
-    Delete(Vec<u8>),
+    /// A key was deleted (or its lease expired); the entry carries the delete's revision.
+    Delete(Entry),
 }
 
 /// Timing of etcd calls shared by the background loops.
@@ -114,6 +129,8 @@ enum SessionEnd {
     Closed,
     #[error("shutting down")]
     Shutdown,
+    #[error("the observer is gone")]
+    ObserverGone,
 }
 
 /// Whoever consumes a watch: the data, plus whether the watch is established.
@@ -129,6 +146,13 @@ pub trait WatchObserver: Send {
 
     /// A session ended and the loop is about to read everything again (a resync).
     fn resyncing(&mut self) {}
+
+    /// Called after the updates of one read or one watch response, which belong together (one
+    /// etcd revision): an observer that batches hands them on here, and may wait (a bounded
+    /// queue). `false` stops the watch for good (the consumer is gone).
+    fn flush(&mut self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
 }
 
 /// What one watch needs besides its ranges and its observer.
@@ -175,7 +199,7 @@ pub async fn run_watch(spec: WatchSpec, ranges: Vec<WatchRange>, mut observer: i
         .await;
         observer.connected(false);
         match result {
-            SessionEnd::Shutdown => break,
+            SessionEnd::Shutdown | SessionEnd::ObserverGone => break,
             end if established => {
                 // Warn once per outage; the retries that follow log at debug level.
                 backoff.reset();
@@ -203,6 +227,9 @@ async fn session(
     let work = async {
         let (revision, entries) = read_all(client.clone(), ranges, timing).await?;
         observer.update(Update::Reset(entries));
+        if !observer.flush().await {
+            return Err(SessionEnd::ObserverGone);
+        }
         let mut stream = open_watch(client.clone(), ranges, revision + 1, timing).await?;
         // "Established" means etcd confirmed every watcher; events may arrive interleaved
         // with the confirmations and are applied either way.
@@ -228,8 +255,11 @@ async fn session(
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
                     EventType::Put => observer.update(Update::Put(Entry::from(kv))),
-                    EventType::Delete => observer.update(Update::Delete(kv.key().to_vec())),
+                    EventType::Delete => observer.update(Update::Delete(Entry::from(kv))),
                 }
+            }
+            if !response.events().is_empty() && !observer.flush().await {
+                return Err(SessionEnd::ObserverGone);
             }
         }
     };

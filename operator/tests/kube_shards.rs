@@ -426,13 +426,15 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
             assert_eq!(after[&shard], before[&shard], "shard {shard} must not move");
         }
     }
-    let rs = statuses(&client, namespace).await;
-    assert_eq!(
+    // RoomShard statuses are written after the assignments the rollout's phase is read from.
+    eventually("10 RoomShard statuses on v2", || async {
+        let rs = statuses(&client, namespace).await;
         rs.values()
             .filter(|s| s.status.as_ref().and_then(|st| st.version.as_deref()) == Some("v2"))
-            .count(),
-        10
-    );
+            .count()
+            == 10
+    })
+    .await;
 
     // 50/50 → 20/80 with a rollback policy while v2 fails: the v2 pool (5 nodes wanted, 3
     // ready) holds the moves back, the error rate rolls the weights back to 50/50.

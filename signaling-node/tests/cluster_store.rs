@@ -36,6 +36,7 @@ async fn assign(client: &Client, cache: &OwnershipCache, shard: u32, node: &str,
         key: keys().assignment(shard).into_bytes(),
         value,
         mod_revision: 0,
+        lease: 0,
     }));
 }
 
@@ -157,6 +158,7 @@ async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
         key: keys().assignment(1).into_bytes(),
         value: assignment("node-b", 2),
         mod_revision: 0,
+        lease: 0,
     }));
     assert_eq!(
         store.commit(1, "lobby", b"stale".to_vec()).await,

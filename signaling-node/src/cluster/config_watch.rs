@@ -53,8 +53,8 @@ impl ConfigState {
         match update {
             Update::Reset(entries) => entries.into_iter().for_each(|e| self.put(e)),
             Update::Put(entry) => self.put(entry),
-            Update::Delete(key) => {
-                tracing::warn!(key = %String::from_utf8_lossy(&key), "config key deleted; keeping the last good value");
+            Update::Delete(entry) => {
+                tracing::warn!(key = %String::from_utf8_lossy(&entry.key), "config key deleted; keeping the last good value");
             }
         }
     }
@@ -192,6 +192,7 @@ mod tests {
             key: key.into_bytes(),
             value: value.to_vec(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -219,7 +220,7 @@ mod tests {
             metrics.config_invalid.with_label_values(&["config"]).get(),
             2
         );
-        state.apply(Update::Delete(keys.config().into_bytes()));
+        state.apply(Update::Delete(Entry::deleted(keys.config(), 0)));
         assert_eq!(config.borrow().as_ref().unwrap().revision, 1);
         // Re-delivering the same value is not a change.
         state.apply(Update::Put(entry(

@@ -135,7 +135,7 @@ impl OwnershipCache {
                 state.synced = true;
             }
             Update::Put(entry) => self.put(&mut state, entry),
-            Update::Delete(key) => match self.keys.parse(&key) {
+            Update::Delete(entry) => match self.keys.parse(&entry.key) {
                 Ok(Key::Assignment(shard)) => {
                     state.assignments.remove(&shard);
                 }
@@ -424,6 +424,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -441,6 +442,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -470,7 +472,7 @@ mod tests {
         // c has no live registration; shard 3 has no assignment.
         assert_eq!(cache.owner_of(2), Ownership::Unavailable);
         assert_eq!(cache.owner_of(3), Ownership::Unavailable);
-        cache.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        cache.apply(Update::Delete(Entry::deleted(keys().node("b").unwrap(), 0)));
         assert_eq!(cache.owner_of(1), Ownership::Unavailable);
     }
 
@@ -539,6 +541,7 @@ mod tests {
             key: keys().assignment(0).into_bytes(),
             value: b"{garbage".to_vec(),
             mod_revision: 2,
+            lease: 0,
         }));
         assert_eq!(cache.owner_of(0), Ownership::Unavailable);
         assert!(cache.local_shards().borrow().is_empty());
@@ -547,6 +550,7 @@ mod tests {
             key: b"/switchboard/ns/c/assignments/7".to_vec(),
             value: vec![],
             mod_revision: 3,
+            lease: 0,
         }));
     }
 
@@ -561,6 +565,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 2,
+            lease: 0,
         }
     }
 
@@ -601,7 +606,7 @@ mod tests {
 
         // Destination without a live registration: unavailable, never the old owner, and
         // not released until its URL is known.
-        a.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        a.apply(Update::Delete(Entry::deleted(keys().node("b").unwrap(), 0)));
         assert_eq!(a.owner_of(0), Ownership::Unavailable);
         assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
         a.apply(Update::Put(node_entry("b")));

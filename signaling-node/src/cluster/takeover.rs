@@ -374,6 +374,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 0,
+            lease: 0,
         }));
     }
 

@@ -50,7 +50,7 @@ impl MemberSummary {
                 }
             }
             Update::Put(entry) => self.put(keys, &entry.key, &entry.value),
-            Update::Delete(key) => match keys.parse(&key) {
+            Update::Delete(entry) => match keys.parse(&entry.key) {
                 Ok(Key::Node(pod)) => {
                     self.nodes.remove(&pod);
                 }
@@ -225,6 +225,7 @@ mod tests {
             key: keys().node(pod).unwrap().into_bytes(),
             value: info.encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -237,6 +238,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -255,13 +257,20 @@ mod tests {
         assert!(s.apply(&ks, Update::Put(ack_entry("a", 1))));
         assert!(!s.apply(&ks, Update::Put(ack_entry("a", 1))));
         assert!(s.apply(&ks, Update::Put(ack_entry("a", 2))));
-        assert!(s.apply(&ks, Update::Delete(ks.node("a").unwrap().into_bytes())));
-        assert!(!s.apply(&ks, Update::Delete(ks.node("a").unwrap().into_bytes())));
+        assert!(s.apply(
+            &ks,
+            Update::Delete(Entry::deleted(ks.node("a").unwrap(), 0))
+        ));
+        assert!(!s.apply(
+            &ks,
+            Update::Delete(Entry::deleted(ks.node("a").unwrap(), 0))
+        ));
         // Keys of other kinds are ignored.
         let room = Entry {
             key: ks.room(1, "r").unwrap().into_bytes(),
             value: vec![1],
             mod_revision: 2,
+            lease: 0,
         };
         assert!(!s.apply(&ks, Update::Put(room)));
         // A garbage ack counts as no ack.
