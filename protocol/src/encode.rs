@@ -4,11 +4,10 @@
 
 use thiserror::Error;
 
-use super::fields::BodyBuilder;
+use super::fields::{BodyBuilder, ToWire};
 use super::frame::{MAX_BODY_LEN, MAX_FRAME_LEN, write_frame};
-use super::frames::build_body;
-use super::message::Message;
-use super::types::FrameType;
+use super::frames::{FrameType, Message, frame_table};
+use super::generated as wire;
 
 /// Why a message could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,6 +24,28 @@ pub enum EncodeError {
         len: usize,
     },
 }
+
+/// Generates [`build_body`]: each field written in table order, then the root table.
+macro_rules! define_build_body {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $byte:literal, $label:literal, $owned:ident / $args:ident { $($field:ident),* $(,)? };
+    )*) => {
+        /// Builds the FlatBuffers body of `msg` into `b.fbb` and finishes it.
+        fn build_body(b: &mut BodyBuilder, msg: &Message) {
+            match msg {
+                $(Message::$variant(_m) => {
+                    let args = wire::$args {
+                        $($field: _m.$field.to_wire(b),)*
+                    };
+                    let root = wire::$variant::create(&mut b.fbb, &args);
+                    b.fbb.finish_minimal(root);
+                })*
+            }
+        }
+    };
+}
+frame_table!(define_build_body);
 
 /// Reusable encoder: keeps its `FlatBufferBuilder` and output buffer between calls.
 ///

@@ -3,7 +3,8 @@
 
 use thiserror::Error;
 
-use super::types::{ErrorCode, FrameType};
+use super::frames::FrameType;
+use super::types::ErrorCode;
 
 /// Smallest value of the length field: the type byte plus the CRC.
 pub const MIN_FRAME_LEN: usize = 5;

@@ -1,22 +1,73 @@
 //! The frame table: every frame type once, with its type byte, metric label, owned struct,
-//! generated FlatBuffers table and fields. [`frames!`] turns it into [`FrameType`],
-//! [`Message`], [`FrameView`] and the code that moves each between bytes and structs, field by
-//! field through `fields`.
+//! generated FlatBuffers table and fields. [`frame_table!`] hands the rows to a generator:
+//! here to the one that defines [`FrameType`], [`Message`] and [`FrameView`]; in `view` to the
+//! decoder's dispatch; in `encode` to the encoder's. Fields move between bytes and structs
+//! one field type at a time (`fields`).
 //!
 //! A new frame type is one row here and its owned struct in `message` (plus the table in
 //! `schemas/signaling.fbs`, regenerated, and the TypeScript client). A field named `room` or
 //! `request_id` makes [`FrameView::room`] / [`Message::request_id`] report it.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
-use crate::fields::{BodyBuilder, FromWire, PayloadLen, ToWire};
-use crate::frame::FrameError;
+use crate::fields::{FromWire, PayloadLen};
 use crate::generated as wire;
 use crate::message::{
     ErrorFrame, Event, Hangup, Hello, IceBatch, IceCandidate, Invite, InviteResult, Join, Joined,
     Leave, Migrate, Ping, Pong, Redirect, Sdp, Welcome,
 };
-use crate::view::root;
+
+/// Calls the generator `$generate!` with every row of the frame table. Fields are listed in
+/// the order their data is written (it decides the byte layout).
+macro_rules! frame_table {
+    ($generate:ident) => {
+        $generate! {
+            /// Client greeting: token, versions, optional resume.
+            Hello = 1, "hello", Hello / HelloArgs { token, versions, resume };
+            /// Server answer to Hello.
+            Welcome = 2, "welcome", Welcome / WelcomeArgs { session, version, node, heartbeat_ms, resumed };
+            /// Join a room.
+            Join = 3, "join", Join / JoinArgs { request_id, room };
+            /// Room joined.
+            Joined = 4, "joined", Joined / JoinedArgs { request_id, room, members, last_seq };
+            /// Leave a room.
+            Leave = 5, "leave", Leave / LeaveArgs { request_id, room };
+            /// Invite a member into a call.
+            Invite = 6, "invite", Invite / InviteArgs { request_id, room, call_id, from, to };
+            /// Accept or reject an invite.
+            InviteResult = 7, "invite_result", InviteResult / InviteResultArgs {
+                request_id, room, call_id, from, to, accepted, reason
+            };
+            /// SDP offer.
+            Offer = 8, "offer", Sdp / OfferArgs { request_id, room, call_id, from, to, sdp };
+            /// SDP answer.
+            Answer = 9, "answer", Sdp / AnswerArgs { request_id, room, call_id, from, to, sdp };
+            /// One trickled ICE candidate.
+            IceCandidate = 10, "ice_candidate", IceCandidate / IceCandidateArgs {
+                room, call_id, from, to, candidate, sdp_mid, sdp_mline_index
+            };
+            /// Batched ICE candidates (v2).
+            IceBatch = 11, "ice_batch", IceBatch / IceBatchArgs { room, call_id, from, to, candidates };
+            /// End a call.
+            Hangup = 12, "hangup", Hangup / HangupArgs { request_id, room, call_id, from, reason };
+            /// Room event with sequence number.
+            Event = 13, "event", Event / EventArgs { room, seq, kind, user, call_id, state, at_ms };
+            /// Heartbeat request.
+            Ping = 14, "ping", Ping / PingArgs { nonce };
+            /// Heartbeat answer.
+            Pong = 15, "pong", Pong / PongArgs { nonce };
+            /// Room owned elsewhere.
+            Redirect = 16, "redirect", Redirect / RedirectArgs { request_id, room, url };
+            /// Room is moving.
+            Migrate = 17, "migrate", Migrate / MigrateArgs { room, url, resume_token };
+            /// Error report.
+            Error = 18, "error", ErrorFrame / ErrorArgs { code, message, request_id };
+        }
+    };
+}
+pub(crate) use frame_table;
 
 /// `Some(m.request_id)` when the field list has `request_id`, else `None`.
 macro_rules! request_id_of {
@@ -32,7 +83,8 @@ macro_rules! room_of {
     ($m:ident; $other:ident $(, $rest:ident)*) => { room_of!($m; $($rest),*) };
 }
 
-macro_rules! frames {
+/// Defines the frame types, the owned and the viewed frame from the table.
+macro_rules! define_frames {
     ($(
         $(#[doc = $doc:literal])*
         $variant:ident = $byte:literal, $label:literal, $owned:ident / $args:ident { $($field:ident),* $(,)? };
@@ -129,69 +181,20 @@ macro_rules! frames {
                 }
             }
         }
-
-        /// Verifies `body` as the root table of `frame_type`.
-        pub(crate) fn view(frame_type: FrameType, body: &[u8]) -> Result<FrameView<'_>, FrameError> {
-            Ok(match frame_type {
-                $(FrameType::$variant => FrameView::$variant(root::<wire::$variant>(frame_type, body)?),)*
-            })
-        }
-
-        /// Builds the FlatBuffers body of `msg` into `b.fbb` and finishes it.
-        pub(crate) fn build_body(b: &mut BodyBuilder, msg: &Message) {
-            match msg {
-                $(Message::$variant(_m) => {
-                    let args = wire::$args {
-                        $($field: _m.$field.to_wire(b),)*
-                    };
-                    let root = wire::$variant::create(&mut b.fbb, &args);
-                    b.fbb.finish_minimal(root);
-                })*
-            }
-        }
     };
 }
 
-// Fields are listed in the order their data is written (it decides the byte layout).
-frames! {
-    /// Client greeting: token, versions, optional resume.
-    Hello = 1, "hello", Hello / HelloArgs { token, versions, resume };
-    /// Server answer to Hello.
-    Welcome = 2, "welcome", Welcome / WelcomeArgs { session, version, node, heartbeat_ms, resumed };
-    /// Join a room.
-    Join = 3, "join", Join / JoinArgs { request_id, room };
-    /// Room joined.
-    Joined = 4, "joined", Joined / JoinedArgs { request_id, room, members, last_seq };
-    /// Leave a room.
-    Leave = 5, "leave", Leave / LeaveArgs { request_id, room };
-    /// Invite a member into a call.
-    Invite = 6, "invite", Invite / InviteArgs { request_id, room, call_id, from, to };
-    /// Accept or reject an invite.
-    InviteResult = 7, "invite_result", InviteResult / InviteResultArgs {
-        request_id, room, call_id, from, to, accepted, reason
-    };
-    /// SDP offer.
-    Offer = 8, "offer", Sdp / OfferArgs { request_id, room, call_id, from, to, sdp };
-    /// SDP answer.
-    Answer = 9, "answer", Sdp / AnswerArgs { request_id, room, call_id, from, to, sdp };
-    /// One trickled ICE candidate.
-    IceCandidate = 10, "ice_candidate", IceCandidate / IceCandidateArgs {
-        room, call_id, from, to, candidate, sdp_mid, sdp_mline_index
-    };
-    /// Batched ICE candidates (v2).
-    IceBatch = 11, "ice_batch", IceBatch / IceBatchArgs { room, call_id, from, to, candidates };
-    /// End a call.
-    Hangup = 12, "hangup", Hangup / HangupArgs { request_id, room, call_id, from, reason };
-    /// Room event with sequence number.
-    Event = 13, "event", Event / EventArgs { room, seq, kind, user, call_id, state, at_ms };
-    /// Heartbeat request.
-    Ping = 14, "ping", Ping / PingArgs { nonce };
-    /// Heartbeat answer.
-    Pong = 15, "pong", Pong / PongArgs { nonce };
-    /// Room owned elsewhere.
-    Redirect = 16, "redirect", Redirect / RedirectArgs { request_id, room, url };
-    /// Room is moving.
-    Migrate = 17, "migrate", Migrate / MigrateArgs { room, url, resume_token };
-    /// Error report.
-    Error = 18, "error", ErrorFrame / ErrorArgs { code, message, request_id };
+frame_table!(define_frames);
+
+impl FrameType {
+    /// The type byte.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for FrameType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -36,13 +36,13 @@ pub use frame::{
     CRC_LEN, FRAME_OVERHEAD, FrameError, LEN_PREFIX, MAX_BODY_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN,
     frame_len, split_frame,
 };
+pub use frames::{FrameType, FrameView, Message};
 pub use message::{
     Candidate, ErrorFrame, Event, EventKind, Hangup, Hello, IceBatch, IceCandidate, Invite,
-    InviteResult, Join, Joined, Leave, Message, Migrate, Ping, Pong, Redirect, Resume, Sdp,
-    Welcome,
+    InviteResult, Join, Joined, Leave, Migrate, Ping, Pong, Redirect, Resume, Sdp, Welcome,
 };
-pub use types::{ErrorCode, FrameType, ProtocolVersion};
-pub use view::{FrameView, decode, decode_view};
+pub use types::{ErrorCode, ProtocolVersion};
+pub use view::{decode, decode_view};
 
 #[cfg(test)]
 mod proptests;

@@ -1,10 +1,8 @@
 //! Owned messages: the convenient, allocating form of every frame, for clients, tests and
-//! snapshots, one struct per frame (the [`Message`] enum over them comes from the frame
-//! table). On the wire an empty string or list is simply absent, so absent decodes as empty.
+//! snapshots, one struct per frame (the [`crate::Message`] enum over them comes from the
+//! frame table). On the wire an empty string or list is simply absent, so absent decodes as empty.
 
 use serde::{Deserialize, Serialize};
-
-pub use crate::frames::Message;
 
 /// Session resume request carried in [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::frames::FrameType;
+use crate::frames::FrameType;
 
 /// Wire protocol versions, negotiated with `Sec-WebSocket-Protocol` (highest common wins).
 ///
@@ -62,19 +62,6 @@ impl ProtocolVersion {
 impl fmt::Display for ProtocolVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.subprotocol())
-    }
-}
-
-impl FrameType {
-    /// The type byte.
-    pub fn as_u8(self) -> u8 {
-        self as u8
-    }
-}
-
-impl fmt::Display for FrameType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

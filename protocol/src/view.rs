@@ -5,10 +5,9 @@
 use flatbuffers::{Follow, Verifiable, VerifierOptions};
 
 use super::frame::{FrameError, MAX_FRAME_LEN, split_frame};
-pub use super::frames::FrameView;
-use super::frames::view;
-use super::message::{EventKind, Message};
-use super::types::FrameType;
+use super::frames::{FrameType, FrameView, Message, frame_table};
+use super::generated as wire;
+use super::message::EventKind;
 
 /// Verifier limits. The deepest legitimate body is IceBatch → candidates → Candidate, and a
 /// legitimate body has no shared sub-objects, so its apparent size stays near its real size
@@ -23,7 +22,7 @@ const VERIFIER: VerifierOptions = VerifierOptions {
 };
 
 /// Verifies `body` as a root table `T`.
-pub(crate) fn root<'a, T>(frame_type: FrameType, body: &'a [u8]) -> Result<T::Inner, FrameError>
+fn root<'a, T>(frame_type: FrameType, body: &'a [u8]) -> Result<T::Inner, FrameError>
 where
     T: 'a + Follow<'a> + Verifiable,
 {
@@ -33,6 +32,22 @@ where
         reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
     })
 }
+
+/// Generates [`view`]: the body verified as the root table of its frame type.
+macro_rules! define_view {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $byte:literal, $label:literal, $owned:ident / $args:ident { $($field:ident),* $(,)? };
+    )*) => {
+        /// Verifies `body` as the root table of `frame_type`.
+        fn view(frame_type: FrameType, body: &[u8]) -> Result<FrameView<'_>, FrameError> {
+            Ok(match frame_type {
+                $(FrameType::$variant => FrameView::$variant(root::<wire::$variant>(frame_type, body)?),)*
+            })
+        }
+    };
+}
+frame_table!(define_view);
 
 /// Verifies a whole message (exactly one frame) and returns a zero-copy view of the body.
 pub fn decode_view(bytes: &[u8]) -> Result<FrameView<'_>, FrameError> {
