@@ -76,7 +76,7 @@ pub enum EtcdError {
     Conflict(&'static str),
     /// A cluster name does not fit the etcd keyspace.
     #[error("etcd key: {0}")]
-    Key(#[from] signaling_node::cluster::keys::KeyError),
+    Key(#[from] switchboard_contract::keys::KeyError),
 }
 
 /// The module's error under its short name.

@@ -9,7 +9,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Metrics of the operator process and its SignalingCluster controller.
+/// Metrics of the operator process and its controllers (`kind` SignalingCluster or
+/// ProtocolRollout).
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use signaling_node::shard::ShardId;
+pub use switchboard_contract::shard::ShardId;
 
 /// Most shards a cluster may have (the CRD's limit); bounds every allocation here.
 pub const MAX_SHARDS: u32 = 4096;

@@ -272,7 +272,7 @@ async fn run_controllers(
     let controllers = async {
         tokio::join!(
             reconcile::run(ctx, stop.clone().cancelled_owned()),
-            rollout::run(client, etcd, metrics.registry(), stop.cancelled()),
+            rollout::run(client, etcd, &metrics, stop.cancelled()),
         );
     };
     tokio::pin!(controllers);

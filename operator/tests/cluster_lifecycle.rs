@@ -8,13 +8,15 @@ mod runtime_support;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::GetOptions;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use runtime_support::{ControlPlane, eventually, metric_value};
 use serde_json::json;
-use signaling_node::cluster::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::keys::{Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 
 const NS: &str = "sb-test";
@@ -124,7 +126,8 @@ async fn a_cluster_from_creation_to_deletion() {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
     let shards: Api<RoomShard> = Api::namespaced(client.clone(), NS);
-    let took = eventually("pods, services, PDB and shards", || async {
+    let waiting = Instant::now();
+    eventually("pods, services, PDB and shards", || async {
         let pods = pods
             .list(&ListParams::default())
             .await
@@ -145,6 +148,7 @@ async fn a_cluster_from_creation_to_deletion() {
             && budgets.get_opt("demo").await.ok().flatten().is_some()
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("children created in {took:?}");
 
     // Config revision 1 in etcd and in status.
@@ -160,8 +164,8 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     let first = config(&mut etcd, &keys).await.unwrap();
-    assert_eq!(first.settings["heartbeatSeconds"], 30);
-    assert_eq!(first.settings["roomSize"], 16);
+    assert_eq!(first.settings.heartbeat_seconds, Some(30));
+    assert_eq!(first.settings.room_size, Some(16));
     eventually("status configRevision 1", || async {
         clusters.get("demo").await.ok().is_some_and(|c| {
             c.status.as_ref().and_then(|s| s.config_revision) == Some(1)
@@ -189,8 +193,12 @@ async fn a_cluster_from_creation_to_deletion() {
     })
     .await;
     assert_eq!(
-        config(&mut etcd, &keys).await.unwrap().settings["heartbeatSeconds"],
-        5
+        config(&mut etcd, &keys)
+            .await
+            .unwrap()
+            .settings
+            .heartbeat_seconds,
+        Some(5)
     );
 
     // Two nodes come up: the kubelet would mark their pods Ready, the nodes register in etcd.
@@ -226,7 +234,8 @@ async fn a_cluster_from_creation_to_deletion() {
     etcd.put(keys.ack("demo-default-1").unwrap(), ack(2), None)
         .await
         .unwrap();
-    let took = eventually("ConfigApplied true", || async {
+    let waiting = Instant::now();
+    eventually("ConfigApplied true", || async {
         clusters
             .get("demo")
             .await
@@ -234,6 +243,7 @@ async fn a_cluster_from_creation_to_deletion() {
             .is_some_and(|c| condition(&c, "ConfigApplied").is_some_and(|c| c.0 == "True"))
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("ConfigApplied turned True {took:?} after the last ack (etcd watch trigger)");
 
     // A steady cluster: no status writes, no etcd writes, (almost) no reconciles.
@@ -288,10 +298,12 @@ async fn a_cluster_from_creation_to_deletion() {
         .delete("demo", &DeleteParams::default())
         .await
         .expect("delete cluster");
-    let took = eventually("cluster gone", || async {
+    let waiting = Instant::now();
+    eventually("cluster gone", || async {
         matches!(clusters.get_opt("demo").await, Ok(None))
     })
     .await;
+    let took = waiting.elapsed();
     eprintln!("cluster deleted {took:?} after the request");
     // No garbage collector runs here: the finalizer itself removed the pods.
     let pods_left = Api::<Pod>::namespaced(client.clone(), NS)

@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use signaling_node::cluster::keys::Keyspace;
-use support::{ApiServer, Etcd, SimNode, assignments, eventually, spawn_responder};
+use support::{SimNode, assignments, spawn_responder};
+use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::{room_shards, shard_name};
 use switchboard_operator::controller::rollout;
 use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
@@ -23,7 +23,9 @@ use switchboard_operator::crd::{
     RolloutVersion, RoomShard, ShardPhase, SignalingCluster,
 };
 use switchboard_operator::etcd::EtcdClients;
+use switchboard_operator::metrics::Metrics;
 use switchboard_operator::placement::{VersionWeight, assign_versions};
+use switchboard_testkit::{ApiServer, Etcd, eventually, patience};
 use tokio::time::Instant;
 
 async fn setup(namespace: &str) -> (Etcd, ApiServer, kube::Client) {
@@ -195,7 +197,7 @@ async fn room_shard_status_records_every_kind_of_failover() {
     set_pod_ready(&client, namespace, &victim, false).await;
     let after = await_failover(&client, namespace, &victim, &lost, "PodNotReady").await;
     println!("PodNotReady → all recovered in {:?}", started.elapsed());
-    support::eventually(
+    eventually(
         "fenced: the node key is gone with its revoked lease",
         || async {
             let key = keys.node(&victim).unwrap();
@@ -342,10 +344,11 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
     let managers = ShardManagers::with_options(client.clone(), &registry, options);
     managers.ensure(&cluster, etcd_client.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = Metrics::register(registry.clone()).unwrap();
     let controller = tokio::spawn(rollout::run(
         client.clone(),
         EtcdClients::new(client.clone(), Duration::from_secs(5)),
-        &registry,
+        &metrics,
         async {
             let _ = stopped.await;
         },
@@ -401,7 +404,7 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
             break;
         }
         assert!(
-            started.elapsed() < support::PATIENCE,
+            started.elapsed() < patience(),
             "50/50 did not complete: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -423,13 +426,15 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
             assert_eq!(after[&shard], before[&shard], "shard {shard} must not move");
         }
     }
-    let rs = statuses(&client, namespace).await;
-    assert_eq!(
+    // RoomShard statuses are written after the assignments the rollout's phase is read from.
+    eventually("10 RoomShard statuses on v2", || async {
+        let rs = statuses(&client, namespace).await;
         rs.values()
             .filter(|s| s.status.as_ref().and_then(|st| st.version.as_deref()) == Some("v2"))
-            .count(),
-        10
-    );
+            .count()
+            == 10
+    })
+    .await;
 
     // 50/50 → 20/80 with a rollback policy while v2 fails: the v2 pool (5 nodes wanted, 3
     // ready) holds the moves back, the error rate rolls the weights back to 50/50.
@@ -458,8 +463,8 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
         (condition.status.as_str(), condition.reason.as_str()),
         ("True", "ErrorRateExceeded")
     );
-    let value: signaling_node::cluster::keys::RolloutValue = {
-        use signaling_node::cluster::keys::Value;
+    let value: switchboard_contract::keys::RolloutValue = {
+        use switchboard_contract::keys::Value;
         let r = etcd_client
             .kv_client()
             .get(keys.rollout(), None)

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use runtime_support::{ControlPlane, Operator, eventually};
 use serde_json::json;
-use signaling_node::cluster::keys::{ConfigValue, Keyspace, Value};
+use switchboard_contract::keys::{ConfigValue, Keyspace, Value};
 use switchboard_operator::crd::SignalingCluster;
 use tokio::time::Instant;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use signaling_node::cluster::keys::Keyspace;
-use support::{ApiServer, Etcd, SimNode, eventually, spawn_responder};
+use support::{SimNode, spawn_responder};
+use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::cluster::shards::room_shards;
 use switchboard_operator::controller::labels::DRAIN;
 use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
@@ -20,6 +20,7 @@ use switchboard_operator::crd::{
     MovePhase, ProtocolRollout, ProtocolRolloutSpec, RolloutStrategy, RolloutVersion, RoomShard,
     ShardPhase, SignalingCluster,
 };
+use switchboard_testkit::{ApiServer, Etcd, TempDir, eventually, free_port};
 
 const NS: &str = "ops";
 
@@ -99,7 +100,7 @@ async fn every_subcommand_against_a_real_apiserver() {
     let etcd = Etcd::start().await;
     let api = ApiServer::start(&etcd).await;
     let client = api.client().await;
-    let dir = support::temp_dir("plugin");
+    let dir = TempDir::new("plugin").unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
     let kc = kubeconfig.as_path();
@@ -112,7 +113,7 @@ async fn every_subcommand_against_a_real_apiserver() {
             .find(|l| l.contains("server:"))
             .unwrap()
             .to_string(),
-        &format!("    server: https://127.0.0.1:{}", support::free_port()),
+        &format!("    server: https://127.0.0.1:{}", free_port()),
     );
     std::fs::write(&closed, yaml).unwrap();
     fails_with(
@@ -201,7 +202,7 @@ async fn every_subcommand_against_a_real_apiserver() {
     );
     assert!(out.stdout.contains("SHARD  NODE"));
     assert!(out.stdout.contains("No ProtocolRollout"));
-    let room_shard = signaling_node::shard::shard_of("studio", 6);
+    let room_shard = switchboard_contract::shard::shard_of("studio", 6);
     let expected_owner = owner(&shards(&client).await[room_shard as usize]).unwrap();
     let out = plugin(kc, &["rooms", "studio"]).await;
     assert!(out.ok);
@@ -390,6 +391,4 @@ async fn every_subcommand_against_a_real_apiserver() {
     let out = plugin(kc, &["status"]).await;
     assert!(out.stdout.contains("ProtocolRollout demo"));
     assert!(out.stdout.contains("last stable weights: v1=100"));
-
-    let _ = std::fs::remove_dir_all(&dir);
 }

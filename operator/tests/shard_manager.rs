@@ -7,12 +7,13 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use signaling_node::cluster::keys::{Keyspace, NodeState, RolloutValue, Value};
-use support::{Etcd, SimNode, assignments, eventually, spawn_responder};
+use support::{SimNode, assignments, spawn_responder};
+use switchboard_contract::keys::{Keyspace, NodeState, RolloutValue, Value};
 use switchboard_operator::controller::shards::ShardMetrics;
 use switchboard_operator::controller::shards::core::{HandoffKind, Notice};
 use switchboard_operator::controller::shards::manager::{self, ManagerHandle, ManagerOptions};
 use switchboard_operator::placement::{VersionWeight, assign_versions};
+use switchboard_testkit::{Etcd, eventually, patience};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -56,7 +57,7 @@ async fn harness(
 }
 
 fn per_node(
-    map: &BTreeMap<u32, signaling_node::cluster::keys::Assignment>,
+    map: &BTreeMap<u32, switchboard_contract::keys::Assignment>,
 ) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for a in map.values() {
@@ -144,7 +145,7 @@ async fn placement_failover_on_lease_expiry_and_drain_handoff() {
     })
     .await;
     let mut recovered = recovered;
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + patience();
     while recovered < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         recovered += drain(&mut h.notices)
@@ -324,7 +325,7 @@ async fn a_weight_change_moves_exactly_the_required_shards_one_at_a_time() {
             break a;
         }
         assert!(
-            started.elapsed() < support::PATIENCE,
+            started.elapsed() < patience(),
             "version moves did not finish: {a:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,4 +1,5 @@
-//! `signaling-node` binary: serve, client, bench and token subcommands.
+//! `signaling-node` binary: `serve` runs this crate's server; `client` and `token` come from
+//! `switchboard-client`, `bench` (and the hidden `baseline-relay`) from `switchboard-bench`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -6,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use signaling_node::cli;
 use signaling_node::config::{ConfigHandle, LogFormat, ServeArgs};
 use signaling_node::metrics::Metrics;
 use signaling_node::routing::{SharedOwnership, Standalone};
 use signaling_node::server::cluster::serve_cluster;
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
+use switchboard_bench::cli::{BaselineRelayArgs, BenchArgs, run_baseline_relay, run_bench};
+use switchboard_client::cli::{ClientArgs, TokenArgs, run_client, run_token};
 use tokio_util::sync::CancellationToken;
 
 /// Switchboard signaling node.
@@ -28,14 +30,14 @@ enum Command {
     /// Run the signaling server (standalone unless cluster settings are given).
     Serve(Box<ServeArgs>),
     /// Join a room and print every frame, or play the co-host flow (host / guest / --demo).
-    Client(cli::ClientArgs),
+    Client(ClientArgs),
     /// Load-test a node: join latency, relay latency, throughput, memory per connection.
-    Bench(cli::BenchArgs),
+    Bench(BenchArgs),
     /// Mint a join token (JWT HS256) for tests and demos.
-    Token(cli::TokenArgs),
+    Token(TokenArgs),
     /// The bench's baseline relay, run as its own process.
     #[command(hide = true)]
-    BaselineRelay(cli::BaselineRelayArgs),
+    BaselineRelay(BaselineRelayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,18 +48,18 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Token(args) => cli::run_token(&args),
+        Command::Token(args) => run_token(&args),
         Command::Client(args) => {
             init_tool_tracing();
-            runtime.block_on(cli::run_client(args))
+            runtime.block_on(run_client(args))
         }
         Command::Bench(args) => {
             init_tool_tracing();
-            runtime.block_on(cli::run_bench(args))
+            runtime.block_on(run_bench(args))
         }
         Command::BaselineRelay(args) => {
             init_tool_tracing();
-            runtime.block_on(cli::run_baseline_relay(args))
+            runtime.block_on(run_baseline_relay(args))
         }
     }
 }

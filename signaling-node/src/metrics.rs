@@ -20,7 +20,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::protocol::{ErrorCode, FrameType};
+use switchboard_protocol::{ErrorCode, FrameType};
 
 /// Every metric the node exports. Cheap to clone (the collectors are shared handles).
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::shard::ShardId;
+use switchboard_contract::shard::ShardId;
 
 /// Where a shard's rooms are served, as seen by this node at this instant.
 #[derive(Debug, Clone, PartialEq, Eq)]

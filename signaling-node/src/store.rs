@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use crate::shard::ShardId;
+use switchboard_contract::shard::ShardId;
 
 /// Why a snapshot could not be made durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{SDP, TestNode, settings, token};
-use signaling_node::cli::{ClientArgs, run_client};
-use signaling_node::client::{Client, ClientError, ConnectOptions};
-use signaling_node::protocol::{ErrorCode, EventKind, Message};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership};
-use signaling_node::shard::ShardId;
 use signaling_node::store::MemoryStore;
+use switchboard_client::cli::{ClientArgs, run_client};
+use switchboard_client::{Client, ClientError, ConnectOptions};
+use switchboard_contract::shard::ShardId;
+use switchboard_protocol::{ErrorCode, EventKind, Message};
+use switchboard_testkit::{Pki, TempDir};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -336,94 +337,20 @@ fn bench_smoke_run_reports_json_without_errors() {
     drop(node);
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI).
-fn make_certs(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI is needed to make test certificates");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=switchboard-test-ca",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-}
-
 #[tokio::test]
 async fn wss_with_a_ca_file() {
-    let dir = std::env::temp_dir().join(format!("sb-client-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_certs(&dir);
+    let dir = TempDir::new("client-tls").unwrap();
+    let pki = Pki::generate(dir.path()).unwrap();
     let mut s = settings(|_| {});
     s.tls = Some(signaling_node::config::TlsFiles {
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
     });
     let node = TestNode::start_with(s, Arc::new(MemoryStore::new())).await;
     let url = format!("wss://{}/ws", node.addr);
 
     let mut opts = options("alice", &["secure"]);
-    opts.ca_file = Some(dir.join("ca.pem"));
+    opts.ca_file = Some(pki.ca.clone());
     let client = Client::connect(&url, opts).await.unwrap();
     client.join("secure").await.unwrap();
 
@@ -434,8 +361,7 @@ async fn wss_with_a_ca_file() {
     assert!(matches!(err, ClientError::Tls(_)), "{err}");
     // A CA that did not sign the server's certificate is refused too.
     let mut opts = options("alice", &["secure"]);
-    opts.ca_file = Some(dir.join("server.pem"));
+    opts.ca_file = Some(pki.server_cert.clone());
     let err = Client::connect(&url, opts).await.unwrap_err();
     assert!(matches!(err, ClientError::Tls(_)), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

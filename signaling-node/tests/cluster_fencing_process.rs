@@ -16,32 +16,23 @@
 //! (held between the node and etcd) is refused by the transaction's compare.
 
 mod common;
-mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use common::{Client, Got, SECRET, http_get, token};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use signaling_node::cluster::keys::{Assignment, Keyspace, NodeInfo, Value};
-use signaling_node::protocol::{ErrorCode, EventKind, Hello, Join, Leave, Message, Resume};
 use signaling_node::room::snapshot;
-use signaling_node::shard::shard_of;
-use support::{Etcd, eventually, get, get_with_lease, put};
+use switchboard_contract::keys::{Assignment, Keyspace, NodeInfo, Value};
+use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{ErrorCode, EventKind, Hello, Join, Leave, Message, Resume};
+use switchboard_testkit::{Etcd, eventually, free_port, get, get_with_lease, put};
 
 const SHARDS: u32 = 4;
 const ROOM: &str = "studio";
 const NAMESPACE: &str = "test";
 const CLUSTER: &str = "fence";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// One `signaling-node serve` child process; killed on drop.
 struct NodeProcess {
@@ -260,7 +251,7 @@ fn sibling_rooms(n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thawed_old_owner_cannot_overwrite_the_new_owners_state() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new(NAMESPACE, CLUSTER).unwrap();
@@ -536,7 +527,7 @@ impl HoldProxy {
 /// the stale snapshot (bob gone) would overwrite the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_commit_in_flight_when_the_shard_moves_is_refused_by_etcd() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new(NAMESPACE, CLUSTER).unwrap();

@@ -1,4 +1,4 @@
-//! The node side of the two-phase handoff (DESIGN §6, cluster contract) against a real etcd,
+//! The node side of the two-phase handoff (docs/architecture.md) against a real etcd,
 //! with two real `serve_cluster` nodes and this test standing in for the operator: the old
 //! owner stops mutating the shard, migrates its members to the new owner's URL, acknowledges
 //! `released[shard] = epoch`; after the reassignment with `epoch + 1` the new owner restores,
@@ -7,7 +7,6 @@
 //! stand-in operator hands its shard back and the node exits once it holds nothing.
 
 mod common;
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,16 +14,16 @@ use std::time::Duration;
 use common::{Client, Got, settings, token};
 use etcd_client::Client as Etcd;
 use signaling_node::cluster::ClusterArgs;
-use signaling_node::cluster::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, EventKind, Invite, InviteResult, Join, Message, Migrate, Sdp,
-};
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::{ClusterModeError, serve_cluster};
-use signaling_node::shard::shard_of;
-use support::{eventually, get, put};
+use switchboard_contract::keys::{Ack, Assignment, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{
+    ErrorCode, EventKind, Invite, InviteResult, Join, Message, Migrate, Sdp,
+};
+use switchboard_testkit::{eventually, get, put};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -48,7 +47,7 @@ struct RunningNode {
     task: JoinHandle<Result<(), ClusterModeError>>,
 }
 
-async fn start_node(etcd: &support::Etcd, name: &str) -> RunningNode {
+async fn start_node(etcd: &switchboard_testkit::Etcd, name: &str) -> RunningNode {
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
@@ -110,10 +109,10 @@ async fn try_join(addr: SocketAddr, user: &str) -> Option<Client> {
 /// Resumes `session` as `user` on `addr`; None while the node cannot serve the room yet.
 async fn try_resume(addr: SocketAddr, user: &str, session: &str, seq: u64) -> Option<Client> {
     let mut c = Client::connect(addr, &["switchboard.v2"]).await;
-    c.send(&Message::Hello(signaling_node::protocol::Hello {
+    c.send(&Message::Hello(switchboard_protocol::Hello {
         token: token(user, &[ROOM]),
         versions: vec![],
-        resume: Some(signaling_node::protocol::Resume {
+        resume: Some(switchboard_protocol::Resume {
             session: session.into(),
             last_seq: seq,
         }),
@@ -158,8 +157,8 @@ async fn hand_off(kv: &Etcd, keys: &Keyspace, shard: u32, from: &str, to: &str, 
 
 #[tokio::test]
 async fn a_shard_is_handed_off_without_losing_a_session_or_an_event() {
-    support::init_tracing();
-    let etcd = support::Etcd::start().await;
+    switchboard_testkit::init_tracing();
+    let etcd = switchboard_testkit::Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new("test", "ho").unwrap();
     for shard in 0..SHARDS {

@@ -1,20 +1,20 @@
 //! Membership, fencing on lease loss, config watch and acks against a real etcd server.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use signaling_node::cluster::ack::AckWriter;
 use signaling_node::cluster::config_watch::ConfigWatch;
 use signaling_node::cluster::health::Health;
-use signaling_node::cluster::keys::{
-    Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, RolloutValue, Value,
-};
 use signaling_node::cluster::membership::{FenceHook, LeaseStatus, Membership, MembershipConfig};
 use signaling_node::cluster::metrics::ClusterMetrics;
-use signaling_node::cluster::watcher::{EtcdContext, EtcdTiming};
-use support::{Etcd, eventually, get, get_with_lease, put};
+use signaling_node::cluster::watch::EtcdContext;
+use switchboard_contract::ClusterSettings;
+use switchboard_contract::keys::{
+    Ack, ConfigValue, Keyspace, Load, NodeInfo, NodeState, RolloutValue, Value,
+};
+use switchboard_contract::watch::EtcdTiming;
+use switchboard_testkit::{Etcd, eventually, get, get_with_lease, put};
 use tokio_util::sync::CancellationToken;
 
 fn info(url: &str) -> NodeInfo {
@@ -61,7 +61,7 @@ async fn start(
 
 #[tokio::test]
 async fn registration_appears_and_vanishes_after_the_ttl_when_the_node_dies() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let key = keys().node("node-a").unwrap();
@@ -146,7 +146,7 @@ async fn draining_and_load_are_published() {
 
 #[tokio::test]
 async fn a_lost_lease_fences_then_the_node_registers_again() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let key = keys().node("node-d").unwrap();
@@ -197,7 +197,7 @@ async fn a_lost_lease_fences_then_the_node_registers_again() {
 
 #[tokio::test]
 async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let keys = keys();
@@ -206,7 +206,7 @@ async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
     put(
         &client,
         &keys.config(),
-        br#"{"revision":1,"settings":{"heartbeat_ms":30000}}"#.to_vec(),
+        br#"{"revision":1,"settings":{"heartbeatSeconds":30}}"#.to_vec(),
     )
     .await;
     let shutdown = CancellationToken::new();
@@ -238,17 +238,17 @@ async fn config_watch_applies_valid_values_rejects_invalid_ones_and_acks() {
         .clone()
         .unwrap();
     assert_eq!(first.revision, 1);
-    assert_eq!(first.settings["heartbeat_ms"], 30000);
+    assert_eq!(first.settings.heartbeat_seconds, Some(30));
     let mut healthy = health.subscribe();
     healthy.wait_for(|h| *h).await.unwrap();
 
     // A new valid value replaces it.
     let second = ConfigValue {
         revision: 2,
-        settings: serde_json::json!({"heartbeat_ms": 10000})
-            .as_object()
-            .unwrap()
-            .clone(),
+        settings: ClusterSettings {
+            heartbeat_seconds: Some(10),
+            ..Default::default()
+        },
     };
     put(&client, &keys.config(), second.encode()).await;
     config

@@ -1,21 +1,19 @@
 //! etcd killed and restarted under a running node: the store reports Unavailable, health
 //! drops, and everything reconnects and recovers on its own.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use etcd_client::Client;
 use futures::future::BoxFuture;
 use signaling_node::cluster::ClusterArgs;
-use signaling_node::cluster::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
 use signaling_node::cluster::metrics::ClusterMetrics;
 use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
 use signaling_node::cluster::takeover::{RestoreError, ShardRestorer};
 use signaling_node::routing::Ownership;
-use signaling_node::shard::ShardId;
 use signaling_node::store::{ShardRooms, StoreError};
-use support::{Etcd, eventually, get, put};
+use switchboard_contract::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::ShardId;
+use switchboard_testkit::{Etcd, eventually, get, put};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "outage").unwrap()
@@ -52,7 +50,7 @@ impl ShardRestorer for Restores {
 
 #[tokio::test]
 async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let mut etcd = Etcd::start().await;
     let admin = etcd.client().await;
     let keys = keys();
@@ -160,7 +158,7 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
 
 #[tokio::test]
 async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let admin = etcd.client().await;
     let keys = keys();

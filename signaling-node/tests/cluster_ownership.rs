@@ -1,19 +1,17 @@
 //! Ownership cache, takeover and the ClusterNode wiring against a real etcd server.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use signaling_node::cluster::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
 use signaling_node::cluster::metrics::ClusterMetrics;
 use signaling_node::cluster::node::{ClusterNode, ClusterNodeConfig};
 use signaling_node::cluster::takeover::{RestoreError, ShardRestorer, TakeoverEvent};
 use signaling_node::routing::Ownership;
-use signaling_node::shard::ShardId;
 use signaling_node::store::{ShardRooms, StoreError};
-use support::{Etcd, delete, eventually, put};
+use switchboard_contract::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::ShardId;
+use switchboard_testkit::{Etcd, delete, eventually, put};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "owners").unwrap()
@@ -71,7 +69,7 @@ impl ShardRestorer for Registry {
 
 #[tokio::test]
 async fn ownership_follows_assignments_and_takeover_restores_and_releases() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let keys = keys();
@@ -183,13 +181,13 @@ async fn ownership_follows_assignments_and_takeover_restores_and_releases() {
     // Draining publishes the state and returns once nothing is held.
     let held = node.drain(std::time::Duration::from_secs(5)).await.unwrap();
     assert!(held.is_empty());
-    let value = support::get(&client, &keys.node("node-a").unwrap())
+    let value = switchboard_testkit::get(&client, &keys.node("node-a").unwrap())
         .await
         .unwrap();
     assert_eq!(NodeInfo::decode(&value).unwrap().state, NodeState::Draining);
     node.shutdown().await;
     assert_eq!(
-        support::get(&client, &keys.node("node-a").unwrap()).await,
+        switchboard_testkit::get(&client, &keys.node("node-a").unwrap()).await,
         None
     );
 }

@@ -1,20 +1,18 @@
 //! The fenced, group-committing room store against a real etcd server.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use futures::future::join_all;
-use signaling_node::cluster::keys::{Assignment, Keyspace, Value};
 use signaling_node::cluster::metrics::{ClusterMetrics, outcome};
 use signaling_node::cluster::ownership::OwnershipCache;
 use signaling_node::cluster::store::{EtcdRoomStore, StoreConfig};
-use signaling_node::cluster::watcher::{Entry, Update};
 use signaling_node::routing::{Ownership, OwnershipView};
 use signaling_node::store::{RoomStore, StoreError};
-use support::{Etcd, get, put};
+use switchboard_contract::keys::{Assignment, Keyspace, Value};
+use switchboard_contract::watch::{Entry, Update};
+use switchboard_testkit::{Etcd, get, put};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "store").unwrap()
@@ -38,6 +36,7 @@ async fn assign(client: &Client, cache: &OwnershipCache, shard: u32, node: &str,
         key: keys().assignment(shard).into_bytes(),
         value,
         mod_revision: 0,
+        lease: 0,
     }));
 }
 
@@ -64,7 +63,7 @@ fn txns(metrics: &ClusterMetrics, label: &str) -> u64 {
 
 #[tokio::test]
 async fn concurrent_commits_are_grouped_into_few_transactions() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let (store, cache, metrics) = store_for(&etcd, "node-a", StoreConfig::default()).await;
@@ -109,7 +108,7 @@ async fn concurrent_commits_are_grouped_into_few_transactions() {
 
 #[tokio::test]
 async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let (store, cache, metrics) = store_for(&etcd, "node-a", StoreConfig::default()).await;
@@ -159,6 +158,7 @@ async fn a_moved_shard_fences_the_old_holder_and_keeps_the_new_state() {
         key: keys().assignment(1).into_bytes(),
         value: assignment("node-b", 2),
         mod_revision: 0,
+        lease: 0,
     }));
     assert_eq!(
         store.commit(1, "lobby", b"stale".to_vec()).await,

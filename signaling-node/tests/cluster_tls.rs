@@ -1,11 +1,9 @@
 //! The `--etcd-*` TLS flags against a real etcd server that requires client certificates.
 
-mod support;
-
 use std::time::Duration;
 
 use signaling_node::cluster::ClusterArgs;
-use support::Etcd;
+use switchboard_testkit::Etcd;
 
 fn args(etcd: &Etcd, with_client_cert: bool) -> ClusterArgs {
     let tls = etcd.tls().expect("TLS server");
@@ -22,7 +20,7 @@ fn args(etcd: &Etcd, with_client_cert: bool) -> ClusterArgs {
 
 #[tokio::test]
 async fn mutual_tls_flags_connect_and_a_missing_client_certificate_is_refused() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start_tls().await;
 
     let client = args(&etcd, true).connect().await.unwrap();

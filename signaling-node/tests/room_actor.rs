@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use signaling_node::auth::JwtSecret;
 use signaling_node::cluster::takeover::ShardRestorer;
 use signaling_node::config::{ConfigHandle, Settings};
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
-};
 use signaling_node::room::{Outbound, Peer, RoomFrame, RoomRegistry, RoomReply};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership, Standalone};
-use signaling_node::shard::ShardId;
 use signaling_node::store::{MemoryStore, RoomStore, StoreError};
+use switchboard_contract::shard::ShardId;
+use switchboard_protocol::auth::JwtSecret;
+use switchboard_protocol::{
+    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
+};
 use tokio::sync::mpsc;
 
 const OK: u8 = 0;
@@ -312,7 +312,7 @@ async fn unavailable_store_rolls_back_with_1010() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_frame_whose_commit_fails_is_answered_with_1010_and_its_request_id() {
-    // Every request gets an answer even when etcd is down (soak finding 2 checked this path).
+    // Every request gets an answer even when etcd is down.
     let store = FlakyStore::default();
     let registry = registry_with(Arc::new(store.clone()), standalone());
     let mut alice = TestPeer::new("alice");
@@ -390,9 +390,9 @@ async fn fenced_room_migrates_members_and_stops_without_deleting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fenced_node_sends_members_of_a_released_shard_to_another_node() {
-    // Soak finding 2: a node that lost its etcd lease released its rooms with an empty URL
-    // ("reconnect here"), but it could only answer 1010 until it re-registered, and the
-    // operator was replacing it: members whose entry URL was gone too never came back.
+    // A node that lost its etcd lease can only answer 1010 until it re-registers (and may be
+    // replaced meanwhile), so "come back here" strands members whose entry URL is gone too
+    // (docs/reliability.md, finding 2).
     let remote = Arc::new(AtomicU8::new(0));
     let ownership: SharedOwnership = Arc::new(Flippable {
         remote: remote.clone(),

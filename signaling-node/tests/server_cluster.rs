@@ -4,20 +4,20 @@
 //! deregisters on shutdown.
 
 mod common;
-mod support;
 
 use common::{Client, Got, settings, token};
 use signaling_node::cluster::ClusterArgs;
-use signaling_node::cluster::keys::{
-    Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
-};
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{ErrorCode, Join, Message};
 use signaling_node::server::Listeners;
 use signaling_node::server::cluster::serve_cluster;
-use signaling_node::shard::shard_of;
-use support::{Etcd, eventually, get, put};
+use switchboard_contract::ClusterSettings;
+use switchboard_contract::keys::{
+    Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
+};
+use switchboard_contract::shard::shard_of;
+use switchboard_protocol::{ErrorCode, Join, Message};
+use switchboard_testkit::{Etcd, eventually, get, put};
 
 const SHARDS: u32 = 16;
 
@@ -57,7 +57,7 @@ fn room_in_another_shard(other: &str) -> String {
 
 #[tokio::test]
 async fn cluster_mode_end_to_end_against_etcd() {
-    support::init_tracing();
+    switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let kv = etcd.client().await;
     let keys = Keyspace::new("test", "srv").unwrap();
@@ -118,10 +118,11 @@ async fn cluster_mode_end_to_end_against_etcd() {
     // The operator's config is applied without restart and acknowledged.
     let value = ConfigValue {
         revision: 7,
-        settings: serde_json::json!({"roomSize": 3, "heartbeatSeconds": 5})
-            .as_object()
-            .unwrap()
-            .clone(),
+        settings: ClusterSettings {
+            room_size: Some(3),
+            heartbeat_seconds: Some(5),
+            ..Default::default()
+        },
     };
     put(&kv, &keys.config(), value.encode()).await;
     eventually("config applied", || async {

@@ -14,22 +14,13 @@ use std::time::Duration;
 use common::*;
 use signaling_node::config::{ConfigHandle, SettingsPatch};
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    ErrorCode, EventKind, IceCandidate, Invite, InviteResult, Join, Message, Sdp,
-};
 use signaling_node::routing::{SharedOwnership, Standalone};
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use switchboard_protocol::{
+    ErrorCode, EventKind, IceCandidate, Invite, InviteResult, Join, Message, Sdp,
+};
+use switchboard_testkit::{Pki, TempDir, eventually};
 
 fn invite(room: &str, call: &str, to: &str) -> Message {
     Message::Invite(Invite {
@@ -114,7 +105,7 @@ async fn slow_consumer_is_disconnected_and_others_keep_working() {
             break;
         }
     }
-    eventually("slow consumer disconnect", || {
+    eventually("slow consumer disconnect", || async {
         node.metric("switchboard_slow_consumer_disconnects_total") == 1.0
     })
     .await;
@@ -151,7 +142,7 @@ async fn heartbeats_keep_a_live_client_and_silence_is_evicted() {
     while pings < 15 {
         if let Message::Ping(p) = live.recv().await {
             pings += 1;
-            live.send(&Message::Pong(signaling_node::protocol::Pong {
+            live.send(&Message::Pong(switchboard_protocol::Pong {
                 nonce: p.nonce,
             }))
             .await;
@@ -226,10 +217,10 @@ async fn resume_replays_missed_events_and_restarts_negotiation() {
 
     // Resuming someone else's session is refused.
     let mut eve = Client::connect(node.addr, &["switchboard.v2"]).await;
-    eve.send(&Message::Hello(signaling_node::protocol::Hello {
+    eve.send(&Message::Hello(switchboard_protocol::Hello {
         token: token("eve", &["*"]),
         versions: vec![],
-        resume: Some(signaling_node::protocol::Resume {
+        resume: Some(switchboard_protocol::Resume {
             session,
             last_seq: 0,
         }),
@@ -373,7 +364,7 @@ async fn drain_rejects_joins_while_in_progress() {
     assert_eq!(node.http_get("/readyz").await.0, 503);
     // New sessions are turned away too.
     let mut d = Client::connect(node.addr, &["switchboard.v2"]).await;
-    d.send(&Message::Hello(signaling_node::protocol::Hello {
+    d.send(&Message::Hello(switchboard_protocol::Hello {
         token: token("later", &["*"]),
         versions: vec![],
         resume: None,
@@ -435,12 +426,18 @@ async fn settings_file_is_hot_reloaded() {
         "max_room_members = 3\nheartbeat_interval = \"20s\"\n",
     )
     .unwrap();
-    eventually("reload", || config.current().tunables.max_room_members == 3).await;
+    eventually("reload", || async {
+        config.current().tunables.max_room_members == 3
+    })
+    .await;
     c.join("r", 3).await;
 
     // An invalid file is reported and the last good settings stay.
     std::fs::write(&path, "max_room_members = \"lots\"\n").unwrap();
-    eventually("reload error", || metrics.config_reload_errors.get() == 1).await;
+    eventually("reload error", || async {
+        metrics.config_reload_errors.get() == 1
+    })
+    .await;
     assert_eq!(config.current().tunables.max_room_members, 3);
     let mut d = connect("d").await;
     assert_eq!(d.welcome.as_ref().unwrap().heartbeat_ms, 20_000);
@@ -452,38 +449,17 @@ async fn settings_file_is_hot_reloaded() {
 
 #[tokio::test]
 async fn serves_wss_with_tls() {
-    let dir = std::env::temp_dir().join(format!("sb-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed (e2e/scripts/install-deps)");
-    assert!(status.success());
+    let dir = TempDir::new("wss").unwrap();
+    let pki = Pki::generate(dir.path()).unwrap();
     let mut s = settings(|_| {});
     s.tls = Some(signaling_node::config::TlsFiles {
-        cert: cert.clone(),
-        key,
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
     });
     let node = TestNode::start_with(s, Arc::new(MemoryStore::new())).await;
 
     let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&cert).unwrap();
+    let pem = std::fs::read(&pki.ca).unwrap();
     for c in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(c.unwrap()).unwrap();
     }
@@ -506,8 +482,8 @@ async fn serves_wss_with_tls() {
         .insert("sec-websocket-protocol", "switchboard.v2".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
     use futures::{SinkExt, StreamExt};
-    let mut enc = signaling_node::protocol::Encoder::new();
-    let hello = Message::Hello(signaling_node::protocol::Hello {
+    let mut enc = switchboard_protocol::Encoder::new();
+    let hello = Message::Hello(switchboard_protocol::Hello {
         token: token("tls-user", &["*"]),
         versions: vec![2],
         resume: None,
@@ -519,7 +495,7 @@ async fn serves_wss_with_tls() {
     .unwrap();
     let reply = ws.next().await.unwrap().unwrap().into_data();
     assert!(matches!(
-        signaling_node::protocol::decode(&reply).unwrap(),
+        switchboard_protocol::decode(&reply).unwrap(),
         Message::Welcome(_)
     ));
     // A plain-text client cannot talk to the TLS listener.
@@ -528,5 +504,4 @@ async fn serves_wss_with_tls() {
             .await
             .is_err()
     );
-    std::fs::remove_dir_all(dir).ok();
 }

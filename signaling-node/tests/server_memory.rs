@@ -1,6 +1,6 @@
 //! Measures the server's resident memory per idle connection (a measurement, not a test:
 //! ignored by default). It runs `signaling-node serve` as its own process, opens N
-//! connections that each say Hello (one small message, as DESIGN §9 measures), and reads the
+//! connections that each say Hello (one small message), and reads the
 //! server's VmRSS before and after. Run with
 //! `cargo test -p signaling-node --test server_memory -- --ignored --nocapture`
 //! (`SB_MEM_CONNECTIONS`, default 2000; `SB_MEM_BUFFER`, the read/write buffer in bytes).

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use signaling_node::auth::{self, Claims, JwtSecret, RoomGrant};
-use signaling_node::protocol::{
+use switchboard_protocol::auth::{self, Claims, JwtSecret, RoomGrant};
+use switchboard_protocol::{
     Candidate, ErrorCode, EventKind, FrameType, Hangup, Hello, IceBatch, IceCandidate, Invite,
     InviteResult, Join, Leave, Message, Ping, ProtocolVersion, Sdp,
 };
@@ -343,7 +343,7 @@ fn raw_frame(type_byte: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn ping_bytes() -> Vec<u8> {
-    signaling_node::protocol::Encoder::new()
+    switchboard_protocol::Encoder::new()
         .encode_to_vec(&Message::Ping(Ping { nonce: 1 }))
         .unwrap()
 }
@@ -628,7 +628,7 @@ impl signaling_node::routing::OwnershipView for SplitOwnership {
 fn room_in_shard(shard: u32) -> String {
     (0..)
         .map(|i| format!("room-{i}"))
-        .find(|r| signaling_node::shard::shard_of(r, 16) == shard)
+        .find(|r| switchboard_contract::shard::shard_of(r, 16) == shard)
         .unwrap()
 }
 

@@ -608,7 +608,7 @@ fn operator(md: &mut String, op: &Result<Value, String>) {
 fn criterion(md: &mut String, est: &BTreeMap<String, f64>) {
     let _ = writeln!(
         md,
-        "\n### Per-frame wire checks (criterion, `signaling-node/benches/frame.rs`)\n"
+        "\n### Per-frame wire checks (criterion, `protocol/benches/frame.rs`)\n"
     );
     if est.is_empty() {
         let _ = writeln!(md, "Not measured in this run.");

@@ -282,7 +282,7 @@ fn init_client_log(out: &std::path::Path) -> Result<()> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let filter = std::env::var("SOAK_CLIENT_LOG")
-        .unwrap_or_else(|_| "warn,signaling_node::client=info".to_string());
+        .unwrap_or_else(|_| "warn,switchboard_client=info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(false)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use etcd_client::Client;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use signaling_node::cluster::keys::Keyspace;
+use switchboard_contract::keys::Keyspace;
 use switchboard_operator::controller::shards::core::{Core, Notice, Settings};
 use switchboard_operator::controller::shards::etcd_io::{self, Outcome};
 use switchboard_operator::controller::shards::health::PodObs;

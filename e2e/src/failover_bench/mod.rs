@@ -32,17 +32,18 @@ use anyhow::{Context, Result, bail};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
 use rustix::process::Signal;
 use serde_json::{Value as Json, json};
-use signaling_node::auth::JwtSecret;
-use signaling_node::cluster::keys::{Ack, Assignment, Keyspace, Value};
 use signaling_node::config::Tunables;
 use signaling_node::room::snapshot::{self, SnapshotMeta};
 use signaling_node::room::state::{Limits, RoomState};
-use signaling_node::shard::shard_of;
+use switchboard_contract::keys::{Ack, Assignment, Keyspace, Value};
+use switchboard_contract::shard::shard_of;
 use switchboard_operator::controller::shards::core::Notice;
+use switchboard_protocol::auth::JwtSecret;
 use tokio::time::Instant;
 
 use driver::Driver;
-use procs::{EtcdProcess, NodeProcess, NodeSpec};
+use procs::{NodeProcess, NodeSpec};
+use switchboard_testkit::{Etcd, EtcdOptions};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -130,7 +131,13 @@ fn ms(d: Duration) -> f64 {
 /// Runs everything and returns the report.
 pub async fn run(options: &Options) -> Result<Json> {
     std::fs::create_dir_all(&options.dir)?;
-    let etcd = EtcdProcess::start(&options.etcd_bin, &options.dir, options.fsync).await?;
+    let etcd = Etcd::try_start(EtcdOptions {
+        fsync: options.fsync,
+        dir: Some(options.dir.join("etcd")),
+        bin: Some(options.etcd_bin.clone()),
+        ..EtcdOptions::default()
+    })
+    .await?;
     let mut report = serde_json::Map::new();
     report.insert(
         "driver".into(),
@@ -324,10 +331,10 @@ impl Fleet {
     }
 }
 
-async fn failover(options: &Options, etcd: &EtcdProcess, mode: Mode) -> Result<Vec<Sample>> {
+async fn failover(options: &Options, etcd: &Etcd, mode: Mode) -> Result<Vec<Sample>> {
     let cluster = mode.key().replace('_', "-");
     let keys = Keyspace::new(NAMESPACE, &cluster)?;
-    let kv = etcd.client().await?;
+    let kv = etcd.try_client().await?;
     let spec = NodeSpec {
         bin: options.node_bin.clone(),
         etcd: etcd.endpoint().to_string(),
@@ -476,11 +483,11 @@ async fn kill_once(
 
 /// Restores of a shard holding `restore_rooms` rooms: samples in ms (assignment written →
 /// serving ack) and the node's own restore histogram.
-async fn restore(options: &Options, etcd: &EtcdProcess) -> Result<Json> {
+async fn restore(options: &Options, etcd: &Etcd) -> Result<Json> {
     const SHARDS: u32 = 4;
     const SHARD: u32 = 0;
     let keys = Keyspace::new(NAMESPACE, "restore")?;
-    let kv = etcd.client().await?;
+    let kv = etcd.try_client().await?;
     let spec = NodeSpec {
         bin: options.node_bin.clone(),
         etcd: etcd.endpoint().to_string(),

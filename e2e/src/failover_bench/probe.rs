@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
-use signaling_node::auth::{self, Claims, JwtSecret, RoomGrant};
-use signaling_node::protocol::{Encoder, Hello, Join, Message, Pong, decode};
+use switchboard_protocol::auth::{self, Claims, JwtSecret, RoomGrant};
+use switchboard_protocol::{Encoder, Hello, Join, Message, Pong, decode};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

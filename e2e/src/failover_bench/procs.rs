@@ -1,97 +1,16 @@
-//! The processes a benchmark runs: one etcd server and `signaling-node serve` nodes in cluster
-//! mode, each on free loopback ports with its log in the run's private directory; every one
-//! is killed when dropped.
+//! The `signaling-node serve` processes a benchmark runs in cluster mode, each on free
+//! loopback ports with its log in the run's private directory, killed when dropped (etcd comes
+//! from the test kit).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal};
+use switchboard_testkit::free_port;
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
-
-/// A free loopback port (closed again; the caller binds it soon after).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("binding a free port")?
-        .local_addr()?
-        .port())
-}
-
-/// A running etcd server.
-pub struct EtcdProcess {
-    child: Child,
-    endpoint: String,
-}
-
-impl EtcdProcess {
-    /// Starts `bin` with its data in `dir/etcd`; `fsync` false adds `--unsafe-no-fsync`.
-    pub async fn start(bin: &Path, dir: &Path, fsync: bool) -> Result<Self> {
-        let (client, peer) = (free_port()?, free_port()?);
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.join("etcd.log")).context("creating etcd.log")?;
-        let mut command = Command::new(bin);
-        command
-            .arg("--name=bench")
-            .arg(format!("--data-dir={}", dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=bench={peer_url}"))
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        if !fsync {
-            command.arg("--unsafe-no-fsync");
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let etcd = Self { child, endpoint };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Ok(mut client)) = tokio::time::timeout(
-                Duration::from_secs(1),
-                etcd_client::Client::connect([etcd.endpoint.clone()], None),
-            )
-            .await
-                && let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(1), client.status()).await
-            {
-                return Ok(etcd);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "etcd did not become ready; see {}",
-                    dir.join("etcd.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The client URL.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// A client of this server.
-    pub async fn client(&self) -> Result<etcd_client::Client> {
-        Ok(etcd_client::Client::connect([self.endpoint.clone()], None).await?)
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
 
 /// How to start nodes.
 #[derive(Debug, Clone)]
@@ -126,8 +45,8 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts node `name`.
     pub fn spawn(spec: &NodeSpec, name: &str) -> Result<Self> {
-        let ws: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let log = std::fs::File::create(spec.dir.join(format!("{name}.log")))
             .context("creating a node log")?;
         let child = Command::new(&spec.bin)

@@ -2,10 +2,25 @@
 //! `metadata.labels['k']`, …) as env values and downward API volume files.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{ObjectFieldSelector, Pod};
 
-use super::launch::{LaunchError, PodPlacement};
+/// Where the pod lives: the values the downward API exposes that are not in the Pod object yet.
+#[derive(Debug, Clone, Copy)]
+pub struct PodPlacement<'a> {
+    /// The pod's loopback address.
+    pub pod_ip: Ipv4Addr,
+    /// The node's address.
+    pub host_ip: Ipv4Addr,
+    /// The node's name.
+    pub node_name: &'a str,
+}
+
+/// A downward API field path the runner does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported downward API field path {0:?}")]
+pub struct UnsupportedFieldPath(pub String);
 
 /// The downward API value of `field` for `pod`. `whole_maps` allows `metadata.labels` and
 /// `metadata.annotations` themselves (volumes only), rendered as sorted `key="value"` lines.
@@ -14,7 +29,7 @@ pub fn field_value(
     field: &ObjectFieldSelector,
     placement: &PodPlacement<'_>,
     whole_maps: bool,
-) -> Result<String, LaunchError> {
+) -> Result<String, UnsupportedFieldPath> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let path = field.field_path.as_str();
@@ -49,7 +64,7 @@ pub fn field_value(
             } else if let Some(v) = map_entry(meta.annotations.as_ref(), "metadata.annotations['") {
                 v
             } else {
-                return Err(LaunchError::UnsupportedFieldPath(path.to_string()));
+                return Err(UnsupportedFieldPath(path.to_string()));
             }
         }
     };
@@ -59,7 +74,6 @@ pub fn field_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).expect("test pod parses")
@@ -112,7 +126,7 @@ mod tests {
         assert_eq!(get("spec.nodeName").unwrap(), "runner-0");
         assert_eq!(
             get("status.phase"),
-            Err(LaunchError::UnsupportedFieldPath("status.phase".into()))
+            Err(UnsupportedFieldPath("status.phase".into()))
         );
     }
 }

@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod};
 
-use super::downward::field_value;
+pub use super::downward::PodPlacement;
+use super::downward::{UnsupportedFieldPath, field_value};
 use super::expand::expand;
 
 /// Errors building a launch plan; reported as `CreateContainerConfigError`.
@@ -74,6 +75,12 @@ pub enum LaunchError {
     },
 }
 
+impl From<UnsupportedFieldPath> for LaunchError {
+    fn from(error: UnsupportedFieldPath) -> Self {
+        Self::UnsupportedFieldPath(error.0)
+    }
+}
+
 /// Data of the Secrets and ConfigMaps a pod references, fetched by the caller. An object
 /// missing from a map does not exist.
 #[derive(Debug, Clone, Default)]
@@ -98,17 +105,6 @@ impl ObjectSources {
 pub const SECRET: &str = "secret";
 /// `kind` label of ConfigMaps in errors and lookups.
 pub const CONFIG_MAP: &str = "configmap";
-
-/// Where the pod lives: the values the downward API exposes that are not in the Pod object yet.
-#[derive(Debug, Clone, Copy)]
-pub struct PodPlacement<'a> {
-    /// The pod's loopback address.
-    pub pod_ip: Ipv4Addr,
-    /// The node's address.
-    pub host_ip: Ipv4Addr,
-    /// The node's name.
-    pub node_name: &'a str,
-}
 
 /// A container mount resolved to a local path, for path rewriting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +340,7 @@ fn value_from(
     inputs: &PlanInputs<'_>,
 ) -> Result<Option<String>, LaunchError> {
     if let Some(field) = &source.field_ref {
-        return field_value(pod, field, &inputs.placement, false).map(Some);
+        return Ok(Some(field_value(pod, field, &inputs.placement, false)?));
     }
     if source.resource_field_ref.is_some() {
         return Err(LaunchError::Unsupported(

@@ -228,7 +228,7 @@ fn downward_files(
             let value = field_value(pod, field, placement, true).map_err(|source| {
                 VolumeError::Downward {
                     volume: volume.to_string(),
-                    source,
+                    source: source.into(),
                 }
             })?;
             Ok(PlannedFile {

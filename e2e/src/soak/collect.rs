@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{Client, CompactionOptions, EventType, GetOptions, WatchOptions};
-use signaling_node::cluster::keys::{Assignment, Key, Keyspace, Value};
 use signaling_node::room::snapshot;
+use switchboard_contract::keys::{Assignment, Key, Keyspace, Value};
 
 use super::error::SoakError;
 use super::history::{AssignmentWrite, FinalRoom, RoomWrite, SeenEvent};
@@ -32,7 +32,7 @@ pub struct EtcdRecord {
     pub room_deletes: Vec<String>,
 }
 
-fn seen(e: &signaling_node::protocol::Event) -> SeenEvent {
+fn seen(e: &switchboard_protocol::Event) -> SeenEvent {
     SeenEvent {
         room: e.room.clone(),
         seq: e.seq,

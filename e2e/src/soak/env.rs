@@ -13,8 +13,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use signaling_node::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 use switchboard_operator::crd::SignalingCluster;
+use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 
 use super::error::SoakError;
 use super::etcd::{EtcdProxy, FleetEtcd};

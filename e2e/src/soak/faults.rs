@@ -12,7 +12,7 @@ use super::env::{NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
 use super::error::SoakError;
 use crate::pod_runner::control::Action;
 
-/// Node lease TTL (CLUSTER-CONTRACT: 2 s); pauses and partitions last longer than this.
+/// Node lease TTL (2 s, docs/architecture.md); pauses and partitions last longer than this.
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// Kinds of fault.

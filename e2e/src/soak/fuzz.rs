@@ -1,5 +1,5 @@
 //! A bounded, stable-Rust stand-in for the `cargo fuzz` decode target
-//! (signaling-node/fuzz/fuzz_targets/decode.rs): feeds random bytes and mutated valid frames
+//! (protocol/fuzz/fuzz_targets/decode.rs): feeds random bytes and mutated valid frames
 //! (with the length and CRC repaired half the time, so mutations reach the FlatBuffers
 //! verifier) to the same decode + verify + re-encode round trip, and random bytes to the room
 //! snapshot decoder. Counts inputs, typed rejections, accepted inputs, panics and hangs.
@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use signaling_node::protocol::{
-    CRC_LEN, Encoder, LEN_PREFIX, Message, decode, decode_view, frame_len,
-};
 use signaling_node::room::snapshot;
+use switchboard_protocol::{CRC_LEN, Encoder, LEN_PREFIX, Message, decode, decode_view, frame_len};
 
 /// What one fuzz run found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,7 +73,7 @@ fn shapes() -> Vec<Value> {
 
 /// The default payload of a variant, by round-tripping a sample through serde.
 fn default_payload(name: &str) -> Option<Value> {
-    use signaling_node::protocol as p;
+    use switchboard_protocol as p;
     let msg = match name {
         "Hello" => Message::Hello(p::Hello::default()),
         "Welcome" => Message::Welcome(p::Welcome::default()),
@@ -157,7 +155,7 @@ fn valid_frame(rng: &mut StdRng, shapes: &[Value], encoder: &mut Encoder) -> Vec
     fill(&mut filled, rng);
     let msg: Message = serde_json::from_value(filled)
         .or_else(|_| serde_json::from_value(shape.clone()))
-        .unwrap_or(Message::Ping(signaling_node::protocol::Ping::default()));
+        .unwrap_or(Message::Ping(switchboard_protocol::Ping::default()));
     encoder.encode_to_vec(&msg).unwrap_or_default()
 }
 
@@ -366,7 +364,7 @@ mod tests {
     #[test]
     fn the_crc_matches_the_frames_the_encoder_writes() {
         let frame = Encoder::new()
-            .encode_to_vec(&Message::Ping(signaling_node::protocol::Ping::default()))
+            .encode_to_vec(&Message::Ping(switchboard_protocol::Ping::default()))
             .unwrap_or_default();
         let crc_at = frame.len() - CRC_LEN;
         let crc = frame_crc(frame[LEN_PREFIX], &frame[LEN_PREFIX + 1..crc_at]);

@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use signaling_node::client::fake::{self, SdpKind};
-use signaling_node::client::{Client, ConnectOptions};
-use signaling_node::protocol::{EventKind, Message};
+use switchboard_client::fake::{self, SdpKind};
+use switchboard_client::{Client, ConnectOptions};
+use switchboard_protocol::{EventKind, Message};
 use tokio::sync::watch;
 
 use super::history::{Op, Record, SeenEvent};

@@ -1,13 +1,13 @@
-//! Co-host clients for the scenarios, built on the client library (`signaling_node::client`):
+//! Co-host clients for the scenarios, built on the client library (`switchboard_client`):
 //! a [`Member`] records everything it receives and checks, per room, that event sequence
 //! numbers arrive without gaps and that its session is never silently replaced by a fresh one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use signaling_node::client::fake::{self, SdpKind};
-use signaling_node::client::{Client, ConnectOptions};
-use signaling_node::protocol::{EventKind, Joined, Message, Welcome};
+use switchboard_client::fake::{self, SdpKind};
+use switchboard_client::{Client, ConnectOptions};
+use switchboard_protocol::{EventKind, Joined, Message, Welcome};
 
 /// How long one protocol step may take.
 pub const STEP: Duration = Duration::from_secs(15);

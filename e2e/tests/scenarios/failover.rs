@@ -14,8 +14,8 @@ use switchboard_e2e::cluster::eventually;
 use switchboard_e2e::real_node::Fault;
 use switchboard_operator::crd::RoomShard;
 
-use signaling_node::client::Client;
-use signaling_node::protocol::{Hangup, Message, Resume};
+use switchboard_client::Client;
+use switchboard_protocol::{Hangup, Message, Resume};
 
 use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;
@@ -236,7 +236,7 @@ async fn expect_failover(env: &Env, call: &mut Call, before: &RoomShard, t0: Ins
             if failover.recovered_ms.is_none() {
                 failures.push(format!(
                     "lastFailover.recoveredMs is not set: the new owner {:?} never reported \
-                     serving shard {} (CLUSTER-CONTRACT: `serving` in its ack)",
+                     serving shard {} (docs/architecture.md: `serving` in its ack)",
                     status.node, before.spec.index
                 ));
             }

@@ -15,10 +15,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use signaling_node::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 use switchboard_e2e::cluster::{eventually, repo_root};
 use switchboard_e2e::real_node::{self, RealCluster};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
+use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 
 /// Namespace of the operator (as in `e2e/up`).
 pub const OPERATOR_NS: &str = "switchboard-system";
@@ -48,8 +48,7 @@ impl ScenarioTimer {
         // The client library's reconnect/redirect/migrate decisions, for failure analysis.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("SCENARIO_LOG")
-                    .unwrap_or_else(|_| "signaling_node::client=info".into()),
+                std::env::var("SCENARIO_LOG").unwrap_or_else(|_| "switchboard_client=info".into()),
             ))
             .with_test_writer()
             .try_init();
@@ -350,7 +349,7 @@ impl Env {
 
     /// The RoomShard of `room`.
     pub async fn shard_of_room(&self, room: &str) -> Option<RoomShard> {
-        let index = signaling_node::shard::shard_of(room, SHARDS);
+        let index = switchboard_contract::shard::shard_of(room, SHARDS);
         self.shards().await.remove(&index)
     }
 

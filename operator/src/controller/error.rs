@@ -1,4 +1,5 @@
-//! The reconcilers' error type, with low-cardinality labels for metrics and Event reasons.
+//! The reconcilers' one error type (both controllers), with low-cardinality labels for
+//! metrics and Event reasons.
 
 use crate::placement::PlacementError;
 
@@ -29,10 +30,6 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
 
-    /// The finalizer deleted the cluster's pods and waits for them to be gone before it
-    /// removes the etcd prefix (retried; every pod deletion also triggers a reconcile).
-    #[error("waiting for {0} signaling-node pods to terminate")]
-    PodsTerminating(usize),
     /// Adding, running or removing the cleanup finalizer failed (boxed: it wraps this type).
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -54,8 +51,20 @@ impl Error {
             Self::Placement(_) => "placement",
             Self::Serialization(_) => "serialization",
             Self::Etcd(_) => "etcd",
-            Self::PodsTerminating(_) => "pods_terminating",
             Self::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// The label of what broke: the reconcile's own error inside a finalizer error (not
+    /// "finalizer"), else [`Error::metric_label`].
+    pub fn root_label(&self) -> &'static str {
+        match self {
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => self.metric_label(),
+            },
+            other => other.metric_label(),
         }
     }
 
@@ -84,7 +93,6 @@ mod tests {
             Error::Serialization(serde_json::from_str::<u8>("x").unwrap_err()),
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
             Error::Etcd(crate::etcd::EtcdError::NoEndpoints),
-            Error::PodsTerminating(2),
         ];
         let labels: std::collections::BTreeSet<_> =
             errors.iter().map(Error::metric_label).collect();
@@ -97,6 +105,11 @@ mod tests {
         assert!(!errors[0].is_transient());
         assert!(errors[3].is_transient());
         assert_eq!(errors[1].to_string(), "object has no uid");
-        assert!(errors[6].is_transient());
+        assert!(errors[5].is_transient());
+        let wrapped = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
+            Error::InvalidSpec("x".into()),
+        )));
+        assert_eq!(wrapped.root_label(), "invalid_spec");
+        assert_eq!(wrapped.metric_label(), "finalizer");
     }
 }

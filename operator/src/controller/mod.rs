@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod error;
 pub mod labels;
+pub mod policy;
 pub mod rollout;
 pub mod shards;
 

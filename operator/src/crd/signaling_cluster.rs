@@ -10,7 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// Port of every node's admin endpoint (/metrics, /healthz, /readyz); `spec.port` must differ.
+pub const ADMIN_PORT: i32 = 9100;
+
 /// Desired state of a fleet of signaling nodes.
+
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "switchboard.dev",

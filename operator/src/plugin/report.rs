@@ -371,7 +371,7 @@ pub struct RoomLocation {
     pub url: Option<String>,
 }
 
-/// Computes where `room` lives with the node's own hash ([`signaling_node::shard`]).
+/// Computes where `room` lives with the node's own hash ([`switchboard_contract::shard`]).
 pub fn locate(
     room: &str,
     cluster: &SignalingCluster,
@@ -379,8 +379,8 @@ pub fn locate(
     pods: &[Pod],
 ) -> RoomLocation {
     let shard_count = u32::try_from(cluster.spec.shards.max(1)).unwrap_or(1);
-    let hash = signaling_node::shard::room_hash(room);
-    let shard = signaling_node::shard::shard_of(room, shard_count);
+    let hash = switchboard_contract::shard::room_hash(room);
+    let shard = switchboard_contract::shard::shard_of(room, shard_count);
     let status = shards
         .iter()
         .find(|s| u32::try_from(s.spec.index).ok() == Some(shard))
@@ -535,7 +535,10 @@ mod tests {
             &shards,
             &[pod("demo-default-1", "10.0.0.7")],
         );
-        assert_eq!(location.shard, signaling_node::shard::shard_of("studio", 4));
+        assert_eq!(
+            location.shard,
+            switchboard_contract::shard::shard_of("studio", 4)
+        );
         assert_eq!(location.url.as_deref(), Some("ws://10.0.0.7:7000/ws"));
         let text = room_report(&location);
         assert!(text.contains("owner: demo-default-1 (epoch 2, version default, phase Assigned)"));

@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::keys::Ack;
 use super::membership::{MembershipError, MembershipHandle};
 use super::ownership::LocalShards;
-use crate::shard::ShardId;
+use switchboard_contract::keys::Ack;
+use switchboard_contract::shard::ShardId;
 
 /// Retry delay after a failed ack write.
 const RETRY: Duration = Duration::from_millis(500);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
-use super::keys::{KeyError, Keyspace};
+use switchboard_contract::keys::{KeyError, Keyspace};
 
 /// Cluster-mode flags.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -12,10 +12,11 @@ use tokio::task::JoinHandle;
 
 use super::ack::{AckHandle, AckUpdate};
 use super::health::Component;
-use super::keys::{ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
 use super::membership::MembershipError;
 use super::metrics::ClusterMetrics;
-use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
+use super::watch::{EtcdContext, run_watch};
+use switchboard_contract::keys::{ConfigValue, Key, Keyspace, RolloutValue, Value, ValueError};
+use switchboard_contract::watch::{Entry, Update, WatchRange};
 
 /// Pure state of the watch: the last good values and what to do with an update.
 #[derive(Debug)]
@@ -52,8 +53,8 @@ impl ConfigState {
         match update {
             Update::Reset(entries) => entries.into_iter().for_each(|e| self.put(e)),
             Update::Put(entry) => self.put(entry),
-            Update::Delete(key) => {
-                tracing::warn!(key = %String::from_utf8_lossy(&key), "config key deleted; keeping the last good value");
+            Update::Delete(entry) => {
+                tracing::warn!(key = %String::from_utf8_lossy(&entry.key), "config key deleted; keeping the last good value");
             }
         }
     }
@@ -191,6 +192,7 @@ mod tests {
             key: key.into_bytes(),
             value: value.to_vec(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -218,7 +220,7 @@ mod tests {
             metrics.config_invalid.with_label_values(&["config"]).get(),
             2
         );
-        state.apply(Update::Delete(keys.config().into_bytes()));
+        state.apply(Update::Delete(Entry::deleted(keys.config(), 0)));
         assert_eq!(config.borrow().as_ref().unwrap().revision, 1);
         // Re-delivering the same value is not a change.
         state.apply(Update::Put(entry(

@@ -25,10 +25,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Component, Health};
-use super::keys::{Ack, KeyError, Keyspace, Load, NodeInfo, NodeState, Value};
 use super::lease::{AckOutcome, LeaseTracker};
 use super::metrics::ClusterMetrics;
-use super::watcher::EtcdTiming;
+use switchboard_contract::keys::{Ack, KeyError, Keyspace, Load, NodeInfo, NodeState, Value};
+use switchboard_contract::watch::EtcdTiming;
 
 /// Called with `true` the instant the lease is presumed lost (stop mutating every shard) and
 /// with `false` once a new lease is live.
@@ -91,7 +91,7 @@ pub struct MembershipConfig {
 }
 
 impl MembershipConfig {
-    /// The DESIGN §5 defaults: TTL 2 s, keepalive 500 ms, load published at most every 1 s.
+    /// The defaults: TTL 2 s, keepalive 500 ms, load published at most every 1 s.
     pub fn new(pod: impl Into<String>, info: NodeInfo) -> Self {
         Self {
             pod: pod.into(),
@@ -331,7 +331,10 @@ impl Task {
 
     /// Registers (grant, put value and ack, open keepalive), retrying with backoff; `None`
     /// on shutdown. Commands arriving meanwhile update the values and wait for the next write.
-    async fn register(&mut self, backoff: &mut super::backoff::Backoff) -> Option<Registered> {
+    async fn register(
+        &mut self,
+        backoff: &mut switchboard_contract::backoff::Backoff,
+    ) -> Option<Registered> {
         let mut failures = 0u32;
         loop {
             let attempt = register_once(

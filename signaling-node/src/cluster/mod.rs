@@ -1,5 +1,6 @@
-//! Cluster mode: the etcd contract of DESIGN §5 and §6 — keyspace, membership lease,
-//! shard ownership, fenced group-committed room snapshots, takeover, config and rollout watch.
+//! Cluster mode, the node's side of the etcd contract (docs/architecture.md): membership
+//! lease, shard ownership, fenced group-committed room snapshots, takeover, config and rollout
+//! watch.
 //!
 //! Start with [`node::ClusterNode`], which wires every part together; [`args::ClusterArgs`]
 //! holds the `serve` flags. Each module documents its own rules; the decisions that span
@@ -27,15 +28,13 @@
 //!   ([`config_watch`]).
 //! - **Health** is false while any running component (lease keepalive, ownership watch,
 //!   config watch) cannot reach etcd; every loop reconnects with capped exponential backoff
-//!   ([`health`], [`backoff`]). The store never retries behind a caller: an unreachable etcd is
+//!   ([`health`], `switchboard_contract::backoff`). The store never retries behind a caller: an unreachable etcd is
 //!   `StoreError::Unavailable` (the room answers 1010).
 
 pub mod ack;
 pub mod args;
-pub mod backoff;
 pub mod config_watch;
 pub mod health;
-pub mod keys;
 pub mod lease;
 pub mod membership;
 pub mod metrics;
@@ -43,7 +42,7 @@ pub mod node;
 pub mod ownership;
 pub mod store;
 pub mod takeover;
-pub mod watcher;
+pub mod watch;
 
 pub use args::ClusterArgs;
 pub use node::{ClusterNode, ClusterNodeConfig};

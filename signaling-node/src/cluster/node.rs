@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use super::ack::{AckHandle, AckUpdate, AckWriter};
 use super::config_watch::ConfigWatch;
 use super::health::Health;
-use super::keys::{Keyspace, NodeInfo, NodeState};
 use super::membership::{
     FenceHook, Membership, MembershipConfig, MembershipError, MembershipHandle,
 };
@@ -26,9 +25,11 @@ use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
 use super::store::{EtcdRoomStore, StoreConfig};
 use super::takeover::{HandoffHook, ShardRestorer, Takeover, TakeoverConfig, TakeoverEvent};
-use super::watcher::{EtcdContext, EtcdTiming};
+use super::watch::EtcdContext;
 use crate::routing::SharedOwnership;
 use crate::store::RoomStore;
+use switchboard_contract::keys::{Keyspace, NodeInfo, NodeState};
+use switchboard_contract::watch::EtcdTiming;
 
 /// Everything [`ClusterNode::start`] needs.
 #[derive(Debug, Clone)]

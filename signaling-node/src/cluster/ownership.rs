@@ -9,7 +9,7 @@
 //! - the assignment names another node whose `nodes/<pod>` key is live → `Remote { url }`
 //!   (also while it drains: it still owns the shard until the operator moves it);
 //! - no assignment, an unreadable one, or an owner without a live registration → `Unavailable`;
-//! - **handoff** (the assignment has `handoff_to: Some(dest)`, phase 1 of DESIGN §6): on every
+//! - **handoff** (the assignment has `handoff_to: Some(dest)`, docs/architecture.md): on every
 //!   node the shard is routed to its destination — `Remote { url }` with dest's advertised URL
 //!   when dest is another live node, `Unavailable` (1010, retry) on dest itself (it serves only
 //!   after the operator reassigns it and it restored the snapshots) or when dest has no live
@@ -36,10 +36,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::health::Component;
-use super::keys::{Assignment, Key, Keyspace, NodeInfo, NodeState, Value};
-use super::watcher::{Entry, EtcdContext, Update, WatchRange, run_watch};
+use super::watch::{EtcdContext, run_watch};
 use crate::routing::{Ownership, OwnershipView};
-use crate::shard::ShardId;
+use switchboard_contract::keys::{Assignment, Key, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::shard::ShardId;
+use switchboard_contract::watch::{Entry, Update, WatchRange};
 
 /// Shards this node holds, with the epoch it holds each one under.
 pub type LocalShards = BTreeMap<ShardId, u64>;
@@ -134,7 +135,7 @@ impl OwnershipCache {
                 state.synced = true;
             }
             Update::Put(entry) => self.put(&mut state, entry),
-            Update::Delete(key) => match self.keys.parse(&key) {
+            Update::Delete(entry) => match self.keys.parse(&entry.key) {
                 Ok(Key::Assignment(shard)) => {
                     state.assignments.remove(&shard);
                 }
@@ -406,7 +407,7 @@ impl OwnershipView for OwnershipCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     fn keys() -> Keyspace {
         Keyspace::new("ns", "c").unwrap()
@@ -423,6 +424,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -440,6 +442,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -469,7 +472,7 @@ mod tests {
         // c has no live registration; shard 3 has no assignment.
         assert_eq!(cache.owner_of(2), Ownership::Unavailable);
         assert_eq!(cache.owner_of(3), Ownership::Unavailable);
-        cache.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        cache.apply(Update::Delete(Entry::deleted(keys().node("b").unwrap(), 0)));
         assert_eq!(cache.owner_of(1), Ownership::Unavailable);
     }
 
@@ -538,6 +541,7 @@ mod tests {
             key: keys().assignment(0).into_bytes(),
             value: b"{garbage".to_vec(),
             mod_revision: 2,
+            lease: 0,
         }));
         assert_eq!(cache.owner_of(0), Ownership::Unavailable);
         assert!(cache.local_shards().borrow().is_empty());
@@ -546,6 +550,7 @@ mod tests {
             key: b"/switchboard/ns/c/assignments/7".to_vec(),
             value: vec![],
             mod_revision: 3,
+            lease: 0,
         }));
     }
 
@@ -560,6 +565,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 2,
+            lease: 0,
         }
     }
 
@@ -600,7 +606,7 @@ mod tests {
 
         // Destination without a live registration: unavailable, never the old owner, and
         // not released until its URL is known.
-        a.apply(Update::Delete(keys().node("b").unwrap().into_bytes()));
+        a.apply(Update::Delete(Entry::deleted(keys().node("b").unwrap(), 0)));
         assert_eq!(a.owner_of(0), Ownership::Unavailable);
         assert_eq!(*serve.borrow(), LocalShards::from([(0, 3)]));
         a.apply(Update::Put(node_entry("b")));
@@ -621,9 +627,8 @@ mod tests {
 
     #[test]
     fn a_refusal_under_an_old_epoch_leaves_a_newer_restore_alone() {
-        // Found by the long soak (fd719a4): a commit batch of epoch 1 was refused after the
-        // shard had come back under epoch 2; forgetting that restore left the shard answering
-        // "retry" until it moved again (node faults recovered in 17-33 s).
+        // A late refusal of an epoch-1 batch must not undo the shard's epoch-2 restore, or the
+        // shard answers "retry" until it moves again.
         let cache = OwnershipCache::new(keys(), "a", 4);
         cache.apply(Update::Reset(vec![assignment_entry(0, "a", 2)]));
         assert!(cache.mark_restored(0, 2));

@@ -43,11 +43,11 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::keys::{Assignment, Key, Keyspace, Value};
 use super::metrics::{ClusterMetrics, outcome};
 use super::ownership::OwnershipCache;
-use crate::shard::ShardId;
 use crate::store::{RoomStore, ShardRooms, StoreError};
+use switchboard_contract::keys::{Assignment, Key, Keyspace, Value};
+use switchboard_contract::shard::ShardId;
 
 /// Tuning of the group committer.
 #[derive(Debug, Clone, Copy)]
@@ -544,9 +544,8 @@ impl Committer {
                     }
                     _ => {
                         // The view still says ours under `epoch`, etcd says otherwise: stop
-                        // routing the shard here until the view catches up (its rooms stop
-                        // on the refusal, and a resume answered `Local` in between found no
-                        // room and lost its session; soak seed 20261713).
+                        // routing the shard here until the view catches up, since its rooms
+                        // stop on the refusal and a resume routed here would find no room.
                         self.ownership.mark_stale(*shard, *epoch);
                         self.fence(&mut batch, *shard);
                     }

@@ -4,7 +4,7 @@
 //! the ownership view starts answering `Local`; for a shard no longer to be served (moved,
 //! being handed off, or the node is fenced) it calls `release_shard` first.
 //!
-//! **Handoff** (phase 2 of DESIGN §6 on the old owner): when the operator sets `handoff_to`
+//! **Handoff** (the old owner's part, docs/architecture.md): when the operator sets `handoff_to`
 //! on a shard this node holds, the shard leaves `serve_shards`, so it is released: the
 //! ownership view already routes it to the destination (no new joins here), each room actor
 //! finishes the commands queued before its release — every transition it acknowledged is
@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
-use crate::shard::ShardId;
 use crate::store::{RoomStore, ShardRooms, StoreError};
+use switchboard_contract::backoff::Backoff;
+use switchboard_contract::shard::ShardId;
 
 /// Runs after a shard was released because it is being handed off, with the epoch it is held
 /// under (flush the store, then acknowledge the release).
@@ -324,10 +324,10 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::cluster::keys::{Assignment, Keyspace, Value};
-    use crate::cluster::watcher::{Entry, Update};
     use crate::routing::{Ownership, OwnershipView};
     use crate::store::MemoryStore;
+    use switchboard_contract::keys::{Assignment, Keyspace, Value};
+    use switchboard_contract::watch::{Entry, Update};
 
     /// Records calls; fails the first `failures` restores.
     #[derive(Default)]
@@ -374,6 +374,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 0,
+            lease: 0,
         }));
     }
 

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::auth::{AuthError, JwtSecret};
-use crate::protocol::ProtocolVersion;
+use switchboard_protocol::ProtocolVersion;
+use switchboard_protocol::auth::{AuthError, JwtSecret};
 
 /// The hot-reloadable part of the settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,5 @@
 //! One layer of settings ([`SettingsPatch`]): the TOML file schema, the `serve` flags and
-//! `SWITCHBOARD_*` environment variables at once, plus the operator's cluster config keys.
+//! `SWITCHBOARD_*` environment variables at once, plus the operator's [`ClusterSettings`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_contract::ClusterSettings;
 
 use super::{ConfigError, invalid};
 use crate::cluster::ClusterArgs;
@@ -220,51 +221,28 @@ pub struct SettingsPatch {
 }
 
 impl SettingsPatch {
-    /// The hot-reloadable settings the operator writes to etcd `config` (the
-    /// SignalingCluster's `spec.config`: `heartbeatSeconds`, `idleTimeoutSeconds`,
-    /// `inviteTimeoutSeconds`, `negotiationTimeoutSeconds`, `resumeWindowSeconds`,
-    /// `maxConnections`, `maxRooms`, `messagesPerSecond`, `roomSize`). Unknown keys are
-    /// skipped (a newer operator may know more settings than this node); a known key with a
-    /// value of the wrong type is an error.
-    pub fn from_cluster_settings(
-        settings: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self, ConfigError> {
-        let mut patch = SettingsPatch::default();
-        for (key, value) in settings {
-            let number = || {
-                value.as_u64().ok_or_else(|| {
-                    invalid(
-                        "cluster config",
-                        format!("{key} must be a non-negative integer"),
-                    )
-                })
-            };
-            let secs = || number().map(|n| Some(Dur(Duration::from_secs(n))));
-            let count = || {
-                number().and_then(|n| {
-                    usize::try_from(n)
-                        .map(Some)
-                        .map_err(|_| invalid("cluster config", format!("{key} is too large")))
-                })
-            };
-            match key.as_str() {
-                "heartbeatSeconds" => patch.heartbeat_interval = secs()?,
-                "idleTimeoutSeconds" => patch.idle_timeout = secs()?,
-                "inviteTimeoutSeconds" => patch.invite_timeout = secs()?,
-                "negotiationTimeoutSeconds" => patch.negotiation_timeout = secs()?,
-                "resumeWindowSeconds" => patch.resume_window = secs()?,
-                "maxConnections" => patch.max_connections = count()?,
-                "maxRooms" => patch.max_rooms = count()?,
-                "roomSize" => patch.max_room_members = count()?,
-                "messagesPerSecond" => {
-                    patch.rate_limit = Some(u32::try_from(number()?).map_err(|_| {
-                        invalid("cluster config", "messagesPerSecond is too large")
-                    })?);
-                }
-                other => tracing::debug!(key = other, "ignoring an unknown cluster setting"),
-            }
-        }
-        Ok(patch)
+    /// The hot-reloadable settings the operator writes to etcd `config`, as a layer (a
+    /// setting the operator did not send stays unset). A count too large for this platform is
+    /// an error.
+    pub fn from_cluster_settings(settings: &ClusterSettings) -> Result<Self, ConfigError> {
+        let secs = |n: Option<u64>| n.map(|n| Dur(Duration::from_secs(n)));
+        let count = |name: &str, n: Option<u64>| {
+            n.map(usize::try_from)
+                .transpose()
+                .map_err(|_| invalid("cluster config", format!("{name} is too large")))
+        };
+        Ok(SettingsPatch {
+            heartbeat_interval: secs(settings.heartbeat_seconds),
+            idle_timeout: secs(settings.idle_timeout_seconds),
+            invite_timeout: secs(settings.invite_timeout_seconds),
+            negotiation_timeout: secs(settings.negotiation_timeout_seconds),
+            resume_window: secs(settings.resume_window_seconds),
+            max_connections: count("maxConnections", settings.max_connections)?,
+            max_rooms: count("maxRooms", settings.max_rooms)?,
+            max_room_members: count("roomSize", settings.room_size)?,
+            rate_limit: settings.messages_per_second,
+            ..SettingsPatch::default()
+        })
     }
 
     /// Parses a TOML settings file's contents.

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::SettingsWatch;
-use crate::protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 use crate::store::StoreError;
+use switchboard_protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 
 use super::handle::{Command, RoomFrame, RoomInfo, RoomReply};
 use super::peer::{Peer, encode_frame};
-use super::registry::Shared;
+use super::shared::Shared;
 use super::snapshot::{self, SnapshotMeta};
 use super::state::{Delivery, Dest, Limits, Outcome, RoomState, SeatMap, split_batch};
 

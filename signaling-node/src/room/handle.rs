@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::protocol::{Hangup, Invite, InviteResult, Sdp};
-use crate::session::Call;
-use crate::shard::ShardId;
+use crate::call::Call;
+use switchboard_contract::shard::ShardId;
+use switchboard_protocol::{Hangup, Invite, InviteResult, Sdp};
 
 use super::peer::Peer;
 use super::state::{IceMsg, Member};

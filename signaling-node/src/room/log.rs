@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::protocol::Event;
+use switchboard_protocol::Event;
 
 /// Where a resume can pick up from.
 #[derive(Debug, Clone, PartialEq, Eq)]

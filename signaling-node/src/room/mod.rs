@@ -10,6 +10,7 @@
 //!   [`crate::store::RoomStore`] before acknowledging, then deliver.
 //! - [`registry`]: live rooms by id, sessions by id, restore/release of shards, drain; it is
 //!   also cluster mode's `ShardRestorer`.
+//! - `shared`: what the registry and the actors share (store, ownership, indexes).
 
 mod actor;
 mod handle;
@@ -17,13 +18,15 @@ pub mod log;
 pub mod peer;
 pub mod registry;
 mod restorer;
+mod shared;
 pub mod snapshot;
 pub mod state;
 
 pub use handle::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
 pub use peer::{Outbound, Peer};
-pub use registry::{RegistryError, RestoreError, RoomRegistry, SessionEntry};
-pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState};
+pub use registry::{RegistryError, RestoreError, RoomRegistry};
+pub use shared::SessionEntry;
+pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState, SeatMap, check_id};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

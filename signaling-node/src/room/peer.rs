@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;
-use crate::protocol::{Encoder, ErrorCode, ErrorFrame, Message, ProtocolVersion};
+use switchboard_protocol::{Encoder, ErrorCode, ErrorFrame, Message, ProtocolVersion};
 
 /// WebSocket close code for a slow consumer or an overloaded node ("try again later").
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;

@@ -2,37 +2,23 @@
 //! (session id → user and rooms) that resume uses. Also the shard-level operations cluster
 //! mode drives: [`RoomRegistry::restore_shard`] on takeover, [`RoomRegistry::release_shard`]
 //! on handoff, and [`RoomRegistry::drain`] on shutdown.
-//!
-//! The maps are behind short `std::sync::Mutex`es touched only on the control path (open,
-//! resume lookup, room start/stop), never held across an await and never on the relay path.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
 use crate::config::SettingsWatch;
 use crate::metrics::Metrics;
 use crate::routing::{Ownership, SharedOwnership};
-use crate::shard::{ShardId, shard_of};
 use crate::store::RoomStore;
+use switchboard_contract::shard::{ShardId, shard_of};
 
-use super::Clock;
 use super::actor::Actor;
 use super::handle::RoomHandle;
+use super::shared::{SessionEntry, Shared, lock};
 use super::snapshot::{self, SnapshotError};
 use super::state::{Limits, RoomState};
-
-/// Who a session is and which rooms it sits in on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionEntry {
-    /// User id.
-    pub user: String,
-    /// Rooms where the session holds a seat, sorted, without duplicates (a small vector: a
-    /// session sits in one or a few rooms, and a B-tree node would cost ≈ 0.3 KiB each).
-    pub rooms: Vec<String>,
-}
 
 /// Why a room could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,64 +58,6 @@ pub enum RestoreError {
     },
 }
 
-/// What rooms and the registry share.
-pub(super) struct Shared {
-    pub(super) store: Arc<dyn RoomStore>,
-    pub(super) ownership: SharedOwnership,
-    pub(super) settings: SettingsWatch,
-    pub(super) metrics: Metrics,
-    pub(super) node: String,
-    pub(super) clock: Clock,
-    rooms: Mutex<HashMap<String, RoomHandle>>,
-    sessions: Mutex<HashMap<String, SessionEntry>>,
-    moving: Mutex<HashSet<ShardId>>,
-    draining: AtomicBool,
-    next_actor: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    /// Removes `room` if `actor` is the one registered for it; returns whether it was.
-    pub(super) fn remove_room(&self, room: &str, actor: u64) -> bool {
-        let mut rooms = lock(&self.rooms);
-        if rooms.get(room).is_some_and(|h| h.actor == actor) {
-            rooms.remove(room);
-            self.metrics.rooms.set(rooms.len() as i64);
-            true
-        } else {
-            false
-        }
-    }
-
-    pub(super) fn index(&self, session: &str, user: &str, room: &str) {
-        let mut sessions = lock(&self.sessions);
-        let entry = sessions
-            .entry(session.to_owned())
-            .or_insert_with(|| SessionEntry {
-                user: user.to_owned(),
-                rooms: Vec::new(),
-            });
-        if let Err(at) = entry.rooms.binary_search_by(|r| r.as_str().cmp(room)) {
-            entry.rooms.insert(at, room.to_owned());
-        }
-    }
-
-    pub(super) fn unindex(&self, session: &str, room: &str) {
-        let mut sessions = lock(&self.sessions);
-        if let Some(entry) = sessions.get_mut(session) {
-            if let Ok(at) = entry.rooms.binary_search_by(|r| r.as_str().cmp(room)) {
-                entry.rooms.remove(at);
-            }
-            if entry.rooms.is_empty() {
-                sessions.remove(session);
-            }
-        }
-    }
-}
-
 /// Live rooms of this node. Cheap to clone.
 #[derive(Clone)]
 pub struct RoomRegistry {
@@ -155,19 +83,13 @@ impl RoomRegistry {
         node: impl Into<String>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shared::new(
                 store,
                 ownership,
                 settings,
                 metrics,
-                node: node.into(),
-                clock: Clock::new(),
-                rooms: Mutex::new(HashMap::new()),
-                sessions: Mutex::new(HashMap::new()),
-                moving: Mutex::new(HashSet::new()),
-                draining: AtomicBool::new(false),
-                next_actor: AtomicU64::new(1),
-            }),
+                node.into(),
+            )),
         }
     }
 
@@ -184,6 +106,18 @@ impl RoomRegistry {
     /// The ownership view rooms are checked against.
     pub fn ownership(&self) -> &SharedOwnership {
         &self.shared.ownership
+    }
+
+    /// Who serves `room` right now, as the ownership view says: the one answer the server
+    /// routes by (Hello's token room, and [`RoomRegistry::open`] for joins). Only the store's
+    /// fenced commit is authoritative; a stale answer here costs a refused commit, not state.
+    pub fn owner_of_room(&self, room: &str) -> Ownership {
+        self.shared.ownership.owner_of(self.shard_of(room))
+    }
+
+    /// Where a member of `room` who must leave this node goes (`Migrate.url`).
+    pub fn migrate_url(&self, room: &str) -> String {
+        self.shared.ownership.migrate_url(self.shard_of(room))
     }
 
     /// The live room `room`, if any.
@@ -215,16 +149,12 @@ impl RoomRegistry {
         self.shared.draining.load(Ordering::SeqCst)
     }
 
-    /// The live room `room`, starting it if needed (the caller checked routing already).
+    /// The live room `room`, starting it if this node serves its shard: another owner (or
+    /// none) is [`RegistryError::NotOwner`] with the view's answer, so the caller redirects
+    /// or asks the client to retry without looking ownership up itself.
     pub fn open(&self, room: &str) -> Result<RoomHandle, RegistryError> {
-        if self.is_draining() {
-            return Err(RegistryError::Draining);
-        }
         let shard = self.shard_of(room);
-        if lock(&self.shared.moving).contains(&shard) {
-            return Err(RegistryError::ShardMoving(shard));
-        }
-        let epoch = match self.shared.ownership.owner_of(shard) {
+        let epoch = match self.owner_of_room(room) {
             Ownership::Local { epoch } => epoch,
             other => {
                 return Err(RegistryError::NotOwner {
@@ -233,6 +163,12 @@ impl RoomRegistry {
                 });
             }
         };
+        if self.is_draining() {
+            return Err(RegistryError::Draining);
+        }
+        if lock(&self.shared.moving).contains(&shard) {
+            return Err(RegistryError::ShardMoving(shard));
+        }
         let tunables = self.shared.settings.borrow().tunables.clone();
         let mut rooms = lock(&self.shared.rooms);
         if let Some(handle) = rooms.get(room) {

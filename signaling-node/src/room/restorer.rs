@@ -7,8 +7,8 @@
 use futures::future::BoxFuture;
 
 use crate::cluster::takeover::{RestoreError as TakeoverRestoreError, ShardRestorer};
-use crate::shard::ShardId;
 use crate::store::ShardRooms;
+use switchboard_contract::shard::ShardId;
 
 use super::registry::{RestoreError, RoomRegistry};
 
@@ -38,8 +38,7 @@ impl ShardRestorer for RoomRegistry {
         let registry = self.clone();
         Box::pin(async move {
             // Not back here when the owner is unknown (lost lease): this node could only
-            // answer 1010 until it re-registers, or nothing if it is being replaced (soak
-            // finding 2).
+            // answer 1010 until it re-registers, or nothing if it is being replaced.
             let url = registry.ownership().migrate_url(shard);
             registry.release_shard(shard, &url).await;
         })

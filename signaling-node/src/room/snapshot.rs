@@ -4,10 +4,10 @@
 
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
-use crate::protocol::generated::snapshot as fb;
-use crate::protocol::{Event, EventKind};
-use crate::session::{Call, CallEvent, CallState, Transition};
-use crate::shard::ShardId;
+use crate::call::{Call, CallEvent, CallState, Transition};
+use switchboard_contract::shard::ShardId;
+use switchboard_protocol::generated::snapshot as fb;
+use switchboard_protocol::{Event, EventKind};
 
 use super::log::EventLog;
 use super::state::{Member, Presence, RoomState};
@@ -317,8 +317,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Invite, InviteResult};
     use crate::room::state::Limits;
+    use switchboard_protocol::{Invite, InviteResult};
 
     fn sample() -> RoomState {
         let limits = Limits::default();

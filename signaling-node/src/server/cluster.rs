@@ -14,12 +14,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::keys::{Load, NodeInfo, NodeState};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::node::{ClusterError, ClusterNode, ClusterNodeConfig};
 use crate::cluster::{ClusterArgs, args::ArgsError};
 use crate::config::{ConfigHandle, SettingsPatch};
 use crate::metrics::{Health, Metrics};
+use switchboard_contract::keys::{Load, NodeInfo, NodeState};
 
 use super::{Listeners, Node, ServerError};
 
@@ -68,7 +68,7 @@ pub async fn serve_cluster(
         state: NodeState::Ready,
         load: Load::default(),
         error_rate: 0.0,
-        started_at_ms: crate::auth::unix_now().saturating_mul(1000),
+        started_at_ms: switchboard_protocol::auth::unix_now().saturating_mul(1000),
     };
     let cluster_config = ClusterNodeConfig::new(
         identity.keys.clone(),

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, Claims, RoomGrant};
 use crate::config::SettingsWatch;
+use switchboard_protocol::auth::{self, Claims, RoomGrant};
 
 /// The demo page.
 const INDEX_HTML: &str = include_str!("../../web/demo/index.html");

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Tunables;
-use crate::protocol::{MAX_FRAME_LEN, ProtocolVersion};
+use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// The WebSocket path.
 pub const WS_PATH: &str = "/ws";
@@ -164,7 +164,7 @@ pub fn refusal_response(refusal: &Refusal, served: &[ProtocolVersion]) -> ErrorR
 /// 3000 idle connections that each said Hello; debug build, glibc, this repo's CI machine):
 /// 4 KiB read/write buffers (the default) cost 11.6 KiB of server RSS per connection,
 /// 1 KiB buffers 8.6 KiB, and tungstenite's default 128 KiB buffers about 150 KiB (here the
-/// large buffers are touched, unlike the bare server of DESIGN §9). The rest of an idle
+/// large buffers are touched). The rest of an idle
 /// connection is its two tasks (reader ≈3.2 KiB, writer ≈1.1 KiB of future state), its
 /// bounded queue and its session. 4 KiB keeps a 64 KiB frame to 16 reads; lower it with
 /// `--read-buffer`/`--write-buffer` for fleets of mostly idle connections.

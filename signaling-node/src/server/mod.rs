@@ -20,6 +20,7 @@ pub mod demo;
 pub mod handshake;
 pub mod limits;
 mod listener;
+mod session;
 pub mod tls;
 mod writer;
 

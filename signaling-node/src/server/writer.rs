@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::protocol::{FrameType, Message, Ping};
 use crate::room::{Outbound, Peer};
+use switchboard_protocol::{FrameType, Message, Ping};
 
 use super::NodeShared;
 

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use signaling_node::auth::{self, Claims, JwtSecret, RoomGrant};
 use signaling_node::config::{ConfigHandle, Settings, Tunables};
 use signaling_node::metrics::Metrics;
-use signaling_node::protocol::{
-    Encoder, ErrorFrame, Event, EventKind, Hello, Join, Joined, Message, ProtocolVersion, Resume,
-    Welcome, decode,
-};
 use signaling_node::room::RoomRegistry;
 use signaling_node::routing::{SharedOwnership, Standalone};
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
+use switchboard_protocol::auth::{self, Claims, JwtSecret, RoomGrant};
+use switchboard_protocol::{
+    Encoder, ErrorFrame, Event, EventKind, Hello, Join, Joined, Message, ProtocolVersion, Resume,
+    Welcome, decode,
+};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -263,7 +263,7 @@ impl Client {
                     if self.auto_pong
                         && let Message::Ping(p) = &msg
                     {
-                        let pong = Message::Pong(signaling_node::protocol::Pong { nonce: p.nonce });
+                        let pong = Message::Pong(switchboard_protocol::Pong { nonce: p.nonce });
                         self.send(&pong).await;
                         continue;
                     }
@@ -365,7 +365,7 @@ impl Client {
 
     /// Round-trips a Ping to prove the connection still works.
     pub async fn ping(&mut self, nonce: u64) {
-        self.send(&Message::Ping(signaling_node::protocol::Ping { nonce }))
+        self.send(&Message::Ping(switchboard_protocol::Ping { nonce }))
             .await;
         let got = self
             .recv_until(|m| match m {

@@ -3358,9 +3358,8 @@ var SwitchboardClient = class {
     }
   }
   /** Retries establish() with backoff; when the target stops answering, moves on in turn to the
-   * node it was on (`left`) and the entry URL. Without the rotation a client whose entry pod a
-   * rollout deleted retried only that dead URL (found by the fault soak,
-   * docs/reliability.md finding 2). */
+   * node it was on (`left`) and the entry URL, so one dead node cannot use up every attempt
+   * (docs/reliability.md, finding 2). */
   async reconnect(resume, immediate, left) {
     const policy = this.options.reconnect;
     const attempts = Math.max(1, policy.maxAttempts);

@@ -2,7 +2,7 @@
 //
 // Setup: a real etcd, two `signaling-node serve --demo` processes in cluster mode (one shard,
 // so every room lives on it) and this script standing in for the operator's shard manager
-// (CLUSTER-CONTRACT.md): it places the shard on node A, and when A is killed it fences A
+// (docs/architecture.md): it places the shard on node A, and when A is killed it fences A
 // (revokes its lease) and reassigns the shard to B with epoch + 1, as the operator's crash
 // failover does. Two Chromium pages load the demo page from node B; B redirects them to A.
 //

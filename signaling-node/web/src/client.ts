@@ -1,7 +1,7 @@
 // The Switchboard client: connects with subprotocol negotiation, says Hello with the token,
 // offers typed calls for the co-host flow, answers heartbeats, follows Redirect and Migrate,
 // and reconnects with backoff and resumes from the last seen event after a dropped connection.
-// It mirrors the Rust client (signaling-node/src/client/driver.rs) decision for decision.
+// It mirrors the Rust client (client/src/driver.rs) decision for decision.
 //
 //   const client = new SwitchboardClient('ws://127.0.0.1:7000/ws', { token });
 //   client.on('message', (msg) => console.log(msg));
@@ -818,7 +818,7 @@ export class SwitchboardClient {
         if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === ErrorCode.NotOwner)) {
           // A re-join this library made itself (the server had lost the session), refused
           // because the room is between owners: keep it and reconnect so it is sent again
-          // where the room lives (soak seed 20261713, same rule as the Rust client).
+          // where the room lives (same rule as the Rust client).
           this.pending.set(msg.requestId, pending);
           this.exit({ kind: 'lost', err });
           return;
@@ -952,9 +952,8 @@ export class SwitchboardClient {
   }
 
   /** Retries establish() with backoff; when the target stops answering, moves on in turn to the
-   * node it was on (`left`) and the entry URL. Without the rotation a client whose entry pod a
-   * rollout deleted retried only that dead URL (found by the fault soak,
-   * docs/reliability.md finding 2). */
+   * node it was on (`left`) and the entry URL, so one dead node cannot use up every attempt
+   * (docs/reliability.md, finding 2). */
   private async reconnect(resume: Resume | undefined, immediate: boolean, left: string): Promise<Welcome> {
     const policy = this.options.reconnect;
     const attempts = Math.max(1, policy.maxAttempts);

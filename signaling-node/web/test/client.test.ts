@@ -251,8 +251,9 @@ test('a resume the server does not know re-joins the rooms', async () => {
 });
 
 test('a refused automatic re-join is retried after a reconnect', async () => {
-  // Soak seed 20261713: the re-join was refused with 1006 while the room was between owners
-  // and the client dropped it, staying in a room the server no longer counted it in.
+  // A re-join refused with 1006 while the room is between owners must be kept and sent again,
+  // or the client stays in a room the server no longer counts it in (docs/reliability.md,
+  // finding 7).
   const env = await connected();
   await joinRoom(env, 'studio', 3);
   env.net.last.drop(1006);
@@ -303,8 +304,8 @@ test('when the moved-to node is dead the client goes back to the entry URL', asy
 });
 
 test('a dead entry URL does not strand a client whose node comes back', async () => {
-  // Soak finding 2: the entry pod was deleted by a rollout; the node the client moved to lost
-  // its etcd lease, sent Migrate{url: ""} and answered 1010 until it re-registered.
+  // The entry pod is gone; the node the client moved to lost its etcd lease, sent
+  // Migrate{url: ""} and answers 1010 until it re-registers (docs/reliability.md, finding 2).
   const env = await connected();
   await joinRoom(env, 'studio', 1);
   const B = 'ws://127.0.0.3:7000/ws';

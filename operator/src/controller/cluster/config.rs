@@ -1,13 +1,12 @@
 //! The node configuration rollout, pure: `spec.config` as the node's settings, the revision
 //! rule of the etcd `config` key, which nodes are live, and how far the rollout got.
 //!
-//! - **Settings names** are `spec.config`'s own (`heartbeatSeconds`, ... in whole seconds):
-//!   the node parses exactly these with `SettingsPatch::from_cluster_settings` and skips keys
-//!   it does not know, so a key spelt any other way would be acked but never applied.
+//! - **Settings** are `spec.config` as the contract's typed [`ClusterSettings`] (the spec's
+//!   own names, whole seconds), the one type the node reads them with.
 //! - **Revision**: unchanged settings keep the stored revision (no write); changed, missing or
 //!   unreadable settings get `max(stored, status.configRevision) + 1`, so the revision never
 //!   goes backwards, even after the key was lost.
-//! - **Live node** (CLUSTER-CONTRACT): its `nodes/<pod>` key exists with state Ready and, if
+//! - **Live node** (docs/architecture.md): its `nodes/<pod>` key exists with state Ready and, if
 //!   the operator sees its Pod, the Pod is Ready and not terminating.
 //! - **ConfigApplied** holds when every live node acked the revision. Nodes still behind
 //!   [`ACK_DEADLINE`] after the operator first saw the revision pending are named.
@@ -17,11 +16,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use serde_json::{Map, Value, json};
-use signaling_node::cluster::keys::{Ack, ConfigValue, NodeInfo, NodeState};
+use switchboard_contract::ClusterSettings;
+use switchboard_contract::keys::{Ack, ConfigValue, NodeInfo, NodeState};
 
 use super::pod_plan::{is_ready, is_terminating};
 use crate::crd::NodeConfig;
+use crate::{Error, Result};
 
 /// How long a live node may take to ack a config revision before the condition names it.
 pub const ACK_DEADLINE: Duration = Duration::from_secs(30);
@@ -29,24 +29,32 @@ pub const ACK_DEADLINE: Duration = Duration::from_secs(30);
 /// Most node names listed in a condition message.
 const MAX_NAMED: usize = 5;
 
-/// `spec.config` as the etcd `config` settings: the spec's own names and units (whole
-/// seconds), which is what the node reads (`SettingsPatch::from_cluster_settings`).
-pub fn node_settings(config: &NodeConfig) -> Map<String, Value> {
-    let value = json!({
-        "heartbeatSeconds": config.heartbeat_seconds,
-        "idleTimeoutSeconds": config.idle_timeout_seconds,
-        "inviteTimeoutSeconds": config.invite_timeout_seconds,
-        "negotiationTimeoutSeconds": config.negotiation_timeout_seconds,
-        "resumeWindowSeconds": config.resume_window_seconds,
-        "maxConnections": config.max_connections,
-        "maxRooms": config.max_rooms,
-        "roomSize": config.room_size,
-        "messagesPerSecond": config.messages_per_second,
-    });
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
+/// `spec.config` as the etcd `config` settings (the CRD's schema refuses negative values;
+/// one that got past it is an invalid spec).
+pub fn node_settings(config: &NodeConfig) -> Result<ClusterSettings> {
+    fn whole(name: &str, value: i32) -> Result<u64> {
+        u64::try_from(value).map_err(|_| Error::InvalidSpec(format!("config.{name} is negative")))
     }
+    Ok(ClusterSettings {
+        heartbeat_seconds: Some(whole("heartbeatSeconds", config.heartbeat_seconds)?),
+        idle_timeout_seconds: Some(whole("idleTimeoutSeconds", config.idle_timeout_seconds)?),
+        invite_timeout_seconds: Some(whole(
+            "inviteTimeoutSeconds",
+            config.invite_timeout_seconds,
+        )?),
+        max_connections: Some(whole("maxConnections", config.max_connections)?),
+        max_rooms: Some(whole("maxRooms", config.max_rooms)?),
+        messages_per_second: Some(
+            u32::try_from(config.messages_per_second)
+                .map_err(|_| Error::InvalidSpec("config.messagesPerSecond is negative".into()))?,
+        ),
+        negotiation_timeout_seconds: Some(whole(
+            "negotiationTimeoutSeconds",
+            config.negotiation_timeout_seconds,
+        )?),
+        resume_window_seconds: Some(whole("resumeWindowSeconds", config.resume_window_seconds)?),
+        room_size: Some(whole("roomSize", config.room_size)?),
+    })
 }
 
 /// The `config` key as read from etcd.
@@ -84,7 +92,7 @@ impl ConfigPlan {
 pub fn plan_config(
     stored: &StoredConfig,
     status_revision: Option<i64>,
-    settings: Map<String, Value>,
+    settings: ClusterSettings,
 ) -> ConfigPlan {
     let floor = status_revision
         .and_then(|r| u64::try_from(r).ok())
@@ -216,7 +224,7 @@ pub fn name_list(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use signaling_node::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     use super::*;
 
@@ -243,26 +251,32 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
+    fn defaults() -> ClusterSettings {
+        node_settings(&NodeConfig::default()).unwrap()
+    }
+
     #[test]
-    fn settings_use_the_spec_names_the_node_parses() {
-        let settings = node_settings(&NodeConfig::default());
+    fn settings_use_the_spec_names() {
+        let settings = defaults();
         let json = serde_json::to_string(&settings).unwrap();
         assert_eq!(
             json,
             r#"{"heartbeatSeconds":30,"idleTimeoutSeconds":300,"inviteTimeoutSeconds":30,"maxConnections":100000,"maxRooms":50000,"messagesPerSecond":50,"negotiationTimeoutSeconds":15,"resumeWindowSeconds":60,"roomSize":16}"#
         );
-        let patch = signaling_node::config::SettingsPatch::from_cluster_settings(&settings)
-            .expect("the node accepts the operator's settings");
-        assert_eq!(
-            patch.heartbeat_interval.map(|d| d.0),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(patch.max_room_members, Some(16));
+        assert_eq!(settings.room_size, Some(16));
+        let negative = NodeConfig {
+            room_size: -1,
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            node_settings(&negative),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 
     #[test]
     fn a_new_cluster_starts_at_revision_one() {
-        let settings = node_settings(&NodeConfig::default());
+        let settings = defaults();
         let plan = plan_config(&StoredConfig::Missing, None, settings.clone());
         assert_eq!(
             plan,
@@ -275,7 +289,7 @@ mod tests {
 
     #[test]
     fn unchanged_settings_keep_their_revision() {
-        let settings = node_settings(&NodeConfig::default());
+        let settings = defaults();
         let stored = StoredConfig::Valid(ConfigValue {
             revision: 4,
             settings: settings.clone(),
@@ -285,23 +299,24 @@ mod tests {
 
     #[test]
     fn changed_settings_bump_the_revision() {
-        let old = node_settings(&NodeConfig::default());
+        let old = defaults();
         let new = node_settings(&NodeConfig {
             heartbeat_seconds: 5,
             ..NodeConfig::default()
-        });
+        })
+        .unwrap();
         assert_ne!(old, new);
         let stored = StoredConfig::Valid(ConfigValue {
             revision: 1,
             settings: old,
         });
         assert_eq!(plan_config(&stored, Some(1), new.clone()).revision(), 2);
-        assert_eq!(new["heartbeatSeconds"], 5);
+        assert_eq!(new.heartbeat_seconds, Some(5));
     }
 
     #[test]
     fn revisions_never_go_backwards() {
-        let settings = node_settings(&NodeConfig::default());
+        let settings = defaults();
         // The key was lost (etcd restored, prefix removed by hand): continue above status.
         assert_eq!(
             plan_config(&StoredConfig::Missing, Some(7), settings.clone()).revision(),
@@ -313,12 +328,12 @@ mod tests {
         );
         let stale = StoredConfig::Valid(ConfigValue {
             revision: 3,
-            settings: Map::new(),
+            settings: ClusterSettings::default(),
         });
         assert_eq!(plan_config(&stale, Some(7), settings.clone()).revision(), 8);
         let ahead = StoredConfig::Valid(ConfigValue {
             revision: 12,
-            settings: Map::new(),
+            settings: ClusterSettings::default(),
         });
         assert_eq!(
             plan_config(&ahead, Some(7), settings.clone()).revision(),

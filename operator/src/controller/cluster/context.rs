@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource};
 use tokio::time::Instant;
 
 use super::triggers::{ClusterRef, Triggers};
 use crate::controller::Result;
 use crate::controller::labels::FIELD_MANAGER;
+use crate::controller::policy::Failures;
 use crate::controller::shards::ShardManagers;
 use crate::crd::SignalingCluster;
 use crate::etcd::EtcdClients;
@@ -77,8 +79,8 @@ pub struct Context {
     pub(super) services: Services,
     pub(super) triggers: Triggers,
     pub(super) trigger_receiver: Mutex<Option<mpsc::Receiver<ClusterRef>>>,
-    // Consecutive failures per object, for backoff; never held across an await.
-    failures: Mutex<HashMap<ObjectRef<SignalingCluster>, u32>>,
+    /// Consecutive failed reconciles per object, for backoff.
+    pub(super) failures: Failures<ObjectRef<SignalingCluster>>,
     // Per cluster: the config revision not yet applied everywhere and when it was first seen.
     pending: Mutex<HashMap<ObjectRef<SignalingCluster>, (u64, Instant)>>,
 }
@@ -97,18 +99,9 @@ impl Context {
             services,
             triggers,
             trigger_receiver: Mutex::new(Some(receiver)),
-            failures: Mutex::default(),
+            failures: Failures::default(),
             pending: Mutex::default(),
         }
-    }
-
-    pub(super) fn failures(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SignalingCluster>, u32>> {
-        // A poisoned map only holds counters: keep using it.
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long `revision` of `cluster` has been waiting for acks (zero when first seen);
@@ -135,11 +128,35 @@ impl Context {
         now.saturating_duration_since(entry.1)
     }
 
+    /// Publishes an Event about `cluster` (and the `related` object); failures are logged,
+    /// never fatal.
+    pub(super) async fn publish(
+        &self,
+        cluster: &SignalingCluster,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: related,
+        };
+        let reference: ObjectReference = cluster.object_ref(&());
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, reason, "could not publish event");
+        }
+    }
+
     pub(super) fn forget(&self, cluster: &ObjectRef<SignalingCluster>) {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(cluster);
-        self.failures().remove(cluster);
+        self.failures.reset(cluster);
     }
 }

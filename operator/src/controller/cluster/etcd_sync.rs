@@ -16,7 +16,7 @@ use super::config::{
     ConfigPlan, ConfigProgress, config_progress, live_nodes, node_settings, plan_config, pod_views,
     recheck_after,
 };
-use super::reconcile::{Context, publish};
+use super::context::Context;
 use super::store::ClusterStore;
 use crate::controller::{Error, Result};
 use crate::crd::SignalingCluster;
@@ -65,7 +65,7 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
 
     let (stored, mod_revision) = store.read_config().await?;
     let previous = cluster.status.as_ref().and_then(|s| s.config_revision);
-    let plan = plan_config(&stored, previous, node_settings(&cluster.spec.config));
+    let plan = plan_config(&stored, previous, node_settings(&cluster.spec.config)?);
     if let ConfigPlan::Write(value) = &plan {
         if !store.write_config(value, mod_revision).await? {
             return Err(EtcdError::Conflict("config").into());
@@ -76,8 +76,7 @@ pub async fn sync(cluster: &SignalingCluster, pods: &[Pod], ctx: &Context) -> Re
             .with_label_values(&["config"])
             .inc();
         tracing::info!(revision = value.revision, "wrote node config");
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "ConfigWritten",

@@ -26,10 +26,8 @@ use kube::ResourceExt;
 use super::pools::VersionPool;
 use crate::controller::labels::{self, common_labels};
 use crate::controller::{Error, Result};
-use crate::crd::SignalingCluster;
+use crate::crd::{ADMIN_PORT, SignalingCluster};
 
-/// Port of the node's admin endpoint (/metrics, /healthz, /readyz).
-pub const ADMIN_PORT: i32 = 9100;
 /// Name of the signaling-node container.
 pub const CONTAINER: &str = "signaling-node";
 /// The images' `nonroot` user and group (Dockerfile.signaling-node `USER 65532:65532`).

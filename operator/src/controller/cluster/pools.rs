@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::controller::{Error, Result};
-use crate::crd::{ProtocolRollout, ProtocolVersion, RolloutPhase, SignalingCluster};
+use crate::crd::{ADMIN_PORT, ProtocolRollout, ProtocolVersion, RolloutPhase, SignalingCluster};
 use crate::placement::pool_sizes;
 
 /// Name of the single version pool of a cluster without a ProtocolRollout.
@@ -42,7 +42,7 @@ pub fn validate(cluster: &SignalingCluster) -> Result<()> {
             spec.replicas
         ));
     }
-    if !(1..=65535).contains(&spec.port) || spec.port == super::pods::ADMIN_PORT {
+    if !(1..=65535).contains(&spec.port) || spec.port == ADMIN_PORT {
         return invalid(format!("port {} is out of range or reserved", spec.port));
     }
     if spec.image.is_empty() || spec.auth_secret.is_empty() {

@@ -15,10 +15,10 @@
 //! ([`super::triggers`]) request reconciles when membership or acks change; while a config
 //! revision is not applied the cluster is also re-checked on a timer.
 //!
-//! The finalizer `switchboard.dev/cleanup` stops the cluster's watch and shard manager,
-//! deletes the cluster's pods and waits until they are gone, deletes its RoomShards, then runs
-//! [`ClusterCleanup`] (the etcd prefix, [`super::store::EtcdCleanup`]) before the cluster is
-//! deleted; Kubernetes garbage-collects the other children through their owner references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
+//! The finalizer `switchboard.dev/cleanup`: a deleted cluster's reconcile stops the cluster's
+//! watch and shard manager, deletes its pods and requeues until they are gone; only then the
+//! finalizer's cleanup deletes its RoomShards and runs [`ClusterCleanup`] (the etcd prefix,
+//! [`super::store::EtcdCleanup`]) before the cluster is deleted; Kubernetes garbage-collects the other children through their owner references. Uninstall order: delete the SignalingClusters, wait for them to go, then stop
 //! the operator, then remove the CRDs.
 //!
 //! Every log line of a reconcile carries the cluster's `namespace` and name (`cluster`) from
@@ -37,7 +37,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -52,6 +52,7 @@ use super::status::{self, Failure, Observed};
 use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
 use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selector_string};
+use crate::controller::policy;
 use crate::controller::{Error, Result};
 use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
 
@@ -136,22 +137,35 @@ pub async fn reconcile(
         .with_label_values(&[KIND])
         .start_timer();
     let api: Api<SignalingCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, cluster, |event| async {
-        match event {
-            Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
-            Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+    let action = async {
+        // The finalizer's cleanup must not start before the pods are gone, and a cleanup that
+        // returns at all releases the object: wait for them here, outside it.
+        if is_being_deleted(&cluster) {
+            let remaining = stop_writers(&cluster, &ctx).await?;
+            if remaining > 0 {
+                tracing::info!(remaining, "waiting for the cluster's pods to terminate");
+                return Ok(Action::requeue(POD_RECHECK));
+            }
         }
-    })
+        finalizer(&api, FINALIZER, Arc::clone(&cluster), |event| async {
+            match event {
+                Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
+                Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|error| Error::Finalizer(Box::new(error)))
+    }
     .instrument(span)
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
+    .await;
     timer.observe_duration();
     let action = action?;
-    ctx.failures().remove(&key);
+    ctx.failures.reset(&key);
     Ok(action)
 }
 
-/// What to do after a failed reconcile.
+/// What to do after a failed reconcile: the controllers' one policy
+/// ([`crate::controller::policy`]).
 pub fn error_policy(
     guard: Arc<DeserializeGuard<SignalingCluster>>,
     error: &Error,
@@ -160,45 +174,19 @@ pub fn error_policy(
     let Ok(cluster) = &guard.0 else {
         return Action::await_change();
     };
-    let label = root_label(error);
-    ctx.services
-        .metrics
-        .reconcile_errors
-        .with_label_values(&[KIND, label])
-        .inc();
-    tracing::warn!(
-        namespace = cluster.namespace().unwrap_or_default(),
-        cluster = %cluster.name_any(),
-        %error,
-        label,
-        "reconcile error"
+    let name = format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
     );
-    if !error.is_transient() {
-        return Action::await_change();
-    }
-    let mut failures = ctx.failures();
-    let count = failures.entry(ObjectRef::from_obj(cluster)).or_insert(0);
-    *count = count.saturating_add(1);
-    Action::requeue(backoff(*count))
-}
-
-/// The label of the error that made the finalizer fail (the reconcile's own error, not
-/// "finalizer"), so metrics say what broke.
-fn root_label(error: &Error) -> &'static str {
-    match error {
-        Error::Finalizer(inner) => match inner.as_ref() {
-            kube::runtime::finalizer::Error::ApplyFailed(e)
-            | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-            _ => error.metric_label(),
-        },
-        other => other.metric_label(),
-    }
-}
-
-/// 2 s, 4 s, 8 s … capped at 5 minutes.
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(8);
-    Duration::from_secs(2u64 << exponent).min(Duration::from_secs(300))
+    policy::on_error(
+        KIND,
+        &name,
+        ObjectRef::from_obj(cluster),
+        error,
+        &ctx.services.metrics,
+        &ctx.failures,
+    )
 }
 
 fn now() -> Time {
@@ -231,8 +219,7 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
             // A refusal (Pod Security admission, a policy, RBAC) needs someone to act: say it
             // where `kubectl describe` shows it, not only in the status.
             if let Some(message) = refused {
-                publish(
-                    ctx,
+                ctx.publish(
                     cluster,
                     EventType::Warning,
                     "Forbidden",
@@ -243,8 +230,7 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
                 .await;
             }
             if matches!(error, Error::InvalidSpec(_)) {
-                publish(
-                    ctx,
+                ctx.publish(
                     cluster,
                     EventType::Warning,
                     "InvalidSpec",
@@ -323,8 +309,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     for pod in &plan.pods.create {
         apply_one(&pods, pod, &params).await?;
         let note = format!("created pod {}", pod.name_any());
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "CreatedPod",
@@ -341,8 +326,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
             Err(error) => return Err(error.into()),
         }
         let note = format!("deleted pod {pod} (it drains first)");
-        publish(
-            ctx,
+        ctx.publish(
             cluster,
             EventType::Normal,
             "DeletedPod",
@@ -462,17 +446,32 @@ async fn write_status(
     Ok(())
 }
 
+/// Whether `cluster` is being deleted and still carries this operator's finalizer.
+fn is_being_deleted(cluster: &SignalingCluster) -> bool {
+    cluster.meta().deletion_timestamp.is_some()
+        && cluster.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Stops everything that writes the cluster's etcd prefix before the finalizer removes it:
+/// the member watch, the shard manager and the nodes themselves. Pods go first (promptly, not
+/// ~40 s later through garbage collection), since a node still running would re-register in
+/// the prefix being removed. Returns how many pods are still terminating.
+async fn stop_writers(cluster: &SignalingCluster, ctx: &Context) -> Result<usize> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = cluster.name_any();
+    ctx.triggers.stop(&ObjectRef::new(&name).within(&namespace));
+    ctx.services.shards.stop(&namespace, &name);
+    delete_pods(ctx, &namespace, &name).await
+}
+
+/// The finalizer's cleanup, once [`stop_writers`] saw the pods gone.
 async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let name = cluster.name_any();
-    // Nothing may write the prefix again once it is gone: stop the writers first.
-    ctx.triggers.stop(&ObjectRef::new(&name).within(&namespace));
-    ctx.services.shards.stop(&namespace, &name);
-    // Pods go first (promptly, not ~40 s later through garbage collection): a node still
-    // running would re-register in the prefix being removed.
-    delete_pods(ctx, &namespace, &name).await?;
     delete_room_shards(ctx, &namespace, &name).await?;
     let outcome = ctx.services.cleanup.cleanup(cluster).await?;
     ctx.services.metrics.forget_cluster(&namespace, &name);
@@ -496,23 +495,27 @@ async fn cleanup(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
             (EventType::Warning, "CleanupSkipped", why)
         }
     };
-    publish(ctx, cluster, type_, reason, "Delete", note, None).await;
+    ctx.publish(cluster, type_, reason, "Delete", note, None)
+        .await;
     Ok(Action::await_change())
 }
 
-/// How long the finalizer waits inline for deleted pods before it requeues.
+/// How long a reconcile of a deleted cluster waits inline for its pods before it requeues.
 const POD_DELETION_WAIT: Duration = Duration::from_secs(10);
 
+/// When to look again while pods terminate (every pod deletion also triggers a reconcile).
+const POD_RECHECK: Duration = Duration::from_secs(2);
+
 /// Deletes the cluster's pods (with their grace period: nodes drain on SIGTERM) and waits up
-/// to [`POD_DELETION_WAIT`] for them to be gone; [`Error::PodsTerminating`] if some remain.
-async fn delete_pods(ctx: &Context, namespace: &str, cluster: &str) -> Result<()> {
+/// to [`POD_DELETION_WAIT`] for them to be gone; returns how many remain.
+async fn delete_pods(ctx: &Context, namespace: &str, cluster: &str) -> Result<usize> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = ListParams::default().labels(&selector_string(&selector_labels(cluster)));
     let deadline = tokio::time::Instant::now() + POD_DELETION_WAIT;
     loop {
         let remaining = pods.list(&selector).await?.items;
         if remaining.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         for pod in remaining
             .iter()
@@ -526,7 +529,7 @@ async fn delete_pods(ctx: &Context, namespace: &str, cluster: &str) -> Result<()
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Error::PodsTerminating(remaining.len()));
+            return Ok(remaining.len());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -576,43 +579,9 @@ fn pod_ref(namespace: &str, name: &str) -> ObjectReference {
     }
 }
 
-/// Publishes an Event about `cluster` (and the `related` object); failures are logged, never
-/// fatal.
-pub(super) async fn publish(
-    ctx: &Context,
-    cluster: &SignalingCluster,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-    related: Option<ObjectReference>,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: related,
-    };
-    let reference: ObjectReference = cluster.object_ref(&());
-    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(%error, reason, "could not publish event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(2));
-        assert_eq!(backoff(2), Duration::from_secs(4));
-        assert_eq!(backoff(5), Duration::from_secs(32));
-        assert_eq!(backoff(9), Duration::from_secs(300));
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
-        assert_eq!(backoff(0), Duration::from_secs(2));
-    }
 
     #[test]
     fn rollouts_trigger_their_cluster() {

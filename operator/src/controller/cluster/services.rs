@@ -12,11 +12,11 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::pods::{ADMIN_PORT, headless_service_name};
+use super::pods::headless_service_name;
 use super::{Identity, identity};
 use crate::controller::Result;
 use crate::controller::labels::{common_labels, selector_labels};
-use crate::crd::SignalingCluster;
+use crate::crd::{ADMIN_PORT, SignalingCluster};
 
 fn meta(id: &Identity, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {

@@ -1,11 +1,11 @@
 //! The cluster's RoomShard objects: one per shard, named `<cluster>-shard-NNNN`, owned by the
-//! cluster, with the hash range of `signaling_node::shard::hash_range`. Only the spec is built
+//! cluster, with the hash range of `switchboard_contract::shard::hash_range`. Only the spec is built
 //! here; the shard status (owner, epoch, phase) belongs to the assignment reconciler.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use signaling_node::shard::hash_range;
+use switchboard_contract::shard::hash_range;
 
 use crate::controller::labels::{self, common_labels};
 use crate::controller::{Error, Result};
@@ -96,8 +96,8 @@ mod tests {
     fn a_room_hashes_into_the_shard_whose_range_holds_it() {
         let shards = room_shards(&cluster(3, 7)).unwrap();
         for room in ["lobby", "a", "studio-42", ""] {
-            let hash = i64::from(signaling_node::shard::room_hash(room));
-            let owner = signaling_node::shard::shard_of(room, 7) as usize;
+            let hash = i64::from(switchboard_contract::shard::room_hash(room));
+            let owner = switchboard_contract::shard::shard_of(room, 7) as usize;
             let spec = &shards[owner].spec;
             assert!(spec.hash_start <= hash && hash < spec.hash_end, "{room}");
         }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
-use signaling_node::cluster::keys::{Ack, ConfigValue, Key, Keyspace, NodeInfo, Value};
+use switchboard_contract::keys::{Ack, ConfigValue, Key, Keyspace, NodeInfo, Value};
 
 use super::config::StoredConfig;
-use super::reconcile::{CleanupOutcome, ClusterCleanup};
+use super::context::{CleanupOutcome, ClusterCleanup};
 use crate::controller::{Error, Result};
 use crate::crd::{EtcdSpec, SignalingCluster};
 use crate::etcd::{EtcdClients, EtcdError, bounded};

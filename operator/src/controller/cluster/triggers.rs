@@ -1,5 +1,5 @@
 //! etcd watches that trigger reconciles: per cluster one resilient watch over `nodes/` and
-//! `acks/` (the node side's `run_watch`: consistent read, watch, resync after errors). A
+//! `acks/` (the contract's `run_watch`: consistent read, watch, resync after errors). A
 //! reconcile is requested only when what the status depends on changes — which nodes are
 //! registered and Ready, and which config revision each node acked — not on load updates.
 //!
@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use futures::channel::mpsc;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
-use signaling_node::cluster::health::{Component, Health};
-use signaling_node::cluster::keys::{Ack, Key, Keyspace, NodeInfo, NodeState, Value};
-use signaling_node::cluster::metrics::ClusterMetrics;
-use signaling_node::cluster::watcher::{EtcdContext, EtcdTiming, Update, WatchRange, run_watch};
+use switchboard_contract::keys::{Ack, Key, Keyspace, NodeInfo, NodeState, Value};
+use switchboard_contract::watch::{
+    EtcdTiming, Update, WatchObserver, WatchRange, WatchSpec, run_watch,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -50,7 +50,7 @@ impl MemberSummary {
                 }
             }
             Update::Put(entry) => self.put(keys, &entry.key, &entry.value),
-            Update::Delete(key) => match keys.parse(&key) {
+            Update::Delete(entry) => match keys.parse(&entry.key) {
                 Ok(Key::Node(pod)) => {
                     self.nodes.remove(&pod);
                 }
@@ -82,6 +82,24 @@ impl MemberSummary {
                 }
             },
             _ => {}
+        }
+    }
+}
+
+/// Requests a reconcile of `target` whenever its member summary changes.
+struct MemberTrigger {
+    keys: Keyspace,
+    summary: MemberSummary,
+    sender: mpsc::Sender<ClusterRef>,
+    target: ClusterRef,
+}
+
+impl WatchObserver for MemberTrigger {
+    fn update(&mut self, update: Update) {
+        if self.summary.apply(&self.keys, update)
+            && self.sender.try_send(self.target.clone()).is_err()
+        {
+            tracing::debug!("reconcile queue full; dropping a member trigger");
         }
     }
 }
@@ -133,43 +151,28 @@ impl Triggers {
             old.stop.cancel();
         }
         let stop = CancellationToken::new();
-        let ctx = EtcdContext {
+        let spec = WatchSpec {
             client,
-            health: Health::new(),
-            metrics: ClusterMetrics::default(),
             timing: EtcdTiming::default(),
             shutdown: stop.clone(),
+            name: "operator_members",
         };
         let ranges = vec![
             WatchRange::prefix(keys.nodes_prefix()),
             WatchRange::prefix(keys.acks_prefix()),
         ];
-        let mut sender = self.sender.clone();
-        let target = cluster.clone();
-        let mut summary = MemberSummary::default();
+        let trigger = MemberTrigger {
+            keys,
+            summary: MemberSummary::default(),
+            sender: self.sender.clone(),
+            target: cluster.clone(),
+        };
         let span = tracing::info_span!(
             "member_watch",
             namespace = cluster.namespace.as_deref().unwrap_or_default(),
             cluster = %cluster.name
         );
-        tokio::spawn(
-            async move {
-                run_watch(
-                    ctx,
-                    ranges,
-                    "operator_members",
-                    Component::Config,
-                    |update| {
-                        if summary.apply(&keys, update) && sender.try_send(target.clone()).is_err()
-                        {
-                            tracing::debug!("reconcile queue full; dropping a member trigger");
-                        }
-                    },
-                )
-                .await;
-            }
-            .instrument(span),
-        );
+        tokio::spawn(run_watch(spec, ranges, trigger).instrument(span));
         running.insert(cluster, Running { etcd, stop });
     }
 
@@ -196,8 +199,8 @@ impl Drop for Triggers {
 
 #[cfg(test)]
 mod tests {
-    use signaling_node::cluster::keys::Load;
-    use signaling_node::cluster::watcher::Entry;
+    use switchboard_contract::keys::Load;
+    use switchboard_contract::watch::Entry;
 
     use super::*;
 
@@ -222,6 +225,7 @@ mod tests {
             key: keys().node(pod).unwrap().into_bytes(),
             value: info.encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -234,6 +238,7 @@ mod tests {
             }
             .encode(),
             mod_revision: 1,
+            lease: 0,
         }
     }
 
@@ -252,13 +257,20 @@ mod tests {
         assert!(s.apply(&ks, Update::Put(ack_entry("a", 1))));
         assert!(!s.apply(&ks, Update::Put(ack_entry("a", 1))));
         assert!(s.apply(&ks, Update::Put(ack_entry("a", 2))));
-        assert!(s.apply(&ks, Update::Delete(ks.node("a").unwrap().into_bytes())));
-        assert!(!s.apply(&ks, Update::Delete(ks.node("a").unwrap().into_bytes())));
+        assert!(s.apply(
+            &ks,
+            Update::Delete(Entry::deleted(ks.node("a").unwrap(), 0))
+        ));
+        assert!(!s.apply(
+            &ks,
+            Update::Delete(Entry::deleted(ks.node("a").unwrap(), 0))
+        ));
         // Keys of other kinds are ignored.
         let room = Entry {
             key: ks.room(1, "r").unwrap().into_bytes(),
             value: vec![1],
             mod_revision: 2,
+            lease: 0,
         };
         assert!(!s.apply(&ks, Update::Put(room)));
         // A garbage ack counts as no ack.

@@ -22,24 +22,26 @@ use kube::runtime::watcher;
 
 use crate::crd::ProtocolRollout;
 use crate::etcd::EtcdClients;
-pub use reconcile::{Context, Error, RolloutMetrics};
+use crate::metrics::Metrics;
+pub use reconcile::{Context, RolloutMetrics};
 
 /// Runs the ProtocolRollout controller until `shutdown` resolves.
 ///
-/// Metrics are registered when this is called; the returned future borrows nothing, so it
-/// can be awaited or spawned.
+/// The rollout metrics are registered in `metrics`' registry when this is called; the
+/// returned future borrows nothing, so it can be awaited or spawned.
 pub fn run<S>(
     client: kube::Client,
     etcd: EtcdClients,
-    registry: &prometheus::Registry,
+    metrics: &Metrics,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S>
 where
     S: Future<Output = ()>,
 {
-    let metrics = RolloutMetrics::register(registry);
+    let rollout_metrics = RolloutMetrics::register(metrics.registry());
+    let metrics = metrics.clone();
     async move {
-        let ctx = Arc::new(Context::new(client.clone(), etcd, metrics));
+        let ctx = Arc::new(Context::new(client.clone(), etcd, rollout_metrics, metrics));
         let controller = Controller::new(
             Api::<DeserializeGuard<ProtocolRollout>>::all(client),
             watcher::Config::default(),

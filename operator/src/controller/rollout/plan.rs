@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use signaling_node::cluster::keys::RolloutValue;
+use switchboard_contract::keys::RolloutValue;
 use tokio::time::Instant;
 
 use super::analysis::{Analysis, Breach};

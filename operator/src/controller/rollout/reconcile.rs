@@ -4,7 +4,10 @@
 //! metrics.
 //!
 //! Requeue policy: 2 s while progressing (shards move and error rates are sampled), 30 s
-//! otherwise; a transient failure backs off per object from 2 s to 5 minutes.
+//! otherwise; failures follow the controllers' one policy ([`crate::controller::policy`]).
+
+/// Kind label of this controller's metrics.
+pub const KIND: &str = "ProtocolRollout";
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
-use signaling_node::cluster::keys::{
+use switchboard_contract::keys::{
     Assignment, Key, Keyspace, NodeInfo, NodeState, RolloutValue, Value,
 };
 use tokio::time::Instant;
@@ -31,53 +34,14 @@ use super::plan::{self, Observed, PoolObs};
 use crate::controller::cluster::pools::version_pools;
 use crate::controller::conditions::{self, Status};
 use crate::controller::labels::FIELD_MANAGER;
-use crate::crd::{ProtocolRollout, ProtocolRolloutStatus, RolloutPhase, SignalingCluster};
-use crate::etcd::EtcdClients;
-use crate::placement::{PlacementError, ShardId};
-
-/// Everything a rollout reconcile can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A Kubernetes API call failed.
-    #[error("kubernetes API call failed: {0}")]
-    Kube(#[from] kube::Error),
-    /// etcd could not be reached or answered with an error.
-    #[error("etcd: {0}")]
-    Etcd(String),
-    /// The rollout or its cluster cannot be acted on.
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
-    /// No placement satisfies the weights.
-    #[error("placement failed: {0}")]
-    Placement(#[from] PlacementError),
-    /// The object lacks a name or namespace.
-    #[error("object has no {0}")]
-    MissingObjectKey(&'static str),
-}
-
-impl Error {
-    /// A short, fixed label for metrics and Event reasons.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Kube(_) => "kube_api",
-            Self::Etcd(_) => "etcd",
-            Self::InvalidSpec(_) => "invalid_spec",
-            Self::Placement(_) => "placement",
-            Self::MissingObjectKey(_) => "missing_object_key",
-        }
-    }
-
-    /// Whether retrying without a spec change can help.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Kube(_) | Self::Etcd(_))
-    }
-}
-
-impl From<etcd_client::Error> for Error {
-    fn from(error: etcd_client::Error) -> Self {
-        Self::Etcd(error.to_string())
-    }
-}
+use crate::controller::policy::{self, Failures};
+use crate::controller::{Error, Result};
+use crate::crd::{
+    EtcdSpec, ProtocolRollout, ProtocolRolloutStatus, RolloutPhase, SignalingCluster,
+};
+use crate::etcd::{EtcdClients, EtcdError, bounded};
+use crate::metrics::Metrics;
+use crate::placement::ShardId;
 
 /// Rollout metrics.
 #[derive(Debug, Clone)]
@@ -121,25 +85,27 @@ impl RolloutMetrics {
     }
 }
 
-#[derive(Debug)]
-struct PerRollout {
-    analysis: Analysis,
-    failures: u32,
-}
-
 /// Shared state of the rollout controller.
 pub struct Context {
     client: Client,
     etcd: EtcdClients,
     recorder: Recorder,
     metrics: RolloutMetrics,
-    // Analysis windows and failure counts per rollout; never held across an await.
-    state: Mutex<HashMap<ObjectRef<ProtocolRollout>, PerRollout>>,
+    operator_metrics: Metrics,
+    // Analysis window per rollout; never held across an await.
+    analyses: Mutex<HashMap<ObjectRef<ProtocolRollout>, Analysis>>,
+    failures: Failures<ObjectRef<ProtocolRollout>>,
 }
 
 impl Context {
-    /// A context publishing Events as `switchboard-operator`.
-    pub fn new(client: Client, etcd: EtcdClients, metrics: RolloutMetrics) -> Self {
+    /// A context publishing Events as `switchboard-operator`, counting reconciles and errors
+    /// in `operator_metrics`.
+    pub fn new(
+        client: Client,
+        etcd: EtcdClients,
+        metrics: RolloutMetrics,
+        operator_metrics: Metrics,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -149,12 +115,14 @@ impl Context {
             client,
             etcd,
             metrics,
-            state: Mutex::default(),
+            operator_metrics,
+            analyses: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProtocolRollout>, PerRollout>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn analyses(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProtocolRollout>, Analysis>> {
+        self.analyses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -166,24 +134,26 @@ fn now_time() -> Time {
 /// 0 when absent) at one revision.
 async fn read_etcd(
     etcd: &etcd_client::Client,
+    endpoints: &EtcdSpec,
     keys: &Keyspace,
-) -> Result<
-    (
-        Vec<(String, NodeInfo)>,
-        BTreeMap<ShardId, Assignment>,
-        (Option<RolloutValue>, i64),
-    ),
-    Error,
-> {
+) -> Result<(
+    Vec<(String, NodeInfo)>,
+    BTreeMap<ShardId, Assignment>,
+    (Option<RolloutValue>, i64),
+)> {
     let prefix = || Some(GetOptions::new().with_prefix());
     let txn = Txn::new().and_then(vec![
         TxnOp::get(keys.nodes_prefix(), prefix()),
         TxnOp::get(keys.assignments_prefix(), prefix()),
         TxnOp::get(keys.rollout(), None),
     ]);
-    let response = tokio::time::timeout(Duration::from_secs(5), etcd.kv_client().txn(txn))
-        .await
-        .map_err(|_| Error::Etcd("request timed out".into()))??;
+    let response = bounded(
+        endpoints,
+        Duration::from_secs(5),
+        "read the rollout state",
+        etcd.kv_client().txn(txn),
+    )
+    .await?;
     let mut nodes: BTreeMap<String, NodeInfo> = BTreeMap::new();
     let mut assignments = BTreeMap::new();
     let mut rollout = (None, 0);
@@ -279,7 +249,7 @@ pub fn observe(
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<ProtocolRollout>>,
     ctx: Arc<Context>,
-) -> Result<Action, Error> {
+) -> Result<Action> {
     let rollout = match &guard.0 {
         Ok(rollout) => rollout,
         Err(invalid) => {
@@ -287,17 +257,21 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let key = ObjectRef::from_obj(rollout);
+    let metrics = &ctx.operator_metrics;
+    metrics.reconciliations.with_label_values(&[KIND]).inc();
+    let timer = metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
     let result = reconcile_one(rollout, &ctx).await;
-    if result.is_ok()
-        && let Some(state) = ctx.state().get_mut(&key)
-    {
-        state.failures = 0;
+    timer.observe_duration();
+    if result.is_ok() {
+        ctx.failures.reset(&ObjectRef::from_obj(rollout));
     }
     result
 }
 
-async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Action> {
     let namespace = rollout
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
@@ -328,32 +302,26 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
         return Ok(Action::requeue(plan::IDLE_REQUEUE));
     }
 
-    let pools =
-        version_pools(&cluster, Some(rollout)).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let pools = version_pools(&cluster, Some(rollout))?;
     let pool_sizes: BTreeMap<String, u32> =
         pools.into_iter().map(|p| (p.name, p.replicas)).collect();
     let shard_count = u32::try_from(cluster.spec.shards)
         .map_err(|_| Error::InvalidSpec(format!("shards {} is negative", cluster.spec.shards)))?;
     let keys = Keyspace::new(&namespace, &cluster.name_any())
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let etcd = ctx
-        .etcd
-        .for_cluster(&cluster)
-        .await
-        .map_err(|e| Error::Etcd(e.to_string()))?;
-    let (nodes, assignments, stored) = read_etcd(&etcd, &keys).await?;
+    let etcd = ctx.etcd.for_cluster(&cluster).await?;
+    let (nodes, assignments, stored) = read_etcd(&etcd, &cluster.spec.etcd, &keys).await?;
     let (previous, previous_revision) = stored;
     let observed = observe(shard_count, &nodes, &assignments, pool_sizes, previous);
 
     let now = Instant::now();
     let object = ObjectRef::from_obj(rollout);
     let outcome = {
-        let mut state = ctx.state();
-        let entry = state.entry(object).or_insert_with(|| PerRollout {
-            analysis: Analysis::new(rollout.metadata.generation, now),
-            failures: 0,
-        });
-        plan::reconcile(rollout, &observed, &mut entry.analysis, now, &wall)?
+        let mut analyses = ctx.analyses();
+        let analysis = analyses
+            .entry(object)
+            .or_insert_with(|| Analysis::new(rollout.metadata.generation, now));
+        plan::reconcile(rollout, &observed, analysis, now, &wall)?
     };
 
     let mut requeue = outcome.requeue;
@@ -366,7 +334,14 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
                 previous_revision,
             )])
             .and_then(vec![TxnOp::put(key, value.encode(), None)]);
-        let response = etcd.kv_client().txn(txn).await?;
+        let response = etcd
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|source| EtcdError::Request {
+                endpoints: cluster.spec.etcd.endpoints.join(","),
+                source,
+            })?;
         if response.succeeded() {
             tracing::info!(%namespace, rollout = %name, revision = value.revision, "rollout key written");
         } else {
@@ -421,7 +396,7 @@ async fn older_rollout(
     ctx: &Context,
     rollout: &ProtocolRollout,
     namespace: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<String>> {
     let api: Api<DeserializeGuard<ProtocolRollout>> =
         Api::namespaced(ctx.client.clone(), namespace);
     let rank = |r: &ProtocolRollout| (r.metadata.creation_timestamp.clone(), r.name_any());
@@ -462,7 +437,7 @@ async fn write_status(
     ctx: &Context,
     rollout: &ProtocolRollout,
     status: ProtocolRolloutStatus,
-) -> Result<(), Error> {
+) -> Result<()> {
     if rollout.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -504,8 +479,8 @@ async fn publish(
     }
 }
 
-/// What to do after a failed reconcile: back off on transient errors, wait for an edit
-/// otherwise.
+/// What to do after a failed reconcile: the controllers' one policy
+/// ([`crate::controller::policy`]).
 pub fn error_policy(
     guard: Arc<DeserializeGuard<ProtocolRollout>>,
     error: &Error,
@@ -514,26 +489,25 @@ pub fn error_policy(
     let Ok(rollout) = &guard.0 else {
         return Action::await_change();
     };
-    tracing::warn!(rollout = %rollout.name_any(), %error, label = error.metric_label(), "rollout reconcile error");
-    if !error.is_transient() {
-        return Action::await_change();
-    }
-    let mut state = ctx.state();
-    let entry = state
-        .entry(ObjectRef::from_obj(rollout))
-        .or_insert_with(|| PerRollout {
-            analysis: Analysis::new(rollout.metadata.generation, Instant::now()),
-            failures: 0,
-        });
-    entry.failures = entry.failures.saturating_add(1);
-    let exponent = entry.failures.saturating_sub(1).min(8);
-    Action::requeue(Duration::from_secs(2u64 << exponent).min(Duration::from_secs(300)))
+    let name = format!(
+        "{}/{}",
+        rollout.namespace().unwrap_or_default(),
+        rollout.name_any()
+    );
+    policy::on_error(
+        KIND,
+        &name,
+        ObjectRef::from_obj(rollout),
+        error,
+        &ctx.operator_metrics,
+        &ctx.failures,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signaling_node::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     fn info(version: &str, state: NodeState, error_rate: f64) -> NodeInfo {
         NodeInfo {
@@ -572,20 +546,5 @@ mod tests {
         assert_eq!(obs.pools["v2"].ready, 1);
         assert_eq!(obs.pools["v2"].error_rate, Some(0.1));
         assert_eq!(obs.pools["v1"].error_rate, Some(0.1));
-    }
-
-    #[test]
-    fn error_labels_are_distinct_and_classified() {
-        let errors = [
-            Error::Etcd("down".into()),
-            Error::InvalidSpec("x".into()),
-            Error::Placement(PlacementError::NoWeight),
-            Error::MissingObjectKey("namespace"),
-        ];
-        let labels: std::collections::BTreeSet<_> =
-            errors.iter().map(Error::metric_label).collect();
-        assert_eq!(labels.len(), errors.len());
-        assert!(errors[0].is_transient());
-        assert!(!errors[1].is_transient());
     }
 }

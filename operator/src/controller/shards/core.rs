@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use signaling_node::cluster::keys::{Ack, Assignment, RolloutValue};
+use switchboard_contract::keys::{Ack, Assignment, RolloutValue};
 use tokio::time::Instant;
 
 use super::handoff::{self, InFlight, Step};
@@ -673,17 +673,15 @@ impl Core {
     /// A `PodNotReady` verdict made `Held` (keeps what it has, gets nothing new; a node that
     /// really died still loses its lease) when the node is excused (it went NotReady with
     /// half the fleet) or registered again under a new lease after it was fenced for it: that
-    /// is a new incarnation that can reach etcd. Without the second rule an etcd outage made
-    /// the operator revoke every new lease of a node at once, over and over, until its Pod
-    /// was Ready (soak, restart-etcd). Other verdicts pass and clear both memories.
+    /// is a new incarnation that can reach etcd, and fencing it again would keep its Pod
+    /// NotReady after an etcd outage (docs/reliability.md). Other verdicts pass and clear both
+    /// memories.
     fn judge_not_ready(&mut self, name: &str, verdict: Health) -> Health {
         if verdict == Health::Dead(Reason::LeaseExpired) {
             // The key vanished (its lease expired or was revoked). While the Pod stays
             // NotReady keep both memories, with no lease at all when there was none (0 is no
-            // etcd lease id): the next registration is a new incarnation, not a new failure.
-            // Forgetting here fenced every re-registration of a node whose Pod had not turned
-            // Ready yet, each fence keeping it NotReady longer (soak: faults of the single
-            // node of a pool recovered in 17-50 s).
+            // etcd lease id): the next registration is a new incarnation, not a new failure,
+            // since each fence would keep a Pod that is not Ready yet NotReady longer.
             if self
                 .pods
                 .get(name)

@@ -1,19 +1,19 @@
-//! etcd side of the shard manager: a consistent read of `nodes/`, `assignments/`, `acks/` and
-//! `rollout` followed by a watch from the next revision (re-read after any watch failure),
-//! batched conditional assignment writes, lease revocation, ack cleanup and room counts.
+//! etcd side of the shard manager: the contract's watch loop over `nodes/`, `assignments/`,
+//! `acks/` and `rollout` (a consistent read, then a watch from the next revision, re-read after
+//! any failure) feeding the manager's inputs, batched conditional assignment writes, lease
+//! revocation, ack cleanup and room counts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use futures::StreamExt;
-use signaling_node::cluster::keys::{
-    Ack, Assignment, Key, Keyspace, NodeInfo, RolloutValue, Value,
+use switchboard_contract::keys::{Ack, Assignment, Key, Keyspace, NodeInfo, RolloutValue, Value};
+use switchboard_contract::watch::{
+    Entry, EtcdTiming, Update, WatchObserver, WatchRange, WatchSpec, run_watch,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::core::Write;
 use super::health::NodeObs;
@@ -35,9 +35,6 @@ pub enum EtcdError {
     /// No answer within [`REQUEST_TIMEOUT`].
     #[error("etcd request timed out")]
     Timeout,
-    /// The watch was canceled by the server (compaction) or closed.
-    #[error("etcd watch ended: {0}")]
-    WatchEnded(String),
 }
 
 async fn timed<T>(
@@ -50,8 +47,8 @@ async fn timed<T>(
 }
 
 /// Decodes a put of a watched key (`None`: not a key the manager watches, or unusable).
-pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
-    let key = match keys.parse(kv.key()) {
+pub fn decode_put(keys: &Keyspace, kv: &Entry) -> Option<Change> {
+    let key = match keys.parse(&kv.key) {
         Ok(key) => key,
         Err(error) => {
             tracing::debug!(%error, "ignoring a key outside the keyspace");
@@ -59,13 +56,13 @@ pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
         }
     };
     match key {
-        Key::Node(name) => match NodeInfo::decode(kv.value()) {
+        Key::Node(name) => match NodeInfo::decode(&kv.value) {
             Ok(info) => Some(Change::Node(
                 name,
                 NodeObs {
                     info,
-                    lease: kv.lease(),
-                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease,
+                    mod_revision: kv.mod_revision,
                 },
             )),
             Err(error) => {
@@ -74,24 +71,24 @@ pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
             }
         },
         Key::Assignment(shard) => {
-            let value = Assignment::decode(kv.value())
+            let value = Assignment::decode(&kv.value)
                 .inspect_err(|error| tracing::warn!(shard, %error, "assignment does not decode"))
                 .ok();
-            Some(Change::Assignment(shard, value, kv.mod_revision()))
+            Some(Change::Assignment(shard, value, kv.mod_revision))
         }
         Key::Ack(pod) => {
-            let value = Ack::decode(kv.value())
+            let value = Ack::decode(&kv.value)
                 .inspect_err(|error| tracing::warn!(%pod, %error, "ack does not decode"))
                 .unwrap_or_default();
             Some(Change::Ack(
                 pod,
                 Tracked {
                     value,
-                    mod_revision: kv.mod_revision(),
+                    mod_revision: kv.mod_revision,
                 },
             ))
         }
-        Key::Rollout => match RolloutValue::decode(kv.value()) {
+        Key::Rollout => match RolloutValue::decode(&kv.value) {
             Ok(value) => Some(Change::Rollout(value)),
             Err(error) => {
                 // Like the nodes: an unreadable value keeps the last good one in effect.
@@ -104,105 +101,83 @@ pub fn decode_put(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
 }
 
 /// Decodes a delete of a watched key.
-pub fn decode_delete(keys: &Keyspace, kv: &KeyValue) -> Option<Change> {
-    match keys.parse(kv.key()).ok()? {
+pub fn decode_delete(keys: &Keyspace, kv: &Entry) -> Option<Change> {
+    match keys.parse(&kv.key).ok()? {
         Key::Node(name) => Some(Change::NodeGone(name)),
-        Key::Assignment(shard) => Some(Change::AssignmentGone(shard, kv.mod_revision())),
+        Key::Assignment(shard) => Some(Change::AssignmentGone(shard, kv.mod_revision)),
         Key::Ack(pod) => Some(Change::AckGone(pod)),
         Key::Rollout => Some(Change::RolloutGone),
         Key::Config | Key::Room { .. } => None,
     }
 }
 
-/// Reads every watched key at one revision.
-pub async fn read_all(client: &Client, keys: &Keyspace) -> Result<(i64, Vec<Change>), EtcdError> {
-    let prefix = || Some(GetOptions::new().with_prefix());
-    let txn = Txn::new().and_then(vec![
-        TxnOp::get(keys.nodes_prefix(), prefix()),
-        TxnOp::get(keys.assignments_prefix(), prefix()),
-        TxnOp::get(keys.acks_prefix(), prefix()),
-        TxnOp::get(keys.rollout(), None),
-    ]);
-    let response = timed(client.kv_client().txn(txn)).await?;
-    let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-    let mut changes = Vec::new();
-    for op in response.op_responses() {
-        if let TxnOpResponse::Get(get) = op {
-            changes.extend(get.kvs().iter().filter_map(|kv| decode_put(keys, kv)));
-        }
-    }
-    Ok((revision, changes))
-}
-
-/// Feeds `inputs` with a full read, then watch changes, forever: any failure (etcd down,
-/// compaction) waits with backoff and starts again with a full read.
+/// Feeds `inputs` with a full read, then the watch's changes, until the manager is gone
+/// (its input channel closed): the contract's watch loop, which backs off and reads everything
+/// again after any failure.
 pub async fn watch_loop(client: Client, keys: Keyspace, inputs: mpsc::Sender<Input>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match watch_session(&client, &keys, &inputs).await {
-            Ok(()) => return, // the manager is gone
-            Err(error) => {
-                tracing::warn!(prefix = keys.prefix(), %error, "etcd watch failed; re-reading");
+    let spec = WatchSpec {
+        client,
+        timing: EtcdTiming {
+            request_timeout: REQUEST_TIMEOUT,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        },
+        // The loop ends when the manager drops its inputs (`flush` returns false).
+        shutdown: CancellationToken::new(),
+        name: "shard_manager",
+    };
+    let ranges = vec![
+        WatchRange::prefix(keys.nodes_prefix()),
+        WatchRange::prefix(keys.assignments_prefix()),
+        WatchRange::prefix(keys.acks_prefix()),
+        WatchRange::key(keys.rollout()),
+    ];
+    let feed = Feed {
+        keys,
+        inputs,
+        pending: None,
+    };
+    run_watch(spec, ranges, feed).await;
+}
+
+/// Turns watch updates into manager inputs: one input per read or per watch response, since
+/// the manager re-evaluates after each input and a response is one etcd revision.
+struct Feed {
+    keys: Keyspace,
+    inputs: mpsc::Sender<Input>,
+    pending: Option<Input>,
+}
+
+impl WatchObserver for Feed {
+    fn update(&mut self, update: Update) {
+        let keys = &self.keys;
+        match update {
+            Update::Reset(entries) => {
+                let changes = entries.iter().filter_map(|e| decode_put(keys, e)).collect();
+                self.pending = Some(Input::Reset(changes));
             }
+            Update::Put(entry) => self.push(decode_put(keys, &entry)),
+            Update::Delete(entry) => self.push(decode_delete(keys, &entry)),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+
+    async fn flush(&mut self) -> bool {
+        match self.pending.take() {
+            Some(Input::Changes(changes)) if changes.is_empty() => true,
+            Some(input) => self.inputs.send(input).await.is_ok(),
+            None => true,
+        }
     }
 }
 
-async fn watch_session(
-    client: &Client,
-    keys: &Keyspace,
-    inputs: &mpsc::Sender<Input>,
-) -> Result<(), EtcdError> {
-    let (revision, changes) = read_all(client, keys).await?;
-    if inputs.send(Input::Reset(changes)).await.is_err() {
-        return Ok(());
-    }
-    let from = |o: WatchOptions| o.with_start_revision(revision + 1);
-    let mut watch = client.watch_client();
-    let mut stream = timed(watch.watch(
-        keys.nodes_prefix(),
-        Some(from(WatchOptions::new().with_prefix())),
-    ))
-    .await?;
-    for (key, prefix) in [
-        (keys.assignments_prefix(), true),
-        (keys.acks_prefix(), true),
-        (keys.rollout(), false),
-    ] {
-        let options = if prefix {
-            WatchOptions::new().with_prefix()
-        } else {
-            WatchOptions::new()
-        };
-        timed(stream.watch(key, Some(from(options)))).await?;
-    }
-    while let Some(response) = stream.next().await {
-        let response = response?;
-        if response.canceled() {
-            return Err(EtcdError::WatchEnded(format!(
-                "canceled (compacted at {}): {}",
-                response.compact_revision(),
-                response.cancel_reason()
-            )));
-        }
-        let changes: Vec<Change> = response
-            .events()
-            .iter()
-            .filter_map(|event| {
-                let kv = event.kv()?;
-                match event.event_type() {
-                    EventType::Put => decode_put(keys, kv),
-                    EventType::Delete => decode_delete(keys, kv),
-                }
-            })
-            .collect();
-        if !changes.is_empty() && inputs.send(Input::Changes(changes)).await.is_err() {
-            return Ok(());
+impl Feed {
+    fn push(&mut self, change: Option<Change>) {
+        let Some(change) = change else { return };
+        match &mut self.pending {
+            Some(Input::Changes(changes)) => changes.push(change),
+            _ => self.pending = Some(Input::Changes(vec![change])),
         }
     }
-    Err(EtcdError::WatchEnded("stream closed".into()))
 }
 
 /// What became of one batch of writes.
@@ -273,7 +248,7 @@ async fn commit_batch(client: Client, keys: &Keyspace, writes: Vec<Write>) -> Ou
             continue;
         };
         match get.kvs().first() {
-            Some(kv) => current.extend(decode_put(keys, kv)),
+            Some(kv) => current.extend(decode_put(keys, &Entry::from(kv))),
             // Gone: a delete "at" the newest revision we know nothing about.
             None => current.push(Change::AssignmentGone(write.shard, i64::MAX)),
         }

@@ -1,4 +1,5 @@
-//! The next step of a handoff in flight (pure). CLUSTER-CONTRACT two-phase handoff:
+//! The next step of a handoff in flight (pure). The two-phase handoff
+//! (docs/architecture.md, "Handoff"):
 //!
 //! 1. the operator writes `{node: old, epoch, handoff_to: Some(new)}` (see [`super::core`]);
 //! 2. the old owner flushes, migrates its clients and reports `acks/<old>.released[shard] =

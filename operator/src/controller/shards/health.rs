@@ -12,7 +12,7 @@
 //! NotReady transition of the same container is. A Pod the operator has not seen (no watch, a
 //! node outside Kubernetes) is judged by its etcd key alone.
 
-use signaling_node::cluster::keys::{NodeInfo, NodeState};
+use switchboard_contract::keys::{NodeInfo, NodeState};
 
 /// Why a node was declared dead (the `reason` of a RoomShard's `lastFailover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,7 +165,7 @@ pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signaling_node::cluster::keys::Load;
+    use switchboard_contract::keys::Load;
 
     fn node(state: NodeState) -> NodeObs {
         NodeObs {

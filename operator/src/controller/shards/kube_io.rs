@@ -490,22 +490,24 @@ mod tests {
     #[test]
     fn ready_off_while_the_containers_are_ready_is_the_node_controllers_mark() {
         let pod_with = |ready: &str, containers: &str| {
-            let mut pod = Pod::default();
-            pod.status = Some(PodStatus {
-                conditions: Some(vec![
-                    PodCondition {
-                        type_: "ContainersReady".into(),
-                        status: containers.into(),
-                        ..Default::default()
-                    },
-                    PodCondition {
-                        type_: "Ready".into(),
-                        status: ready.into(),
-                        ..Default::default()
-                    },
-                ]),
+            let pod = Pod {
+                status: Some(PodStatus {
+                    conditions: Some(vec![
+                        PodCondition {
+                            type_: "ContainersReady".into(),
+                            status: containers.into(),
+                            ..Default::default()
+                        },
+                        PodCondition {
+                            type_: "Ready".into(),
+                            status: ready.into(),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            });
+            };
             pod_obs(&pod)
         };
         assert!(pod_with("False", "True").node_unreachable);

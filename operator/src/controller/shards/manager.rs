@@ -17,7 +17,7 @@ use etcd_client::Client;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use signaling_node::cluster::keys::{KeyError, Keyspace};
+use switchboard_contract::keys::{KeyError, Keyspace};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;

@@ -1,5 +1,5 @@
 //! The shard manager: one task per SignalingCluster that keeps every room shard owned by a
-//! live node, as CLUSTER-CONTRACT.md specifies — initial placement, crash failover (lease
+//! live node (docs/architecture.md, "Failover" and "Handoff") — initial placement, crash failover (lease
 //! revoked first, `epoch + 1`, batched conditional writes), two-phase handoffs for drain,
 //! scale-down, rebalancing and version moves (throttled by `maxShardsMoving`), RoomShard
 //! status, Events and metrics.
@@ -18,8 +18,8 @@
 //!   to the pool the rollout wants; version moves then follow as throttled handoffs.
 //! - Shards never placed wait until their pool has its expected number of eligible nodes or
 //!   3 s after its first one, so the first node of a new cluster does not get every shard.
-//! - `recoveredMs` is measured from the failure signal to the new owner's `serving` ack
-//!   (CLUSTER-CONTRACT); `detectedMs` from the signal to the new assignment's commit. The
+//! - `recoveredMs` is measured from the failure signal to the new owner's `serving` ack;
+//!   `detectedMs` from the signal to the new assignment's commit. The
 //!   signal time is when the operator observed it (etcd delete event or Pod update).
 
 pub mod core;

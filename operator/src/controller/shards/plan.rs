@@ -8,14 +8,14 @@
 //! single pool ([`ANY_POOL`]), whatever version it runs.
 //!
 //! A shard whose owner is dead or leaving stays in its current version pool when that pool has
-//! an eligible node (CLUSTER-CONTRACT: failover goes to the same pool); only when it has none
+//! an eligible node (failover stays in the shard's version pool); only when it has none
 //! does it go straight to the pool the rollout wants. A shard in the middle of a handoff counts
 //! as already on its target (when the target can still take it), so the plan does not fight
 //! the handoff; the handoff itself is driven by [`super::handoff`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use signaling_node::cluster::keys::Assignment;
+use switchboard_contract::keys::Assignment;
 
 use super::health::Health;
 use crate::placement::{self, MoveKind, ShardId};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use signaling_node::cluster::keys::{Ack, Assignment, RolloutValue};
+use switchboard_contract::keys::{Ack, Assignment, RolloutValue};
 
 use super::health::{NodeObs, PodObs};
 use crate::crd::RoomShardStatus;

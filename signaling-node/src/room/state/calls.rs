@@ -1,9 +1,9 @@
 //! Call commands of a room: invites, answers, hangups and the SDP/ICE relays.
 
-use crate::protocol::{
+use crate::call::{Call, CallEvent, CallState, Transition, next_state};
+use switchboard_protocol::{
     ErrorCode, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Message, Sdp,
 };
-use crate::session::{Call, CallEvent, CallState, Transition, next_state};
 
 use super::{
     CallEntry, Delivery, Dest, Limits, Outcome, RoomError, RoomState, check_id, no_call,
@@ -32,7 +32,7 @@ impl RoomState {
     pub(super) fn deliver_pending_invites(&mut self, out: &mut Outcome, user: &str, now_ms: u64) {
         // Ringing too: the Invite frame was queued to a connection that may have dropped before
         // it was written (a relay is not a room event, so the replay does not carry it); an
-        // invitee that already had it just sees the same call id again (soak finding 3).
+        // invitee that already had it just sees the same call id again.
         let pending: Vec<(String, String, CallState)> = self
             .calls
             .values()

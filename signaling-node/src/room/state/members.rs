@@ -1,7 +1,7 @@
 //! Membership commands of a room: join, leave, a dropped connection, and resume with replay.
 
-use crate::protocol::{ErrorCode, EventKind, Joined, Message};
-use crate::session::{CallEvent, CallState};
+use crate::call::{CallEvent, CallState};
+use switchboard_protocol::{ErrorCode, EventKind, Joined, Message};
 
 use super::{Delivery, Dest, Limits, Member, Outcome, Presence, RoomError, RoomState, not_member};
 use crate::room::log::Replay;

@@ -28,12 +28,12 @@ mod seats;
 pub use calls::{IceMsg, check_sdp, split_batch};
 pub use seats::SeatMap;
 
-use crate::config::Tunables;
-use crate::protocol::{ErrorCode, Event, EventKind, Message};
-use crate::session::{
+use crate::call::{
     Call, CallEvent, CallState, InvalidTransition, Timeouts, Transition, next_state,
 };
-use crate::shard::ShardId;
+use crate::config::Tunables;
+use switchboard_contract::shard::ShardId;
+use switchboard_protocol::{ErrorCode, Event, EventKind, Message};
 
 use super::log::EventLog;
 

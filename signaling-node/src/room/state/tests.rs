@@ -1,8 +1,8 @@
 //! Pure tests of the room decision logic.
 
 use super::*;
-use crate::protocol::{Candidate, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Sdp};
-use crate::session::{Call, CallEvent, CallState, Timeouts};
+use crate::call::{Call, CallEvent, CallState, Timeouts};
+use switchboard_protocol::{Candidate, Hangup, IceBatch, IceCandidate, Invite, InviteResult, Sdp};
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n";
 
@@ -517,9 +517,9 @@ fn pending_invite_rings_on_resume() {
 
 #[test]
 fn a_ringing_invitee_that_resumes_gets_the_invite_again() {
-    // Soak finding 3: the Invite frame went to a connection that dropped (its node died); the
-    // call was committed Ringing, the replay carries only room events, so the invitee never
-    // learned of the call and the step waited out its timeout.
+    // The Invite frame may have gone to a connection that dropped; the call is committed
+    // Ringing and a replay carries only room events, so resuming must ring again
+    // (docs/reliability.md, finding 3).
     let mut room = room_with(&["alice", "bob"]);
     invite(&mut room, "c1");
     assert_eq!(room.call("c1").unwrap().call.state, CallState::Ringing);

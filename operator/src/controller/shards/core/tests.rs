@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use signaling_node::cluster::keys::{Ack, Assignment, Load, NodeInfo, NodeState, RolloutValue};
+use switchboard_contract::keys::{Ack, Assignment, Load, NodeInfo, NodeState, RolloutValue};
 use tokio::time::Instant;
 
 use super::*;

@@ -5,7 +5,7 @@
 import * as flatbuffers from 'flatbuffers';
 
 /**
- * Error report: code (DESIGN.md section 2 error codes), message, and the request it answers
+ * Error report: code (docs/protocol.md error codes), message, and the request it answers
  * (0 when it answers no request).
  */
 export class Error {

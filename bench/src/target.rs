@@ -1,0 +1,77 @@
+//! What the bench connects to ([`Target`]) and [`connect`], which opens one joined connection
+//! to it with the adapter of its kind (`conn` for Switchboard and the baseline relay, `peers`
+//! for the raw TCP floor and Centrifugo).
+
+use std::net::SocketAddr;
+
+use switchboard_client::ConnectOptions;
+use switchboard_protocol::auth::JwtSecret;
+
+use super::conn::{ConnectFailure, JoinTiming, Rx, Tx, baseline_connect, switchboard_connect};
+use super::peers::{centrifugo_connect, tcp_connect};
+
+/// What the bench connects to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Switchboard node.
+    Switchboard {
+        /// `ws://host:port/ws`
+        url: String,
+        /// Secret to mint join tokens with.
+        secret: JwtSecret,
+        /// Client options (the token is filled per connection).
+        options: Box<ConnectOptions>,
+    },
+    /// The baseline relay.
+    Baseline {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// The raw TCP floor: the baseline relay's rooms over length-prefixed TCP frames.
+    Tcp {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A Centrifugo server, driven through its JSON protocol over WebSocket.
+    Centrifugo {
+        /// `ws://host:port/connection/websocket`
+        url: String,
+        /// Its `token_hmac_secret_key`, to mint connection tokens with.
+        secret: JwtSecret,
+    },
+}
+
+impl Target {
+    /// `switchboard`, `baseline`, `tcp` or `centrifugo`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Switchboard { .. } => "switchboard",
+            Target::Baseline { .. } => "baseline",
+            Target::Tcp { .. } => "tcp",
+            Target::Centrifugo { .. } => "centrifugo",
+        }
+    }
+
+    /// Whether the target runs the call state machine (sends CallState events).
+    pub fn has_events(&self) -> bool {
+        matches!(self, Target::Switchboard { .. })
+    }
+}
+
+/// Connects `user` to `room` on `target` and joins.
+pub async fn connect(
+    target: &Target,
+    user: &str,
+    room: &str,
+) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
+    match target {
+        Target::Switchboard {
+            url,
+            secret,
+            options,
+        } => switchboard_connect(url, secret, options, user, room).await,
+        Target::Baseline { addr } => baseline_connect(*addr, user, room).await,
+        Target::Tcp { addr } => tcp_connect(*addr, user, room).await,
+        Target::Centrifugo { url, secret } => centrifugo_connect(url, secret, user, room).await,
+    }
+}

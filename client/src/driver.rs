@@ -1,0 +1,1003 @@
+//! The client's background task: owns the socket and the session state, turns commands into
+//! frames, correlates answers by request id, answers Ping, follows Redirect and Migrate, and
+//! reconnects with backoff and resume when the connection drops.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::state::{CallInfo, CallTable, RequestIds, Rooms, new_call_id};
+use super::transport::{self, Endpoint, WsStream};
+use super::{ClientError, Command, ConnectOptions, Op, SessionInfo, token_subject};
+use switchboard_protocol::{
+    self as protocol, Candidate, Encoder, ErrorCode, ErrorFrame, Hangup, Hello, IceBatch,
+    IceCandidate, Invite, InviteResult, Join, Joined, Leave, Message, Pong, ProtocolVersion,
+    Resume, Sdp, Welcome,
+};
+
+/// Most joins awaiting an answer at once.
+const MAX_PENDING: usize = 1024;
+/// Most candidates merged into one IceBatch.
+const MAX_BATCH: usize = 64;
+/// Failed reconnect attempts in a row at a moved-to node (after a Redirect or Migrate) before
+/// the client goes back to its entry URL, which redirects it to the room's current owner (and
+/// at the entry URL before it goes back to the node it was on).
+const FAILURES_BEFORE_ENTRY: u32 = 2;
+
+type Sink = SplitSink<WsStream, WsMessage>;
+type Source = SplitStream<WsStream>;
+type Incoming = mpsc::Sender<Result<Message, ClientError>>;
+
+struct PendingJoin {
+    room: String,
+    /// `None` for an automatic re-join after the server lost our session.
+    reply: Option<oneshot::Sender<Result<Joined, ClientError>>>,
+}
+
+/// Why a connection's serve loop ended.
+enum Exit {
+    /// The application closed the client or dropped every handle.
+    Closed,
+    /// The connection dropped; reconnect with resume.
+    Lost(ClientError),
+    /// The room is owned elsewhere: move there.
+    Redirect(String),
+    /// The room is moving: reconnect there and resume.
+    Migrate { url: String, resume_token: String },
+    /// Stop for good.
+    Fatal(ClientError),
+}
+
+/// Why a write failed.
+enum WriteError {
+    /// The message could not be encoded (too large); the connection is fine.
+    Encode(ClientError),
+    /// The socket failed; the connection is gone.
+    Socket(ClientError),
+}
+
+/// The server's answer to Hello.
+enum Reply {
+    Welcome(Welcome),
+    Redirect(String),
+}
+
+/// What a handshake produced.
+enum Handshake {
+    Welcome(Box<WsStream>, Welcome),
+    Redirect(String),
+}
+
+/// A driver whose first connection was welcomed.
+pub(crate) struct Connected {
+    pub(crate) driver: Driver,
+    pub(crate) welcome: Welcome,
+    pub(crate) info: watch::Receiver<SessionInfo>,
+    /// Hello sent → Welcome received on the first connection.
+    pub(crate) hello_rtt: Duration,
+}
+
+pub(crate) struct Driver {
+    options: ConnectOptions,
+    tls: Option<TlsConnector>,
+    endpoint: Endpoint,
+    /// The URL the application gave: any node, which redirects to the room's owner. The
+    /// client falls back to it when the node it moved to stops answering.
+    entry: Endpoint,
+    user: String,
+    cmd_rx: mpsc::Receiver<Command>,
+    incoming: Incoming,
+    info: watch::Sender<SessionInfo>,
+    session: String,
+    version: ProtocolVersion,
+    silence: Duration,
+    rooms: Rooms,
+    calls: CallTable,
+    ids: RequestIds,
+    pending: HashMap<u32, PendingJoin>,
+    encoder: Encoder,
+    deferred: Option<Command>,
+    redirects_in_a_row: u32,
+    reconnects: u32,
+    ws: Option<WsStream>,
+    hello_rtt: Duration,
+}
+
+impl Driver {
+    /// Connects (following redirects) and builds the driver around the welcomed socket.
+    pub(crate) async fn connect(
+        url: &str,
+        options: ConnectOptions,
+        cmd_rx: mpsc::Receiver<Command>,
+        incoming: Incoming,
+    ) -> Result<Connected, ClientError> {
+        let endpoint = Endpoint::parse(url)?;
+        let tls = match &options.ca_file {
+            Some(path) => Some(transport::tls_connector(path)?),
+            None => None,
+        };
+        let user = token_subject(&options.token).unwrap_or_default();
+        let placeholder = SessionInfo {
+            url: url.to_string(),
+            session: String::new(),
+            version: ProtocolVersion::V1,
+            node: String::new(),
+            heartbeat_ms: 0,
+            resumed: false,
+            reconnects: 0,
+            user: user.clone(),
+        };
+        let (info, info_rx) = watch::channel(placeholder);
+        let mut driver = Driver {
+            options,
+            tls,
+            entry: endpoint.clone(),
+            endpoint,
+            user,
+            cmd_rx,
+            incoming,
+            info,
+            session: String::new(),
+            version: ProtocolVersion::V1,
+            silence: Duration::from_secs(3600),
+            rooms: Rooms::default(),
+            calls: CallTable::default(),
+            ids: RequestIds::default(),
+            pending: HashMap::new(),
+            encoder: Encoder::new(),
+            deferred: None,
+            redirects_in_a_row: 0,
+            reconnects: 0,
+            ws: None,
+            hello_rtt: Duration::ZERO,
+        };
+        let resume = driver.options.resume.clone();
+        let welcome = driver.establish(resume).await?;
+        let hello_rtt = driver.hello_rtt;
+        Ok(Connected {
+            driver,
+            welcome,
+            info: info_rx,
+            hello_rtt,
+        })
+    }
+
+    /// Serves connections until the client closes or gives up.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let Some(ws) = self.ws.take() else {
+                return;
+            };
+            let exit = self.serve(ws).await;
+            // Where we were: a reconnect may come back here if the node it is sent to (and
+            // the entry URL) do not answer.
+            let left = self.endpoint.clone();
+            let (resume, immediate) = match exit {
+                Exit::Closed => return,
+                Exit::Fatal(err) => {
+                    self.fail(err).await;
+                    return;
+                }
+                Exit::Lost(err) => {
+                    if self.options.reconnect.max_attempts == 0 {
+                        self.fail(err).await;
+                        return;
+                    }
+                    tracing::info!(url = %self.endpoint.url, %err, "connection lost; reconnecting");
+                    (Some(self.rooms.resume(&self.session)), false)
+                }
+                Exit::Redirect(url) => {
+                    tracing::info!(%url, "following redirect");
+                    match Endpoint::parse(&url) {
+                        Ok(endpoint) => self.endpoint = endpoint,
+                        Err(err) => {
+                            self.fail(err).await;
+                            return;
+                        }
+                    }
+                    // The connection moves to the room's owner; rooms on the old node are left.
+                    self.rooms.clear();
+                    (None, true)
+                }
+                Exit::Migrate { url, resume_token } => {
+                    tracing::info!(%url, "room migrating; reconnecting and resuming");
+                    // An empty URL (a standalone node draining) means: wherever we connected.
+                    if !url.is_empty() {
+                        match Endpoint::parse(&url) {
+                            Ok(endpoint) => self.endpoint = endpoint,
+                            Err(err) => {
+                                self.fail(err).await;
+                                return;
+                            }
+                        }
+                    }
+                    let mut resume = self.rooms.resume(&self.session);
+                    if !resume_token.is_empty() {
+                        resume.session = resume_token;
+                    }
+                    (Some(resume), !url.is_empty())
+                }
+            };
+            self.reconnects += 1;
+            match self.reconnect(resume, immediate, left).await {
+                Ok(welcome) => self.deliver(Message::Welcome(welcome)).await,
+                Err(err) => {
+                    self.fail(err).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retries [`Driver::establish`] with backoff.
+    /// `left` is the node whose connection just ended.
+    async fn reconnect(
+        &mut self,
+        resume: Option<Resume>,
+        immediate: bool,
+        left: Endpoint,
+    ) -> Result<Welcome, ClientError> {
+        let policy = self.options.reconnect;
+        let attempts = policy.max_attempts.max(1);
+        let mut last = ClientError::ConnectionLost;
+        let mut failures_here = 0;
+        // Where a failing attempt goes next, in turn: the node we are sent to (or the one we
+        // were on), the one we were on, and the entry URL, so one dead or lease-less node
+        // cannot use up every attempt (docs/reliability.md, finding 2).
+        let mut candidates: Vec<Endpoint> = Vec::with_capacity(3);
+        for endpoint in [&self.endpoint, &left, &self.entry] {
+            if candidates.iter().all(|c| c.url != endpoint.url) {
+                candidates.push(endpoint.clone());
+            }
+        }
+        for attempt in 1..=attempts {
+            if !(immediate && attempt == 1) {
+                tokio::time::sleep(policy.backoff(attempt)).await;
+            }
+            if self.cmd_rx.is_closed() && self.incoming.is_closed() {
+                return Err(ClientError::Closed);
+            }
+            match self.establish(resume.clone()).await {
+                Ok(welcome) => return Ok(welcome),
+                // NotOwner: the node answering our resume lost the room; ask the entry node.
+                // TooManyRedirects while resuming: the room is between owners (a handoff or
+                // failover in flight, the nodes briefly disagree and bounce the Hello); back off
+                // and try again instead of dropping the session.
+                Err(err)
+                    if err.is_retriable()
+                        || err.code() == Some(ErrorCode::NotOwner)
+                        || matches!(err, ClientError::TooManyRedirects { .. }) =>
+                {
+                    tracing::debug!(attempt, %err, "reconnect attempt failed");
+                    failures_here += 1;
+                    if should_try_elsewhere(&err, failures_here) {
+                        // A node a handshake redirect led to is none of the candidates: the
+                        // entry URL redirects a resuming Hello to the room's current owner.
+                        let at = candidates.iter().position(|c| c.url == self.endpoint.url);
+                        let next = match at {
+                            Some(i) => &candidates[(i + 1) % candidates.len()],
+                            None => &self.entry,
+                        };
+                        if next.url != self.endpoint.url {
+                            tracing::info!(
+                                failing = %self.endpoint.url,
+                                next = %next.url,
+                                %err,
+                                "reconnect target not answering; trying the next known node"
+                            );
+                            self.endpoint = next.clone();
+                            failures_here = 0;
+                        }
+                    }
+                    last = err;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(ClientError::ReconnectFailed {
+            attempts,
+            last: Box::new(last),
+        })
+    }
+
+    /// Opens a socket, says Hello and waits for Welcome, following handshake redirects; then
+    /// re-joins rooms the server forgot and re-sends joins still awaiting an answer.
+    async fn establish(&mut self, resume: Option<Resume>) -> Result<Welcome, ClientError> {
+        let mut redirects = 0;
+        loop {
+            match self.handshake(resume.clone()).await? {
+                Handshake::Welcome(ws, welcome) => {
+                    self.welcomed(*ws, &welcome, resume.is_some()).await?;
+                    return Ok(welcome);
+                }
+                Handshake::Redirect(url) => {
+                    redirects += 1;
+                    if redirects > self.options.max_redirects {
+                        return Err(ClientError::TooManyRedirects {
+                            limit: self.options.max_redirects,
+                        });
+                    }
+                    tracing::info!(%url, "redirected during handshake");
+                    self.endpoint = Endpoint::parse(&url)?;
+                    // A resuming Hello keeps its resume: the server routes it by the token's
+                    // room, so the room's owner can resume the session (or answer
+                    // `resumed: false`, and the client re-joins its rooms there).
+                    if resume.is_none() {
+                        self.rooms.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handshake(&mut self, resume: Option<Resume>) -> Result<Handshake, ClientError> {
+        let timeouts = self.options.timeouts;
+        let (mut ws, picked) = transport::open(
+            &self.endpoint,
+            &self.options.versions,
+            self.tls.as_ref(),
+            timeouts.connect,
+        )
+        .await?;
+        let hello = Message::Hello(Hello {
+            token: self.options.token.clone(),
+            versions: self.options.versions.iter().map(|v| v.as_u8()).collect(),
+            resume,
+        });
+        let frame = self.encode(&hello)?;
+        let hello_sent = std::time::Instant::now();
+        ws.send(WsMessage::Binary(frame))
+            .await
+            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+        let wait = async {
+            loop {
+                let Some(next) = ws.next().await else {
+                    return Err(ClientError::ConnectionLost);
+                };
+                let bytes = match next.map_err(|e| ClientError::from_ws(&self.endpoint.url, e))? {
+                    WsMessage::Binary(bytes) => bytes,
+                    WsMessage::Close(frame) => {
+                        return Err(ClientError::WebSocket(format!(
+                            "closed during handshake: {}",
+                            frame.map_or_else(|| "no reason".to_string(), |f| f.to_string())
+                        )));
+                    }
+                    _ => continue,
+                };
+                match protocol::decode(&bytes)? {
+                    Message::Welcome(welcome) => return Ok(Reply::Welcome(welcome)),
+                    Message::Redirect(redirect) => return Ok(Reply::Redirect(redirect.url)),
+                    Message::Error(error) => return Err(ClientError::from_frame(&error)),
+                    Message::Ping(ping) => {
+                        let pong = Message::Pong(Pong { nonce: ping.nonce });
+                        let frame = Bytes::from(self.encoder.encode_to_vec(&pong)?);
+                        ws.send(WsMessage::Binary(frame))
+                            .await
+                            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+                    }
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "expected Welcome, got {:?}",
+                            other.frame_type()
+                        )));
+                    }
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(timeouts.handshake, wait).await;
+        match outcome {
+            Err(_) => Err(ClientError::Timeout { what: "Welcome" }),
+            Ok(Ok(Reply::Welcome(welcome))) => {
+                self.hello_rtt = hello_sent.elapsed();
+                if let Some(picked) = picked
+                    && picked.as_u8() != welcome.version
+                {
+                    tracing::debug!(
+                        ?picked,
+                        welcome = welcome.version,
+                        "version header and Welcome differ; Welcome wins"
+                    );
+                }
+                Ok(Handshake::Welcome(Box::new(ws), welcome))
+            }
+            Ok(Ok(Reply::Redirect(url))) => {
+                let _ = ws.close(None).await;
+                Ok(Handshake::Redirect(url))
+            }
+            Ok(Err(err)) => Err(err),
+        }
+    }
+
+    /// Adopts a welcomed socket: session, version, heartbeat; re-joins and re-sends joins.
+    async fn welcomed(
+        &mut self,
+        ws: WsStream,
+        welcome: &Welcome,
+        asked_resume: bool,
+    ) -> Result<(), ClientError> {
+        self.session = welcome.session.clone();
+        self.version = ProtocolVersion::from_u8(welcome.version).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "server picked unknown protocol version {}",
+                welcome.version
+            ))
+        })?;
+        self.silence = self.options.timeouts.silence.unwrap_or_else(|| {
+            if welcome.heartbeat_ms == 0 {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(u64::from(welcome.heartbeat_ms)).mul_f64(2.5)
+                    + Duration::from_secs(2)
+            }
+        });
+        self.info.send_replace(SessionInfo {
+            url: self.endpoint.url.clone(),
+            session: welcome.session.clone(),
+            version: self.version,
+            node: welcome.node.clone(),
+            heartbeat_ms: welcome.heartbeat_ms,
+            resumed: welcome.resumed,
+            reconnects: self.reconnects,
+            user: self.user.clone(),
+        });
+        self.ws = Some(ws);
+        if asked_resume && !welcome.resumed {
+            // The server no longer knows our session: join our rooms again.
+            let rooms: Vec<String> = self.rooms.names().map(str::to_string).collect();
+            self.rooms.clear();
+            for room in rooms {
+                let id = self.ids.next_id();
+                self.pending.insert(id, PendingJoin { room, reply: None });
+            }
+        }
+        // (Re-)send every join awaiting an answer under a fresh request id.
+        let pending: Vec<PendingJoin> = self.pending.drain().map(|(_, p)| p).collect();
+        for join in pending {
+            let id = self.ids.next_id();
+            let msg = Message::Join(Join {
+                request_id: id,
+                room: join.room.clone(),
+            });
+            self.pending.insert(id, join);
+            let frame = self.encode(&msg)?;
+            if let Some(ws) = self.ws.as_mut() {
+                ws.send(WsMessage::Binary(frame))
+                    .await
+                    .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves one connection until it ends.
+    async fn serve(&mut self, ws: WsStream) -> Exit {
+        let (mut sink, mut source): (Sink, Source) = ws.split();
+        let mut last_heard = Instant::now();
+        loop {
+            let deadline = last_heard + self.silence;
+            tokio::select! {
+                biased;
+                next = source.next() => {
+                    let exit = match next {
+                        None => Some(Exit::Lost(ClientError::ConnectionLost)),
+                        Some(Err(err)) => Some(Exit::Lost(ClientError::from_ws(&self.endpoint.url, err))),
+                        Some(Ok(WsMessage::Binary(bytes))) => {
+                            last_heard = Instant::now();
+                            self.on_frame(&bytes, &mut sink).await
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => Some(close_exit(frame)),
+                        Some(Ok(_)) => {
+                            last_heard = Instant::now();
+                            None
+                        }
+                    };
+                    if let Some(exit) = exit {
+                        return exit;
+                    }
+                }
+                cmd = next_command(&mut self.deferred, &mut self.cmd_rx) => {
+                    let Some(cmd) = cmd else {
+                        let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                        return Exit::Closed;
+                    };
+                    if let Some(exit) = self.on_command(cmd, &mut sink).await {
+                        return exit;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Exit::Lost(ClientError::Timeout { what: "any frame from the server (heartbeat)" });
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8], sink: &mut Sink) -> Option<Exit> {
+        let msg = match protocol::decode(bytes) {
+            Ok(msg) => msg,
+            Err(err) => {
+                tracing::warn!(%err, "undecodable frame from server");
+                self.deliver_err(ClientError::Frame(err)).await;
+                return None;
+            }
+        };
+        match msg {
+            Message::Ping(ping) => {
+                let pong = Message::Pong(Pong { nonce: ping.nonce });
+                match self.write(sink, &pong).await {
+                    Ok(()) => {}
+                    Err(WriteError::Encode(err) | WriteError::Socket(err)) => {
+                        return Some(Exit::Lost(err));
+                    }
+                }
+            }
+            Message::Pong(_) | Message::Welcome(_) | Message::Hello(_) => {}
+            Message::Joined(joined) => {
+                self.redirects_in_a_row = 0;
+                match self.pending.remove(&joined.request_id) {
+                    Some(PendingJoin { room, reply }) => {
+                        let room = if joined.room.is_empty() {
+                            room
+                        } else {
+                            joined.room.clone()
+                        };
+                        self.rooms.joined(&room, joined.last_seq);
+                        match reply {
+                            Some(reply) => {
+                                let _ = reply.send(Ok(joined));
+                            }
+                            None => self.deliver(Message::Joined(joined)).await,
+                        }
+                    }
+                    None => {
+                        // A resync after a resume whose replay had a gap: the room's log
+                        // position moves to the one given.
+                        if self.rooms.contains(&joined.room) {
+                            self.rooms.joined(&joined.room, joined.last_seq);
+                        }
+                        self.deliver(Message::Joined(joined)).await;
+                    }
+                }
+            }
+            Message::Error(error) => match self.pending.remove(&error.request_id) {
+                Some(PendingJoin {
+                    reply: Some(reply), ..
+                }) if error.request_id != 0 => {
+                    let _ = reply.send(Err(ClientError::from_frame(&error)));
+                }
+                Some(join @ PendingJoin { reply: None, .. })
+                    if error.request_id != 0 && rejoin_worth_retrying(&error) =>
+                {
+                    // A re-join this library made itself (the server had lost the session),
+                    // refused because the room is between owners: keep it and reconnect, so
+                    // it is sent again where the room lives; dropped, the application would
+                    // believe it is in a room the server no longer counts it in.
+                    let err = ClientError::from_frame(&error);
+                    tracing::info!(room = %join.room, %err, "re-join refused; reconnecting to retry it");
+                    self.pending.insert(error.request_id, join);
+                    return Some(Exit::Lost(err));
+                }
+                _ => {
+                    if error.request_id == 0
+                        && ErrorCode::from_code(error.code) == Some(ErrorCode::AuthFailed)
+                    {
+                        return Some(Exit::Fatal(ClientError::from_frame(&error)));
+                    }
+                    self.deliver(Message::Error(error)).await;
+                }
+            },
+            Message::Redirect(redirect) => {
+                self.redirects_in_a_row += 1;
+                if self.redirects_in_a_row > self.options.max_redirects {
+                    if let Some(PendingJoin {
+                        reply: Some(reply), ..
+                    }) = self.pending.remove(&redirect.request_id)
+                    {
+                        let _ = reply.send(Err(ClientError::TooManyRedirects {
+                            limit: self.options.max_redirects,
+                        }));
+                    }
+                    self.redirects_in_a_row = 0;
+                    return None;
+                }
+                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                return Some(Exit::Redirect(redirect.url));
+            }
+            Message::Migrate(migrate) => {
+                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                return Some(Exit::Migrate {
+                    url: migrate.url,
+                    resume_token: migrate.resume_token,
+                });
+            }
+            Message::Event(event) => {
+                if self.rooms.observe_event(&event) {
+                    let msg = Message::Event(event);
+                    self.calls.observe(&msg, &self.user);
+                    self.deliver(msg).await;
+                }
+            }
+            other => {
+                self.calls.observe(&other, &self.user);
+                self.deliver(other).await;
+            }
+        }
+        None
+    }
+
+    async fn on_command(&mut self, cmd: Command, sink: &mut Sink) -> Option<Exit> {
+        match cmd {
+            Command::Join { room, reply } => {
+                if self.pending.len() >= MAX_PENDING {
+                    self.pending
+                        .retain(|_, p| p.reply.as_ref().is_none_or(|r| !r.is_closed()));
+                    if self.pending.len() >= MAX_PENDING {
+                        let _ = reply.send(Err(ClientError::Limit("pending joins")));
+                        return None;
+                    }
+                }
+                let id = self.ids.next_id();
+                let msg = Message::Join(Join {
+                    request_id: id,
+                    room: room.clone(),
+                });
+                self.pending.insert(
+                    id,
+                    PendingJoin {
+                        room,
+                        reply: Some(reply),
+                    },
+                );
+                // On a socket failure the join stays pending and is re-sent after reconnecting.
+                match self.write(sink, &msg).await {
+                    Ok(()) => {}
+                    Err(WriteError::Encode(err)) => {
+                        if let Some(PendingJoin {
+                            reply: Some(reply), ..
+                        }) = self.pending.remove(&id)
+                        {
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                    Err(WriteError::Socket(err)) => return Some(Exit::Lost(err)),
+                }
+            }
+            Command::Invite { room, to, reply } => {
+                let call_id = new_call_id();
+                self.calls.insert(
+                    &call_id,
+                    CallInfo {
+                        room: room.clone(),
+                        peer: to.clone(),
+                    },
+                );
+                let msg = Message::Invite(Invite {
+                    request_id: self.ids.next_id(),
+                    room,
+                    call_id: call_id.clone(),
+                    from: self.user.clone(),
+                    to,
+                });
+                match self.write(sink, &msg).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(call_id));
+                    }
+                    Err(WriteError::Encode(err)) => {
+                        self.calls.remove(&call_id);
+                        let _ = reply.send(Err(err));
+                    }
+                    Err(WriteError::Socket(err)) => {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Some(Exit::Lost(err));
+                    }
+                }
+            }
+            Command::Send {
+                op: Op::Ice { call_id, candidate },
+                reply,
+            } => return self.send_ice(call_id, candidate, reply, sink).await,
+            Command::Send { op, reply } => {
+                let msg = match self.build(op) {
+                    Ok(msg) => msg,
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return None;
+                    }
+                };
+                match self.write(sink, &msg).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(WriteError::Encode(err)) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Err(WriteError::Socket(err)) => {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Some(Exit::Lost(err));
+                    }
+                }
+            }
+            Command::Close { reply } => {
+                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                let _ = reply.send(());
+                return Some(Exit::Closed);
+            }
+        }
+        None
+    }
+
+    /// Sends one candidate, merging candidates for the same call queued right behind it into
+    /// one IceBatch on v2.
+    async fn send_ice(
+        &mut self,
+        call_id: String,
+        first: Candidate,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+        sink: &mut Sink,
+    ) -> Option<Exit> {
+        let Some(call) = self.calls.get(&call_id).cloned() else {
+            let _ = reply.send(Err(ClientError::UnknownCall(call_id)));
+            return None;
+        };
+        let mut candidates = vec![first];
+        let mut replies = vec![reply];
+        if self.version >= ProtocolVersion::V2 {
+            while candidates.len() < MAX_BATCH && self.deferred.is_none() {
+                match self.cmd_rx.try_recv() {
+                    Ok(Command::Send {
+                        op:
+                            Op::Ice {
+                                call_id: next,
+                                candidate,
+                            },
+                        reply,
+                    }) if next == call_id => {
+                        candidates.push(candidate);
+                        replies.push(reply);
+                    }
+                    Ok(other) => self.deferred = Some(other),
+                    Err(_) => break,
+                }
+            }
+        }
+        let msgs: Vec<Message> = if candidates.len() > 1 {
+            vec![Message::IceBatch(IceBatch {
+                room: call.room,
+                call_id,
+                from: self.user.clone(),
+                to: call.peer,
+                candidates,
+            })]
+        } else {
+            candidates
+                .into_iter()
+                .map(|c| {
+                    Message::IceCandidate(IceCandidate {
+                        room: call.room.clone(),
+                        call_id: call_id.clone(),
+                        from: self.user.clone(),
+                        to: call.peer.clone(),
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                    })
+                })
+                .collect()
+        };
+        for msg in &msgs {
+            match self.write(sink, msg).await {
+                Ok(()) => {}
+                Err(WriteError::Encode(err)) => {
+                    let text = err.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(ClientError::Protocol(text.clone())));
+                    }
+                    return None;
+                }
+                Err(WriteError::Socket(err)) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                    }
+                    return Some(Exit::Lost(err));
+                }
+            }
+        }
+        for reply in replies {
+            let _ = reply.send(Ok(()));
+        }
+        None
+    }
+
+    /// The frame for a fire-and-forget operation, addressed through the call table.
+    fn build(&mut self, op: Op) -> Result<Message, ClientError> {
+        let call = |calls: &CallTable, id: &str| {
+            calls
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ClientError::UnknownCall(id.to_string()))
+        };
+        let from = self.user.clone();
+        Ok(match op {
+            Op::Leave { room } => {
+                self.rooms.left(&room);
+                Message::Leave(Leave {
+                    request_id: self.ids.next_id(),
+                    room,
+                })
+            }
+            Op::Answer {
+                call_id,
+                accepted,
+                reason,
+            } => {
+                let info = call(&self.calls, &call_id)?;
+                if !accepted {
+                    self.calls.remove(&call_id);
+                }
+                Message::InviteResult(InviteResult {
+                    request_id: self.ids.next_id(),
+                    room: info.room,
+                    call_id,
+                    from,
+                    to: info.peer,
+                    accepted,
+                    reason,
+                })
+            }
+            Op::Offer { call_id, sdp } => {
+                let info = call(&self.calls, &call_id)?;
+                Message::Offer(self.sdp(info, call_id, sdp))
+            }
+            Op::SdpAnswer { call_id, sdp } => {
+                let info = call(&self.calls, &call_id)?;
+                Message::Answer(self.sdp(info, call_id, sdp))
+            }
+            Op::Ice { call_id, candidate } => {
+                let info = call(&self.calls, &call_id)?;
+                Message::IceCandidate(IceCandidate {
+                    room: info.room,
+                    call_id,
+                    from,
+                    to: info.peer,
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_mline_index,
+                })
+            }
+            Op::EndOfCandidates { call_id } => {
+                let info = call(&self.calls, &call_id)?;
+                Message::IceCandidate(IceCandidate {
+                    room: info.room,
+                    call_id,
+                    from,
+                    to: info.peer,
+                    candidate: String::new(),
+                    sdp_mid: String::new(),
+                    sdp_mline_index: 0,
+                })
+            }
+            Op::Hangup { call_id, reason } => {
+                let info = call(&self.calls, &call_id)?;
+                self.calls.remove(&call_id);
+                Message::Hangup(Hangup {
+                    request_id: self.ids.next_id(),
+                    room: info.room,
+                    call_id,
+                    from,
+                    reason,
+                })
+            }
+            Op::Raw(msg) => msg,
+        })
+    }
+
+    fn sdp(&mut self, info: CallInfo, call_id: String, sdp: String) -> Sdp {
+        Sdp {
+            request_id: self.ids.next_id(),
+            room: info.room,
+            call_id,
+            from: self.user.clone(),
+            to: info.peer,
+            sdp,
+        }
+    }
+
+    fn encode(&mut self, msg: &Message) -> Result<Bytes, ClientError> {
+        Ok(Bytes::from(self.encoder.encode_to_vec(msg)?))
+    }
+
+    async fn send_frame(&self, sink: &mut Sink, frame: Bytes) -> Result<(), ClientError> {
+        sink.send(WsMessage::Binary(frame))
+            .await
+            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))
+    }
+
+    /// Encodes and sends; an encode failure is a local error for the caller, a socket
+    /// failure ends the connection.
+    async fn write(&mut self, sink: &mut Sink, msg: &Message) -> Result<(), WriteError> {
+        let frame = self.encode(msg).map_err(WriteError::Encode)?;
+        self.send_frame(sink, frame)
+            .await
+            .map_err(WriteError::Socket)
+    }
+
+    async fn deliver(&mut self, msg: Message) {
+        // A dropped receiver just means nobody listens; keep serving the sender.
+        let _ = self.incoming.send(Ok(msg)).await;
+    }
+
+    async fn deliver_err(&mut self, err: ClientError) {
+        let _ = self.incoming.send(Err(err)).await;
+    }
+
+    /// Fails every waiting join and ends the incoming stream with `err`.
+    async fn fail(&mut self, err: ClientError) {
+        tracing::warn!(%err, "client stopped");
+        for (_, pending) in self.pending.drain() {
+            if let Some(reply) = pending.reply {
+                let _ = reply.send(Err(ClientError::ConnectionLost));
+            }
+        }
+        self.deliver_err(err).await;
+    }
+}
+
+/// The next command: one deferred by ICE batching first, then the queue.
+async fn next_command(
+    deferred: &mut Option<Command>,
+    rx: &mut mpsc::Receiver<Command>,
+) -> Option<Command> {
+    match deferred.take() {
+        Some(cmd) => Some(cmd),
+        None => rx.recv().await,
+    }
+}
+
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "client closing".into(),
+    }
+}
+
+/// Whether a failed reconnect attempt means trying the other known node (the entry URL, or
+/// back from the entry to the node we were on): the node refused the connection or did not
+/// answer in time, or failed `FAILURES_BEFORE_ENTRY` times in a row in any other retriable
+/// way (e.g. 1010 "no owner / handing off").
+fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
+    matches!(
+        err,
+        ClientError::Connect { .. } | ClientError::Timeout { .. }
+    ) || err.code() == Some(ErrorCode::NotOwner)
+        || failures_in_a_row >= FAILURES_BEFORE_ENTRY
+}
+
+/// Whether a refused automatic re-join should be retried: the room is between owners or the
+/// node cannot commit right now (anything else, e.g. a full room, is the application's).
+fn rejoin_worth_retrying(error: &ErrorFrame) -> bool {
+    let err = ClientError::from_frame(error);
+    err.is_retriable() || err.code() == Some(ErrorCode::NotOwner)
+}
+
+/// How to react to the server closing the socket: policy and protocol closes are final,
+/// everything else (going away, overload 1013, abnormal) is retried.
+fn close_exit(frame: Option<CloseFrame>) -> Exit {
+    let Some(frame) = frame else {
+        return Exit::Lost(ClientError::ConnectionLost);
+    };
+    let reason = format!("server closed the connection: {frame}");
+    match frame.code {
+        CloseCode::Policy | CloseCode::Protocol | CloseCode::Size | CloseCode::Unsupported => {
+            Exit::Fatal(ClientError::WebSocket(reason))
+        }
+        _ => Exit::Lost(ClientError::WebSocket(reason)),
+    }
+}

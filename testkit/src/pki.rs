@@ -1,0 +1,124 @@
+//! Throwaway certificates made with the `openssl` command (installed by
+//! `e2e/scripts/install-deps`): one CA, a server certificate for `127.0.0.1` / `localhost` and
+//! a client certificate, all signed by the CA and valid for two days.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, io};
+
+/// The PEM files of a throwaway PKI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server certificate (SAN `IP:127.0.0.1`, `DNS:localhost`; server and client auth).
+    pub server_cert: PathBuf,
+    /// The server key.
+    pub server_key: PathBuf,
+    /// The client certificate (client auth).
+    pub client_cert: PathBuf,
+    /// The client key.
+    pub client_key: PathBuf,
+}
+
+/// P-256 keys: quick to make, accepted by etcd, rustls and the apiserver.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+impl Pki {
+    /// Makes a CA, a server and a client certificate in `dir`.
+    pub fn generate(dir: &Path) -> Result<Self, Error> {
+        let ca_args = [
+            &["req", "-x509"][..],
+            &EC_KEY,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=switchboard-test-ca",
+            ],
+        ]
+        .concat();
+        openssl(dir, &ca_args)?;
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&ext),
+                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+            )
+            .map_err(io(format!("writing {ext}")))?;
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let subject = format!("/CN={name}");
+            let request = [
+                &["req"][..],
+                &EC_KEY,
+                &["-keyout", &key, "-out", &csr, "-subj", &subject],
+            ]
+            .concat();
+            openssl(dir, &request)?;
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                ],
+            )?;
+        }
+        Ok(Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+}
+
+/// Runs `openssl args` in `dir`.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(io(
+            "running openssl (installed by e2e/scripts/install-deps)",
+        ))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Openssl {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
