@@ -175,3 +175,32 @@ def test_raw_connection_sees_relays_without_request_ids(node):
     assert a.expect("InviteResult").request_id == 0
     a.close()
     b.close()
+
+
+def test_rooms_per_session_and_calls_per_room_are_1005(start_node, clients):
+    n = start_node("--max-rooms-per-session", "1", "--max-room-calls", "1")
+    alice = clients(n.url, "alice", rooms=("studio", "other"))
+    alice.join("studio")
+    refused = alice.join("other")
+    assert (refused.name, refused.code) == ("Error", 1005)
+    bob = clients(n.url, "bob")
+    carol = clients(n.url, "carol")
+    for c in (bob, carol):
+        c.join("studio")
+    alice.send("Invite", request_id=alice.request_id(), room="studio", call_id="k1", to="bob")
+    rid = alice.request_id()
+    alice.send("Invite", request_id=rid, room="studio", call_id="k2", to="carol")
+    assert error_for(alice, rid).code == 1005
+
+
+def test_leaving_ends_the_members_calls(node, clients):
+    alice = clients(node.url, "alice")
+    bob = clients(node.url, "bob")
+    for c in (alice, bob):
+        c.join("studio")
+    alice.send("Invite", request_id=alice.request_id(), room="studio", call_id="l1", to="bob")
+    bob.expect_state("l1", "ringing")
+    alice.leave("studio")
+    ended = bob.expect_state("l1", "ended")
+    left = bob.expect("Event", kind=wire.MEMBER_LEFT, user="alice")
+    assert left.seq == ended.seq + 1

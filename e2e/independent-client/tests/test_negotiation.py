@@ -1,10 +1,11 @@
 """docs/protocol.md "Transport and negotiation" and the Hello, against a standalone node."""
 
 import subprocess
+import time
 import urllib.parse
 
 import pytest
-from conftest import mint
+from conftest import SECRET, mint
 
 from sbclient import token, ws
 from sbclient.conn import Connection
@@ -118,12 +119,28 @@ def test_token_minted_by_signaling_node(node, binary, secret_file):
     c.close()
 
 
+def test_iat_is_optional(node):
+    c = Connection.open(node.url)
+    c.send("Hello", token=token.mint(SECRET, {"sub": "a", "rooms": ["studio"], "exp": int(time.time()) + 60}),
+           versions=[2, 1])
+    c.expect("Welcome")
+    c.close()
+
+
+def claims(**kw):
+    return {"sub": "alice", "rooms": ["studio"], "exp": int(time.time()) + 60, **kw}
+
+
 BAD_TOKENS = {
     "garbage": lambda: "not-a-jwt",
     "missing": lambda: None,
     "forged": lambda: token.mint(b"another-key", token.claims_of(mint("alice"))),
     "expired": lambda: mint("alice", ttl=-10),
-    "no exp": lambda: token.mint(__import__("conftest").SECRET, {"sub": "alice", "rooms": ["studio"]}),
+    "no exp": lambda: token.mint(SECRET, {"sub": "alice", "rooms": ["studio"]}),
+    "no rooms": lambda: token.mint(SECRET, {"sub": "alice", "exp": int(time.time()) + 60}),
+    "empty sub": lambda: token.mint(SECRET, claims(sub="")),
+    "not yet valid": lambda: token.mint(SECRET, claims(nbf=int(time.time()) + 30)),
+    "alg none": lambda: token.mint(SECRET, claims(), alg="none"),
 }
 
 
@@ -183,3 +200,15 @@ def test_no_hello_in_time(start_node):
     assert c.expect("Error", timeout=5).code == 1002
     closed = c.expect_closed()
     assert closed.code == 1008
+
+
+def test_subprotocol_wins_over_x_proto_version(node):
+    c = Connection.open(node.url, subprotocols=("switchboard.v1",), headers={"X-Proto-Version": "2"})
+    assert (c.ws.subprotocol, c.version) == ("switchboard.v1", 1)
+    c.close()
+
+
+def test_x_proto_version_takes_a_list(node):
+    c = Connection.open(node.url, subprotocols=(), headers={"X-Proto-Version": "1, 2"})
+    assert c.ws.headers["x-proto-version"] == "2"
+    c.close()
