@@ -122,9 +122,16 @@ class Fleet:
                 return name
         raise KeyError(f"no ready pod has the address of {url}")
 
+    def restarts(self, pod):
+        """The restart count of the pod's container."""
+        status = json.loads(self.kubectl("get", "pod", pod, "-o", "json"))["status"]
+        return sum(c.get("restartCount", 0) for c in status.get("containerStatuses", []))
+
     def wait_ready(self, timeout=120):
-        """Waits until sigc/demo is Ready again (after a fault)."""
+        """Waits until sigc/demo and every one of its pods are Ready again (after a fault)."""
         self.kubectl("wait", "sigc/demo", "--for=condition=Ready", f"--timeout={timeout}s")
+        self.kubectl("wait", "pods", "-l", "switchboard.dev/cluster=demo", "--for=condition=Ready",
+                     f"--timeout={timeout}s")
 
     def fault(self, what, pod):
         """e2e/scripts/node fault WHAT default/POD."""

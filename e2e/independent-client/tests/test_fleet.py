@@ -18,6 +18,9 @@ from sbclient.flows import call, hangup, invite_and_accept, negotiate, states
 
 pytestmark = pytest.mark.fleet
 SDP = "v=0\r\no=- 3 3 IN IP4 10.0.0.1\r\ns=-\r\n"
+# Rooms outlive a run (members stay suspended for the resume window): a fresh name per run keeps
+# a reused fleet's leftovers out of the way.
+RUN = format(int(time.time()) % 0x100000, "05x")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,8 @@ def fleet():
         f.key = f.secret()
         yield f
     finally:
-        f.down()
+        if os.environ.get("SBCLIENT_FLEET_KEEP") != "1":
+            f.down()
 
 
 def mint(f, user, rooms):
@@ -84,7 +88,7 @@ def clients(fleet):
 
 
 def test_cohost_call_through_a_non_owner_follows_redirect(fleet, clients):
-    room = "indie-redirect"
+    room = f"indie-redirect-{RUN}"
     owner, others = probe(fleet, room)
     owner_pod = fleet.pod_of(owner)
     # Alice's token names the room: the non-owner redirects her Hello (then closes 1000).
@@ -115,7 +119,7 @@ def resumed(c, welcomes_before, session, timeout=60):
 
 
 def test_owner_killed_both_cohosts_resume_gapless(fleet, clients):
-    room = "indie-kill"
+    room = f"indie-kill-{RUN}"
     owner, others = probe(fleet, room)
     owner_pod = fleet.pod_of(owner)
     seeds = others + [owner]
@@ -127,6 +131,7 @@ def test_owner_killed_both_cohosts_resume_gapless(fleet, clients):
     call(alice, bob, room, "before-kill", SDP)
     invite_and_accept(alice, bob, room, "mid-negotiation")
     before = {c.name: (c.session, c.last_seq[room], len(c.welcomes)) for c in (alice, bob)}
+    restarts = fleet.restarts(owner_pod)
     t0 = time.monotonic()
     fleet.fault("kill", owner_pod)
     nodes = [resumed(c, before[c.name][2], before[c.name][0]).node for c in (alice, bob)]
@@ -143,12 +148,16 @@ def test_owner_killed_both_cohosts_resume_gapless(fleet, clients):
     for c in (alice, bob):
         assert c.gaps == [], (c.name, c.gaps, c.seqs[room])
         assert c.drops, "the connection never dropped"
+    # The kubelet restarts the container (after its crash back-off when a reused fleet saw earlier
+    # kills); later tests want the whole fleet back.
+    fleet.wait_for(lambda: fleet.restarts(owner_pod) > restarts, 300, f"{owner_pod} restarted")
     fleet.wait_ready()
 
 
 def room_in_a_shared_pool(fleet, prefix):
     """A room whose owner's version pool has another node to hand the room off to (a drain
     of a single-node pool cannot finish, docs/operations.md)."""
+    fleet.wait_ready()
     pods = fleet.pods()
     for i in range(64):
         room = f"{prefix}-{i}"
@@ -161,7 +170,7 @@ def room_in_a_shared_pool(fleet, prefix):
 
 
 def test_drain_is_followed_through_migrate(fleet, clients):
-    room, owner, others, owner_pod = room_in_a_shared_pool(fleet, "indie-drain")
+    room, owner, others, owner_pod = room_in_a_shared_pool(fleet, f"indie-drain-{RUN}")
     alice = clients("alice", room, others)
     bob = clients("bob", room, others)
     for c in (alice, bob):
@@ -169,8 +178,20 @@ def test_drain_is_followed_through_migrate(fleet, clients):
     call(alice, bob, room, "across-drain", SDP)
     sessions = {c.name: c.session for c in (alice, bob)}
     welcomes = {c.name: len(c.welcomes) for c in (alice, bob)}
+    # A raw member too, to see what the drained node does with the connection after Migrate.
+    carol = Connection.open(owner)
+    carol.send("Hello", token=mint(fleet, "carol", "*"), versions=[2, 1])
+    carol.expect("Welcome")
+    carol.send("Join", request_id=1, room=room)
+    carol.expect("Joined", request_id=1)
     try:
         fleet.switchboard("drain", owner_pod, "--timeout", "120")
+        m = carol.expect("Migrate", timeout=30)
+        carol.send("Ping", nonce=11)
+        carol.expect("Pong", nonce=11)
+        carol.send("Join", request_id=2, room=room)
+        assert carol.expect("Redirect", request_id=2).url == m.url
+        carol.close()
         for c in (alice, bob):
             fleet.wait_for(lambda c=c: c.migrates, 30, f"{c.name}'s Migrate")
             m = c.migrates[0]
@@ -180,6 +201,7 @@ def test_drain_is_followed_through_migrate(fleet, clients):
             assert w.node != owner_pod and fleet.pod_of(m.url) == w.node
         hangup(alice, bob, room, "across-drain")
         call(bob, alice, room, "after-drain", SDP)
+        hangup(bob, alice, room, "after-drain")
         for c in (alice, bob):
             assert c.gaps == [], (c.name, c.gaps, c.seqs[room])
     finally:
