@@ -183,7 +183,6 @@ def test_drain_of_a_standalone_node_migrates_without_url(start_node):
     assert c.expect_closed().code == 1001
 
 
-@pytest.mark.xfail(strict=True, reason="node bug, reported: stale ring events follow the fresh Joined")
 def test_resume_beyond_the_replay_ring_gets_a_fresh_joined(start_node):
     n = start_node("--event-ring", "4")
     b = Connection.open(n.url)
@@ -206,6 +205,5 @@ def test_resume_beyond_the_replay_ring_gets_a_fresh_joined(start_node):
     b.send("Ping", nonce=5)
     b.expect("Pong", nonce=5)
     stale = [f.seq for f in b.pending() if getattr(f, "name", None) == "Event" and f.seq <= joined.last_seq]
-    # Reported, not documented: the node follows the fresh Joined with the ring's events, every
-    # one of them at or below the Joined's last_seq, so a client must drop them.
+    # The fresh Joined stands for everything up to its last_seq: nothing older follows it.
     assert stale == [], f"events at or below Joined.last_seq {joined.last_seq} after it: {stale}"
