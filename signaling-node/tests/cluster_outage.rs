@@ -69,6 +69,7 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     };
     let config = ClusterNodeConfig::new(keys.clone(), 2, "node-a", info);
     let metrics = ClusterMetrics::default();
@@ -147,6 +148,7 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
             load: Load::default(),
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         }
         .encode(),
     )
@@ -182,6 +184,7 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     };
     let config = ClusterNodeConfig::new(keys.clone(), 2, "node-h", info);
     let metrics = ClusterMetrics::default();
