@@ -104,6 +104,7 @@ async fn register_nodes(
                     load: Load::default(),
                     error_rate: 0.0,
                     started_at_ms: 0,
+                    liveness: None,
                 };
                 client
                     .kv_client()

@@ -22,7 +22,8 @@ pub use protocol_rollout::{
     RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
 };
 pub use room_shard::{
-    Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,
+    Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardMove,
+    ShardPhase,
 };
 pub use signaling_cluster::{
     ADMIN_PORT, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,

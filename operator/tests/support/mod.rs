@@ -110,6 +110,7 @@ impl SimNode {
             load: Load::default(),
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         };
         client
             .kv_client()
