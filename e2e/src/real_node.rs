@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{ClusterError, free_ports, kubectl, new_client, repo_root, script, tools_bin};
+use crate::cluster::{
+    ClusterError, free_ports, fresh_run_dir, kubectl, new_client, repo_root, script, tools_bin,
+};
 
 /// The node's addresses, as `e2e/scripts/node env` prints them.
 #[derive(Debug, Clone, Default)]
@@ -184,16 +186,7 @@ impl RealCluster {
     pub async fn start() -> Result<Self, ClusterError> {
         let started = Instant::now();
         let ports = free_ports(5)?;
-        let run_dir = std::env::temp_dir().join(format!(
-            "switchboard-node-{}-{}",
-            std::process::id(),
-            ports[0]
-        ));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(run_dir.join("logs")).map_err(|source| ClusterError::Io {
-            what: run_dir.display().to_string(),
-            source,
-        })?;
+        let run_dir = fresh_run_dir("switchboard-node", ports[0])?;
         let mut env: Vec<(String, String)> = vec![
             ("SWITCHBOARD_RUN_DIR".into(), run_dir.display().to_string()),
             (
