@@ -299,10 +299,13 @@ impl Driver {
                 // TooManyRedirects while resuming: the room is between owners (a handoff or
                 // failover in flight, the nodes briefly disagree and bounce the Hello); back off
                 // and try again instead of dropping the session.
+                // A node URL the proxy no longer routes (404: its node is gone) is no reason to
+                // give up while the entry URL is there to ask.
                 Err(err)
                     if err.is_retriable()
                         || err.code() == Some(ErrorCode::NotOwner)
-                        || matches!(err, ClientError::TooManyRedirects { .. }) =>
+                        || matches!(err, ClientError::TooManyRedirects { .. })
+                        || (node_gone(&err) && self.endpoint.url != self.entry.url) =>
                 {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
@@ -1067,7 +1070,20 @@ fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
         err,
         ClientError::Connect { .. } | ClientError::Timeout { .. }
     ) || err.code() == Some(ErrorCode::NotOwner)
+        || node_gone(err)
         || failures_in_a_row >= FAILURES_BEFORE_ENTRY
+}
+
+/// Whether the upgrade was answered 404 or 410: behind a proxy that routes one host or path per
+/// node, the node is gone (its route was removed), not merely busy.
+fn node_gone(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Http {
+            status: 404 | 410,
+            ..
+        }
+    )
 }
 
 /// Whether a refused join should be retried: the room is between owners or the node cannot

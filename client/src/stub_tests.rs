@@ -1063,6 +1063,83 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
 }
 
 #[tokio::test]
+async fn a_node_url_the_proxy_no_longer_routes_sends_the_client_back_to_the_entry_url() {
+    // B: the room's owner behind a proxy. After one connection its route is gone: the proxy
+    // answers every upgrade 404 (the node's pod was deleted).
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = b_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = b_listener.accept().await.unwrap();
+        let mut ws = accept(tcp, ProtocolVersion::V2).await.unwrap();
+        greet(&mut ws, "s-b", false).await;
+        assert_eq!(joined(&mut ws, 2).await, "studio");
+        drop(ws);
+        while let Ok((tcp, _)) = b_listener.accept().await {
+            let refuse = |_req: &Request, _resp: Response| -> Result<Response, ErrorResponse> {
+                let mut resp = ErrorResponse::new(Some("404 page not found".into()));
+                *resp.status_mut() = http::StatusCode::NOT_FOUND;
+                Err(resp)
+            };
+            let _ = tokio_tungstenite::accept_hdr_async(tcp, refuse).await;
+        }
+    });
+    // C: the new owner, where the entry URL sends the resuming client.
+    let new_owner = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        let hello = greet(&mut ws, "s-b", true).await;
+        assert_eq!(hello.resume.expect("resuming").session, "s-b");
+        hold(&mut ws).await;
+    })
+    .await;
+    // A: the entry URL: redirects the first join to B and the resuming Hello to C.
+    let (b_url, c_url) = (url(gone), url(new_owner));
+    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let (b_url, c_url) = (b_url.clone(), c_url.clone());
+        async move {
+            let Message::Hello(hello) = recv(&mut ws).await else {
+                panic!("expected Hello");
+            };
+            if index == 0 {
+                send(&mut ws, welcome("s-a", 2, false)).await;
+                let Message::Join(join) = recv(&mut ws).await else {
+                    panic!("expected Join");
+                };
+                let redirect = Redirect {
+                    request_id: join.request_id,
+                    room: "studio".into(),
+                    url: b_url,
+                };
+                send(&mut ws, Message::Redirect(redirect)).await;
+            } else {
+                assert!(
+                    hello.resume.is_some(),
+                    "the client resumes through the entry URL"
+                );
+                let redirect = Redirect {
+                    request_id: 0,
+                    room: "studio".into(),
+                    url: c_url,
+                };
+                send(&mut ws, Message::Redirect(redirect)).await;
+            }
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(entry), options()).await.unwrap();
+    assert_eq!(client.join("studio").await.unwrap().last_seq, 2);
+    assert_eq!(client.session().url, url(gone));
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected B's Welcome");
+    };
+    assert!(!w.resumed);
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected C's Welcome");
+    };
+    assert!(w.resumed);
+    assert_eq!(client.session().url, url(new_owner));
+}
+
+#[tokio::test]
 async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
     // The pair entered through a pod that is gone and was moved to B; B lost its etcd lease,
     // released its rooms with `Migrate{url: ""}` and answers 1010 until it re-registers. The

@@ -296,6 +296,7 @@ pub fn cluster(
             },
             auth_secret: "auth".into(),
             config: NodeConfig::default(),
+            client_access: None,
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,

@@ -157,18 +157,21 @@ where
     let mut outcome: Result<handshake::Negotiated, Refusal> = Err(Refusal::NoCommonVersion);
     // The error type is tungstenite's HTTP response; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
-    let callback =
-        |request: &Request, response: Response| match handshake::check_request(request, &served) {
-            Ok(negotiated) => {
-                outcome = Ok(negotiated);
-                Ok(handshake::accept_response(response, negotiated))
-            }
-            Err(refusal) => {
-                let answer = handshake::refusal_response(&refusal, &served);
-                outcome = Err(refusal);
-                Err(answer)
-            }
-        };
+    let callback = |request: &Request, response: Response| match handshake::check_request(
+        request,
+        &node.ws_paths,
+        &served,
+    ) {
+        Ok(negotiated) => {
+            outcome = Ok(negotiated);
+            Ok(handshake::accept_response(response, negotiated))
+        }
+        Err(refusal) => {
+            let answer = handshake::refusal_response(&refusal, &served);
+            outcome = Err(refusal);
+            Err(answer)
+        }
+    };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
