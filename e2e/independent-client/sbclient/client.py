@@ -156,6 +156,9 @@ class Client:
 
     def crash(self):
         """Drops the current TCP connection without a close frame; the client then resumes."""
+        # Cleared here, not when the supervisor notices the drop, so a wait_connected() right
+        # after this waits for the resumed connection's Welcome, not the old one's.
+        self.connected.clear()
         self._q.put(("cmd", None, ("crash",)))
 
     def close(self):
