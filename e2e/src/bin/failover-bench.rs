@@ -1,19 +1,53 @@
-//! `failover-bench`: node crash → rooms served again (process exit and lease expiry), and the
-//! restore of a 1,000-room shard, against real etcd and real `signaling-node` processes with
-//! the operator's shard-manager core as the driver. Prints a table; `--json FILE` writes the
-//! report. Reported, not asserted. See `switchboard_e2e::failover_bench`.
+//! `failover-bench`, three modes (reported, not asserted):
+//!
+//! - `--real-node`: the real operator binary against the real node with real faults (kill -9,
+//!   SIGSTOP, network cut); one JSON line per fault appended to `--records`
+//!   (`switchboard_e2e::failover_bench::real`).
+//! - `--render`: docs/benchmarks.md's `failover` section from the committed records
+//!   (`switchboard_e2e::failover_bench::render`).
+//! - default, **in-process**: the operator's shard-manager core driven in this process against
+//!   real etcd and `signaling-node` processes, with the process exit seen by this parent (no
+//!   Kubernetes, no detector); plus the restore of a 1,000-room shard. Prints a table; `--json
+//!   FILE` writes the report (`switchboard_e2e::failover_bench`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use switchboard_e2e::cluster::tools_bin;
+use switchboard_e2e::cluster::{repo_root, tools_bin};
+use switchboard_e2e::failover_bench::real::{Kind, RealOptions};
 use switchboard_e2e::failover_bench::{self, Options};
 
 #[derive(Debug, Parser)]
 #[command(about = "Failover and restore benchmark (reported, not asserted)")]
 struct Args {
-    /// Kills per failure signal (process exit, lease expiry).
+    /// The real operator binary against the real node (see the module doc).
+    #[arg(long, conflicts_with = "render")]
+    real_node: bool,
+    /// SIGSTOP faults (`--real-node`).
+    #[arg(long, default_value_t = 30)]
+    stops: usize,
+    /// Network cuts (`--real-node`).
+    #[arg(long, default_value_t = 30)]
+    cuts: usize,
+    /// The fleet's heartbeatSeconds (`--real-node`).
+    #[arg(long, default_value_t = 1)]
+    heartbeat_seconds: u32,
+    /// Where `--real-node` appends its records (default:
+    /// e2e/records/failover/run-<unix seconds>.jsonl).
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// Write docs/benchmarks.md's failover section from the records in `--records-dir`.
+    #[arg(long)]
+    render: bool,
+    /// No false failovers: run the fleet on a 3-member etcd under load and a CPU hog for this
+    /// many minutes, with etcd leader changes; writes `--records-dir`/steady-<secs>.json.
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["render", "real_node"])]
+    steady: Option<f64>,
+    /// The committed records `--render` reads.
+    #[arg(long)]
+    records_dir: Option<PathBuf>,
+    /// Kills per failure signal (in-process: process exit, lease expiry; `--real-node`: kill -9).
     #[arg(long, default_value_t = 20)]
     kills: usize,
     /// Write the report as JSON to this file.
@@ -51,6 +85,85 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let root = repo_root();
+    if args.render {
+        let dir = args
+            .records_dir
+            .unwrap_or_else(|| root.join("e2e/records/failover"));
+        failover_bench::render::render(
+            &dir,
+            &root.join("docs/benchmarks.md"),
+            &root.join("docs/img"),
+        )?;
+        println!(
+            "docs/benchmarks.md: failover section rendered from {}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    if let Some(minutes) = args.steady {
+        let node_bin = match &args.node_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no directory for this binary")?
+                .join("signaling-node"),
+        };
+        let etcd_bin = args
+            .etcd_bin
+            .clone()
+            .unwrap_or_else(|| tools_bin().join("etcd"));
+        let dir = args
+            .records_dir
+            .clone()
+            .unwrap_or_else(|| root.join("e2e/records/failover"));
+        std::fs::create_dir_all(&dir)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let record = runtime.block_on(failover_bench::steady::run(
+            minutes,
+            args.heartbeat_seconds.max(1),
+            node_bin,
+            etcd_bin,
+        ))?;
+        let path = dir.join(format!("steady-{}.json", record.run / 1000));
+        std::fs::write(&path, serde_json::to_string_pretty(&record)?)?;
+        println!(
+            "{} shard move(s) in {minutes} min, {} etcd leader change(s); record {}",
+            record.moves.len(),
+            record.leader_changes.len(),
+            path.display()
+        );
+        return Ok(());
+    }
+    if args.real_node {
+        let records = args.records.unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            root.join(format!("e2e/records/failover/run-{secs}.jsonl"))
+        });
+        let options = RealOptions {
+            plan: vec![
+                (Kind::Kill, args.kills),
+                (Kind::Stop, args.stops),
+                (Kind::Cut, args.cuts),
+            ],
+            heartbeat_secs: args.heartbeat_seconds.max(1),
+            records: records.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let done = runtime.block_on(failover_bench::real::run(&options))?;
+        println!(
+            "{} faults measured; records in {}",
+            done.len(),
+            records.display()
+        );
+        return Ok(());
+    }
     let node_bin = match args.node_bin {
         Some(bin) => bin,
         None => std::env::current_exe()?

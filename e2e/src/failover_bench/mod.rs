@@ -22,7 +22,10 @@
 pub mod driver;
 pub mod probe;
 pub mod procs;
+pub mod real;
+pub mod render;
 pub mod stats;
+pub mod steady;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

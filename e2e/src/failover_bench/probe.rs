@@ -32,6 +32,8 @@ pub struct Joined {
     pub ws: Ws,
     /// The URL of the node that answered Joined.
     pub url: String,
+    /// The answer: the room's members and its last event seq.
+    pub joined: switchboard_protocol::Joined,
 }
 
 /// A token for `user` valid for an hour, any room.
@@ -68,7 +70,7 @@ async fn next(ws: &mut Ws, encoder: &mut Encoder) -> Result<Message> {
 
 /// What one join at one node answered.
 enum Answer {
-    Joined(Box<Ws>),
+    Joined(Box<Ws>, switchboard_protocol::Joined),
     Redirect(String),
 }
 
@@ -103,7 +105,7 @@ async fn join_at(url: &str, token: &str, room: &str) -> Result<Answer> {
     )
     .await?;
     match next(&mut ws, &mut encoder).await? {
-        Message::Joined(_) => Ok(Answer::Joined(Box::new(ws))),
+        Message::Joined(joined) => Ok(Answer::Joined(Box::new(ws), joined)),
         Message::Redirect(r) => Ok(Answer::Redirect(r.url)),
         Message::Error(e) => bail!("join refused: {} {}", e.code, e.message),
         other => bail!("unexpected answer to a join: {other:?}"),
@@ -114,12 +116,17 @@ async fn join_at(url: &str, token: &str, room: &str) -> Result<Answer> {
 pub async fn attempt(entry: &str, token: &str, room: &str) -> Result<Joined> {
     let run = async {
         match join_at(entry, token, room).await? {
-            Answer::Joined(ws) => Ok(Joined {
+            Answer::Joined(ws, joined) => Ok(Joined {
                 ws: *ws,
                 url: entry.to_string(),
+                joined,
             }),
             Answer::Redirect(url) => match join_at(&url, token, room).await? {
-                Answer::Joined(ws) => Ok(Joined { ws: *ws, url }),
+                Answer::Joined(ws, joined) => Ok(Joined {
+                    ws: *ws,
+                    url,
+                    joined,
+                }),
                 Answer::Redirect(again) => bail!("redirected twice ({url} → {again})"),
             },
         }
@@ -138,6 +145,18 @@ pub async fn poll_join(
     token: &str,
     room: &str,
     deadline: Instant,
+) -> Result<(Joined, Instant, u32)> {
+    poll_join_seeing(entries, token, room, deadline, |_| true).await
+}
+
+/// Like [`poll_join`], but a join counts only when its `Joined` passes `sees` (the room's
+/// state is there: its members, its last event seq); one that does not counts as failed.
+pub async fn poll_join_seeing(
+    entries: &[String],
+    token: &str,
+    room: &str,
+    deadline: Instant,
+    sees: impl Fn(&switchboard_protocol::Joined) -> bool,
 ) -> Result<(Joined, Instant, u32)> {
     use futures::stream::FuturesUnordered;
     if entries.is_empty() {
@@ -161,7 +180,17 @@ pub async fn poll_join(
                 in_flight.push(async move { attempt(&entry, &token, &room).await });
             }
             Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
-                Ok(joined) => return Ok((joined, Instant::now(), failures)),
+                Ok(joined) if sees(&joined.joined) => {
+                    return Ok((joined, Instant::now(), failures));
+                }
+                Ok(joined) => {
+                    last = anyhow!(
+                        "joined without the room's state: members {:?}, last seq {}",
+                        joined.joined.members,
+                        joined.joined.last_seq
+                    );
+                    failures += 1;
+                }
                 Err(e) => {
                     last = e;
                     failures += 1;

@@ -3,7 +3,9 @@
 //! during a call (f), the owner's pod network cut (l) and the kubelet stopped (m). The
 //! user-visible promise checked in d, e, f and l: the call's clients resume on the new owner
 //! with the same session, the room's members and the call's state intact, and gapless event
-//! seqs; in m nothing moves and the call goes on.
+//! seqs; in m nothing moves and the call goes on. Bad input for the failure detector: the
+//! operator cut off from the owner while everyone else reaches it (o), a flapping detector
+//! connection (p), stalls of the owner shorter than the detector's window (q): nothing moves.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ use switchboard_protocol::{Hangup, Message, Resume};
 use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;
 use crate::support::{
-    CLUSTER, Env, EnvOptions, NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url, pod_ready,
-    skip_reason,
+    CLUSTER, Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
+    pod_ready, skip_reason,
 };
 
 macro_rules! env_or_skip {
@@ -718,5 +720,187 @@ async fn f_weight_edits_keep_every_session() {
         assert_eq!(&info.session, session, "{}: same session", member.user);
     }
     let owner = name(&new_owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
+
+/// Runs `iptables ARGS` in the network namespace of the host process `pid` (a pod's container).
+fn pod_iptables(pid: u32, args: &[&str]) -> Result<(), String> {
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let out = std::process::Command::new("nsenter")
+        .args([netns.as_str(), "--", "iptables", "-w", "5"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("nsenter iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The host pid of the operator's container.
+async fn operator_pid(env: &Env) -> u32 {
+    let pods = env.operator_pods().await;
+    let pod = pods
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_else(|| env.fail("no operator pod"));
+    env.check(env.cluster.container_pid(OPERATOR_NS, &pod))
+}
+
+/// Every shard's owner and epoch.
+async fn owners(env: &Env) -> BTreeMap<u32, (Option<String>, i64)> {
+    env.shards()
+        .await
+        .iter()
+        .map(|(i, s)| (*i, shard_owner(s)))
+        .collect()
+}
+
+/// Fails the scenario if any shard changed owner or epoch since `before`.
+async fn expect_nothing_moved(
+    env: &Env,
+    before: &BTreeMap<u32, (Option<String>, i64)>,
+    what: &str,
+) {
+    let after = owners(env).await;
+    if after != *before {
+        let moves: Vec<String> = env
+            .shards()
+            .await
+            .values()
+            .filter_map(|s| {
+                s.status
+                    .as_ref()?
+                    .last_move
+                    .as_ref()
+                    .map(|m| format!("{m:?}"))
+            })
+            .collect();
+        env.fail(format!(
+            "shards moved during {what}:\nbefore {before:?}\nafter  {after:?}\nlast moves {moves:?}"
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on() {
+    // A partition between the operator and a node whose clients (and peers) still reach it:
+    // the detector's suspicion is vetoed by the other nodes' probes; nothing moves.
+    let _t =
+        ScenarioTimer::start("o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let mut call = call_through_non_owners(&env, "studio-o", None).await;
+    let before = owners(&env).await;
+    let owner_ip = crate::support::pod_ip(&call.owner).unwrap_or_default();
+    let pid = operator_pid(&env).await;
+    let rules: [[&str; 8]; 2] = [
+        [
+            "-I", "OUTPUT", "-d", &owner_ip, "-j", "DROP", "-m", "comment",
+        ],
+        [
+            "-I", "INPUT", "-s", &owner_ip, "-j", "DROP", "-m", "comment",
+        ],
+    ];
+    for rule in &rules {
+        let mut args = rule.to_vec();
+        args.extend(["--comment", "switchboard-e2e-partition"]);
+        env.check(pod_iptables(pid, &args));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    expect_nothing_moved(&env, &before, "the partition").await;
+    for rule in &rules {
+        let mut args = rule.to_vec();
+        args[0] = "-D";
+        args.extend(["--comment", "switchboard-e2e-partition"]);
+        env.check(pod_iptables(pid, &args));
+    }
+    let log = env.operator_log_tail(400);
+    if !log.contains("reachable; no failover") {
+        env.fail("the operator never logged a vetoed suspicion of the cut-off owner");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    expect_nothing_moved(&env, &before, "the heal").await;
+    let owner = name(&call.owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_flapping_detector_connection_nothing_moves() {
+    // Half of the operator's packets to the owner's admin port are answered with a reset
+    // (its liveness stream breaks again and again, and reconnects are refused): the other
+    // nodes still reach the owner, so nothing moves.
+    let _t = ScenarioTimer::start("p_flapping_detector_connection_nothing_moves");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let mut call = call_through_non_owners(&env, "studio-p", None).await;
+    let before = owners(&env).await;
+    let owner_ip = crate::support::pod_ip(&call.owner).unwrap_or_default();
+    let pid = operator_pid(&env).await;
+    let rule = [
+        "OUTPUT",
+        "-d",
+        &owner_ip,
+        "-p",
+        "tcp",
+        "--dport",
+        "9100",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.5",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let mut add = vec!["-I"];
+    add.extend(rule);
+    env.check(pod_iptables(pid, &add));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let mut delete = vec!["-D"];
+    delete.extend(rule);
+    env.check(pod_iptables(pid, &delete));
+    expect_nothing_moved(&env, &before, "15 s of a flapping detector connection").await;
+    let owner = name(&call.owner);
+    expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q_owner_stalls_shorter_than_the_window_nothing_moves() {
+    // GC-like pauses of the owner, each shorter than the detector's window (a suspicion at
+    // 300 ms, a verdict not before 550 ms and every probe failing): nothing moves.
+    let _t = ScenarioTimer::start("q_owner_stalls_shorter_than_the_window_nothing_moves");
+    let env = env_or_skip!();
+    env.deploy_demo(false, quick).await;
+    let mut call = call_through_non_owners(&env, "studio-q", None).await;
+    let before = owners(&env).await;
+    let owner = name(&call.owner);
+    let pid = env.check(env.cluster.container_pid(NS, &owner));
+    let process = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .unwrap_or_else(|| env.fail("no pid"));
+    for _ in 0..10 {
+        env.check(rustix::process::kill_process(
+            process,
+            rustix::process::Signal::STOP,
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        env.check(rustix::process::kill_process(
+            process,
+            rustix::process::Signal::CONT,
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    expect_nothing_moved(&env, &before, "ten 300 ms stalls of the owner").await;
     expect_room_and_call_intact(&env, &mut call, &owner).await;
 }
