@@ -486,9 +486,6 @@ async fn l_owner_network_cut_lease_expires_and_the_call_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent since the failure detector landed (passed 1 of 2 full runs): when the \
-            kubelet comes back the operator revokes every node's lease and moves shards \
-            (PodNotReady); a false failover to fix under issue 15. Run: run-scenarios failover::m_ --ignored"]
 async fn m_kubelet_stopped_nothing_moves_and_the_call_goes_on() {
     let _t = ScenarioTimer::start("m_kubelet_stopped_nothing_moves_and_the_call_goes_on");
     let env = env_or_skip!();

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `Dead` | the failure detector declared its registered process crashed or unresponsive (see the core's detector memory), key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
 //! | `Leaving` | node says Draining, its Pod is terminating or carries the drain annotation | handed off (two-phase), never throttled |
-//! | `Held` | registered, but its Pod has not passed readiness yet; or (judged by the core) its Pod turned NotReady together with half the fleet or more, or it registered again under a new lease after it was fenced for a NotReady Pod | keeps what it has, gets nothing new |
+//! | `Held` | registered, but its Pod has not passed readiness yet, or is NotReady and its Node was unreachable since it was last Ready; or (judged by the core) its Pod turned NotReady together with half the fleet or more, or it registered again under a new lease after it was fenced for a NotReady Pod | keeps what it has, gets nothing new |
 //! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
 //!
 //! A Pod that has never been Ready (a node still starting) is not a failure: only a Ready →
@@ -108,6 +108,10 @@ pub struct PodState {
     pub deleted: bool,
     /// The current process has been Ready at least once.
     pub ever_ready: bool,
+    /// Its Node was seen unreachable since the Pod was last Ready: a kubelet coming back
+    /// reports every container not ready until its first probe passes, which says nothing
+    /// about the process either, so the Pod is held until it is Ready again.
+    pub unreachable_until_ready: bool,
 }
 
 impl PodState {
@@ -126,10 +130,13 @@ impl PodState {
         let same_process = previous
             .filter(|p| !p.deleted && p.obs.uid == obs.uid && p.obs.restarts == obs.restarts);
         let ever_ready = obs.ready || same_process.is_some_and(|p| p.ever_ready);
+        let unreachable_until_ready = !obs.ready
+            && (obs.node_unreachable || same_process.is_some_and(|p| p.unreachable_until_ready));
         PodState {
             obs,
             deleted: false,
             ever_ready,
+            unreachable_until_ready,
         }
     }
 }
@@ -151,8 +158,9 @@ pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
     if let Some(pod) = pod {
         let flapped = pod.ever_ready && !pod.obs.ready && !pod.obs.terminating;
         // An unreachable Node is judged by the node's own lease, which a dead machine loses
-        // within seconds: the kubelet going quiet must not move the shards of a live process.
-        if flapped && !draining && !pod.obs.node_unreachable {
+        // within seconds: the kubelet going quiet (or coming back) must not move the shards
+        // of a live process.
+        if flapped && !draining && !pod.obs.node_unreachable && !pod.unreachable_until_ready {
             return Health::Dead(Reason::PodNotReady);
         }
         if pod.obs.terminating || draining || pod.obs.drain_requested {
@@ -201,6 +209,7 @@ mod tests {
             },
             deleted: false,
             ever_ready,
+            unreachable_until_ready: false,
         }
     }
 
@@ -249,6 +258,41 @@ mod tests {
             classify(None, Some(&unreachable)),
             Health::Dead(Reason::LeaseExpired)
         );
+    }
+
+    #[test]
+    fn a_kubelet_coming_back_is_no_failure_until_the_pod_was_ready_again() {
+        let ready = node(NodeState::Ready);
+        let obs = |ready: bool, node_unreachable: bool| PodObs {
+            uid: "a".into(),
+            ready,
+            node_unreachable,
+            ..Default::default()
+        };
+        let up = PodState::observe(None, obs(true, false));
+        let unreachable = PodState::observe(Some(&up), obs(false, true));
+        // The kubelet restarts: containers not ready until the first probe passes.
+        let back = PodState::observe(Some(&unreachable), obs(false, false));
+        assert!(back.unreachable_until_ready);
+        assert_eq!(classify(Some(&ready), Some(&back)), Health::Held);
+        let ready_again = PodState::observe(Some(&back), obs(true, false));
+        assert!(!ready_again.unreachable_until_ready);
+        assert_eq!(classify(Some(&ready), Some(&ready_again)), Health::Eligible);
+        // From then on a readiness failure is one again.
+        let flapped = PodState::observe(Some(&ready_again), obs(false, false));
+        assert_eq!(
+            classify(Some(&ready), Some(&flapped)),
+            Health::Dead(Reason::PodNotReady)
+        );
+        // A new process starts without the memory.
+        let restarted = PodState::observe(
+            Some(&back),
+            PodObs {
+                restarts: 1,
+                ..obs(false, false)
+            },
+        );
+        assert!(!restarted.unreachable_until_ready);
     }
 
     #[test]
