@@ -200,8 +200,25 @@ impl Pair {
         &mut self,
         what: &str,
         timeout: Duration,
+        pick: impl FnMut(&Value) -> bool,
+    ) -> Result<Value, String> {
+        self.wait_for_since(self.seen.len(), what, timeout, pick)
+            .await
+    }
+
+    /// Like [`Pair::wait_for`], but a line already read since `seen[mark]` counts too: two
+    /// clients report in either order, and waiting for the second must not miss its line
+    /// when it came before the first's.
+    pub async fn wait_for_since(
+        &mut self,
+        mark: usize,
+        what: &str,
+        timeout: Duration,
         mut pick: impl FnMut(&Value) -> bool,
     ) -> Result<Value, String> {
+        if let Some(line) = self.seen.iter().skip(mark).find(|l| pick(l)) {
+            return Ok(line.clone());
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -26,6 +26,7 @@ use switchboard_client::{Client, ConnectOptions};
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 use switchboard_protocol::{EventKind, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::Instrument;
 
 /// How long one protocol step may take.
 const STEP: Duration = Duration::from_secs(30);
@@ -233,8 +234,12 @@ async fn run(args: Args) -> anyhow::Result<Vec<String>> {
     let bytes = std::fs::read(&args.jwt_secret_file)
         .with_context(|| format!("reading {}", args.jwt_secret_file.display()))?;
     let key = JwtSecret::from_file_contents(&bytes).context("the join-token key")?;
-    let mut bob = Side::connect(&args, &key, "bob").await?;
-    let mut alice = Side::connect(&args, &key, "alice").await?;
+    let mut bob = Side::connect(&args, &key, "bob")
+        .instrument(tracing::info_span!("client", user = "bob"))
+        .await?;
+    let mut alice = Side::connect(&args, &key, "alice")
+        .instrument(tracing::info_span!("client", user = "alice"))
+        .await?;
     let call = connect_call(&mut alice, &mut bob, &args.room).await?;
     emit(json!({"event": "call", "call_id": call}));
 
@@ -268,6 +273,16 @@ async fn run(args: Args) -> anyhow::Result<Vec<String>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The client library's reconnect decisions on stderr: what a scenario shows when a resume
+    // does not come.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("switchboard_client=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     match run(args).await {
         Ok(problems) if problems.is_empty() => Ok(()),
         Ok(problems) => bail!("the clients saw problems: {problems:?}"),

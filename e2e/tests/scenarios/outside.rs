@@ -343,10 +343,11 @@ async fn kill_owner_and_resume(env: &Env, pair: &mut Pair, owner: &Pod, label: &
         })
         .collect();
     let t0 = unix_ms();
+    let mark = pair.seen.len();
     env.check(env.cluster.fault(Fault::Kill, NS, &name(owner)));
     for (user, session) in &sessions {
         let resumed = pair
-            .wait_for(&format!("{user} resumed"), PATIENCE, |l| {
+            .wait_for_since(mark, &format!("{user} resumed"), PATIENCE, |l| {
                 l["event"] == "welcome" && l["user"] == json!(user) && l["resumed"] == true
             })
             .await;
@@ -573,8 +574,6 @@ fn demo_ingress() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on the real node: after the owner's kill -9, bob does not resume through \
-            Traefik within 60 s (issue 16 open); run it with run-scenarios outside::p_ --ignored"]
 async fn p_outside_clients_through_an_ingress_with_tls_at_the_proxy() {
     let _t = ScenarioTimer::start("p_outside_clients_through_an_ingress_with_tls_at_the_proxy");
     let env = env_or_skip!(EnvOptions {
@@ -642,6 +641,7 @@ async fn p_outside_clients_through_an_ingress_with_tls_at_the_proxy() {
         .unwrap_or_else(|| env.fail("no room on a v1 shard"));
     let (mut pair, _) = connected_pair(&env, &outside, &entry, &room).await;
     let t0 = unix_ms();
+    let mark = pair.seen.len();
     env.kubectl(
         &[
             "-n",
@@ -657,7 +657,8 @@ async fn p_outside_clients_through_an_ingress_with_tls_at_the_proxy() {
     );
     for user in ["alice", "bob"] {
         let moved = pair
-            .wait_for(
+            .wait_for_since(
+                mark,
                 &format!("{user} moved to a v2 node"),
                 Duration::from_secs(180),
                 |l| {
@@ -673,9 +674,11 @@ async fn p_outside_clients_through_an_ingress_with_tls_at_the_proxy() {
         let moved = env.check(moved);
         let node = moved["node"].as_str().unwrap_or_default().to_string();
         let want = format!("wss://{EXTERNAL_HOST}:{INGRESS_NODE_PORT}/nodes/{node}/ws");
-        if moved["url"] != json!(want) {
+        // While the proxy has no route for a new node yet (404), the client resumes through
+        // the entry URL, which welcomes it directly when the entry Service picked the owner.
+        if moved["url"] != json!(want) && moved["url"] != json!(entry) {
             env.fail(format!(
-                "{user} moved to {node} but through {}, not {want}",
+                "{user} moved to {node} but through {}, not {want} (nor {entry})",
                 moved["url"]
             ));
         }
