@@ -21,28 +21,11 @@ import { join } from 'node:path';
 
 import { chromium, type Browser, type Page } from 'playwright-core';
 
+import { env, eventually, logger, PATIENCE_MS, QUIET_CHROMIUM } from './support.js';
+
 const ROOM = 'studio-1';
-const PATIENCE_MS = 60_000;
 
-function env(name: string, fallback?: string): string {
-  const v = process.env[name] ?? fallback;
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
-
-function log(text: string): void {
-  process.stderr.write(`browser-e2e: ${text}\n`);
-}
-
-async function eventually<T>(what: string, check: () => Promise<T | undefined | false>, ms = PATIENCE_MS): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const log = logger('browser-e2e');
 
 // ---- the fleet, as a user sees it: kubectl, the plugin, the node's fault injection ---------
 
@@ -200,8 +183,7 @@ async function run(): Promise<void> {
       executablePath: env('CHROMIUM_BIN', '/usr/bin/chromium'),
       headless: true,
       args: [
-        '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
-        '--disable-default-apps', '--disable-sync', '--metrics-recording-only', '--disable-domain-reliability',
+        ...QUIET_CHROMIUM,
         // Host candidates with real addresses instead of mDNS names, and permission to use
         // loopback addresses (tested here on a machine that also has a non-loopback interface).
         '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',

@@ -24,27 +24,9 @@ import { createInterface } from 'node:readline';
 
 import { chromium, type Browser, type Page } from 'playwright-core';
 
-const PATIENCE_MS = 60_000;
+import { env, eventually, logger, QUIET_CHROMIUM } from './support.js';
 
-function env(name: string, fallback?: string): string {
-  const v = process.env[name] ?? fallback;
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
-
-function log(text: string): void {
-  process.stderr.write(`browser-outside: ${text}\n`);
-}
-
-async function eventually<T>(what: string, check: () => Promise<T | undefined | false>, ms = PATIENCE_MS): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const log = logger('browser-outside');
 
 interface PageState {
   status: string;
@@ -129,8 +111,7 @@ async function run(): Promise<void> {
       executablePath: wrapper,
       headless: true,
       args: [
-        '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
-        '--disable-default-apps', '--disable-sync', '--metrics-recording-only', '--disable-domain-reliability',
+        ...QUIET_CHROMIUM,
         '--disable-features=WebRtcHideLocalIpsWithMdns',
         // The proxy's certificate comes from the scenario's own CA, which this browser does not
         // know: accept exactly that key, nothing else.
