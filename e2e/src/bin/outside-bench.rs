@@ -32,7 +32,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         resumes: usize,
         /// Where the records go (appended).
-        #[arg(long, default_value = "docs/data/outside-bench.jsonl")]
+        #[arg(long, default_value = "e2e/records/outside/outside-bench.jsonl")]
         records: PathBuf,
         /// The release `signaling-node` (default: target/release, built by e2e/scripts/build-images).
         #[arg(long)]
@@ -41,7 +41,7 @@ enum Command {
     /// Write the generated section of a Markdown file from the records.
     Report {
         /// The records.
-        #[arg(long, default_value = "docs/data/outside-bench.jsonl")]
+        #[arg(long, default_value = "e2e/records/outside/outside-bench.jsonl")]
         records: PathBuf,
         /// The document whose section is replaced.
         #[arg(long, default_value = "docs/benchmarks.md")]
@@ -87,6 +87,10 @@ async fn main() -> Result<()> {
                 client_bin: dir.join("outside-client"),
             };
             let path = repo_root().join(&records);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -237,13 +237,14 @@ async fn resume_once(
         .await?;
     let owner = owner_of(cluster, room).ok_or("no owner")?;
     let t0 = unix_ms();
+    let mark = pair.seen.len();
     cluster
         .fault(Fault::Kill, NS, &owner)
         .map_err(|e| e.to_string())?;
     let mut times = Vec::new();
     for user in ["alice", "bob"] {
         let resumed = pair
-            .wait_for(&format!("{user} resumed"), PATIENCE, |l| {
+            .wait_for_since(mark, &format!("{user} resumed"), PATIENCE, |l| {
                 l["event"] == "welcome" && l["user"] == user && l["resumed"] == true
             })
             .await?;
