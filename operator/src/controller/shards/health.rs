@@ -160,7 +160,7 @@ pub fn classify(node: Option<&NodeObs>, pod: Option<&PodState>) -> Health {
         // An unreachable Node is judged by the node's own lease, which a dead machine loses
         // within seconds: the kubelet going quiet (or coming back) must not move the shards
         // of a live process.
-        if flapped && !draining && !pod.obs.node_unreachable && !pod.unreachable_until_ready {
+        if flapped && !draining && !pod.unreachable_until_ready {
             return Health::Dead(Reason::PodNotReady);
         }
         if pod.obs.terminating || draining || pod.obs.drain_requested {
@@ -250,8 +250,14 @@ mod tests {
     #[test]
     fn a_pod_not_ready_because_its_node_is_unreachable_is_held_not_failed() {
         let ready = node(NodeState::Ready);
-        let mut unreachable = pod(false, true);
-        unreachable.obs.node_unreachable = true;
+        let unreachable = PodState::observe(
+            Some(&pod(true, true)),
+            PodObs {
+                uid: "u1".into(),
+                node_unreachable: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(classify(Some(&ready), Some(&unreachable)), Health::Held);
         // The process itself dying still counts: its lease goes, or its container exits.
         assert_eq!(
