@@ -115,6 +115,9 @@ pub(crate) struct Driver {
     deferred: Option<Command>,
     redirects_in_a_row: u32,
     reconnects: u32,
+    /// The session a resume asked for when a node that does not own its room answered
+    /// `resumed: false`: the re-join's `Redirect` leads to the owner, where it is resumed.
+    unresumed: Option<Resume>,
     ws: Option<WsStream>,
     hello_rtt: Duration,
 }
@@ -165,6 +168,7 @@ impl Driver {
             deferred: None,
             redirects_in_a_row: 0,
             reconnects: 0,
+            unresumed: None,
             ws: None,
             hello_rtt: Duration::ZERO,
         };
@@ -224,7 +228,13 @@ impl Driver {
                     }
                     // The connection moves to the room's owner; rooms on the old node are left.
                     self.rooms.clear();
-                    (None, true)
+                    // A resume that reached a node without our room (a `"*"` token is not
+                    // routed by its room) continues at the owner the re-join was sent to.
+                    let resume = self.unresumed.take();
+                    if resume.is_some() {
+                        tracing::info!(%url, "resuming the session at the room's owner");
+                    }
+                    (resume, true)
                 }
                 Exit::Migrate { url, resume_token } => {
                     tracing::info!(%url, "room migrating; reconnecting and resuming");
@@ -454,7 +464,7 @@ impl Driver {
         welcome: &Welcome,
         asked_resume: bool,
     ) -> Result<(), ClientError> {
-        self.session = welcome.session.clone();
+        let asked = std::mem::replace(&mut self.session, welcome.session.clone());
         self.version = ProtocolVersion::from_u8(welcome.version).ok_or_else(|| {
             ClientError::Protocol(format!(
                 "server picked unknown protocol version {}",
@@ -480,8 +490,13 @@ impl Driver {
             user: self.user.clone(),
         });
         self.ws = Some(ws);
+        self.unresumed = None;
         if asked_resume && !welcome.resumed {
-            // The server no longer knows our session: join our rooms again.
+            // The server no longer knows our session: join our rooms again. If the session
+            // lives on at the owner of a room, the join's Redirect leads there.
+            if self.rooms.names().next().is_some() {
+                self.unresumed = Some(self.rooms.resume(&asked));
+            }
             let rooms: Vec<String> = self.rooms.names().map(str::to_string).collect();
             self.rooms.clear();
             for room in rooms {

@@ -553,6 +553,69 @@ async fn a_forgotten_session_rejoins_its_rooms() {
 }
 
 #[tokio::test]
+async fn a_resume_welcomed_by_a_node_without_the_room_is_resumed_at_the_owner() {
+    // A `"*"` token is not routed by its room: after a crash the resume may reach a node that
+    // does not own the room (`resumed: false`); the re-join's Redirect names the owner, and
+    // the session (still suspended there) is resumed there instead of being replaced.
+    let owner = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        let hello = greet(&mut ws, "s1", true).await;
+        let resume = hello
+            .resume
+            .expect("the old session is resumed at the owner");
+        assert_eq!((resume.session.as_str(), resume.last_seq), ("s1", 3));
+        send(&mut ws, event("studio", 4)).await;
+        assert_eq!(joined(&mut ws, 4).await, "studio");
+        hold(&mut ws).await;
+    })
+    .await;
+    let owner_url = url(owner);
+    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let owner_url = owner_url.clone();
+        async move {
+            match index {
+                0 => {
+                    greet(&mut ws, "s1", false).await;
+                    joined(&mut ws, 3).await;
+                    drop(ws);
+                }
+                _ => {
+                    let hello = greet(&mut ws, "s-elsewhere", false).await;
+                    assert!(hello.resume.is_some());
+                    let Message::Join(join) = recv(&mut ws).await else {
+                        panic!("expected the automatic re-join");
+                    };
+                    send(
+                        &mut ws,
+                        Message::Redirect(Redirect {
+                            request_id: join.request_id,
+                            room: join.room,
+                            url: owner_url,
+                        }),
+                    )
+                    .await;
+                    hold(&mut ws).await;
+                }
+            }
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(entry), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected the Welcome of the node without the room");
+    };
+    assert!(!w.resumed);
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected the owner's Welcome");
+    };
+    assert!(w.resumed);
+    assert_eq!(next(&mut client).await, event("studio", 4));
+    let info = client.session();
+    assert_eq!((info.session.as_str(), info.resumed), ("s1", true));
+    assert_eq!(info.url, url(owner));
+}
+
+#[tokio::test]
 async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
     // A server that lost the session (resumed: false) may refuse the library's own re-join
     // with 1006 while the room is between owners; dropping it would leave the application in

@@ -60,6 +60,9 @@ class Client:
         self.repeats = []
         self.welcomes, self.redirects, self.migrates, self.drops = [], [], [], []
         self._target = None
+        # (session, last_seq) of a resume a node without our room answered with a new session:
+        # the re-join's Redirect names the owner, where that session is resumed instead.
+        self._unresumed = None
         self._ids = itertools.count(1)
         self._q = queue.Queue()
         self._inbox = queue.Queue()
@@ -282,8 +285,13 @@ class Client:
         self.heartbeat_ms = item.heartbeat_ms
         self._schedule_ping()
         self.log(f"welcome {item}")
+        self._unresumed = None
         if not item.resumed:
             # A new session: the old seats are gone, so join again what the caller wants.
+            # If the old session lives on at the owner of a room, that join's Redirect leads
+            # there (docs/protocol.md "Resume").
+            if resume and self.last_seq:
+                self._unresumed = (resume["session"], dict(self.last_seq))
             self.session = item.session
             self.last_seq.clear()
             for room in sorted(self.wanted):
@@ -385,6 +393,9 @@ class Client:
             self.wanted.add(frame.room)
             self.session = None
             self.last_seq.clear()
+            if self._unresumed:
+                self.session, self.last_seq = self._unresumed
+                self._unresumed = None
             self._reconnect()
             return
         if name == "Migrate":

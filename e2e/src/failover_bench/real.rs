@@ -356,10 +356,12 @@ impl Bench {
 
     async fn shard_status(&self, shard: ShardId) -> Option<RoomShard> {
         let api: Api<RoomShard> = Api::namespaced(self.cluster.client.clone(), NS);
-        api.get_opt(&format!("{CLUSTER}-{shard}"))
+        api.list(&ListParams::default())
             .await
-            .ok()
-            .flatten()
+            .ok()?
+            .items
+            .into_iter()
+            .find(|s| s.spec.cluster == CLUSTER && u32::try_from(s.spec.index).ok() == Some(shard))
     }
 
     /// Assignments and registrations as etcd has them now, with the read's revision.

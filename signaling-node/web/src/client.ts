@@ -215,6 +215,9 @@ export class SwitchboardClient {
   private outq: Outgoing[] = [];
   private flushScheduled = false;
   private redirectsInARow = 0;
+  /** The session a resume asked for when a node without its room answered `resumed: false`:
+   * the re-join's Redirect leads to the owner, where it is resumed (same rule as the Rust client). */
+  private unresumed: Resume | undefined = undefined;
   private stopped = false;
   private early: Uint8Array[] = [];
 
@@ -721,6 +724,7 @@ export class SwitchboardClient {
       sock.close(CloseCode.Normal, 'unknown version');
       throw new ClientError('protocol', `server picked unknown protocol version ${welcome.version}`);
     }
+    const asked = this.sessionId;
     this.sessionId = welcome.session;
     this.version = welcome.version;
     this.node = welcome.node;
@@ -735,8 +739,11 @@ export class SwitchboardClient {
     sock.onclose = (ev) => this.onClose(gen, ev.code, ev.reason);
     sock.onerror = () => {};
     this.armSilence();
+    this.unresumed = undefined;
     if (askedResume && !welcome.resumed) {
-      // The server no longer knows our session: join our rooms again.
+      // The server no longer knows our session: join our rooms again. If the session lives on
+      // at the owner of a room, the join's Redirect leads there.
+      if (this.rooms.names().length > 0) this.unresumed = this.rooms.resume(asked);
       for (const room of this.rooms.names()) this.pending.set(this.ids.nextId(), { room });
       this.rooms.clear();
     }
@@ -992,7 +999,10 @@ export class SwitchboardClient {
         this.endpoint = exit.url;
         // The connection moves to the room's owner; rooms on the old node are left.
         this.rooms.clear();
-        resume = undefined;
+        // A resume that reached a node without our room (a "*" token is not routed by its
+        // room) continues at the owner the re-join was sent to.
+        resume = this.unresumed;
+        this.unresumed = undefined;
         immediate = true;
         break;
       }

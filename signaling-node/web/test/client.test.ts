@@ -250,6 +250,29 @@ test('a resume the server does not know re-joins the rooms', async () => {
   assert.ok(env.messages.some((m) => m.type === 'Joined'), 'the automatic re-join is reported');
 });
 
+test('a resume welcomed by a node without the room is resumed at the owner the re-join is sent to', async () => {
+  // A "*" token is not routed by its room: the resume may reach a node that does not own it.
+  const env = await connected();
+  await joinRoom(env, 'studio', 3);
+  env.net.last.drop(1006);
+  await settle();
+  await env.clock.advance(200);
+  const elsewhere = env.net.last;
+  await accept(elsewhere, welcome({ resumed: false, session: 's-elsewhere' }));
+  const join = elsewhere.sentOf('Join')[0]!;
+  elsewhere.deliver({ type: 'Redirect', requestId: join.requestId, room: 'studio', url: 'ws://127.0.0.2:7000/ws' });
+  await settle();
+  const owner = env.net.last;
+  assert.equal(owner.url, 'ws://127.0.0.2:7000/ws');
+  owner.open();
+  await settle();
+  assert.deepEqual(owner.sentOf('Hello')[0]!.resume, { session: 's-1', lastSeq: 3 });
+  owner.deliver(welcome({ resumed: true, node: 'node-b' }));
+  await settle();
+  assert.equal(env.client.session().session, 's-1');
+  assert.equal(env.client.session().resumed, true);
+});
+
 test('a refused automatic re-join is retried after a reconnect', async () => {
   // A re-join refused with 1006 while the room is between owners must be kept and sent again,
   // or the client stays in a room the server no longer counts it in (docs/reliability.md,
