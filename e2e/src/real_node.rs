@@ -184,6 +184,12 @@ impl RealCluster {
     /// Sets up the node's network, starts the control plane bound to it and the node, and
     /// waits until the node is Ready with cluster DNS. Whatever fails stops what started.
     pub async fn start() -> Result<Self, ClusterError> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`RealCluster::start`] with more environment for the scripts (e.g.
+    /// `SWITCHBOARD_KUBELET_MAX_RESTART_PERIOD`, see `e2e/scripts/node`).
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Result<Self, ClusterError> {
         let started = Instant::now();
         let ports = free_ports(5)?;
         let run_dir = fresh_run_dir("switchboard-node", ports[0])?;
@@ -211,6 +217,11 @@ impl RealCluster {
             ("SWITCHBOARD_SCHEDULER_PORT".into(), ports[4].to_string()),
             ("SWITCHBOARD_NODE_GRACE".into(), "16s".into()),
         ];
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
         // From here on the guard removes whatever started, also when a step fails.
         let mut teardown = Teardown {
             env: env.clone(),

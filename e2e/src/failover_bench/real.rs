@@ -4,7 +4,8 @@
 //! container, the fleet etcd of `examples/etcd`), `examples/basic` without its rollout (3
 //! nodes, 16 shards, 1 s heartbeats), then faults of the real mechanisms, one at a time:
 //!
-//! - `kill`: SIGKILL of the owner's container process (the kubelet restarts it in place);
+//! - `kill`: SIGKILL of the owner's container process (the kubelet restarts it in place; the
+//!   bench's node caps the crash-loop back-off at 1 s, as every pod is killed many times);
 //! - `stop`: SIGSTOP of it (SIGCONT once measured);
 //! - `cut`: every packet in and out of the owner's pod dropped (iptables in its network
 //!   namespace; healed once measured).
@@ -218,7 +219,9 @@ fn manifests(heartbeat_secs: u32, etcd: Option<&[String]>) -> Result<Value> {
 impl Bench {
     /// A real-node cluster with Switchboard installed (`e2e/scripts/deploy`), no fleet yet.
     pub(crate) async fn cluster() -> Result<RealCluster> {
-        let cluster = RealCluster::start()
+        // Each pod is killed again and again: without a cap the kubelet's crash-loop back-off
+        // (up to 5 min) would keep the fleet a node short between faults.
+        let cluster = RealCluster::start_with(&[("SWITCHBOARD_KUBELET_MAX_RESTART_PERIOD", "1s")])
             .await
             .map_err(|e| anyhow!("the real-node cluster did not start: {e}"))?;
         eprintln!(

@@ -295,8 +295,6 @@ async fn leader_change(
                 .to_string(),
         );
     }
-    let members = maintenance.status().await?;
-    let _ = members;
     let list = admin.cluster_client().member_list().await?;
     let target = list
         .members()
