@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 
 use super::*;
 use switchboard_protocol::{
-    Encoder, ErrorCode, ErrorFrame, Event, EventKind, Hello, Invite, Joined, Migrate, Ping,
+    Encoder, ErrorCode, ErrorFrame, Event, EventKind, Hello, Invite, Join, Joined, Migrate, Ping,
     Redirect, Welcome, decode,
 };
 
@@ -100,11 +100,17 @@ async fn greet(ws: &mut Ws, session: &str, resumed: bool) -> Hello {
     hello
 }
 
+/// Reads the next frame, which must be a Join; `what` names it in the panic.
+async fn recv_join(ws: &mut Ws, what: &str) -> Join {
+    let Message::Join(join) = recv(ws).await else {
+        panic!("expected {what}");
+    };
+    join
+}
+
 /// Reads Join, answers Joined with `last_seq`.
 async fn joined(ws: &mut Ws, last_seq: u64) -> String {
-    let Message::Join(join) = recv(ws).await else {
-        panic!("expected Join");
-    };
+    let join = recv_join(ws, "Join").await;
     send(
         ws,
         Message::Joined(Joined {
@@ -153,6 +159,62 @@ async fn hold(ws: &mut Ws) {
     while let Some(Ok(_)) = ws.next().await {}
 }
 
+/// Opens `session`, answers the Join at `last_seq`, then drops the TCP connection without a
+/// close handshake.
+async fn join_then_drop(mut ws: Ws, session: &str, last_seq: u64) {
+    greet(&mut ws, session, false).await;
+    joined(&mut ws, last_seq).await;
+    drop(ws);
+}
+
+/// Like `stub` (v2), with `other`'s URL handed to every connection to redirect or migrate to.
+async fn stub_pointing_at<F, Fut>(other: SocketAddr, handler: F) -> SocketAddr
+where
+    F: Fn(usize, Ws, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let other = url(other);
+    stub(ProtocolVersion::V2, move |index, ws| {
+        handler(index, ws, other.clone())
+    })
+    .await
+}
+
+/// A Redirect of `room` to `url`; `request_id` 0 answers no request (a Hello).
+fn redirect(request_id: u32, room: &str, url: String) -> Message {
+    Message::Redirect(Redirect {
+        request_id,
+        room: room.into(),
+        url,
+    })
+}
+
+/// A Migrate of "studio" to `url` (empty: resume where it was) under `resume_token`.
+fn migrate(url: String, resume_token: &str) -> Message {
+    Message::Migrate(Migrate {
+        room: "studio".into(),
+        url,
+        resume_token: resume_token.into(),
+    })
+}
+
+/// An Error frame from a stub.
+fn error(code: ErrorCode, request_id: u32, message: &str) -> Message {
+    Message::Error(ErrorFrame {
+        code: code.code(),
+        message: message.into(),
+        request_id,
+    })
+}
+
+/// The client's next message, which must be a Welcome; `what` names it in the panic.
+async fn next_welcome(client: &mut Client, what: &str) -> Welcome {
+    let Message::Welcome(w) = next(client).await else {
+        panic!("expected {what}");
+    };
+    w
+}
+
 #[tokio::test]
 async fn hello_offers_versions_and_join_returns_joined() {
     let addr = stub(ProtocolVersion::V2, |_, mut ws| async move {
@@ -177,16 +239,14 @@ async fn hello_offers_versions_and_join_returns_joined() {
 async fn server_errors_are_typed() {
     let addr = stub(ProtocolVersion::V2, |_, mut ws| async move {
         greet(&mut ws, "s1", false).await;
-        let Message::Join(join) = recv(&mut ws).await else {
-            panic!("expected Join");
-        };
+        let join = recv_join(&mut ws, "Join").await;
         send(
             &mut ws,
-            Message::Error(ErrorFrame {
-                code: ErrorCode::RoomFull.code(),
-                message: "room is full (2 members)".into(),
-                request_id: join.request_id,
-            }),
+            error(
+                ErrorCode::RoomFull,
+                join.request_id,
+                "room is full (2 members)",
+            ),
         )
         .await;
         hold(&mut ws).await;
@@ -203,11 +263,7 @@ async fn auth_failure_at_hello_fails_connect() {
         let _ = recv(&mut ws).await;
         send(
             &mut ws,
-            Message::Error(ErrorFrame {
-                code: ErrorCode::AuthFailed.code(),
-                message: "bad token signature".into(),
-                request_id: 0,
-            }),
+            error(ErrorCode::AuthFailed, 0, "bad token signature"),
         )
         .await;
         let _ = ws.close(None).await;
@@ -345,22 +401,10 @@ async fn redirect_at_hello_is_followed() {
         hold(&mut ws).await;
     })
     .await;
-    let owner_url = url(owner);
-    let front = stub(ProtocolVersion::V2, move |_, mut ws| {
-        let owner_url = owner_url.clone();
-        async move {
-            let _ = recv(&mut ws).await;
-            send(
-                &mut ws,
-                Message::Redirect(Redirect {
-                    request_id: 0,
-                    room: "studio".into(),
-                    url: owner_url,
-                }),
-            )
-            .await;
-            hold(&mut ws).await;
-        }
+    let front = stub_pointing_at(owner, |_, mut ws, owner_url| async move {
+        let _ = recv(&mut ws).await;
+        send(&mut ws, redirect(0, "studio", owner_url)).await;
+        hold(&mut ws).await;
     })
     .await;
     let client = Client::connect(&url(front), options()).await.unwrap();
@@ -377,25 +421,11 @@ async fn redirect_answering_join_moves_the_connection_and_rejoins() {
         hold(&mut ws).await;
     })
     .await;
-    let owner_url = url(owner);
-    let front = stub(ProtocolVersion::V2, move |_, mut ws| {
-        let owner_url = owner_url.clone();
-        async move {
-            greet(&mut ws, "front-session", false).await;
-            let Message::Join(join) = recv(&mut ws).await else {
-                panic!("expected Join");
-            };
-            send(
-                &mut ws,
-                Message::Redirect(Redirect {
-                    request_id: join.request_id,
-                    room: join.room,
-                    url: owner_url,
-                }),
-            )
-            .await;
-            hold(&mut ws).await;
-        }
+    let front = stub_pointing_at(owner, |_, mut ws, owner_url| async move {
+        greet(&mut ws, "front-session", false).await;
+        let join = recv_join(&mut ws, "Join").await;
+        send(&mut ws, redirect(join.request_id, &join.room, owner_url)).await;
+        hold(&mut ws).await;
     })
     .await;
     let mut client = Client::connect(&url(front), options()).await.unwrap();
@@ -404,9 +434,7 @@ async fn redirect_answering_join_moves_the_connection_and_rejoins() {
     assert_eq!(client.session().url, url(owner));
     assert_eq!(client.session().reconnects, 1);
     // The application hears about the new node.
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the new Welcome");
-    };
+    let w = next_welcome(&mut client, "the new Welcome").await;
     assert_eq!(w.session, "owner-session");
 }
 
@@ -418,15 +446,7 @@ async fn redirect_loops_are_bounded() {
         let target = url_rx.borrow().clone();
         async move {
             let _ = recv(&mut ws).await;
-            send(
-                &mut ws,
-                Message::Redirect(Redirect {
-                    request_id: 0,
-                    room: "r".into(),
-                    url: target,
-                }),
-            )
-            .await;
+            send(&mut ws, redirect(0, "r", target)).await;
             hold(&mut ws).await;
         }
     })
@@ -450,22 +470,12 @@ async fn a_redirect_storm_while_resuming_backs_off_and_resumes() {
         async move {
             match index {
                 0 => {
-                    greet(&mut ws, "s1", false).await;
-                    joined(&mut ws, 1).await;
-                    drop(ws);
+                    join_then_drop(ws, "s1", 1).await;
                 }
                 // Four redirects in a row: one more than the limit of 3.
                 1..=4 => {
                     let _ = recv(&mut ws).await;
-                    send(
-                        &mut ws,
-                        Message::Redirect(Redirect {
-                            request_id: 0,
-                            room: "studio".into(),
-                            url: target,
-                        }),
-                    )
-                    .await;
+                    send(&mut ws, redirect(0, "studio", target)).await;
                     hold(&mut ws).await;
                 }
                 _ => {
@@ -480,9 +490,7 @@ async fn a_redirect_storm_while_resuming_backs_off_and_resumes() {
     url_tx.send(url(addr)).unwrap();
     let mut client = Client::connect(&url(addr), options()).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the resumed Welcome");
-    };
+    let w = next_welcome(&mut client, "the resumed Welcome").await;
     assert!(w.resumed, "the session survived the redirect storm");
 }
 
@@ -513,9 +521,7 @@ async fn dropped_connection_resumes_and_replays_without_duplicates() {
     let mut client = Client::connect(&url(addr), options()).await.unwrap();
     client.join("studio").await.unwrap();
     assert_eq!(next(&mut client).await, event("studio", 6));
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the resumed Welcome");
-    };
+    let w = next_welcome(&mut client, "the resumed Welcome").await;
     assert!(w.resumed);
     assert_eq!(next(&mut client).await, event("studio", 7));
     assert_eq!(client.session().reconnects, 1);
@@ -526,9 +532,7 @@ async fn a_forgotten_session_rejoins_its_rooms() {
     let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
         match index {
             0 => {
-                greet(&mut ws, "s1", false).await;
-                joined(&mut ws, 2).await;
-                drop(ws);
+                join_then_drop(ws, "s1", 2).await;
             }
             _ => {
                 let hello = greet(&mut ws, "s2", false).await;
@@ -541,9 +545,7 @@ async fn a_forgotten_session_rejoins_its_rooms() {
     .await;
     let mut client = Client::connect(&url(addr), options()).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected Welcome");
-    };
+    let w = next_welcome(&mut client, "Welcome").await;
     assert!(!w.resumed);
     let Message::Joined(j) = next(&mut client).await else {
         panic!("expected the automatic re-join");
@@ -568,46 +570,26 @@ async fn a_resume_welcomed_by_a_node_without_the_room_is_resumed_at_the_owner() 
         hold(&mut ws).await;
     })
     .await;
-    let owner_url = url(owner);
-    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
-        let owner_url = owner_url.clone();
-        async move {
-            match index {
-                0 => {
-                    greet(&mut ws, "s1", false).await;
-                    joined(&mut ws, 3).await;
-                    drop(ws);
-                }
-                _ => {
-                    let hello = greet(&mut ws, "s-elsewhere", false).await;
-                    assert!(hello.resume.is_some());
-                    let Message::Join(join) = recv(&mut ws).await else {
-                        panic!("expected the automatic re-join");
-                    };
-                    send(
-                        &mut ws,
-                        Message::Redirect(Redirect {
-                            request_id: join.request_id,
-                            room: join.room,
-                            url: owner_url,
-                        }),
-                    )
-                    .await;
-                    hold(&mut ws).await;
-                }
+    let entry = stub_pointing_at(owner, |index, mut ws, owner_url| async move {
+        match index {
+            0 => {
+                join_then_drop(ws, "s1", 3).await;
+            }
+            _ => {
+                let hello = greet(&mut ws, "s-elsewhere", false).await;
+                assert!(hello.resume.is_some());
+                let join = recv_join(&mut ws, "the automatic re-join").await;
+                send(&mut ws, redirect(join.request_id, &join.room, owner_url)).await;
+                hold(&mut ws).await;
             }
         }
     })
     .await;
     let mut client = Client::connect(&url(entry), options()).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the Welcome of the node without the room");
-    };
+    let w = next_welcome(&mut client, "the Welcome of the node without the room").await;
     assert!(!w.resumed);
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the owner's Welcome");
-    };
+    let w = next_welcome(&mut client, "the owner's Welcome").await;
     assert!(w.resumed);
     assert_eq!(next(&mut client).await, event("studio", 4));
     let info = client.session();
@@ -623,22 +605,18 @@ async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
     let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
         match index {
             0 => {
-                greet(&mut ws, "s1", false).await;
-                joined(&mut ws, 2).await;
-                drop(ws);
+                join_then_drop(ws, "s1", 2).await;
             }
             1 => {
                 greet(&mut ws, "s2", false).await;
-                let Message::Join(join) = recv(&mut ws).await else {
-                    panic!("expected the automatic re-join");
-                };
+                let join = recv_join(&mut ws, "the automatic re-join").await;
                 send(
                     &mut ws,
-                    Message::Error(ErrorFrame {
-                        code: ErrorCode::NotOwner.code(),
-                        message: "this node no longer owns the room".into(),
-                        request_id: join.request_id,
-                    }),
+                    error(
+                        ErrorCode::NotOwner,
+                        join.request_id,
+                        "this node no longer owns the room",
+                    ),
                 )
                 .await;
                 hold(&mut ws).await;
@@ -653,13 +631,13 @@ async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
     .await;
     let mut client = Client::connect(&url(addr), options()).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected Welcome");
-    };
+    let w = next_welcome(&mut client, "Welcome").await;
     assert!(!w.resumed);
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the Welcome of the reconnect that retries the re-join");
-    };
+    let w = next_welcome(
+        &mut client,
+        "the Welcome of the reconnect that retries the re-join",
+    )
+    .await;
     assert!(w.resumed);
     let Message::Joined(j) = next(&mut client).await else {
         panic!("expected the re-join's answer");
@@ -667,13 +645,9 @@ async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
     assert_eq!((j.room.as_str(), j.last_seq), ("studio", 9));
 }
 
-/// An Error frame from a stub.
+/// An Error frame from a stub, refusing `request_id`.
 fn refusal(code: ErrorCode, request_id: u32) -> Message {
-    Message::Error(ErrorFrame {
-        code: code.code(),
-        message: "refused".into(),
-        request_id,
-    })
+    error(code, request_id, "refused")
 }
 
 /// Messages the client hands the application within `quiet` of silence.
@@ -697,29 +671,15 @@ async fn a_resume_refused_while_its_room_moves_surfaces_nothing_and_follows_the_
         hold(&mut ws).await;
     })
     .await;
-    let target_url = url(target);
-    let addr = stub(ProtocolVersion::V2, move |index, mut ws| {
-        let target_url = target_url.clone();
-        async move {
-            if index == 0 {
-                greet(&mut ws, "s1", false).await;
-                joined(&mut ws, 2).await;
-                drop(ws);
-                return;
-            }
-            greet(&mut ws, "s1", true).await;
-            send(&mut ws, refusal(ErrorCode::NotOwner, 0)).await;
-            send(
-                &mut ws,
-                Message::Migrate(Migrate {
-                    room: "studio".into(),
-                    url: target_url,
-                    resume_token: "s1".into(),
-                }),
-            )
-            .await;
-            hold(&mut ws).await;
+    let addr = stub_pointing_at(target, |index, mut ws, target_url| async move {
+        if index == 0 {
+            join_then_drop(ws, "s1", 2).await;
+            return;
         }
+        greet(&mut ws, "s1", true).await;
+        send(&mut ws, refusal(ErrorCode::NotOwner, 0)).await;
+        send(&mut ws, migrate(target_url, "s1")).await;
+        hold(&mut ws).await;
     })
     .await;
     let mut client = Client::connect(&url(addr), options()).await.unwrap();
@@ -745,27 +705,15 @@ async fn a_request_refused_while_its_room_moves_is_sent_again_after_the_move() {
         hold(&mut ws).await;
     })
     .await;
-    let target_url = url(target);
-    let old = stub(ProtocolVersion::V2, move |_, mut ws| {
-        let target_url = target_url.clone();
-        async move {
-            greet(&mut ws, "s1", false).await;
-            joined(&mut ws, 2).await;
-            let Message::Invite(invite) = recv(&mut ws).await else {
-                panic!("expected Invite");
-            };
-            send(&mut ws, refusal(ErrorCode::NotOwner, invite.request_id)).await;
-            send(
-                &mut ws,
-                Message::Migrate(Migrate {
-                    room: "studio".into(),
-                    url: target_url,
-                    resume_token: "s1".into(),
-                }),
-            )
-            .await;
-            hold(&mut ws).await;
-        }
+    let old = stub_pointing_at(target, |_, mut ws, target_url| async move {
+        greet(&mut ws, "s1", false).await;
+        joined(&mut ws, 2).await;
+        let Message::Invite(invite) = recv(&mut ws).await else {
+            panic!("expected Invite");
+        };
+        send(&mut ws, refusal(ErrorCode::NotOwner, invite.request_id)).await;
+        send(&mut ws, migrate(target_url, "s1")).await;
+        hold(&mut ws).await;
     })
     .await;
     let mut client = Client::connect(&url(old), options()).await.unwrap();
@@ -833,9 +781,7 @@ async fn a_join_refused_while_its_room_has_no_owner_is_retried() {
     let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
         if index == 0 {
             greet(&mut ws, "s1", false).await;
-            let Message::Join(join) = recv(&mut ws).await else {
-                panic!("expected Join");
-            };
+            let join = recv_join(&mut ws, "Join").await;
             send(&mut ws, refusal(ErrorCode::Draining, join.request_id)).await;
             hold(&mut ws).await;
             return;
@@ -866,28 +812,16 @@ async fn a_node_that_falls_silent_is_left_for_the_entry_node_at_once() {
         }
     })
     .await;
-    let owner_url = url(owner);
-    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
-        let owner_url = owner_url.clone();
-        async move {
-            if index == 0 {
-                let _ = recv(&mut ws).await;
-                send(
-                    &mut ws,
-                    Message::Redirect(Redirect {
-                        request_id: 0,
-                        room: "studio".into(),
-                        url: owner_url,
-                    }),
-                )
-                .await;
-                return;
-            }
-            let hello = greet(&mut ws, "s1", true).await;
-            assert_eq!(hello.resume.expect("resumes").session, "s1");
-            send(&mut ws, event("studio", 3)).await;
-            hold(&mut ws).await;
+    let entry = stub_pointing_at(owner, |index, mut ws, owner_url| async move {
+        if index == 0 {
+            let _ = recv(&mut ws).await;
+            send(&mut ws, redirect(0, "studio", owner_url)).await;
+            return;
         }
+        let hello = greet(&mut ws, "s1", true).await;
+        assert_eq!(hello.resume.expect("resumes").session, "s1");
+        send(&mut ws, event("studio", 3)).await;
+        hold(&mut ws).await;
     })
     .await;
     let mut opts = options();
@@ -896,9 +830,11 @@ async fn a_node_that_falls_silent_is_left_for_the_entry_node_at_once() {
     opts.reconnect.initial_backoff = Duration::from_secs(30);
     let mut client = Client::connect(&url(entry), opts).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected the Welcome of the resume through the entry node");
-    };
+    let w = next_welcome(
+        &mut client,
+        "the Welcome of the resume through the entry node",
+    )
+    .await;
     assert!(w.resumed);
     assert_eq!(next(&mut client).await, event("studio", 3));
     assert_eq!(client.session().url, url(entry));
@@ -916,30 +852,16 @@ async fn migrate_reconnects_to_the_new_node_with_the_resume_token() {
         hold(&mut ws).await;
     })
     .await;
-    let target_url = url(target);
-    let old = stub(ProtocolVersion::V2, move |_, mut ws| {
-        let target_url = target_url.clone();
-        async move {
-            greet(&mut ws, "s-old", false).await;
-            joined(&mut ws, 4).await;
-            send(
-                &mut ws,
-                Message::Migrate(Migrate {
-                    room: "studio".into(),
-                    url: target_url,
-                    resume_token: "handoff-token".into(),
-                }),
-            )
-            .await;
-            hold(&mut ws).await;
-        }
+    let old = stub_pointing_at(target, |_, mut ws, target_url| async move {
+        greet(&mut ws, "s-old", false).await;
+        joined(&mut ws, 4).await;
+        send(&mut ws, migrate(target_url, "handoff-token")).await;
+        hold(&mut ws).await;
     })
     .await;
     let mut client = Client::connect(&url(old), options()).await.unwrap();
     client.join("studio").await.unwrap();
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected Welcome from the new node");
-    };
+    let w = next_welcome(&mut client, "Welcome from the new node").await;
     assert_eq!(w.session, "s-new");
     assert_eq!(next(&mut client).await, event("studio", 5));
     assert_eq!(client.session().url, url(target));
@@ -1011,15 +933,7 @@ async fn migrate_without_a_url_resumes_where_it_was() {
         if index == 0 {
             greet(&mut ws, "s1", false).await;
             joined(&mut ws, 1).await;
-            send(
-                &mut ws,
-                Message::Migrate(Migrate {
-                    room: "studio".into(),
-                    url: String::new(),
-                    resume_token: "tok".into(),
-                }),
-            )
-            .await;
+            send(&mut ws, migrate(String::new(), "tok")).await;
             hold(&mut ws).await;
         } else {
             let hello = greet(&mut ws, "s1", true).await;
@@ -1070,38 +984,21 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
             let Message::Hello(hello) = recv(&mut ws).await else {
                 panic!("expected Hello");
             };
-            let redirect = |request_id, url| {
-                Message::Redirect(Redirect {
-                    request_id,
-                    room: "studio".into(),
-                    url,
-                })
-            };
             match index {
                 0 => {
                     assert!(hello.resume.is_none());
                     send(&mut ws, welcome("s-a", 2, false)).await;
-                    let Message::Join(join) = recv(&mut ws).await else {
-                        panic!("expected Join");
-                    };
-                    send(&mut ws, redirect(join.request_id, b_url)).await;
+                    let join = recv_join(&mut ws, "Join").await;
+                    send(&mut ws, redirect(join.request_id, "studio", b_url)).await;
                 }
                 1 => {
                     assert_eq!(hello.resume.expect("resuming").session, "s-b");
-                    send(
-                        &mut ws,
-                        Message::Error(ErrorFrame {
-                            request_id: 0,
-                            code: ErrorCode::Draining.code(),
-                            message: "room handing off".into(),
-                        }),
-                    )
-                    .await;
+                    send(&mut ws, error(ErrorCode::Draining, 0, "room handing off")).await;
                 }
                 _ => {
                     let resume = hello.resume.expect("resuming");
                     assert_eq!((resume.session.as_str(), resume.last_seq), ("s-b", 8));
-                    send(&mut ws, redirect(0, c_url)).await;
+                    send(&mut ws, redirect(0, "studio", c_url)).await;
                 }
             }
             hold(&mut ws).await;
@@ -1111,14 +1008,10 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
     let mut client = Client::connect(&url(entry), options()).await.unwrap();
     assert_eq!(client.join("studio").await.unwrap().last_seq, 7);
     assert_eq!(client.session().url, url(old_owner));
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected B's Welcome");
-    };
+    let w = next_welcome(&mut client, "B's Welcome").await;
     assert_eq!(w.session, "s-b");
     assert_eq!(next(&mut client).await, event("studio", 8));
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected C's Welcome");
-    };
+    let w = next_welcome(&mut client, "C's Welcome").await;
     assert!(w.resumed);
     assert_eq!(next(&mut client).await, event("studio", 9));
     assert_eq!(client.session().url, url(new_owner));
@@ -1163,26 +1056,14 @@ async fn a_node_url_the_proxy_no_longer_routes_sends_the_client_back_to_the_entr
             };
             if index == 0 {
                 send(&mut ws, welcome("s-a", 2, false)).await;
-                let Message::Join(join) = recv(&mut ws).await else {
-                    panic!("expected Join");
-                };
-                let redirect = Redirect {
-                    request_id: join.request_id,
-                    room: "studio".into(),
-                    url: b_url,
-                };
-                send(&mut ws, Message::Redirect(redirect)).await;
+                let join = recv_join(&mut ws, "Join").await;
+                send(&mut ws, redirect(join.request_id, "studio", b_url)).await;
             } else {
                 assert!(
                     hello.resume.is_some(),
                     "the client resumes through the entry URL"
                 );
-                let redirect = Redirect {
-                    request_id: 0,
-                    room: "studio".into(),
-                    url: c_url,
-                };
-                send(&mut ws, Message::Redirect(redirect)).await;
+                send(&mut ws, redirect(0, "studio", c_url)).await;
             }
             hold(&mut ws).await;
         }
@@ -1191,13 +1072,9 @@ async fn a_node_url_the_proxy_no_longer_routes_sends_the_client_back_to_the_entr
     let mut client = Client::connect(&url(entry), options()).await.unwrap();
     assert_eq!(client.join("studio").await.unwrap().last_seq, 2);
     assert_eq!(client.session().url, url(gone));
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected B's Welcome");
-    };
+    let w = next_welcome(&mut client, "B's Welcome").await;
     assert!(!w.resumed);
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected C's Welcome");
-    };
+    let w = next_welcome(&mut client, "C's Welcome").await;
     assert!(w.resumed);
     assert_eq!(client.session().url, url(new_owner));
 }
@@ -1213,15 +1090,7 @@ async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
             0 => {
                 greet(&mut ws, "s-b", false).await;
                 assert_eq!(joined(&mut ws, 4).await, "studio");
-                send(
-                    &mut ws,
-                    Message::Migrate(Migrate {
-                        room: "studio".into(),
-                        url: String::new(),
-                        resume_token: "s-b".into(),
-                    }),
-                )
-                .await;
+                send(&mut ws, migrate(String::new(), "s-b")).await;
             }
             1 | 2 => {
                 let Message::Hello(hello) = recv(&mut ws).await else {
@@ -1230,11 +1099,11 @@ async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
                 assert!(hello.resume.is_some());
                 send(
                     &mut ws,
-                    Message::Error(ErrorFrame {
-                        request_id: 0,
-                        code: ErrorCode::Draining.code(),
-                        message: "the room's shard has no owner right now; retry".into(),
-                    }),
+                    error(
+                        ErrorCode::Draining,
+                        0,
+                        "the room's shard has no owner right now; retry",
+                    ),
                 )
                 .await;
             }
@@ -1257,18 +1126,8 @@ async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
         drop(a_listener);
         let mut ws = accept(tcp, ProtocolVersion::V2).await.unwrap();
         greet(&mut ws, "s-a", false).await;
-        let Message::Join(join) = recv(&mut ws).await else {
-            panic!("expected Join");
-        };
-        send(
-            &mut ws,
-            Message::Redirect(Redirect {
-                request_id: join.request_id,
-                room: "studio".into(),
-                url: b_url,
-            }),
-        )
-        .await;
+        let join = recv_join(&mut ws, "Join").await;
+        send(&mut ws, redirect(join.request_id, "studio", b_url)).await;
         hold(&mut ws).await;
     });
     let mut options = options();
@@ -1276,13 +1135,9 @@ async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
     let mut client = Client::connect(&url(entry), options).await.unwrap();
     assert_eq!(client.join("studio").await.unwrap().last_seq, 4);
     assert_eq!(client.session().url, url(node));
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected B's first Welcome");
-    };
+    let w = next_welcome(&mut client, "B's first Welcome").await;
     assert!(!w.resumed);
-    let Message::Welcome(w) = next(&mut client).await else {
-        panic!("expected B's Welcome after the migration");
-    };
+    let w = next_welcome(&mut client, "B's Welcome after the migration").await;
     assert!(w.resumed);
     assert_eq!(next(&mut client).await, event("studio", 5));
     assert_eq!(client.session().url, url(node));

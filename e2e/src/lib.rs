@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench_report;
+pub mod call_events;
 pub mod cluster;
 pub mod failover_bench;
 pub mod outside;

@@ -285,6 +285,24 @@ impl RealCluster {
         kubectl(&self.kubeconfig, args, stdin)
     }
 
+    /// The client URL of the fleet etcd (`e2e/scripts/deploy` runs it behind Service `etcd` in
+    /// `namespace`); the host routes the Service range to the node, so it works from here too.
+    pub fn fleet_etcd_url(&self, namespace: &str) -> Result<String, ClusterError> {
+        let ip = self.kubectl(
+            &[
+                "-n",
+                namespace,
+                "get",
+                "service",
+                "etcd",
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+            None,
+        )?;
+        Ok(format!("http://{}:2379", ip.trim()))
+    }
+
     /// Runs `e2e/scripts/deploy ARGS` against the cluster (see that script).
     pub fn deploy(&self, args: &[&str]) -> Result<(), ClusterError> {
         let script = repo_root().join("e2e/scripts/deploy");

@@ -23,8 +23,9 @@ use clap::Parser;
 use serde_json::{Value, json};
 use switchboard_client::fake::{self, SdpKind};
 use switchboard_client::{Client, ConnectOptions};
+use switchboard_e2e::call_events::call_state_event;
+use switchboard_protocol::Message;
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
-use switchboard_protocol::{EventKind, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::Instrument;
 
@@ -174,15 +175,8 @@ impl Side {
     }
 
     async fn call_state(&mut self, call: &str, state: &str) -> anyhow::Result<()> {
-        self.wait_for(&format!("call {state}"), |m| match m {
-            Message::Event(e)
-                if e.kind == EventKind::CallState
-                    && e.call_id == call
-                    && e.state.eq_ignore_ascii_case(state) =>
-            {
-                Some(())
-            }
-            _ => None,
+        self.wait_for(&format!("call {state}"), |m| {
+            call_state_event(m, call, state).map(drop)
         })
         .await
     }

@@ -256,23 +256,11 @@ impl Bench {
             .map_err(|e| anyhow!("applying examples/basic: {e}"))?;
         let endpoints = match etcd {
             Some(endpoints) => endpoints,
-            None => {
-                let ip = cluster
-                    .kubectl(
-                        &[
-                            "-n",
-                            NS,
-                            "get",
-                            "service",
-                            "etcd",
-                            "-o",
-                            "jsonpath={.spec.clusterIP}",
-                        ],
-                        None,
-                    )
-                    .map_err(|e| anyhow!("the fleet etcd Service: {e}"))?;
-                vec![format!("http://{}:2379", ip.trim())]
-            }
+            None => vec![
+                cluster
+                    .fleet_etcd_url(NS)
+                    .map_err(|e| anyhow!("the fleet etcd Service: {e}"))?,
+            ],
         };
         let etcd = Etcd::connect(endpoints, None).await?;
         let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NS);

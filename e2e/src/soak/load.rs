@@ -12,6 +12,7 @@ use switchboard_protocol::{EventKind, Message};
 use tokio::sync::watch;
 
 use super::history::{Op, Record, SeenEvent};
+use crate::call_events::call_state_event;
 
 /// Records kept per run at most (a bounded history; beyond it records are counted, not kept).
 pub const MAX_RECORDS: usize = 400_000;
@@ -294,13 +295,7 @@ impl Member {
                 });
             }
             match self.next(left).await {
-                Ok(Message::Event(e))
-                    if e.kind == EventKind::CallState
-                        && e.call_id == call
-                        && e.state.eq_ignore_ascii_case(state) =>
-                {
-                    return Ok(());
-                }
+                Ok(msg) if call_state_event(&msg, call, state).is_some() => return Ok(()),
                 Ok(Message::Welcome(_)) => reconnected = Some(Instant::now()),
                 Ok(Message::Error(e)) => {
                     return Err(format!(
@@ -331,12 +326,7 @@ impl Member {
     ) -> Result<Option<T>, String> {
         let call = call.to_string();
         self.wait_for(what, |msg| {
-            if let Message::Event(e) = msg
-                && e.kind == EventKind::CallState
-                && e.call_id == call
-                && e.state.eq_ignore_ascii_case("negotiating")
-                && e.seq > since
-            {
+            if call_state_event(msg, &call, "negotiating").is_some_and(|e| e.seq > since) {
                 return Some(None);
             }
             pick(msg).map(Some)
@@ -399,15 +389,8 @@ impl Member {
 }
 
 async fn call_state(m: &mut Member, call: &str, state: &str) -> Result<(), String> {
-    m.wait_for(&format!("call {call} {state}"), |msg| match msg {
-        Message::Event(e)
-            if e.kind == EventKind::CallState
-                && e.call_id == call
-                && e.state.eq_ignore_ascii_case(state) =>
-        {
-            Some(())
-        }
-        _ => None,
+    m.wait_for(&format!("call {call} {state}"), |msg| {
+        call_state_event(msg, call, state).map(drop)
     })
     .await
 }
@@ -436,13 +419,7 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
         guest
             .wait_for("Invite", |m| match m {
                 Message::Invite(i) if i.call_id == call => Some(()),
-                Message::Event(e)
-                    if e.kind == EventKind::CallState
-                        && e.call_id == call
-                        && e.state.eq_ignore_ascii_case("ringing") =>
-                {
-                    Some(())
-                }
+                _ if call_state_event(m, &call, "ringing").is_some() => Some(()),
                 _ => None,
             })
             .await?;
@@ -454,13 +431,7 @@ async fn one_call(host: &mut Member, guest: &mut Member, room: &str, n: u64) -> 
             .await?;
         host.wait_for("InviteResult", |m| match m {
             Message::InviteResult(r) if r.call_id == call && r.accepted => Some(()),
-            Message::Event(e)
-                if e.kind == EventKind::CallState
-                    && e.call_id == call
-                    && e.state.eq_ignore_ascii_case("negotiating") =>
-            {
-                Some(())
-            }
+            _ if call_state_event(m, &call, "negotiating").is_some() => Some(()),
             _ => None,
         })
         .await?;
@@ -561,21 +532,9 @@ async fn negotiate(
     }
     for side in [&mut *host, &mut *guest] {
         let connected = side
-            .wait_or_restart(
-                &format!("call {call} connected"),
-                call,
-                since,
-                |m| match m {
-                    Message::Event(e)
-                        if e.kind == EventKind::CallState
-                            && e.call_id == call
-                            && e.state.eq_ignore_ascii_case("connected") =>
-                    {
-                        Some(())
-                    }
-                    _ => None,
-                },
-            )
+            .wait_or_restart(&format!("call {call} connected"), call, since, |m| {
+                call_state_event(m, call, "connected").map(drop)
+            })
             .await?;
         if connected.is_none() {
             return Ok(false);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use switchboard_client::fake::{self, SdpKind};
 use switchboard_client::{Client, ConnectOptions};
-use switchboard_protocol::{EventKind, Joined, Message, Welcome};
+use switchboard_e2e::call_events::call_state_event;
+use switchboard_protocol::{Joined, Message, Welcome};
 
 /// How long one protocol step may take.
 pub const STEP: Duration = Duration::from_secs(15);
@@ -152,15 +153,8 @@ impl Member {
 
     /// Waits for the call-state event `state` of `call`.
     pub async fn call_state(&mut self, call: &str, state: &str) -> Result<u64, String> {
-        self.wait_for(&format!("call {call} {state}"), STEP, |m| match m {
-            Message::Event(e)
-                if e.kind == EventKind::CallState
-                    && e.call_id == call
-                    && e.state.eq_ignore_ascii_case(state) =>
-            {
-                Some(e.seq)
-            }
-            _ => None,
+        self.wait_for(&format!("call {call} {state}"), STEP, |m| {
+            call_state_event(m, call, state).map(|e| e.seq)
         })
         .await
     }

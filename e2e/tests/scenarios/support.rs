@@ -179,25 +179,12 @@ impl Env {
         if let Err(e) = cluster.deploy(&args) {
             panic!("{e}");
         }
-        // The host routes the Service range to the node, so the fleet etcd's Service address
-        // works from here as from a pod.
-        let etcd_ip = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    NS,
-                    "get",
-                    "service",
-                    "etcd",
-                    "-o",
-                    "jsonpath={.spec.clusterIP}",
-                ],
-                None,
-            )
+        let etcd_url = cluster
+            .fleet_etcd_url(NS)
             .unwrap_or_else(|e| panic!("the fleet etcd Service: {e}"));
         let client = cluster.client.clone();
         Self {
-            etcd_url: format!("http://{}:2379", etcd_ip.trim()),
+            etcd_url,
             cluster,
             client,
         }

@@ -604,11 +604,7 @@ impl Task {
         let timeout = self.config.timing.request_timeout;
         Box::pin(async move {
             let put = kv.put(key, value, Some(PutOptions::new().with_lease(lease)));
-            let result = match tokio::time::timeout(timeout, put).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(MembershipError::Etcd(e.to_string())),
-                Err(_) => Err(MembershipError::Timeout),
-            };
+            let result = within(timeout, put).await.map(drop);
             (kind, result)
         })
     }
@@ -616,13 +612,7 @@ impl Task {
     fn reopen(&self, lease: i64) -> ReopenFuture {
         let mut leases = self.client.lease_client();
         let timeout = self.config.timing.request_timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, leases.keep_alive(lease)).await {
-                Ok(Ok(pair)) => Ok(pair),
-                Ok(Err(e)) => Err(MembershipError::Etcd(e.to_string())),
-                Err(_) => Err(MembershipError::Timeout),
-            }
-        })
+        Box::pin(async move { within(timeout, leases.keep_alive(lease)).await })
     }
 
     async fn revoke(&self, lease: i64) {
@@ -658,8 +648,6 @@ async fn revive_once(
     ack: Option<(String, Vec<u8>)>,
     timing: EtcdTiming,
 ) -> Result<Option<Registered>, MembershipError> {
-    let timed = |_: tokio::time::error::Elapsed| MembershipError::Timeout;
-    let etcd = |e: etcd_client::Error| MembershipError::Etcd(e.to_string());
     let timeout = timing.request_timeout;
     let mut leases = client.lease_client();
     let sent_at = Instant::now();
@@ -671,28 +659,14 @@ async fn revive_once(
         {
             return Ok(None);
         }
-        Ok(Err(e)) => return Err(etcd(e)),
-        Err(e) => return Err(timed(e)),
+        Ok(Err(e)) => return Err(MembershipError::Etcd(e.to_string())),
+        Err(_) => return Err(MembershipError::Timeout),
     };
     if ttl.ttl() <= 0 {
         return Ok(None);
     }
-    let (keeper, stream) = tokio::time::timeout(timeout, leases.keep_alive(lease))
-        .await
-        .map_err(timed)?
-        .map_err(etcd)?;
-    let mut kv = client.kv_client();
-    let mut puts = vec![(node_key, node_value)];
-    puts.extend(ack);
-    for (key, value) in puts {
-        tokio::time::timeout(
-            timeout,
-            kv.put(key, value, Some(PutOptions::new().with_lease(lease))),
-        )
-        .await
-        .map_err(timed)?
-        .map_err(etcd)?;
-    }
+    let (keeper, stream) = within(timeout, leases.keep_alive(lease)).await?;
+    put_under_lease(&client, lease, (node_key, node_value), ack, timeout).await?;
     // The lease lives at least `ttl` seconds from before the question was asked.
     let remaining = Duration::from_secs(ttl.ttl().unsigned_abs());
     Ok(Some(Registered {
@@ -713,34 +687,15 @@ async fn register_once(
     ttl: Duration,
     timing: EtcdTiming,
 ) -> Result<Registered, MembershipError> {
-    let timed = |_: tokio::time::error::Elapsed| MembershipError::Timeout;
-    let etcd = |e: etcd_client::Error| MembershipError::Etcd(e.to_string());
     let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     let timeout = timing.request_timeout;
     let mut leases = client.lease_client();
-    let grant = tokio::time::timeout(timeout, leases.grant(ttl_secs, None))
-        .await
-        .map_err(timed)?
-        .map_err(etcd)?;
+    let grant = within(timeout, leases.grant(ttl_secs, None)).await?;
     let lease = grant.id();
     let granted = Duration::from_secs(grant.ttl().max(1).unsigned_abs());
-    let mut kv = client.kv_client();
-    let mut puts = vec![(node_key, node_value)];
-    puts.extend(ack);
-    for (key, value) in puts {
-        tokio::time::timeout(
-            timeout,
-            kv.put(key, value, Some(PutOptions::new().with_lease(lease))),
-        )
-        .await
-        .map_err(timed)?
-        .map_err(etcd)?;
-    }
+    put_under_lease(&client, lease, (node_key, node_value), ack, timeout).await?;
     let sent_at = Instant::now();
-    let (keeper, stream) = tokio::time::timeout(timeout, leases.keep_alive(lease))
-        .await
-        .map_err(timed)?
-        .map_err(etcd)?;
+    let (keeper, stream) = within(timeout, leases.keep_alive(lease)).await?;
     // Opening the stream renewed the lease with a request sent after `sent_at`.
     let tracker = LeaseTracker::renewed(sent_at, granted);
     Ok(Registered {
@@ -749,6 +704,37 @@ async fn register_once(
         stream,
         tracker,
     })
+}
+
+/// Runs one etcd request within `timeout`, its failure as a [`MembershipError`].
+async fn within<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, MembershipError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(MembershipError::Etcd(e.to_string())),
+        Err(_) => Err(MembershipError::Timeout),
+    }
+}
+
+/// Puts the node value and, when there is one, the last ack under `lease`, one after the other.
+async fn put_under_lease(
+    client: &Client,
+    lease: i64,
+    node: (String, Vec<u8>),
+    ack: Option<(String, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<(), MembershipError> {
+    let mut kv = client.kv_client();
+    for (key, value) in std::iter::once(node).chain(ack) {
+        within(
+            timeout,
+            kv.put(key, value, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn next_message(

@@ -312,6 +312,31 @@ mod tests {
         }
     }
 
+    /// No names or shards: what the tests' inputs borrow for the sets they leave empty.
+    const NO_POOLS: &BTreeSet<String> = &BTreeSet::new();
+    const NO_SHARDS: &BTreeSet<ShardId> = &BTreeSet::new();
+
+    /// An input with no rollout, no open pool and nothing surplus, pinned or settling; each
+    /// test overrides only the fields it is about.
+    fn base_input<'a>(
+        shard_count: u32,
+        assignments: &'a BTreeMap<ShardId, Assignment>,
+        nodes: &'a BTreeMap<String, NodeView>,
+        rebalance_budget: usize,
+    ) -> PlanInput<'a> {
+        PlanInput {
+            shard_count,
+            assignments,
+            nodes,
+            shard_versions: None,
+            open_pools: NO_POOLS,
+            rebalance_budget,
+            surplus_pools: NO_POOLS,
+            pinned: NO_SHARDS,
+            settling: NO_POOLS,
+        }
+    }
+
     fn causes(plan: &Plan) -> Vec<(ShardId, Option<&str>, &str, Cause)> {
         plan.moves
             .iter()
@@ -328,15 +353,8 @@ mod tests {
         let assignments = BTreeMap::new();
         let open = BTreeSet::from([ANY_POOL.to_string()]);
         let input = PlanInput {
-            shard_count: 6,
-            assignments: &assignments,
-            nodes: &nodes,
-            shard_versions: None,
             open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 0,
+            ..base_input(6, &assignments, &nodes, 0)
         };
         let plan = plan(&input);
         assert_eq!(plan.moves.len(), 6);
@@ -372,17 +390,9 @@ mod tests {
             (1, "v1".to_string()),
             (2, "v2".to_string()),
         ]);
-        let open = BTreeSet::new();
         let input = PlanInput {
-            shard_count: 3,
-            assignments: &assignments,
-            nodes: &nodes,
             shard_versions: Some(&versions),
-            open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 0,
+            ..base_input(3, &assignments, &nodes, 0)
         };
         assert_eq!(
             causes(&plan(&input)),
@@ -400,18 +410,7 @@ mod tests {
         let assignments: BTreeMap<ShardId, Assignment> = (0..4)
             .map(|s| (s, owned(if s < 2 { "a" } else { "b" }, "v1")))
             .collect();
-        let open = BTreeSet::new();
-        let input = PlanInput {
-            shard_count: 4,
-            assignments: &assignments,
-            nodes: &nodes,
-            shard_versions: None,
-            open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 0,
-        };
+        let input = base_input(4, &assignments, &nodes, 0);
         let plan = plan(&input);
         let evacuated: Vec<_> = plan
             .moves
@@ -432,22 +431,14 @@ mod tests {
         let versions: BTreeMap<ShardId, String> = (0..4)
             .map(|s| (s, if s < 2 { "v1" } else { "v2" }.to_string()))
             .collect();
-        let open = BTreeSet::new();
         let run = |v2: Health| {
             let nodes = BTreeMap::from([
                 ("a".to_string(), view("v1", Health::Eligible)),
                 ("b".to_string(), view("v2", v2)),
             ]);
             let input = PlanInput {
-                shard_count: 4,
-                assignments: &assignments,
-                nodes: &nodes,
                 shard_versions: Some(&versions),
-                open_pools: &open,
-                surplus_pools: &BTreeSet::new(),
-                pinned: &BTreeSet::new(),
-                settling: &BTreeSet::new(),
-                rebalance_budget: 1,
+                ..base_input(4, &assignments, &nodes, 1)
             };
             plan(&input)
         };
@@ -473,18 +464,11 @@ mod tests {
             .map(|s| (s, if s < 3 { "v1" } else { "v2" }.to_string()))
             .collect();
         let settled: BTreeMap<ShardId, String> = (0..4).map(|s| (s, "v1".to_string())).collect();
-        let open = BTreeSet::new();
         let run = |versions, surplus: BTreeSet<String>| {
             let input = PlanInput {
-                shard_count: 4,
-                assignments: &assignments,
-                nodes: &nodes,
                 shard_versions: Some(versions),
-                open_pools: &open,
-                rebalance_budget: 10,
                 surplus_pools: &surplus,
-                pinned: &BTreeSet::new(),
-                settling: &BTreeSet::new(),
+                ..base_input(4, &assignments, &nodes, 10)
             };
             plan(&input)
                 .moves
@@ -518,18 +502,7 @@ mod tests {
         let mut moving = owned("a", "v1");
         moving.handoff_to = Some("b".into());
         let assignments = BTreeMap::from([(0, moving), (1, owned("a", "v1"))]);
-        let open = BTreeSet::new();
-        let input = PlanInput {
-            shard_count: 2,
-            assignments: &assignments,
-            nodes: &nodes,
-            shard_versions: None,
-            open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 5,
-        };
+        let input = base_input(2, &assignments, &nodes, 5);
         let plan = plan(&input);
         assert!(plan.moves.is_empty(), "{:?}", plan.moves);
         assert_eq!(plan.desired[&0].as_deref(), Some("b"));
@@ -549,15 +522,8 @@ mod tests {
         ]);
         let open = BTreeSet::from([ANY_POOL.to_string()]);
         let input = PlanInput {
-            shard_count: 3,
-            assignments: &assignments,
-            nodes: &nodes,
-            shard_versions: None,
             open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 3,
+            ..base_input(3, &assignments, &nodes, 3)
         };
         assert!(causes(&plan(&input)).is_empty());
     }
@@ -566,18 +532,7 @@ mod tests {
     fn an_orphan_without_any_eligible_node_stays() {
         let nodes = BTreeMap::from([("b".to_string(), view("v1", Health::Held))]);
         let assignments = BTreeMap::from([(0, owned("gone", "v1"))]);
-        let open = BTreeSet::new();
-        let input = PlanInput {
-            shard_count: 1,
-            assignments: &assignments,
-            nodes: &nodes,
-            shard_versions: None,
-            open_pools: &open,
-            surplus_pools: &BTreeSet::new(),
-            pinned: &BTreeSet::new(),
-            settling: &BTreeSet::new(),
-            rebalance_budget: 1,
-        };
+        let input = base_input(1, &assignments, &nodes, 1);
         let plan = plan(&input);
         assert!(plan.moves.is_empty());
         assert_eq!(plan.desired[&0], None);
