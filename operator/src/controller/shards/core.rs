@@ -40,6 +40,10 @@ pub struct Settings {
     pub recovery_timeout: Duration,
     /// Acks of nodes gone for this long (and owning nothing) are deleted.
     pub ack_cleanup_after: Duration,
+    /// A node the failure detector watches whose Pod turned NotReady while its lease lives
+    /// is held this long before the NotReady fails it over (a readiness probe failing while
+    /// the node's etcd client moves to another member is no death).
+    pub watched_not_ready_grace: Duration,
     /// Expected eligible nodes per pool; a pool that has them all opens for placement at
     /// once.
     pub expected_pools: BTreeMap<String, u32>,
@@ -58,6 +62,7 @@ impl Default for Settings {
             rebalance_settle: Duration::from_secs(10),
             recovery_timeout: Duration::from_secs(30),
             ack_cleanup_after: Duration::from_secs(30),
+            watched_not_ready_grace: Duration::from_secs(10),
             expected_pools: BTreeMap::new(),
             expect_rollout: false,
         }
@@ -295,6 +300,9 @@ pub struct Core {
     // Nodes whose Pod turned NotReady together with half the fleet: held, not fenced, until
     // their Pod is Ready again.
     excused: BTreeSet<String>,
+    // Watched nodes with a live lease whose Pod is NotReady, and since when: held until
+    // `watched_not_ready_grace` passes.
+    not_ready_since: BTreeMap<String, Instant>,
     // Lease a node key carried before it was re-put under another lease, since the node's
     // last Pod observation (a restarted process may register before its restart is seen).
     replaced_leases: BTreeMap<String, i64>,
@@ -392,6 +400,12 @@ impl Core {
     /// Folds one input in; returns notices it caused (recoveries).
     pub fn apply(&mut self, input: Input, now: Instant) -> Vec<Notice> {
         self.apply_all(vec![input], now)
+    }
+
+    /// Re-evaluates at `now` with no new input: verdicts held for a grace period that
+    /// ran out (see [`Core::wake_at`]).
+    pub fn tick(&mut self, now: Instant) {
+        self.evaluate(now);
     }
 
     /// Folds a burst of inputs in, in order, and re-evaluates once.
@@ -634,7 +648,7 @@ impl Core {
         self.excuse_correlated_not_ready(&verdicts);
         let mut health = BTreeMap::new();
         for (name, verdict) in verdicts {
-            let verdict = self.judge_not_ready(&name, verdict);
+            let verdict = self.judge_not_ready(&name, verdict, now);
             match verdict {
                 Health::Dead(reason) => {
                     self.signals
@@ -651,6 +665,8 @@ impl Core {
         self.not_ready_leases
             .retain(|name, _| health.contains_key(name));
         self.excused.retain(|name| health.contains_key(name));
+        self.not_ready_since
+            .retain(|name, _| health.contains_key(name));
         self.health = health;
         // Deleted Pods are forgotten once nothing refers to their node any more.
         let referenced: BTreeSet<&str> = self
@@ -736,9 +752,10 @@ impl Core {
     /// really died still loses its lease) when the node is excused (it went NotReady with
     /// half the fleet) or registered again under a new lease after it was fenced for it: that
     /// is a new incarnation that can reach etcd, and fencing it again would keep its Pod
-    /// NotReady after an etcd outage (docs/reliability.md). Other verdicts pass and clear both
-    /// memories.
-    fn judge_not_ready(&mut self, name: &str, verdict: Health) -> Health {
+    /// NotReady after an etcd outage (docs/reliability.md), or while a node the failure
+    /// detector watches keeps its lease, for `watched_not_ready_grace` (docs/reliability.md,
+    /// finding 14). Other verdicts pass and clear the memories.
+    fn judge_not_ready(&mut self, name: &str, verdict: Health, now: Instant) -> Health {
         if verdict == Health::Dead(Reason::LeaseExpired) {
             // The key vanished (its lease expired or was revoked). While the Pod stays
             // NotReady keep both memories, with no lease at all when there was none (0 is no
@@ -756,6 +773,7 @@ impl Core {
         if verdict != Health::Dead(Reason::PodNotReady) {
             self.excused.remove(name);
             self.not_ready_leases.remove(name);
+            self.not_ready_since.remove(name);
             return verdict;
         }
         if self.excused.contains(name) {
@@ -764,6 +782,14 @@ impl Core {
         let Some(node) = self.nodes.get(name) else {
             return verdict;
         };
+        // The detector answers for the process and the lease for its etcd session: while
+        // both say alive, a failing readiness probe is a degraded node, not a dead one.
+        if node.info.liveness.is_some() {
+            let since = *self.not_ready_since.entry(name.to_string()).or_insert(now);
+            if now.saturating_duration_since(since) < self.settings.watched_not_ready_grace {
+                return Health::Held;
+            }
+        }
         let first = *self
             .not_ready_leases
             .entry(name.to_string())
@@ -1266,6 +1292,11 @@ impl Core {
             self.eligible_since
                 .values()
                 .map(|t| *t + self.settings.rebalance_settle),
+        );
+        times.extend(
+            self.not_ready_since
+                .values()
+                .map(|t| *t + self.settings.watched_not_ready_grace),
         );
         times.into_iter().filter(|t| *t > now).min()
     }

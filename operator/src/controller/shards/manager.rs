@@ -371,6 +371,7 @@ impl Shell {
                     }
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or(far)) => {
+                    self.core.tick(Instant::now());
                     if self.retry_at.is_some_and(|t| t <= Instant::now()) {
                         self.retry_at = None;
                     }

@@ -12,7 +12,9 @@
 //! Decisions written down here:
 //! - A Pod that has never been Ready is a node still starting, not a failure; only Ready →
 //!   NotReady of the same process triggers a `PodNotReady` failover. A draining node's Pod
-//!   turning NotReady is expected and stays a handoff.
+//!   turning NotReady is expected and stays a handoff. A node the failure detector watches
+//!   keeps its shards (held) while its lease lives, for `watched_not_ready_grace` (10 s):
+//!   its readiness also reflects its etcd client, which needs seconds to leave a dead member.
 //! - A terminating Pod (scale-down, rolling replacement) is a handoff, not a crash: the node
 //!   drains on SIGTERM. The crash path starts when its process exits or the Pod is removed.
 //! - Failover goes to the shard's current version pool when it has an eligible node, else

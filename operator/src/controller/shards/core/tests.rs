@@ -1159,3 +1159,73 @@ fn a_requested_move_is_not_undone_by_rebalancing_while_the_request_stands() {
     }
     assert_eq!(core.assignment(0).unwrap().node, "a");
 }
+
+#[test]
+fn a_watched_node_not_ready_with_a_live_lease_is_held_for_the_grace_then_failed_over() {
+    // An etcd leader killed under load: the node's etcd client retried the dead member for
+    // seconds, its readiness probe failed, and its shards moved although the detector and
+    // the lease both said alive (failover-bench --steady). Such a node is held first.
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    let watched = |name: &str, lease: i64| {
+        let mut info = info("v1", NodeState::Ready);
+        info.liveness = Some(switchboard_contract::liveness::Endpoint {
+            addr: format!("{name}:9100"),
+            incarnation: 1,
+        });
+        Change::Node(
+            name.into(),
+            NodeObs {
+                info,
+                lease,
+                mod_revision: 1,
+            },
+        )
+    };
+    core.apply(
+        Input::Reset(vec![
+            watched("a", 11),
+            watched("b", 12),
+            owned(0, "a", 1, "v1"),
+            owned(1, "b", 1, "v1"),
+        ]),
+        t0,
+    );
+    let ready = |uid: &str, ready: bool| PodObs {
+        uid: uid.into(),
+        ready,
+        ..PodObs::default()
+    };
+    core.apply(
+        Input::PodsReset(vec![
+            ("a".into(), ready("ua", true)),
+            ("b".into(), ready("ub", true)),
+        ]),
+        t0,
+    );
+    assert!(core.decide(t0).is_empty());
+
+    core.apply(Input::Pod("a".into(), ready("ua", false)), t0);
+    assert!(core.decide(t0).is_empty(), "held, not failed over");
+    let grace = core.settings().watched_not_ready_grace;
+    assert_eq!(core.wake_at(t0), Some(t0 + grace));
+    let t1 = t0 + grace / 2;
+    core.tick(t1);
+    assert!(core.decide(t1).is_empty());
+    // Ready again within the grace: nothing happened, and the memory is gone.
+    core.apply(Input::Pod("a".into(), ready("ua", true)), t1);
+    assert!(core.decide(t1).is_empty());
+    let t2 = t1 + Duration::from_millis(100);
+    core.apply(Input::Pod("a".into(), ready("ua", false)), t2);
+    assert!(core.decide(t2).is_empty(), "a new grace starts");
+
+    // NotReady for the whole grace: a degraded node is failed over after all.
+    let t3 = t2 + grace;
+    core.tick(t3);
+    let decision = core.decide(t3);
+    assert_eq!(decision.revoke, vec![("a".to_string(), 11)]);
+    match &decision.writes[0].cause {
+        WriteCause::Failover { reason, .. } => assert_eq!(*reason, Reason::PodNotReady),
+        other => panic!("{other:?}"),
+    }
+}
