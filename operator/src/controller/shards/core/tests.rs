@@ -207,24 +207,23 @@ fn a_lost_node_fails_over_with_epoch_plus_one_to_its_own_pool() {
     assert_eq!(status.last_failover.unwrap().recovered_ms, Some(50));
 }
 
-#[test]
-fn a_pod_signal_fences_the_lease_before_the_failover() {
-    let t0 = Instant::now();
-    let mut core = Core::new(settings(2));
-    core.apply(
-        Input::Reset(vec![
-            node("a", "v1", 11),
-            node("b", "v1", 12),
-            owned(0, "a", 1, "v1"),
-            owned(1, "b", 1, "v1"),
-        ]),
-        t0,
-    );
-    let ready = |uid: &str, ready: bool| PodObs {
+/// A Pod observation of process `uid`, Ready or not.
+fn ready(uid: &str, ready: bool) -> PodObs {
+    PodObs {
         uid: uid.into(),
         ready,
         ..PodObs::default()
-    };
+    }
+}
+
+/// Nodes `a` and `b` (registered by `a` and `b`) own shards 0 and 1, their Pods are Ready
+/// and nothing is to be done.
+fn two_ready_owners(a: Change, b: Change, t0: Instant) -> Core {
+    let mut core = Core::new(settings(2));
+    core.apply(
+        Input::Reset(vec![a, b, owned(0, "a", 1, "v1"), owned(1, "b", 1, "v1")]),
+        t0,
+    );
     core.apply(
         Input::PodsReset(vec![
             ("a".into(), ready("ua", true)),
@@ -233,6 +232,13 @@ fn a_pod_signal_fences_the_lease_before_the_failover() {
         t0,
     );
     assert!(core.decide(t0).is_empty());
+    core
+}
+
+#[test]
+fn a_pod_signal_fences_the_lease_before_the_failover() {
+    let t0 = Instant::now();
+    let mut core = two_ready_owners(node("a", "v1", 11), node("b", "v1", 12), t0);
 
     core.apply(Input::Pod("a".into(), ready("ua", false)), t0);
     let decision = core.decide(t0);
@@ -1166,7 +1172,6 @@ fn a_watched_node_not_ready_with_a_live_lease_is_held_for_the_grace_then_failed_
     // seconds, its readiness probe failed, and its shards moved although the detector and
     // the lease both said alive (failover-bench --steady). Such a node is held first.
     let t0 = Instant::now();
-    let mut core = Core::new(settings(2));
     let watched = |name: &str, lease: i64| {
         let mut info = info("v1", NodeState::Ready);
         info.liveness = Some(switchboard_contract::liveness::Endpoint {
@@ -1182,28 +1187,7 @@ fn a_watched_node_not_ready_with_a_live_lease_is_held_for_the_grace_then_failed_
             },
         )
     };
-    core.apply(
-        Input::Reset(vec![
-            watched("a", 11),
-            watched("b", 12),
-            owned(0, "a", 1, "v1"),
-            owned(1, "b", 1, "v1"),
-        ]),
-        t0,
-    );
-    let ready = |uid: &str, ready: bool| PodObs {
-        uid: uid.into(),
-        ready,
-        ..PodObs::default()
-    };
-    core.apply(
-        Input::PodsReset(vec![
-            ("a".into(), ready("ua", true)),
-            ("b".into(), ready("ub", true)),
-        ]),
-        t0,
-    );
-    assert!(core.decide(t0).is_empty());
+    let mut core = two_ready_owners(watched("a", 11), watched("b", 12), t0);
 
     core.apply(Input::Pod("a".into(), ready("ua", false)), t0);
     assert!(core.decide(t0).is_empty(), "held, not failed over");
