@@ -151,15 +151,19 @@ impl ClusterArgs {
         Ok(options)
     }
 
-    /// Builds the etcd client. Without authentication this does not contact etcd (the
-    /// connection is made lazily and re-made after failures); with a user it authenticates.
-    pub async fn connect(&self) -> Result<Client, ArgsError> {
-        let endpoints: Vec<String> = self
-            .etcd_endpoints
+    /// The etcd endpoints given, trimmed, without empty ones.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.etcd_endpoints
             .iter()
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
-            .collect();
+            .collect()
+    }
+
+    /// Builds the etcd client. Without authentication this does not contact etcd (the
+    /// connection is made lazily and re-made after failures); with a user it authenticates.
+    pub async fn connect(&self) -> Result<Client, ArgsError> {
+        let endpoints = self.endpoints();
         if endpoints.is_empty() {
             return Err(ArgsError::Missing("etcd-endpoints"));
         }

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::endpoints;
 use crate::cluster::liveness::{self, Liveness};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::node::{ClusterError, ClusterNode, ClusterNodeConfig};
@@ -57,6 +58,12 @@ pub async fn serve_cluster(
     let settings = config.current();
     let identity = args.identity(&settings.node_name, &settings.advertise_url)?;
     let client = args.connect().await?;
+    let guard_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(endpoints::guard(
+        client.clone(),
+        args.endpoints(),
+        guard_stop.clone(),
+    ));
     let cluster_metrics = ClusterMetrics::register(metrics.registry())?;
     let incarnation: u64 = rand::random();
     // The operator's failure detector holds this stream open (docs/architecture.md).
@@ -138,6 +145,7 @@ pub async fn serve_cluster(
         () = side_tasks => Ok(()),
     };
     cluster.shutdown().await;
+    guard_stop.cancel();
     result.map_err(ClusterModeError::from)
 }
 

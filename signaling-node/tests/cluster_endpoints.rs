@@ -1,0 +1,50 @@
+//! The etcd endpoint guard against a real etcd beside a member that refuses connections:
+//! the client stops sending to the refusing one (docs/reliability.md, "Limits").
+
+use std::time::Duration;
+
+use etcd_client::Client;
+use signaling_node::cluster::endpoints;
+use switchboard_testkit::Etcd;
+use tokio_util::sync::CancellationToken;
+
+/// An address nothing listens on (bound, then closed).
+fn refused() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// How many of `n` puts through `client` fail.
+async fn failed_puts(client: &Client, n: usize) -> usize {
+    let mut kv = client.kv_client();
+    let mut failed = 0;
+    for i in 0..n {
+        let put = kv.put(format!("guard/{i}"), "v", None);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(2), put).await,
+            Ok(Ok(_))
+        ) {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_avoid_a_member_that_refuses_connections() {
+    switchboard_testkit::init_tracing();
+    let etcd = Etcd::start().await;
+    let endpoints = vec![refused(), etcd.endpoint(), refused()];
+    let client = Client::connect(endpoints.clone(), None).await.unwrap();
+    let stop = CancellationToken::new();
+    let guard = tokio::spawn(endpoints::guard(client.clone(), endpoints, stop.clone()));
+    // Two probe rounds take the refusing members out.
+    tokio::time::sleep(endpoints::PROBE_EVERY * 3).await;
+    assert_eq!(
+        failed_puts(&client, 40).await,
+        0,
+        "every put reached the live member"
+    );
+    stop.cancel();
+    guard.await.unwrap();
+}
