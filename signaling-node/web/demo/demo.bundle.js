@@ -2757,6 +2757,9 @@ var SwitchboardClient = class {
   outq = [];
   flushScheduled = false;
   redirectsInARow = 0;
+  /** The session a resume asked for when a node without its room answered `resumed: false`:
+   * the re-join's Redirect leads to the owner, where it is resumed (same rule as the Rust client). */
+  unresumed = void 0;
   stopped = false;
   early = [];
   constructor(url, options) {
@@ -3221,6 +3224,7 @@ var SwitchboardClient = class {
       sock.close(CloseCode.Normal, "unknown version");
       throw new ClientError("protocol", `server picked unknown protocol version ${welcome.version}`);
     }
+    const asked = this.sessionId;
     this.sessionId = welcome.session;
     this.version = welcome.version;
     this.node = welcome.node;
@@ -3235,7 +3239,9 @@ var SwitchboardClient = class {
     sock.onerror = () => {
     };
     this.armSilence();
+    this.unresumed = void 0;
     if (askedResume && !welcome.resumed) {
+      if (this.rooms.names().length > 0) this.unresumed = this.rooms.resume(asked);
       for (const room of this.rooms.names()) this.pending.set(this.ids.nextId(), { room });
       this.rooms.clear();
     }
@@ -3466,7 +3472,8 @@ var SwitchboardClient = class {
         }
         this.endpoint = exit.url;
         this.rooms.clear();
-        resume = void 0;
+        resume = this.unresumed;
+        this.unresumed = void 0;
         immediate = true;
         break;
       }
