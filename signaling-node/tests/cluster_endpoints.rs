@@ -1,5 +1,5 @@
 //! The etcd endpoint guard against a real etcd beside a member that refuses connections:
-//! the client stops sending to the refusing one (docs/reliability.md, "Limits").
+//! the client stops sending to the refusing one (docs/reliability.md, finding 15).
 
 use std::time::Duration;
 

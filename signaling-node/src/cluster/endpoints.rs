@@ -3,7 +3,7 @@
 //! The client balances requests over every endpoint it was given and keeps sending to a
 //! member that is down (connection refused), so with a three-member etcd whose leader was
 //! killed a node's keepalive stream could stay unopened until its 2 s lease ran out
-//! (docs/reliability.md, "Limits"). [`guard`] probes each endpoint with a TCP connect and
+//! (docs/reliability.md, finding 15). [`guard`] probes each endpoint with a TCP connect and
 //! takes a refusing one out of the client's balance until it accepts again; it never takes
 //! out the last one, so a single-endpoint node is left as it is.
 
