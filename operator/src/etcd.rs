@@ -8,8 +8,9 @@
 //! a fingerprint of the Secret's TLS material (SHA-256 of `ca.crt`, `tls.crt`, `tls.key`) is
 //! part of the cache key, so a rotated certificate gets a new connection on the next
 //! reconcile, while a Secret rewritten with the same content (a new resourceVersion from a
-//! label change or a cert-manager re-sync) keeps the connection and every loop using it. etcd-client (tonic) reconnects a cached client by itself
-//! after network errors.
+//! label change or a cert-manager re-sync) keeps the connection and every loop using it.
+//! etcd-client (tonic) reconnects a cached client by itself after network errors; the
+//! endpoint guard beside each cached client keeps it off members refusing connections.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
+use switchboard_contract::endpoints::Balance;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::crd::{EtcdSpec, SignalingCluster};
 
@@ -105,7 +108,25 @@ impl Target {
 pub struct EtcdClients {
     kube: Client,
     connect_timeout: Duration,
-    clients: Arc<Mutex<HashMap<Target, etcd_client::Client>>>,
+    clients: Arc<Mutex<HashMap<Target, Guarded>>>,
+}
+
+/// A cached client and the endpoint guard running beside it, stopped when the entry goes.
+struct Guarded {
+    client: etcd_client::Client,
+    _guard: DropGuard,
+}
+
+impl Guarded {
+    /// Runs `balance`, the endpoint guard of `client` (docs/reliability.md, finding 15).
+    fn start(client: etcd_client::Client, balance: Balance) -> Self {
+        let stop = CancellationToken::new();
+        tokio::spawn(balance.run(stop.clone()));
+        Self {
+            client,
+            _guard: stop.drop_guard(),
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdClients {
@@ -131,7 +152,7 @@ impl EtcdClients {
         self.connect_timeout
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, etcd_client::Client>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Guarded>> {
         self.clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,10 +203,11 @@ impl EtcdClients {
             tls: tls_key,
         };
         let id = target.id();
-        if let Some(client) = self.lock().get(&target) {
-            return Ok((client.clone(), id));
+        if let Some(cached) = self.lock().get(&target) {
+            return Ok((cached.client.clone(), id));
         }
-        let client = self.connect(&endpoints, tls).await?;
+        let guarded = self.connect(&endpoints, tls).await?;
+        let client = guarded.client.clone();
         let mut clients = self.lock();
         // A rotated Secret replaces the old connection to the same etcd.
         clients.retain(|t, _| {
@@ -195,7 +217,7 @@ impl EtcdClients {
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        clients.insert(target, client.clone());
+        clients.insert(target, guarded);
         Ok((client, id))
     }
 
@@ -216,7 +238,7 @@ impl EtcdClients {
         self.lock()
             .iter()
             .find(|(t, _)| t.endpoints == endpoints)
-            .map(|(_, c)| c.clone())
+            .map(|(_, c)| c.client.clone())
     }
 
     async fn read_tls(
@@ -254,7 +276,7 @@ impl EtcdClients {
         &self,
         endpoints: &[String],
         tls: Option<TlsOptions>,
-    ) -> Result<etcd_client::Client, EtcdError> {
+    ) -> Result<Guarded, EtcdError> {
         let joined = endpoints.join(",");
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
@@ -279,12 +301,17 @@ impl EtcdClients {
         .await
         .map_err(|_| timeout("connect"))?
         .map_err(request)?;
+        // Members refusing connections are out of the balance before the first request.
+        let mut balance = Balance::new(client.clone(), endpoints.to_vec());
+        if endpoints.len() > 1 {
+            balance.probe_once().await;
+        }
         tokio::time::timeout(self.connect_timeout, client.status())
             .await
             .map_err(|_| timeout("status"))?
             .map_err(request)?;
         tracing::info!(endpoints = %joined, "connected to etcd");
-        Ok(client)
+        Ok(Guarded::start(client, balance))
     }
 }
 

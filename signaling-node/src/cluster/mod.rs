@@ -34,7 +34,6 @@
 pub mod ack;
 pub mod args;
 pub mod config_watch;
-pub mod endpoints;
 pub mod health;
 pub mod lease;
 pub mod liveness;

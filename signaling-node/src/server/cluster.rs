@@ -14,13 +14,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::endpoints;
 use crate::cluster::liveness::{self, Liveness};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::node::{ClusterError, ClusterNode, ClusterNodeConfig};
 use crate::cluster::{ClusterArgs, args::ArgsError};
 use crate::config::{ConfigHandle, SettingsPatch};
 use crate::metrics::{Health, Metrics};
+use switchboard_contract::endpoints;
 use switchboard_contract::keys::{Load, NodeInfo, NodeState};
 
 use super::{Listeners, Node, ServerError};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use etcd_client::Client;
-use signaling_node::cluster::endpoints;
+use switchboard_contract::endpoints;
 use switchboard_testkit::Etcd;
 use tokio_util::sync::CancellationToken;
 
@@ -47,4 +47,19 @@ async fn requests_avoid_a_member_that_refuses_connections() {
     );
     stop.cancel();
     guard.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_probe_before_the_first_request_is_enough() {
+    switchboard_testkit::init_tracing();
+    let etcd = Etcd::start().await;
+    let endpoints = vec![refused(), etcd.endpoint(), refused()];
+    let client = Client::connect(endpoints.clone(), None).await.unwrap();
+    let mut balance = endpoints::Balance::new(client.clone(), endpoints);
+    balance.probe_once().await;
+    assert_eq!(
+        failed_puts(&client, 40).await,
+        0,
+        "every put reached the live member"
+    );
 }

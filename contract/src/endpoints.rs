@@ -5,7 +5,8 @@
 //! killed a node's keepalive stream could stay unopened until its 2 s lease ran out
 //! (docs/reliability.md, finding 15). [`guard`] probes each endpoint with a TCP connect and
 //! takes a refusing one out of the client's balance until it accepts again; it never takes
-//! out the last one, so a single-endpoint node is left as it is.
+//! out the last one, so a single-endpoint client is left as it is. The node and the
+//! operator both run it beside each etcd client they hold.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -53,34 +54,45 @@ async fn answers(endpoint: &str) -> bool {
     )
 }
 
-/// Probes `endpoints` every [`PROBE_EVERY`] until `stop`, taking refusing ones out of
-/// `client`'s balance and putting them back once they accept connections.
-pub async fn guard(client: Client, endpoints: Vec<String>, stop: CancellationToken) {
-    if endpoints.len() < 2 {
-        return;
-    }
-    let mut out: BTreeSet<String> = BTreeSet::new();
-    let mut tick = tokio::time::interval(PROBE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
+/// An etcd client's endpoints and which of them are taken out of its balance.
+pub struct Balance {
+    client: Client,
+    endpoints: Vec<String>,
+    out: BTreeSet<String>,
+}
+
+impl Balance {
+    /// Every one of `endpoints` in `client`'s balance, as the client starts.
+    pub fn new(client: Client, endpoints: Vec<String>) -> Self {
+        Self {
+            client,
+            endpoints,
+            out: BTreeSet::new(),
         }
-        let probes = endpoints
-            .iter()
-            .map(|e| async move { (e.clone(), answers(e).await) });
-        let up: BTreeSet<String> = futures::future::join_all(probes)
-            .await
-            .into_iter()
-            .filter_map(|(e, ok)| ok.then_some(e))
-            .collect();
-        let (take, back) = plan(&endpoints, &up, &out);
+    }
+
+    /// Probes every endpoint once, taking refusing ones out and putting answering ones back.
+    pub async fn probe_once(&mut self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for endpoint in &self.endpoints {
+            let endpoint = endpoint.clone();
+            probes.spawn(async move {
+                let ok = answers(&endpoint).await;
+                (endpoint, ok)
+            });
+        }
+        let mut up: BTreeSet<String> = BTreeSet::new();
+        while let Some(probe) = probes.join_next().await {
+            if let Ok((endpoint, true)) = probe {
+                up.insert(endpoint);
+            }
+        }
+        let (take, back) = plan(&self.endpoints, &up, &self.out);
         for endpoint in take {
-            match client.remove_endpoint(&endpoint).await {
+            match self.client.remove_endpoint(&endpoint).await {
                 Ok(()) => {
                     tracing::warn!(%endpoint, "etcd member refuses connections; not sending to it");
-                    out.insert(endpoint);
+                    self.out.insert(endpoint);
                 }
                 Err(error) => {
                     tracing::warn!(%endpoint, %error, "could not take an etcd member out")
@@ -88,10 +100,10 @@ pub async fn guard(client: Client, endpoints: Vec<String>, stop: CancellationTok
             }
         }
         for endpoint in back {
-            match client.add_endpoint(&endpoint).await {
+            match self.client.add_endpoint(&endpoint).await {
                 Ok(()) => {
                     tracing::info!(%endpoint, "etcd member accepts connections again");
-                    out.remove(&endpoint);
+                    self.out.remove(&endpoint);
                 }
                 Err(error) => {
                     tracing::warn!(%endpoint, %error, "could not put an etcd member back")
@@ -99,6 +111,28 @@ pub async fn guard(client: Client, endpoints: Vec<String>, stop: CancellationTok
             }
         }
     }
+
+    /// Probes every [`PROBE_EVERY`] until `stop`; returns at once with fewer than two
+    /// endpoints, where there is nothing to choose.
+    pub async fn run(mut self, stop: CancellationToken) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => self.probe_once().await,
+            }
+        }
+    }
+}
+
+/// Probes `endpoints` every [`PROBE_EVERY`] until `stop`, taking refusing ones out of
+/// `client`'s balance and putting them back once they accept connections.
+pub async fn guard(client: Client, endpoints: Vec<String>, stop: CancellationToken) {
+    Balance::new(client, endpoints).run(stop).await;
 }
 
 #[cfg(test)]
