@@ -183,7 +183,8 @@ pub async fn run(
     let started = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
     let mut owners: BTreeMap<ShardId, Assignment> = initial;
-    let mut next_change = started + total / 4;
+    // Four changes at 1/5 .. 4/5 of the run, so the last is watched as long as the others.
+    let mut next_change = started + total / 5;
     let mut changes = 0u32;
     let mut next_load = started;
     let mut trio = trio;
@@ -193,8 +194,8 @@ pub async fn run(
             record.loadavg.push(loadavg()[0]);
             next_load += Duration::from_secs(10);
         }
-        if Instant::now() >= next_change {
-            next_change += total / 4;
+        if changes < 4 && Instant::now() >= next_change {
+            next_change += total / 5;
             changes += 1;
             match leader_change(&admin, &mut trio, &etcd_bin, &dir, changes % 2 == 1).await {
                 Ok(what) => {
