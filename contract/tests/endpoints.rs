@@ -30,12 +30,18 @@ async fn failed_puts(client: &Client, n: usize) -> usize {
     failed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_avoid_a_member_that_refuses_connections() {
+/// A real etcd listed between two endpoints that refuse connections, and a client of all three.
+async fn live_between_refusing() -> (Etcd, Client, Vec<String>) {
     switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let endpoints = vec![refused(), etcd.endpoint(), refused()];
     let client = Client::connect(endpoints.clone(), None).await.unwrap();
+    (etcd, client, endpoints)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_avoid_a_member_that_refuses_connections() {
+    let (_etcd, client, endpoints) = live_between_refusing().await;
     let stop = CancellationToken::new();
     let guard = tokio::spawn(endpoints::guard(client.clone(), endpoints, stop.clone()));
     // Two probe rounds take the refusing members out.
@@ -51,10 +57,7 @@ async fn requests_avoid_a_member_that_refuses_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_probe_before_the_first_request_is_enough() {
-    switchboard_testkit::init_tracing();
-    let etcd = Etcd::start().await;
-    let endpoints = vec![refused(), etcd.endpoint(), refused()];
-    let client = Client::connect(endpoints.clone(), None).await.unwrap();
+    let (_etcd, client, endpoints) = live_between_refusing().await;
     let mut balance = endpoints::Balance::new(client.clone(), endpoints);
     balance.probe_once().await;
     assert_eq!(
