@@ -93,6 +93,11 @@ impl Trio {
                     format!("--initial-advertise-peer-urls={peer}"),
                     format!("--initial-cluster={cluster}"),
                     "--initial-cluster-state=new".into(),
+                    // As examples/etcd, with a shorter retention: the load writes about 1 MB/s,
+                    // and an uncompacted trio filled the disk until the kubelet evicted the fleet.
+                    "--auto-compaction-mode=periodic".into(),
+                    "--auto-compaction-retention=5m".into(),
+                    "--quota-backend-bytes=2147483648".into(),
                     "--log-level=warn".into(),
                 ],
                 child: None,
@@ -127,6 +132,26 @@ pub struct SteadyRecord {
     pub load_summary: Vec<String>,
 }
 
+/// Free space the run needs where its etcd data goes: the trio's WAL and database (bounded by
+/// compaction) plus the kubelet's eviction margin, below which it evicts the fleet and shards
+/// move for a reason of their own.
+const MIN_FREE_BYTES: u64 = 8 << 30;
+
+/// Refuses to start on a disk too full for the run, naming what is free.
+fn check_free_space(dir: &Path) -> Result<()> {
+    let stat = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < MIN_FREE_BYTES {
+        bail!(
+            "{:.1} GiB free under {}; the steady run needs {} GiB (free some space first)",
+            free as f64 / f64::from(1u32 << 30),
+            dir.display(),
+            MIN_FREE_BYTES >> 30
+        );
+    }
+    Ok(())
+}
+
 /// Runs the steady check for `minutes`; returns what it found.
 pub async fn run(
     minutes: f64,
@@ -136,6 +161,7 @@ pub async fn run(
 ) -> Result<SteadyRecord> {
     let dir = std::env::temp_dir().join(format!("failover-steady-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    check_free_space(&dir)?;
     // The cluster comes first: this machine's end of its node's link is where the trio
     // listens, so the pods reach it.
     let cluster = Bench::cluster().await?;
