@@ -6,14 +6,14 @@
 //! (docs/reliability.md, finding 15). [`guard`] probes each endpoint with a TCP connect and
 //! takes a refusing one out of the client's balance until it accepts again; it never takes
 //! out the last one, so a single-endpoint client is left as it is. The node and the
-//! operator both run it beside each etcd client they hold.
+//! operator both start it for each etcd client they hold, before its first request.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use etcd_client::Client;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How often every endpoint is probed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -55,7 +55,7 @@ async fn answers(endpoint: &str) -> bool {
 }
 
 /// An etcd client's endpoints and which of them are taken out of its balance.
-pub struct Balance {
+struct Balance {
     client: Client,
     endpoints: Vec<String>,
     out: BTreeSet<String>,
@@ -63,7 +63,7 @@ pub struct Balance {
 
 impl Balance {
     /// Every one of `endpoints` in `client`'s balance, as the client starts.
-    pub fn new(client: Client, endpoints: Vec<String>) -> Self {
+    fn new(client: Client, endpoints: Vec<String>) -> Self {
         Self {
             client,
             endpoints,
@@ -72,7 +72,7 @@ impl Balance {
     }
 
     /// Probes every endpoint once, taking refusing ones out and putting answering ones back.
-    pub async fn probe_once(&mut self) {
+    async fn probe_once(&mut self) {
         let mut probes = tokio::task::JoinSet::new();
         for endpoint in &self.endpoints {
             let endpoint = endpoint.clone();
@@ -112,12 +112,8 @@ impl Balance {
         }
     }
 
-    /// Probes every [`PROBE_EVERY`] until `stop`; returns at once with fewer than two
-    /// endpoints, where there is nothing to choose.
-    pub async fn run(mut self, stop: CancellationToken) {
-        if self.endpoints.len() < 2 {
-            return;
-        }
+    /// Probes every [`PROBE_EVERY`] until `stop`.
+    async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -129,10 +125,18 @@ impl Balance {
     }
 }
 
-/// Probes `endpoints` every [`PROBE_EVERY`] until `stop`, taking refusing ones out of
-/// `client`'s balance and putting them back once they accept connections.
-pub async fn guard(client: Client, endpoints: Vec<String>, stop: CancellationToken) {
-    Balance::new(client, endpoints).run(stop).await;
+/// Probes `endpoints` once, so refusing members are out of `client`'s balance before its
+/// first request, then every [`PROBE_EVERY`] in a task (taking refusing ones out, putting them
+/// back once they accept connections) until the returned guard is dropped. With fewer than
+/// two endpoints there is nothing to choose and nothing runs.
+pub async fn guard(client: Client, endpoints: Vec<String>) -> DropGuard {
+    let stop = CancellationToken::new();
+    if endpoints.len() >= 2 {
+        let mut balance = Balance::new(client, endpoints);
+        balance.probe_once().await;
+        tokio::spawn(balance.run(stop.clone()));
+    }
+    stop.drop_guard()
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 use etcd_client::Client;
 use switchboard_contract::endpoints;
 use switchboard_testkit::Etcd;
-use tokio_util::sync::CancellationToken;
 
 /// An address nothing listens on (bound, then closed).
 fn refused() -> String {
@@ -42,24 +41,22 @@ async fn live_between_refusing() -> (Etcd, Client, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_avoid_a_member_that_refuses_connections() {
     let (_etcd, client, endpoints) = live_between_refusing().await;
-    let stop = CancellationToken::new();
-    let guard = tokio::spawn(endpoints::guard(client.clone(), endpoints, stop.clone()));
-    // Two probe rounds take the refusing members out.
+    let guard = endpoints::guard(client.clone(), endpoints).await;
+    // The refusing members stay out through later probe rounds.
     tokio::time::sleep(endpoints::PROBE_EVERY * 3).await;
     assert_eq!(
         failed_puts(&client, 40).await,
         0,
         "every put reached the live member"
     );
-    stop.cancel();
-    guard.await.unwrap();
+    drop(guard);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_probe_before_the_first_request_is_enough() {
     let (_etcd, client, endpoints) = live_between_refusing().await;
-    let mut balance = endpoints::Balance::new(client.clone(), endpoints);
-    balance.probe_once().await;
+    // The guard returns once its first probe has taken the refusing members out.
+    let _guard = endpoints::guard(client.clone(), endpoints).await;
     assert_eq!(
         failed_puts(&client, 40).await,
         0,

@@ -20,8 +20,8 @@ use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use switchboard_contract::endpoints::Balance;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use switchboard_contract::endpoints;
+use tokio_util::sync::DropGuard;
 
 use crate::crd::{EtcdSpec, SignalingCluster};
 
@@ -111,22 +111,11 @@ pub struct EtcdClients {
     clients: Arc<Mutex<HashMap<Target, Guarded>>>,
 }
 
-/// A cached client and the endpoint guard running beside it, stopped when the entry goes.
+/// A cached client and its endpoint guard (docs/reliability.md, finding 15), stopped when
+/// the entry goes.
 struct Guarded {
     client: etcd_client::Client,
     _guard: DropGuard,
-}
-
-impl Guarded {
-    /// Runs `balance`, the endpoint guard of `client` (docs/reliability.md, finding 15).
-    fn start(client: etcd_client::Client, balance: Balance) -> Self {
-        let stop = CancellationToken::new();
-        tokio::spawn(balance.run(stop.clone()));
-        Self {
-            client,
-            _guard: stop.drop_guard(),
-        }
-    }
 }
 
 impl std::fmt::Debug for EtcdClients {
@@ -301,17 +290,16 @@ impl EtcdClients {
         .await
         .map_err(|_| timeout("connect"))?
         .map_err(request)?;
-        // Members refusing connections are out of the balance before the first request.
-        let mut balance = Balance::new(client.clone(), endpoints.to_vec());
-        if endpoints.len() > 1 {
-            balance.probe_once().await;
-        }
+        let guard = endpoints::guard(client.clone(), endpoints.to_vec()).await;
         tokio::time::timeout(self.connect_timeout, client.status())
             .await
             .map_err(|_| timeout("status"))?
             .map_err(request)?;
         tracing::info!(endpoints = %joined, "connected to etcd");
-        Ok(Guarded::start(client, balance))
+        Ok(Guarded {
+            client,
+            _guard: guard,
+        })
     }
 }
 

@@ -132,6 +132,9 @@ pub struct SteadyRecord {
     pub load_summary: Vec<String>,
 }
 
+/// etcd leader changes made during a run, alternately a leader SIGKILL and a `MoveLeader`.
+const LEADER_CHANGES: u32 = 4;
+
 /// Free space the run needs where its etcd data goes: the trio's WAL and database (bounded by
 /// compaction) plus the kubelet's eviction margin, below which it evicts the fleet and shards
 /// move for a reason of their own.
@@ -209,8 +212,9 @@ pub async fn run(
     let started = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
     let mut owners: BTreeMap<ShardId, Assignment> = initial;
-    // Four changes at 1/5 .. 4/5 of the run, so the last is watched as long as the others.
-    let mut next_change = started + total / 5;
+    // Changes at equal spacing short of the end, so the last is watched as long as the others.
+    let spacing = total / (LEADER_CHANGES + 1);
+    let mut next_change = started + spacing;
     let mut changes = 0u32;
     let mut next_load = started;
     let mut trio = trio;
@@ -220,8 +224,8 @@ pub async fn run(
             record.loadavg.push(loadavg()[0]);
             next_load += Duration::from_secs(10);
         }
-        if changes < 4 && Instant::now() >= next_change {
-            next_change += total / 5;
+        if changes < LEADER_CHANGES && Instant::now() >= next_change {
+            next_change += spacing;
             changes += 1;
             match leader_change(&admin, &mut trio, &etcd_bin, &dir, changes % 2 == 1).await {
                 Ok(what) => {

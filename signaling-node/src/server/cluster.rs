@@ -58,12 +58,7 @@ pub async fn serve_cluster(
     let settings = config.current();
     let identity = args.identity(&settings.node_name, &settings.advertise_url)?;
     let client = args.connect().await?;
-    let guard_stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(endpoints::guard(
-        client.clone(),
-        args.endpoints(),
-        guard_stop.clone(),
-    ));
+    let endpoint_guard = endpoints::guard(client.clone(), args.endpoints()).await;
     let cluster_metrics = ClusterMetrics::register(metrics.registry())?;
     let incarnation: u64 = rand::random();
     // The operator's failure detector holds this stream open (docs/architecture.md).
@@ -145,7 +140,7 @@ pub async fn serve_cluster(
         () = side_tasks => Ok(()),
     };
     cluster.shutdown().await;
-    guard_stop.cancel();
+    drop(endpoint_guard);
     result.map_err(ClusterModeError::from)
 }
 
