@@ -99,6 +99,28 @@ pub(super) struct Outgoing {
     pub frame: Bytes,
 }
 
+/// The URL of `room`'s owner: where the node at `url` redirects `user`'s Hello (no join).
+pub(super) async fn switchboard_owner(
+    url: &str,
+    secret: &JwtSecret,
+    options: &ConnectOptions,
+    user: &str,
+    room: &str,
+) -> Result<String, ConnectFailure> {
+    let claims = Claims::new(
+        user,
+        RoomGrant::Rooms(vec![room.to_string()]),
+        unix_now(),
+        3600,
+    );
+    let mut options = options.clone();
+    options.token = mint(secret, &claims);
+    let client = Client::connect(url, options).await?;
+    let owner = client.session().url;
+    client.close().await;
+    Ok(owner)
+}
+
 /// The bench ends of a connection that carries encoded Switchboard frames over some transport:
 /// `out` takes frames to send, `incoming` yields decoded frames from the other members.
 pub(super) fn frame_ends(

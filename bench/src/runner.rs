@@ -100,6 +100,9 @@ pub struct BenchConfig {
     /// An HTTP URL whose GET makes the server collect its garbage (Go's pprof heap endpoint
     /// with `gc=1`): RSS is then read a second time after `settle`.
     pub gc_url: Option<String>,
+    /// Connect each client straight to its room's owner (found beforehand by one unmeasured
+    /// connection per room through `url`) instead of through `url` and its redirect.
+    pub straight_to_owner: bool,
 }
 
 impl BenchConfig {
@@ -131,6 +134,7 @@ impl BenchConfig {
             progress: false,
             target: TargetKind::Switchboard,
             gc_url: None,
+            straight_to_owner: false,
         }
     }
 }
@@ -315,6 +319,41 @@ fn ids(run: u32, room: usize, member: usize) -> (String, String) {
     )
 }
 
+/// The URL of each room's owner (`None` where it could not be found, counted as an
+/// `owner_lookup` error): one connection per room whose Hello the node behind the target's URL
+/// redirects to the owner.
+async fn owner_urls(
+    target: &Target,
+    run_id: u32,
+    rooms: usize,
+    concurrency: usize,
+    rec: &Recorder,
+) -> Vec<Option<String>> {
+    let limiter = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut lookups = JoinSet::new();
+    for room in 0..rooms {
+        let permit = limiter.clone().acquire_owned().await;
+        let target = target.clone();
+        lookups.spawn(async move {
+            let _permit = permit;
+            let (room_id, user) = ids(run_id, room, 0);
+            (room, target::owner_url(&target, &user, &room_id).await)
+        });
+    }
+    let mut owners = vec![None; rooms];
+    while let Some(done) = lookups.join_next().await {
+        match done {
+            Ok((room, Ok(url))) => owners[room] = Some(url),
+            Ok((_, Err(failure))) => {
+                tracing::debug!(detail = %failure.detail, "owner lookup failed");
+                rec.error("owner_lookup");
+            }
+            Err(_) => rec.error("owner_lookup"),
+        }
+    }
+    owners
+}
+
 /// One whole measurement against one target.
 async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>) -> Report {
     let rec = Arc::new(Recorder::new());
@@ -345,6 +384,14 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
         )
     });
 
+    // 0. Where each room lives, when clients are to go straight there.
+    let owners: Arc<Vec<Option<String>>> = Arc::new(if cfg.straight_to_owner {
+        progress(format!("finding the owners of {rooms} rooms"));
+        owner_urls(target, run_id, rooms, cfg.connect_concurrency, &rec).await
+    } else {
+        vec![None; rooms]
+    });
+
     // 1. Ramp the connections. Paced, the ramp is open loop: every connection starts at its
     //    scheduled time whatever the server does, so a stall meets more arrivals instead of
     //    fewer, and setup counts from the scheduled time (coordinated-omission corrected like
@@ -370,11 +417,13 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
             };
             let target = target.clone();
             let rec = rec.clone();
+            let owners = owners.clone();
             connecting.spawn(async move {
                 let _permit = permit;
                 let late = Instant::now().saturating_duration_since(scheduled);
                 let (room_id, user) = ids(run_id, room, member);
-                match target::connect(&target, &user, &room_id).await {
+                let url = owners[room].as_deref();
+                match target::connect(&target, &user, &room_id, url).await {
                     Ok((tx, rx, timing)) => {
                         let setup = if paced && late > TIMER_SLACK {
                             timing.setup + late

@@ -8,7 +8,9 @@ use switchboard_client::ConnectOptions;
 use switchboard_protocol::auth::JwtSecret;
 
 use super::centrifugo::{self, Codec};
-use super::conn::{ConnectFailure, JoinTiming, Rx, Tx, baseline_connect, switchboard_connect};
+use super::conn::{
+    ConnectFailure, JoinTiming, Rx, Tx, baseline_connect, switchboard_connect, switchboard_owner,
+};
 use super::tcp::tcp_connect;
 
 /// What the bench connects to.
@@ -67,22 +69,40 @@ impl Target {
     }
 }
 
-/// Connects `user` to `room` on `target` and joins.
+/// Connects `user` to `room` on `target` and joins; a Switchboard client goes to `url` when
+/// given (the room's owner) instead of the target's URL.
 pub async fn connect(
     target: &Target,
     user: &str,
     room: &str,
+    url: Option<&str>,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
     match target {
         Target::Switchboard {
-            url,
+            url: entry,
             secret,
             options,
-        } => switchboard_connect(url, secret, options, user, room).await,
+        } => switchboard_connect(url.unwrap_or(entry), secret, options, user, room).await,
         Target::Baseline { addr } => baseline_connect(*addr, user, room).await,
         Target::Tcp { addr } => tcp_connect(*addr, user, room).await,
         Target::Centrifugo { url, secret, codec } => {
             centrifugo::connect(url, *codec, secret, user, room).await
         }
+    }
+}
+
+/// The URL of `room`'s owner as the node behind a Switchboard target's URL tells `user` (its
+/// Hello is redirected there); other targets have no owners.
+pub async fn owner_url(target: &Target, user: &str, room: &str) -> Result<String, ConnectFailure> {
+    match target {
+        Target::Switchboard {
+            url,
+            secret,
+            options,
+        } => switchboard_owner(url, secret, options, user, room).await,
+        other => Err(ConnectFailure {
+            kind: "owner_lookup".into(),
+            detail: format!("{} has no room owners", other.name()),
+        }),
     }
 }

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::retry::{Refusal, Retries};
 use super::state::{CallInfo, CallTable, RequestIds, Rooms, new_call_id};
 use super::transport::{self, Endpoint, WsStream};
 use super::{ClientError, Command, ConnectOptions, Op, SessionInfo, token_subject};
@@ -32,6 +33,8 @@ const MAX_BATCH: usize = 64;
 /// the client goes back to its entry URL, which redirects it to the room's current owner (and
 /// at the entry URL before it goes back to the node it was on).
 const FAILURES_BEFORE_ENTRY: u32 = 2;
+/// What a connection that fell silent timed out waiting for.
+const SILENCE: &str = "any frame from the server (heartbeat)";
 
 type Sink = SplitSink<WsStream, WsMessage>;
 type Source = SplitStream<WsStream>;
@@ -41,6 +44,9 @@ struct PendingJoin {
     room: String,
     /// `None` for an automatic re-join after the server lost our session.
     reply: Option<oneshot::Sender<Result<Joined, ClientError>>>,
+    /// Retryable refusals so far (1006 while the room moves, 1010); bounded by the
+    /// reconnect policy's attempts.
+    refusals: u32,
 }
 
 /// Why a connection's serve loop ended.
@@ -104,6 +110,7 @@ pub(crate) struct Driver {
     calls: CallTable,
     ids: RequestIds,
     pending: HashMap<u32, PendingJoin>,
+    retries: Retries,
     encoder: Encoder,
     deferred: Option<Command>,
     redirects_in_a_row: u32,
@@ -153,6 +160,7 @@ impl Driver {
             calls: CallTable::default(),
             ids: RequestIds::default(),
             pending: HashMap::new(),
+            retries: Retries::default(),
             encoder: Encoder::new(),
             deferred: None,
             redirects_in_a_row: 0,
@@ -193,7 +201,17 @@ impl Driver {
                         return;
                     }
                     tracing::info!(url = %self.endpoint.url, %err, "connection lost; reconnecting");
-                    (Some(self.rooms.resume(&self.session)), false)
+                    // A node that fell silent (stopped, cut off) would only time out again:
+                    // the first attempt goes at once to the next known node, which redirects
+                    // the resume to the room's new owner.
+                    let silent = matches!(err, ClientError::Timeout { what } if what == SILENCE);
+                    let mut immediate = false;
+                    if silent && let Some(next) = self.next_candidate(&left) {
+                        tracing::info!(silent = %left.url, next = %next.url, "node silent; resuming through the next known node");
+                        self.endpoint = next;
+                        immediate = true;
+                    }
+                    (Some(self.rooms.resume(&self.session)), immediate)
                 }
                 Exit::Redirect(url) => {
                     tracing::info!(%url, "following redirect");
@@ -238,6 +256,15 @@ impl Driver {
         }
     }
 
+    /// The known node after `from` in reconnect order (the node sent to, the one we were on,
+    /// the entry URL), if there is another one.
+    fn next_candidate(&self, from: &Endpoint) -> Option<Endpoint> {
+        [&self.endpoint, from, &self.entry]
+            .into_iter()
+            .find(|c| c.url != from.url)
+            .cloned()
+    }
+
     /// Retries [`Driver::establish`] with backoff.
     /// `left` is the node whose connection just ended.
     async fn reconnect(
@@ -272,10 +299,13 @@ impl Driver {
                 // TooManyRedirects while resuming: the room is between owners (a handoff or
                 // failover in flight, the nodes briefly disagree and bounce the Hello); back off
                 // and try again instead of dropping the session.
+                // A node URL the proxy no longer routes (404: its node is gone) is no reason to
+                // give up while the entry URL is there to ask.
                 Err(err)
                     if err.is_retriable()
                         || err.code() == Some(ErrorCode::NotOwner)
-                        || matches!(err, ClientError::TooManyRedirects { .. }) =>
+                        || matches!(err, ClientError::TooManyRedirects { .. })
+                        || (node_gone(&err) && self.endpoint.url != self.entry.url) =>
                 {
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
                     failures_here += 1;
@@ -456,7 +486,14 @@ impl Driver {
             self.rooms.clear();
             for room in rooms {
                 let id = self.ids.next_id();
-                self.pending.insert(id, PendingJoin { room, reply: None });
+                self.pending.insert(
+                    id,
+                    PendingJoin {
+                        room,
+                        reply: None,
+                        refusals: 0,
+                    },
+                );
             }
         }
         // (Re-)send every join awaiting an answer under a fresh request id.
@@ -474,6 +511,17 @@ impl Driver {
                     .await
                     .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
             }
+        }
+        // Requests refused while the room moved go to where the session was resumed.
+        for msg in self.retries.take_on_welcome(welcome.resumed) {
+            tracing::info!(frame = ?msg.frame_type(), "sending a refused request again");
+            let frame = self.encode(&msg)?;
+            if let Some(ws) = self.ws.as_mut() {
+                ws.send(WsMessage::Binary(frame))
+                    .await
+                    .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+            }
+            self.retries.sent(&msg);
         }
         Ok(())
     }
@@ -514,7 +562,15 @@ impl Driver {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Exit::Lost(ClientError::Timeout { what: "any frame from the server (heartbeat)" });
+                    return Exit::Lost(ClientError::Timeout { what: SILENCE });
+                }
+                () = sleep_until_opt(self.retries.next_due()) => {
+                    for msg in self.retries.take_due(Instant::now()) {
+                        tracing::info!(frame = ?msg.frame_type(), "retrying a request refused with 1010");
+                        if let Err(WriteError::Socket(err)) = self.write(&mut sink, &msg).await {
+                            return Exit::Lost(err);
+                        }
+                    }
                 }
             }
         }
@@ -543,7 +599,7 @@ impl Driver {
             Message::Joined(joined) => {
                 self.redirects_in_a_row = 0;
                 match self.pending.remove(&joined.request_id) {
-                    Some(PendingJoin { room, reply }) => {
+                    Some(PendingJoin { room, reply, .. }) => {
                         let room = if joined.room.is_empty() {
                             room
                         } else {
@@ -567,33 +623,7 @@ impl Driver {
                     }
                 }
             }
-            Message::Error(error) => match self.pending.remove(&error.request_id) {
-                Some(PendingJoin {
-                    reply: Some(reply), ..
-                }) if error.request_id != 0 => {
-                    let _ = reply.send(Err(ClientError::from_frame(&error)));
-                }
-                Some(join @ PendingJoin { reply: None, .. })
-                    if error.request_id != 0 && rejoin_worth_retrying(&error) =>
-                {
-                    // A re-join this library made itself (the server had lost the session),
-                    // refused because the room is between owners: keep it and reconnect, so
-                    // it is sent again where the room lives; dropped, the application would
-                    // believe it is in a room the server no longer counts it in.
-                    let err = ClientError::from_frame(&error);
-                    tracing::info!(room = %join.room, %err, "re-join refused; reconnecting to retry it");
-                    self.pending.insert(error.request_id, join);
-                    return Some(Exit::Lost(err));
-                }
-                _ => {
-                    if error.request_id == 0
-                        && ErrorCode::from_code(error.code) == Some(ErrorCode::AuthFailed)
-                    {
-                        return Some(Exit::Fatal(ClientError::from_frame(&error)));
-                    }
-                    self.deliver(Message::Error(error)).await;
-                }
-            },
+            Message::Error(error) => return self.on_error(error).await,
             Message::Redirect(redirect) => {
                 self.redirects_in_a_row += 1;
                 if self.redirects_in_a_row > self.options.max_redirects {
@@ -633,6 +663,59 @@ impl Driver {
         None
     }
 
+    /// An `Error` frame: a retryable refusal of a join or a tracked request is retried by the
+    /// library (docs/protocol.md, "Retryable refusals"); anything else goes to its caller or
+    /// the application.
+    async fn on_error(&mut self, error: ErrorFrame) -> Option<Exit> {
+        let policy = self.options.reconnect;
+        if error.request_id != 0
+            && let Some(mut join) = self.pending.remove(&error.request_id)
+        {
+            let err = ClientError::from_frame(&error);
+            if rejoin_worth_retrying(&error) && join.refusals < policy.max_attempts {
+                // The room is between owners (or the node cannot commit now): keep the join
+                // and reconnect, so it is sent again where the room lives.
+                join.refusals += 1;
+                tracing::info!(room = %join.room, %err, "join refused; reconnecting to retry it");
+                self.pending.insert(error.request_id, join);
+                return Some(Exit::Lost(err));
+            }
+            match join.reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(err));
+                }
+                None => self.deliver(Message::Error(error)).await,
+            }
+            return None;
+        }
+        let refusal = self.retries.refused(
+            &error,
+            Instant::now(),
+            |n| policy.backoff(n),
+            policy.max_attempts,
+        );
+        match refusal {
+            Refusal::Deliver => {
+                if error.request_id == 0
+                    && ErrorCode::from_code(error.code) == Some(ErrorCode::AuthFailed)
+                {
+                    return Some(Exit::Fatal(ClientError::from_frame(&error)));
+                }
+                self.deliver(Message::Error(error)).await;
+            }
+            Refusal::AfterMove => {
+                tracing::info!(request_id = error.request_id, message = %error.message, "request refused while the room moves; sending it again after the move");
+            }
+            Refusal::Later(_) => {
+                tracing::info!(request_id = error.request_id, message = %error.message, "request refused for now; retrying it after a backoff");
+            }
+            Refusal::Ignore => {
+                tracing::debug!(message = %error.message, "the room moved; following the node's Migrate");
+            }
+        }
+        None
+    }
+
     async fn on_command(&mut self, cmd: Command, sink: &mut Sink) -> Option<Exit> {
         match cmd {
             Command::Join { room, reply } => {
@@ -654,6 +737,7 @@ impl Driver {
                     PendingJoin {
                         room,
                         reply: Some(reply),
+                        refusals: 0,
                     },
                 );
                 // On a socket failure the join stays pending and is re-sent after reconnecting.
@@ -926,7 +1010,9 @@ impl Driver {
         let frame = self.encode(msg).map_err(WriteError::Encode)?;
         self.send_frame(sink, frame)
             .await
-            .map_err(WriteError::Socket)
+            .map_err(WriteError::Socket)?;
+        self.retries.sent(msg);
+        Ok(())
     }
 
     async fn deliver(&mut self, msg: Message) {
@@ -961,6 +1047,13 @@ async fn next_command(
     }
 }
 
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn normal_close() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Normal,
@@ -977,11 +1070,24 @@ fn should_try_elsewhere(err: &ClientError, failures_in_a_row: u32) -> bool {
         err,
         ClientError::Connect { .. } | ClientError::Timeout { .. }
     ) || err.code() == Some(ErrorCode::NotOwner)
+        || node_gone(err)
         || failures_in_a_row >= FAILURES_BEFORE_ENTRY
 }
 
-/// Whether a refused automatic re-join should be retried: the room is between owners or the
-/// node cannot commit right now (anything else, e.g. a full room, is the application's).
+/// Whether the upgrade was answered 404 or 410: behind a proxy that routes one host or path per
+/// node, the node is gone (its route was removed), not merely busy.
+fn node_gone(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Http {
+            status: 404 | 410,
+            ..
+        }
+    )
+}
+
+/// Whether a refused join should be retried: the room is between owners or the node cannot
+/// commit right now (anything else, e.g. a full room, is the application's).
 fn rejoin_worth_retrying(error: &ErrorFrame) -> bool {
     let err = ClientError::from_frame(error);
     err.is_retriable() || err.code() == Some(ErrorCode::NotOwner)

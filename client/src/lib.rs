@@ -26,6 +26,7 @@ pub mod cli;
 mod driver;
 pub mod error;
 pub mod fake;
+pub mod retry;
 pub mod script;
 pub mod state;
 #[cfg(test)]

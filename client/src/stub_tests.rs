@@ -604,6 +604,244 @@ async fn a_refused_automatic_rejoin_is_retried_after_a_reconnect() {
     assert_eq!((j.room.as_str(), j.last_seq), ("studio", 9));
 }
 
+/// An Error frame from a stub.
+fn refusal(code: ErrorCode, request_id: u32) -> Message {
+    Message::Error(ErrorFrame {
+        code: code.code(),
+        message: "refused".into(),
+        request_id,
+    })
+}
+
+/// Messages the client hands the application within `quiet` of silence.
+async fn drain_app(client: &mut Client, quiet: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(Ok(msg)) = tokio::time::timeout(quiet, client.recv()).await {
+        out.push(msg);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_resume_refused_while_its_room_moves_surfaces_nothing_and_follows_the_migrate() {
+    // Scenario d (issue 15): the owner restarted in place and took the client's resume just
+    // before the shard moved; an older node answered the fenced resume with `1006` and no
+    // request id, and the library handed it to the application.
+    let target = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        let hello = greet(&mut ws, "s1", true).await;
+        assert_eq!(hello.resume.expect("resumes").session, "s1");
+        send(&mut ws, event("studio", 3)).await;
+        hold(&mut ws).await;
+    })
+    .await;
+    let target_url = url(target);
+    let addr = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let target_url = target_url.clone();
+        async move {
+            if index == 0 {
+                greet(&mut ws, "s1", false).await;
+                joined(&mut ws, 2).await;
+                drop(ws);
+                return;
+            }
+            greet(&mut ws, "s1", true).await;
+            send(&mut ws, refusal(ErrorCode::NotOwner, 0)).await;
+            send(
+                &mut ws,
+                Message::Migrate(Migrate {
+                    room: "studio".into(),
+                    url: target_url,
+                    resume_token: "s1".into(),
+                }),
+            )
+            .await;
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    let seen = drain_app(&mut client, Duration::from_millis(500)).await;
+    assert!(
+        !seen.iter().any(|m| matches!(m, Message::Error(_))),
+        "no retryable error reaches the application: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&event("studio", 3)), "{seen:?}");
+    assert_eq!(client.session().url, url(target));
+}
+
+#[tokio::test]
+async fn a_request_refused_while_its_room_moves_is_sent_again_after_the_move() {
+    let target = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        greet(&mut ws, "s1", true).await;
+        let Message::Invite(invite) = recv(&mut ws).await else {
+            panic!("expected the invite again on the new node");
+        };
+        assert_eq!(invite.to, "bob");
+        send(&mut ws, event("studio", 3)).await;
+        hold(&mut ws).await;
+    })
+    .await;
+    let target_url = url(target);
+    let old = stub(ProtocolVersion::V2, move |_, mut ws| {
+        let target_url = target_url.clone();
+        async move {
+            greet(&mut ws, "s1", false).await;
+            joined(&mut ws, 2).await;
+            let Message::Invite(invite) = recv(&mut ws).await else {
+                panic!("expected Invite");
+            };
+            send(&mut ws, refusal(ErrorCode::NotOwner, invite.request_id)).await;
+            send(
+                &mut ws,
+                Message::Migrate(Migrate {
+                    room: "studio".into(),
+                    url: target_url,
+                    resume_token: "s1".into(),
+                }),
+            )
+            .await;
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(old), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    client.invite("studio", "bob").await.unwrap();
+    let seen = drain_app(&mut client, Duration::from_millis(500)).await;
+    assert!(
+        !seen.iter().any(|m| matches!(m, Message::Error(_))),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&event("studio", 3)), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_request_refused_with_1010_is_retried_after_a_backoff_and_then_reported() {
+    let addr = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        greet(&mut ws, "s1", false).await;
+        joined(&mut ws, 2).await;
+        // The first hangup is refused once and then taken; the second is refused every time.
+        let Message::Hangup(first) = recv(&mut ws).await else {
+            panic!("expected Hangup");
+        };
+        send(&mut ws, refusal(ErrorCode::Draining, first.request_id)).await;
+        let Message::Hangup(again) = recv(&mut ws).await else {
+            panic!("expected the retried Hangup");
+        };
+        assert_eq!(again.call_id, first.call_id);
+        send(&mut ws, event("studio", 3)).await;
+        loop {
+            let Message::Hangup(h) = recv(&mut ws).await else {
+                panic!("expected Hangup");
+            };
+            send(&mut ws, refusal(ErrorCode::Draining, h.request_id)).await;
+        }
+    })
+    .await;
+    let mut opts = options();
+    opts.reconnect.max_attempts = 2;
+    let mut client = Client::connect(&url(addr), opts).await.unwrap();
+    client.join("studio").await.unwrap();
+    let hangup = |call: &str| {
+        Message::Hangup(switchboard_protocol::Hangup {
+            request_id: 41,
+            room: "studio".into(),
+            call_id: call.into(),
+            from: String::new(),
+            reason: String::new(),
+        })
+    };
+    client.send_raw(hangup("c1")).await.unwrap();
+    assert_eq!(next(&mut client).await, event("studio", 3));
+    let mut second = hangup("c2");
+    if let Message::Hangup(h) = &mut second {
+        h.request_id = 42;
+    }
+    client.send_raw(second).await.unwrap();
+    let Message::Error(e) = next(&mut client).await else {
+        panic!("a refusal that outlasts the retries reaches the application");
+    };
+    assert_eq!((e.code, e.request_id), (ErrorCode::Draining.code(), 42));
+}
+
+#[tokio::test]
+async fn a_join_refused_while_its_room_has_no_owner_is_retried() {
+    let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
+        if index == 0 {
+            greet(&mut ws, "s1", false).await;
+            let Message::Join(join) = recv(&mut ws).await else {
+                panic!("expected Join");
+            };
+            send(&mut ws, refusal(ErrorCode::Draining, join.request_id)).await;
+            hold(&mut ws).await;
+            return;
+        }
+        greet(&mut ws, "s1", true).await;
+        joined(&mut ws, 5).await;
+        hold(&mut ws).await;
+    })
+    .await;
+    let client = Client::connect(&url(addr), options()).await.unwrap();
+    let joined = client.join("studio").await.expect("the join is retried");
+    assert_eq!(joined.last_seq, 5);
+}
+
+#[tokio::test]
+async fn a_node_that_falls_silent_is_left_for_the_entry_node_at_once() {
+    // A stopped or cut-off owner accepts nothing in time: retrying it first costs a connect
+    // timeout and a backoff before the entry node redirects the resume to the new owner.
+    let owner_connections = Arc::new(AtomicUsize::new(0));
+    let seen = owner_connections.clone();
+    let owner = stub(ProtocolVersion::V2, move |_, mut ws| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            greet(&mut ws, "s1", false).await;
+            joined(&mut ws, 2).await;
+            // Silent from here on, socket open (SIGSTOP).
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let owner_url = url(owner);
+    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let owner_url = owner_url.clone();
+        async move {
+            if index == 0 {
+                let _ = recv(&mut ws).await;
+                send(
+                    &mut ws,
+                    Message::Redirect(Redirect {
+                        request_id: 0,
+                        room: "studio".into(),
+                        url: owner_url,
+                    }),
+                )
+                .await;
+                return;
+            }
+            let hello = greet(&mut ws, "s1", true).await;
+            assert_eq!(hello.resume.expect("resumes").session, "s1");
+            send(&mut ws, event("studio", 3)).await;
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut opts = options();
+    opts.timeouts.silence = Some(Duration::from_millis(200));
+    // A backoff longer than the whole test: only an immediate attempt can make it.
+    opts.reconnect.initial_backoff = Duration::from_secs(30);
+    let mut client = Client::connect(&url(entry), opts).await.unwrap();
+    client.join("studio").await.unwrap();
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected the Welcome of the resume through the entry node");
+    };
+    assert!(w.resumed);
+    assert_eq!(next(&mut client).await, event("studio", 3));
+    assert_eq!(client.session().url, url(entry));
+    assert_eq!(owner_connections.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn migrate_reconnects_to_the_new_node_with_the_resume_token() {
     let target = stub(ProtocolVersion::V2, |_, mut ws| async move {
@@ -822,6 +1060,83 @@ async fn a_dead_owner_sends_the_client_back_to_the_entry_url_and_it_resumes_at_t
     assert_eq!(next(&mut client).await, event("studio", 9));
     assert_eq!(client.session().url, url(new_owner));
     assert_eq!(client.session().session, "s-b");
+}
+
+#[tokio::test]
+async fn a_node_url_the_proxy_no_longer_routes_sends_the_client_back_to_the_entry_url() {
+    // B: the room's owner behind a proxy. After one connection its route is gone: the proxy
+    // answers every upgrade 404 (the node's pod was deleted).
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = b_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = b_listener.accept().await.unwrap();
+        let mut ws = accept(tcp, ProtocolVersion::V2).await.unwrap();
+        greet(&mut ws, "s-b", false).await;
+        assert_eq!(joined(&mut ws, 2).await, "studio");
+        drop(ws);
+        while let Ok((tcp, _)) = b_listener.accept().await {
+            let refuse = |_req: &Request, _resp: Response| -> Result<Response, ErrorResponse> {
+                let mut resp = ErrorResponse::new(Some("404 page not found".into()));
+                *resp.status_mut() = http::StatusCode::NOT_FOUND;
+                Err(resp)
+            };
+            let _ = tokio_tungstenite::accept_hdr_async(tcp, refuse).await;
+        }
+    });
+    // C: the new owner, where the entry URL sends the resuming client.
+    let new_owner = stub(ProtocolVersion::V2, |_, mut ws| async move {
+        let hello = greet(&mut ws, "s-b", true).await;
+        assert_eq!(hello.resume.expect("resuming").session, "s-b");
+        hold(&mut ws).await;
+    })
+    .await;
+    // A: the entry URL: redirects the first join to B and the resuming Hello to C.
+    let (b_url, c_url) = (url(gone), url(new_owner));
+    let entry = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let (b_url, c_url) = (b_url.clone(), c_url.clone());
+        async move {
+            let Message::Hello(hello) = recv(&mut ws).await else {
+                panic!("expected Hello");
+            };
+            if index == 0 {
+                send(&mut ws, welcome("s-a", 2, false)).await;
+                let Message::Join(join) = recv(&mut ws).await else {
+                    panic!("expected Join");
+                };
+                let redirect = Redirect {
+                    request_id: join.request_id,
+                    room: "studio".into(),
+                    url: b_url,
+                };
+                send(&mut ws, Message::Redirect(redirect)).await;
+            } else {
+                assert!(
+                    hello.resume.is_some(),
+                    "the client resumes through the entry URL"
+                );
+                let redirect = Redirect {
+                    request_id: 0,
+                    room: "studio".into(),
+                    url: c_url,
+                };
+                send(&mut ws, Message::Redirect(redirect)).await;
+            }
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(entry), options()).await.unwrap();
+    assert_eq!(client.join("studio").await.unwrap().last_seq, 2);
+    assert_eq!(client.session().url, url(gone));
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected B's Welcome");
+    };
+    assert!(!w.resumed);
+    let Message::Welcome(w) = next(&mut client).await else {
+        panic!("expected C's Welcome");
+    };
+    assert!(w.resumed);
+    assert_eq!(client.session().url, url(new_owner));
 }
 
 #[tokio::test]

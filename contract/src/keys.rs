@@ -313,6 +313,10 @@ pub struct NodeInfo {
     /// When the process started, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub started_at_ms: u64,
+    /// The node's liveness stream (`crate::liveness`); absent on nodes without one, which
+    /// are judged by their lease and Pod alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::liveness::Endpoint>,
 }
 
 /// Value of `assignments/<shard>`: the shard's owner, written only by the operator.
@@ -597,6 +601,7 @@ mod tests {
             },
             error_rate: 0.25,
             started_at_ms: 1_700_000_000_000,
+            liveness: None,
         };
         assert_eq!(NodeInfo::decode(&node.encode()).unwrap(), node);
         let json: serde_json::Value = serde_json::from_slice(&node.encode()).unwrap();

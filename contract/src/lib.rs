@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod keys;
+pub mod liveness;
 pub mod settings;
 pub mod shard;
 pub mod watch;

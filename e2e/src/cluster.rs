@@ -65,26 +65,7 @@ pub enum ClusterError {
     Control(#[from] control::ControlError),
 }
 
-/// The repository root: `$SWITCHBOARD_REPO`, else this crate's parent as cargo reports it at
-/// run time, else as it was at build time (a cached build may come from another checkout, so
-/// the build-time path is the last resort).
-pub fn repo_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SWITCHBOARD_REPO") {
-        return PathBuf::from(dir);
-    }
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    manifest
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// `${SWITCHBOARD_TOOLS_DIR:-<repo>/e2e/.tools}/bin`.
-pub fn tools_bin() -> PathBuf {
-    std::env::var_os("SWITCHBOARD_TOOLS_DIR")
-        .map_or_else(|| repo_root().join("e2e/.tools"), PathBuf::from)
-        .join("bin")
-}
+pub use switchboard_testkit::tools::{repo_root, tools_bin};
 
 /// How to start the cluster.
 #[derive(Debug, Clone)]
@@ -300,16 +281,7 @@ impl LocalCluster {
     /// Starts the control plane and the pod runner, waits until every node is registered.
     pub async fn start(opts: ClusterOptions) -> Result<Self, ClusterError> {
         let ports = free_ports(5)?;
-        let run_dir = std::env::temp_dir().join(format!(
-            "switchboard-e2e-{}-{}",
-            std::process::id(),
-            ports[0]
-        ));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(run_dir.join("logs")).map_err(|source| ClusterError::Io {
-            what: run_dir.display().to_string(),
-            source,
-        })?;
+        let run_dir = fresh_run_dir("switchboard-e2e", ports[0])?;
         let env: Vec<(String, String)> = vec![
             ("SWITCHBOARD_RUN_DIR".into(), run_dir.display().to_string()),
             (
@@ -480,4 +452,15 @@ impl Drop for LocalCluster {
             let _ = std::fs::remove_dir_all(&self.run_dir);
         }
     }
+}
+
+/// A new, empty `<tmp>/<prefix>-<pid>-<port>` with a `logs` directory: one run's state.
+pub(crate) fn fresh_run_dir(prefix: &str, port: u16) -> Result<PathBuf, ClusterError> {
+    let run_dir = std::env::temp_dir().join(format!("{prefix}-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(run_dir.join("logs")).map_err(|source| ClusterError::Io {
+        what: run_dir.display().to_string(),
+        source,
+    })?;
+    Ok(run_dir)
 }

@@ -4,6 +4,8 @@
 pub mod bench_report;
 pub mod cluster;
 pub mod failover_bench;
+pub mod outside;
+pub mod outside_bench;
 pub mod pod_runner;
 pub mod real_node;
 pub mod soak;

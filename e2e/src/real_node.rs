@@ -6,11 +6,16 @@
 //!
 //! Faults use the real mechanisms: kill -9 or SIGSTOP of a container's process, an iptables cut
 //! of a pod's network namespace, the kubelet stopped ([`RealCluster::fault`]).
+//!
+//! Clients outside the cluster run in the node's client network namespace
+//! ([`RealCluster::outside`]), which reaches only the node's external address.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{ClusterError, free_ports, kubectl, new_client, repo_root, script, tools_bin};
+use crate::cluster::{
+    ClusterError, free_ports, fresh_run_dir, kubectl, new_client, repo_root, script, tools_bin,
+};
 
 /// The node's addresses, as `e2e/scripts/node env` prints them.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +32,12 @@ pub struct NodeAddresses {
     pub dns_ip: String,
     /// The node's network namespace (`ip netns`).
     pub netns: String,
+    /// The outside clients' network namespace: its only route is to `external_ip`.
+    pub client_netns: String,
+    /// The node's external address (what outside clients reach).
+    pub external_ip: String,
+    /// The name that resolves to `external_ip` in the client namespace.
+    pub external_host: String,
 }
 
 /// A fault injected with a real mechanism into a pod's first container.
@@ -116,6 +127,31 @@ pub fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
+/// `examples/basic/` as JSON objects, in file order (secret, rollout, cluster): the sample
+/// fleet the scenarios and benches apply, tweaked.
+pub fn basic_examples() -> Result<Vec<serde_json::Value>, String> {
+    let dir = repo_root().join("examples/basic");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
+                .map_err(|e| format!("{} is not valid YAML: {e}", file.display()))?;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    Ok(docs)
+}
+
 /// Where `e2e/scripts/build-images` wrote the images (`$SWITCHBOARD_IMAGES_DIR`, else
 /// `<cargo target dir>/images`).
 pub fn images_dir() -> PathBuf {
@@ -150,16 +186,7 @@ impl RealCluster {
     pub async fn start() -> Result<Self, ClusterError> {
         let started = Instant::now();
         let ports = free_ports(5)?;
-        let run_dir = std::env::temp_dir().join(format!(
-            "switchboard-node-{}-{}",
-            std::process::id(),
-            ports[0]
-        ));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(run_dir.join("logs")).map_err(|source| ClusterError::Io {
-            what: run_dir.display().to_string(),
-            source,
-        })?;
+        let run_dir = fresh_run_dir("switchboard-node", ports[0])?;
         let mut env: Vec<(String, String)> = vec![
             ("SWITCHBOARD_RUN_DIR".into(), run_dir.display().to_string()),
             (
@@ -217,6 +244,9 @@ impl RealCluster {
             service_cidr: get("SWITCHBOARD_SERVICE_CIDR"),
             dns_ip: get("SWITCHBOARD_DNS_IP"),
             netns: get("SWITCHBOARD_NODE_NETNS"),
+            client_netns: get("SWITCHBOARD_CLIENT_NETNS"),
+            external_ip: get("SWITCHBOARD_EXTERNAL_IP"),
+            external_host: get("SWITCHBOARD_EXTERNAL_HOST"),
         };
         env.extend(node_env);
         teardown.env = env.clone();
@@ -299,6 +329,17 @@ impl RealCluster {
             None,
         )
         .unwrap_or_else(|e| format!("({e})"))
+    }
+
+    /// A command that runs `program` in the outside clients' network namespace, where only the
+    /// node's external address is reachable and [`NodeAddresses::external_host`] resolves to
+    /// it (`ip netns exec`, which also puts the namespace's /etc/hosts in place).
+    pub fn outside(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", &self.addresses.client_netns])
+            .arg(program);
+        command
     }
 
     /// Environment for `e2e/scripts/*` of this cluster.

@@ -21,5 +21,7 @@ mod support;
 mod failover;
 #[path = "scenarios/fleet.rs"]
 mod fleet;
+#[path = "scenarios/outside.rs"]
+mod outside;
 #[path = "scenarios/plugin.rs"]
 mod plugin;

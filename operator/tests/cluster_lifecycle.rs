@@ -61,6 +61,7 @@ fn node(state: NodeState) -> Vec<u8> {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     }
     .encode()
 }

@@ -63,6 +63,9 @@ pub struct Collectors {
     pub config_reload_errors: IntCounter,
     /// Handshakes refused or failed, by reason.
     pub handshake_failures: IntCounterVec,
+    /// Reloads of the TLS certificate files by outcome (`reloaded`, `refused`: the last good
+    /// certificate stays).
+    pub tls_reloads: IntCounterVec,
     /// Connections closed by the server, by reason.
     pub disconnects: IntCounterVec,
     /// Time rooms wait for their snapshot commits (`switchboard_room_commit_seconds`).
@@ -225,6 +228,16 @@ impl Metrics {
                 unwrap(IntCounterVec::new(
                     opts("handshake_failures_total", "Refused or failed handshakes."),
                     &["reason"],
+                )),
+            ),
+            tls_reloads: reg(
+                r,
+                unwrap(IntCounterVec::new(
+                    opts(
+                        "tls_reloads_total",
+                        "Reloads of changed TLS certificate files, by outcome.",
+                    ),
+                    &["outcome"],
                 )),
             ),
             disconnects: reg(

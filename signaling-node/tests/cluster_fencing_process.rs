@@ -373,7 +373,8 @@ async fn a_thawed_old_owner_cannot_overwrite_the_new_owners_state() {
     let before_thaw = shard_contents(&kv, &keys, shard).await;
     assert_eq!(before_thaw.len(), siblings.len() + 1);
 
-    // Thaw A. It finds its lease gone, fences itself and registers again under a new lease.
+    // Thaw A. It presumes its lease lost, fences itself, asks etcd, finds the lease gone and
+    // registers again under a new lease.
     a.signal("-CONT");
     let new_lease = eventually("A registered again", || async {
         let (value, lease) = get_with_lease(&kv, &keys.node("node-a").unwrap()).await?;
@@ -386,8 +387,9 @@ async fn a_thawed_old_owner_cannot_overwrite_the_new_owners_state() {
         (a.metric("switchboard_lease_lost_total").await >= 1.0).then_some(())
     })
     .await;
+    // It presumed the lease lost, asked etcd, and learnt it was gone (revoked).
     assert!(
-        a.log().contains("node lease lost"),
+        a.log().contains("the node lease is gone"),
         "A logs the lost lease:\n{}",
         a.log()
     );

@@ -26,6 +26,7 @@ fn info(url: &str) -> NodeInfo {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 1,
+        liveness: None,
     }
 }
 

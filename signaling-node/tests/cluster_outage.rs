@@ -13,7 +13,7 @@ use signaling_node::routing::Ownership;
 use signaling_node::store::{ShardRooms, StoreError};
 use switchboard_contract::keys::{Assignment, Keyspace, Load, NodeInfo, NodeState, Value};
 use switchboard_contract::shard::ShardId;
-use switchboard_testkit::{Etcd, eventually, get, put};
+use switchboard_testkit::{Etcd, eventually, get, get_with_lease, put};
 
 fn keys() -> Keyspace {
     Keyspace::new("test", "outage").unwrap()
@@ -69,6 +69,7 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     };
     let config = ClusterNodeConfig::new(keys.clone(), 2, "node-a", info);
     let metrics = ClusterMetrics::default();
@@ -84,6 +85,8 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
     .await;
     healthy.wait_for(|h| *h).await.unwrap();
     store.commit(0, "lobby", b"before".to_vec()).await.unwrap();
+    let node_key = keys.node("node-a").unwrap();
+    let (_, lease_before) = get_with_lease(&admin, &node_key).await.expect("registered");
 
     etcd.kill();
     let during = store.commit(0, "lobby", b"during".to_vec()).await;
@@ -121,6 +124,11 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
         (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
     })
     .await;
+    // etcd renews leases when it restarts: the node asked before registering anew and kept
+    // its lease (issue 15), so the operator saw no new registration.
+    let (_, lease_after) = get_with_lease(&admin, &node_key).await.expect("registered");
+    assert_eq!(lease_after, lease_before, "the node kept its lease");
+    assert_eq!(metrics.lease_revived.get(), 1);
     let restores = restores.0.lock().unwrap().clone();
     assert!(
         restores.len() >= 2,
@@ -140,6 +148,7 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
             load: Load::default(),
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         }
         .encode(),
     )
@@ -175,6 +184,7 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     };
     let config = ClusterNodeConfig::new(keys.clone(), 2, "node-h", info);
     let metrics = ClusterMetrics::default();

@@ -26,6 +26,7 @@ fn info(pod: &str) -> NodeInfo {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     }
 }
 

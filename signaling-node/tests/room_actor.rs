@@ -385,6 +385,53 @@ async fn fenced_room_migrates_members_and_stops_without_deleting() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_resume_or_a_join_whose_commit_is_fenced_gets_no_error_frame() {
+    // Scenario d (issue 15): the restarted owner routed a resume `Local`, the shard moved
+    // before the resume committed, and the room answered the resume with `1006` (request id
+    // 0), which the client handed to the application. A resume and a join are routed again by
+    // their session (a `Migrate`, a redirect); only members' requests get 1006.
+    let store = FlakyStore::default();
+    let remote = Arc::new(AtomicU8::new(0));
+    let ownership: SharedOwnership = Arc::new(Flippable {
+        remote: remote.clone(),
+    });
+    let registry = registry_with(Arc::new(store.clone()), ownership);
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    let handle = registry.room("r").unwrap();
+    handle.detach("alice", "s-alice", alice.peer.id()).await;
+    settle(&registry).await;
+    alice.drain();
+    bob.drain();
+
+    store.mode.store(FENCED, Ordering::SeqCst);
+    remote.store(1, Ordering::SeqCst);
+    let mut resumer = TestPeer::new("alice");
+    let reply = handle.resume("alice", "s-alice", &resumer.peer, 0).await;
+    assert_eq!(reply, RoomReply::Moved);
+    let got = resumer.drain();
+    assert!(got.is_empty(), "nothing for the resumer: {got:?}");
+    assert!(
+        matches!(&bob.drain()[..], [Message::Migrate(m)] if m.url == "ws://new-owner/ws"),
+        "the members still connected follow the room"
+    );
+    idle().await;
+    assert!(registry.room("r").is_none(), "the fenced room stopped");
+
+    // A join into a room (restarted from its snapshot) whose commit is fenced: routed again.
+    store.mode.store(OK, Ordering::SeqCst);
+    remote.store(0, Ordering::SeqCst);
+    let mut carol = TestPeer::new("carol");
+    let handle = registry.open("r").unwrap();
+    store.mode.store(FENCED, Ordering::SeqCst);
+    let reply = handle.join("carol", "s-carol", &carol.peer, 7).await;
+    assert_eq!(reply, RoomReply::Moved);
+    assert!(carol.drain().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fenced_node_sends_members_of_a_released_shard_to_another_node() {
     // A node that lost its etcd lease can only answer 1010 until it re-registers (and may be
     // replaced meanwhile), so "come back here" strands members whose entry URL is gone too

@@ -72,6 +72,7 @@ async fn cluster_mode_end_to_end_against_etcd() {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     };
     put(&kv, &keys.node("n2").unwrap(), other_node.encode()).await;
 

@@ -25,7 +25,7 @@ pub use dirs::TempDir;
 pub use error::Error;
 pub use etcd::{Etcd, EtcdOptions, delete, get, get_with_lease, put};
 pub use net::{free_port, free_ports};
-pub use pki::Pki;
+pub use pki::{Pki, ServerCert};
 pub use wait::{Ready, eventually, patience};
 
 /// Sends `tracing` output to the test's captured output (level from `RUST_LOG`, default warn).

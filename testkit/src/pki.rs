@@ -1,6 +1,7 @@
 //! Throwaway certificates made with the `openssl` command (installed by
 //! `e2e/scripts/install-deps`): one CA, a server certificate for `127.0.0.1` / `localhost` and
-//! a client certificate, all signed by the CA and valid for two days.
+//! a client certificate, all signed by the CA and valid for two days; more server certificates
+//! for other names on request ([`Pki::issue_server`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,45 +55,7 @@ impl Pki {
             ("server", "serverAuth,clientAuth"),
             ("client", "clientAuth"),
         ] {
-            let ext = format!("{name}.ext");
-            std::fs::write(
-                dir.join(&ext),
-                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
-            )
-            .map_err(io(format!("writing {ext}")))?;
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            let subject = format!("/CN={name}");
-            let request = [
-                &["req"][..],
-                &EC_KEY,
-                &["-keyout", &key, "-out", &csr, "-subj", &subject],
-            ]
-            .concat();
-            openssl(dir, &request)?;
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                ],
-            )?;
+            issue(dir, name, "IP:127.0.0.1,DNS:localhost", usage)?;
         }
         Ok(Self {
             ca: dir.join("ca.pem"),
@@ -102,6 +65,72 @@ impl Pki {
             client_key: dir.join("client.key"),
         })
     }
+}
+
+/// A server certificate and its key.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// The key (PEM).
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// Issues another server certificate signed by the CA of `dir` (made by
+    /// [`Pki::generate`]), as `<name>.pem` / `<name>.key`, for `sans` (openssl
+    /// subjectAltName syntax, e.g. `DNS:signal.example,IP:192.0.2.7`). Each call gets a fresh
+    /// key and serial, so two certificates for the same names tell a rotation apart.
+    pub fn issue_server(dir: &Path, name: &str, sans: &str) -> Result<ServerCert, Error> {
+        issue(dir, name, sans, "serverAuth")
+    }
+}
+
+/// Issues `<name>.pem` / `<name>.key` in `dir`, signed by its CA, for `sans` with `usage`.
+fn issue(dir: &Path, name: &str, sans: &str, usage: &str) -> Result<ServerCert, Error> {
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={sans}\nextendedKeyUsage={usage}\n"),
+    )
+    .map_err(io(format!("writing {ext}")))?;
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subject = format!("/CN={name}");
+    let request = [
+        &["req"][..],
+        &EC_KEY,
+        &["-keyout", &key, "-out", &csr, "-subj", &subject],
+    ]
+    .concat();
+    openssl(dir, &request)?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    )?;
+    Ok(ServerCert {
+        cert: dir.join(pem),
+        key: dir.join(key),
+    })
 }
 
 /// Runs `openssl args` in `dir`.

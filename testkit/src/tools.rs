@@ -4,9 +4,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-/// The repository root: the parent of the manifest directory cargo passes at run time (a
-/// cached test binary may have been built in another checkout), else of this crate's.
+/// The repository root: `$SWITCHBOARD_REPO`, else the parent of the manifest directory cargo
+/// passes at run time (a cached test binary may have been built in another checkout), else of
+/// this crate's.
 pub fn repo_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_REPO") {
+        return PathBuf::from(dir);
+    }
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest

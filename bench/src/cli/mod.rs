@@ -90,6 +90,11 @@ pub struct BenchArgs {
     /// PEM CA certificates for a wss:// URL.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Connect every client straight to its room's owner (found first by one unmeasured
+    /// connection per room through --url) instead of through --url and the redirect: the
+    /// baseline for the setup latency through an entry URL.
+    #[arg(long)]
+    pub straight_to_owner: bool,
 }
 
 /// `--target`: what the main measurement runs against.
@@ -159,6 +164,10 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     cfg.max_messages = args.max_messages;
     cfg.server_pid = args.server_pid;
     cfg.progress = true;
+    if args.straight_to_owner && args.target != TargetArg::Switchboard {
+        bail!("--straight-to-owner needs --target switchboard (rooms have owners there only)");
+    }
+    cfg.straight_to_owner = args.straight_to_owner;
     let relay_mode = || -> anyhow::Result<BaselineMode> {
         Ok(if let Some(addr) = running_relay {
             BaselineMode::Running(addr)

@@ -75,6 +75,7 @@ fn cluster_object(args: &Args, etcd: &str) -> SignalingCluster {
             },
             auth_secret: "auth".into(),
             config: NodeConfig::default(),
+            client_access: None,
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,
@@ -104,6 +105,7 @@ async fn register_nodes(
                     load: Load::default(),
                     error_rate: 0.0,
                     started_at_ms: 0,
+                    liveness: None,
                 };
                 client
                     .kv_client()

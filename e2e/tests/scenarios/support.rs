@@ -8,14 +8,13 @@
 //! operator's log tail.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use switchboard_e2e::cluster::{eventually, repo_root};
+use switchboard_e2e::cluster::eventually;
 use switchboard_e2e::real_node::{self, RealCluster};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
@@ -93,6 +92,8 @@ pub struct EnvOptions {
     pub operator: bool,
     /// Operator replicas (`operator.replicas`; leader election stays on).
     pub operator_replicas: u32,
+    /// Install the Ingress controller (Traefik, `deploy --ingress`).
+    pub ingress: bool,
 }
 
 impl Default for EnvOptions {
@@ -100,6 +101,7 @@ impl Default for EnvOptions {
         Self {
             operator: true,
             operator_replicas: 1,
+            ingress: false,
         }
     }
 }
@@ -115,25 +117,7 @@ pub struct Env {
 
 /// `examples/basic/` as JSON objects, in file order (secret, rollout, cluster).
 pub fn examples() -> Vec<Value> {
-    let dir = repo_root().join("examples/basic");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("reading an example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", file.display()));
-            if !value.is_null() {
-                docs.push(value);
-            }
-        }
-    }
-    docs
+    real_node::basic_examples().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn condition(cluster: &SignalingCluster, type_: &str) -> Option<(String, String, String)> {
@@ -188,6 +172,9 @@ impl Env {
         let mut args = vec!["--operator-replicas", replicas.as_str()];
         if !options.operator {
             args.push("--no-operator");
+        }
+        if options.ingress {
+            args.push("--ingress");
         }
         if let Err(e) = cluster.deploy(&args) {
             panic!("{e}");
@@ -379,17 +366,22 @@ impl Env {
         counts
     }
 
-    /// A join token for `user` and `room`, signed with the demo Secret read from the cluster
-    /// (what `signaling-node token --jwt-secret-file` does with `kubectl get secret`).
-    pub async fn token(&self, user: &str, room: &str) -> String {
+    /// The join-token key of the demo Secret (`demo-auth`, key `secret`).
+    pub async fn auth_key(&self) -> Vec<u8> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), NS);
         let secret = api.get("demo-auth").await.expect("Secret demo-auth");
-        let bytes = secret
+        secret
             .data
             .as_ref()
             .and_then(|d| d.get("secret"))
             .map(|b| b.0.clone())
-            .expect("Secret demo-auth has key `secret`");
+            .expect("Secret demo-auth has key `secret`")
+    }
+
+    /// A join token for `user` and `room`, signed with the demo Secret read from the cluster
+    /// (what `signaling-node token --jwt-secret-file` does with `kubectl get secret`).
+    pub async fn token(&self, user: &str, room: &str) -> String {
+        let bytes = self.auth_key().await;
         let key = JwtSecret::from_file_contents(&bytes).expect("a usable JWT secret");
         mint(
             &key,

@@ -18,6 +18,10 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// `spec.clientAccess` cannot be acted on.
+    #[error("clientAccess: {0}")]
+    ClientAccess(#[source] crate::controller::cluster::access::AccessError),
+
     /// No placement satisfies the inputs.
     #[error("placement failed: {0}")]
     Placement(#[from] PlacementError),
@@ -47,6 +51,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube_api",
             Self::InvalidSpec(_) => "invalid_spec",
+            Self::ClientAccess(_) => "client_access",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Placement(_) => "placement",
             Self::Serialization(_) => "serialization",
@@ -72,7 +77,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            Self::InvalidSpec(_) | Self::MissingObjectKey(_) | Self::Placement(_)
+            Self::InvalidSpec(_)
+                | Self::ClientAccess(_)
+                | Self::MissingObjectKey(_)
+                | Self::Placement(_)
         )
     }
 }
@@ -93,6 +101,9 @@ mod tests {
             Error::Serialization(serde_json::from_str::<u8>("x").unwrap_err()),
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
             Error::Etcd(crate::etcd::EtcdError::NoEndpoints),
+            Error::ClientAccess(
+                crate::controller::cluster::access::AccessError::NotDistinct("x".into()),
+            ),
         ];
         let labels: std::collections::BTreeSet<_> =
             errors.iter().map(Error::metric_label).collect();

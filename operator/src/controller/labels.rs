@@ -8,6 +8,14 @@ pub const CLUSTER: &str = "switchboard.dev/cluster";
 pub const VERSION: &str = "switchboard.dev/version";
 /// Label holding a RoomShard's index.
 pub const SHARD: &str = "switchboard.dev/shard";
+/// Label naming the pod a per-node object (and the pod itself) belongs to; per-node Services
+/// select their pod by it.
+pub const POD: &str = "switchboard.dev/pod";
+/// Pod annotation: the node port its URL names (its Service pins it when re-created).
+pub const NODE_PORT: &str = "switchboard.dev/node-port";
+/// Annotation with the hash of what the operator applied to a client-access object; an object
+/// that still carries the hash of the desired one is not applied again.
+pub const APPLIED_HASH: &str = "switchboard.dev/applied-hash";
 /// Annotation with the hash of the pod template a pod was built from.
 pub const TEMPLATE_HASH: &str = "switchboard.dev/pod-template-hash";
 
@@ -45,6 +53,17 @@ pub fn common_labels(cluster: &str, component: &str) -> BTreeMap<String, String>
     labels.insert("app.kubernetes.io/part-of".into(), "switchboard".into());
     labels.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
     labels
+}
+
+/// FNV-1a (64 bit) of `bytes` as 16 hex digits: stable across operator restarts and
+/// platforms, for "did what we want change" annotations.
+pub fn fnv1a(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// A label selector string (`k=v,k=v`) for `labels`, as the scale subresource wants it.

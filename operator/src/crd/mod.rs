@@ -3,6 +3,7 @@
 //! The CRD YAML in `crds/` is generated from these types by the `crdgen` binary
 //! ([`crd_yaml`]); CI compares the two, so edit the types and regenerate.
 
+mod client_access;
 // kube's `printcolumn(type_ = "string", ...)` lists repeat keys that clippy mistakes for
 // duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -17,12 +18,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+pub use client_access::{
+    ClientAccess, ClientTls, EntryService, IngressSettings, NodeServices, ServiceType,
+    TlsTermination,
+};
 pub use protocol_rollout::{
     ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus, ProtocolVersion, RollbackPolicy,
     RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
 };
 pub use room_shard::{
-    Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,
+    Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardMove,
+    ShardPhase,
 };
 pub use signaling_cluster::{
     ADMIN_PORT, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,

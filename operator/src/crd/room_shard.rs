@@ -105,6 +105,36 @@ pub struct RoomShardStatus {
     /// `switchboard.dev/move-requested`, set by `kubectl switchboard failover`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_move_request: Option<MoveRequestStatus>,
+
+    /// The most recent change of owner, failover or handoff, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_move: Option<ShardMove>,
+}
+
+/// One change of a shard's owner.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardMove {
+    /// Pod name of the previous owner.
+    pub from: String,
+
+    /// Pod name of the new owner.
+    pub to: String,
+
+    /// Why: a failover's reason (`Crashed`, `Unresponsive`, `LeaseExpired`, `PodNotReady`,
+    /// `PodDeleted`, `ProcessExited`) or a handoff's kind (`Drain`, `Rebalance`,
+    /// `VersionMove`, `Requested`).
+    pub reason: String,
+
+    /// `Failover` (the owner was lost) or `Handoff` (the owner released it, or its handoff
+    /// deadline passed).
+    pub kind: String,
+
+    /// The epoch the new owner holds the shard under.
+    pub epoch: i64,
+
+    /// When the operator wrote the new owner.
+    pub at: Time,
 }
 
 /// Progress of a requested move.

@@ -10,6 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::client_access::ClientAccess;
+
 /// Port of every node's admin endpoint (/metrics, /healthz, /readyz); `spec.port` must differ.
 pub const ADMIN_PORT: i32 = 9100;
 
@@ -67,6 +69,13 @@ pub const ADMIN_PORT: i32 = 9100;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         description = "Reason of the Ready condition"
     ),
+    printcolumn(
+        name = "Entry",
+        type_ = "string",
+        json_path = ".status.entryUrl",
+        description = "The URL clients start from",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 40")
         .message("metadata.name must be at most 40 characters (pod names are <cluster>-<version>-<n>)")
@@ -123,6 +132,12 @@ pub struct SignalingClusterSpec {
     /// nodes apply it without restart and acknowledge the revision.
     #[serde(default)]
     pub config: NodeConfig,
+
+    /// How clients outside the cluster reach the fleet: the entry URL, each node's URL, the
+    /// Services and Ingress objects behind them, and TLS. Unset: nodes advertise their pod IP
+    /// and only clients inside the cluster can follow redirects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_access: Option<ClientAccess>,
 
     /// Overrides applied to every signaling-node pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,8 +301,9 @@ pub struct PodOverrides {
 #[serde(rename_all = "camelCase")]
 pub struct SignalingClusterStatus {
     /// Ready (serving), Progressing (pods or shards changing), Degraded (shards without a
-    /// live owner or nodes missing) and ConfigApplied (every ready node acked the config
-    /// revision).
+    /// live owner or nodes missing), ConfigApplied (every ready node acked the config
+    /// revision) and, with spec.clientAccess, ClientAccessReady (its objects exist and its
+    /// certificate is valid; the reason says what is wrong otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -302,6 +318,10 @@ pub struct SignalingClusterStatus {
     /// Shards that have a live owner.
     #[serde(default)]
     pub shards_assigned: i32,
+
+    /// The URL clients start from (`spec.clientAccess.entryUrl`, once its objects exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_url: Option<String>,
 
     /// Revision of the node configuration last written to etcd.
     #[serde(default, skip_serializing_if = "Option::is_none")]

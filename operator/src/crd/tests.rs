@@ -369,6 +369,62 @@ fn signaling_cluster_sample_round_trips_with_defaults() {
 }
 
 #[test]
+fn client_access_has_its_rules_and_round_trips() {
+    let crd = crd_named("signalingclusters.switchboard.dev");
+    let at = "/spec/properties/clientAccess";
+    assert!(has_rule(
+        &crd,
+        at,
+        "!has(self.tls) || (self.entryUrl.startsWith('wss://') && self.nodeUrlTemplate.startsWith('wss://'))"
+    ));
+    assert!(has_rule(
+        &crd,
+        at,
+        "!has(self.tls) || self.tls.termination != 'Ingress' || has(self.ingress)"
+    ));
+    assert!(has_rule(
+        &crd,
+        &format!("{at}/properties/entryUrl"),
+        "self.startsWith('ws://') || self.startsWith('wss://')"
+    ));
+    assert!(has_rule(
+        &crd,
+        &format!("{at}/properties/entryService"),
+        "!has(self.nodePort) || self.type != 'ClusterIP'"
+    ));
+    assert!(columns(&crd).contains(&("ENTRY".into(), ".status.entryUrl".into())));
+
+    let yaml = format!(
+        "{CLUSTER_YAML}  clientAccess:
+    entryUrl: wss://signal.example.com/ws
+    nodeUrlTemplate: wss://signal.example.com/nodes/{{pod}}/ws
+    ingress:
+      className: traefik
+    tls:
+      secretName: signal-cert
+      termination: Ingress
+"
+    );
+    let cluster: SignalingCluster = serde_yaml::from_str(&yaml).expect("parse");
+    let access = cluster.spec.client_access.as_ref().expect("clientAccess");
+    assert_eq!(access.entry_service.type_, ServiceType::ClusterIP);
+    assert!(access.node_services.is_none());
+    assert_eq!(
+        access.tls.as_ref().map(|t| t.termination),
+        Some(TlsTermination::Ingress)
+    );
+    let json = serde_json::to_value(&cluster).expect("to json");
+    assert_eq!(
+        json["spec"]["clientAccess"]["ingress"]["className"],
+        "traefik"
+    );
+    let back: SignalingCluster = serde_json::from_value(json).expect("from json");
+    assert_eq!(back, cluster);
+    let bad = yaml.replace("termination: Ingress", "termination: Proxy");
+    assert!(serde_yaml::from_str::<SignalingCluster>(&bad).is_err());
+}
+
+#[test]
 fn protocol_rollout_sample_round_trips() {
     let rollout: ProtocolRollout = serde_yaml::from_str(ROLLOUT_YAML).expect("parse");
     let versions = &rollout.spec.versions;

@@ -471,6 +471,7 @@ mod tests {
                 at: Time(Timestamp::from_second(at).unwrap()),
             }),
             last_move_request: None,
+            last_move: None,
         });
         s
     }

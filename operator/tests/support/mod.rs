@@ -110,6 +110,7 @@ impl SimNode {
             load: Load::default(),
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         };
         client
             .kv_client()
@@ -295,6 +296,7 @@ pub fn cluster(
             },
             auth_secret: "auth".into(),
             config: NodeConfig::default(),
+            client_access: None,
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,

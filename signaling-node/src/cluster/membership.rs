@@ -4,10 +4,13 @@
 //!
 //! If no keepalive is acknowledged for a whole TTL (see [`super::lease`]), the node presumes
 //! the lease lost: it fences itself at once through the fence hook (every shard stops
-//! mutating), counts `switchboard_lease_lost_total`, and registers again with a new lease,
-//! rewriting its node value and last ack. The old lease is not revoked: if it survived (an
-//! etcd restart renews leases), the node key has already moved to the new lease, and if it
-//! did not, there is nothing to revoke.
+//! mutating) and counts `switchboard_lease_lost_total`. Presumed is not known: once etcd
+//! answers again the node asks for the lease's remaining TTL, and a lease etcd still holds
+//! (an etcd restart or leader change renews leases) is kept — keepalive reopened, node value
+//! and ack rewritten under it, `switchboard_lease_revived_total` counted — so the operator
+//! sees no new registration. Only a lease etcd reports gone (or one it never answers about
+//! before shutdown) makes the node register again under a new lease, rewriting its node
+//! value and last ack.
 //!
 //! Every etcd write runs beside the keepalive loop (one at a time, latest value wins), so a
 //! slow write never delays a keepalive. Dropping [`Membership`] without
@@ -255,6 +258,9 @@ struct Registered {
 
 enum Exit {
     Shutdown(i64),
+    /// No keepalive acknowledged for a TTL: the lease may still live in etcd.
+    Presumed,
+    /// etcd said the lease is gone.
     Lost,
 }
 
@@ -290,9 +296,14 @@ impl Task {
     async fn run(mut self) {
         let mut backoff = self.config.timing.backoff();
         let mut generation = 0;
+        let mut revived: Option<Registered> = None;
         loop {
-            let Some(registered) = self.register(&mut backoff).await else {
-                break;
+            let registered = match revived.take() {
+                Some(registered) => registered,
+                None => match self.register(&mut backoff).await {
+                    Some(registered) => registered,
+                    None => break,
+                },
             };
             backoff.reset();
             generation += 1;
@@ -308,13 +319,28 @@ impl Task {
                     self.revoke(lease).await;
                     break;
                 }
-                Exit::Lost => {
+                exit @ (Exit::Presumed | Exit::Lost) => {
                     // Fence first: nothing may be written for our shards from here on.
                     (self.on_fence)(true);
                     self.health.set(Component::Membership, false);
                     self.metrics.lease_lost.inc();
                     self.status.send_replace(LeaseStatus::Lost { generation });
-                    tracing::error!(key = %self.node_key, lease, "node lease lost; fenced, re-registering");
+                    if matches!(exit, Exit::Presumed) {
+                        tracing::error!(key = %self.node_key, lease, "node lease presumed lost; fenced, asking etcd whether it lives");
+                        match self.revive(lease, &mut backoff).await {
+                            Revival::Kept(registered) => {
+                                self.metrics.lease_revived.inc();
+                                tracing::info!(key = %self.node_key, lease, "etcd still holds the node lease; keeping it");
+                                revived = Some(*registered);
+                            }
+                            Revival::Gone => {
+                                tracing::warn!(key = %self.node_key, lease, "the node lease is gone; registering again");
+                            }
+                            Revival::Shutdown => break,
+                        }
+                    } else {
+                        tracing::error!(key = %self.node_key, lease, "node lease lost; fenced, re-registering");
+                    }
                 }
             }
         }
@@ -373,6 +399,54 @@ impl Task {
             loop {
                 tokio::select! {
                     () = self.shutdown.cancelled() => return None,
+                    () = &mut delay => break,
+                    Some(command) = self.commands.recv() => self.apply(command),
+                    Ok(()) = self.load.changed() => { self.take_load(); }
+                }
+            }
+        }
+    }
+
+    /// After a presumed loss: waits for etcd to answer about `lease` (retrying with backoff)
+    /// and, if it still holds it, reopens its keepalive and rewrites the node value and the
+    /// last ack under it. Commands arriving meanwhile update the values to write.
+    async fn revive(
+        &mut self,
+        lease: i64,
+        backoff: &mut switchboard_contract::backoff::Backoff,
+    ) -> Revival {
+        loop {
+            let attempt = revive_once(
+                self.client.clone(),
+                lease,
+                self.node_key.clone(),
+                self.info.encode(),
+                self.ack
+                    .as_ref()
+                    .map(|ack| (self.ack_key.clone(), ack.encode())),
+                self.config.timing,
+            );
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return Revival::Shutdown,
+                    result = &mut attempt => break result,
+                    Some(command) = self.commands.recv() => self.apply(command),
+                    Ok(()) = self.load.changed() => { self.take_load(); }
+                }
+            };
+            match result {
+                Ok(Some(registered)) => return Revival::Kept(Box::new(registered)),
+                Ok(None) => return Revival::Gone,
+                Err(error) => {
+                    tracing::debug!(lease, %error, "cannot ask etcd about the lease yet");
+                }
+            }
+            let delay = tokio::time::sleep(backoff.next_delay());
+            tokio::pin!(delay);
+            loop {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return Revival::Shutdown,
                     () = &mut delay => break,
                     Some(command) = self.commands.recv() => self.apply(command),
                     Ok(()) = self.load.changed() => { self.take_load(); }
@@ -447,7 +521,7 @@ impl Task {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Exit::Shutdown(lease),
-                () = tokio::time::sleep_until(tracker.expires_at()) => return Exit::Lost,
+                () = tokio::time::sleep_until(tracker.expires_at()) => return Exit::Presumed,
                 message = next_message(&mut stream) => match message {
                     Ok(Some(response)) => {
                         if tracker.on_ack(Instant::now(), response.ttl()) == AckOutcome::Gone {
@@ -561,6 +635,72 @@ impl Task {
             Err(_) => tracing::warn!(lease, "lease revoke timed out; it expires by TTL"),
         }
     }
+}
+
+/// What etcd said about a lease presumed lost.
+enum Revival {
+    /// It still holds it: registered under it again.
+    Kept(Box<Registered>),
+    /// It does not (expired or revoked).
+    Gone,
+    /// The node shuts down.
+    Shutdown,
+}
+
+/// Asks etcd for `lease`'s remaining TTL; if it lives, opens its keepalive stream and rewrites
+/// the node value (and the last ack) under it. `Ok(None)`: etcd no longer holds the lease;
+/// `Err`: etcd did not answer.
+async fn revive_once(
+    client: Client,
+    lease: i64,
+    node_key: String,
+    node_value: Vec<u8>,
+    ack: Option<(String, Vec<u8>)>,
+    timing: EtcdTiming,
+) -> Result<Option<Registered>, MembershipError> {
+    let timed = |_: tokio::time::error::Elapsed| MembershipError::Timeout;
+    let etcd = |e: etcd_client::Error| MembershipError::Etcd(e.to_string());
+    let timeout = timing.request_timeout;
+    let mut leases = client.lease_client();
+    let sent_at = Instant::now();
+    let ttl = match tokio::time::timeout(timeout, leases.time_to_live(lease, None)).await {
+        Ok(Ok(ttl)) => ttl,
+        // etcd answers an unknown lease with an error status rather than a negative TTL.
+        Ok(Err(etcd_client::Error::GRpcStatus(status)))
+            if status.message().contains("lease not found") =>
+        {
+            return Ok(None);
+        }
+        Ok(Err(e)) => return Err(etcd(e)),
+        Err(e) => return Err(timed(e)),
+    };
+    if ttl.ttl() <= 0 {
+        return Ok(None);
+    }
+    let (keeper, stream) = tokio::time::timeout(timeout, leases.keep_alive(lease))
+        .await
+        .map_err(timed)?
+        .map_err(etcd)?;
+    let mut kv = client.kv_client();
+    let mut puts = vec![(node_key, node_value)];
+    puts.extend(ack);
+    for (key, value) in puts {
+        tokio::time::timeout(
+            timeout,
+            kv.put(key, value, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map_err(timed)?
+        .map_err(etcd)?;
+    }
+    // The lease lives at least `ttl` seconds from before the question was asked.
+    let remaining = Duration::from_secs(ttl.ttl().unsigned_abs());
+    Ok(Some(Registered {
+        lease,
+        keeper,
+        stream,
+        tracker: LeaseTracker::renewed(sent_at, remaining),
+    }))
 }
 
 /// One registration attempt: grant, put the node value (and the last ack) under the lease,

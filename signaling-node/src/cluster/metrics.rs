@@ -41,6 +41,8 @@ pub struct ClusterMetrics {
     pub shards_released: IntCounter,
     /// Leases this node lost (keepalive failed past the TTL, or revoked): fencing events.
     pub lease_lost: IntCounter,
+    /// Leases presumed lost that etcd still held when it answered again: kept, not replaced.
+    pub lease_revived: IntCounter,
     /// Invalid `config` / `rollout` values seen (the last good value was kept), by key.
     pub config_invalid: IntCounterVec,
     /// Watch streams (re)established after an error or compaction, by watched range.
@@ -71,6 +73,7 @@ impl ClusterMetrics {
         registry.register(Box::new(metrics.shards_restored.clone()))?;
         registry.register(Box::new(metrics.shards_released.clone()))?;
         registry.register(Box::new(metrics.lease_lost.clone()))?;
+        registry.register(Box::new(metrics.lease_revived.clone()))?;
         registry.register(Box::new(metrics.config_invalid.clone()))?;
         registry.register(Box::new(metrics.watch_resyncs.clone()))?;
         registry.register(Box::new(metrics.etcd_healthy.clone()))?;
@@ -149,6 +152,10 @@ impl ClusterMetrics {
             lease_lost: IntCounter::new(
                 "switchboard_lease_lost_total",
                 "Node leases lost (fencing events)",
+            )?,
+            lease_revived: IntCounter::new(
+                "switchboard_lease_revived_total",
+                "Leases presumed lost that etcd still held when it answered again (kept)",
             )?,
             config_invalid: IntCounterVec::new(
                 Opts::new(

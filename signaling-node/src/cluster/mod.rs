@@ -36,6 +36,7 @@ pub mod args;
 pub mod config_watch;
 pub mod health;
 pub mod lease;
+pub mod liveness;
 pub mod membership;
 pub mod metrics;
 pub mod node;

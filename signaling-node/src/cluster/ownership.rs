@@ -439,6 +439,7 @@ mod tests {
                 load: Load::default(),
                 error_rate: 0.0,
                 started_at_ms: 0,
+                liveness: None,
             }
             .encode(),
             mod_revision: 1,

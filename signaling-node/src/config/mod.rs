@@ -163,6 +163,8 @@ pub struct Settings {
     pub node_name: String,
     /// URL clients are redirected to for this node's rooms.
     pub advertise_url: String,
+    /// WebSocket paths accepted besides `/ws` and the advertised URL's path.
+    pub extra_ws_paths: Vec<String>,
     /// Number of room shards.
     pub shard_count: u32,
     /// Where the JWT secret was read from (None: given literally).
@@ -254,6 +256,23 @@ pub fn parse_protocols(list: &str) -> Result<Vec<ProtocolVersion>, ConfigError> 
     Ok(out)
 }
 
+/// Parses a comma-separated list of WebSocket paths; each must start with `/`.
+pub fn parse_ws_paths(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for path in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "ws_paths",
+                format!("{path:?} is not a URL path (it must start with / and carry no query)"),
+            ));
+        }
+        if !out.iter().any(|p| p == path) {
+            out.push(path.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -270,6 +289,7 @@ impl Settings {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
             node_name: "signaling-node".to_owned(),
             advertise_url: "ws://127.0.0.1:7000/ws".to_owned(),
+            extra_ws_paths: Vec::new(),
             shard_count: 16,
             jwt_secret_file: None,
             jwt_secret,
@@ -327,6 +347,9 @@ impl Settings {
                 format!("{scheme}://{host}:{}/ws", s.listen.port())
             }
         };
+        if let Some(list) = &patch.ws_paths {
+            s.extra_ws_paths = parse_ws_paths(list)?;
+        }
         if let Some(v) = patch.drain_timeout {
             s.drain_timeout = v.0;
         } else if let Some(secs) = patch.drain_timeout_seconds {
@@ -432,6 +455,9 @@ impl Settings {
         }
         if self.advertise_url != next.advertise_url {
             ignored.push("advertise_url");
+        }
+        if self.extra_ws_paths != next.extra_ws_paths {
+            ignored.push("ws_paths");
         }
         if self.shard_count != next.shard_count {
             ignored.push("shard_count");

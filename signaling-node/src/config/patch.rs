@@ -108,6 +108,10 @@ pub struct SettingsPatch {
     /// [default: ws(s)://LISTEN_IP_OR_NODE_NAME:PORT/ws].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// More WebSocket paths to accept besides `/ws` and the advertised URL's path,
+    /// comma-separated (the entry URL's path behind a proxy that forwards paths unchanged).
+    #[arg(long, env = "SWITCHBOARD_WS_PATHS")]
+    pub ws_paths: Option<String>,
     /// Number of room shards (rooms hash into 0..shard-count) [default: 16].
     #[arg(long, env = "SWITCHBOARD_SHARD_COUNT")]
     pub shard_count: Option<u32>,
@@ -254,6 +258,7 @@ impl SettingsPatch {
             admin_listen,
             node_name,
             advertise_url,
+            ws_paths,
             shard_count,
             jwt_secret_file,
             jwt_secret,

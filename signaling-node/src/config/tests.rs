@@ -171,6 +171,33 @@ fn protocol_lists_parse() {
 }
 
 #[test]
+fn ws_path_lists_parse() {
+    assert_eq!(
+        parse_ws_paths("/signal/ws, /ws2,/signal/ws").unwrap(),
+        vec!["/signal/ws".to_string(), "/ws2".to_string()]
+    );
+    assert!(parse_ws_paths("").unwrap().is_empty());
+    for bad in ["signal/ws", "/ws?x=1", "/a b"] {
+        assert!(
+            matches!(
+                parse_ws_paths(bad),
+                Err(ConfigError::Invalid {
+                    field: "ws_paths",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    let s = Settings::resolve(&SettingsPatch {
+        ws_paths: Some("/signal/ws".into()),
+        ..args()
+    })
+    .unwrap();
+    assert_eq!(s.extra_ws_paths, vec!["/signal/ws".to_string()]);
+}
+
+#[test]
 fn cluster_settings_map_to_tunables() {
     let settings: ClusterSettings = serde_json::from_value(serde_json::json!({
         "heartbeatSeconds": 10,

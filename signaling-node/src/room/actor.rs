@@ -4,8 +4,11 @@
 //!
 //! Commit failures: `Unavailable` rolls the transition back and answers the requester with
 //! 1010 (a suspension or a timeout that could not be committed is retried a second later);
-//! `Fenced` rolls back, answers 1006, tells every member `Migrate` (to the owner's URL when
-//! the ownership view knows it) and stops the room without deleting its durable state.
+//! `Fenced` rolls back, answers a member's request with 1006, tells every member `Migrate` (to
+//! the owner's URL when the ownership view knows it) and stops the room without deleting its
+//! durable state. A joiner or a resuming session is not a member yet: it gets no Error frame,
+//! its session routes it again ([`RoomReply::Moved`], [`RoomReply::Refused`]), so every 1006
+//! a client sees is followed by a `Migrate` (docs/protocol.md, "Retryable refusals").
 //! A room whose last member left commits by removing its snapshot, then stops.
 
 use std::cell::RefCell;
@@ -60,6 +63,63 @@ enum Stop {
     Emptied,
     Released,
     Fenced,
+}
+
+/// Who a transition answers, and how a refusal reaches them.
+#[derive(Clone, Copy)]
+enum Requester<'a> {
+    /// Nobody (timeouts, suspensions).
+    Nobody,
+    /// A member's request with its id: refusals are Error frames echoing it.
+    Request(&'a Peer, u32),
+    /// A join: refused by the room's rules or an unavailable store, an Error frame echoing
+    /// its id; fenced, nothing (its session routes it again, [`RoomReply::Moved`]).
+    Join(&'a Peer, u32),
+    /// A resume (part of Hello, no request to refuse): never an Error frame; its session
+    /// sends the client on with `Migrate` ([`RoomReply::Refused`]).
+    Resume(&'a Peer),
+}
+
+impl<'a> Requester<'a> {
+    fn peer(self) -> Option<&'a Peer> {
+        match self {
+            Requester::Nobody => None,
+            Requester::Request(peer, _) | Requester::Join(peer, _) | Requester::Resume(peer) => {
+                Some(peer)
+            }
+        }
+    }
+
+    /// Sends a refusal that the requester is told about as an Error frame.
+    fn refuse(self, code: ErrorCode, message: impl Into<String>) {
+        match self {
+            Requester::Request(peer, id) | Requester::Join(peer, id) => {
+                peer.send_error(code, message, id);
+            }
+            Requester::Nobody | Requester::Resume(_) => {}
+        }
+    }
+}
+
+/// How [`Actor::finish`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    /// Committed and delivered.
+    Done,
+    /// Refused by the room's rules, or not committed for now (the requester was told).
+    Refused,
+    /// Fenced: the shard moved; the room stops.
+    Moved,
+}
+
+impl Finished {
+    fn reply(self) -> RoomReply {
+        match self {
+            Finished::Done => RoomReply::Done,
+            Finished::Refused => RoomReply::Refused,
+            Finished::Moved => RoomReply::Moved,
+        }
+    }
 }
 
 pub(super) struct Actor {
@@ -176,18 +236,14 @@ impl Actor {
                 let out = self
                     .state
                     .join(&user, &session, request_id, now, &self.limits);
-                let ok = self.finish(out, Some(&peer), request_id).await;
-                if ok {
+                let finished = self.finish(out, Requester::Join(&peer, request_id)).await;
+                if finished == Finished::Done {
                     self.shared
                         .metrics
                         .join_latency
                         .observe(started.elapsed().as_secs_f64());
                 }
-                let _ = reply.send(if ok {
-                    RoomReply::Done
-                } else {
-                    RoomReply::Refused
-                });
+                let _ = reply.send(finished.reply());
             }
             Command::Leave {
                 user,
@@ -198,12 +254,10 @@ impl Actor {
             } => {
                 self.state.begin();
                 let out = self.state.leave(&user, &session, now);
-                let ok = self.finish(out, Some(&peer), request_id).await;
-                let _ = reply.send(if ok {
-                    RoomReply::Done
-                } else {
-                    RoomReply::Refused
-                });
+                let finished = self
+                    .finish(out, Requester::Request(&peer, request_id))
+                    .await;
+                let _ = reply.send(finished.reply());
             }
             Command::Resume {
                 user,
@@ -214,15 +268,13 @@ impl Actor {
             } => {
                 self.state.begin();
                 let out = self.state.resume(&user, &session, last_seq, now);
-                let ok = self.finish(out, Some(&peer), 0).await;
-                if ok {
+                // A refused resume is answered by the session (`Migrate`), never with an
+                // Error frame: a resume is part of Hello and has no request to refuse.
+                let finished = self.finish(out, Requester::Resume(&peer)).await;
+                if finished == Finished::Done {
                     self.orphans.remove(&user);
                 }
-                let _ = reply.send(if ok {
-                    RoomReply::Done
-                } else {
-                    RoomReply::Refused
-                });
+                let _ = reply.send(finished.reply());
             }
             Command::Detach {
                 user,
@@ -254,7 +306,8 @@ impl Actor {
                     RoomFrame::Ice(m) => self.state.ice(&user, &session, m, now),
                     RoomFrame::Hangup(m) => self.state.hangup(&user, &session, m, now),
                 };
-                self.finish(out, Some(&peer), request_id).await;
+                self.finish(out, Requester::Request(&peer, request_id))
+                    .await;
             }
             Command::Release { url, reply } => {
                 self.migrate_all(&url);
@@ -285,7 +338,7 @@ impl Actor {
     async fn detach(&mut self, user: &str, session: &str, now: u64) {
         self.state.begin();
         let out = self.state.detach(user, session, now);
-        if !self.finish(out, None, 0).await && self.stop.is_none() {
+        if self.finish(out, Requester::Nobody).await != Finished::Done && self.stop.is_none() {
             // Still shown as connected; retry the suspension shortly.
             self.orphans.insert(user.to_owned());
         }
@@ -305,42 +358,42 @@ impl Actor {
         }
         self.state.begin();
         let out = self.state.tick(now, &self.limits);
-        if !self.finish(out, None, 0).await && self.stop.is_none() {
+        if self.finish(out, Requester::Nobody).await != Finished::Done && self.stop.is_none() {
             self.retry_at = Some(Instant::now() + RETRY);
         }
     }
 
-    /// Commits `out` if needed, then applies its side effects. Returns false if it was
-    /// refused or could not be committed (the state is rolled back).
-    async fn finish(&mut self, out: Outcome, requester: Option<&Peer>, request_id: u32) -> bool {
+    /// Commits `out` if needed, then applies its side effects. Anything but
+    /// [`Finished::Done`] rolled the state back.
+    async fn finish(&mut self, out: Outcome, requester: Requester<'_>) -> Finished {
         if let Some(err) = out.error {
             self.state.rollback();
-            if let Some(peer) = requester {
-                peer.send_error(err.code, err.message, request_id);
-            }
-            return false;
+            requester.refuse(err.code, err.message);
+            return Finished::Refused;
         }
         if out.commit
             && let Err(e) = self.persist().await
         {
             self.state.rollback();
-            let (code, message) = match &e {
-                StoreError::Unavailable(_) => {
-                    (ErrorCode::Draining, "state store unavailable, retry")
+            let fenced = matches!(e, StoreError::Fenced { .. });
+            match (requester, fenced) {
+                (_, false) => {
+                    requester.refuse(ErrorCode::Draining, "state store unavailable, retry")
                 }
-                StoreError::Fenced { .. } => {
-                    (ErrorCode::NotOwner, "this node no longer owns the room")
+                // A member: the `Migrate` below follows on the same connection.
+                (Requester::Request(..), true) => {
+                    requester.refuse(ErrorCode::NotOwner, "this node no longer owns the room");
                 }
-            };
-            if let Some(peer) = requester {
-                peer.send_error(code, message, request_id);
+                // A joiner or a resumer is routed again by its session.
+                (_, true) => {}
             }
-            if matches!(e, StoreError::Fenced { .. }) {
+            if fenced {
                 let url = self.shared.ownership.migrate_url(self.state.shard());
                 self.migrate_all(&url);
                 self.stop = Some(Stop::Fenced);
+                return Finished::Moved;
             }
-            return false;
+            return Finished::Refused;
         }
         self.state.settle();
         for t in &out.transitions {
@@ -364,7 +417,7 @@ impl Actor {
             }
             self.shared.unindex(old, self.state.room());
         }
-        if let (Some((user, session)), Some(peer)) = (&out.attached, requester) {
+        if let (Some((user, session)), Some(peer)) = (&out.attached, requester.peer()) {
             self.conns.insert(user.clone(), peer.clone());
             self.shared.index(session, user, self.state.room());
         }
@@ -376,7 +429,7 @@ impl Actor {
             self.orphans.remove(&member.user);
             self.shared.unindex(&member.session, self.state.room());
         }
-        true
+        Finished::Done
     }
 
     fn attached_user<'a>(&self, out: &'a Outcome) -> &'a str {
@@ -492,8 +545,10 @@ impl Actor {
                     let _ = reply.send(RoomReply::Gone);
                 }
                 Command::Frame { peer, frame, .. } => {
+                    // Not the room's rules: the room moved on (the session sends the client
+                    // where it lives).
                     peer.send_error(
-                        ErrorCode::InvalidTransition,
+                        ErrorCode::NotOwner,
                         format!("room {} is closed here", self.state.room()),
                         frame.request_id(),
                     );

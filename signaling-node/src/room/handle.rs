@@ -56,8 +56,12 @@ impl RoomFrame {
 pub enum RoomReply {
     /// Done (the acknowledgement was queued to the requester).
     Done,
-    /// Refused (the Error frame was queued to the requester).
+    /// Refused (for a join or leave the Error frame was queued to the requester; a resume
+    /// gets none, its session sends the client on).
     Refused,
+    /// The commit was fenced: the shard moved and the room stops. A leaving member was told
+    /// (1006, then `Migrate`); a joiner or resumer was told nothing and is routed again.
+    Moved,
     /// The room stopped before handling it (emptied, released or fenced): look it up again.
     Gone,
 }

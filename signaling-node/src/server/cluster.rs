@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::liveness::{self, Liveness};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::node::{ClusterError, ClusterNode, ClusterNodeConfig};
 use crate::cluster::{ClusterArgs, args::ArgsError};
@@ -50,13 +51,20 @@ pub async fn serve_cluster(
     args: &ClusterArgs,
     config: ConfigHandle,
     metrics: Metrics,
-    listeners: Listeners,
+    mut listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ClusterModeError> {
     let settings = config.current();
     let identity = args.identity(&settings.node_name, &settings.advertise_url)?;
     let client = args.connect().await?;
     let cluster_metrics = ClusterMetrics::register(metrics.registry())?;
+    let incarnation: u64 = rand::random();
+    // The operator's failure detector holds this stream open (docs/architecture.md).
+    let live_endpoint = listeners
+        .admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|admin| liveness::endpoint(&identity.advertise_url, admin.port(), incarnation));
     let info = NodeInfo {
         url: identity.advertise_url.clone(),
         version: settings.pool_version.clone(),
@@ -69,6 +77,7 @@ pub async fn serve_cluster(
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: switchboard_protocol::auth::unix_now().saturating_mul(1000),
+        liveness: live_endpoint.clone(),
     };
     let cluster_config = ClusterNodeConfig::new(
         identity.keys.clone(),
@@ -77,6 +86,17 @@ pub async fn serve_cluster(
         info,
     );
     let mut cluster = ClusterNode::start(client, cluster_config, cluster_metrics)?;
+    let live = Liveness::new(
+        identity.node_name.clone(),
+        incarnation,
+        Arc::clone(cluster.ownership()),
+    );
+    if live_endpoint.is_some() {
+        listeners.admin_routes = Some(match listeners.admin_routes.take() {
+            Some(routes) => routes.merge(live.router()),
+            None => live.router(),
+        });
+    }
     let node = Node::new(
         config.subscribe(),
         cluster.room_store(),
@@ -93,8 +113,12 @@ pub async fn serve_cluster(
     let handoff_budget = settings.drain_timeout / 2;
     let health = node.health().clone();
     let cluster_ref = &cluster;
+    let live_stop = live.clone();
     let shutdown_and_handoff = async move {
         shutdown.await;
+        // The liveness stream says goodbye: from here on the node's end is no crash, and its
+        // shards are handed off.
+        live_stop.stop();
         health.set_draining();
         match cluster_ref.drain(handoff_budget).await {
             Ok(held) if held.is_empty() => tracing::info!("every shard handed off"),

@@ -1,4 +1,5 @@
-//! The WebSocket upgrade: path check (`/ws`, else 404), protocol version negotiation
+//! The WebSocket upgrade: path check (`/ws`, the advertised URL's path or a configured extra
+//! path, else 404), protocol version negotiation
 //! (`Sec-WebSocket-Protocol: switchboard.v2, switchboard.v1`, highest common wins; an
 //! `X-Proto-Version: 1|2` header is accepted too; nothing in common → 426 with the supported
 //! list in the body and in `X-Supported-Protocols`), and the largest WebSocket message.
@@ -9,6 +10,7 @@
 use http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
+use crate::config::Settings;
 use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// The WebSocket path.
@@ -97,9 +99,31 @@ pub fn negotiate<'a>(
         })
 }
 
-/// Checks the path and negotiates a version in `served` for `request`.
-pub fn check_request(request: &Request, served: &[ProtocolVersion]) -> Result<Negotiated, Refusal> {
-    if request.uri().path() != WS_PATH {
+/// The path of a `ws://` or `wss://` URL (`None` when it does not parse).
+pub fn url_path(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.host()?;
+    Some(uri.path().to_owned())
+}
+
+/// The WebSocket paths a node accepts: `/ws`, its advertised URL's path (a proxy that routes
+/// one path per node forwards it unchanged, see docs/operations.md) and its extra paths.
+pub fn accepted_paths(settings: &Settings) -> Vec<String> {
+    let mut paths = vec![WS_PATH.to_owned()];
+    paths.extend(url_path(&settings.advertise_url));
+    paths.extend(settings.extra_ws_paths.iter().cloned());
+    paths.dedup();
+    paths
+}
+
+/// Checks the path against `paths` and negotiates a version in `served` for `request`.
+pub fn check_request(
+    request: &Request,
+    paths: &[String],
+    served: &[ProtocolVersion],
+) -> Result<Negotiated, Refusal> {
+    let path = request.uri().path();
+    if !paths.iter().any(|p| p == path) {
         return Err(Refusal::NotFound);
     }
     let headers = request.headers();
@@ -202,7 +226,8 @@ mod tests {
     #[test]
     fn requests_are_checked() {
         let all = supported();
-        let check_request = |r: &Request| check_request(r, &all);
+        let paths = vec![WS_PATH.to_owned()];
+        let check_request = |r: &Request| check_request(r, &paths, &all);
         assert_eq!(
             check_request(&req(
                 "/other",
@@ -227,5 +252,31 @@ mod tests {
             "switchboard.v2, switchboard.v1"
         );
         assert!(r.body().as_deref().unwrap().contains("switchboard.v1"));
+    }
+
+    #[test]
+    fn the_advertised_path_and_extra_paths_are_accepted() {
+        let mut settings =
+            Settings::new(switchboard_protocol::auth::JwtSecret::new(b"k".to_vec()).unwrap());
+        settings.advertise_url = "wss://signal.example/nodes/demo-v1-0/ws".into();
+        settings.extra_ws_paths = vec!["/signal/ws".into()];
+        let paths = accepted_paths(&settings);
+        assert_eq!(paths, ["/ws", "/nodes/demo-v1-0/ws", "/signal/ws"]);
+        let all = supported();
+        let offer = [("sec-websocket-protocol", "switchboard.v2")];
+        for path in ["/ws", "/nodes/demo-v1-0/ws", "/signal/ws?x=1"] {
+            assert!(
+                check_request(&req(path, &offer), &paths, &all).is_ok(),
+                "{path}"
+            );
+        }
+        for path in ["/nodes/demo-v1-1/ws", "/nodes/demo-v1-0/ws/", "/"] {
+            assert_eq!(
+                check_request(&req(path, &offer), &paths, &all),
+                Err(Refusal::NotFound),
+                "{path}"
+            );
+        }
+        assert_eq!(url_path("not a url"), None);
     }
 }

@@ -144,25 +144,27 @@ async fn handle(
 /// state would otherwise stay allocated in the task for the connection's life.
 async fn upgrade_and_serve(mut io: Io, deadline: Instant, node: Arc<NodeShared>, held: Held) {
     let served = node.settings.borrow().protocols.clone();
-    let upgraded = match tokio::time::timeout_at(deadline, upgrade::upgrade(&mut io, &served)).await
-    {
-        Ok(Ok(upgraded)) => upgraded,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "WebSocket upgrade failed");
-            node.metrics
-                .handshake_failures
-                .with_label_values(&[e.label()])
-                .inc();
-            return;
-        }
-        Err(_) => {
-            node.metrics
-                .handshake_failures
-                .with_label_values(&["timeout"])
-                .inc();
-            return;
-        }
-    };
+    let upgraded =
+        match tokio::time::timeout_at(deadline, upgrade::upgrade(&mut io, &node.ws_paths, &served))
+            .await
+        {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                node.metrics
+                    .handshake_failures
+                    .with_label_values(&[e.label()])
+                    .inc();
+                return;
+            }
+            Err(_) => {
+                node.metrics
+                    .handshake_failures
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return;
+            }
+        };
     match &held._admission {
         Admission::Reject(_) => {
             node.metrics.disconnect("overloaded");

@@ -100,6 +100,8 @@ pub(crate) struct NodeShared {
     pub(crate) settings: SettingsWatch,
     pub(crate) metrics: Metrics,
     pub(crate) health: Health,
+    /// WebSocket paths accepted (static settings: computed once).
+    pub(crate) ws_paths: Vec<String>,
     /// Cancelled in the second drain phase: every connection closes with 1001.
     pub(crate) shutdown: CancellationToken,
 }
@@ -128,6 +130,7 @@ impl Node {
         metrics: Metrics,
     ) -> Self {
         let node_name = settings.borrow().node_name.clone();
+        let ws_paths = handshake::accepted_paths(&settings.borrow());
         let registry = RoomRegistry::new(
             store,
             ownership,
@@ -141,6 +144,7 @@ impl Node {
                 settings,
                 metrics,
                 health: Health::new(),
+                ws_paths,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -169,8 +173,22 @@ impl Node {
     ) -> Result<(), ServerError> {
         let shared = self.shared.clone();
         let settings = shared.settings.borrow().clone();
-        let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
+        let reloader = settings
+            .tls
+            .as_ref()
+            .map(tls::TlsReloader::new)
+            .transpose()?;
+        let tls = reloader
+            .as_ref()
+            .map(tls::TlsReloader::acceptor)
+            .transpose()?;
         let admin_stop = CancellationToken::new();
+        let tls_watch = reloader.map(|reloader| {
+            let stop = admin_stop.clone();
+            tokio::spawn(tls::watch(reloader, shared.metrics.clone(), async move {
+                stop.cancelled().await
+            }))
+        });
         let admin_routes = listeners.admin_routes;
         let admin = listeners.admin.map(|listener| {
             let stop = admin_stop.clone();
@@ -213,6 +231,9 @@ impl Node {
             shared.shutdown.cancel();
         }
         admin_stop.cancel();
+        if let Some(watch) = tls_watch {
+            let _ = watch.await;
+        }
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Ok(())) => {}

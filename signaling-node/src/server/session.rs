@@ -355,7 +355,9 @@ impl Session {
                     return;
                 }
                 RoomReply::Refused => return,
-                RoomReply::Gone => continue,
+                // The shard moved between routing and committing: route the join again
+                // (the fenced commit took the shard out of this node's view).
+                RoomReply::Moved | RoomReply::Gone => continue,
             }
         }
         cx.error(ErrorCode::Draining, "the room is restarting; retry", rid);
@@ -374,11 +376,10 @@ impl Session {
         };
         let (user, id) = (session.user.clone(), session.id.clone());
         if handle.leave(&user, &id, &cx.peer, l.request_id).await == RoomReply::Gone {
-            cx.error(
-                ErrorCode::InvalidTransition,
-                "the room is closed here",
-                l.request_id,
-            );
+            // The room stopped here (released or fenced) and the member is still in it
+            // where it lives now: retryable there (docs/protocol.md, "Retryable refusals").
+            cx.error(ErrorCode::NotOwner, ROOM_CLOSED_HERE, l.request_id);
+            self.migrate_away(cx, &l.room);
         }
     }
 
@@ -399,13 +400,10 @@ impl Session {
             if let Some(session) = &mut self.established {
                 session.rooms.remove(room);
             }
-            cx.error(
-                ErrorCode::InvalidTransition,
-                "the room is closed here",
-                request_id,
-            );
             // It stopped here (released or fenced) and its Migrate may not have reached this
-            // connection: send the client on to wherever the room lives now.
+            // connection: the request is retryable where the room lives now, and the client
+            // is sent there.
+            cx.error(ErrorCode::NotOwner, ROOM_CLOSED_HERE, request_id);
             self.migrate_away(cx, room);
         }
     }
@@ -424,4 +422,5 @@ impl Session {
 }
 
 const NO_OWNER: &str = "the room's shard has no owner right now; retry";
+const ROOM_CLOSED_HERE: &str = "the room is closed here; it moved";
 const DRAINING: &str = "node is draining; reconnect elsewhere";

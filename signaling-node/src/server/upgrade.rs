@@ -53,9 +53,11 @@ impl UpgradeError {
     }
 }
 
-/// Reads the upgrade request from `stream`, answers it, and returns what was agreed.
+/// Reads the upgrade request from `stream`, answers it (WebSocket on one of `paths`, a
+/// version in `served`), and returns what was agreed.
 pub async fn upgrade<S>(
     stream: &mut S,
+    paths: &[String],
     served: &[ProtocolVersion],
 ) -> Result<Upgraded, UpgradeError>
 where
@@ -82,7 +84,7 @@ where
             }
         }
     };
-    let negotiated = match handshake::check_request(&request, served) {
+    let negotiated = match handshake::check_request(&request, paths, served) {
         Ok(negotiated) => negotiated,
         Err(refusal) => {
             answer_error(stream, handshake::refusal_response(&refusal, served)).await;
@@ -144,7 +146,7 @@ mod tests {
         let (mut server, mut client) = duplex(64 * 1024);
         client.write_all(request.as_bytes()).await.unwrap();
         let served = handshake::supported();
-        let outcome = upgrade(&mut server, &served).await;
+        let outcome = upgrade(&mut server, &["/ws".to_string()], &served).await;
         drop(server);
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();

@@ -2468,6 +2468,83 @@ function readBody(type, bb) {
   }
 }
 
+// src/retry.ts
+var MAX_TRACKED = 64;
+function retryableId(msg) {
+  switch (msg.type) {
+    case "Invite":
+    case "InviteResult":
+    case "Hangup":
+    case "Leave":
+      return msg.requestId !== 0 ? msg.requestId : void 0;
+    default:
+      return void 0;
+  }
+}
+var Retries = class {
+  sentList = [];
+  afterMove = [];
+  laterList = [];
+  /** Remembers a request that was just written (a retry, tracked again when it was taken out,
+   * keeps its attempt count). */
+  sent(msg) {
+    const id = retryableId(msg);
+    if (id === void 0) return;
+    this.track(msg, this.sentList.find((t) => t.id === id)?.attempts ?? 0);
+  }
+  track(msg, attempts) {
+    const id = retryableId(msg);
+    if (id === void 0) return;
+    this.sentList = this.sentList.filter((t) => t.id !== id);
+    this.sentList.push({ id, msg, attempts });
+    while (this.sentList.length > MAX_TRACKED) this.sentList.shift();
+  }
+  /** Decides about an Error frame received at `now` (ms); `backoff(n)` is the wait before the
+   * n-th retry and `maxAttempts` the most retries of one request. */
+  refused(error, now, backoff, maxAttempts) {
+    if (error.requestId === 0) return error.code === 1006 /* NotOwner */ ? { kind: "ignore" } : { kind: "deliver" };
+    const at = this.sentList.findIndex((t) => t.id === error.requestId);
+    if (at < 0) return { kind: "deliver" };
+    const [tracked] = this.sentList.splice(at, 1);
+    if (error.code === 1006 /* NotOwner */) {
+      this.afterMove.push(tracked);
+      return { kind: "after_move" };
+    }
+    if (error.code === 1010 /* Draining */ && tracked.attempts < maxAttempts) {
+      tracked.attempts += 1;
+      const due = now + backoff(tracked.attempts);
+      this.laterList.push({ at: due, t: tracked });
+      return { kind: "later", at: due };
+    }
+    return { kind: "deliver" };
+  }
+  /** When the next delayed retry is due (ms), if any. */
+  nextDue() {
+    return this.laterList.length === 0 ? void 0 : Math.min(...this.laterList.map((l) => l.at));
+  }
+  /** The delayed retries due at `now`, in the order they were refused (tracked again). */
+  takeDue(now) {
+    const due = this.laterList.filter((l) => l.at <= now);
+    this.laterList = this.laterList.filter((l) => l.at > now);
+    return this.resend(due.map((l) => l.t));
+  }
+  /** After a new Welcome: what to send again on the new connection. A resumed session gets every
+   * kept request; a session the server lost gets none (its rooms are joined afresh). */
+  takeOnWelcome(resumed) {
+    const kept = [...this.afterMove, ...this.laterList.map((l) => l.t)];
+    this.afterMove = [];
+    this.laterList = [];
+    this.sentList = [];
+    return resumed ? this.resend(kept) : [];
+  }
+  resend(kept) {
+    return kept.map((t) => {
+      this.track(t.msg, t.attempts);
+      return t.msg;
+    });
+  }
+};
+
 // src/state.ts
 var MAX_CALLS = 1024;
 function isTerminalState(state) {
@@ -2675,6 +2752,8 @@ var SwitchboardClient = class {
   calls = new CallTable();
   ids = new RequestIds();
   pending = /* @__PURE__ */ new Map();
+  retries = new Retries();
+  retryTimer = void 0;
   outq = [];
   flushScheduled = false;
   redirectsInARow = 0;
@@ -2991,6 +3070,25 @@ var SwitchboardClient = class {
       this.exit({ kind: "lost", err: new ClientError("websocket", `send failed: ${String(err)}`) });
       throw new ClientError("connection_lost", "connection lost while the request was in flight");
     }
+    this.retries.sent(msg);
+  }
+  /** Arms the timer of the next retry of a request refused with 1010. */
+  armRetry() {
+    this.clock.clearTimeout(this.retryTimer);
+    const due = this.retries.nextDue();
+    if (due === void 0) return;
+    const gen = this.gen;
+    this.retryTimer = this.clock.setTimeout(() => {
+      if (gen !== this.gen || !this.sock) return;
+      for (const msg of this.retries.takeDue(this.clock.now())) {
+        try {
+          this.write(msg);
+        } catch {
+          return;
+        }
+      }
+      this.armRetry();
+    }, Math.max(0, due - this.clock.now()));
   }
   // ---- connection establishment -------------------------------------------------------
   /** Opens a socket, says Hello and waits for Welcome, following handshake redirects; then
@@ -3153,6 +3251,15 @@ var SwitchboardClient = class {
         throw new ClientError("connection_lost", `send failed: ${String(err)}`);
       }
     }
+    for (const msg of this.retries.takeOnWelcome(welcome.resumed)) {
+      try {
+        sock.send(encodeMessage(msg));
+      } catch (err) {
+        this.abandonSocket();
+        throw new ClientError("connection_lost", `send failed: ${String(err)}`);
+      }
+      this.retries.sent(msg);
+    }
     this.early = early;
   }
   /** Becomes open: handles frames that arrived right behind Welcome, then sends the queue. */
@@ -3175,7 +3282,11 @@ var SwitchboardClient = class {
     const gen = this.gen;
     this.silenceTimer = this.clock.setTimeout(() => {
       if (gen === this.gen) {
-        this.exit({ kind: "lost", err: new ClientError("timeout", "timed out waiting for any frame from the server (heartbeat)") });
+        this.exit({
+          kind: "lost",
+          err: new ClientError("timeout", "timed out waiting for any frame from the server (heartbeat)"),
+          silent: true
+        });
       }
     }, this.silenceMs);
   }
@@ -3223,29 +3334,9 @@ var SwitchboardClient = class {
         }
         return;
       }
-      case "Error": {
-        const pending = this.pending.get(msg.requestId);
-        if (pending) {
-          this.pending.delete(msg.requestId);
-          this.clock.clearTimeout(pending.timer);
-        }
-        if (pending?.reject && msg.requestId !== 0) {
-          pending.reject(ClientError.fromFrame(msg));
-          return;
-        }
-        const err = ClientError.fromFrame(msg);
-        if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === 1006 /* NotOwner */)) {
-          this.pending.set(msg.requestId, pending);
-          this.exit({ kind: "lost", err });
-          return;
-        }
-        if (msg.requestId === 0 && msg.code === 1003 /* AuthFailed */) {
-          this.exit({ kind: "fatal", err: ClientError.fromFrame(msg) });
-          return;
-        }
-        this.emit("message", msg);
+      case "Error":
+        this.onError(msg);
         return;
-      }
       case "Redirect": {
         this.redirectsInARow += 1;
         if (this.redirectsInARow > this.options.maxRedirects) {
@@ -3275,6 +3366,44 @@ var SwitchboardClient = class {
         this.emit("message", msg);
     }
   }
+  /** An Error frame: a retryable refusal of a join or a tracked request is retried by the
+   * library (docs/protocol.md, "Retryable refusals"); anything else goes to its caller or the
+   * application. */
+  onError(msg) {
+    const policy = this.options.reconnect;
+    const err = ClientError.fromFrame(msg);
+    const pending = msg.requestId !== 0 ? this.pending.get(msg.requestId) : void 0;
+    if (pending) {
+      this.pending.delete(msg.requestId);
+      const refusals = pending.refusals ?? 0;
+      if ((err.retriable || msg.code === 1006 /* NotOwner */) && refusals < policy.maxAttempts) {
+        pending.refusals = refusals + 1;
+        this.pending.set(msg.requestId, pending);
+        this.exit({ kind: "lost", err });
+        return;
+      }
+      this.clock.clearTimeout(pending.timer);
+      if (pending.reject) pending.reject(err);
+      else this.emit("message", msg);
+      return;
+    }
+    const refusal = this.retries.refused(msg, this.clock.now(), (n2) => backoffMs(policy, n2, this.random), policy.maxAttempts);
+    switch (refusal.kind) {
+      case "deliver":
+        if (msg.requestId === 0 && msg.code === 1003 /* AuthFailed */) {
+          this.exit({ kind: "fatal", err });
+          return;
+        }
+        this.emit("message", msg);
+        return;
+      case "later":
+        this.armRetry();
+        return;
+      case "after_move":
+      case "ignore":
+        return;
+    }
+  }
   onClose(gen, code, reason) {
     if (gen !== this.gen) return;
     const text = `server closed the connection: ${code} ${reason}`.trim();
@@ -3288,6 +3417,7 @@ var SwitchboardClient = class {
   abandonSocket() {
     this.gen += 1;
     this.clock.clearTimeout(this.silenceTimer);
+    this.clock.clearTimeout(this.retryTimer);
     const sock = this.sock;
     this.sock = null;
     if (sock) sock.onopen = sock.onmessage = sock.onerror = sock.onclose = null;
@@ -3320,6 +3450,13 @@ var SwitchboardClient = class {
         }
         resume = this.rooms.resume(this.sessionId);
         immediate = false;
+        if (exit.silent) {
+          const next = [this.endpoint, left, this.entry].find((c) => c !== left);
+          if (next !== void 0) {
+            this.endpoint = next;
+            immediate = true;
+          }
+        }
         break;
       case "redirect": {
         const problem = urlProblem(exit.url);

@@ -15,6 +15,7 @@ import { CloseCode, ClientError, ErrorCode } from './errors.js';
 import { FrameError } from './frame.js';
 import type { Candidate, Joined, Message, ProtocolVersion, Resume, Welcome } from './messages.js';
 import { decodeMessage, encodeMessage } from './messages.js';
+import { Retries } from './retry.js';
 import {
   backoffMs,
   CallTable,
@@ -126,6 +127,9 @@ interface PendingJoin {
   resolve?: (joined: Joined) => void;
   reject?: (err: ClientError) => void;
   timer?: unknown;
+  /** Retryable refusals so far (1006 while the room moves, 1010); bounded by the reconnect
+   * policy's attempts. */
+  refusals?: number;
 }
 
 /** One queued outgoing item: an operation, or a candidate that may merge into an IceBatch. */
@@ -134,7 +138,7 @@ type Outgoing =
   | { kind: 'ice'; callId: string; candidate: Candidate; done: () => void; fail: (err: ClientError) => void };
 
 type Exit =
-  | { kind: 'lost'; err: ClientError }
+  | { kind: 'lost'; err: ClientError; silent?: boolean }
   | { kind: 'redirect'; url: string }
   | { kind: 'migrate'; url: string; resumeToken: string }
   | { kind: 'fatal'; err: ClientError };
@@ -206,6 +210,8 @@ export class SwitchboardClient {
   private readonly calls = new CallTable();
   private readonly ids = new RequestIds();
   private readonly pending = new Map<number, PendingJoin>();
+  private readonly retries = new Retries();
+  private retryTimer: unknown = undefined;
   private outq: Outgoing[] = [];
   private flushScheduled = false;
   private redirectsInARow = 0;
@@ -548,6 +554,27 @@ export class SwitchboardClient {
       this.exit({ kind: 'lost', err: new ClientError('websocket', `send failed: ${String(err)}`) });
       throw new ClientError('connection_lost', 'connection lost while the request was in flight');
     }
+    this.retries.sent(msg);
+  }
+
+  /** Arms the timer of the next retry of a request refused with 1010. */
+  private armRetry(): void {
+    this.clock.clearTimeout(this.retryTimer);
+    const due = this.retries.nextDue();
+    if (due === undefined) return;
+    const gen = this.gen;
+    this.retryTimer = this.clock.setTimeout(() => {
+      if (gen !== this.gen || !this.sock) return;
+      for (const msg of this.retries.takeDue(this.clock.now())) {
+        try {
+          this.write(msg);
+        } catch {
+          // write() ended the connection; the request is sent again after the reconnect.
+          return;
+        }
+      }
+      this.armRetry();
+    }, Math.max(0, due - this.clock.now()));
   }
 
   // ---- connection establishment -------------------------------------------------------
@@ -727,6 +754,16 @@ export class SwitchboardClient {
         throw new ClientError('connection_lost', `send failed: ${String(err)}`);
       }
     }
+    // Requests refused while the room moved go to where the session was resumed.
+    for (const msg of this.retries.takeOnWelcome(welcome.resumed)) {
+      try {
+        sock.send(encodeMessage(msg));
+      } catch (err) {
+        this.abandonSocket();
+        throw new ClientError('connection_lost', `send failed: ${String(err)}`);
+      }
+      this.retries.sent(msg);
+    }
     this.early = early;
   }
 
@@ -752,7 +789,11 @@ export class SwitchboardClient {
     const gen = this.gen;
     this.silenceTimer = this.clock.setTimeout(() => {
       if (gen === this.gen) {
-        this.exit({ kind: 'lost', err: new ClientError('timeout', 'timed out waiting for any frame from the server (heartbeat)') });
+        this.exit({
+          kind: 'lost',
+          err: new ClientError('timeout', 'timed out waiting for any frame from the server (heartbeat)'),
+          silent: true,
+        });
       }
     }, this.silenceMs);
   }
@@ -804,32 +845,9 @@ export class SwitchboardClient {
         }
         return;
       }
-      case 'Error': {
-        const pending = this.pending.get(msg.requestId);
-        if (pending) {
-          this.pending.delete(msg.requestId);
-          this.clock.clearTimeout(pending.timer);
-        }
-        if (pending?.reject && msg.requestId !== 0) {
-          pending.reject(ClientError.fromFrame(msg));
-          return;
-        }
-        const err = ClientError.fromFrame(msg);
-        if (pending && !pending.reject && msg.requestId !== 0 && (err.retriable || msg.code === ErrorCode.NotOwner)) {
-          // A re-join this library made itself (the server had lost the session), refused
-          // because the room is between owners: keep it and reconnect so it is sent again
-          // where the room lives (same rule as the Rust client).
-          this.pending.set(msg.requestId, pending);
-          this.exit({ kind: 'lost', err });
-          return;
-        }
-        if (msg.requestId === 0 && msg.code === ErrorCode.AuthFailed) {
-          this.exit({ kind: 'fatal', err: ClientError.fromFrame(msg) });
-          return;
-        }
-        this.emit('message', msg);
+      case 'Error':
+        this.onError(msg);
         return;
-      }
       case 'Redirect': {
         this.redirectsInARow += 1;
         if (this.redirectsInARow > this.options.maxRedirects) {
@@ -860,6 +878,48 @@ export class SwitchboardClient {
     }
   }
 
+  /** An Error frame: a retryable refusal of a join or a tracked request is retried by the
+   * library (docs/protocol.md, "Retryable refusals"); anything else goes to its caller or the
+   * application. */
+  private onError(msg: Extract<Message, { type: 'Error' }>): void {
+    const policy = this.options.reconnect;
+    const err = ClientError.fromFrame(msg);
+    const pending = msg.requestId !== 0 ? this.pending.get(msg.requestId) : undefined;
+    if (pending) {
+      this.pending.delete(msg.requestId);
+      const refusals = pending.refusals ?? 0;
+      if ((err.retriable || msg.code === ErrorCode.NotOwner) && refusals < policy.maxAttempts) {
+        // The room is between owners (or the node cannot commit now): keep the join and
+        // reconnect, so it is sent again where the room lives (same rule as the Rust client).
+        pending.refusals = refusals + 1;
+        this.pending.set(msg.requestId, pending);
+        this.exit({ kind: 'lost', err });
+        return;
+      }
+      this.clock.clearTimeout(pending.timer);
+      if (pending.reject) pending.reject(err);
+      else this.emit('message', msg);
+      return;
+    }
+    const refusal = this.retries.refused(msg, this.clock.now(), (n) => backoffMs(policy, n, this.random), policy.maxAttempts);
+    switch (refusal.kind) {
+      case 'deliver':
+        if (msg.requestId === 0 && msg.code === ErrorCode.AuthFailed) {
+          this.exit({ kind: 'fatal', err });
+          return;
+        }
+        this.emit('message', msg);
+        return;
+      case 'later':
+        this.armRetry();
+        return;
+      case 'after_move':
+      case 'ignore':
+        // The node's Migrate follows; the request is sent again after the move.
+        return;
+    }
+  }
+
   private onClose(gen: number, code: number, reason: string): void {
     if (gen !== this.gen) return;
     const text = `server closed the connection: ${code} ${reason}`.trim();
@@ -874,6 +934,7 @@ export class SwitchboardClient {
   private abandonSocket(): SocketLike | null {
     this.gen += 1;
     this.clock.clearTimeout(this.silenceTimer);
+    this.clock.clearTimeout(this.retryTimer);
     const sock = this.sock;
     this.sock = null;
     if (sock) sock.onopen = sock.onmessage = sock.onerror = sock.onclose = null;
@@ -911,6 +972,16 @@ export class SwitchboardClient {
         }
         resume = this.rooms.resume(this.sessionId);
         immediate = false;
+        if (exit.silent) {
+          // A node that fell silent (stopped, cut off) would only time out again: the first
+          // attempt goes at once to the next known node, which redirects the resume to the
+          // room's new owner (same rule as the Rust client).
+          const next = [this.endpoint, left, this.entry].find((c) => c !== left);
+          if (next !== undefined) {
+            this.endpoint = next;
+            immediate = true;
+          }
+        }
         break;
       case 'redirect': {
         const problem = urlProblem(exit.url);

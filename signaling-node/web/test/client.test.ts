@@ -276,6 +276,93 @@ test('a refused automatic re-join is retried after a reconnect', async () => {
   assert.ok(!env.messages.some((m) => m.type === 'Error'), 'the refusal is handled, not reported');
 });
 
+test('a resume refused while its room moves reports nothing and follows the Migrate', async () => {
+  // Scenario d (issue 15): a node that took the resume just before the shard moved answered the
+  // fenced resume with 1006 and no request id; the library must follow the Migrate instead of
+  // reporting a retryable error.
+  const env = await connected();
+  await joinRoom(env, 'studio', 2);
+  env.net.last.drop(1006);
+  await settle();
+  await env.clock.advance(200);
+  const second = env.net.last;
+  await accept(second, welcome({ resumed: true }));
+  second.deliver({ type: 'Error', code: ErrorCode.NotOwner, message: 'this node no longer owns the room', requestId: 0 });
+  second.deliver({ type: 'Migrate', room: 'studio', url: 'ws://127.0.0.3:7000/ws', resumeToken: 's-1' });
+  await settle();
+  const third = env.net.last;
+  assert.equal(third.url, 'ws://127.0.0.3:7000/ws');
+  await accept(third, welcome({ resumed: true }));
+  assert.ok(!env.messages.some((m) => m.type === 'Error'), 'no retryable error reaches the application');
+});
+
+test('a request refused while its room moves is sent again after the move', async () => {
+  const env = await connected();
+  await joinRoom(env, 'studio', 2);
+  await env.client.invite('studio', 'bob');
+  const invite = env.net.last.sentOf('Invite')[0]!;
+  env.net.last.deliver({ type: 'Error', code: ErrorCode.NotOwner, message: 'this node no longer owns the room', requestId: invite.requestId });
+  env.net.last.deliver({ type: 'Migrate', room: 'studio', url: 'ws://127.0.0.3:7000/ws', resumeToken: 's-1' });
+  await settle();
+  const next = env.net.last;
+  await accept(next, welcome({ resumed: true }));
+  const again = next.sentOf('Invite');
+  assert.equal(again.length, 1, 'the invite is sent again on the new node');
+  assert.equal(again[0]!.callId, invite.callId);
+  assert.ok(!env.messages.some((m) => m.type === 'Error'));
+});
+
+test('a request refused with 1010 is retried after a backoff, then reported', async () => {
+  const env = await connected({ reconnect: { maxAttempts: 2, initialBackoffMs: 10 } });
+  await joinRoom(env, 'studio', 2);
+  const sock = env.net.last;
+  await env.client.sendRaw({ type: 'Hangup', requestId: 41, room: 'studio', callId: 'c1', from: '', reason: '' });
+  for (let i = 1; i <= 3; i++) {
+    sock.deliver({ type: 'Error', code: ErrorCode.Draining, message: 'state store unavailable, retry', requestId: 41 });
+    await settle();
+    await env.clock.advance(100);
+  }
+  assert.equal(sock.sentOf('Hangup').length, 3, 'sent, then retried twice');
+  const errors = env.messages.filter((m) => m.type === 'Error');
+  assert.equal(errors.length, 1, 'reported once the retries are used up');
+});
+
+test('a join refused while its room has no owner is retried', async () => {
+  const env = await connected();
+  const joined = env.client.join('studio');
+  await settle();
+  const first = env.net.last;
+  const join = first.sentOf('Join')[0]!;
+  first.deliver({ type: 'Error', code: ErrorCode.Draining, message: "the room's shard has no owner right now; retry", requestId: join.requestId });
+  await settle();
+  await env.clock.advance(200);
+  const second = env.net.last;
+  assert.notEqual(second, first, 'reconnected to retry the join');
+  await accept(second, welcome({ resumed: true }));
+  const retried = second.sentOf('Join')[0]!;
+  second.deliver({ type: 'Joined', requestId: retried.requestId, room: 'studio', members: ['alice'], lastSeq: 5 });
+  assert.equal((await joined).lastSeq, 5);
+});
+
+test('a node that falls silent is left for the entry node at once', async () => {
+  // A stopped or cut-off node accepts nothing in time: retrying it first costs a connect
+  // timeout and a backoff before the entry node redirects the resume to the new owner.
+  const env = await connected({ timeouts: { silenceMs: 200 }, reconnect: { initialBackoffMs: 30_000 } });
+  await joinRoom(env, 'studio', 2);
+  env.net.last.deliver({ type: 'Migrate', room: 'studio', url: 'ws://127.0.0.3:7000/ws', resumeToken: 's-1' });
+  await settle();
+  const owner = env.net.last;
+  assert.equal(owner.url, 'ws://127.0.0.3:7000/ws');
+  await accept(owner, welcome({ resumed: true }));
+  // Silent from here on.
+  await env.clock.advance(250);
+  const next = env.net.last;
+  assert.notEqual(next, owner);
+  assert.equal(next.url, ENTRY, 'the first attempt goes to the entry node, without a backoff');
+  await accept(next, welcome({ resumed: true }));
+  assert.equal(env.client.status, 'open');
+});
+
 test('Migrate reconnects at once to the new owner with the resume token', async () => {
   const env = await connected();
   await joinRoom(env, 'studio', 2);

@@ -237,6 +237,7 @@ mod tests {
             load: Load::default(),
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         }
     }
 

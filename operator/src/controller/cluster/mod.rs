@@ -1,9 +1,11 @@
 //! The SignalingCluster reconciler. Its pure core turns a cluster (and its ProtocolRollout,
 //! if any) plus the existing pods into the desired children — version-pool pods, the client
-//! and headless Services, the PodDisruptionBudget and one RoomShard per shard — and computes
-//! the status from what was observed. Its etcd side writes the node config and reads
+//! and headless Services, the PodDisruptionBudget, one RoomShard per shard and, with
+//! `spec.clientAccess`, the objects outside clients need (`access`) — and computes the status
+//! from what was observed. Its etcd side writes the node config and reads
 //! membership and acks (`config` pure, `store`/`etcd_sync`/`triggers` I/O).
 
+pub mod access;
 pub mod config;
 pub mod context;
 pub mod etcd_sync;
@@ -35,6 +37,8 @@ pub use pools::{DEFAULT_VERSION, VersionPool, version_pools};
 /// Everything the reconciler should make true in one pass.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// The validated `spec.clientAccess`, if set.
+    pub access: Option<access::AccessPlan>,
     /// The version pools.
     pub pools: Vec<VersionPool>,
     /// Pods to create and delete.
@@ -82,11 +86,13 @@ pub fn desired(
     rollout: Option<&ProtocolRollout>,
     existing: &[Pod],
 ) -> Result<Desired> {
+    let access = access::AccessPlan::of(cluster).map_err(Error::ClientAccess)?;
     let pools = version_pools(cluster, rollout)?;
     let pods = plan_pods(cluster, &pools, existing)?;
     Ok(Desired {
         pods,
-        client_service: services::client_service(cluster)?,
+        client_service: services::client_service(cluster, access.as_ref())?,
+        access,
         headless_service: services::headless_service(cluster)?,
         disruption_budget: services::disruption_budget(cluster)?,
         room_shards: shards::room_shards(cluster)?,

@@ -10,7 +10,10 @@
 //! node may read: `SWITCHBOARD_VERSION`, `SWITCHBOARD_PROTOCOLS`,
 //! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS` and, with etcd TLS, `SWITCHBOARD_ETCD_CA_FILE`,
 //! `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE` (unknown variables are harmless,
-//! unknown flags are not).
+//! unknown flags are not). With `spec.clientAccess` the node's URL is the pod's own
+//! `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it does not make every
+//! pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path other than `/ws` and
+//! `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::access::{AccessPlan, CLIENT_TLS_DIR, Placeholder, tls_copy_name, with_node_port};
 use super::pools::VersionPool;
 use crate::controller::labels::{self, common_labels};
 use crate::controller::{Error, Result};
@@ -36,6 +40,8 @@ pub const NONROOT_UID: i64 = 65532;
 pub const AUTH_DIR: &str = "/etc/switchboard/auth";
 /// Where the etcd TLS Secret is mounted.
 pub const ETCD_TLS_DIR: &str = "/etc/switchboard/etcd-tls";
+/// The variable carrying the node's URL when `spec.clientAccess` chooses it.
+pub const ADVERTISE_URL_ENV: &str = "SWITCHBOARD_ADVERTISE_URL";
 
 /// Name of pod `index` of `version` in `cluster`.
 pub fn pod_name(cluster: &str, version: &str, index: u32) -> String {
@@ -69,15 +75,22 @@ pub fn desired_pod(cluster: &SignalingCluster, pool: &VersionPool, index: u32) -
         owner,
     } = super::identity(cluster)?;
     let (name, namespace) = (name.as_str(), namespace.as_str());
-    let (labels, annotations, spec) = template(cluster, name, namespace, pool);
+    let (mut labels, annotations, mut spec) = template(cluster, name, namespace, pool)?;
     let mut annotations = annotations;
     annotations.insert(
         labels::TEMPLATE_HASH.into(),
         template_hash(&labels, &annotations, &spec)?,
     );
+    // Per pod, after the hash: the pod's own name label and URL.
+    let pod = pod_name(name, &pool.name, index);
+    labels.insert(labels::POD.into(), pod.clone());
+    if let Some(access) = AccessPlan::of(cluster).map_err(Error::ClientAccess)? {
+        let url = access.pod_url(name, namespace, &pool.name, &pod, index);
+        set_env(&mut spec, ADVERTISE_URL_ENV, &url);
+    }
     Ok(Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(name, &pool.name, index)),
+            name: Some(pod),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -101,8 +114,48 @@ pub fn pool_template_hash(cluster: &SignalingCluster, pool: &VersionPool) -> Res
         .namespace
         .as_deref()
         .ok_or(Error::MissingObjectKey("namespace"))?;
-    let (labels, annotations, spec) = template(cluster, name, namespace, pool);
+    let (labels, annotations, spec) = template(cluster, name, namespace, pool)?;
     template_hash(&labels, &annotations, &spec)
+}
+
+/// Fills the node port into a pod's URL (its Service got it) and records it on the pod.
+pub fn set_node_port(pod: &mut Pod, node_port: i32) {
+    if let Some(spec) = pod.spec.as_mut() {
+        let url = env_value(spec, ADVERTISE_URL_ENV).map(|u| with_node_port(&u, node_port));
+        if let Some(url) = url {
+            set_env(spec, ADVERTISE_URL_ENV, &url);
+        }
+    }
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::NODE_PORT.into(), node_port.to_string());
+}
+
+/// The URL a pod advertises when the operator chose it (`SWITCHBOARD_ADVERTISE_URL`).
+pub fn advertised_url(pod: &Pod) -> Option<String> {
+    env_value(pod.spec.as_ref()?, ADVERTISE_URL_ENV)
+}
+
+fn env_value(spec: &PodSpec, name: &str) -> Option<String> {
+    spec.containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+fn set_env(spec: &mut PodSpec, name: &str, value: &str) {
+    let env = spec
+        .containers
+        .first_mut()
+        .and_then(|c| c.env.as_mut())
+        .and_then(|env| env.iter_mut().find(|e| e.name == name));
+    if let Some(var) = env {
+        var.value = Some(value.to_string());
+    }
 }
 
 /// The template hash recorded on an existing pod.
@@ -120,12 +173,7 @@ fn template_hash(
     spec: &PodSpec,
 ) -> Result<String> {
     let bytes = serde_json::to_vec(&(labels, annotations, spec))?;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    Ok(format!("{hash:016x}"))
+    Ok(labels::fnv1a(&bytes))
 }
 
 type Template = (BTreeMap<String, String>, BTreeMap<String, String>, PodSpec);
@@ -135,8 +183,9 @@ fn template(
     name: &str,
     namespace: &str,
     pool: &VersionPool,
-) -> Template {
+) -> Result<Template> {
     let spec = &cluster.spec;
+    let access = AccessPlan::of(cluster).map_err(Error::ClientAccess)?;
     let overrides = spec.pod_template.clone().unwrap_or_default();
 
     let mut labels = overrides.labels.clone().unwrap_or_default();
@@ -158,7 +207,10 @@ fn template(
         "--cluster".into(),
         name.to_string(),
         "--advertise-url".into(),
-        format!("ws://$(POD_IP):{port}/ws"),
+        match &access {
+            Some(_) => format!("$({ADVERTISE_URL_ENV})"),
+            None => format!("ws://$(POD_IP):{port}/ws"),
+        },
         "--jwt-secret-file".into(),
         format!("{AUTH_DIR}/secret"),
         // Every node must hash rooms onto the same shard ranges as the RoomShards.
@@ -178,6 +230,20 @@ fn template(
             &spec.drain_timeout_seconds.to_string(),
         ),
     ];
+    if let Some(access) = &access {
+        // Runtime values the URL names come from the downward API, defined before the URL
+        // that refers to them (Kubernetes expands `$(VAR)` from earlier variables only).
+        if access.template.uses(Placeholder::HostIp) {
+            env.insert(3, field_env("HOST_IP", "status.hostIP"));
+        }
+        env.push(value_env(
+            ADVERTISE_URL_ENV,
+            &access.pool_url(name, namespace, &pool.name),
+        ));
+        if let Some(path) = access.extra_ws_path() {
+            env.push(value_env("SWITCHBOARD_WS_PATHS", path));
+        }
+    }
 
     let mut volumes = vec![Volume {
         name: "auth".into(),
@@ -227,6 +293,34 @@ fn template(
         env.push(value_env(
             "SWITCHBOARD_ETCD_KEY_FILE",
             &format!("{ETCD_TLS_DIR}/tls.key"),
+        ));
+    }
+
+    if access.as_ref().is_some_and(AccessPlan::nodes_serve_tls) {
+        volumes.push(Volume {
+            name: "client-tls".into(),
+            secret: Some(SecretVolumeSource {
+                // The operator's checked copy: it changes only to a valid certificate.
+                secret_name: Some(tls_copy_name(name)),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "client-tls".into(),
+            mount_path: CLIENT_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(value_env(
+            "SWITCHBOARD_TLS_CERT",
+            &format!("{CLIENT_TLS_DIR}/tls.crt"),
+        ));
+        env.push(value_env(
+            "SWITCHBOARD_TLS_KEY",
+            &format!("{CLIENT_TLS_DIR}/tls.key"),
         ));
     }
 
@@ -301,7 +395,7 @@ fn template(
         )),
         ..Default::default()
     };
-    (labels, annotations, pod_spec)
+    Ok((labels, annotations, pod_spec))
 }
 
 /// The pod template's variables followed by the operator's, without the template's variables

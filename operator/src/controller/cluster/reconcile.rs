@@ -30,22 +30,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::access::{self, sync::AccessReport, sync::TlsState};
 pub use super::context::{CleanupOutcome, ClusterCleanup, Context, NoCleanup, Services};
 use super::etcd_sync;
 use super::status::{self, Failure, Observed};
@@ -72,19 +75,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let controller = Controller::new(
         Api::<DeserializeGuard<SignalingCluster>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        managed.clone(),
-    )
-    .owns(Api::<RoomShard>::all(client.clone()), managed)
-    .watches(
-        Api::<DeserializeGuard<ProtocolRollout>>::all(client),
-        watcher::Config::default(),
-        rollout_target,
     );
+    // A rotated or deleted client certificate Secret (or our copy of it) is noticed at once;
+    // only metadata is watched, so Secret contents never stream through the operator.
+    let clusters = controller.store();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .touched_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+    let controller = controller
+        .owns(Api::<Pod>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<Ingress>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            managed.clone(),
+        )
+        .owns(Api::<RoomShard>::all(client.clone()), managed)
+        .watches(
+            Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+            watcher::Config::default(),
+            rollout_target,
+        )
+        .watches_stream(secrets, move |secret| {
+            secret_users(&clusters.state(), &secret)
+        });
     let controller = match triggers {
         Some(triggers) => controller.reconcile_on(triggers),
         None => controller,
@@ -100,6 +117,31 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .await;
     ctx.triggers.stop_all();
+}
+
+/// The clusters whose client certificate is Secret `secret` (or its operator copy).
+fn secret_users(
+    clusters: &[Arc<DeserializeGuard<SignalingCluster>>],
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<DeserializeGuard<SignalingCluster>>> {
+    let (Some(namespace), name) = (secret.namespace(), secret.name_any()) else {
+        return Vec::new();
+    };
+    clusters
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|cluster| cluster.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|cluster| {
+            let tls = cluster
+                .spec
+                .client_access
+                .as_ref()
+                .and_then(|a| a.tls.as_ref());
+            tls.is_some_and(|t| t.secret_name == name)
+                || access::tls_copy_name(&cluster.name_any()) == name
+        })
+        .map(|cluster| ObjectRef::new(&cluster.name_any()).within(&namespace))
+        .collect()
 }
 
 /// A rollout triggers the cluster it refers to (a rollout that does not parse triggers none).
@@ -199,12 +241,13 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
         Err(error) => {
             let refused = admission_refusal(&error);
             let failure = Failure {
-                reason: if refused.is_some() {
-                    "Forbidden".to_string()
-                } else {
-                    camel_case(error.metric_label())
+                reason: match (&refused, &error) {
+                    (Some(_), _) => "Forbidden".to_string(),
+                    (None, Error::ClientAccess(access)) => access.reason().to_string(),
+                    (None, _) => camel_case(error.metric_label()),
                 },
                 message: error.to_string(),
+                client_access: matches!(error, Error::ClientAccess(_)),
             };
             // Best effort: the error itself is what the caller acts on.
             if let Err(status_error) = write_status(
@@ -225,6 +268,17 @@ async fn apply(cluster: &SignalingCluster, ctx: &Context) -> Result<Action> {
                     "Forbidden",
                     "Apply",
                     message,
+                    None,
+                )
+                .await;
+            }
+            if let Error::ClientAccess(access) = &error {
+                ctx.publish(
+                    cluster,
+                    EventType::Warning,
+                    access.reason(),
+                    "Validate",
+                    error.to_string(),
                     None,
                 )
                 .await;
@@ -267,7 +321,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     let rollout = find_rollout(&ctx.client, &namespace, &name).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = pods.list(&selector).await?.items;
-    let plan: Desired = desired(cluster, rollout.as_ref(), &existing)?;
+    let mut plan: Desired = desired(cluster, rollout.as_ref(), &existing)?;
 
     let params = PatchParams::apply(FIELD_MANAGER).force();
     apply_one(
@@ -288,6 +342,28 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         &params,
     )
     .await?;
+
+    let access = match &plan.access {
+        Some(access) => Some(
+            access::sync::sync(
+                &ctx.client,
+                cluster,
+                access,
+                &existing,
+                &mut plan.pods.create,
+            )
+            .await?,
+        ),
+        None => {
+            if access::sync::had_client_access(cluster) {
+                access::sync::remove(&ctx.client, cluster).await?;
+            }
+            None
+        }
+    };
+    if let Some(report) = &access {
+        publish_access_events(cluster, ctx, report).await;
+    }
 
     let shards_api: Api<RoomShard> = Api::namespaced(ctx.client.clone(), &namespace);
     let shards: BTreeMap<String, RoomShard> = shards_api
@@ -350,6 +426,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         config_acked: etcd.progress.acked,
         config_lagging: etcd.progress.lagging.clone(),
         failure: None,
+        client_access: access.as_ref().map(status::AccessObserved::from),
     };
     let new_status = status::cluster_status(cluster, &observed, &now());
     if cluster.status.as_ref() != Some(&new_status) {
@@ -363,6 +440,52 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     Ok(Action::requeue(
         etcd.recheck.map_or(pods_recheck, |d| d.min(pods_recheck)),
     ))
+}
+
+/// Events for what client access found: a Warning when the certificate is refused (once per
+/// reason, when the condition changes to it), Normal when a new certificate is in use.
+async fn publish_access_events(cluster: &SignalingCluster, ctx: &Context, report: &AccessReport) {
+    match &report.tls {
+        Some(TlsState::Updated) => {
+            let note = format!(
+                "certificate copied to {} for the nodes and Ingress objects",
+                access::tls_copy_name(&cluster.name_any())
+            );
+            ctx.publish(
+                cluster,
+                EventType::Normal,
+                "TLSCertificateUpdated",
+                "Certificate",
+                note,
+                None,
+            )
+            .await;
+        }
+        Some(TlsState::Refused(problem)) => {
+            let previous = cluster
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == access::CLIENT_ACCESS_READY)
+                })
+                .map(|c| (c.reason.clone(), c.message.clone()));
+            let now = (problem.reason().to_string(), problem.to_string());
+            if previous.as_ref() != Some(&now) {
+                ctx.publish(
+                    cluster,
+                    EventType::Warning,
+                    problem.reason(),
+                    "Certificate",
+                    problem.to_string(),
+                    None,
+                )
+                .await;
+            }
+        }
+        Some(TlsState::Current) | None => {}
+    }
 }
 
 fn phase(shard: &RoomShard) -> ShardPhase {

@@ -1,7 +1,8 @@
 //! The cluster's Services and PodDisruptionBudget.
 //!
-//! - `<cluster>` (ClusterIP): where clients connect; any node answers and redirects to the
-//!   room's owner, so it selects every pod of the cluster across versions.
+//! - `<cluster>` (ClusterIP unless `clientAccess.entryService` says otherwise): where clients
+//!   connect; any node answers and redirects to the room's owner, so it selects every pod of
+//!   the cluster across versions.
 //! - `<cluster>-nodes` (headless, publishes not-ready addresses): stable per-pod DNS names
 //!   (`<pod>.<cluster>-nodes`) and the admin port for scraping.
 //! - PodDisruptionBudget `<cluster>`: at most one node voluntarily evicted at a time, so
@@ -12,13 +13,15 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::access::AccessPlan;
 use super::pods::headless_service_name;
 use super::{Identity, identity};
 use crate::controller::Result;
 use crate::controller::labels::{common_labels, selector_labels};
 use crate::crd::{ADMIN_PORT, SignalingCluster};
 
-fn meta(id: &Identity, name: String, component: &str) -> ObjectMeta {
+/// Metadata of a child named `name` with role `component`.
+pub(crate) fn meta(id: &Identity, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(id.namespace.clone()),
@@ -28,7 +31,8 @@ fn meta(id: &Identity, name: String, component: &str) -> ObjectMeta {
     }
 }
 
-fn port(name: &str, number: i32) -> ServicePort {
+/// A TCP Service port named like the container port it targets.
+pub(crate) fn port(name: &str, number: i32) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
         port: number,
@@ -38,15 +42,27 @@ fn port(name: &str, number: i32) -> ServicePort {
     }
 }
 
-/// The client Service `<cluster>`: the signaling port of every node.
-pub fn client_service(cluster: &SignalingCluster) -> Result<Service> {
+/// The client Service `<cluster>`: the signaling port of every node; the entry URL's Service
+/// (type, annotations and node port from `clientAccess.entryService`).
+pub fn client_service(cluster: &SignalingCluster, access: Option<&AccessPlan>) -> Result<Service> {
     let id = identity(cluster)?;
+    let entry = access
+        .map(|a| a.spec.entry_service.clone())
+        .unwrap_or_default();
+    let mut metadata = meta(&id, id.name.clone(), "client");
+    if !entry.annotations.is_empty() {
+        metadata.annotations = Some(entry.annotations.clone());
+    }
+    let mut ws = port("ws", cluster.spec.port);
+    if entry.type_.has_node_port() {
+        ws.node_port = entry.node_port;
+    }
     Ok(Service {
-        metadata: meta(&id, id.name.clone(), "client"),
+        metadata,
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
+            type_: Some(entry.type_.as_str().into()),
             selector: Some(selector_labels(&id.name)),
-            ports: Some(vec![port("ws", cluster.spec.port)]),
+            ports: Some(vec![ws]),
             ..Default::default()
         }),
         status: None,
@@ -103,7 +119,10 @@ mod tests {
         let c = cluster(3, 16);
         let pod = desired_pod(&c, &version_pools(&c, None).unwrap()[0], 0).unwrap();
         let pod_labels = pod.metadata.labels.unwrap();
-        for service in [client_service(&c).unwrap(), headless_service(&c).unwrap()] {
+        for service in [
+            client_service(&c, None).unwrap(),
+            headless_service(&c).unwrap(),
+        ] {
             let selector = service.spec.as_ref().unwrap().selector.clone().unwrap();
             assert!(
                 selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
@@ -130,7 +149,7 @@ mod tests {
     #[test]
     fn names_ports_and_headlessness() {
         let c = cluster(3, 16);
-        let client = client_service(&c).unwrap();
+        let client = client_service(&c, None).unwrap();
         assert_eq!(client.metadata.name.as_deref(), Some("demo"));
         let spec = client.spec.unwrap();
         assert_eq!(spec.ports.as_ref().unwrap()[0].port, 7000);
@@ -146,5 +165,34 @@ mod tests {
 
         let pdb = disruption_budget(&c).unwrap();
         assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn the_entry_service_takes_type_annotations_and_node_port() {
+        let mut c = cluster(3, 16);
+        c.spec.client_access = Some(crate::crd::ClientAccess {
+            entry_url: "wss://signal.test:30443/ws".into(),
+            node_url_template: "wss://signal.test:{nodePort}/ws".into(),
+            entry_service: crate::crd::EntryService {
+                type_: crate::crd::ServiceType::NodePort,
+                annotations: [("lb.example/idle-timeout".to_string(), "3600".to_string())].into(),
+                node_port: Some(30443),
+            },
+            node_services: Some(crate::crd::NodeServices {
+                type_: crate::crd::ServiceType::NodePort,
+                ..Default::default()
+            }),
+            ingress: None,
+            tls: None,
+        });
+        let plan = AccessPlan::of(&c).unwrap().unwrap();
+        let service = client_service(&c, Some(&plan)).unwrap();
+        assert_eq!(
+            service.metadata.annotations.as_ref().unwrap()["lb.example/idle-timeout"],
+            "3600"
+        );
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.ports.unwrap()[0].node_port, Some(30443));
     }
 }

@@ -7,9 +7,14 @@
 //!   (a version pool without ready nodes).
 //! - ConfigApplied: every ready node acknowledged the config revision written to etcd; the
 //!   message names the nodes that have not within the ack deadline.
+//! - ClientAccessReady (only with `spec.clientAccess`): its objects exist and the certificate
+//!   is valid; otherwise the reason says what is wrong (an invalid template or URL, a
+//!   missing or invalid TLS Secret, a certificate for the wrong host).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::access::CLIENT_ACCESS_READY;
+use super::access::sync::{AccessReport, TlsState};
 use super::config::{ACK_DEADLINE, name_list};
 use super::pod_plan::PoolSummary;
 use crate::controller::conditions::{self, Status};
@@ -32,6 +37,34 @@ pub struct Failure {
     pub reason: String,
     /// Human-readable message.
     pub message: String,
+    /// `spec.clientAccess` caused it: ClientAccessReady says so too.
+    pub client_access: bool,
+}
+
+/// What client access looked like in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessObserved {
+    /// The entry URL.
+    pub entry_url: String,
+    /// Nodes with their own URL objects.
+    pub nodes: u32,
+    /// Why the certificate is not used (reason, message), if it is not.
+    pub problem: Option<(String, String)>,
+}
+
+impl From<&AccessReport> for AccessObserved {
+    fn from(report: &AccessReport) -> Self {
+        Self {
+            entry_url: report.entry_url.clone(),
+            nodes: report.nodes,
+            problem: match &report.tls {
+                Some(TlsState::Refused(problem)) => {
+                    Some((problem.reason().to_string(), problem.to_string()))
+                }
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What the reconciler saw in this pass.
@@ -53,6 +86,8 @@ pub struct Observed {
     pub config_lagging: Vec<String>,
     /// The failure of this pass, if it failed.
     pub failure: Option<Failure>,
+    /// Client access, with `spec.clientAccess`.
+    pub client_access: Option<AccessObserved>,
 }
 
 /// The status to write for `cluster` given `observed`; conditions keep their transition
@@ -210,7 +245,38 @@ pub fn cluster_status(
         now,
     );
 
+    let entry_url = match &observed.client_access {
+        Some(access) => {
+            let (status, reason, message) = match &access.problem {
+                Some((reason, message)) => (Status::False, reason.as_str(), message.clone()),
+                None => (
+                    Status::True,
+                    "Ready",
+                    format!(
+                        "clients start at {}; {} nodes have their own URL",
+                        access.entry_url, access.nodes
+                    ),
+                ),
+            };
+            conditions::set(
+                &mut list,
+                CLIENT_ACCESS_READY,
+                status,
+                reason,
+                message,
+                generation,
+                now,
+            );
+            Some(access.entry_url.clone())
+        }
+        None => {
+            list.retain(|c| c.type_ != CLIENT_ACCESS_READY);
+            None
+        }
+    };
+
     SignalingClusterStatus {
+        entry_url,
         conditions: list,
         ready_replicas: i32::try_from(ready_pods).unwrap_or(i32::MAX),
         ready_nodes: i32::try_from(observed.ready_nodes).unwrap_or(i32::MAX),
@@ -240,6 +306,17 @@ pub fn with_failure(
         generation,
         now,
     );
+    if failure.client_access {
+        conditions::set(
+            &mut status.conditions,
+            CLIENT_ACCESS_READY,
+            Status::False,
+            &failure.reason,
+            failure.message.clone(),
+            generation,
+            now,
+        );
+    }
     status.selector = Some(selector_string(&selector_labels(name)));
     status
 }
@@ -410,6 +487,7 @@ mod tests {
             failure: Some(Failure {
                 reason: "KubeApi".into(),
                 message: "apiserver unavailable".into(),
+                client_access: false,
             }),
             ..healthy()
         };
@@ -426,11 +504,72 @@ mod tests {
         let failure = Failure {
             reason: "InvalidSpec".into(),
             message: "bad".into(),
+            client_access: false,
         };
         let status = with_failure(&c, &failure, &now());
         assert_eq!(condition(&status, DEGRADED), ("True", "InvalidSpec"));
         assert_eq!(condition(&status, READY), ("True", "Serving"));
         assert_eq!(status.ready_nodes, 3);
+        assert!(
+            !status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == CLIENT_ACCESS_READY)
+        );
+    }
+
+    #[test]
+    fn client_access_is_reported_in_its_condition_and_the_entry_url() {
+        let mut c = cluster(3, 16);
+        let serving = Observed {
+            client_access: Some(AccessObserved {
+                entry_url: "wss://signal.test/ws".into(),
+                nodes: 3,
+                problem: None,
+            }),
+            ..healthy()
+        };
+        let status = cluster_status(&c, &serving, &now());
+        assert_eq!(status.entry_url.as_deref(), Some("wss://signal.test/ws"));
+        assert_eq!(condition(&status, CLIENT_ACCESS_READY), ("True", "Ready"));
+        c.status = Some(status);
+
+        let refused = Observed {
+            client_access: Some(AccessObserved {
+                problem: Some(("CertificateHostMismatch".into(), "not for x".into())),
+                ..serving.client_access.clone().unwrap()
+            }),
+            ..healthy()
+        };
+        let status = cluster_status(&c, &refused, &now());
+        assert_eq!(
+            condition(&status, CLIENT_ACCESS_READY),
+            ("False", "CertificateHostMismatch")
+        );
+        // The cluster still serves (with the last good certificate).
+        assert_eq!(condition(&status, READY), ("True", "Serving"));
+
+        let invalid = Failure {
+            reason: "UnknownPlaceholder".into(),
+            message: "unknown placeholder {podName}".into(),
+            client_access: true,
+        };
+        let status = with_failure(&c, &invalid, &now());
+        assert_eq!(
+            condition(&status, CLIENT_ACCESS_READY),
+            ("False", "UnknownPlaceholder")
+        );
+        assert_eq!(status.entry_url.as_deref(), Some("wss://signal.test/ws"));
+
+        c.status = Some(status);
+        let removed = cluster_status(&c, &healthy(), &now());
+        assert!(removed.entry_url.is_none());
+        assert!(
+            !removed
+                .conditions
+                .iter()
+                .any(|c| c.type_ == CLIENT_ACCESS_READY)
+        );
     }
 
     #[test]

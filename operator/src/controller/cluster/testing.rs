@@ -24,6 +24,7 @@ pub fn cluster(replicas: i32, shards: i32) -> SignalingCluster {
             },
             auth_secret: "demo-auth".into(),
             config: NodeConfig::default(),
+            client_access: None,
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,

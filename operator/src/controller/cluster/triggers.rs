@@ -220,6 +220,7 @@ mod tests {
             },
             error_rate: 0.0,
             started_at_ms: 0,
+            liveness: None,
         };
         Entry {
             key: keys().node(pod).unwrap().into_bytes(),

@@ -518,6 +518,7 @@ mod tests {
             load: Load::default(),
             error_rate,
             started_at_ms: 0,
+            liveness: None,
         }
     }
 

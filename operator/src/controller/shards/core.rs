@@ -18,7 +18,7 @@ use super::handoff::{self, InFlight, Step};
 use super::health::{self, Health, NodeObs, PodObs, PodState, Reason};
 use super::plan::{self, ANY_POOL, Cause, NodeView, PlanInput};
 use super::state::{Change, Input, MoveRequest, Tracked};
-use crate::crd::{Failover, MovePhase, MoveRequestStatus};
+use crate::crd::{Failover, MovePhase, MoveRequestStatus, ShardMove};
 use crate::placement::ShardId;
 
 /// Tunables of one cluster's manager.
@@ -299,8 +299,15 @@ pub struct Core {
     // last Pod observation (a restarted process may register before its restart is seen).
     replaced_leases: BTreeMap<String, i64>,
     revoked: BTreeSet<i64>,
+    // The failure detector's verdicts: the registration (incarnation, lease) declared dead
+    // and why. A node is dead while its key carries that registration or it has no key; a
+    // registration of its own (a restarted process, or the same one registering again after
+    // it was fenced) is judged afresh.
+    detected: BTreeMap<String, (u64, i64, Reason)>,
     handoffs: BTreeMap<ShardId, HandoffTimer>,
     failovers: BTreeMap<ShardId, FailoverRecord>,
+    // The last change of owner of each shard and why (status `lastMove`).
+    moves: BTreeMap<ShardId, ShardMove>,
     pool_since: BTreeMap<String, Instant>,
     eligible_since: BTreeMap<String, Instant>,
     gone_since: BTreeMap<String, Instant>,
@@ -365,6 +372,11 @@ impl Core {
     /// The last failover of `shard`.
     pub fn failover(&self, shard: ShardId) -> Option<&FailoverRecord> {
         self.failovers.get(&shard)
+    }
+
+    /// The last change of owner of `shard` and why.
+    pub fn last_move(&self, shard: ShardId) -> Option<&ShardMove> {
+        self.moves.get(&shard)
     }
 
     /// The answer to the last move request of `shard`.
@@ -432,6 +444,21 @@ impl Core {
                 entry.deleted = true;
             }
             Input::Rooms(rooms) => self.rooms = rooms,
+            Input::Detected {
+                node,
+                incarnation,
+                lease,
+                reason,
+            } => {
+                // A verdict about a registration the key no longer carries is stale.
+                let current = self
+                    .nodes
+                    .get(&node)
+                    .map(|n| (self.incarnation_of(&node), n.lease));
+                if current.is_none_or(|c| c == (Some(incarnation), lease)) {
+                    self.detected.insert(node, (incarnation, lease, reason));
+                }
+            }
             Input::MoveRequests(requests) => self.move_requests = requests,
             Input::StoredStatuses(statuses) => {
                 self.statuses_seen = true;
@@ -444,6 +471,9 @@ impl Core {
                             last,
                             pending: None,
                         });
+                    }
+                    if let Some(last) = status.last_move {
+                        self.moves.entry(shard).or_insert(last);
                     }
                 }
             }
@@ -534,6 +564,25 @@ impl Core {
         }
     }
 
+    /// The process incarnation `node`'s registration names, if it has one.
+    fn incarnation_of(&self, node: &str) -> Option<u64> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.info.liveness.as_ref())
+            .map(|l| l.incarnation)
+    }
+
+    /// The liveness endpoints and leases of the registered nodes (what the detector
+    /// watches).
+    pub fn liveness_endpoints(
+        &self,
+    ) -> BTreeMap<String, (switchboard_contract::liveness::Endpoint, i64)> {
+        self.nodes
+            .iter()
+            .filter_map(|(name, n)| Some((name.clone(), (n.info.liveness.clone()?, n.lease))))
+            .collect()
+    }
+
     fn revision_of(&self, shard: ShardId) -> i64 {
         self.assignments
             .get(&shard)
@@ -555,8 +604,21 @@ impl Core {
         // An exit is settled once its node owns no shard (they failed over), once the
         // restarted process has turned Ready (no other node could take them: it keeps them),
         // or when the Pod is gone (a deletion is judged on its own).
-        let pods = &self.pods;
+        // A detector verdict ends when another incarnation registered under the name, or
+        // when nothing refers to the node any more.
+        let nodes = &self.nodes;
         let assignments = &self.assignments;
+        self.detected
+            .retain(|name, (incarnation, lease, _)| match nodes.get(name) {
+                Some(n) => {
+                    n.lease == *lease
+                        && n.info.liveness.as_ref().map(|l| l.incarnation) == Some(*incarnation)
+                }
+                None => assignments
+                    .values()
+                    .any(|a| a.value.node == *name || a.value.handoff_to.as_deref() == Some(name)),
+            });
+        let pods = &self.pods;
         self.exits.retain(|name, exit| {
             let owns = assignments.values().any(|a| a.value.node == *name);
             let recovered = exit.ready_again || pods.get(name).is_none_or(|p| p.deleted);
@@ -717,7 +779,12 @@ impl Core {
     fn verdict(&self, name: &str) -> Health {
         let node = self.nodes.get(name);
         let verdict = health::classify(node, self.pods.get(name));
-        if self.exits.contains_key(name) && verdict != Health::Dead(Reason::PodDeleted) {
+        if let Some((_, _, reason)) = self.detected.get(name)
+            && verdict != Health::Dead(Reason::PodDeleted)
+        {
+            // Kept only while the key carries the dead incarnation or is gone (`evaluate`).
+            Health::Dead(*reason)
+        } else if self.exits.contains_key(name) && verdict != Health::Dead(Reason::PodDeleted) {
             Health::Dead(Reason::ProcessExited)
         } else if node.is_some_and(|n| self.revoked.contains(&n.lease)) && verdict.alive() {
             // Fenced: its key is about to vanish.
@@ -1254,6 +1321,17 @@ impl Core {
                     signal_at,
                 } => {
                     let detected = since(now, signal_at);
+                    self.moves.insert(
+                        shard,
+                        ShardMove {
+                            from: from.clone(),
+                            to: to.clone(),
+                            reason: reason.as_str().to_string(),
+                            kind: "Failover".into(),
+                            epoch: i64::try_from(epoch).unwrap_or(i64::MAX),
+                            at: wall.clone(),
+                        },
+                    );
                     self.failovers.insert(
                         shard,
                         FailoverRecord {
@@ -1339,6 +1417,19 @@ impl Core {
                     released,
                 } => {
                     self.handoffs.remove(&shard);
+                    if from != to {
+                        self.moves.insert(
+                            shard,
+                            ShardMove {
+                                from: from.clone(),
+                                to: to.clone(),
+                                reason: kind.as_str().to_string(),
+                                kind: "Handoff".into(),
+                                epoch: i64::try_from(epoch).unwrap_or(i64::MAX),
+                                at: wall.clone(),
+                            },
+                        );
+                    }
                     if let Some(answer) = self
                         .move_results
                         .get_mut(&shard)

@@ -3,7 +3,7 @@
 //!
 //! | verdict | when | what happens to its shards |
 //! |---|---|---|
-//! | `Dead` | key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
+//! | `Dead` | the failure detector declared its registered process crashed or unresponsive (see the core's detector memory), key gone (lease expired or revoked), Pod deleted, container terminated or restarted (see the core's exit memory), or Pod turned NotReady while the node says Ready | failover at once: lease revoked, shards reassigned with `epoch + 1` |
 //! | `Leaving` | node says Draining, its Pod is terminating or carries the drain annotation | handed off (two-phase), never throttled |
 //! | `Held` | registered, but its Pod has not passed readiness yet; or (judged by the core) its Pod turned NotReady together with half the fleet or more, or it registered again under a new lease after it was fenced for a NotReady Pod | keeps what it has, gets nothing new |
 //! | `Eligible` | registered Ready, Pod (if seen) Ready | may receive shards |
@@ -17,6 +17,12 @@ use switchboard_contract::keys::{NodeInfo, NodeState};
 /// Why a node was declared dead (the `reason` of a RoomShard's `lastFailover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
+    /// The detector saw its liveness stream end and its port refuse connections (or another
+    /// process answer): the process is gone ([`super::detector`]).
+    Crashed,
+    /// The detector found it silent and no probe, the operator's or another node's, reached
+    /// it ([`super::detector`]).
+    Unresponsive,
     /// The node's key vanished: its lease expired (or was revoked by someone else).
     LeaseExpired,
     /// The node's Pod object was deleted.
@@ -31,6 +37,8 @@ impl Reason {
     /// The spelling used in status, Events and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Crashed => "Crashed",
+            Self::Unresponsive => "Unresponsive",
             Self::LeaseExpired => "LeaseExpired",
             Self::PodDeleted => "PodDeleted",
             Self::PodNotReady => "PodNotReady",
@@ -177,6 +185,7 @@ mod tests {
                 load: Load::default(),
                 error_rate: 0.0,
                 started_at_ms: 0,
+                liveness: None,
             },
             lease: 7,
             mod_revision: 3,

@@ -23,6 +23,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::core::{Core, Notice, Settings};
+use super::detector::Timing;
+use super::detector_io;
 use super::etcd_io::{self, Outcome};
 use super::kube_io::{self, ShardEvent, StatusQueue};
 use super::metrics::ShardMetrics;
@@ -57,6 +59,8 @@ pub struct ManagerOptions {
     pub base: Settings,
     /// Receives a copy of every notice (benchmarks, tests); dropped when full.
     pub observer: Option<mpsc::Sender<Notice>>,
+    /// The failure detector's timing; `None` turns it off (the lease and the Pod judge alone).
+    pub detector: Option<Timing>,
 }
 
 impl Default for ManagerOptions {
@@ -67,6 +71,7 @@ impl Default for ManagerOptions {
             rooms_interval: Duration::from_secs(15),
             base: Settings::default(),
             observer: None,
+            detector: Some(Timing::default()),
         }
     }
 }
@@ -191,7 +196,16 @@ pub fn spawn(
     let (cluster_tx, cluster_rx) = watch::channel(Arc::new(cluster.clone()));
     let (inputs_tx, inputs) = mpsc::channel(INPUT_CAPACITY);
     let (rollout_tx, rollout_rx) = watch::channel(None);
+    let (endpoints_tx, endpoints_rx) = watch::channel(BTreeMap::new());
     let mut tasks = JoinSet::new();
+    if let Some(timing) = options.detector {
+        let sinks = detector_io::Sinks {
+            inputs: inputs_tx.clone(),
+            metrics: metrics.clone(),
+            labels: [namespace.clone(), name.clone()],
+        };
+        tasks.spawn_on(detector_io::run(endpoints_rx, timing, sinks), &runtime);
+    }
     tasks.spawn_on(
         etcd_io::watch_loop(etcd.clone(), keys.clone(), inputs_tx.clone()),
         &runtime,
@@ -256,6 +270,7 @@ pub fn spawn(
         failures: 0,
         rollout: None,
         _rollout_tx: rollout_tx,
+        endpoints: endpoints_tx,
     };
     let task = runtime.spawn(shell.run(inputs, cluster_rx, rollout_rx, tasks));
     Ok(ManagerHandle {
@@ -304,6 +319,8 @@ struct Shell {
     rollout: Option<ProtocolRollout>,
     // Keeps the rollout channel open when no Kubernetes watch feeds it.
     _rollout_tx: watch::Sender<Option<ProtocolRollout>>,
+    // The registered nodes' liveness endpoints and leases, for the failure detector.
+    endpoints: watch::Sender<BTreeMap<String, detector_io::Target>>,
 }
 
 fn wall() -> Time {
@@ -363,6 +380,14 @@ impl Shell {
                 self.act().await;
             }
             self.publish();
+            let endpoints = self.core.liveness_endpoints();
+            self.endpoints.send_if_modified(|current| {
+                let changed = *current != endpoints;
+                if changed {
+                    *current = endpoints;
+                }
+                changed
+            });
         }
     }
 

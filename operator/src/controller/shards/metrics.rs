@@ -16,6 +16,10 @@ pub struct ShardMetrics {
     /// `switchboard_operator_handoffs_total{namespace,cluster,kind,outcome}`; kind Drain,
     /// Rebalance or VersionMove; outcome `released` or `deadline`.
     pub handoffs: IntCounterVec,
+    /// `switchboard_operator_detector_findings_total{namespace,cluster,finding}`: the failure
+    /// detector's verdicts (`Crashed`, `Unresponsive`) and what led to none (`Suspected`,
+    /// `Vetoed`, `Cleared`, `Flapped`, `Starved`).
+    pub detector: IntCounterVec,
 }
 
 impl ShardMetrics {
@@ -24,11 +28,12 @@ impl ShardMetrics {
     /// exported through this registry.
     pub fn register(registry: &Registry) -> Self {
         let metrics = Self::build();
-        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
             Box::new(metrics.failovers.clone()),
             Box::new(metrics.failover_duration.clone()),
             Box::new(metrics.unassigned.clone()),
             Box::new(metrics.handoffs.clone()),
+            Box::new(metrics.detector.clone()),
         ];
         for collector in collectors {
             if let Err(error) = registry.register(collector) {
@@ -73,11 +78,20 @@ impl ShardMetrics {
             &["namespace", "cluster", "kind", "outcome"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
+        let detector = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_detector_findings_total",
+                "Failure detector findings: verdicts and suspicions that led to none",
+            ),
+            &["namespace", "cluster", "finding"],
+        )
+        .unwrap_or_else(|e| unreachable_metric(e));
         Self {
             failovers,
             failover_duration,
             unassigned,
             handoffs,
+            detector,
         }
     }
 

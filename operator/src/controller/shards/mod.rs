@@ -4,9 +4,10 @@
 //! scale-down, rebalancing and version moves (throttled by `maxShardsMoving`), RoomShard
 //! status, Events and metrics.
 //!
-//! Layout: [`health`], [`plan`], [`handoff`], [`core`] and [`status`] are the pure decision
-//! core (unit-tested with injected time); [`etcd_io`], [`kube_io`] and [`manager`] are the I/O
-//! shell; [`ShardManagers`] is the registry the SignalingCluster reconciler calls.
+//! Layout: [`health`], [`detector`], [`plan`], [`handoff`], [`core`] and [`status`] are the
+//! pure decision core (unit-tested with injected time); [`etcd_io`], [`kube_io`],
+//! [`detector_io`] and [`manager`] are the I/O shell; [`ShardManagers`] is the registry the
+//! SignalingCluster reconciler calls.
 //!
 //! Decisions written down here:
 //! - A Pod that has never been Ready is a node still starting, not a failure; only Ready →
@@ -18,11 +19,17 @@
 //!   to the pool the rollout wants; version moves then follow as throttled handoffs.
 //! - Shards never placed wait until their pool has its expected number of eligible nodes or
 //!   3 s after its first one, so the first node of a new cluster does not get every shard.
+//! - A node with a liveness endpoint is also judged by the failure detector ([`detector`]):
+//!   its verdict (`Crashed`, `Unresponsive`) fails the node over without waiting for the
+//!   kubelet or the lease.
 //! - `recoveredMs` is measured from the failure signal to the new owner's `serving` ack;
 //!   `detectedMs` from the signal to the new assignment's commit. The
-//!   signal time is when the operator observed it (etcd delete event or Pod update).
+//!   signal time is when the operator observed it (detector verdict, etcd delete event or Pod
+//!   update).
 
 pub mod core;
+pub mod detector;
+pub mod detector_io;
 pub mod etcd_io;
 pub mod handoff;
 pub mod health;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use switchboard_contract::keys::{Ack, Assignment, RolloutValue};
 
-use super::health::{NodeObs, PodObs};
+use super::health::{NodeObs, PodObs, Reason};
 use crate::crd::RoomShardStatus;
 use crate::placement::ShardId;
 
@@ -57,6 +57,17 @@ pub enum Input {
     StoredStatuses(BTreeMap<ShardId, RoomShardStatus>),
     /// Every move requested through RoomShard annotations now (the full set).
     MoveRequests(BTreeMap<ShardId, MoveRequest>),
+    /// The failure detector declared a node's process (registered incarnation) dead.
+    Detected {
+        /// The node (pod name).
+        node: String,
+        /// The incarnation of its registration that died.
+        incarnation: u64,
+        /// The lease of that registration.
+        lease: i64,
+        /// Why.
+        reason: Reason,
+    },
 }
 
 /// A move of one shard requested through its RoomShard's annotations.

@@ -1,5 +1,5 @@
-//! RoomShard status from the core's view (pure): owner, epoch, version, phase, rooms and the
-//! last failover.
+//! RoomShard status from the core's view (pure): owner, epoch, version, phase, rooms, the
+//! last failover and the last change of owner with its reason.
 //!
 //! Phases: `Unassigned` — no assignment, or its owner is dead and no node of its pool can take
 //! it; `HandingOff` — `handoff_to` is set; `Recovering` — failed over and the new owner has not
@@ -18,12 +18,14 @@ pub fn shard_status(core: &Core, shard: ShardId, now: Instant) -> RoomShardStatu
     let rooms = i64::try_from(core.rooms(shard)).unwrap_or(i64::MAX);
     let last_failover = core.failover(shard).map(|f| f.last.clone());
     let last_move_request = core.move_result(shard).cloned();
+    let last_move = core.last_move(shard).cloned();
     let Some(assignment) = core.assignment(shard) else {
         return RoomShardStatus {
             phase: ShardPhase::Unassigned,
             rooms,
             last_failover,
             last_move_request,
+            last_move,
             ..Default::default()
         };
     };
@@ -49,6 +51,7 @@ pub fn shard_status(core: &Core, shard: ShardId, now: Instant) -> RoomShardStatu
         rooms,
         last_failover,
         last_move_request,
+        last_move,
     }
 }
 

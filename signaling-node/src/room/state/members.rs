@@ -130,7 +130,8 @@ impl RoomState {
     }
 
     /// `user` resumes `session` after seeing events up to `last_seq`: the missed events are
-    /// replayed to it (with a Joined resync first if some were evicted).
+    /// replayed to it, or, if some were evicted, a Joined resync followed only by the events
+    /// this resume logs.
     pub fn resume(&mut self, user: &str, session: &str, last_seq: u64, now_ms: u64) -> Outcome {
         if !self.is_member(user, session) {
             return Outcome::refused(RoomError::new(
@@ -140,6 +141,7 @@ impl RoomState {
         }
         let mut out = Outcome::default();
         let mut scratch = Outcome::default();
+        let before_resume = self.log.last_seq();
         if let Some(m) = self.members.get_mut(user)
             && m.presence != Presence::Connected
         {
@@ -178,21 +180,26 @@ impl RoomState {
         out.attached = Some((user.to_owned(), session.to_owned()));
         // Replay (which includes the events just logged) goes to the resumer first.
         let replay = self.log.since(last_seq);
-        let (gap, events) = match replay {
-            Replay::Complete(events) => (false, events),
-            Replay::Gap(events) => (true, events),
+        let events = match replay {
+            Replay::Complete(events) => events,
+            Replay::Gap(events) => {
+                // The snapshot stands for everything up to `before_resume`, so only what this
+                // resume logged follows it; older ring events would repeat seqs the client has.
+                out.deliveries.push(Delivery {
+                    to: Dest::User(user.to_owned()),
+                    msg: Message::Joined(Joined {
+                        request_id: 0,
+                        room: self.room.clone(),
+                        members: self.member_names(),
+                        last_seq: before_resume,
+                    }),
+                });
+                events
+                    .into_iter()
+                    .filter(|e| e.seq > before_resume)
+                    .collect()
+            }
         };
-        if gap {
-            out.deliveries.push(Delivery {
-                to: Dest::User(user.to_owned()),
-                msg: Message::Joined(Joined {
-                    request_id: 0,
-                    room: self.room.clone(),
-                    members: self.member_names(),
-                    last_seq: self.log.last_seq(),
-                }),
-            });
-        }
         let replayed: Vec<Delivery> = events
             .into_iter()
             .map(|e| Delivery {

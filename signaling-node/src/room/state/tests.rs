@@ -472,8 +472,27 @@ fn resume_after_eviction_sends_a_resync() {
             },
         );
     }
+    let before = room.log().last_seq();
     let out = room.resume("bob", "s-bob", 1, 3);
-    assert!(matches!(&out.deliveries[0].msg, Message::Joined(j) if j.request_id == 0));
+    let to_bob: Vec<&Message> = out
+        .deliveries
+        .iter()
+        .filter(|d| d.to == Dest::User("bob".into()))
+        .map(|d| &d.msg)
+        .collect();
+    assert!(
+        matches!(to_bob[0], Message::Joined(j) if j.request_id == 0 && j.last_seq == before),
+        "the resync comes first and stands for the log before the resume: {to_bob:?}"
+    );
+    // Only the resume's own MemberResumed follows it: nothing at or below the snapshot's seq.
+    let after: Vec<(EventKind, u64)> = to_bob[1..]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Event(e) => Some((e.kind, e.seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(after, vec![(EventKind::MemberResumed, before + 1)]);
     assert!(room.resume("bob", "s-nope", 1, 3).error.is_some());
 }
 

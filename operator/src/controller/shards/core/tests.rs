@@ -20,6 +20,7 @@ fn info(version: &str, state: NodeState) -> NodeInfo {
         load: Load::default(),
         error_rate: 0.0,
         started_at_ms: 0,
+        liveness: None,
     }
 }
 

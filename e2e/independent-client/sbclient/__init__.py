@@ -1,0 +1,1 @@
+"""An independent Switchboard signaling client, written from docs/protocol.md and schemas/ alone."""
