@@ -141,7 +141,7 @@ pub struct BaselineRelay {
 
 /// Binds `listen` and serves the baseline relay on the current runtime.
 pub async fn spawn(listen: SocketAddr, config: BaselineConfig) -> std::io::Result<BaselineRelay> {
-    let listener = TcpListener::bind(listen).await?;
+    let listener = crate::sys::bind_listener(listen)?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(BaselineStats::default());
     let shutdown = CancellationToken::new();

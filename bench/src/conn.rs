@@ -89,6 +89,16 @@ pub(super) async fn switchboard_connect(
     Ok((Tx::Switchboard(tx), Rx::Switchboard(rx), timing))
 }
 
+/// One encoded Switchboard frame to send, with the member it is for (transports that address
+/// members, like Centrifugo's per-member channels, need it; the relays ignore it).
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    /// The recipient's user id.
+    pub to: String,
+    /// The encoded frame.
+    pub frame: Bytes,
+}
+
 /// The URL of `room`'s owner: where the node at `url` redirects `user`'s Hello (no join).
 pub(super) async fn switchboard_owner(
     url: &str,
@@ -114,7 +124,7 @@ pub(super) async fn switchboard_owner(
 /// The bench ends of a connection that carries encoded Switchboard frames over some transport:
 /// `out` takes frames to send, `incoming` yields decoded frames from the other members.
 pub(super) fn frame_ends(
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Outgoing>,
     incoming: mpsc::Receiver<Result<Message, ClientError>>,
     user: &str,
     room: &str,
@@ -173,14 +183,14 @@ pub(super) async fn baseline_connect(
         setup: started.elapsed(),
     };
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(QUEUE);
     tokio::spawn(async move {
         while let Some(first) = out_rx.recv().await {
-            if sink.feed(WsMessage::Binary(first)).await.is_err() {
+            if sink.feed(WsMessage::Binary(first.frame)).await.is_err() {
                 return;
             }
             while let Ok(more) = out_rx.try_recv() {
-                if sink.feed(WsMessage::Binary(more)).await.is_err() {
+                if sink.feed(WsMessage::Binary(more.frame)).await.is_err() {
                     return;
                 }
             }
@@ -221,7 +231,7 @@ pub enum Tx {
 /// Frames for the baseline relay, addressed like the client would (the relay ignores them).
 #[derive(Debug)]
 pub struct BaselineTx {
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Outgoing>,
     room: String,
     me: String,
     calls: HashMap<String, String>,
@@ -229,10 +239,10 @@ pub struct BaselineTx {
 }
 
 impl BaselineTx {
-    async fn send(&mut self, msg: &Message) -> Result<(), ClientError> {
+    async fn send(&mut self, to: String, msg: &Message) -> Result<(), ClientError> {
         let frame = Bytes::from(self.encoder.encode_to_vec(msg)?);
         self.out
-            .send(frame)
+            .send(Outgoing { to, frame })
             .await
             .map_err(|_| ClientError::ConnectionLost)
     }
@@ -283,7 +293,7 @@ impl Tx {
                     from: b.me.clone(),
                     to: to.to_string(),
                 });
-                b.send(&msg).await?;
+                b.send(to.to_string(), &msg).await?;
                 Ok(call_id)
             }
         }
@@ -308,16 +318,17 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.accept(call_id).await,
             Tx::Baseline(b) => {
+                let to = b.peer(call_id)?;
                 let msg = Message::InviteResult(InviteResult {
                     request_id: 0,
                     room: b.room.clone(),
                     call_id: call_id.to_string(),
                     from: b.me.clone(),
-                    to: b.peer(call_id)?,
+                    to: to.clone(),
                     accepted: true,
                     reason: String::new(),
                 });
-                b.send(&msg).await
+                b.send(to, &msg).await
             }
         }
     }
@@ -327,8 +338,8 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.offer(call_id, sdp).await,
             Tx::Baseline(b) => {
-                let msg = Message::Offer(b.sdp(call_id, sdp)?);
-                b.send(&msg).await
+                let sdp = b.sdp(call_id, sdp)?;
+                b.send(sdp.to.clone(), &Message::Offer(sdp)).await
             }
         }
     }
@@ -338,8 +349,8 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.answer(call_id, sdp).await,
             Tx::Baseline(b) => {
-                let msg = Message::Answer(b.sdp(call_id, sdp)?);
-                b.send(&msg).await
+                let sdp = b.sdp(call_id, sdp)?;
+                b.send(sdp.to.clone(), &Message::Answer(sdp)).await
             }
         }
     }
@@ -349,8 +360,8 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.ice(call_id, candidate).await,
             Tx::Baseline(b) => {
-                let msg = Message::IceCandidate(b.ice(call_id, candidate)?);
-                b.send(&msg).await
+                let ice = b.ice(call_id, candidate)?;
+                b.send(ice.to.clone(), &Message::IceCandidate(ice)).await
             }
         }
     }
@@ -360,8 +371,8 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.end_of_candidates(call_id).await,
             Tx::Baseline(b) => {
-                let msg = Message::IceCandidate(b.ice(call_id, Candidate::default())?);
-                b.send(&msg).await
+                let ice = b.ice(call_id, Candidate::default())?;
+                b.send(ice.to.clone(), &Message::IceCandidate(ice)).await
             }
         }
     }
@@ -371,6 +382,7 @@ impl Tx {
         match self {
             Tx::Switchboard(c) => c.hangup(call_id, "bench").await,
             Tx::Baseline(b) => {
+                let to = b.peer(call_id)?;
                 let msg = Message::Hangup(Hangup {
                     request_id: 0,
                     room: b.room.clone(),
@@ -379,7 +391,7 @@ impl Tx {
                     reason: "bench".into(),
                 });
                 b.calls.remove(call_id);
-                b.send(&msg).await
+                b.send(to, &msg).await
             }
         }
     }

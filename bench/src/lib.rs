@@ -3,14 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod centrifugo;
 pub mod cli;
 pub mod conn;
 pub mod pair;
-pub mod peers;
 pub mod recorder;
 pub mod runner;
 pub mod stats;
+pub mod stress;
 pub mod sys;
 pub mod target;
+pub mod tcp;
 
 pub use runner::{BaselineMode, BenchConfig, BenchError, BenchResult, TargetKind, run};

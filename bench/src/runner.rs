@@ -13,10 +13,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::baseline::{self, BaselineConfig, RelayTransport};
+use super::centrifugo::Codec;
 use super::conn::{Rx, Tx};
+use super::pair::TIMER_SLACK;
 use super::pair::{self, PairConfig, Side, Window};
 use super::recorder::Recorder;
 use super::stats::Report;
@@ -30,6 +32,9 @@ use switchboard_protocol::auth::JwtSecret;
 pub enum BaselineMode {
     /// As a child process of this executable (`<exe> baseline-relay`), measured like a server.
     Process(PathBuf),
+    /// Already running at this address, started by the caller (who pins it to its cores and
+    /// passes its pid as `server_pid`).
+    Running(SocketAddr),
     /// Inside the bench process (tests; its RSS is not measured).
     InProcess,
 }
@@ -44,8 +49,8 @@ pub enum TargetKind {
     #[default]
     Switchboard,
     /// A Centrifugo server at `url` (`ws://…/connection/websocket`), tokens signed with
-    /// `secret` (its `token_hmac_secret_key`).
-    Centrifugo,
+    /// `secret` (its `token_hmac_secret_key`), spoken to in `Codec`.
+    Centrifugo(Codec),
     /// The raw TCP floor: the baseline relay over length-prefixed TCP, started like the
     /// baseline.
     Tcp(BaselineMode),
@@ -92,6 +97,9 @@ pub struct BenchConfig {
     pub progress: bool,
     /// What `url` points at (or the TCP floor, which needs no URL).
     pub target: TargetKind,
+    /// An HTTP URL whose GET makes the server collect its garbage (Go's pprof heap endpoint
+    /// with `gc=1`): RSS is then read a second time after `settle`.
+    pub gc_url: Option<String>,
     /// Connect each client straight to its room's owner (found beforehand by one unmeasured
     /// connection per room through `url`) instead of through `url` and its redirect.
     pub straight_to_owner: bool,
@@ -125,6 +133,7 @@ impl BenchConfig {
             cooldown: Duration::from_secs(3),
             progress: false,
             target: TargetKind::Switchboard,
+            gc_url: None,
             straight_to_owner: false,
         }
     }
@@ -189,9 +198,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchResult, BenchError> {
             .clone()
             .ok_or_else(|| BenchError::Invalid("a JWT secret is needed to mint tokens".into()))?;
         let target = match cfg.target {
-            TargetKind::Centrifugo => Target::Centrifugo {
+            TargetKind::Centrifugo(codec) => Target::Centrifugo {
                 url: url.clone(),
                 secret,
+                codec,
             },
             _ => Target::Switchboard {
                 url: url.clone(),
@@ -238,6 +248,9 @@ async fn run_relay(
             let report = run_target(cfg, &target_for(relay.addr), None).await;
             relay.shutdown.cancel();
             Ok(report)
+        }
+        BaselineMode::Running(addr) => {
+            Ok(run_target(cfg, &target_for(*addr), cfg.server_pid).await)
         }
         BaselineMode::Process(exe) => {
             let mut child = spawn_baseline_process(exe, cfg.room_size, transport).await?;
@@ -347,17 +360,29 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
     let run_id: u32 = rand::random();
     let rooms = cfg.connections / cfg.room_size;
     let rss_before = server_pid.and_then(|pid| sys::rss_kib(pid).ok());
+    let kernel_before = sys::kernel_tcp().ok();
+    let ramp_cpu_before = server_pid.and_then(|pid| sys::cpu_seconds(pid).ok());
     let progress = |text: String| {
         if cfg.progress {
             eprintln!("[{}] {text}", target.name());
         }
     };
-    progress(format!(
-        "connecting {} clients into {rooms} rooms of {} at up to {:.0}/s",
-        rooms * cfg.room_size,
-        cfg.room_size,
-        cfg.connect_rate
-    ));
+    let paced = cfg.connect_rate < UNPACED_CONNECT_RATE;
+    progress(if paced {
+        format!(
+            "connecting {} clients into {rooms} rooms of {}, open loop at {:.0}/s",
+            rooms * cfg.room_size,
+            cfg.room_size,
+            cfg.connect_rate
+        )
+    } else {
+        format!(
+            "connecting {} clients into {rooms} rooms of {}, {} connects in flight",
+            rooms * cfg.room_size,
+            cfg.room_size,
+            cfg.connect_concurrency
+        )
+    });
 
     // 0. Where each room lives, when clients are to go straight there.
     let owners: Arc<Vec<Option<String>>> = Arc::new(if cfg.straight_to_owner {
@@ -367,34 +392,45 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
         vec![None; rooms]
     });
 
-    // 1. Ramp the connections.
+    // 1. Ramp the connections. Paced, the ramp is open loop: every connection starts at its
+    //    scheduled time whatever the server does, so a stall meets more arrivals instead of
+    //    fewer, and setup counts from the scheduled time (coordinated-omission corrected like
+    //    the relay stream). Unpaced (the churn figure), at most `connect_concurrency` connects
+    //    are in flight and the ramp goes as fast as the server takes them.
     let mut slots: Vec<Vec<Option<(Tx, Rx)>>> = (0..rooms)
         .map(|_| (0..cfg.room_size).map(|_| None).collect())
         .collect();
     let limiter = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-    let mut ticker =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.connect_rate.max(1.0)));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let interval = 1.0 / cfg.connect_rate.max(1.0);
     let mut connecting = JoinSet::new();
     let ramp_started = Instant::now();
+    let mut index = 0.0f64;
     for room in 0..rooms {
         for member in 0..cfg.room_size {
-            // Tokio timers tick at most once a millisecond: above UNPACED_CONNECT_RATE the
-            // ramp is limited by the connects in flight alone (the churn figure).
-            if cfg.connect_rate < UNPACED_CONNECT_RATE {
-                ticker.tick().await;
-            }
-            let permit = limiter.clone().acquire_owned().await;
+            let scheduled = ramp_started + Duration::from_secs_f64(index * interval);
+            index += 1.0;
+            let permit = if paced {
+                tokio::time::sleep_until(scheduled).await;
+                None
+            } else {
+                limiter.clone().acquire_owned().await.ok()
+            };
             let target = target.clone();
             let rec = rec.clone();
             let owners = owners.clone();
             connecting.spawn(async move {
                 let _permit = permit;
+                let late = Instant::now().saturating_duration_since(scheduled);
                 let (room_id, user) = ids(run_id, room, member);
                 let url = owners[room].as_deref();
                 match target::connect(&target, &user, &room_id, url).await {
                     Ok((tx, rx, timing)) => {
-                        rec.record_join(timing.join, timing.setup);
+                        let setup = if paced && late > TIMER_SLACK {
+                            timing.setup + late
+                        } else {
+                            timing.setup
+                        };
+                        rec.record_join(timing.join, setup);
                         Some((room, member, tx, rx))
                     }
                     Err(failure) => {
@@ -414,17 +450,39 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
         }
     }
     let ramp_secs = ramp_started.elapsed().as_secs_f64();
+    let ramp_cpu_cores = match (server_pid, ramp_cpu_before) {
+        (Some(pid), Some(before)) => sys::cpu_seconds(pid)
+            .ok()
+            .map(|after| (after - before).max(0.0) / ramp_secs.max(1e-3)),
+        _ => None,
+    };
     progress(format!(
         "{connected} connected and joined ({} errors)",
         rec.error_count()
     ));
 
-    // 2. Idle RSS.
+    // 2. Idle memory: the server's RSS and the kernel's TCP memory, then (Go) after a GC.
     tokio::time::sleep(cfg.settle).await;
+    let per_conn = |before: u64, after: u64| after.saturating_sub(before) as f64 / connected as f64;
     let rss_per_conn = match (server_pid, rss_before) {
-        (Some(pid), Some(before)) if connected > 0 => sys::rss_kib(pid)
-            .ok()
-            .map(|after| after.saturating_sub(before) as f64 / connected as f64),
+        (Some(pid), Some(before)) if connected > 0 => {
+            sys::rss_kib(pid).ok().map(|after| per_conn(before, after))
+        }
+        _ => None,
+    };
+    let kernel = match (kernel_before, sys::kernel_tcp().ok()) {
+        (Some(before), Some(after)) if connected > 0 => Some((before, after)),
+        _ => None,
+    };
+    let rss_after_gc_per_conn = match (server_pid, rss_before, &cfg.gc_url) {
+        (Some(pid), Some(before), Some(url)) if connected > 0 => {
+            if let Err(e) = sys::http_get(url).await {
+                rec.error("gc_request");
+                tracing::warn!(url, error = %e, "could not make the server collect garbage");
+            }
+            tokio::time::sleep(cfg.settle).await;
+            sys::rss_kib(pid).ok().map(|after| per_conn(before, after))
+        }
         _ => None,
     };
 
@@ -547,7 +605,19 @@ async fn run_target(cfg: &BenchConfig, target: &Target, server_pid: Option<u32>)
     }
     let mut report = rec.report(target.name(), connected, cfg.room_size as u64, cfg.duration);
     report.server_rss_per_conn_kib = rss_per_conn;
+    report.server_rss_after_gc_per_conn_kib = rss_after_gc_per_conn;
+    if let Some((before, after)) = kernel {
+        let n = connected as f64;
+        report.kernel_tcp_sockets = Some(after.sockets.saturating_sub(before.sockets));
+        report.kernel_tcp_buffers_per_conn_kib =
+            Some(after.buffers_kib.saturating_sub(before.buffers_kib) as f64 / n);
+        report.kernel_tcp_objects_per_conn_kib = match (before.objects_kib, after.objects_kib) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n),
+            _ => None,
+        };
+    }
     report.server_cpu_cores = server_cpu_cores;
+    report.server_ramp_cpu_cores = ramp_cpu_cores;
     report.connects_per_sec = if ramp_secs > 0.0 {
         connected as f64 / ramp_secs
     } else {

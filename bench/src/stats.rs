@@ -140,9 +140,20 @@ pub struct Report {
     pub error_kinds: BTreeMap<String, u64>,
     /// Server RSS growth per idle connection, when the server pid was given.
     pub server_rss_per_conn_kib: Option<f64>,
+    /// The same after the server collected its garbage (Go peers, with a GC URL).
+    pub server_rss_after_gc_per_conn_kib: Option<f64>,
+    /// TCP sockets opened over the ramp, system-wide (both ends of every connection).
+    pub kernel_tcp_sockets: Option<u64>,
+    /// Kernel TCP buffer memory growth per connection, system-wide, both ends (sockstat).
+    pub kernel_tcp_buffers_per_conn_kib: Option<f64>,
+    /// Kernel TCP socket object memory growth per connection, system-wide, both ends (slab).
+    pub kernel_tcp_objects_per_conn_kib: Option<f64>,
     /// Server CPU seconds per wall second over the load window (cores busy), when the pid
     /// was given.
     pub server_cpu_cores: Option<f64>,
+    /// Server CPU seconds per wall second over the ramp (connects and joins), when the pid
+    /// was given.
+    pub server_ramp_cpu_cores: Option<f64>,
     /// Connections opened and joined per second over the ramp.
     pub connects_per_sec: f64,
 }
@@ -198,6 +209,21 @@ impl Report {
         if let Some(kib) = self.server_rss_per_conn_kib {
             let _ = writeln!(out, "  server RSS per idle connection: {kib:.2} KiB");
         }
+        if let Some(kib) = self.server_rss_after_gc_per_conn_kib {
+            let _ = writeln!(
+                out,
+                "  server RSS per idle connection after a GC: {kib:.2} KiB"
+            );
+        }
+        if let Some(kib) = self.kernel_tcp_buffers_per_conn_kib {
+            let objects = self
+                .kernel_tcp_objects_per_conn_kib
+                .map_or("unreadable".to_string(), |k| format!("{k:.2} KiB"));
+            let _ = writeln!(
+                out,
+                "  kernel TCP memory per connection (both ends, system-wide): buffers {kib:.2} KiB, socket objects {objects}"
+            );
+        }
         if self.errors == 0 {
             let _ = writeln!(out, "  errors 0");
         } else {
@@ -238,10 +264,37 @@ impl Report {
             self.server_rss_per_conn_kib
                 .map_or(Value::Null, |kib| json!(round3(kib))),
         );
+        let opt = |v: Option<f64>| v.map_or(Value::Null, |v| json!(round3(v)));
+        map.insert(
+            format!("{prefix}server_rss_after_gc_per_conn_kib"),
+            opt(self.server_rss_after_gc_per_conn_kib),
+        );
+        map.insert(
+            format!("{prefix}kernel_tcp_sockets"),
+            self.kernel_tcp_sockets.map_or(Value::Null, |n| json!(n)),
+        );
+        map.insert(
+            format!("{prefix}kernel_tcp_buffers_per_conn_kib"),
+            opt(self.kernel_tcp_buffers_per_conn_kib),
+        );
+        map.insert(
+            format!("{prefix}kernel_tcp_objects_per_conn_kib"),
+            opt(self.kernel_tcp_objects_per_conn_kib),
+        );
+        let kinds: Map<String, Value> = self
+            .error_kinds
+            .iter()
+            .map(|(kind, n)| (kind.clone(), json!(n)))
+            .collect();
+        map.insert(format!("{prefix}error_kinds"), Value::Object(kinds));
         map.insert(
             format!("{prefix}server_cpu_cores"),
             self.server_cpu_cores
                 .map_or(Value::Null, |cores| json!(round3(cores))),
+        );
+        map.insert(
+            format!("{prefix}server_ramp_cpu_cores"),
+            opt(self.server_ramp_cpu_cores),
         );
         map.insert(
             format!("{prefix}connects_per_sec"),

@@ -1,16 +1,17 @@
 //! What the bench connects to ([`Target`]) and [`connect`], which opens one joined connection
-//! to it with the adapter of its kind (`conn` for Switchboard and the baseline relay, `peers`
-//! for the raw TCP floor and Centrifugo).
+//! to it with the adapter of its kind (`conn` for Switchboard and the baseline relay, `tcp`
+//! for the raw TCP floor, `centrifugo` for Centrifugo).
 
 use std::net::SocketAddr;
 
 use switchboard_client::ConnectOptions;
 use switchboard_protocol::auth::JwtSecret;
 
+use super::centrifugo::{self, Codec};
 use super::conn::{
     ConnectFailure, JoinTiming, Rx, Tx, baseline_connect, switchboard_connect, switchboard_owner,
 };
-use super::peers::{centrifugo_connect, tcp_connect};
+use super::tcp::tcp_connect;
 
 /// What the bench connects to.
 #[derive(Debug, Clone)]
@@ -34,23 +35,31 @@ pub enum Target {
         /// Its address.
         addr: SocketAddr,
     },
-    /// A Centrifugo server, driven through its JSON protocol over WebSocket.
+    /// A Centrifugo server, driven through its client protocol over WebSocket.
     Centrifugo {
         /// `ws://host:port/connection/websocket`
         url: String,
         /// Its `token_hmac_secret_key`, to mint connection tokens with.
         secret: JwtSecret,
+        /// Protobuf or JSON.
+        codec: Codec,
     },
 }
 
 impl Target {
-    /// `switchboard`, `baseline`, `tcp` or `centrifugo`.
+    /// `switchboard`, `baseline`, `tcp`, `centrifugo` (Protobuf) or `centrifugo-json`.
     pub fn name(&self) -> &'static str {
         match self {
             Target::Switchboard { .. } => "switchboard",
             Target::Baseline { .. } => "baseline",
             Target::Tcp { .. } => "tcp",
-            Target::Centrifugo { .. } => "centrifugo",
+            Target::Centrifugo {
+                codec: Codec::Protobuf,
+                ..
+            } => "centrifugo",
+            Target::Centrifugo {
+                codec: Codec::Json, ..
+            } => "centrifugo-json",
         }
     }
 
@@ -76,7 +85,9 @@ pub async fn connect(
         } => switchboard_connect(url.unwrap_or(entry), secret, options, user, room).await,
         Target::Baseline { addr } => baseline_connect(*addr, user, room).await,
         Target::Tcp { addr } => tcp_connect(*addr, user, room).await,
-        Target::Centrifugo { url, secret } => centrifugo_connect(url, secret, user, room).await,
+        Target::Centrifugo { url, secret, codec } => {
+            centrifugo::connect(url, *codec, secret, user, room).await
+        }
     }
 }
 

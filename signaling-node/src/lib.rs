@@ -10,3 +10,4 @@ pub mod room;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod ws;

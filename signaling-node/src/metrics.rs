@@ -22,9 +22,21 @@ use prometheus::{
 
 use switchboard_protocol::{ErrorCode, FrameType};
 
-/// Every metric the node exports. Cheap to clone (the collectors are shared handles).
+/// Every metric the node exports. Cheap to clone: one shared handle, so every connection can
+/// keep one without carrying a copy of each collector handle.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Collectors>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Collectors;
+
+    fn deref(&self) -> &Collectors {
+        &self.0
+    }
+}
+
+/// The collectors behind [`Metrics`].
+pub struct Collectors {
     registry: Registry,
     /// Open client connections.
     pub connections: IntGauge,
@@ -139,7 +151,7 @@ impl Metrics {
             .collect();
         let frames_in_unknown = frames_in_vec.with_label_values(&["unknown"]);
         let fine_buckets = unwrap(prometheus::exponential_buckets(0.0001, 2.0, 16));
-        let metrics = Self {
+        let metrics = Self(Arc::new(Collectors {
             registry: registry.clone(),
             connections: reg(
                 r,
@@ -266,7 +278,7 @@ impl Metrics {
                 r,
                 unwrap(IntGauge::with_opts(opts("draining", "1 while draining."))),
             ),
-        };
+        }));
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -1,7 +1,6 @@
 //! The fenced, group-committing room store against a real etcd server.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use futures::future::join_all;
@@ -254,56 +253,4 @@ async fn loading_a_large_shard_pages_through_every_room() {
             .enumerate()
             .all(|(i, (room, value))| *room == format!("r{i:03}") && value == &vec![i as u8])
     );
-}
-
-/// Group commit against one transaction per commit, on an etcd that fsyncs every commit.
-/// A benchmark, not a test: `cargo test -p signaling-node --test cluster_store -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark; run explicitly"]
-async fn bench_group_commit_against_one_txn_per_commit() {
-    let etcd = Etcd::start_durable().await;
-    let client = etcd.client().await;
-    const ROOMS: u32 = 200;
-    const ROUNDS: u32 = 10;
-    let mut results = Vec::new();
-    for (name, config) in [
-        ("one txn per commit", StoreConfig::unbatched()),
-        ("group commit", StoreConfig::default()),
-    ] {
-        let (store, cache, metrics) = store_for(&etcd, "node-a", config).await;
-        for shard in 0..8 {
-            assign(&client, &cache, shard, "node-a", 1).await;
-        }
-        let started = Instant::now();
-        // ROOMS room actors, each committing ROUNDS transitions one after another.
-        let actors = (0..ROOMS).map(|room| {
-            let store = store.clone();
-            async move {
-                for round in 0..ROUNDS {
-                    store
-                        .commit(
-                            room % 8,
-                            &format!("room-{room}"),
-                            format!("{round}").into_bytes(),
-                        )
-                        .await
-                        .unwrap();
-                }
-            }
-        });
-        join_all(actors).await;
-        let elapsed = started.elapsed();
-        let commits = f64::from(ROOMS * ROUNDS);
-        let per_second = commits / elapsed.as_secs_f64();
-        let txns = txns(&metrics, outcome::COMMITTED);
-        let mean = metrics.store_commit_seconds.get_sample_sum()
-            / metrics.store_commit_seconds.get_sample_count() as f64;
-        println!(
-            "{name:>20}: {commits} commits in {elapsed:?} = {per_second:.0} commits/s, {txns} txns, mean latency {:.1} ms",
-            mean * 1000.0
-        );
-        results.push(per_second);
-    }
-    println!("group commit speedup: {:.1}x", results[1] / results[0]);
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 use signaling_node::cluster::takeover::ShardRestorer;
 use signaling_node::config::{ConfigHandle, Settings};
 use signaling_node::metrics::Metrics;
-use signaling_node::room::{Outbound, Peer, RoomFrame, RoomRegistry, RoomReply};
+use signaling_node::room::peer::protocol_frame;
+use signaling_node::room::{Peer, RoomFrame, RoomRegistry, RoomReply};
 use signaling_node::routing::{Ownership, OwnershipView, SharedOwnership, Standalone};
 use signaling_node::store::{MemoryStore, RoomStore, StoreError};
 use switchboard_contract::shard::ShardId;
@@ -18,7 +19,6 @@ use switchboard_protocol::auth::JwtSecret;
 use switchboard_protocol::{
     ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
 };
-use tokio::sync::mpsc;
 
 const OK: u8 = 0;
 const UNAVAILABLE: u8 = 1;
@@ -113,30 +113,26 @@ fn standalone() -> SharedOwnership {
 
 struct TestPeer {
     peer: Peer,
-    rx: mpsc::Receiver<Outbound>,
     user: String,
     session: String,
 }
 
 impl TestPeer {
     fn new(user: &str) -> Self {
-        let (peer, rx) = Peer::new(ProtocolVersion::V2, 64, Metrics::new());
+        let peer = Peer::new(ProtocolVersion::V2, 64, Metrics::new());
         Self {
             peer,
-            rx,
             user: user.into(),
             session: format!("s-{user}"),
         }
     }
 
     fn drain(&mut self) -> Vec<Message> {
-        let mut out = Vec::new();
-        while let Ok(item) = self.rx.try_recv() {
-            if let Outbound::Frame(b) = item {
-                out.push(decode(&b).unwrap());
-            }
-        }
-        out
+        self.peer
+            .take_queued()
+            .iter()
+            .map(|frame| decode(protocol_frame(frame).unwrap()).unwrap())
+            .collect()
     }
 
     async fn join(&self, registry: &RoomRegistry, room: &str) -> RoomReply {

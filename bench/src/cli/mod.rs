@@ -5,19 +5,23 @@ mod baseline;
 
 pub use baseline::{BaselineRelayArgs, run_baseline_relay};
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::centrifugo::Codec;
 use crate::stats::{Ratios, json_line};
+use crate::stress::{self, Scenario, StressConfig};
 use crate::{BaselineMode, BenchConfig, TargetKind, run};
 use switchboard_client::cli::{SecretArgs, VersionArg, versions};
 
 /// Arguments of `signaling-node bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The server's WebSocket URL (not needed with --baseline-only or --target tcp).
+    /// The server's URL: Switchboard and Centrifugo `ws://…`; for --target baseline or tcp an
+    /// already running relay (`ws://HOST:PORT/`, `tcp://HOST:PORT`), else the bench starts one.
     #[arg(long)]
     pub url: Option<String>,
     /// What --url points at, or `tcp` for the raw TCP floor (a relay process started here).
@@ -69,6 +73,17 @@ pub struct BenchArgs {
     /// Print a final line with the results as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Run a bad-input scenario against a Switchboard node instead of the benchmark (needs
+    /// --url, a secret and --server-pid; prints one JSON line with the node's RSS curve).
+    #[arg(long, value_enum)]
+    pub stress: Option<Scenario>,
+    /// The node's `/metrics` URL (stress runs report the change of its counters).
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// A URL whose GET makes the server collect its garbage (Centrifugo: its pprof heap
+    /// endpoint with `?gc=1`); RSS is read again after it.
+    #[arg(long)]
+    pub gc_url: Option<String>,
     /// Protocol versions to offer (repeatable; default v2 and v1).
     #[arg(long = "protocol", value_enum)]
     pub protocols: Vec<VersionArg>,
@@ -89,9 +104,11 @@ pub enum TargetArg {
     Switchboard,
     /// The baseline relay alone (same as --baseline-only).
     Baseline,
-    /// A Centrifugo v6 server at --url (`ws://HOST:PORT/connection/websocket`); the secret is
-    /// its token HMAC secret key.
+    /// A Centrifugo v6 server at --url (`ws://HOST:PORT/connection/websocket`), Protobuf
+    /// protocol; the secret is its token HMAC secret key.
     Centrifugo,
+    /// The same with Centrifugo's JSON protocol (frames base64 in JSON publications).
+    CentrifugoJson,
     /// The raw TCP floor: the baseline relay over length-prefixed TCP, as a child process.
     Tcp,
 }
@@ -99,18 +116,22 @@ pub enum TargetArg {
 /// Builds the bench configuration from the arguments.
 pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     let baseline_only = args.baseline_only || args.target == TargetArg::Baseline;
-    match args.target {
-        TargetArg::Switchboard | TargetArg::Centrifugo if !baseline_only && args.url.is_none() => {
-            bail!("--url is required with --target switchboard or centrifugo")
-        }
-        TargetArg::Baseline | TargetArg::Tcp if args.url.is_some() => {
-            bail!("--url is not used with --target baseline or tcp")
-        }
-        _ => {}
+    let centrifugo = matches!(
+        args.target,
+        TargetArg::Centrifugo | TargetArg::CentrifugoJson
+    );
+    if (args.target == TargetArg::Switchboard || centrifugo) && !baseline_only && args.url.is_none()
+    {
+        bail!("--url is required with --target switchboard or centrifugo");
     }
     if args.baseline_only && args.url.is_some() {
         bail!("--baseline-only measures the baseline alone: drop --url");
     }
+    // A relay already running (started and pinned by the caller) instead of a child process.
+    let running_relay = match (args.target, &args.url) {
+        (TargetArg::Baseline | TargetArg::Tcp, Some(url)) => Some(relay_addr(url)?),
+        _ => None,
+    };
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
         bail!("--duration must be between 0 and 86400 seconds");
     }
@@ -123,12 +144,14 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
             bail!("{name} must be a non-negative number");
         }
     }
-    let secret = if args.url.is_some() {
+    let main_url = args.url.clone().filter(|_| running_relay.is_none());
+    let secret = if main_url.is_some() {
         Some(args.secret.require()?)
     } else {
         None
     };
-    let mut cfg = BenchConfig::new(args.url.clone(), secret, args.connections);
+    let mut cfg = BenchConfig::new(main_url, secret, args.connections);
+    cfg.gc_url = args.gc_url.clone();
     cfg.client.versions = versions(&args.protocols);
     cfg.client.ca_file = args.ca_file.clone();
     cfg.room_size = args.room_size;
@@ -146,7 +169,9 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     }
     cfg.straight_to_owner = args.straight_to_owner;
     let relay_mode = || -> anyhow::Result<BaselineMode> {
-        Ok(if args.baseline_in_process {
+        Ok(if let Some(addr) = running_relay {
+            BaselineMode::Running(addr)
+        } else if args.baseline_in_process {
             BaselineMode::InProcess
         } else {
             BaselineMode::Process(
@@ -156,7 +181,8 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
         })
     };
     cfg.target = match args.target {
-        TargetArg::Centrifugo => TargetKind::Centrifugo,
+        TargetArg::Centrifugo => TargetKind::Centrifugo(Codec::Protobuf),
+        TargetArg::CentrifugoJson => TargetKind::Centrifugo(Codec::Json),
         TargetArg::Tcp => TargetKind::Tcp(relay_mode()?),
         TargetArg::Switchboard | TargetArg::Baseline => TargetKind::Switchboard,
     };
@@ -166,8 +192,24 @@ pub fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     Ok(cfg)
 }
 
-/// Runs the bench and prints the summary (and the JSON line with --json).
+/// The address of a running relay given as `ws://HOST:PORT/` or `tcp://HOST:PORT`.
+fn relay_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("a relay URL is ws://HOST:PORT/ or tcp://HOST:PORT, not {url}"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("{authority} is not an IP address and port"))
+}
+
+/// Runs the bench and prints the summary (and the JSON line with --json); fails (a non-zero
+/// exit) when any error was counted, after printing everything.
 pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(scenario) = args.stress {
+        return run_stress(&args, scenario).await;
+    }
     let cfg = config(&args)?;
     let result = run(&cfg).await.context("bench failed")?;
     if let Some(main) = &result.main {
@@ -187,6 +229,42 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         };
         println!("{line}");
     }
+    let errors: u64 = [&result.main, &result.baseline]
+        .into_iter()
+        .flatten()
+        .map(|r| r.errors)
+        .sum();
+    if errors > 0 {
+        bail!("{errors} errors (see the summary above)");
+    }
+    Ok(())
+}
+
+/// Runs a bad-input scenario and prints its JSON report.
+async fn run_stress(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<()> {
+    let url = args
+        .url
+        .clone()
+        .context("--stress needs --url (a Switchboard node)")?;
+    let server_pid = args
+        .server_pid
+        .context("--stress needs --server-pid (its RSS is the point)")?;
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3_600.0) {
+        bail!("--duration must be between 0 and 3600 seconds");
+    }
+    crate::sys::raise_nofile(args.connections as u64 + 512)
+        .context("raising the open-file limit")?;
+    let cfg = StressConfig {
+        url,
+        secret: args.secret.require()?,
+        scenario,
+        connections: args.connections,
+        duration: Duration::from_secs_f64(args.duration),
+        server_pid,
+        metrics_url: args.metrics_url.clone(),
+        concurrency: args.connect_concurrency.max(1),
+    };
+    println!("{}", stress::run(&cfg).await);
     Ok(())
 }
 
@@ -214,6 +292,16 @@ mod tests {
             TargetKind::Tcp(BaselineMode::Process(_))
         ));
         assert!(config(&parse(&["--target", "tcp", "--url", "ws://x/ws"]).unwrap()).is_err());
+        let cfg =
+            config(&parse(&["--target", "tcp", "--url", "tcp://127.0.0.1:9"]).unwrap()).unwrap();
+        assert!(matches!(
+            cfg.target,
+            TargetKind::Tcp(BaselineMode::Running(_))
+        ));
+        assert!(cfg.url.is_none());
+        let cfg = config(&parse(&["--target", "baseline", "--url", "ws://127.0.0.1:9/"]).unwrap())
+            .unwrap();
+        assert!(matches!(cfg.baseline, Some(BaselineMode::Running(_))));
         assert!(config(&parse(&["--target", "centrifugo", "--secret", "k"]).unwrap()).is_err());
         let args = parse(&[
             "--target",
@@ -226,7 +314,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             config(&args).unwrap().target,
-            TargetKind::Centrifugo
+            TargetKind::Centrifugo(Codec::Protobuf)
         ));
         let cfg = config(&parse(&["--target", "baseline"]).unwrap()).unwrap();
         assert!(cfg.url.is_none() && cfg.baseline.is_some());

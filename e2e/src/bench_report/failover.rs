@@ -73,14 +73,11 @@ impl FailoverReport {
 }
 
 #[cfg(test)]
-pub(crate) use tests::SAMPLE;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
     /// The contract's example shape.
-    pub(crate) const SAMPLE: &str = r#"{
+    const SAMPLE: &str = r#"{
       "process_exit": {"samples_ms": [310, 290, 355, 402], "p50_ms": 332.5, "p99_ms": 401},
       "lease_expiry": {"samples_ms": [5200, 5100], "p50_ms": 5150, "p99_ms": 5199},
       "restore_1000_rooms_ms": {"samples_ms": [80, 95, 90], "p50_ms": 90},

@@ -1,12 +1,18 @@
-//! `bench-report`: turns the records `e2e/bench` collected (bench JSON lines, operator-bench,
-//! failover-bench and criterion estimates) into the generated section of docs/benchmarks.md
-//! and the SVG plots under docs/img.
+//! `bench-report`: turns the records `e2e/bench` collected (bench JSON lines, cluster-mode
+//! metrics, bad-input RSS curves, operator-bench and criterion estimates) into the main
+//! generated section of docs/benchmarks.md and the SVG plots under docs/img. (`failover`
+//! reads failover-bench's report.)
 
+pub mod cluster;
 pub mod failover;
 pub mod markdown;
 pub mod plots;
+pub mod prom;
 pub mod records;
+pub mod runs;
+pub mod stress;
 pub mod summary;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 

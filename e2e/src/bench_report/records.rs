@@ -41,11 +41,18 @@ pub enum Record {
         /// The soft open-file limit the bench ran with.
         #[serde(default)]
         nofile: Option<u64>,
+        /// CPUs the servers were pinned to (empty: not pinned).
+        #[serde(default)]
+        server_cpus: Option<String>,
+        /// CPUs the load generator was pinned to (empty: not pinned).
+        #[serde(default)]
+        load_cpus: Option<String>,
     },
     /// One `signaling-node bench --json` run.
     Run {
-        /// `conns` (join/relay/RSS at N connections), `churn` (connects/s) or `throughput`
-        /// (the repetitions at the found maximum rate).
+        /// `conns` (join/relay/RSS at N connections), `churn` (connects/s), `throughput` (the
+        /// repetitions at the target's highest rate found) or `equal_rate` (every target at
+        /// one offered rate).
         figure: String,
         /// `switchboard`, `baseline`, `tcp` or `centrifugo`.
         target: String,
@@ -57,6 +64,12 @@ pub enum Record {
         /// Offered relay rate, msgs/s.
         #[serde(default)]
         rate: f64,
+        /// The bench's exit status (non-zero when it counted errors).
+        #[serde(default)]
+        exit: i64,
+        /// `/proc/loadavg`'s first three fields when the run started.
+        #[serde(default)]
+        loadavg: Option<String>,
         /// The bench's JSON line.
         bench: Value,
     },
@@ -68,8 +81,49 @@ pub enum Record {
         rate: f64,
         /// Whether it met the bound (P99 ≤ bound, nothing lost).
         ok: bool,
+        /// `/proc/loadavg`'s first three fields when the step started.
+        #[serde(default)]
+        loadavg: Option<String>,
+        /// The bench's JSON line (null when it printed none).
+        bench: Value,
+    },
+    /// One cluster-mode run: the bench against a node committing to an fsyncing etcd, and the
+    /// node's and etcd's histogram lines before and after it.
+    Cluster {
+        /// Repetition number.
+        rep: u64,
+        /// Connections.
+        n: u64,
+        /// The bench's exit status.
+        #[serde(default)]
+        exit: i64,
+        /// `/proc/loadavg`'s first three fields when the run started.
+        #[serde(default)]
+        loadavg: Option<String>,
         /// The bench's JSON line.
         bench: Value,
+        /// The node's metric lines before the run.
+        node_before: Vec<String>,
+        /// … and after it.
+        node_after: Vec<String>,
+        /// etcd's metric lines before the run.
+        etcd_before: Vec<String>,
+        /// … and after it.
+        etcd_after: Vec<String>,
+    },
+    /// One bad-input run (`bench --stress`).
+    Stress {
+        /// The bench's exit status.
+        #[serde(default)]
+        exit: i64,
+        /// `/proc/loadavg`'s first three fields when the run started.
+        #[serde(default)]
+        loadavg: Option<String>,
+        /// Extra `serve` arguments of the node.
+        #[serde(default)]
+        serve_args: String,
+        /// The bench's JSON report.
+        report: Value,
     },
     /// A step that was skipped or failed, with the reason (shown in the report).
     Note {
@@ -138,6 +192,11 @@ pub fn json_document(text: &str) -> Option<Value> {
     serde_json::from_str::<Value>(&text[start..])
         .ok()
         .filter(Value::is_object)
+}
+
+/// The first field (1-minute load) of a `/proc/loadavg` excerpt.
+pub fn load1(loadavg: &str) -> Option<f64> {
+    loadavg.split_whitespace().next()?.parse().ok()
 }
 
 /// Criterion's point estimates: benchmark id (`group/function`) → median ns per iteration.

@@ -1,13 +1,14 @@
-//! `bench-report`: `render` writes the generated section of docs/benchmarks.md and the plots
-//! under docs/img from what `e2e/bench` collected; `get` prints one field of the bench's JSON
-//! line (read from stdin) for the script's bounded search.
+//! `bench-report`: `render` writes the main generated section of docs/benchmarks.md and its
+//! plots under docs/img from what `e2e/bench` recorded; `criterion` turns criterion's output
+//! directory into the small JSON file kept with the records; `get` prints one field of the
+//! bench's JSON line (read from stdin) for the script's bounded search.
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use switchboard_e2e::bench_report::failover::FailoverReport;
 use switchboard_e2e::bench_report::markdown::{Inputs, generate, splice};
 use switchboard_e2e::bench_report::records::{
     Record, criterion_estimates, json_document, last_json_object, lookup,
@@ -39,15 +40,15 @@ enum Command {
         /// operator-bench's JSON output.
         #[arg(long)]
         operator: Option<PathBuf>,
-        /// failover-bench's JSON output.
+        /// Criterion estimates as written by `bench-report criterion`.
         #[arg(long)]
-        failover: Option<PathBuf>,
-        /// Why failover was not measured (when --failover is absent).
+        criterion_json: Option<PathBuf>,
+    },
+    /// Print criterion's median estimates under DIR (target/criterion) as one JSON object.
+    Criterion {
+        /// criterion's output directory.
         #[arg(long)]
-        failover_note: Option<String>,
-        /// criterion's output directory (target/criterion).
-        #[arg(long)]
-        criterion: Option<PathBuf>,
+        dir: PathBuf,
     },
     /// Print field KEY (dot path) of the last JSON object on stdin; `null` when absent.
     Get {
@@ -71,15 +72,17 @@ fn main() -> Result<()> {
                 lookup(&value, &key).unwrap_or(serde_json::Value::Null)
             );
         }
+        Command::Criterion { dir } => {
+            let estimates = criterion_estimates(&dir)?;
+            println!("{}", serde_json::to_string_pretty(&estimates)?);
+        }
         Command::Render {
             results,
             doc,
             img,
             img_link,
             operator,
-            failover,
-            failover_note,
-            criterion,
+            criterion_json,
         } => {
             let mut inputs = Inputs {
                 records: Record::load(&results)?,
@@ -89,15 +92,16 @@ fn main() -> Result<()> {
                 inputs.operator = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {e}", path.display()))
                     .and_then(|t| {
-                        json_document(&t).ok_or_else(|| "operator-bench printed no JSON".into())
+                        json_document(&t)
+                            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                            .ok_or_else(|| "operator-bench printed no result".into())
                     });
             }
-            inputs.failover = match failover {
-                Some(path) => Ok(FailoverReport::load(&path)?),
-                None => Err(failover_note.unwrap_or_else(|| "no input".into())),
-            };
-            if let Some(dir) = criterion {
-                inputs.criterion = criterion_estimates(&dir)?;
+            if let Some(path) = criterion_json {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                inputs.criterion = serde_json::from_str::<BTreeMap<String, f64>>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
             }
             std::fs::create_dir_all(&img).with_context(|| format!("creating {}", img.display()))?;
             let generated = generate(&inputs, &img, &img_link)?;

@@ -122,6 +122,7 @@ struct Request {
     key: String,
     op: Op,
     done: Done,
+    queued_at: Instant,
 }
 
 /// The etcd-backed, fenced, group-committing room store.
@@ -210,6 +211,7 @@ impl EtcdRoomStore {
             key,
             op,
             done,
+            queued_at: Instant::now(),
         };
         Box::pin(async move {
             let started = Instant::now();
@@ -418,6 +420,9 @@ impl Committer {
                 match queued {
                     Queued::Flush(done) => batch.flushes.push(done),
                     Queued::Commit(request) if batch.fits(&request, &self.config) => {
+                        self.metrics
+                            .store_queue_seconds
+                            .observe(request.queued_at.elapsed().as_secs_f64());
                         batch.push(request)
                     }
                     Queued::Commit(request) => {
@@ -504,7 +509,12 @@ impl Committer {
                 .collect();
             let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
             let mut kv = self.client.kv_client();
-            let response = match tokio::time::timeout(self.config.txn_timeout, kv.txn(txn)).await {
+            let sent = Instant::now();
+            let response = tokio::time::timeout(self.config.txn_timeout, kv.txn(txn)).await;
+            self.metrics
+                .store_txn_seconds
+                .observe(sent.elapsed().as_secs_f64());
+            let response = match response {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
                     return self.unavailable(batch, format!("etcd transaction failed: {error}"));
@@ -599,6 +609,7 @@ mod tests {
             key: keys.room(shard, room).unwrap(),
             op,
             done,
+            queued_at: Instant::now(),
         };
         (request, rx)
     }

@@ -78,10 +78,6 @@ pub struct Tunables {
     pub max_bad_frames: u32,
     /// Largest SDP accepted, bytes.
     pub max_sdp_bytes: usize,
-    /// WebSocket read buffer, bytes (new connections).
-    pub read_buffer: usize,
-    /// WebSocket write buffer, bytes (new connections).
-    pub write_buffer: usize,
 }
 
 impl Tunables {
@@ -116,8 +112,6 @@ impl Tunables {
             flood_close_after,
             max_bad_frames,
             max_sdp_bytes,
-            read_buffer,
-            write_buffer,
         );
     }
 }
@@ -145,8 +139,6 @@ impl Default for Tunables {
             flood_close_after: 200,
             max_bad_frames: 5,
             max_sdp_bytes: 32 * 1024,
-            read_buffer: 4096,
-            write_buffer: 4096,
         }
     }
 }
@@ -424,8 +416,6 @@ impl Settings {
             ("room_queue", t.room_queue, 8),
             ("event_ring", t.event_ring, 1),
             ("max_sdp_bytes", t.max_sdp_bytes, 16),
-            ("read_buffer", t.read_buffer, 256),
-            ("write_buffer", t.write_buffer, 0),
         ] {
             if v < min {
                 return Err(invalid(field, format!("must be at least {min}")));

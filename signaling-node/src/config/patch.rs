@@ -214,14 +214,6 @@ pub struct SettingsPatch {
     /// Largest SDP accepted in an Offer/Answer, bytes [default: 32768]. Hot-reloadable.
     #[arg(long, env = "SWITCHBOARD_MAX_SDP_BYTES")]
     pub max_sdp_bytes: Option<usize>,
-    /// WebSocket read buffer per connection, bytes [default: 4096]. Applies to new
-    /// connections.
-    #[arg(long, env = "SWITCHBOARD_READ_BUFFER")]
-    pub read_buffer: Option<usize>,
-    /// WebSocket write buffer per connection, bytes [default: 4096]. Applies to new
-    /// connections.
-    #[arg(long, env = "SWITCHBOARD_WRITE_BUFFER")]
-    pub write_buffer: Option<usize>,
 }
 
 impl SettingsPatch {
@@ -297,8 +289,6 @@ impl SettingsPatch {
             flood_close_after,
             max_bad_frames,
             max_sdp_bytes,
-            read_buffer,
-            write_buffer,
         );
     }
 }

@@ -23,7 +23,7 @@ pub mod snapshot;
 pub mod state;
 
 pub use handle::{RoomFrame, RoomHandle, RoomInfo, RoomReply};
-pub use peer::{Outbound, Peer};
+pub use peer::Peer;
 pub use registry::{RegistryError, RestoreError, RoomRegistry};
 pub use shared::SessionEntry;
 pub use state::{IceMsg, Limits, Member, Presence, RoomError, RoomState, SeatMap, check_id};

@@ -1,206 +1,398 @@
-//! One client connection after the WebSocket handshake: the protocol gate. A reader (this
-//! task) turns WebSocket messages into admitted requests (binary frames only, Hello first, rate
-//! limit, bad-frame budget, idle and Hello timeouts, frames only clients may send, the
-//! version's frame set) and hands them to the connection's [`Session`], which does what they
-//! mean; a writer task drains the bounded outbound queue and sends heartbeats.
+//! One client connection after the WebSocket upgrade, in one task: the protocol gate. The task
+//! reads through the frame decoder (which holds bytes only while a frame is incomplete), turns
+//! messages into admitted requests (binary frames only, Hello first, rate limit, bad-frame
+//! budget, idle and Hello timeouts, frames only clients may send, the version's frame set) and
+//! hands them to the connection's [`Session`], which does what they mean. It also writes what
+//! its [`Peer`] could not write at once, sends the heartbeat Pings and closes. An idle
+//! connection is this task waiting, with no buffer (docs/benchmarks.md, memory).
 //!
 //! Close codes the server uses: 1000 idle timeout / redirected; 1001 going away (drain);
-//! 1002 too many bad frames or a version mismatch in Hello; 1008 authentication failed, no
-//! Hello in time, flooding; 1009 a message or frame length above 64 KiB; 1013 slow consumer
-//! or overloaded. Every connection-ending error is preceded by an Error frame when the
-//! connection can still carry one.
+//! 1002 too many bad frames, a WebSocket protocol error or a version mismatch in Hello; 1008
+//! authentication failed, no Hello in time, flooding; 1009 a message or frame length above
+//! 64 KiB; 1011 a write failed; 1013 slow consumer or overloaded. Every connection-ending error
+//! is preceded by an Error frame when the connection can still carry one.
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Sink, Stream, StreamExt};
+use bytes::Bytes;
 use switchboard_protocol::{
-    ErrorCode, FrameError, FrameView, Message, Pong, ProtocolVersion, decode_view,
+    ErrorCode, FrameError, FrameView, Message, Ping, Pong, ProtocolVersion, decode_view,
 };
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFuture;
 
-use crate::config::Tunables;
 use crate::room::Peer;
+use crate::room::peer::{Drained, Kill};
+use crate::ws::{self, Decoder, Incoming, WsError};
 
 use super::NodeShared;
+use super::handshake::MAX_MESSAGE;
+use super::io::Io;
 use super::limits::{BadFrames, Rate, TokenBucket};
 use super::session::{Conn, Flow, Request, Session};
-use super::writer::write_loop;
 
-/// How long the writer may take to flush what is queued after the reader finished.
+/// How long queued frames may take to go out once the connection is closing.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
+/// How long the close frame (and the client's answer to it) may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Why the reader stopped.
+/// Why the reading stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client closed or the socket ended.
     Gone,
-    /// A close was queued (or the connection killed); the writer finishes.
+    /// A close was queued (or the connection killed).
     Closing,
     /// The node is draining.
     Shutdown,
 }
 
-struct Reader {
+/// What woke the connection task.
+enum Event {
+    Shutdown,
+    Closing,
+    Timer,
+    Read,
+    Gone,
+}
+
+struct Gate {
     cx: Conn,
+    decoder: Decoder,
     bucket: TokenBucket,
     bad: BadFrames,
     session: Session,
     started: Instant,
     last_seen: Instant,
+    next_ping: Instant,
+    nonce: u64,
 }
 
-/// Serves one upgraded connection, already split into its halves, until it ends. The
-/// caller splits: an async fn keeps its arguments for its whole life, so a whole WebSocket
-/// stream passed in would stay in every connection's task next to the halves it became.
-pub(super) async fn serve<Si, St>(
-    sink: Si,
-    stream: St,
+/// Serves one upgraded connection until it ends; `tail` holds bytes the client sent right
+/// after its upgrade request.
+pub(super) async fn serve(
+    mut io: Io,
+    tail: Vec<u8>,
     version: ProtocolVersion,
     node: Arc<NodeShared>,
-) where
-    Si: Sink<WsMessage, Error = WsError> + Unpin + Send + 'static,
-    St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
-{
-    let tunables = node.settings.borrow().tunables.clone();
-    let (peer, rx) = Peer::new(version, tunables.outbound_queue, node.metrics.clone());
-    let mut writer = tokio::spawn(write_loop(sink, rx, peer.clone(), node.clone()));
+) {
+    let (burst, heartbeat) = {
+        let s = node.settings.borrow();
+        (s.tunables.rate_burst, s.tunables.heartbeat_interval)
+    };
+    let peer = io.peer(
+        version,
+        &node.settings.borrow().tunables,
+        node.metrics.clone(),
+    );
+    let shutdown = node.shutdown.clone();
     let now = Instant::now();
-    let mut reader = Reader {
+    let mut gate = Gate {
         cx: Conn {
             node,
             peer: peer.clone(),
             version,
         },
-        bucket: TokenBucket::new(tunables.rate_burst, now),
+        decoder: Decoder::new(MAX_MESSAGE),
+        bucket: TokenBucket::new(burst, now),
         bad: BadFrames::default(),
         session: Session::default(),
         started: now,
         last_seen: now,
+        next_ping: now + heartbeat,
+        nonce: 0,
     };
-    let end = reader.run(stream).await;
-    Box::pin(reader.session.detach_all(&reader.cx)).await;
+    gate.decoder.extend(&tail);
+    drop(tail);
+    let end = gate.run(&mut io, shutdown.cancelled()).await;
+    Box::pin(while_writing(
+        &mut io,
+        &peer,
+        gate.session.detach_all(&gate.cx),
+    ))
+    .await;
     match end {
         End::Gone => peer.kill(1000, ""),
         End::Shutdown => peer.close(1001, "going away"),
         End::Closing => {}
     }
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        peer.kill(1013, "write timeout");
-        let _ = writer.await;
-    }
+    Box::pin(close(&mut io, &peer)).await;
 }
 
-impl Reader {
-    fn tunables(&self) -> Tunables {
-        self.cx.node.settings.borrow().tunables.clone()
+/// Runs `work` while writing whatever the peer queues meanwhile, so frames for this connection
+/// do not pile up while it waits for a room.
+async fn while_writing<F: Future>(io: &mut Io, peer: &Peer, work: F) -> F::Output {
+    let mut work = pin!(work);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        peer.register(cx);
+        // Errors and a queued close are seen by the gate's next poll.
+        let _ = peer.poll_drain(cx, |cx, buf| io.poll_write(cx, buf));
+        let _ = io.poll_flush(cx);
+        Poll::Pending
+    })
+    .await
+}
+
+/// Sends what is queued up to the close (a kill skips the queue), finishes a frame already
+/// partly written, sends the close frame, half-closes, and waits briefly for the client to
+/// close too, so unread bytes do not turn the close into a reset.
+async fn close(io: &mut Io, peer: &Peer) {
+    let drained = tokio::time::timeout(
+        WRITER_GRACE,
+        poll_fn(|cx| {
+            peer.register(cx);
+            if let Some(kill) = peer.kill_reason() {
+                return Poll::Ready(Some(kill));
+            }
+            match peer.poll_drain(cx, |cx, buf| io.poll_write(cx, buf)) {
+                Poll::Ready(Ok(Drained::Close(kill))) => Poll::Ready(Some(kill)),
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Ready(Ok(Drained::Empty)) | Poll::Pending => Poll::Pending,
+            }
+        }),
+    )
+    .await;
+    let kill = match drained {
+        Ok(Some(kill)) => kill,
+        // The socket failed: nothing more can be sent.
+        Ok(None) => {
+            peer.finish();
+            return;
+        }
+        Err(_) => Kill {
+            code: 1013,
+            reason: "write timeout",
+        },
+    };
+    let partial = peer.finish();
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if partial {
+            poll_fn(|cx| peer.poll_drain(cx, |cx, buf| io.poll_write(cx, buf))).await?;
+        }
+        send_close(io, kill).await
+    })
+    .await;
+}
+
+/// Sends the close frame, half-closes, and reads (discarding) until the client closes too.
+async fn send_close(io: &mut Io, kill: Kill) -> std::io::Result<()> {
+    write_all(io, &ws::close_frame(kill.code, kill.reason)).await?;
+    poll_fn(|cx| io.poll_flush(cx)).await?;
+    poll_fn(|cx| io.poll_shutdown(cx)).await?;
+    while poll_fn(|cx| io.poll_discard(cx)).await? > 0 {}
+    Ok(())
+}
+
+async fn write_all(io: &mut Io, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| io.poll_write(cx, bytes)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Closes a connection right after its upgrade (the node is over its connection limit).
+pub(super) async fn refuse(mut io: Io, code: u16, reason: &'static str) {
+    let kill = Kill { code, reason };
+    let _ = tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, kill)).await;
+}
+
+impl Gate {
+    fn peer(&self) -> &Peer {
+        &self.cx.peer
     }
 
-    async fn run<St>(&mut self, mut stream: St) -> End
-    where
-        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
-    {
+    /// When the task must wake up without input: idle or Hello timeout, or the next Ping.
+    fn wake_at(&self) -> Instant {
+        let t = &self.cx.node.settings.borrow().tunables;
+        let mut at = (self.last_seen + t.idle_timeout).min(self.next_ping);
+        if !self.session.is_established() {
+            at = at.min(self.started + t.hello_timeout);
+        }
+        at
+    }
+
+    async fn run(&mut self, io: &mut Io, shutdown: WaitForCancellationFuture<'_>) -> End {
+        let mut shutdown = pin!(shutdown);
+        let mut timer = pin!(tokio::time::sleep_until(self.wake_at()));
         loop {
-            let t = self.tunables();
-            let idle_at = self.last_seen + t.idle_timeout;
-            let hello_at = self.started + t.hello_timeout;
-            let wake = if !self.session.is_established() {
-                idle_at.min(hello_at)
-            } else {
-                idle_at
-            };
-            tokio::select! {
-                biased;
-                () = self.cx.node.shutdown.cancelled() => return End::Shutdown,
-                _ = self.cx.peer.killed() => return End::Closing,
-                () = tokio::time::sleep_until(wake) => {
-                    if !self.session.is_established() && Instant::now() >= hello_at {
-                        self.cx.node.metrics.disconnect("hello_timeout");
-                        self.error(ErrorCode::Timeout, "no Hello within the hello timeout", 0);
-                        self.cx.peer.close(1008, "Hello timeout");
-                    } else {
-                        self.cx.node.metrics.disconnect("idle");
-                        tracing::debug!(conn = self.cx.peer.id(), "evicting idle connection");
-                        self.cx.peer.kill(1000, "idle timeout");
-                    }
-                    return End::Closing;
-                }
-                item = stream.next() => match item {
-                    None => return End::Gone,
-                    Some(Err(e)) => return self.stream_error(e),
-                    Some(Ok(msg)) => {
+            // Every message already read first; reading more waits until they are handled.
+            loop {
+                match self.decoder.next_message() {
+                    Ok(Some(msg)) => {
                         self.last_seen = Instant::now();
-                        if let Some(end) = self.on_message(msg, &t).await {
+                        let peer = self.peer().clone();
+                        if let Some(end) = while_writing(io, &peer, self.on_message(msg)).await {
                             return end;
                         }
                     }
+                    Ok(None) => break,
+                    Err(e) => return self.ws_error(&e),
+                }
+            }
+            let event =
+                poll_fn(|cx| self.poll_event(cx, io, shutdown.as_mut(), timer.as_mut())).await;
+            match event {
+                Event::Shutdown => return End::Shutdown,
+                Event::Closing => return End::Closing,
+                Event::Gone => return End::Gone,
+                Event::Read => {}
+                Event::Timer => {
+                    if let Some(end) = self.on_timer() {
+                        return end;
+                    }
+                    let at = self.wake_at();
+                    timer.as_mut().reset(at);
                 }
             }
         }
     }
 
-    fn stream_error(&mut self, e: WsError) -> End {
-        match e {
-            WsError::Capacity(e) => {
-                self.cx.node.metrics.disconnect("too_large");
-                self.error(ErrorCode::BadFrame, format!("message too large: {e}"), 0);
-                self.cx.peer.close(1009, "message too large");
-                End::Closing
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut Io,
+        shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
+        timer: Pin<&mut Sleep>,
+    ) -> Poll<Event> {
+        if shutdown.poll(cx).is_ready() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        let peer = &self.cx.peer;
+        peer.register(cx);
+        if peer.kill_reason().is_some() {
+            return Poll::Ready(Event::Closing);
+        }
+        match peer.poll_drain(cx, |cx, buf| io.poll_write(cx, buf)) {
+            Poll::Ready(Ok(Drained::Close(_))) => return Poll::Ready(Event::Closing),
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(conn = peer.id(), error = %e, "write failed");
+                peer.kill(1011, "write failed");
+                return Poll::Ready(Event::Closing);
             }
-            WsError::ConnectionClosed | WsError::AlreadyClosed => End::Gone,
-            WsError::Protocol(e) => {
-                tracing::debug!(conn = self.cx.peer.id(), error = %e, "websocket protocol error");
-                self.cx.node.metrics.disconnect("ws_protocol");
-                self.cx.peer.close(1002, "websocket protocol error");
-                End::Closing
+            Poll::Ready(Ok(Drained::Empty)) | Poll::Pending => {}
+        }
+        if let Poll::Ready(Err(e)) = io.poll_flush(cx) {
+            tracing::debug!(conn = peer.id(), error = %e, "flush failed");
+            peer.kill(1011, "write failed");
+            return Poll::Ready(Event::Closing);
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        match io.poll_read_into(cx, &mut self.decoder) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Event::Gone),
+            Poll::Ready(Ok(_)) => Poll::Ready(Event::Read),
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(conn = peer.id(), error = %e, "connection read error");
+                Poll::Ready(Event::Gone)
             }
-            other => {
-                tracing::debug!(conn = self.cx.peer.id(), error = %other, "connection read error");
-                End::Gone
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
+    /// The timer fired: Hello timeout, idle timeout or heartbeat (the timer is lazy: a
+    /// deadline moved by later input is simply not due yet).
+    fn on_timer(&mut self) -> Option<End> {
+        let now = Instant::now();
+        let (idle, hello, heartbeat) = {
+            let t = &self.cx.node.settings.borrow().tunables;
+            (t.idle_timeout, t.hello_timeout, t.heartbeat_interval)
+        };
+        let metrics = &self.cx.node.metrics;
+        if !self.session.is_established() && now >= self.started + hello {
+            metrics.disconnect("hello_timeout");
+            self.error(ErrorCode::Timeout, "no Hello within the hello timeout", 0);
+            self.peer().close(1008, "Hello timeout");
+            return Some(End::Closing);
+        }
+        if now >= self.last_seen + idle {
+            metrics.disconnect("idle");
+            tracing::debug!(conn = self.peer().id(), "evicting idle connection");
+            self.peer().kill(1000, "idle timeout");
+            return Some(End::Closing);
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + heartbeat;
+            if self.peer().is_established() {
+                self.nonce = self.nonce.wrapping_add(1);
+                self.peer()
+                    .send_msg(&Message::Ping(Ping { nonce: self.nonce }));
+            }
+        }
+        None
+    }
+
+    fn ws_error(&mut self, e: &WsError) -> End {
+        match e {
+            WsError::TooLarge { .. } => {
+                self.cx.node.metrics.disconnect("too_large");
+                self.error(ErrorCode::BadFrame, format!("message too large: {e}"), 0);
+            }
+            WsError::Protocol(_) => {
+                tracing::debug!(conn = self.peer().id(), error = %e, "websocket protocol error");
+                self.cx.node.metrics.disconnect("ws_protocol");
+            }
+        }
+        self.peer()
+            .close(e.close_code(), "websocket protocol error");
+        End::Closing
+    }
+
     fn error(&mut self, code: ErrorCode, message: impl Into<String>, request_id: u32) {
-        self.cx.peer.send_error(code, message, request_id);
+        self.peer().send_error(code, message, request_id);
+    }
+
+    fn max_bad_frames(&self) -> u32 {
+        self.cx.node.settings.borrow().tunables.max_bad_frames
     }
 
     /// Reports a bad frame (Error 1008) and closes after too many in a row.
-    fn bad_frame(&mut self, message: impl Into<String>, max: u32) -> Option<End> {
+    fn bad_frame(&mut self, message: impl Into<String>) -> Option<End> {
         self.error(ErrorCode::BadFrame, message, 0);
-        if self.bad.bad(max) {
+        if self.bad.bad(self.max_bad_frames()) {
             self.cx.node.metrics.disconnect("bad_frames");
-            self.cx.peer.close(1002, "too many bad frames");
+            self.peer().close(1002, "too many bad frames");
             return Some(End::Closing);
         }
         None
     }
 
-    async fn on_message(&mut self, msg: WsMessage, t: &Tunables) -> Option<End> {
-        let bytes = match msg {
-            WsMessage::Binary(bytes) => bytes,
-            WsMessage::Text(_) => {
-                if let Some(end) = self.rate(t) {
+    async fn on_message(&mut self, msg: Incoming) -> Option<End> {
+        match msg {
+            Incoming::Binary(bytes) => self.on_binary(bytes).await,
+            Incoming::Text => {
+                if let Some(end) = self.rate() {
                     return end;
                 }
-                return self.bad_frame(
-                    "text messages are not part of the protocol; send binary frames",
-                    t.max_bad_frames,
-                );
+                self.bad_frame("text messages are not part of the protocol; send binary frames")
             }
-            WsMessage::Close(_) => return Some(End::Gone),
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return None,
-        };
-        if let Some(end) = self.rate(t) {
+            Incoming::Ping(payload) => {
+                self.peer().send(ws::frame(ws::OP_PONG, &payload));
+                None
+            }
+            Incoming::Pong => None,
+            Incoming::Close(_) => Some(End::Gone),
+        }
+    }
+
+    async fn on_binary(&mut self, bytes: Bytes) -> Option<End> {
+        if let Some(end) = self.rate() {
             return end;
         }
         let view = match decode_view(&bytes) {
             Ok(view) => view,
-            Err(e) => return self.frame_error(&e, t),
+            Err(e) => return self.frame_error(&e),
         };
         self.bad.good();
         let frame_type = view.frame_type();
@@ -218,24 +410,21 @@ impl Reader {
                     }
                     _ => None,
                 },
-                _ => self.bad_frame(
-                    format!("expected Hello first, got {}", frame_type.name()),
-                    t.max_bad_frames,
-                ),
+                _ => self.bad_frame(format!("expected Hello first, got {}", frame_type.name())),
             };
         }
         match view {
             FrameView::Ping(p) => {
-                self.cx
-                    .peer
+                self.peer()
                     .send_msg(&Message::Pong(Pong { nonce: p.nonce() }));
                 None
             }
             FrameView::Pong(_) => None,
-            FrameView::Hello(_) => self.bad_frame("Hello was already received", t.max_bad_frames),
+            FrameView::Hello(_) => self.bad_frame("Hello was already received"),
             _ => {
                 let msg = view.to_owned();
-                self.admit(msg, t).await;
+                drop(bytes);
+                self.admit(msg).await;
                 None
             }
         }
@@ -243,7 +432,7 @@ impl Reader {
 
     /// Admits a frame a client may send on this connection's version and hands it to the
     /// session; anything else is answered with an Error.
-    async fn admit(&mut self, msg: Message, t: &Tunables) {
+    async fn admit(&mut self, msg: Message) {
         if !self.cx.version.supports(msg.frame_type()) {
             // Only IceBatch is version-dependent today.
             return self.error(
@@ -255,9 +444,14 @@ impl Reader {
         let (frame_type, request_id) = (msg.frame_type(), msg.request_id());
         match Request::from_client(msg) {
             Some(request) => {
-                self.session
-                    .handle(&self.cx, request, t.max_rooms_per_session)
-                    .await
+                let max_rooms = self
+                    .cx
+                    .node
+                    .settings
+                    .borrow()
+                    .tunables
+                    .max_rooms_per_session;
+                self.session.handle(&self.cx, request, max_rooms).await
             }
             None => self.error(
                 ErrorCode::BadFrame,
@@ -271,13 +465,12 @@ impl Reader {
     }
 
     /// Applies the rate limit; Some(..) means stop processing this message.
-    fn rate(&mut self, t: &Tunables) -> Option<Option<End>> {
-        match self.bucket.check(
-            Instant::now(),
-            t.rate_limit,
-            t.rate_burst,
-            t.flood_close_after,
-        ) {
+    fn rate(&mut self) -> Option<Option<End>> {
+        let (limit, burst, flood) = {
+            let t = &self.cx.node.settings.borrow().tunables;
+            (t.rate_limit, t.rate_burst, t.flood_close_after)
+        };
+        match self.bucket.check(Instant::now(), limit, burst, flood) {
             Rate::Allow => None,
             Rate::Limited { notify } => {
                 if notify {
@@ -292,22 +485,22 @@ impl Reader {
             Rate::Flood => {
                 self.cx.node.metrics.disconnect("flood");
                 self.error(ErrorCode::RateLimited, "persistent flooding; closing", 0);
-                self.cx.peer.close(1008, "flooding");
+                self.peer().close(1008, "flooding");
                 Some(Some(End::Closing))
             }
         }
     }
 
-    fn frame_error(&mut self, e: &FrameError, t: &Tunables) -> Option<End> {
+    fn frame_error(&mut self, e: &FrameError) -> Option<End> {
         if matches!(e, FrameError::UnknownType(_)) {
             self.cx.node.metrics.frames_in_unknown.inc();
         }
         if let Some(code) = e.closes_connection() {
             self.error(e.error_code(), e.to_string(), 0);
             self.cx.node.metrics.disconnect("too_large");
-            self.cx.peer.close(code, "frame too large");
+            self.peer().close(code, "frame too large");
             return Some(End::Closing);
         }
-        self.bad_frame(e.to_string(), t.max_bad_frames)
+        self.bad_frame(e.to_string())
     }
 }

@@ -2,16 +2,15 @@
 //! path, else 404), protocol version negotiation
 //! (`Sec-WebSocket-Protocol: switchboard.v2, switchboard.v1`, highest common wins; an
 //! `X-Proto-Version: 1|2` header is accepted too; nothing in common → 426 with the supported
-//! list in the body and in `X-Supported-Protocols`), and the per-connection WebSocket limits.
+//! list in the body and in `X-Supported-Protocols`), and the largest WebSocket message.
 //!
 //! A client that offers no version at all also gets 426: the protocol is binary and
 //! versioned, so the node does not guess.
 
 use http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::config::{Settings, Tunables};
+use crate::config::Settings;
 use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// The WebSocket path.
@@ -178,28 +177,6 @@ pub fn refusal_response(refusal: &Refusal, served: &[ProtocolVersion]) -> ErrorR
         response.headers_mut().insert(X_SUPPORTED_PROTOCOLS, value);
     }
     response
-}
-
-/// WebSocket limits for a new connection: messages and frames capped at one protocol frame,
-/// buffers from the settings.
-///
-/// Buffer sizes are measured, not assumed (`tests/server_memory.rs`: the server binary with
-/// 3000 idle connections that each said Hello; debug build, glibc, this repo's CI machine):
-/// 4 KiB read/write buffers (the default) cost 11.6 KiB of server RSS per connection,
-/// 1 KiB buffers 8.6 KiB, and tungstenite's default 128 KiB buffers about 150 KiB (here the
-/// large buffers are touched). The rest of an idle
-/// connection is its two tasks (reader ≈3.2 KiB, writer ≈1.1 KiB of future state), its
-/// bounded queue and its session. 4 KiB keeps a 64 KiB frame to 16 reads; lower it with
-/// `--read-buffer`/`--write-buffer` for fleets of mostly idle connections.
-pub fn ws_config(t: &Tunables) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(t.read_buffer)
-        .write_buffer_size(t.write_buffer)
-        // Bounded so a peer that stops reading cannot grow the write buffer: the outbound
-        // queue in front of it is the place where frames wait.
-        .max_write_buffer_size(t.write_buffer + 2 * MAX_MESSAGE)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 #[cfg(test)]

@@ -9,20 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::NodeShared;
 use super::connection;
-use super::handshake::{self, Refusal};
+use super::io::Io;
 use super::limits::{ConnLimiter, Slot};
+use super::upgrade;
 use crate::room::peer::CLOSE_TRY_AGAIN_LATER;
 
 /// Connections over the limit that may be in their handshake at once (to be told 1013).
@@ -120,98 +116,63 @@ async fn handle(
     };
     let timeout = node.settings.borrow().tunables.handshake_timeout;
     let deadline = Instant::now() + timeout;
-    match tls {
-        None => upgrade_and_serve(socket, deadline, node, held).await,
+    let io = match tls {
+        None => Io::Tcp(Arc::new(socket)),
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
-            Ok(Ok(stream)) => upgrade_and_serve(stream, deadline, node, held).await,
+            Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 node.metrics
                     .handshake_failures
                     .with_label_values(&["tls"])
                     .inc();
+                return;
             }
             Err(_) => {
                 node.metrics
                     .handshake_failures
                     .with_label_values(&["timeout"])
                     .inc();
+                return;
             }
         },
-    }
+    };
+    upgrade_and_serve(io, deadline, node, held).await;
 }
 
-/// Upgrades to WebSocket, then serves the connection in a task of its own: the handshake's
-/// state machine is several KiB and would otherwise stay allocated for the connection's life.
-async fn upgrade_and_serve<S>(stream: S, deadline: Instant, node: Arc<NodeShared>, held: Held)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (config, served) = {
-        let settings = node.settings.borrow();
-        (
-            handshake::ws_config(&settings.tunables),
-            settings.protocols.clone(),
-        )
-    };
-    let mut outcome: Result<handshake::Negotiated, Refusal> = Err(Refusal::NoCommonVersion);
-    // The error type is tungstenite's HTTP response; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| match handshake::check_request(
-        request,
-        &node.ws_paths,
-        &served,
-    ) {
-        Ok(negotiated) => {
-            outcome = Ok(negotiated);
-            Ok(handshake::accept_response(response, negotiated))
-        }
-        Err(refusal) => {
-            let answer = handshake::refusal_response(&refusal, &served);
-            outcome = Err(refusal);
-            Err(answer)
-        }
-    };
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            let label = match &outcome {
-                Err(refusal) => refusal.label(),
-                Ok(_) => "protocol",
-            };
-            tracing::debug!(error = %e, label, "WebSocket handshake failed");
-            node.metrics
-                .handshake_failures
-                .with_label_values(&[label])
-                .inc();
-            return;
-        }
-        Err(_) => {
-            node.metrics
-                .handshake_failures
-                .with_label_values(&["timeout"])
-                .inc();
-            return;
-        }
-    };
-    let Ok(negotiated) = outcome else {
-        return;
-    };
+/// Upgrades to WebSocket, then serves the connection in a task of its own: the upgrade's
+/// state would otherwise stay allocated in the task for the connection's life.
+async fn upgrade_and_serve(mut io: Io, deadline: Instant, node: Arc<NodeShared>, held: Held) {
+    let served = node.settings.borrow().protocols.clone();
+    let upgraded =
+        match tokio::time::timeout_at(deadline, upgrade::upgrade(&mut io, &node.ws_paths, &served))
+            .await
+        {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                node.metrics
+                    .handshake_failures
+                    .with_label_values(&[e.label()])
+                    .inc();
+                return;
+            }
+            Err(_) => {
+                node.metrics
+                    .handshake_failures
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return;
+            }
+        };
     match &held._admission {
         Admission::Reject(_) => {
             node.metrics.disconnect("overloaded");
-            let mut ws = ws;
-            let frame = CloseFrame {
-                code: CloseCode::from(CLOSE_TRY_AGAIN_LATER),
-                reason: "overloaded".into(),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+            connection::refuse(io, CLOSE_TRY_AGAIN_LATER, "overloaded").await;
         }
         Admission::Serve(_) => {
-            let (sink, stream) = ws.split();
             tokio::spawn(async move {
-                connection::serve(sink, stream, negotiated.version, node).await;
+                connection::serve(io, upgraded.tail, upgraded.version, node).await;
                 drop(held);
             });
         }

@@ -18,17 +18,18 @@ pub mod cluster;
 mod connection;
 pub mod demo;
 pub mod handshake;
+mod io;
 pub mod limits;
 mod listener;
 mod session;
 pub mod tls;
-mod writer;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -60,10 +61,27 @@ pub struct Listeners {
     pub admin_routes: Option<axum::Router>,
 }
 
+/// The accept queue the signaling listener asks for; the kernel caps it at
+/// `net.core.somaxconn`. Tokio's `bind` asks for 1,024: a reconnect storm (every client of a
+/// failed node at once) overflows that, and a dropped SYN costs its client a 1 s retransmit.
+const ACCEPT_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` for accepting with the largest accept queue the kernel allows.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 impl Listeners {
     /// Binds both addresses.
     pub async fn bind(ws: SocketAddr, admin: Option<SocketAddr>) -> std::io::Result<Self> {
-        let ws = TcpListener::bind(ws).await?;
+        let ws = bind_listener(ws)?;
         let admin = match admin {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
