@@ -25,7 +25,7 @@ pub use room_shard::{
     Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,
 };
 pub use signaling_cluster::{
-    ADMIN_PORT, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
+    ADMIN_PORT, DisruptionBudgetSpec, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
     SignalingClusterStatus,
 };
 

@@ -4,6 +4,7 @@
 //! the status from what was observed. Its etcd side writes the node config and reads
 //! membership and acks (`config` pure, `store`/`etcd_sync`/`triggers` I/O).
 
+pub mod budgets;
 pub mod config;
 pub mod context;
 pub mod etcd_sync;
@@ -43,8 +44,8 @@ pub struct Desired {
     pub client_service: Service,
     /// The headless Service `<cluster>-nodes`.
     pub headless_service: Service,
-    /// The PodDisruptionBudget `<cluster>`.
-    pub disruption_budget: PodDisruptionBudget,
+    /// One PodDisruptionBudget per version pool (none when disabled).
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// One RoomShard per shard.
     pub room_shards: Vec<RoomShard>,
 }
@@ -84,11 +85,12 @@ pub fn desired(
 ) -> Result<Desired> {
     let pools = version_pools(cluster, rollout)?;
     let pods = plan_pods(cluster, &pools, existing)?;
+    let disruption_budgets = budgets::disruption_budgets(cluster, &pods.pools)?;
     Ok(Desired {
         pods,
         client_service: services::client_service(cluster)?,
         headless_service: services::headless_service(cluster)?,
-        disruption_budget: services::disruption_budget(cluster)?,
+        disruption_budgets,
         room_shards: shards::room_shards(cluster)?,
         pools,
     })
@@ -113,7 +115,12 @@ mod tests {
             d.headless_service.metadata.name.as_deref(),
             Some("demo-nodes")
         );
-        assert_eq!(d.disruption_budget.metadata.name.as_deref(), Some("demo"));
+        let budgets: Vec<_> = d
+            .disruption_budgets
+            .iter()
+            .map(|b| b.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(budgets, ["demo-v1", "demo-v2"]);
     }
 
     #[test]

@@ -282,12 +282,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         &params,
     )
     .await?;
-    apply_one(
-        &Api::namespaced(ctx.client.clone(), &namespace),
-        &plan.disruption_budget,
-        &params,
-    )
-    .await?;
+    sync_budgets(ctx, &namespace, &selector, &plan.disruption_budgets, &params).await?;
 
     let shards_api: Api<RoomShard> = Api::namespaced(ctx.client.clone(), &namespace);
     let shards: BTreeMap<String, RoomShard> = shards_api
@@ -363,6 +358,33 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     Ok(Action::requeue(
         etcd.recheck.map_or(pods_recheck, |d| d.min(pods_recheck)),
     ))
+}
+
+/// Applies the pools' budgets and deletes the cluster's other ones (retired pools, the
+/// toggle turned off, the single `<cluster>` budget of earlier releases).
+async fn sync_budgets(
+    ctx: &Context,
+    namespace: &str,
+    selector: &ListParams,
+    desired: &[PodDisruptionBudget],
+    params: &PatchParams,
+) -> Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+    for budget in desired {
+        apply_one(&api, budget, params).await?;
+    }
+    for present in api.list(selector).await?.items {
+        let name = present.name_any();
+        if desired.iter().any(|d| d.metadata.name.as_deref() == Some(&name)) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(budget = %name, "deleted a PodDisruptionBudget no pool needs"),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 fn phase(shard: &RoomShard) -> ShardPhase {
