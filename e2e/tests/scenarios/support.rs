@@ -93,6 +93,9 @@ pub struct EnvOptions {
     pub operator: bool,
     /// Operator replicas (`operator.replicas`; leader election stays on).
     pub operator_replicas: u32,
+    /// The chart's `clusterWide: false`: Roles in the fleet namespace and
+    /// `--watch-namespace` instead of a ClusterRole.
+    pub namespaced: bool,
 }
 
 impl Default for EnvOptions {
@@ -100,6 +103,7 @@ impl Default for EnvOptions {
         Self {
             operator: true,
             operator_replicas: 1,
+            namespaced: false,
         }
     }
 }
@@ -188,6 +192,9 @@ impl Env {
         let mut args = vec!["--operator-replicas", replicas.as_str()];
         if !options.operator {
             args.push("--no-operator");
+        }
+        if options.namespaced {
+            args.push("--namespaced");
         }
         if let Err(e) = cluster.deploy(&args) {
             panic!("{e}");

@@ -53,14 +53,18 @@ use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
 use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selector_string};
 use crate::controller::policy;
-use crate::controller::{Error, Result};
+use crate::controller::{Error, Result, WatchScope};
 use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
 
 /// Kind label of this controller's metrics.
 pub const KIND: &str = "SignalingCluster";
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the controller over the namespaces of `scope` until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let triggers = ctx
         .trigger_receiver
@@ -70,18 +74,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let controller = Controller::new(
-        Api::<DeserializeGuard<SignalingCluster>>::all(client.clone()),
+        scope.api::<DeserializeGuard<SignalingCluster>>(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(scope.api::<Pod>(client.clone()), managed.clone())
+    .owns(scope.api::<Service>(client.clone()), managed.clone())
     .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
+        scope.api::<PodDisruptionBudget>(client.clone()),
         managed.clone(),
     )
-    .owns(Api::<RoomShard>::all(client.clone()), managed)
+    .owns(scope.api::<RoomShard>(client.clone()), managed)
     .watches(
-        Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+        scope.api::<DeserializeGuard<ProtocolRollout>>(client),
         watcher::Config::default(),
         rollout_target,
     );
