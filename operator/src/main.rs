@@ -32,14 +32,11 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
 /// `--check-args`: the flags parsed (clap refused unknown ones already); validate what
 /// clap cannot and print the result.
 fn check_args(args: &Args) -> ExitCode {
-    let checked = args
-        .timing()
-        .map_err(anyhow::Error::new)
-        .and_then(|_| {
-            EnvFilter::try_new(&args.log_level)
-                .map(|_| ())
-                .with_context(|| format!("invalid --log-level {:?}", args.log_level))
-        });
+    let checked = args.timing().map_err(anyhow::Error::new).and_then(|_| {
+        EnvFilter::try_new(&args.log_level)
+            .map(|_| ())
+            .with_context(|| format!("invalid --log-level {:?}", args.log_level))
+    });
     match checked {
         Ok(()) => {
             println!("switchboard-operator: arguments ok: {args:?}");

@@ -101,7 +101,11 @@ mod tests {
         assert_eq!(min_available(&budgets[0]), Some(IntOrString::Int(6)));
         assert_eq!(min_available(&budgets[1]), Some(IntOrString::Int(2)));
         // No maxUnavailable: that is what needs the scale subresource lookup.
-        assert!(budgets.iter().all(|b| b.spec.as_ref().unwrap().max_unavailable.is_none()));
+        assert!(
+            budgets
+                .iter()
+                .all(|b| b.spec.as_ref().unwrap().max_unavailable.is_none())
+        );
 
         // The selector picks exactly the pool's pods.
         let pod = desired_pod(&c, &pools[1], 0).unwrap();
@@ -110,7 +114,10 @@ mod tests {
         let wanted = selector.match_labels.unwrap();
         assert!(wanted.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
         assert_eq!(wanted[labels::VERSION], "v2");
-        assert_eq!(budgets[1].metadata.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+        assert_eq!(
+            budgets[1].metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
     }
 
     #[test]

@@ -286,7 +286,14 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         &params,
     )
     .await?;
-    sync_budgets(ctx, &namespace, &selector, &plan.disruption_budgets, &params).await?;
+    sync_budgets(
+        ctx,
+        &namespace,
+        &selector,
+        &plan.disruption_budgets,
+        &params,
+    )
+    .await?;
 
     let shards_api: Api<RoomShard> = Api::namespaced(ctx.client.clone(), &namespace);
     let shards: BTreeMap<String, RoomShard> = shards_api
@@ -379,7 +386,10 @@ async fn sync_budgets(
     }
     for present in api.list(selector).await?.items {
         let name = present.name_any();
-        if desired.iter().any(|d| d.metadata.name.as_deref() == Some(&name)) {
+        if desired
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some(&name))
+        {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {
