@@ -25,8 +25,8 @@ pub use room_shard::{
     Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,
 };
 pub use signaling_cluster::{
-    ADMIN_PORT, DisruptionBudgetSpec, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
-    SignalingClusterStatus,
+    ADMIN_PORT, DisruptionBudgetSpec, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster,
+    SignalingClusterSpec, SignalingClusterStatus,
 };
 
 /// API group of every Switchboard resource.

@@ -555,11 +555,22 @@ mod tests {
             .affinity
             .as_ref()
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .unwrap();
-        assert_eq!(anti[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
         assert_eq!(
-            anti[0].pod_affinity_term.label_selector.as_ref().unwrap().match_labels,
+            anti[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            anti[0]
+                .pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels,
             Some(selector_labels("demo"))
         );
         assert!(spec.image_pull_secrets.is_none() && spec.priority_class_name.is_none());
@@ -589,14 +600,24 @@ mod tests {
         });
         let pod = desired_pod(&c, &pool(&c), 0).unwrap();
         let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().unwrap()[0].name,
+            "registry"
+        );
         assert_eq!(spec.topology_spread_constraints.as_ref().unwrap().len(), 1);
         assert_eq!(spec.priority_class_name.as_deref(), Some("realtime"));
         assert_eq!(spec.service_account_name.as_deref(), Some("signaling"));
         assert_eq!(spec.automount_service_account_token, Some(false));
-        assert_eq!(spec.affinity, Some(Affinity::default()), "given affinity replaces the default");
+        assert_eq!(
+            spec.affinity,
+            Some(Affinity::default()),
+            "given affinity replaces the default"
+        );
         let env_from = container(&pod).env_from.as_ref().unwrap();
-        assert_eq!(env_from[0].config_map_ref.as_ref().unwrap().name, "node-env");
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().unwrap().name,
+            "node-env"
+        );
     }
 
     #[test]
