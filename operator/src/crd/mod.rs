@@ -31,8 +31,8 @@ pub use room_shard::{
     ShardPhase,
 };
 pub use signaling_cluster::{
-    ADMIN_PORT, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
-    SignalingClusterStatus,
+    ADMIN_PORT, DisruptionBudgetSpec, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster,
+    SignalingClusterSpec, SignalingClusterStatus,
 };
 
 /// API group of every Switchboard resource.

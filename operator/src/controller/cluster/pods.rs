@@ -18,17 +18,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::access::{AccessPlan, CLIENT_TLS_DIR, Placeholder, tls_copy_name, with_node_port};
 use super::pools::VersionPool;
-use crate::controller::labels::{self, common_labels};
+use crate::controller::labels::{self, common_labels, selector_labels};
 use crate::controller::{Error, Result};
 use crate::crd::{ADMIN_PORT, SignalingCluster};
 
@@ -348,6 +349,7 @@ fn template(
         readiness_probe: Some(http_probe("/readyz", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: overrides.resources.clone(),
+        env_from: overrides.env_from.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(
             overrides
@@ -374,7 +376,16 @@ fn template(
         termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
         node_selector: overrides.node_selector.clone(),
         tolerations: overrides.tolerations.clone(),
-        affinity: overrides.affinity.clone(),
+        affinity: Some(
+            overrides
+                .affinity
+                .clone()
+                .unwrap_or_else(|| spread_over_machines(name)),
+        ),
+        topology_spread_constraints: overrides.topology_spread_constraints.clone(),
+        priority_class_name: overrides.priority_class_name.clone(),
+        service_account_name: overrides.service_account_name.clone(),
+        image_pull_secrets: overrides.image_pull_secrets.clone(),
         enable_service_links: Some(false),
         automount_service_account_token: Some(false),
         // The `restricted` Pod Security Standard: non-root (the image's nonroot user),
@@ -396,6 +407,30 @@ fn template(
         ..Default::default()
     };
     Ok((labels, annotations, pod_spec))
+}
+
+/// The default affinity: prefer machines that run no other node of this cluster, so one
+/// machine's loss or drain takes as few nodes as possible.
+fn spread_over_machines(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            match_expressions: None,
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            required_during_scheduling_ignored_during_execution: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// The pod template's variables followed by the operator's, without the template's variables
@@ -599,6 +634,84 @@ mod tests {
         };
         assert_eq!(values("SWITCHBOARD_DEMO"), [Some("true".to_string())]);
         assert_eq!(values("SWITCHBOARD_VERSION"), [Some("default".to_string())]);
+    }
+
+    #[test]
+    fn the_rest_of_the_pod_template_reaches_the_pod() {
+        use k8s_openapi::api::core::v1::{
+            ConfigMapEnvSource, EnvFromSource, LocalObjectReference, TopologySpreadConstraint,
+        };
+        let c = cluster(3, 16);
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        // Default: spread over machines, softly.
+        let anti = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .unwrap();
+        assert_eq!(
+            anti[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            anti[0]
+                .pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels,
+            Some(selector_labels("demo"))
+        );
+        assert!(spec.image_pull_secrets.is_none() && spec.priority_class_name.is_none());
+
+        let mut c = c;
+        c.spec.pod_template = Some(PodOverrides {
+            image_pull_secrets: Some(vec![LocalObjectReference {
+                name: "registry".into(),
+            }]),
+            topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                ..Default::default()
+            }]),
+            priority_class_name: Some("realtime".into()),
+            service_account_name: Some("signaling".into()),
+            env_from: Some(vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "node-env".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]),
+            affinity: Some(Affinity::default()),
+            ..Default::default()
+        });
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().unwrap()[0].name,
+            "registry"
+        );
+        assert_eq!(spec.topology_spread_constraints.as_ref().unwrap().len(), 1);
+        assert_eq!(spec.priority_class_name.as_deref(), Some("realtime"));
+        assert_eq!(spec.service_account_name.as_deref(), Some("signaling"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(
+            spec.affinity,
+            Some(Affinity::default()),
+            "given affinity replaces the default"
+        );
+        let env_from = container(&pod).env_from.as_ref().unwrap();
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().unwrap().name,
+            "node-env"
+        );
     }
 
     #[test]

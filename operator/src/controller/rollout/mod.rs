@@ -15,17 +15,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
 
+use crate::controller::WatchScope;
 use crate::crd::ProtocolRollout;
 use crate::etcd::EtcdClients;
 use crate::metrics::Metrics;
 pub use reconcile::{Context, RolloutMetrics};
 
-/// Runs the ProtocolRollout controller until `shutdown` resolves.
+/// Runs the ProtocolRollout controller over the namespaces of `scope` until `shutdown`
+/// resolves.
 ///
 /// The rollout metrics are registered in `metrics`' registry when this is called; the
 /// returned future borrows nothing, so it can be awaited or spawned.
@@ -33,6 +34,7 @@ pub fn run<S>(
     client: kube::Client,
     etcd: EtcdClients,
     metrics: &Metrics,
+    scope: WatchScope,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<S>
 where
@@ -43,7 +45,7 @@ where
     async move {
         let ctx = Arc::new(Context::new(client.clone(), etcd, rollout_metrics, metrics));
         let controller = Controller::new(
-            Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+            scope.api::<DeserializeGuard<ProtocolRollout>>(client),
             watcher::Config::default(),
         )
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
