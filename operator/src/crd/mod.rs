@@ -18,8 +18,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 pub use protocol_rollout::{
-    ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus, ProtocolVersion, RollbackPolicy,
-    RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
+    AnalysisStatus, PrometheusQuery, ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus,
+    ProtocolVersion, RequestAction, RequestOutcome, RequestStatus, RollbackPolicy, RolloutControl,
+    RolloutPhase, RolloutRequest, RolloutStrategy, RolloutVersion, VersionSamples, VersionStatus,
 };
 pub use room_shard::{
     Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardPhase,

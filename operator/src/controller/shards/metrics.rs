@@ -3,6 +3,8 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::metrics::CLUSTER_LABEL;
+
 /// Shard manager metrics.
 #[derive(Clone, Debug)]
 pub struct ShardMetrics {
@@ -45,7 +47,7 @@ impl ShardMetrics {
                 "switchboard_operator_failovers_total",
                 "Shards failed over away from a dead node",
             ),
-            &["namespace", "cluster", "reason"],
+            &["namespace", CLUSTER_LABEL, "reason"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let failover_duration = HistogramVec::new(
@@ -54,7 +56,7 @@ impl ShardMetrics {
                 "Failure signal to the new owner serving the shard",
             )
             .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
-            &["namespace", "cluster"],
+            &["namespace", CLUSTER_LABEL],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let unassigned = IntGaugeVec::new(
@@ -62,7 +64,7 @@ impl ShardMetrics {
                 "switchboard_operator_unassigned_shards",
                 "Shards without a live owner",
             ),
-            &["namespace", "cluster"],
+            &["namespace", CLUSTER_LABEL],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let handoffs = IntCounterVec::new(
@@ -70,7 +72,7 @@ impl ShardMetrics {
                 "switchboard_operator_handoffs_total",
                 "Completed shard handoffs",
             ),
-            &["namespace", "cluster", "kind", "outcome"],
+            &["namespace", CLUSTER_LABEL, "kind", "outcome"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         Self {
