@@ -23,8 +23,9 @@ pub use client_access::{
     TlsTermination,
 };
 pub use protocol_rollout::{
-    ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus, ProtocolVersion, RollbackPolicy,
-    RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
+    AnalysisStatus, PrometheusQuery, ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus,
+    ProtocolVersion, RequestAction, RequestOutcome, RequestStatus, RollbackPolicy, RolloutControl,
+    RolloutPhase, RolloutRequest, RolloutStrategy, RolloutVersion, VersionSamples, VersionStatus,
 };
 pub use room_shard::{
     Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardMove,

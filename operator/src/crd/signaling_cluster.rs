@@ -123,8 +123,10 @@ pub struct SignalingClusterSpec {
     /// The etcd cluster that holds membership, shard assignments, room state and config.
     pub etcd: EtcdSpec,
 
-    /// Name of the Secret (same namespace) holding the HS256 key for join tokens under the key
-    /// `secret`. It is mounted read-only at /etc/switchboard/auth/secret.
+    /// Name of the Secret (same namespace) holding the join-token keys: `secret` (one HS256
+    /// key, for tokens without `kid`) and/or `keys.json` (a JWK set of HS256 keys named by
+    /// `kid`, each with an optional `exp`), so a key rotates without a flag day. It is mounted
+    /// read-only at /etc/switchboard/auth; nodes reload it without a restart.
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self != ''").message("authSecret must name a Secret"))]
     pub auth_secret: String,

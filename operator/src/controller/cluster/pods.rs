@@ -8,19 +8,20 @@
 //! The image's entrypoint must be the `signaling-node` binary (the pod sets only `args`).
 //! Settings the brief's command line does not carry are passed as environment variables the
 //! node may read: `SWITCHBOARD_VERSION`, `SWITCHBOARD_PROTOCOLS`,
-//! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS` and, with etcd TLS, `SWITCHBOARD_ETCD_CA_FILE`,
-//! `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE` (unknown variables are harmless,
-//! unknown flags are not). With `spec.clientAccess` the node's URL is the pod's own
-//! `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it does not make every
-//! pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path other than `/ws` and
-//! `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
+//! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS`, `SWITCHBOARD_JWT_KEYS_DIR` (the auth Secret mounted
+//! whole: `secret` and/or `keys.json`, so keys rotate by editing the Secret) and, with etcd
+//! TLS, `SWITCHBOARD_ETCD_CA_FILE`, `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE`
+//! (unknown variables are harmless, unknown flags are not). With `spec.clientAccess` the node's
+//! URL is the pod's own `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it
+//! does not make every pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path
+//! other than `/ws` and `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
-    PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -37,7 +38,7 @@ use crate::crd::{ADMIN_PORT, SignalingCluster};
 pub const CONTAINER: &str = "signaling-node";
 /// The images' `nonroot` user and group (Dockerfile.signaling-node `USER 65532:65532`).
 pub const NONROOT_UID: i64 = 65532;
-/// Where the join-token key is mounted (file `secret` inside).
+/// Where the auth Secret is mounted whole (files `secret` and/or `keys.json` inside).
 pub const AUTH_DIR: &str = "/etc/switchboard/auth";
 /// Where the etcd TLS Secret is mounted.
 pub const ETCD_TLS_DIR: &str = "/etc/switchboard/etcd-tls";
@@ -212,8 +213,6 @@ fn template(
             Some(_) => format!("$({ADVERTISE_URL_ENV})"),
             None => format!("ws://$(POD_IP):{port}/ws"),
         },
-        "--jwt-secret-file".into(),
-        format!("{AUTH_DIR}/secret"),
         // Every node must hash rooms onto the same shard ranges as the RoomShards.
         "--shard-count".into(),
         spec.shards.to_string(),
@@ -230,6 +229,7 @@ fn template(
             "SWITCHBOARD_DRAIN_TIMEOUT_SECONDS",
             &spec.drain_timeout_seconds.to_string(),
         ),
+        value_env("SWITCHBOARD_JWT_KEYS_DIR", AUTH_DIR),
     ];
     if let Some(access) = &access {
         // Runtime values the URL names come from the downward API, defined before the URL
@@ -248,13 +248,11 @@ fn template(
 
     let mut volumes = vec![Volume {
         name: "auth".into(),
+        // Every key of the Secret: `secret` and/or `keys.json` (the node reads what exists),
+        // so rotating a key is an edit of the Secret, applied by the node without a restart.
         secret: Some(SecretVolumeSource {
             secret_name: Some(spec.auth_secret.clone()),
-            items: Some(vec![KeyToPath {
-                key: "secret".into(),
-                path: "secret".into(),
-                mode: None,
-            }]),
+            items: None,
             default_mode: Some(0o440),
             optional: Some(false),
         }),
@@ -524,8 +522,7 @@ mod tests {
             args,
             "serve --listen 0.0.0.0:7000 --admin-listen 0.0.0.0:9100 \
              --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 --namespace live --cluster demo \
-             --advertise-url ws://$(POD_IP):7000/ws --jwt-secret-file /etc/switchboard/auth/secret \
-             --shard-count 16"
+             --advertise-url ws://$(POD_IP):7000/ws --shard-count 16"
         );
         let env: BTreeMap<_, _> = container(&pod)
             .env
@@ -549,6 +546,10 @@ mod tests {
         // POD_IP is defined before the args use it (Kubernetes expands $(VAR) from env).
         assert_eq!(env["SWITCHBOARD_VERSION"].value.as_deref(), Some("default"));
         assert_eq!(env["SWITCHBOARD_PROTOCOLS"].value.as_deref(), Some("v1,v2"));
+        assert_eq!(
+            env["SWITCHBOARD_JWT_KEYS_DIR"].value.as_deref(),
+            Some("/etc/switchboard/auth")
+        );
         assert!(!env.contains_key("SWITCHBOARD_ETCD_CA_FILE"));
     }
 
@@ -577,6 +578,10 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("demo-nodes"));
         let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("demo-auth"));
+        assert_eq!(
+            secret.items, None,
+            "the whole Secret: secret and/or keys.json"
+        );
         assert_eq!(ctr.volume_mounts.as_ref().unwrap()[0].mount_path, AUTH_DIR);
 
         let labels = pod.metadata.labels.as_ref().unwrap();

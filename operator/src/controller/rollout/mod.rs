@@ -3,13 +3,16 @@
 //! pool readiness, frozen when paused, rolled back automatically on a sustained error rate —
 //! and reports progress in the rollout's status.
 //!
-//! [`analysis`] and [`plan`] are pure; [`reconcile`] does the I/O. The shard manager moves the
+//! [`analysis`], [`requests`] and [`plan`] are pure; [`reconcile`] and [`prometheus`] do the
+//! I/O. The shard manager moves the
 //! shards (`maxShardsMoving` handoffs at a time, only onto Ready nodes of the target pool);
 //! this reconciler decides where they should be.
 
 pub mod analysis;
 pub mod plan;
+pub mod prometheus;
 pub mod reconcile;
+pub mod requests;
 
 use std::future::Future;
 use std::sync::Arc;
