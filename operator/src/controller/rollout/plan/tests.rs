@@ -395,13 +395,22 @@ fn requests_are_answered_in_status_and_hold_until_the_spec_changes() {
     assert_eq!(out.value.unwrap().weights["v2"], 10);
     r.status = Some(out.status);
 
-    // A new commit (generation 3) is a new intent: the abort no longer holds.
+    // A new commit (generation 3) is a new intent: the abort no longer holds. The shards
+    // are still v1,v1,v1,v2 (75/25), so the new weights must place them differently for
+    // the rollout to have work to do (70/30 of 4 shards is 3/1, already in place:
+    // Completed at once); 30/70 is 1/3.
     r.metadata.generation = Some(3);
-    r.spec.versions[0].weight = 70;
-    r.spec.versions[1].weight = 30;
+    r.spec.versions[0].weight = 30;
+    r.spec.versions[1].weight = 70;
     let out = reconcile(&r, &obs, &wall_at(7)).unwrap();
     assert_eq!(out.status.phase, RolloutPhase::Progressing);
     assert_eq!(out.status.control, None);
+    assert_eq!(
+        out.status.target_weights,
+        BTreeMap::from([("v1".into(), 30), ("v2".into(), 70)]),
+        "the spec's weights, not the aborted-to stable ones"
+    );
+    assert_eq!(out.value.unwrap().weights["v2"], 70);
     assert_eq!(out.request, None, "request 5 was already answered");
 
     // A garbled annotation gets an answer too.
