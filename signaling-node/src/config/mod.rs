@@ -338,6 +338,11 @@ fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, ConfigError>
 fn read_keys(patch: &SettingsPatch) -> Result<KeySet, ConfigError> {
     let mut single = match (&patch.jwt_secret, &patch.jwt_secret_file) {
         (Some(literal), _) => Some(JwtSecret::new(literal.as_bytes().to_vec())?),
+        // Beside a keys dir the file may be absent: the operator names it for node images that
+        // predate the keys dir, and a Secret holding only `keys.json` has no such file.
+        (None, Some(path)) if patch.jwt_keys_dir.is_some() => read_optional(path)?
+            .map(|bytes| JwtSecret::from_file_contents(&bytes))
+            .transpose()?,
         (None, Some(path)) => Some(JwtSecret::from_file_contents(&read_file(path)?)?),
         (None, None) => None,
     };

@@ -246,3 +246,31 @@ fn remote_layer_sits_between_file_and_flags() {
     );
     assert_eq!(handle.current().tunables.max_rooms, 10);
 }
+
+#[test]
+fn a_secret_file_beside_a_keys_dir_may_be_absent_and_alone_may_not() {
+    let dir = std::env::temp_dir().join(format!("sb-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // "a-key-of-32-bytes-for-the-tests!" in URL-safe base64 without padding.
+    std::fs::write(
+        dir.join(KEYS_DIR_JWKS),
+        r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"k1","k":"YS1rZXktb2YtMzItYnl0ZXMtZm9yLXRoZS10ZXN0cyE"}]}"#,
+    )
+    .unwrap();
+    let missing = dir.join(KEYS_DIR_SECRET);
+    let beside = SettingsPatch {
+        jwt_secret_file: Some(missing.clone()),
+        jwt_keys_dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    assert!(Settings::resolve(&beside).is_ok());
+    let alone = SettingsPatch {
+        jwt_secret_file: Some(missing),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Settings::resolve(&alone),
+        Err(ConfigError::Read { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

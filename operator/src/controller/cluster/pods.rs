@@ -216,6 +216,10 @@ fn template(
         // Every node must hash rooms onto the same shard ranges as the RoomShards.
         "--shard-count".into(),
         spec.shards.to_string(),
+        // Node images older than SWITCHBOARD_JWT_KEYS_DIR read their key only from this flag
+        // (a rollout may run them); newer ones take it as optional beside the keys dir.
+        "--jwt-secret-file".into(),
+        format!("{AUTH_DIR}/secret"),
     ];
 
     let protocols: Vec<&str> = pool.protocols.iter().map(|p| p.as_str()).collect();
@@ -522,7 +526,8 @@ mod tests {
             args,
             "serve --listen 0.0.0.0:7000 --admin-listen 0.0.0.0:9100 \
              --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 --namespace live --cluster demo \
-             --advertise-url ws://$(POD_IP):7000/ws --shard-count 16"
+             --advertise-url ws://$(POD_IP):7000/ws --shard-count 16 \
+             --jwt-secret-file /etc/switchboard/auth/secret"
         );
         let env: BTreeMap<_, _> = container(&pod)
             .env
