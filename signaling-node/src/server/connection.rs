@@ -232,7 +232,11 @@ impl Gate {
                     Ok(Some(msg)) => {
                         self.last_seen = Instant::now();
                         let peer = self.peer().clone();
-                        if let Some(end) = while_writing(io, &peer, self.on_message(msg)).await {
+                        // Boxed: handling a message needs ≈ 1.7 KiB of future state, which would
+                        // otherwise sit in every idle connection's task (a task is as large as
+                        // its largest await).
+                        let handled = Box::pin(self.on_message(msg));
+                        if let Some(end) = while_writing(io, &peer, handled).await {
                             return end;
                         }
                     }
