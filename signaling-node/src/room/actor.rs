@@ -196,6 +196,10 @@ impl Actor {
 
     /// The actor's task. Not an async fn: one keeps its moved argument twice (the argument
     /// and the local it is moved to), which here would be the whole actor in every room's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep the actor twice"
+    )]
     pub(super) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
         async move {
             tracing::debug!(room = self.state.room(), "room started");

@@ -75,6 +75,10 @@ struct Gate {
 /// Serves one upgraded connection until it ends, then lets go of `guard` (what the
 /// connection holds of the node); `tail` holds bytes the client sent right after its upgrade
 /// request. Not an async fn: one keeps every moved argument twice, in every connection's task.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice"
+)]
 pub(super) fn serve(
     mut io: Io,
     tail: Vec<u8>,
