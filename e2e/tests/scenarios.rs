@@ -17,6 +17,8 @@ mod calls;
 #[path = "scenarios/support.rs"]
 mod support;
 
+#[path = "scenarios/disruption.rs"]
+mod disruption;
 #[path = "scenarios/failover.rs"]
 mod failover;
 #[path = "scenarios/fleet.rs"]

@@ -29,9 +29,32 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--check-args`: the flags parsed (clap refused unknown ones already); validate what
+/// clap cannot and print the result.
+fn check_args(args: &Args) -> ExitCode {
+    let checked = args.timing().map_err(anyhow::Error::new).and_then(|_| {
+        EnvFilter::try_new(&args.log_level)
+            .map(|_| ())
+            .with_context(|| format!("invalid --log-level {:?}", args.log_level))
+    });
+    match checked {
+        Ok(()) => {
+            println!("switchboard-operator: arguments ok: {args:?}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("switchboard-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check_args {
+        return check_args(&args);
+    }
     if let Err(error) = init_logging(&args) {
         eprintln!("switchboard-operator: {error:#}");
         return ExitCode::FAILURE;

@@ -2,7 +2,12 @@
 //! manager and the rollout controller register theirs in it too) and served on `/metrics`.
 //!
 //! Label values are low-cardinality: `kind` is a resource kind, `error` an error's
-//! `metric_label()`, `namespace`/`cluster` name a SignalingCluster (removed when it is deleted).
+//! `metric_label()`, `namespace`/`signaling_cluster` name a SignalingCluster (removed when it
+//! is deleted). The label is not `cluster`: Thanos, Mimir and most multi-cluster Prometheus
+//! setups put an external label of that name on every series.
+//!
+//! The registry also holds `switchboard_operator_build_info{version}` and the standard
+//! `process_*` metrics (open and max file descriptors, CPU, memory).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -30,7 +35,12 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Times this process became the leader.
     pub leader_acquisitions: IntCounter,
+    /// Build information (value 1, label `version`).
+    pub build_info: IntGaugeVec,
 }
+
+/// The label naming a SignalingCluster on every per-cluster series.
+pub const CLUSTER_LABEL: &str = "signaling_cluster";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -92,7 +102,7 @@ impl Metrics {
                 "switchboard_operator_config_revision_lag",
                 "Config revisions the slowest ready node of a cluster is behind (0: applied)",
             ),
-            &["namespace", "cluster"],
+            &["namespace", CLUSTER_LABEL],
         )?;
         let leader = IntGauge::new(
             "switchboard_operator_leader",
@@ -110,6 +120,20 @@ impl Metrics {
         registry.register(Box::new(config_revision_lag.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(leader_acquisitions.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_operator_build_info",
+                "Build information (value 1)",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -120,6 +144,7 @@ impl Metrics {
             config_revision_lag,
             leader,
             leader_acquisitions,
+            build_info,
         })
     }
 
@@ -176,9 +201,11 @@ mod tests {
             "switchboard_operator_reconcile_errors_total{error=\"etcd\",kind=\"SignalingCluster\"} 1"
         ));
         assert!(text.contains(
-            "switchboard_operator_config_revision_lag{cluster=\"demo\",namespace=\"live\"} 2"
+            "switchboard_operator_config_revision_lag{namespace=\"live\",signaling_cluster=\"demo\"} 2"
         ));
         assert!(text.contains("switchboard_operator_leader 1"));
+        assert!(text.contains("switchboard_operator_build_info{version="));
+        assert!(text.contains("process_open_fds "));
         metrics.forget_cluster("live", "demo");
         assert!(!metrics.encode().contains("cluster=\"demo\""));
     }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{self, ClientError};
 use crate::controller::cluster::reconcile::{self, Context, Services};
 use crate::controller::cluster::store::EtcdCleanup;
-use crate::controller::{rollout, shards::ShardManagers};
+use crate::controller::{WatchScope, rollout, shards::ShardManagers};
 use crate::etcd::EtcdClients;
 use crate::http::{self, AdminState};
 use crate::leader::{Election, LeaderError, LeaderState, LeaseLock, Timing, run_election};
@@ -92,6 +92,14 @@ pub struct Args {
     /// How long controllers may take to finish in-flight work on SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Watch and manage only this namespace (the chart's `clusterWide: false`, with Roles in
+    /// it instead of ClusterRoles). Default: every namespace.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Check the flags and print what they resolve to, then exit 0 without connecting to
+    /// anything (the chart's check runs it on every rendered argument list).
+    #[arg(long)]
+    pub check_args: bool,
 }
 
 impl Args {
@@ -104,6 +112,11 @@ impl Args {
         };
         timing.validate().map_err(RuntimeError::Args)?;
         Ok(timing)
+    }
+
+    /// The namespaces the controllers watch.
+    pub fn scope(&self) -> WatchScope {
+        WatchScope::from_flag(self.watch_namespace.as_deref())
     }
 
     /// The identity: `--identity` / `$POD_NAME`, else the host name and process id.
@@ -196,7 +209,7 @@ pub async fn run(args: Args) -> Result<Outcome, RuntimeError> {
 
     client::check_crds(&client).await?;
     admin.set_ready(true);
-    tracing::info!(%identity, leader_elect = args.leader_elect, metrics_addr = %args.metrics_addr, "operator started");
+    tracing::info!(%identity, leader_elect = args.leader_elect, metrics_addr = %args.metrics_addr, scope = ?args.scope(), "operator started");
 
     let mut election = None;
     if args.leader_elect {
@@ -269,10 +282,11 @@ async fn run_controllers(
     };
     let ctx = Arc::new(Context::new(client.clone(), Some(identity), services));
     let stop = CancellationToken::new();
+    let scope = args.scope();
     let controllers = async {
         tokio::join!(
-            reconcile::run(ctx, stop.clone().cancelled_owned()),
-            rollout::run(client, etcd, &metrics, stop.cancelled()),
+            reconcile::run(ctx, scope.clone(), stop.clone().cancelled_owned()),
+            rollout::run(client, etcd, &metrics, scope.clone(), stop.cancelled()),
         );
     };
     tokio::pin!(controllers);
@@ -368,6 +382,22 @@ mod tests {
         assert_eq!(chart.log_format, LogFormat::Json);
         assert_eq!(chart.identity(), "op-0");
         assert_eq!(chart.leader_election_namespace, "switchboard-system");
+    }
+
+    #[test]
+    fn watch_namespace_scopes_the_controllers() {
+        let args = Args::try_parse_from([
+            "switchboard-operator",
+            "--watch-namespace=live",
+            "--check-args",
+        ])
+        .unwrap();
+        assert_eq!(args.scope(), WatchScope::Namespace("live".into()));
+        assert!(args.check_args);
+        let args = Args::try_parse_from(["switchboard-operator"]).unwrap();
+        assert_eq!(args.scope(), WatchScope::All);
+        // A flag the operator does not have is refused (the chart check relies on it).
+        assert!(Args::try_parse_from(["switchboard-operator", "--reconcile-backstop=5m"]).is_err());
     }
 
     #[test]

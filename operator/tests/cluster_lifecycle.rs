@@ -146,7 +146,12 @@ async fn a_cluster_from_creation_to_deletion() {
                 .ok()
                 .flatten()
                 .is_some()
-            && budgets.get_opt("demo").await.ok().flatten().is_some()
+            && budgets
+                .get_opt("demo-default")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
     })
     .await;
     let took = waiting.elapsed();

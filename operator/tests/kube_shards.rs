@@ -349,6 +349,7 @@ async fn weights_move_exactly_the_required_shards_and_roll_back_on_errors() {
         client.clone(),
         EtcdClients::new(client.clone(), Duration::from_secs(5)),
         &metrics,
+        switchboard_operator::controller::WatchScope::Namespace(namespace.to_string()),
         async {
             let _ = stopped.await;
         },

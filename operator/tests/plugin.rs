@@ -1,7 +1,8 @@
 //! The `kubectl-switchboard` binary against a real kube-apiserver and etcd, with the shard
-//! manager running: every subcommand, its output and what it changed, and the error cases
-//! (CRDs missing, unknown cluster / shard / node / version, weights not summing to 100,
-//! a rejected move, an unreachable API server).
+//! manager and the rollout controller running: every subcommand, its output, exit status and
+//! what it changed, and the error cases (CRDs missing, unknown cluster / shard / node /
+//! version, weights not summing to 100, a rejected move or rollout request, an unreachable
+//! API server).
 
 mod support;
 
@@ -13,19 +14,24 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::{SimNode, spawn_responder};
 use switchboard_contract::keys::Keyspace;
+use switchboard_operator::controller::WatchScope;
 use switchboard_operator::controller::cluster::shards::room_shards;
 use switchboard_operator::controller::labels::DRAIN;
+use switchboard_operator::controller::rollout;
 use switchboard_operator::controller::shards::{ManagerOptions, ShardManagers};
 use switchboard_operator::crd::{
     MovePhase, ProtocolRollout, ProtocolRolloutSpec, RolloutStrategy, RolloutVersion, RoomShard,
     ShardPhase, SignalingCluster,
 };
+use switchboard_operator::etcd::EtcdClients;
+use switchboard_operator::metrics::Metrics;
 use switchboard_testkit::{ApiServer, Etcd, TempDir, eventually, free_port};
 
 const NS: &str = "ops";
 
 struct Output {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -41,6 +47,7 @@ async fn plugin(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run kubectl-switchboard");
     let out = Output {
         ok: output.status.success(),
+        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
@@ -371,24 +378,118 @@ async fn every_subcommand_against_a_real_apiserver() {
     )
     .await;
     assert_eq!(weights().await, (vec![70, 30], false), "nothing sent");
+
+    // Requests: answered by the rollout controller in status; the spec stays as Git has it.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rollout_metrics = Metrics::register(prometheus::Registry::new()).unwrap();
+    let controller = tokio::spawn(rollout::run(
+        client.clone(),
+        EtcdClients::new(client.clone(), Duration::from_secs(5)),
+        &rollout_metrics,
+        WatchScope::Namespace(NS.into()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let out = plugin(kc, &["rollout", "pause"]).await;
-    assert!(out.ok && out.stdout.contains("paused"));
-    assert_eq!(weights().await, (vec![70, 30], true));
-    assert!(plugin(kc, &["rollout", "resume"]).await.ok);
-    assert_eq!(weights().await, (vec![70, 30], false));
-    let out = plugin(kc, &["rollout", "promote"]).await;
-    assert!(out.ok && out.stdout.contains("v1 70 → 0, v2 30 → 100"));
-    assert_eq!(weights().await, (vec![0, 100], false));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("pause requested") && out.stdout.contains("paused: no shard moves")
+    );
+    assert_eq!(
+        weights().await,
+        (vec![70, 30], false),
+        "the spec is untouched"
+    );
+    let held = rollouts.get("demo").await.unwrap().status.unwrap();
+    assert!(held.control.unwrap().paused);
+    fails_with(
+        kc,
+        &["rollout", "pause"],
+        "pause was rejected: the rollout is already paused",
+    )
+    .await;
+    fails_with(kc, &["rollout", "promote", "v2"], "resume it first").await;
+    fails_with(kc, &["rollout", "promote", "v9"], "unknown version \"v9\"").await;
+    let out = plugin(kc, &["rollout", "resume"]).await;
+    assert!(out.ok && out.stdout.contains("resumed"), "{}", out.stderr);
     fails_with(kc, &["rollout", "abort"], "no last stable weights").await;
-    let status = serde_json::json!({"status": {"lastStableWeights": {"v1": 100}}});
-    rollouts
-        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-    let out = plugin(kc, &["rollout", "abort"]).await;
-    assert!(out.ok && out.stdout.contains("v1 0 → 100, v2 100 → 0; paused"));
-    assert_eq!(weights().await, (vec![100, 0], true));
+    let out = plugin(kc, &["rollout", "promote"]).await;
+    assert!(
+        out.ok && out.stdout.contains("all weight to v2"),
+        "{}",
+        out.stderr
+    );
+    let promoted = rollouts.get("demo").await.unwrap();
+    assert_eq!(
+        promoted.spec.versions[1].weight, 30,
+        "the spec is untouched"
+    );
+    assert_eq!(
+        promoted.target_weights(),
+        vec![("v1".to_string(), 0), ("v2".to_string(), 100)]
+    );
     let out = plugin(kc, &["status"]).await;
     assert!(out.stdout.contains("ProtocolRollout demo"));
-    assert!(out.stdout.contains("last stable weights: v1=100"));
+    assert!(
+        out.stdout
+            .contains("held by requests until the spec changes: promoted to v2")
+    );
+    assert!(out.stdout.contains("last request: promote accepted"));
+    let _ = stop.send(());
+    let _ = controller.await;
+
+    // status -o json|yaml and the exit status CI gates on.
+    let out = plugin(kc, &["status", "-o", "json"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["health"]["degraded"], false);
+    assert_eq!(doc["cluster"]["metadata"]["name"], "demo");
+    assert_eq!(doc["pods"].as_array().unwrap().len(), 3);
+    let out = plugin(kc, &["status", "-o", "yaml"]).await;
+    let doc: serde_json::Value = serde_yaml::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["rollout"]["metadata"]["name"], "demo");
+    let degraded = serde_json::json!({"status": {"conditions": [{
+        "type": "Degraded", "status": "True", "reason": "ShardsUnassigned",
+        "message": "2 shards have no owner", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    clusters
+        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&degraded))
+        .await
+        .unwrap();
+    let out = plugin(kc, &["status"]).await;
+    assert_eq!(out.code, Some(2), "Degraded exits 2");
+    assert!(
+        out.stdout
+            .contains("UNHEALTHY: Degraded: ShardsUnassigned: 2 shards have no owner")
+    );
+    let out = plugin(kc, &["status", "-o", "json"]).await;
+    assert_eq!(out.code, Some(2));
+    let rolled = serde_json::json!({"status": {"phase": "RolledBack"}});
+    rollouts
+        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&rolled))
+        .await
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&plugin(kc, &["status", "-o", "json"]).await.stdout).unwrap();
+    assert_eq!(doc["health"]["rolledBack"], true);
+
+    // version and completion.
+    let out = plugin(kc, &["version"]).await;
+    assert!(
+        out.ok
+            && out
+                .stdout
+                .contains(concat!("kubectl-switchboard ", env!("CARGO_PKG_VERSION")))
+    );
+    assert!(
+        out.stdout.contains("Kubernetes API server v1."),
+        "{}",
+        out.stdout
+    );
+    let out = plugin(kc, &["completion", "bash"]).await;
+    assert!(
+        out.ok && out.stdout.contains("kubectl-switchboard"),
+        "{}",
+        out.stderr
+    );
 }

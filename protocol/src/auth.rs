@@ -1,16 +1,24 @@
 //! Join tokens: JWT HS256 verification (server) and minting (`signaling-node token`, tests).
 //!
 //! A token is a compact JWS `header.claims.signature` (base64url without padding) signed with
-//! HMAC-SHA256 under the node's shared secret. Claims:
+//! HMAC-SHA256 under one of the node's keys. Claims:
 //! - `sub`: the user id (non-empty, at most [`MAX_USER_LEN`] bytes);
 //! - `rooms`: the rooms the holder may join, either `"*"` (any room), one room id as a string,
 //!   or an array of room ids (an array containing `"*"` also means any room);
 //! - `exp`: expiry, seconds since the Unix epoch (required);
-//! - `nbf` / `iat`: optional; `nbf` in the future is rejected.
+//! - `nbf` / `iat`: optional; `nbf` in the future is rejected;
+//! - `aud` / `iss`: checked when the verifier is configured with an audience / issuer.
 //!
 //! Only `alg: HS256` is accepted (no `none`, no algorithm confusion); the signature is checked
 //! in constant time before the claims are parsed. Tokens longer than [`MAX_TOKEN_LEN`] are
-//! refused without decoding.
+//! refused without decoding. Several keys, each named by a `kid`, let a key rotate without a
+//! flag day ([`keys`], [`TokenVerifier`]); `exp` and `nbf` allow a clock-skew leeway.
+
+mod keys;
+mod verify;
+
+pub use keys::{KeyError, KeySet, MAX_KEYS, MAX_KEYS_FILE_LEN, SigningKey, VerifyKey};
+pub use verify::{TokenRules, TokenVerifier};
 
 use std::fmt;
 use std::sync::Arc;
@@ -54,6 +62,11 @@ impl JwtSecret {
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(start, |i| i + 1);
         Self::new(&contents[start..end])
+    }
+
+    /// The key bytes (for the verifier; never logged).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -136,6 +149,22 @@ pub struct Claims {
     /// Not valid before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// Issuer (checked when the verifier names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience (checked when the verifier names one): one string or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
 }
 
 impl Claims {
@@ -147,6 +176,8 @@ impl Claims {
             exp: now.saturating_add(ttl_secs),
             iat: Some(now),
             nbf: None,
+            iss: None,
+            aud: None,
         }
     }
 }
@@ -172,25 +203,62 @@ pub enum AuthError {
     /// The signature does not match (forged, or signed with another secret).
     #[error("bad token signature")]
     BadSignature,
-    /// `exp` is in the past.
-    #[error("token expired at {exp} (now {now})")]
+    /// `exp` is in the past by more than the leeway.
+    #[error("token expired at {exp} (now {now}, leeway {leeway} s)")]
     Expired {
         /// The token's expiry.
         exp: u64,
         /// The verifier's clock.
         now: u64,
+        /// The clock-skew leeway allowed, seconds.
+        leeway: u64,
     },
-    /// `nbf` is in the future.
-    #[error("token not valid before {nbf} (now {now})")]
+    /// `nbf` is in the future by more than the leeway.
+    #[error("token not valid before {nbf} (now {now}, leeway {leeway} s)")]
     NotYetValid {
         /// The token's not-before time.
         nbf: u64,
         /// The verifier's clock.
         now: u64,
+        /// The clock-skew leeway allowed, seconds.
+        leeway: u64,
     },
     /// `sub` is empty or too long.
     #[error("token subject must be 1..={MAX_USER_LEN} bytes")]
     BadSubject,
+    /// The header names a `kid` the node does not have.
+    #[error("unknown token key id {kid:?} (the node has {known})")]
+    UnknownKey {
+        /// The token's `kid`.
+        kid: String,
+        /// The key ids the node has, comma-separated.
+        known: String,
+    },
+    /// The key the token names was retired.
+    #[error("token key {kid:?} expired at {expired_at} (now {now}); sign with a current key")]
+    KeyExpired {
+        /// The token's `kid`.
+        kid: String,
+        /// The key's expiry.
+        expired_at: u64,
+        /// The verifier's clock.
+        now: u64,
+    },
+    /// Every key the node has is expired.
+    #[error("no join-token key is valid now (every key expired)")]
+    NoUsableKey,
+    /// `aud` does not name this node's audience.
+    #[error("token audience does not include {expected:?}")]
+    BadAudience {
+        /// The audience the node expects.
+        expected: String,
+    },
+    /// `iss` is not this node's issuer.
+    #[error("token issuer is not {expected:?}")]
+    BadIssuer {
+        /// The issuer the node expects.
+        expected: String,
+    },
 }
 
 impl AuthError {
@@ -205,6 +273,11 @@ impl AuthError {
             AuthError::Expired { .. } => "expired",
             AuthError::NotYetValid { .. } => "not_yet_valid",
             AuthError::BadSubject => "subject",
+            AuthError::UnknownKey { .. } => "unknown_kid",
+            AuthError::KeyExpired { .. } => "key_expired",
+            AuthError::NoUsableKey => "no_usable_key",
+            AuthError::BadAudience { .. } => "audience",
+            AuthError::BadIssuer { .. } => "issuer",
         }
     }
 }
@@ -214,13 +287,21 @@ struct Header {
     alg: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
 }
 
-/// Signs `claims` with `secret` as an HS256 JWT.
+/// Signs `claims` with `secret` as an HS256 JWT (no `kid` in the header).
 pub fn mint(secret: &JwtSecret, claims: &Claims) -> String {
+    mint_with_kid(secret, None, claims)
+}
+
+/// Signs `claims` with `secret` as an HS256 JWT whose header names the key `kid`.
+pub fn mint_with_kid(secret: &JwtSecret, kid: Option<&str>, claims: &Claims) -> String {
     let header = Header {
         alg: "HS256".to_owned(),
         typ: Some("JWT".to_owned()),
+        kid: kid.map(str::to_owned),
     };
     // Serializing these plain structs to JSON cannot fail.
     let header = serde_json::to_vec(&header).unwrap_or_default();
@@ -237,13 +318,20 @@ pub fn mint(secret: &JwtSecret, claims: &Claims) -> String {
     token
 }
 
-/// Verifies `token` against `secret` at Unix time `now` (seconds) and returns its claims.
+/// Verifies `token` against the single key `secret` at Unix time `now` (seconds), with no
+/// leeway and no audience or issuer rule, and returns its claims.
 pub fn verify(secret: &JwtSecret, token: &str, now: u64) -> Result<Claims, AuthError> {
+    TokenVerifier::single(secret.clone()).verify(token, now)
+}
+
+/// The parts of a token up to the signature check: the header (`alg` must be HS256) and the
+/// bytes the signature covers. Refuses oversized tokens before decoding anything.
+fn split(token: &str) -> Result<(Header, &str), AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::TooLong { len: token.len() });
     }
     let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+    let (Some(header_b64), Some(_payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed("expected three dot-separated parts"));
@@ -256,34 +344,7 @@ pub fn verify(secret: &JwtSecret, token: &str, now: u64) -> Result<Claims, AuthE
     if header.alg != "HS256" {
         return Err(AuthError::UnsupportedAlgorithm(header.alg));
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| AuthError::Malformed("signature is not base64url"))?;
-    let signed_len = header_b64.len() + 1 + payload_b64.len();
-    let mut mac = secret.mac();
-    mac.update(&token.as_bytes()[..signed_len]);
-    mac.verify_slice(&signature)
-        .map_err(|_| AuthError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| AuthError::Malformed("claims are not base64url"))?;
-    let claims: Claims = serde_json::from_slice(&payload)
-        .map_err(|_| AuthError::Malformed("claims lack sub, rooms or exp"))?;
-    if claims.sub.is_empty() || claims.sub.len() > MAX_USER_LEN {
-        return Err(AuthError::BadSubject);
-    }
-    if claims.exp <= now {
-        return Err(AuthError::Expired {
-            exp: claims.exp,
-            now,
-        });
-    }
-    if let Some(nbf) = claims.nbf
-        && nbf > now
-    {
-        return Err(AuthError::NotYetValid { nbf, now });
-    }
-    Ok(claims)
+    Ok((header, token))
 }
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
@@ -332,7 +393,11 @@ mod tests {
         let token = mint(&secret(), &claims(RoomGrant::Any));
         assert!(matches!(
             verify(&secret(), &token, 1_600),
-            Err(AuthError::Expired { .. })
+            Err(AuthError::Expired {
+                exp: 1_600,
+                now: 1_600,
+                leeway: 0
+            })
         ));
         let mut c = claims(RoomGrant::Any);
         c.nbf = Some(1_200);

@@ -100,6 +100,16 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, me
     metric
 }
 
+/// The standard `process_*` metrics (open and max file descriptors, CPU, resident memory) of
+/// this process, in `registry`: every connection is a descriptor, so running out of them is
+/// how a node fails to accept.
+pub fn register_process_metrics(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = registry.register(Box::new(collector)) {
+        tracing::warn!(error = %e, "process metrics not registered");
+    }
+}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("switchboard")
 }
@@ -283,6 +293,7 @@ impl Metrics {
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        register_process_metrics(&metrics.registry);
         metrics
     }
 
@@ -465,6 +476,8 @@ mod tests {
         assert!(text.contains("switchboard_frames_out_total{type=\"error\"} 1"));
         assert!(text.contains("switchboard_frame_errors_total{code=\"1008\"} 1"));
         assert!(text.contains("switchboard_build_info{version="));
+        assert!(text.contains("process_open_fds "), "process metrics");
+        assert!(text.contains("process_max_fds "));
         assert!(text.contains("switchboard_join_latency_seconds_bucket{le=\"0.0001\"} 0"));
         assert!(text.contains("switchboard_join_latency_seconds_bucket{le=\"0.0002\"} 1"));
         assert_eq!(m.error_rate_totals(), (0, 1));

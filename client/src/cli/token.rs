@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::{SecretArgs, parse_duration};
-use switchboard_protocol::auth::{Claims, RoomGrant, mint, unix_now};
+use switchboard_protocol::auth::{Audience, Claims, RoomGrant, mint_with_kid, unix_now};
 
 /// Arguments of `signaling-node token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +25,15 @@ pub struct TokenArgs {
     /// How long the token is valid: 90s, 15m, 1h, 2d …
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
+    /// The `kid` to put in the header (the key's id in the node's keys.json).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// The `aud` claim (nodes started with --jwt-audience require it).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// The `iss` claim (nodes started with --jwt-issuer require it).
+    #[arg(long)]
+    pub issuer: Option<String>,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -45,8 +54,10 @@ pub fn mint_token(args: &TokenArgs) -> anyhow::Result<String> {
         RoomGrant::Rooms(args.rooms.clone())
     };
     let ttl = args.ttl.as_secs().max(1);
-    let claims = Claims::new(&args.user, rooms, unix_now(), ttl);
-    Ok(mint(&secret, &claims))
+    let mut claims = Claims::new(&args.user, rooms, unix_now(), ttl);
+    claims.aud = args.audience.clone().map(Audience::One);
+    claims.iss = args.issuer.clone();
+    Ok(mint_with_kid(&secret, args.kid.as_deref(), &claims))
 }
 
 /// Prints the token on stdout.

@@ -79,6 +79,7 @@ fn cluster_object(args: &Args, etcd: &str) -> SignalingCluster {
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,
+            disruption_budget: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.into());

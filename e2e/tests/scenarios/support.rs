@@ -94,6 +94,9 @@ pub struct EnvOptions {
     pub operator_replicas: u32,
     /// Install the Ingress controller (Traefik, `deploy --ingress`).
     pub ingress: bool,
+    /// The chart's `clusterWide: false`: Roles in the fleet namespace and
+    /// `--watch-namespace` instead of a ClusterRole.
+    pub namespaced: bool,
 }
 
 impl Default for EnvOptions {
@@ -102,6 +105,7 @@ impl Default for EnvOptions {
             operator: true,
             operator_replicas: 1,
             ingress: false,
+            namespaced: false,
         }
     }
 }
@@ -175,6 +179,9 @@ impl Env {
         }
         if options.ingress {
             args.push("--ingress");
+        }
+        if options.namespaced {
+            args.push("--namespaced");
         }
         if let Err(e) = cluster.deploy(&args) {
             panic!("{e}");

@@ -34,6 +34,11 @@ pub const DRAIN: &str = "switchboard.dev/drain";
 /// (`kubectl switchboard failover`); answered in the status's `lastMoveRequest`.
 pub const MOVE_REQUESTED: &str = "switchboard.dev/move-requested";
 
+/// ProtocolRollout annotation carrying a request (JSON [`crate::crd::RolloutRequest`]:
+/// pause, resume, promote, abort), answered in `status.lastRequest`. An annotation, so a Git
+/// controller that owns the spec does not revert it.
+pub const ROLLOUT_REQUEST: &str = "switchboard.dev/rollout-request";
+
 /// RoomShard annotation naming the node a requested move should go to (optional).
 pub const MOVE_TO: &str = "switchboard.dev/move-to";
 

@@ -7,6 +7,8 @@ pub mod error;
 pub mod labels;
 pub mod policy;
 pub mod rollout;
+pub mod scope;
 pub mod shards;
 
 pub use error::{Error, Result};
+pub use scope::WatchScope;

@@ -23,16 +23,17 @@ pub use client_access::{
     TlsTermination,
 };
 pub use protocol_rollout::{
-    ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus, ProtocolVersion, RollbackPolicy,
-    RolloutPhase, RolloutStrategy, RolloutVersion, VersionStatus,
+    AnalysisStatus, PrometheusQuery, ProtocolRollout, ProtocolRolloutSpec, ProtocolRolloutStatus,
+    ProtocolVersion, RequestAction, RequestOutcome, RequestStatus, RollbackPolicy, RolloutControl,
+    RolloutPhase, RolloutRequest, RolloutStrategy, RolloutVersion, VersionSamples, VersionStatus,
 };
 pub use room_shard::{
     Failover, MovePhase, MoveRequestStatus, RoomShard, RoomShardSpec, RoomShardStatus, ShardMove,
     ShardPhase,
 };
 pub use signaling_cluster::{
-    ADMIN_PORT, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster, SignalingClusterSpec,
-    SignalingClusterStatus,
+    ADMIN_PORT, DisruptionBudgetSpec, EtcdSpec, NodeConfig, PodOverrides, SignalingCluster,
+    SignalingClusterSpec, SignalingClusterStatus,
 };
 
 /// API group of every Switchboard resource.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,8 @@ pub struct ProtocolRolloutSpec {
     pub strategy: RolloutStrategy,
 
     /// When true, no shard moves between versions and pools keep their size; failover still
-    /// happens.
+    /// happens. To pause without editing the manifest (GitOps), use the request annotation
+    /// `switchboard.dev/rollout-request` (`kubectl switchboard rollout pause`).
     #[serde(default)]
     pub paused: bool,
 }
@@ -158,6 +159,13 @@ impl Default for RolloutStrategy {
 }
 
 /// When to roll back automatically.
+///
+/// The analysis runs while a version gains weight over the last stable weights. It samples
+/// every version's error rate every `sampleIntervalSeconds` and keeps the samples' running
+/// mean in the rollout's status (so an operator restart or a new leader carries on). It
+/// judges once `windowSeconds` passed and every watched version has `minSamples` samples: a
+/// watched version rolls back when its mean is above `maxErrorRate` and, with
+/// `maxIncreaseOverStable`, also above the stable versions' mean by more than that.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackPolicy {
@@ -168,10 +176,55 @@ pub struct RollbackPolicy {
     )]
     pub max_error_rate: f64,
 
-    /// Length of the sliding window, in seconds, over which the error rate is measured.
+    /// Seconds the analysis runs at least before it judges.
     #[serde(default = "default_window")]
     #[schemars(range(min = 10, max = 86400))]
     pub window_seconds: i32,
+
+    /// Samples each watched version needs before it is judged.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub min_samples: i32,
+
+    /// Seconds between two samples.
+    #[serde(default = "default_sample_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub sample_interval_seconds: i32,
+
+    /// When set, a version rolls back only if its mean error rate is also this much above the
+    /// stable versions' mean (a problem every version shares, such as an etcd outage, is not
+    /// the new version's fault). Without samples of a stable version the absolute limit
+    /// alone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("self >= 0.0 && self <= 1.0").message("maxIncreaseOverStable must be between 0 and 1")
+    )]
+    pub max_increase_over_stable: Option<f64>,
+
+    /// Take the error rates from a Prometheus query instead of the nodes' own reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusQuery>,
+}
+
+/// A Prometheus instant query that gives one version's error rate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusQuery {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(max = 512))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+            .message("prometheus.url must start with http:// or https://")
+    )]
+    pub url: String,
+
+    /// PromQL whose first sample is the error rate (0.0..=1.0); `$version` is replaced by the
+    /// version's name, e.g. `sum(rate(switchboard_join_failures_total{version="$version"}[2m]))
+    /// / sum(rate(switchboard_joins_total{version="$version"}[2m]))`. A query that returns no
+    /// sample gives no sample for that version.
+    #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new("self != ''").message("prometheus.query must not be empty"))]
+    pub query: String,
 }
 
 /// Phase of a rollout.
@@ -186,6 +239,143 @@ pub enum RolloutPhase {
     Completed,
     /// The error rate crossed the threshold; weights went back to `lastStableWeights`.
     RolledBack,
+    /// An abort request sent the weights back to `lastStableWeights` until the spec changes.
+    Aborted,
+}
+
+/// What a rollout request asks for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestAction {
+    /// Stop moving shards until a resume (or a spec change).
+    Pause,
+    /// Undo a pause request.
+    Resume,
+    /// All weight to one version until the spec changes.
+    Promote,
+    /// Weights back to `lastStableWeights` until the spec changes.
+    Abort,
+}
+
+impl RequestAction {
+    /// The lowercase name (`pause`, `resume`, `promote`, `abort`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// A rollout request as the annotation `switchboard.dev/rollout-request` carries it (JSON),
+/// e.g. `{"id":"1733","action":"promote","version":"v2"}`. Requests are annotations so a Git
+/// controller that owns the spec (Argo CD self-heal, Flux) does not revert them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// A new id per request (the answer in status names it).
+    pub id: String,
+    /// What to do.
+    pub action: RequestAction,
+    /// For promote: the version (default: the last one in the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The operator's answer to a request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RequestOutcome {
+    /// Carried out; its effect is in `status.control`.
+    Accepted,
+    /// Not carried out; the message says why.
+    Rejected,
+}
+
+/// The last request the operator answered.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    /// The request's id.
+    #[schemars(length(max = 128))]
+    pub id: String,
+    /// The action asked for (`pause`, `resume`, `promote`, `abort`), or the annotation's text
+    /// when it did not parse.
+    #[schemars(length(max = 256))]
+    pub action: String,
+    /// Accepted or Rejected.
+    pub outcome: RequestOutcome,
+    /// What was done, or why not.
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// When it was answered.
+    pub time: Time,
+}
+
+/// What accepted requests hold in force, for one `metadata.generation`: a spec change (a new
+/// commit in Git) clears it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutControl {
+    /// The generation the requests were made against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Paused by request.
+    #[serde(default)]
+    pub paused: bool,
+    /// Aborted by request: the weights are `lastStableWeights`.
+    #[serde(default)]
+    pub aborted: bool,
+    /// Promoted by request: all weight to this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
+    pub promoted: Option<String>,
+}
+
+/// The rollback analysis, kept in status so it survives operator restarts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// The generation analysed (a new one starts over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When the analysis started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the last sample was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sample_at: Option<Time>,
+    /// Where the rates come from: `nodes` or `prometheus`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 16))]
+    pub source: String,
+    /// Per version: samples and their mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub versions: Vec<VersionSamples>,
+    /// The verdict so far, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+}
+
+/// Error-rate samples of one version.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSamples {
+    /// Version name.
+    #[schemars(length(max = 15))]
+    pub name: String,
+    /// Whether the version gains weight (is judged) or is stable (the comparison).
+    #[serde(default)]
+    pub watched: bool,
+    /// Samples taken.
+    #[serde(default)]
+    pub samples: i32,
+    /// Mean error rate of the samples.
+    #[serde(default)]
+    pub mean_error_rate: f64,
 }
 
 /// Observed state of a rollout.
@@ -215,6 +405,58 @@ pub struct ProtocolRolloutStatus {
     /// Weights of the last completed rollout; an automatic rollback returns to these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_stable_weights: BTreeMap<String, i32>,
+
+    /// The last rollout request answered (annotation `switchboard.dev/rollout-request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<RequestStatus>,
+
+    /// What accepted requests hold in force until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<RolloutControl>,
+
+    /// The rollback analysis of the current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+
+    /// The weights shards are moving toward: the spec's, or what a promote, an abort or a
+    /// rollback put in force (pools are sized by them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_weights: BTreeMap<String, i32>,
+}
+
+impl ProtocolRollout {
+    /// Each spec version's target weight, in spec order: `status.targetWeights` when the
+    /// status describes the current generation, else the spec weights.
+    pub fn target_weights(&self) -> Vec<(String, i32)> {
+        let current = self
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation == self.metadata.generation)
+            .filter(|s| !s.target_weights.is_empty());
+        self.spec
+            .versions
+            .iter()
+            .map(|v| {
+                let weight = match current {
+                    Some(status) => status.target_weights.get(&v.name).copied().unwrap_or(0),
+                    None => v.weight,
+                };
+                (v.name.clone(), weight)
+            })
+            .collect()
+    }
+
+    /// Whether shards are frozen where they are: paused (spec or request), rolled back or
+    /// aborted.
+    pub fn is_frozen(&self) -> bool {
+        self.spec.paused
+            || self.status.as_ref().is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    RolloutPhase::Paused | RolloutPhase::RolledBack | RolloutPhase::Aborted
+                )
+            })
+    }
 }
 
 /// Observed state of one version pool.
@@ -249,4 +491,10 @@ fn default_max_shards_moving() -> i32 {
 }
 fn default_window() -> i32 {
     300
+}
+fn default_min_samples() -> i32 {
+    5
+}
+fn default_sample_interval() -> i32 {
+    10
 }

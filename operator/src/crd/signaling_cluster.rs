@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
+    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -30,7 +31,7 @@ pub const ADMIN_PORT: i32 = 9100;
     doc = "A fleet of Switchboard signaling nodes: pods, room shards and node configuration.",
     scale(
         spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.readyReplicas",
+        status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
     printcolumn(
@@ -122,8 +123,10 @@ pub struct SignalingClusterSpec {
     /// The etcd cluster that holds membership, shard assignments, room state and config.
     pub etcd: EtcdSpec,
 
-    /// Name of the Secret (same namespace) holding the HS256 key for join tokens under the key
-    /// `secret`. It is mounted read-only at /etc/switchboard/auth/secret.
+    /// Name of the Secret (same namespace) holding the join-token keys: `secret` (one HS256
+    /// key, for tokens without `kid`) and/or `keys.json` (a JWK set of HS256 keys named by
+    /// `kid`, each with an optional `exp`), so a key rotates without a flag day. It is mounted
+    /// read-only at /etc/switchboard/auth; nodes reload it without a restart.
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self != ''").message("authSecret must name a Secret"))]
     pub auth_secret: String,
@@ -156,6 +159,38 @@ pub struct SignalingClusterSpec {
     #[serde(default = "default_drain_timeout")]
     #[x_kube(validation = Rule::new("self >= 1").message("drainTimeoutSeconds must be at least 1"))]
     pub drain_timeout_seconds: i64,
+
+    /// The PodDisruptionBudgets the operator keeps, one per version pool (on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+}
+
+/// Voluntary disruptions (evictions, `kubectl drain`) allowed per version pool.
+///
+/// Each pool gets a PodDisruptionBudget `<cluster>-<version>` with an integer `minAvailable`
+/// of the pool's size minus `maxUnavailable`, which the operator keeps in step with the pool
+/// size: the disruption controller needs no scale subresource lookup, so the budget is right
+/// from the first minute.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Create the budgets. When false the operator deletes them and evictions are unlimited.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Nodes of a pool that may be evicted at once (each drains its shards first).
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxUnavailable must be at least 1"))]
+    pub max_unavailable: i32,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: default_max_unavailable(),
+        }
+    }
 }
 
 /// Where the etcd cluster is and how to reach it.
@@ -264,9 +299,29 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
 
-    /// Affinity rules of signaling-node pods (e.g. spread across zones).
+    /// Affinity rules of signaling-node pods. When unset, a preferred pod anti-affinity on
+    /// `kubernetes.io/hostname` spreads the cluster's nodes over machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+
+    /// Topology spread constraints of signaling-node pods (e.g. across zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+
+    /// PriorityClass of signaling-node pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// ServiceAccount of signaling-node pods (default: the namespace's `default`). Nodes never
+    /// call the Kubernetes API, so no token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Secrets for pulling the node images from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
 
     /// Extra labels on signaling-node pods; labels under `switchboard.dev/` and
     /// `app.kubernetes.io/` are set by the operator and win over these.
@@ -282,6 +337,11 @@ pub struct PodOverrides {
     /// `SWITCHBOARD_PROTOCOLS`, drain and etcd TLS settings) win over these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
+
+    /// ConfigMaps and Secrets whose keys become environment variables of the signaling-node
+    /// container; `env` and the operator's variables win over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Vec<EnvFromSource>>,
 
     /// Security context of signaling-node pods; replaces the default, which meets the
     /// `restricted` Pod Security Standard (non-root as uid/gid 65532, RuntimeDefault seccomp).
@@ -307,7 +367,12 @@ pub struct SignalingClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
-    /// Signaling-node pods that pass their readiness probe (the scale subresource's replicas).
+    /// Signaling-node pods that exist and are not terminating, ready or not (the scale
+    /// subresource's replicas, as for a Deployment).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Signaling-node pods that pass their readiness probe.
     #[serde(default)]
     pub ready_replicas: i32,
 
@@ -336,6 +401,12 @@ pub struct SignalingClusterStatus {
     pub selector: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_max_unavailable() -> i32 {
+    1
+}
 fn default_replicas() -> i32 {
     3
 }

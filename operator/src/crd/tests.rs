@@ -152,7 +152,9 @@ fn signaling_cluster_crd_has_names_columns_scale_and_rules() {
         .and_then(|s| s.scale.as_ref())
         .expect("scale");
     assert_eq!(scale.spec_replicas_path, ".spec.replicas");
-    assert_eq!(scale.status_replicas_path, ".status.readyReplicas");
+    // All replicas, ready or not (as a Deployment counts them): an HPA that saw only ready
+    // pods would scale up again while new pods start.
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
     assert_eq!(
         scale.label_selector_path.as_deref(),
         Some(".status.selector")

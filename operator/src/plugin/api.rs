@@ -14,8 +14,8 @@ use kube::{Client, Config, ResourceExt};
 use super::weights::Weights;
 use super::{FIELD_MANAGER, PluginError};
 use crate::controller::cluster::shards::shard_name;
-use crate::controller::labels::{CLUSTER, DRAIN, MOVE_REQUESTED, MOVE_TO};
-use crate::crd::{ProtocolRollout, RoomShard, SignalingCluster};
+use crate::controller::labels::{CLUSTER, DRAIN, MOVE_REQUESTED, MOVE_TO, ROLLOUT_REQUEST};
+use crate::crd::{ProtocolRollout, RolloutRequest, RoomShard, SignalingCluster};
 
 /// How to reach the API server.
 #[derive(Debug, Clone, Default)]
@@ -230,6 +230,42 @@ impl Session {
         )
         .await
         .map_err(|e| self.error("the ProtocolRollout change", e))
+    }
+
+    /// Puts `request` on the rollout (the annotation the operator answers in
+    /// `status.lastRequest`); the spec is not touched, so GitOps does not revert it.
+    pub async fn request_rollout(
+        &self,
+        rollout: &ProtocolRollout,
+        request: &RolloutRequest,
+    ) -> Result<(), PluginError> {
+        let value = serde_json::to_string(request).map_err(|e| PluginError::Api {
+            action: "the rollout request".into(),
+            message: e.to_string(),
+        })?;
+        let patch = serde_json::json!({"metadata": {"annotations": {ROLLOUT_REQUEST: value}}});
+        let api: Api<ProtocolRollout> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch(&rollout.name_any(), &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("the rollout request", e))
+    }
+
+    /// One rollout by name.
+    pub async fn rollout_named(&self, name: &str) -> Result<ProtocolRollout, PluginError> {
+        let api: Api<ProtocolRollout> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.get(name)
+            .await
+            .map_err(|e| self.error("reading the ProtocolRollout", e))
+    }
+
+    /// The API server's version (`major.minor`, git version).
+    pub async fn server_version(&self) -> Result<String, PluginError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .map_err(|e| self.error("the version request", e))
     }
 
     /// Sets (`true`) or removes (`false`) the drain annotation of a pod.

@@ -91,6 +91,14 @@ pub enum PluginError {
         /// The operator's reason.
         message: String,
     },
+    /// The operator rejected a rollout request.
+    #[error("{action} was rejected: {message}")]
+    RequestRejected {
+        /// The action.
+        action: String,
+        /// The operator's reason.
+        message: String,
+    },
     /// Waiting ran out of time.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout {

@@ -308,7 +308,11 @@ pub fn rollout_report(rollout: &ProtocolRollout) -> String {
         "ProtocolRollout {}: phase {:?}{}\n",
         rollout.name_any(),
         status.phase,
-        if rollout.spec.paused { " (paused)" } else { "" }
+        if rollout.spec.paused {
+            " (spec.paused)"
+        } else {
+            ""
+        }
     );
     let observed: BTreeMap<&str, &crate::crd::VersionStatus> = status
         .versions
@@ -351,11 +355,180 @@ pub fn rollout_report(rollout: &ProtocolRollout) -> String {
             .collect();
         out.push_str(&format!("last stable weights: {}\n", stable.join(",")));
     }
+    if let Some(control) = &status.control {
+        let mut held = Vec::new();
+        if control.paused {
+            held.push("paused".to_string());
+        }
+        if control.aborted {
+            held.push("aborted".to_string());
+        }
+        if let Some(version) = &control.promoted {
+            held.push(format!("promoted to {version}"));
+        }
+        out.push_str(&format!(
+            "held by requests until the spec changes: {}\n",
+            held.join(", ")
+        ));
+    }
+    if let Some(answer) = &status.last_request {
+        out.push_str(&format!(
+            "last request: {} {} ({}): {}\n",
+            answer.action,
+            match answer.outcome {
+                crate::crd::RequestOutcome::Accepted => "accepted",
+                crate::crd::RequestOutcome::Rejected => "rejected",
+            },
+            answer.id,
+            answer.message
+        ));
+    }
+    if let Some(analysis) = &status.analysis {
+        let samples: Vec<String> = analysis
+            .versions
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}{} {:.4} over {} samples",
+                    v.name,
+                    if v.watched { " (watched)" } else { "" },
+                    v.mean_error_rate,
+                    v.samples
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "analysis ({}): {}; {}\n",
+            if analysis.source.is_empty() {
+                "nodes"
+            } else {
+                &analysis.source
+            },
+            samples.join(", "),
+            analysis.message
+        ));
+    }
     out
 }
 
+/// What `status` reports about health, for its exit code: Degraded (the cluster's condition)
+/// and RolledBack / Aborted (the rollout's phase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// The cluster's Degraded condition is True.
+    pub degraded: bool,
+    /// The rollout was rolled back automatically or aborted.
+    pub rolled_back: bool,
+    /// Why, in words.
+    pub reasons: Vec<String>,
+}
+
+impl Health {
+    /// The exit status `status` ends with: 0 healthy, 2 Degraded or rolled back (1 is for
+    /// errors).
+    pub fn exit_code(&self) -> u8 {
+        if self.degraded || self.rolled_back {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// The health of `cluster` and its rollout.
+pub fn health(cluster: &SignalingCluster, rollout: Option<&ProtocolRollout>) -> Health {
+    let mut health = Health::default();
+    if let Some(c) = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .filter(|c| c.status == "True")
+    {
+        health.degraded = true;
+        health
+            .reasons
+            .push(format!("Degraded: {}: {}", c.reason, c.message));
+    }
+    if let Some(status) = rollout.and_then(|r| r.status.as_ref())
+        && matches!(
+            status.phase,
+            crate::crd::RolloutPhase::RolledBack | crate::crd::RolloutPhase::Aborted
+        )
+    {
+        health.rolled_back = true;
+        health.reasons.push(format!(
+            "rollout {:?}: weights {}",
+            status.phase,
+            status.weights.clone().unwrap_or_default()
+        ));
+    }
+    health
+}
+
+/// One pod as `status -o json|yaml` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSummary {
+    /// Pod name.
+    pub name: String,
+    /// Version pool.
+    pub version: String,
+    /// Readiness.
+    pub ready: bool,
+    /// The drain annotation is set.
+    pub drained: bool,
+    /// Container image.
+    pub image: String,
+}
+
+/// What `status -o json|yaml` prints: the objects as the API returns them, the pods in short
+/// and the health verdict.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDocument {
+    /// The cluster.
+    pub cluster: SignalingCluster,
+    /// Its pods.
+    pub pods: Vec<PodSummary>,
+    /// Its RoomShards by index.
+    pub shards: Vec<RoomShard>,
+    /// Its rollout.
+    pub rollout: Option<ProtocolRollout>,
+    /// Health and the exit code it gives.
+    pub health: Health,
+}
+
+/// The [`StatusDocument`] of a cluster.
+pub fn status_document(
+    cluster: &SignalingCluster,
+    pods: &[Pod],
+    shards: &[RoomShard],
+    rollout: Option<&ProtocolRollout>,
+) -> StatusDocument {
+    let mut sorted = shards.to_vec();
+    sorted.sort_by_key(|s| s.spec.index);
+    StatusDocument {
+        cluster: cluster.clone(),
+        pods: pods
+            .iter()
+            .map(|p| PodSummary {
+                name: p.name_any(),
+                version: p.labels().get(VERSION).cloned().unwrap_or_default(),
+                ready: pod_ready(p),
+                drained: drained(p),
+                image: pod_image(p),
+            })
+            .collect(),
+        shards: sorted,
+        rollout: rollout.cloned(),
+        health: health(cluster, rollout),
+    }
+}
+
 /// Where a room lives, as `rooms ROOM` prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoomLocation {
     /// The room id.
     pub room: String,

@@ -300,6 +300,7 @@ pub fn cluster(
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,
+            disruption_budget: None,
         },
     );
     cluster.metadata.namespace = Some(namespace.into());

@@ -33,7 +33,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use switchboard_protocol::ProtocolVersion;
-use switchboard_protocol::auth::{AuthError, JwtSecret};
+use switchboard_protocol::auth::{
+    AuthError, JwtSecret, KeyError, KeySet, MAX_KEYS_FILE_LEN, TokenRules, TokenVerifier,
+};
 
 /// The hot-reloadable part of the settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,10 +169,12 @@ pub struct Settings {
     pub extra_ws_paths: Vec<String>,
     /// Number of room shards.
     pub shard_count: u32,
-    /// Where the JWT secret was read from (None: given literally).
+    /// Where the JWT secret was read from (None: given literally or not at all).
     pub jwt_secret_file: Option<PathBuf>,
-    /// The JWT HS256 secret (hot-reloaded from its file).
-    pub jwt_secret: JwtSecret,
+    /// Where the join-token keys were read from (`--jwt-keys-dir`).
+    pub jwt_keys_dir: Option<PathBuf>,
+    /// The join-token keys and rules (hot-reloaded from their files).
+    pub tokens: TokenVerifier,
     /// TLS files, if the node serves wss://.
     pub tls: Option<TlsFiles>,
     /// Graceful drain deadline.
@@ -211,8 +215,16 @@ pub enum ConfigError {
     #[error("JWT secret: {0} (pass --jwt-secret-file or SWITCHBOARD_JWT_SECRET)")]
     Secret(#[from] AuthError),
     /// No JWT secret was given at all.
-    #[error("no JWT secret: pass --jwt-secret-file or SWITCHBOARD_JWT_SECRET")]
+    #[error("no JWT secret: pass --jwt-secret-file, --jwt-keys-dir or SWITCHBOARD_JWT_SECRET")]
     MissingSecret,
+    /// The join-token keys cannot be used.
+    #[error("join-token keys in {path}: {source}")]
+    Keys {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        source: KeyError,
+    },
 }
 
 impl ConfigError {
@@ -222,7 +234,9 @@ impl ConfigError {
             ConfigError::Read { .. } => "read",
             ConfigError::Parse(_) => "parse",
             ConfigError::Invalid { .. } => "invalid",
-            ConfigError::Secret(_) | ConfigError::MissingSecret => "secret",
+            ConfigError::Secret(_) | ConfigError::MissingSecret | ConfigError::Keys { .. } => {
+                "secret"
+            }
         }
     }
 }
@@ -273,6 +287,99 @@ pub fn parse_ws_paths(list: &str) -> Result<Vec<String>, ConfigError> {
     Ok(out)
 }
 
+/// Name of the single kid-less key in a `--jwt-keys-dir`.
+pub const KEYS_DIR_SECRET: &str = "secret";
+/// Name of the JWK set in a `--jwt-keys-dir`.
+pub const KEYS_DIR_JWKS: &str = "keys.json";
+/// Default clock-skew leeway of join tokens.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The files whose changes reload the keys.
+pub(crate) fn key_files(secret_file: Option<&PathBuf>, keys_dir: Option<&PathBuf>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = secret_file.cloned().into_iter().collect();
+    if let Some(dir) = keys_dir {
+        files.push(dir.join(KEYS_DIR_SECRET));
+        files.push(dir.join(KEYS_DIR_JWKS));
+    }
+    files
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    // A key file larger than a key set may be is refused without reading it all.
+    let len = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if len > MAX_KEYS_FILE_LEN as u64 {
+        return Err(ConfigError::Keys {
+            path: path.to_path_buf(),
+            source: KeyError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+            },
+        });
+    }
+    std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, ConfigError> {
+    if std::fs::exists(path).unwrap_or(false) {
+        read_file(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The keys `patch` names: `--jwt-secret`, `--jwt-secret-file` and/or `--jwt-keys-dir`.
+fn read_keys(patch: &SettingsPatch) -> Result<KeySet, ConfigError> {
+    let mut single = match (&patch.jwt_secret, &patch.jwt_secret_file) {
+        (Some(literal), _) => Some(JwtSecret::new(literal.as_bytes().to_vec())?),
+        (None, Some(path)) => Some(JwtSecret::from_file_contents(&read_file(path)?)?),
+        (None, None) => None,
+    };
+    let mut jwks = None;
+    if let Some(dir) = &patch.jwt_keys_dir {
+        if single.is_none()
+            && let Some(bytes) = read_optional(&dir.join(KEYS_DIR_SECRET))?
+        {
+            single = Some(JwtSecret::from_file_contents(&bytes)?);
+        }
+        jwks = read_optional(&dir.join(KEYS_DIR_JWKS))?;
+    }
+    if single.is_none() && jwks.is_none() {
+        return Err(match &patch.jwt_keys_dir {
+            Some(dir) => ConfigError::Keys {
+                path: dir.clone(),
+                source: KeyError::Empty,
+            },
+            None => ConfigError::MissingSecret,
+        });
+    }
+    KeySet::new(single, jwks.as_deref()).map_err(|source| ConfigError::Keys {
+        path: patch
+            .jwt_keys_dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |d| d.join(KEYS_DIR_JWKS)),
+        source,
+    })
+}
+
+fn token_rules(patch: &SettingsPatch) -> TokenRules {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    TokenRules {
+        leeway_secs: patch
+            .jwt_leeway
+            .map_or(DEFAULT_JWT_LEEWAY, |d| d.0)
+            .as_secs(),
+        audience: nonempty(&patch.jwt_audience),
+        issuer: nonempty(&patch.jwt_issuer),
+    }
+}
+
 fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -284,6 +391,11 @@ fn default_node_name() -> String {
 impl Settings {
     /// Default settings with the given secret (tests and embedders).
     pub fn new(jwt_secret: JwtSecret) -> Self {
+        Self::with_tokens(TokenVerifier::single(jwt_secret))
+    }
+
+    /// Default settings verifying tokens with `tokens`.
+    pub fn with_tokens(tokens: TokenVerifier) -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
@@ -292,7 +404,8 @@ impl Settings {
             extra_ws_paths: Vec::new(),
             shard_count: 16,
             jwt_secret_file: None,
-            jwt_secret,
+            jwt_keys_dir: None,
+            tokens,
             tls: None,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
@@ -302,21 +415,12 @@ impl Settings {
         }
     }
 
-    /// Folds `patch` over the defaults, reads the secret file and validates.
+    /// Folds `patch` over the defaults, reads the key files and validates.
     pub fn resolve(patch: &SettingsPatch) -> Result<Self, ConfigError> {
-        let secret = match (&patch.jwt_secret, &patch.jwt_secret_file) {
-            (Some(literal), _) => JwtSecret::new(literal.as_bytes().to_vec())?,
-            (None, Some(path)) => {
-                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                JwtSecret::from_file_contents(&bytes)?
-            }
-            (None, None) => return Err(ConfigError::MissingSecret),
-        };
-        let mut s = Settings::new(secret);
+        let mut s =
+            Settings::with_tokens(TokenVerifier::new(read_keys(patch)?, token_rules(patch)));
         s.jwt_secret_file = patch.jwt_secret_file.clone();
+        s.jwt_keys_dir = patch.jwt_keys_dir.clone();
         if let Some(v) = patch.listen {
             s.listen = v;
         }
@@ -440,8 +544,8 @@ impl Settings {
         Ok(())
     }
 
-    /// `self` with the hot-reloadable parts (tunables, JWT secret) taken from `next`; returns
-    /// the names of static settings that differ (they need a restart).
+    /// `self` with the hot-reloadable parts (tunables, join-token keys and rules) taken from
+    /// `next`; returns the names of static settings that differ (they need a restart).
     pub fn reloaded(&self, next: &Settings) -> (Settings, Vec<&'static str>) {
         let mut ignored = Vec::new();
         if self.listen != next.listen {
@@ -477,9 +581,12 @@ impl Settings {
         if self.jwt_secret_file != next.jwt_secret_file {
             ignored.push("jwt_secret_file");
         }
+        if self.jwt_keys_dir != next.jwt_keys_dir {
+            ignored.push("jwt_keys_dir");
+        }
         let mut merged = self.clone();
         merged.tunables = next.tunables.clone();
-        merged.jwt_secret = next.jwt_secret.clone();
+        merged.tokens = next.tokens.clone();
         merged.drain_timeout = next.drain_timeout;
         (merged, ignored)
     }

@@ -121,6 +121,20 @@ pub struct SettingsPatch {
     /// The JWT HS256 secret itself (prefer --jwt-secret-file).
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Directory of join-token keys, as a mounted Secret lays it out: `secret` (one key, no
+    /// kid) and/or `keys.json` (a JWK set of HS256 keys with `kid` and optional `exp`); a file
+    /// that is absent is skipped. Watched and hot-reloaded, like --jwt-secret-file.
+    #[arg(long, env = "SWITCHBOARD_JWT_KEYS_DIR")]
+    pub jwt_keys_dir: Option<PathBuf>,
+    /// Clock-skew leeway for a token's `exp` and `nbf` [default: 30s]. Hot-reloadable.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY")]
+    pub jwt_leeway: Option<Dur>,
+    /// When set, a token's `aud` must be (or list) this audience. Hot-reloadable.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// When set, a token's `iss` must be this issuer. Hot-reloadable.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
     /// PEM certificate chain; with --tls-key the node serves wss://.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -262,6 +276,10 @@ impl SettingsPatch {
             shard_count,
             jwt_secret_file,
             jwt_secret,
+            jwt_keys_dir,
+            jwt_leeway,
+            jwt_audience,
+            jwt_issuer,
             tls_cert,
             tls_key,
             drain_timeout,

@@ -26,7 +26,8 @@ struct Layers {
     args: SettingsPatch,
     /// Settings given whole ([`ConfigHandle::fixed`]): the remote layer's tunables go on top.
     fixed: Option<Settings>,
-    stamps: (Stamp, Stamp),
+    /// The settings file's stamp, then the key files' ([`super::key_files`]).
+    stamps: Vec<Stamp>,
 }
 
 impl Layers {
@@ -60,8 +61,15 @@ impl Layers {
         Settings::resolve(&patch)
     }
 
-    fn secret_path(&self, current: &Settings) -> Option<PathBuf> {
-        current.jwt_secret_file.clone()
+    /// Stamps of the settings file and of the key files `current` was read from.
+    fn stamps(&self, current: &Settings) -> Vec<Stamp> {
+        let keys = super::key_files(
+            current.jwt_secret_file.as_ref(),
+            current.jwt_keys_dir.as_ref(),
+        );
+        std::iter::once(self.file.as_deref().and_then(stamp))
+            .chain(keys.iter().map(|p| stamp(p)))
+            .collect()
     }
 }
 
@@ -87,13 +95,10 @@ impl ConfigHandle {
             remote: None,
             args,
             fixed: None,
-            stamps: (None, None),
+            stamps: Vec::new(),
         };
         let settings = layers.resolve()?;
-        layers.stamps = (
-            layers.file.as_deref().and_then(stamp),
-            layers.secret_path(&settings).as_deref().and_then(stamp),
-        );
+        layers.stamps = layers.stamps(&settings);
         let (tx, _) = watch::channel(Arc::new(settings));
         Ok(Self {
             layers: Arc::new(Mutex::new(layers)),
@@ -111,7 +116,7 @@ impl ConfigHandle {
                 remote: None,
                 args: SettingsPatch::default(),
                 fixed: Some(settings),
-                stamps: (None, None),
+                stamps: Vec::new(),
             })),
             tx: Arc::new(tx),
         }
@@ -159,13 +164,7 @@ impl ConfigHandle {
     /// whether anything was reloaded. Errors keep the last good settings.
     pub fn reload_if_changed(&self) -> Result<bool, ConfigError> {
         let mut layers = self.lock();
-        let now = (
-            layers.file.as_deref().and_then(stamp),
-            layers
-                .secret_path(&self.current())
-                .as_deref()
-                .and_then(stamp),
-        );
+        let now = layers.stamps(&self.current());
         if now == layers.stamps {
             return Ok(false);
         }

@@ -110,14 +110,20 @@ async fn token(State(settings): State<SettingsWatch>, Query(q): Query<TokenQuery
         Err(err) => return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
     };
     let settings = settings.borrow().clone();
-    let claims = Claims::new(
-        user,
-        RoomGrant::Rooms(vec![room]),
-        auth::unix_now(),
-        TOKEN_TTL_SECS,
-    );
+    let now = auth::unix_now();
+    let Some(key) = settings.tokens.keys().signing_key(now) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every join-token key expired\n",
+        )
+            .into_response();
+    };
+    let mut claims = Claims::new(user, RoomGrant::Rooms(vec![room]), now, TOKEN_TTL_SECS);
+    let rules = settings.tokens.rules();
+    claims.iss = rules.issuer.clone();
+    claims.aud = rules.audience.clone().map(auth::Audience::One);
     let reply = TokenReply {
-        token: auth::mint(&settings.jwt_secret, &claims),
+        token: auth::mint_with_kid(&key.secret, key.kid.as_deref(), &claims),
         url: settings.advertise_url.clone(),
         node: settings.node_name.clone(),
     };

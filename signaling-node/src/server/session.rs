@@ -134,7 +134,7 @@ impl Session {
             return Flow::Closing;
         }
         let settings = cx.node.settings.borrow().clone();
-        let claims = match auth::verify(&settings.jwt_secret, &hello.token, auth::unix_now()) {
+        let claims = match settings.tokens.verify(&hello.token, auth::unix_now()) {
             Ok(claims) => claims,
             Err(e) => {
                 let metrics = &cx.node.metrics;

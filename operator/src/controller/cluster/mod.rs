@@ -1,11 +1,12 @@
 //! The SignalingCluster reconciler. Its pure core turns a cluster (and its ProtocolRollout,
 //! if any) plus the existing pods into the desired children — version-pool pods, the client
-//! and headless Services, the PodDisruptionBudget, one RoomShard per shard and, with
-//! `spec.clientAccess`, the objects outside clients need (`access`) — and computes the status
-//! from what was observed. Its etcd side writes the node config and reads
+//! and headless Services, one PodDisruptionBudget per version pool, one RoomShard per shard
+//! and, with `spec.clientAccess`, the objects outside clients need (`access`) — and computes
+//! the status from what was observed. Its etcd side writes the node config and reads
 //! membership and acks (`config` pure, `store`/`etcd_sync`/`triggers` I/O).
 
 pub mod access;
+pub mod budgets;
 pub mod config;
 pub mod context;
 pub mod etcd_sync;
@@ -47,8 +48,8 @@ pub struct Desired {
     pub client_service: Service,
     /// The headless Service `<cluster>-nodes`.
     pub headless_service: Service,
-    /// The PodDisruptionBudget `<cluster>`.
-    pub disruption_budget: PodDisruptionBudget,
+    /// One PodDisruptionBudget per version pool (none when disabled).
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// One RoomShard per shard.
     pub room_shards: Vec<RoomShard>,
 }
@@ -89,12 +90,13 @@ pub fn desired(
     let access = access::AccessPlan::of(cluster).map_err(Error::ClientAccess)?;
     let pools = version_pools(cluster, rollout)?;
     let pods = plan_pods(cluster, &pools, existing)?;
+    let disruption_budgets = budgets::disruption_budgets(cluster, &pods.pools)?;
     Ok(Desired {
         pods,
         client_service: services::client_service(cluster, access.as_ref())?,
         access,
         headless_service: services::headless_service(cluster)?,
-        disruption_budget: services::disruption_budget(cluster)?,
+        disruption_budgets,
         room_shards: shards::room_shards(cluster)?,
         pools,
     })
@@ -119,7 +121,12 @@ mod tests {
             d.headless_service.metadata.name.as_deref(),
             Some("demo-nodes")
         );
-        assert_eq!(d.disruption_budget.metadata.name.as_deref(), Some("demo"));
+        let budgets: Vec<_> = d
+            .disruption_budgets
+            .iter()
+            .map(|b| b.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(budgets, ["demo-v1", "demo-v2"]);
     }
 
     #[test]

@@ -8,27 +8,29 @@
 //! The image's entrypoint must be the `signaling-node` binary (the pod sets only `args`).
 //! Settings the brief's command line does not carry are passed as environment variables the
 //! node may read: `SWITCHBOARD_VERSION`, `SWITCHBOARD_PROTOCOLS`,
-//! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS` and, with etcd TLS, `SWITCHBOARD_ETCD_CA_FILE`,
-//! `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE` (unknown variables are harmless,
-//! unknown flags are not). With `spec.clientAccess` the node's URL is the pod's own
-//! `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it does not make every
-//! pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path other than `/ws` and
-//! `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
+//! `SWITCHBOARD_DRAIN_TIMEOUT_SECONDS`, `SWITCHBOARD_JWT_KEYS_DIR` (the auth Secret mounted
+//! whole: `secret` and/or `keys.json`, so keys rotate by editing the Secret) and, with etcd
+//! TLS, `SWITCHBOARD_ETCD_CA_FILE`, `SWITCHBOARD_ETCD_CERT_FILE`, `SWITCHBOARD_ETCD_KEY_FILE`
+//! (unknown variables are harmless, unknown flags are not). With `spec.clientAccess` the node's
+//! URL is the pod's own `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it
+//! does not make every pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path
+//! other than `/ws` and `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::access::{AccessPlan, CLIENT_TLS_DIR, Placeholder, tls_copy_name, with_node_port};
 use super::pools::VersionPool;
-use crate::controller::labels::{self, common_labels};
+use crate::controller::labels::{self, common_labels, selector_labels};
 use crate::controller::{Error, Result};
 use crate::crd::{ADMIN_PORT, SignalingCluster};
 
@@ -36,7 +38,7 @@ use crate::crd::{ADMIN_PORT, SignalingCluster};
 pub const CONTAINER: &str = "signaling-node";
 /// The images' `nonroot` user and group (Dockerfile.signaling-node `USER 65532:65532`).
 pub const NONROOT_UID: i64 = 65532;
-/// Where the join-token key is mounted (file `secret` inside).
+/// Where the auth Secret is mounted whole (files `secret` and/or `keys.json` inside).
 pub const AUTH_DIR: &str = "/etc/switchboard/auth";
 /// Where the etcd TLS Secret is mounted.
 pub const ETCD_TLS_DIR: &str = "/etc/switchboard/etcd-tls";
@@ -211,8 +213,6 @@ fn template(
             Some(_) => format!("$({ADVERTISE_URL_ENV})"),
             None => format!("ws://$(POD_IP):{port}/ws"),
         },
-        "--jwt-secret-file".into(),
-        format!("{AUTH_DIR}/secret"),
         // Every node must hash rooms onto the same shard ranges as the RoomShards.
         "--shard-count".into(),
         spec.shards.to_string(),
@@ -229,6 +229,7 @@ fn template(
             "SWITCHBOARD_DRAIN_TIMEOUT_SECONDS",
             &spec.drain_timeout_seconds.to_string(),
         ),
+        value_env("SWITCHBOARD_JWT_KEYS_DIR", AUTH_DIR),
     ];
     if let Some(access) = &access {
         // Runtime values the URL names come from the downward API, defined before the URL
@@ -247,13 +248,11 @@ fn template(
 
     let mut volumes = vec![Volume {
         name: "auth".into(),
+        // Every key of the Secret: `secret` and/or `keys.json` (the node reads what exists),
+        // so rotating a key is an edit of the Secret, applied by the node without a restart.
         secret: Some(SecretVolumeSource {
             secret_name: Some(spec.auth_secret.clone()),
-            items: Some(vec![KeyToPath {
-                key: "secret".into(),
-                path: "secret".into(),
-                mode: None,
-            }]),
+            items: None,
             default_mode: Some(0o440),
             optional: Some(false),
         }),
@@ -348,6 +347,7 @@ fn template(
         readiness_probe: Some(http_probe("/readyz", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: overrides.resources.clone(),
+        env_from: overrides.env_from.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(
             overrides
@@ -374,7 +374,16 @@ fn template(
         termination_grace_period_seconds: Some(spec.termination_grace_period_seconds),
         node_selector: overrides.node_selector.clone(),
         tolerations: overrides.tolerations.clone(),
-        affinity: overrides.affinity.clone(),
+        affinity: Some(
+            overrides
+                .affinity
+                .clone()
+                .unwrap_or_else(|| spread_over_machines(name)),
+        ),
+        topology_spread_constraints: overrides.topology_spread_constraints.clone(),
+        priority_class_name: overrides.priority_class_name.clone(),
+        service_account_name: overrides.service_account_name.clone(),
+        image_pull_secrets: overrides.image_pull_secrets.clone(),
         enable_service_links: Some(false),
         automount_service_account_token: Some(false),
         // The `restricted` Pod Security Standard: non-root (the image's nonroot user),
@@ -396,6 +405,30 @@ fn template(
         ..Default::default()
     };
     Ok((labels, annotations, pod_spec))
+}
+
+/// The default affinity: prefer machines that run no other node of this cluster, so one
+/// machine's loss or drain takes as few nodes as possible.
+fn spread_over_machines(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            match_expressions: None,
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            required_during_scheduling_ignored_during_execution: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// The pod template's variables followed by the operator's, without the template's variables
@@ -489,8 +522,7 @@ mod tests {
             args,
             "serve --listen 0.0.0.0:7000 --admin-listen 0.0.0.0:9100 \
              --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 --namespace live --cluster demo \
-             --advertise-url ws://$(POD_IP):7000/ws --jwt-secret-file /etc/switchboard/auth/secret \
-             --shard-count 16"
+             --advertise-url ws://$(POD_IP):7000/ws --shard-count 16"
         );
         let env: BTreeMap<_, _> = container(&pod)
             .env
@@ -514,6 +546,10 @@ mod tests {
         // POD_IP is defined before the args use it (Kubernetes expands $(VAR) from env).
         assert_eq!(env["SWITCHBOARD_VERSION"].value.as_deref(), Some("default"));
         assert_eq!(env["SWITCHBOARD_PROTOCOLS"].value.as_deref(), Some("v1,v2"));
+        assert_eq!(
+            env["SWITCHBOARD_JWT_KEYS_DIR"].value.as_deref(),
+            Some("/etc/switchboard/auth")
+        );
         assert!(!env.contains_key("SWITCHBOARD_ETCD_CA_FILE"));
     }
 
@@ -542,6 +578,10 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("demo-nodes"));
         let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("demo-auth"));
+        assert_eq!(
+            secret.items, None,
+            "the whole Secret: secret and/or keys.json"
+        );
         assert_eq!(ctr.volume_mounts.as_ref().unwrap()[0].mount_path, AUTH_DIR);
 
         let labels = pod.metadata.labels.as_ref().unwrap();
@@ -599,6 +639,84 @@ mod tests {
         };
         assert_eq!(values("SWITCHBOARD_DEMO"), [Some("true".to_string())]);
         assert_eq!(values("SWITCHBOARD_VERSION"), [Some("default".to_string())]);
+    }
+
+    #[test]
+    fn the_rest_of_the_pod_template_reaches_the_pod() {
+        use k8s_openapi::api::core::v1::{
+            ConfigMapEnvSource, EnvFromSource, LocalObjectReference, TopologySpreadConstraint,
+        };
+        let c = cluster(3, 16);
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        // Default: spread over machines, softly.
+        let anti = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .unwrap();
+        assert_eq!(
+            anti[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            anti[0]
+                .pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels,
+            Some(selector_labels("demo"))
+        );
+        assert!(spec.image_pull_secrets.is_none() && spec.priority_class_name.is_none());
+
+        let mut c = c;
+        c.spec.pod_template = Some(PodOverrides {
+            image_pull_secrets: Some(vec![LocalObjectReference {
+                name: "registry".into(),
+            }]),
+            topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                ..Default::default()
+            }]),
+            priority_class_name: Some("realtime".into()),
+            service_account_name: Some("signaling".into()),
+            env_from: Some(vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "node-env".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]),
+            affinity: Some(Affinity::default()),
+            ..Default::default()
+        });
+        let pod = desired_pod(&c, &pool(&c), 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().unwrap()[0].name,
+            "registry"
+        );
+        assert_eq!(spec.topology_spread_constraints.as_ref().unwrap().len(), 1);
+        assert_eq!(spec.priority_class_name.as_deref(), Some("realtime"));
+        assert_eq!(spec.service_account_name.as_deref(), Some("signaling"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(
+            spec.affinity,
+            Some(Affinity::default()),
+            "given affinity replaces the default"
+        );
+        let env_from = container(&pod).env_from.as_ref().unwrap();
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().unwrap().name,
+            "node-env"
+        );
     }
 
     #[test]

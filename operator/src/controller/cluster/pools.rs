@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::controller::{Error, Result};
-use crate::crd::{ADMIN_PORT, ProtocolRollout, ProtocolVersion, RolloutPhase, SignalingCluster};
+use crate::crd::{ADMIN_PORT, ProtocolRollout, ProtocolVersion, SignalingCluster};
 use crate::placement::pool_sizes;
 
 /// Name of the single version pool of a cluster without a ProtocolRollout.
@@ -61,7 +61,7 @@ pub fn validate(cluster: &SignalingCluster) -> Result<()> {
 /// weights, but while shards are still moving it keeps at least the size of the weights
 /// currently applied (`status.versions[].weight`), so an old version keeps its nodes until its
 /// shards have left (surge during a rollout, never a squeeze). A paused rollout keeps the
-/// applied sizes only, and so does a rolled-back one: after an automatic rollback the applied
+/// applied sizes only, and so does a rolled-back or aborted one: after an automatic rollback the applied
 /// weights are the last stable ones, so a version rolled back to weight 0 scales to 0 nodes
 /// (until the spec weights are edited, which starts a new rollout).
 pub fn version_pools(
@@ -96,7 +96,12 @@ pub fn version_pools(
             )));
         }
     }
-    let spec_weights: Vec<u32> = versions.iter().map(|v| v.weight.unsigned_abs()).collect();
+    // Where the rollout is heading: the spec, or a promote / abort / rollback in force.
+    let spec_weights: Vec<u32> = rollout
+        .target_weights()
+        .iter()
+        .map(|(_, w)| w.clamp(&0, &100).unsigned_abs())
+        .collect();
     if spec_weights.iter().all(|w| *w == 0) {
         return Err(Error::InvalidSpec(
             "no version has a positive weight".into(),
@@ -120,9 +125,7 @@ pub fn version_pools(
 
     let by_spec = pool_sizes(replicas, &spec_weights);
     let by_applied = pool_sizes(replicas, &applied_weights);
-    let paused = rollout.spec.paused
-        || status
-            .is_some_and(|s| matches!(s.phase, RolloutPhase::Paused | RolloutPhase::RolledBack));
+    let paused = rollout.is_frozen();
 
     Ok(versions
         .iter()
@@ -151,7 +154,7 @@ pub fn version_pools(
 mod tests {
     use super::*;
     use crate::controller::cluster::testing::{cluster, rollout};
-    use crate::crd::{ProtocolRolloutStatus, VersionStatus};
+    use crate::crd::{ProtocolRolloutStatus, RolloutPhase, VersionStatus};
 
     fn sizes(pools: &[VersionPool]) -> Vec<(String, u32)> {
         pools.iter().map(|p| (p.name.clone(), p.replicas)).collect()

@@ -56,14 +56,18 @@ use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
 use crate::controller::labels::{FIELD_MANAGER, FINALIZER, selector_labels, selector_string};
 use crate::controller::policy;
-use crate::controller::{Error, Result};
+use crate::controller::{Error, Result, WatchScope};
 use crate::crd::{ProtocolRollout, RoomShard, ShardPhase, SignalingCluster};
 
 /// Kind label of this controller's metrics.
 pub const KIND: &str = "SignalingCluster";
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the controller over the namespaces of `scope` until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let triggers = ctx
         .trigger_receiver
@@ -73,29 +77,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let controller = Controller::new(
-        Api::<DeserializeGuard<SignalingCluster>>::all(client.clone()),
+        scope.api::<DeserializeGuard<SignalingCluster>>(client.clone()),
         watcher::Config::default(),
     );
     // A rotated or deleted client certificate Secret (or our copy of it) is noticed at once;
     // only metadata is watched, so Secret contents never stream through the operator.
     let clusters = controller.store();
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scope.api::<PartialObjectMeta<Secret>>(client.clone()),
         watcher::Config::default(),
     )
     .touched_objects()
     .predicate_filter(predicates::resource_version, Default::default());
     let controller = controller
-        .owns(Api::<Pod>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<Ingress>::all(client.clone()), managed.clone())
+        .owns(scope.api::<Pod>(client.clone()), managed.clone())
+        .owns(scope.api::<Service>(client.clone()), managed.clone())
+        .owns(scope.api::<Ingress>(client.clone()), managed.clone())
         .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
+            scope.api::<PodDisruptionBudget>(client.clone()),
             managed.clone(),
         )
-        .owns(Api::<RoomShard>::all(client.clone()), managed)
+        .owns(scope.api::<RoomShard>(client.clone()), managed)
         .watches(
-            Api::<DeserializeGuard<ProtocolRollout>>::all(client),
+            scope.api::<DeserializeGuard<ProtocolRollout>>(client),
             watcher::Config::default(),
             rollout_target,
         )
@@ -336,9 +340,11 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
         &params,
     )
     .await?;
-    apply_one(
-        &Api::namespaced(ctx.client.clone(), &namespace),
-        &plan.disruption_budget,
+    sync_budgets(
+        ctx,
+        &namespace,
+        &selector,
+        &plan.disruption_budgets,
         &params,
     )
     .await?;
@@ -486,6 +492,36 @@ async fn publish_access_events(cluster: &SignalingCluster, ctx: &Context, report
         }
         Some(TlsState::Current) | None => {}
     }
+}
+
+/// Applies the pools' budgets and deletes the cluster's other ones (retired pools, the
+/// toggle turned off, the single `<cluster>` budget of earlier releases).
+async fn sync_budgets(
+    ctx: &Context,
+    namespace: &str,
+    selector: &ListParams,
+    desired: &[PodDisruptionBudget],
+    params: &PatchParams,
+) -> Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+    for budget in desired {
+        apply_one(&api, budget, params).await?;
+    }
+    for present in api.list(selector).await?.items {
+        let name = present.name_any();
+        if desired
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some(&name))
+        {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(budget = %name, "deleted a PodDisruptionBudget no pool needs"),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 fn phase(shard: &RoomShard) -> ShardPhase {

@@ -1,16 +1,13 @@
-//! The cluster's Services and PodDisruptionBudget.
+//! The cluster's Services.
 //!
 //! - `<cluster>` (ClusterIP unless `clientAccess.entryService` says otherwise): where clients
 //!   connect; any node answers and redirects to the room's owner, so it selects every pod of
 //!   the cluster across versions.
 //! - `<cluster>-nodes` (headless, publishes not-ready addresses): stable per-pod DNS names
 //!   (`<pod>.<cluster>-nodes`) and the admin port for scraping.
-//! - PodDisruptionBudget `<cluster>`: at most one node voluntarily evicted at a time, so
-//!   drains (which hand shards off) never overlap during node maintenance.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::access::AccessPlan;
@@ -88,25 +85,6 @@ pub fn headless_service(cluster: &SignalingCluster) -> Result<Service> {
     })
 }
 
-/// The PodDisruptionBudget `<cluster>`: `maxUnavailable: 1` over every node of the cluster.
-pub fn disruption_budget(cluster: &SignalingCluster) -> Result<PodDisruptionBudget> {
-    let id = identity(cluster)?;
-    Ok(PodDisruptionBudget {
-        metadata: meta(&id, id.name.clone(), "node"),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(&id.name)),
-                match_expressions: None,
-            }),
-            // Evicting a not-ready node costs nothing: let node drains proceed.
-            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
-            min_available: None,
-        }),
-        status: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,17 +111,6 @@ mod tests {
                 "uid-1"
             );
         }
-        let pdb = disruption_budget(&c).unwrap();
-        let selector = pdb
-            .spec
-            .as_ref()
-            .unwrap()
-            .selector
-            .clone()
-            .unwrap()
-            .match_labels
-            .unwrap();
-        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     }
 
     #[test]
@@ -162,9 +129,6 @@ mod tests {
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
         let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [7000, 9100]);
-
-        let pdb = disruption_budget(&c).unwrap();
-        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
     }
 
     #[test]

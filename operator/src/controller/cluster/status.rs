@@ -278,6 +278,8 @@ pub fn cluster_status(
     SignalingClusterStatus {
         entry_url,
         conditions: list,
+        replicas: i32::try_from(observed.pools.iter().map(|p| p.live).sum::<u32>())
+            .unwrap_or(i32::MAX),
         ready_replicas: i32::try_from(ready_pods).unwrap_or(i32::MAX),
         ready_nodes: i32::try_from(observed.ready_nodes).unwrap_or(i32::MAX),
         shards_assigned: i32::try_from(observed.shards_assigned).unwrap_or(i32::MAX),

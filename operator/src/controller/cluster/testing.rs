@@ -28,6 +28,7 @@ pub fn cluster(replicas: i32, shards: i32) -> SignalingCluster {
             pod_template: None,
             termination_grace_period_seconds: 60,
             drain_timeout_seconds: 30,
+            disruption_budget: None,
         },
     );
     cluster.metadata.namespace = Some("live".into());

@@ -1,170 +1,293 @@
-//! Rollback analysis (pure): per-version error-rate samples over a sliding window, and the
-//! decision that a version breached `strategy.rollback.maxErrorRate`.
+//! Rollback analysis (pure), kept in the rollout's status (`status.analysis`) so an operator
+//! restart or a new leader carries on where the last one stopped.
 //!
-//! A version breaches when the mean of its samples over the last `windowSeconds` is above the
-//! limit *and* the analysis has run for at least one whole window — one bad sample right
-//! after a change does not roll back, a sustained error rate does. Samples live in memory: an
-//! operator restart (or a new leader) starts the window again.
+//! Every `sampleIntervalSeconds` each version's error rate (from the nodes' reports or a
+//! Prometheus query) is folded into a running mean per version. The verdict waits until
+//! `windowSeconds` passed since the analysis started and every watched version (one gaining
+//! weight over the last stable weights) has `minSamples` samples. A watched version then
+//! breaches when its mean is above `maxErrorRate` and, with `maxIncreaseOverStable`, above the
+//! stable versions' mean by more than that. Samples are taken at a fixed cadence, not per
+//! reconcile, so the status write that records one does not cause the next.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
-use tokio::time::Instant;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// Most samples kept (a bound on memory whatever the window and reconcile rate).
-pub const MAX_SAMPLES: usize = 4096;
-
-/// Error-rate samples of one rollout generation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
-    /// The `metadata.generation` the samples belong to.
-    pub generation: Option<i64>,
-    /// When this generation's analysis started.
-    pub started: Instant,
-    samples: VecDeque<(Instant, BTreeMap<String, f64>)>,
-}
+use crate::crd::{AnalysisStatus, RollbackPolicy, VersionSamples};
 
 /// A version whose error rate is over the limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breach {
     /// The version.
     pub version: String,
-    /// Its mean error rate over the window.
+    /// Its mean error rate over the analysis.
     pub rate: f64,
+    /// The stable versions' mean, when compared with it.
+    pub stable: Option<f64>,
 }
 
-impl Analysis {
-    /// A fresh analysis of `generation` starting at `now`.
-    pub fn new(generation: Option<i64>, now: Instant) -> Self {
-        Self {
+/// What the analysis says now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not judged yet (window or samples missing); the message says what it waits for.
+    Pending(String),
+    /// Judged clean.
+    Clean,
+    /// A watched version breached.
+    Breach(Breach),
+}
+
+/// Seconds from `a` to `b` (0 when `b` is earlier).
+fn seconds_between(a: &Time, b: &Time) -> u64 {
+    u64::try_from((b.0.as_second() - a.0.as_second()).max(0)).unwrap_or(0)
+}
+
+/// The analysis of `generation` after looking at `rates` at `now`: a fresh one when the
+/// generation changed, one more sample per version when the interval passed, else unchanged.
+pub fn sample(
+    previous: Option<&AnalysisStatus>,
+    generation: Option<i64>,
+    watched: &BTreeSet<String>,
+    rates: &BTreeMap<String, f64>,
+    source: &str,
+    policy: &RollbackPolicy,
+    now: &Time,
+) -> AnalysisStatus {
+    let mut analysis = match previous {
+        Some(a) if a.generation == generation && a.started_at.is_some() => a.clone(),
+        _ => AnalysisStatus {
             generation,
-            started: now,
-            samples: VecDeque::new(),
+            started_at: Some(now.clone()),
+            source: source.to_string(),
+            ..Default::default()
+        },
+    };
+    let interval = u64::try_from(policy.sample_interval_seconds.max(1)).unwrap_or(1);
+    let due = analysis
+        .last_sample_at
+        .as_ref()
+        .is_none_or(|last| seconds_between(last, now) >= interval);
+    if !due {
+        return analysis;
+    }
+    analysis.last_sample_at = Some(now.clone());
+    analysis.source = source.to_string();
+    for (name, rate) in rates {
+        let rate = rate.clamp(0.0, 1.0);
+        match analysis.versions.iter_mut().find(|v| &v.name == name) {
+            Some(v) => {
+                v.samples = v.samples.saturating_add(1);
+                v.mean_error_rate += (rate - v.mean_error_rate) / f64::from(v.samples);
+                // Four decimals: enough to read, and the status does not churn on noise.
+                v.mean_error_rate = (v.mean_error_rate * 10_000.0).round() / 10_000.0;
+            }
+            None => analysis.versions.push(VersionSamples {
+                name: name.clone(),
+                watched: false,
+                samples: 1,
+                mean_error_rate: (rate * 10_000.0).round() / 10_000.0,
+            }),
         }
     }
+    for v in &mut analysis.versions {
+        v.watched = watched.contains(&v.name);
+    }
+    analysis.versions.sort_by(|a, b| a.name.cmp(&b.name));
+    analysis
+}
 
-    /// Records the per-version error rates seen at `now`, dropping samples older than
-    /// `window`.
-    pub fn record(&mut self, now: Instant, rates: BTreeMap<String, f64>, window: Duration) {
-        self.samples.push_back((now, rates));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > window)
-            || self.samples.len() > MAX_SAMPLES
-        {
-            self.samples.pop_front();
+/// The verdict on `analysis` at `now` under `policy`.
+pub fn verdict(analysis: &AnalysisStatus, policy: &RollbackPolicy, now: &Time) -> Verdict {
+    let window = u64::try_from(policy.window_seconds.max(1)).unwrap_or(1);
+    let elapsed = analysis
+        .started_at
+        .as_ref()
+        .map_or(0, |start| seconds_between(start, now));
+    let min = policy.min_samples.max(1);
+    let watched: Vec<&VersionSamples> = analysis.versions.iter().filter(|v| v.watched).collect();
+    let short: Vec<String> = watched
+        .iter()
+        .filter(|v| v.samples < min)
+        .map(|v| format!("{} {}/{min}", v.name, v.samples))
+        .collect();
+    if elapsed < window || !short.is_empty() || watched.is_empty() {
+        let mut waiting = Vec::new();
+        if elapsed < window {
+            waiting.push(format!("{elapsed} of {window} s"));
         }
+        if watched.is_empty() {
+            waiting.push("samples of the new versions".to_string());
+        }
+        if !short.is_empty() {
+            waiting.push(format!("samples {}", short.join(", ")));
+        }
+        return Verdict::Pending(format!("analysing: waiting for {}", waiting.join(", ")));
     }
-
-    /// Drops every sample (nothing is being analysed; keeps idle entries small).
-    pub fn clear(&mut self) {
-        self.samples = VecDeque::new();
-    }
-
-    /// Whether a whole window has passed since the analysis started.
-    pub fn window_elapsed(&self, now: Instant, window: Duration) -> bool {
-        now.saturating_duration_since(self.started) >= window
-    }
-
-    /// Mean error rate of `version` over the samples of the last `window`.
-    pub fn mean(&self, version: &str, now: Instant, window: Duration) -> Option<f64> {
-        let values: Vec<f64> = self
-            .samples
+    let stable: Vec<&VersionSamples> = analysis
+        .versions
+        .iter()
+        .filter(|v| !v.watched && v.samples > 0)
+        .collect();
+    let stable_mean = (!stable.is_empty()).then(|| {
+        let total: f64 = stable
             .iter()
-            .filter(|(t, _)| now.saturating_duration_since(*t) <= window)
-            .filter_map(|(_, rates)| rates.get(version).copied())
-            .collect();
-        if values.is_empty() {
-            return None;
+            .map(|v| v.mean_error_rate * f64::from(v.samples))
+            .sum();
+        let count: f64 = stable.iter().map(|v| f64::from(v.samples)).sum();
+        total / count
+    });
+    for v in watched {
+        if v.mean_error_rate <= policy.max_error_rate {
+            continue;
         }
-        Some(values.iter().sum::<f64>() / values.len() as f64)
-    }
-
-    /// The first of `versions` (by name) whose windowed mean is above `max`, once a whole
-    /// window has been observed.
-    pub fn breach(
-        &self,
-        versions: &BTreeSet<String>,
-        now: Instant,
-        window: Duration,
-        max: f64,
-    ) -> Option<Breach> {
-        if !self.window_elapsed(now, window) {
-            return None;
+        let worse_than_stable = match (policy.max_increase_over_stable, stable_mean) {
+            (Some(margin), Some(stable)) => v.mean_error_rate - stable > margin,
+            _ => true,
+        };
+        if worse_than_stable {
+            return Verdict::Breach(Breach {
+                version: v.name.clone(),
+                rate: v.mean_error_rate,
+                stable: policy.max_increase_over_stable.and(stable_mean),
+            });
         }
-        versions.iter().find_map(|version| {
-            let rate = self.mean(version, now, window)?;
-            (rate > max).then(|| Breach {
-                version: version.clone(),
-                rate,
-            })
-        })
     }
+    Verdict::Clean
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
     use super::*;
 
-    fn rates(v2: f64) -> BTreeMap<String, f64> {
-        BTreeMap::from([("v1".to_string(), 0.0), ("v2".to_string(), v2)])
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(1_750_000_000 + second).unwrap())
     }
 
-    #[test]
-    fn a_sustained_error_rate_breaches_after_one_window() {
-        let t0 = Instant::now();
-        let window = Duration::from_secs(10);
-        let watched = BTreeSet::from(["v2".to_string()]);
-        let mut analysis = Analysis::new(Some(2), t0);
-        for second in 0..=10 {
-            let now = t0 + Duration::from_secs(second);
-            analysis.record(now, rates(0.2), window);
-            let breach = analysis.breach(&watched, now, window, 0.05);
-            if second < 10 {
-                assert_eq!(breach, None, "second {second}: the window is not full yet");
-            } else {
-                let breach = breach.expect("breached");
-                assert_eq!(breach.version, "v2");
-                assert!((breach.rate - 0.2).abs() < 1e-9);
-            }
+    fn policy() -> RollbackPolicy {
+        RollbackPolicy {
+            max_error_rate: 0.05,
+            window_seconds: 60,
+            min_samples: 3,
+            sample_interval_seconds: 10,
+            max_increase_over_stable: None,
+            prometheus: None,
         }
     }
 
-    #[test]
-    fn a_short_spike_is_averaged_away_and_old_samples_expire() {
-        let t0 = Instant::now();
-        let window = Duration::from_secs(10);
-        let watched = BTreeSet::from(["v2".to_string()]);
-        let mut analysis = Analysis::new(None, t0);
-        analysis.record(t0, rates(0.9), window);
-        for second in 1..=10 {
-            analysis.record(t0 + Duration::from_secs(second), rates(0.0), window);
-        }
-        let now = t0 + Duration::from_secs(10);
-        // 0.9 once among 11 samples: mean ≈ 0.08.
-        assert_eq!(analysis.breach(&watched, now, window, 0.1), None);
-        assert!(analysis.breach(&watched, now, window, 0.05).is_some());
-        // Eleven seconds later the spike is out of the window.
-        analysis.record(t0 + Duration::from_secs(11), rates(0.0), window);
-        let later = t0 + Duration::from_secs(11);
-        assert_eq!(analysis.mean("v2", later, window), Some(0.0));
-        // Versions not watched never breach; versions without samples neither.
-        let v1 = BTreeSet::from(["v1".to_string(), "v9".to_string()]);
-        assert_eq!(analysis.breach(&v1, later, window, 0.0), None);
+    fn rates(v1: f64, v2: f64) -> BTreeMap<String, f64> {
+        BTreeMap::from([("v1".to_string(), v1), ("v2".to_string(), v2)])
     }
 
-    #[test]
-    fn samples_are_bounded() {
-        let t0 = Instant::now();
-        let mut analysis = Analysis::new(None, t0);
-        for i in 0..(MAX_SAMPLES as u64 + 100) {
-            analysis.record(
-                t0 + Duration::from_millis(i),
-                rates(0.0),
-                Duration::from_secs(3600),
+    fn run(policy: &RollbackPolicy, v1: f64, v2: f64, until: i64) -> AnalysisStatus {
+        let watched = BTreeSet::from(["v2".to_string()]);
+        let mut analysis: Option<AnalysisStatus> = None;
+        for second in 0..=until {
+            let next = sample(
+                analysis.as_ref(),
+                Some(2),
+                &watched,
+                &rates(v1, v2),
+                "nodes",
+                policy,
+                &at(second),
             );
+            analysis = Some(next);
         }
-        assert_eq!(analysis.samples.len(), MAX_SAMPLES);
+        analysis.unwrap()
+    }
+
+    #[test]
+    fn samples_follow_the_interval_and_survive_a_restart() {
+        let p = policy();
+        let a = run(&p, 0.0, 0.2, 25);
+        // Seconds 0, 10, 20: three samples, whatever the reconcile rate.
+        let v2 = a.versions.iter().find(|v| v.name == "v2").unwrap();
+        assert_eq!((v2.samples, v2.watched), (3, true));
+        assert!((v2.mean_error_rate - 0.2).abs() < 1e-9);
+        // What the status holds is all a new leader needs: it continues the same analysis.
+        let stored: AnalysisStatus =
+            serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        let watched = BTreeSet::from(["v2".to_string()]);
+        let later = sample(
+            Some(&stored),
+            Some(2),
+            &watched,
+            &rates(0.0, 0.2),
+            "nodes",
+            &p,
+            &at(30),
+        );
+        assert_eq!(
+            later
+                .versions
+                .iter()
+                .find(|v| v.name == "v2")
+                .unwrap()
+                .samples,
+            4
+        );
+        assert_eq!(later.started_at, Some(at(0)));
+        // A new generation starts over.
+        let fresh = sample(
+            Some(&stored),
+            Some(3),
+            &watched,
+            &rates(0.0, 0.2),
+            "nodes",
+            &p,
+            &at(30),
+        );
+        assert_eq!(fresh.started_at, Some(at(30)));
+        assert_eq!(
+            fresh
+                .versions
+                .iter()
+                .find(|v| v.name == "v2")
+                .unwrap()
+                .samples,
+            1
+        );
+    }
+
+    #[test]
+    fn judged_only_after_the_window_and_the_minimum_samples() {
+        let mut p = policy();
+        let a = run(&p, 0.0, 0.2, 59);
+        assert!(
+            matches!(verdict(&a, &p, &at(59)), Verdict::Pending(m) if m.contains("59 of 60 s"))
+        );
+        let a = run(&p, 0.0, 0.2, 60);
+        assert_eq!(
+            verdict(&a, &p, &at(60)),
+            Verdict::Breach(Breach {
+                version: "v2".into(),
+                rate: 0.2,
+                stable: None
+            })
+        );
+        p.min_samples = 10;
+        assert!(matches!(verdict(&a, &p, &at(60)), Verdict::Pending(m) if m.contains("v2 7/10")));
+        let clean = run(&policy(), 0.0, 0.01, 60);
+        assert_eq!(verdict(&clean, &policy(), &at(60)), Verdict::Clean);
+    }
+
+    #[test]
+    fn the_comparison_with_the_stable_version() {
+        let mut p = policy();
+        p.max_increase_over_stable = Some(0.05);
+        // Everyone fails alike (an etcd outage): no rollback.
+        let shared = run(&p, 0.3, 0.32, 60);
+        assert_eq!(verdict(&shared, &p, &at(60)), Verdict::Clean);
+        // The new version alone is bad: rollback, with the stable mean recorded.
+        let alone = run(&p, 0.01, 0.3, 60);
+        match verdict(&alone, &p, &at(60)) {
+            Verdict::Breach(b) => {
+                assert_eq!(b.version, "v2");
+                assert!((b.stable.unwrap() - 0.01).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -8,12 +8,17 @@
 //!   Ready (its registered Ready nodes reach the pool size the SignalingCluster reconciler
 //!   runs); until then it stays where it is and the rollout waits (`WaitingForPool`).
 //!   Unassigned shards always get their target.
-//! - **Pause**: `spec.paused` freezes the map at the shards' current versions.
+//! - **Requests** ([`super::requests`]): pause, resume, promote and abort from the annotation,
+//!   answered in `status.lastRequest` and held in `status.control` until the spec changes.
+//! - **Pause**: `spec.paused` or a pause request freezes the map at the shards' current
+//!   versions.
+//! - **Target weights**: the spec's, or all weight to a promoted version.
 //! - **Rollback**: versions gaining weight over `status.lastStableWeights` are analysed
-//!   ([`super::analysis`]); a breach returns the weights to `lastStableWeights`, phase
-//!   RolledBack, until the spec changes (a new generation restarts the analysis).
-//! - **Completed** when every shard is on its target version and, with a rollback policy, one
-//!   whole clean window passed; the weights then become `lastStableWeights`.
+//!   ([`super::analysis`], kept in `status.analysis`); a breach returns the weights to
+//!   `lastStableWeights`, phase RolledBack, until the spec changes (a new generation restarts
+//!   the analysis). An abort request does the same by hand (phase Aborted).
+//! - **Completed** when every shard is on its target version and, with a rollback policy, the
+//!   analysis judged it clean; the weights then become `lastStableWeights`.
 //! - **Applied weights** (`status.versions[].weight`, what pools are sized by): the previous
 //!   applied weights until the shards reach their targets, then the effective weights.
 
@@ -22,11 +27,14 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use switchboard_contract::keys::RolloutValue;
-use tokio::time::Instant;
 
-use super::analysis::{Analysis, Breach};
+use super::analysis::{self, Breach, Verdict};
+use super::requests::{self, Situation};
 use crate::controller::conditions::{self, Status};
-use crate::crd::{ProtocolRollout, ProtocolRolloutStatus, RolloutPhase, VersionStatus};
+use crate::crd::{
+    ProtocolRollout, ProtocolRolloutStatus, RequestAction, RequestOutcome, RequestStatus,
+    RolloutControl, RolloutPhase, VersionStatus,
+};
 use crate::placement::{PlacementError, VersionWeight, assign_versions};
 
 /// Condition type: shards are moving toward the weights.
@@ -63,6 +71,9 @@ pub struct Observed {
     pub pool_sizes: BTreeMap<String, u32>,
     /// The `rollout` key as stored.
     pub previous: Option<RolloutValue>,
+    /// Error rates from the rollback policy's Prometheus query (`None`: use the nodes'
+    /// reports in `pools`; `Err`: the query failed, take no sample).
+    pub external_rates: Option<Result<BTreeMap<String, f64>, String>>,
 }
 
 /// What to do.
@@ -74,6 +85,8 @@ pub struct Outcome {
     pub status: ProtocolRolloutStatus,
     /// A rollback decided in this pass.
     pub rollback: Option<Breach>,
+    /// A request answered in this pass.
+    pub request: Option<RequestStatus>,
     /// When to look again.
     pub requeue: Duration,
 }
@@ -90,19 +103,15 @@ fn render(weights: &[(String, u32)]) -> String {
         .join(",")
 }
 
-/// Computes the key value and status of `rollout` (see the module doc).
+/// Computes the key value and status of `rollout` at `wall` (see the module doc).
 pub fn reconcile(
     rollout: &ProtocolRollout,
     observed: &Observed,
-    analysis: &mut Analysis,
-    now: Instant,
     wall: &Time,
 ) -> Result<Outcome, PlacementError> {
     let generation = rollout.metadata.generation;
     let previous = rollout.status.clone().unwrap_or_default();
-    if analysis.generation != generation {
-        *analysis = Analysis::new(generation, now);
-    }
+    let same_generation = previous.observed_generation == generation;
     let spec: Vec<(String, u32)> = rollout
         .spec
         .versions
@@ -114,45 +123,113 @@ pub fn reconcile(
         .iter()
         .map(|(n, w)| (n.clone(), weight(*w)))
         .collect();
-    let paused = rollout.spec.paused;
-    let mut rolled_back = previous.phase == RolloutPhase::RolledBack
-        && previous.observed_generation == generation
-        && !stable.is_empty();
+    // Requests hold until the spec changes (a new commit in Git is a new intent).
+    let mut control = previous
+        .control
+        .clone()
+        .filter(|c| c.generation == generation)
+        .unwrap_or_else(|| RolloutControl {
+            generation,
+            ..RolloutControl::default()
+        });
+    let mut rolled_back =
+        previous.phase == RolloutPhase::RolledBack && same_generation && !stable.is_empty();
+
+    let mut answered = None;
+    if let Some(pending) = requests::pending(rollout) {
+        answered = Some(match pending {
+            Err(rejection) => requests::answered_at(rejection, wall),
+            Ok(request) => {
+                let situation = Situation {
+                    phase: if same_generation {
+                        previous.phase
+                    } else {
+                        RolloutPhase::Progressing
+                    },
+                    spec_paused: rollout.spec.paused,
+                    control: &control,
+                    versions: spec.iter().map(|(n, _)| n.clone()).collect(),
+                    target: targets(&spec, &control),
+                    stable: render(
+                        &stable
+                            .iter()
+                            .map(|(n, w)| (n.clone(), *w))
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                let (answer, next) = requests::decide(&request, &situation, wall);
+                if answer.outcome == RequestOutcome::Accepted
+                    && request.action == RequestAction::Promote
+                {
+                    rolled_back = false;
+                }
+                control = next;
+                answer
+            }
+        });
+    }
+    let last_request = answered.clone().or(previous.last_request.clone());
+    let paused = rollout.spec.paused || control.paused;
+    let aborted = control.aborted && !stable.is_empty();
+    let target = targets(&spec, &control);
 
     // Rollback analysis of the versions gaining weight.
     let policy = rollout.spec.strategy.rollback.as_ref();
-    let window = Duration::from_secs(
-        policy
-            .map(|p| u64::try_from(p.window_seconds.max(1)).unwrap_or(1))
-            .unwrap_or(1),
-    );
     let watched: BTreeSet<String> = if stable.is_empty() {
         BTreeSet::new()
     } else {
-        spec.iter()
+        target
+            .iter()
             .filter(|(name, w)| *w > stable.get(name).copied().unwrap_or(0))
             .map(|(name, _)| name.clone())
             .collect()
     };
     let mut breach = None;
+    let mut verdict = Verdict::Clean;
+    let mut analysis_status = previous.analysis.clone().filter(|_| same_generation);
     if let Some(policy) = policy
         && !watched.is_empty()
         && !rolled_back
+        && !aborted
         && !paused
     {
-        let rates = observed
-            .pools
-            .iter()
-            .filter_map(|(v, p)| p.error_rate.map(|r| (v.clone(), r)))
-            .collect();
-        analysis.record(now, rates, window);
-        breach = analysis.breach(&watched, now, window, policy.max_error_rate);
-        rolled_back = breach.is_some();
-    } else {
-        analysis.clear();
+        let (rates, source, failure) = match &observed.external_rates {
+            Some(Ok(rates)) => (rates.clone(), "prometheus", None),
+            Some(Err(error)) => (BTreeMap::new(), "prometheus", Some(error.clone())),
+            None => (
+                observed
+                    .pools
+                    .iter()
+                    .filter_map(|(v, p)| p.error_rate.map(|r| (v.clone(), r)))
+                    .collect(),
+                "nodes",
+                None,
+            ),
+        };
+        let mut sampled = analysis::sample(
+            analysis_status.as_ref(),
+            generation,
+            &watched,
+            &rates,
+            source,
+            policy,
+            wall,
+        );
+        verdict = analysis::verdict(&sampled, policy, wall);
+        sampled.message = match (&verdict, failure) {
+            (_, Some(error)) => format!("no sample: the Prometheus query failed: {error}"),
+            (Verdict::Pending(message), None) => message.clone(),
+            (Verdict::Clean, None) => "clean: every watched version is within the limits".into(),
+            (Verdict::Breach(b), None) => format!("{} breached with {:.4}", b.version, b.rate),
+        };
+        if let Verdict::Breach(b) = &verdict {
+            breach = Some(b.clone());
+            rolled_back = true;
+        }
+        analysis_status = Some(sampled);
     }
 
-    let effective: Vec<(String, u32)> = if rolled_back {
+    let effective: Vec<(String, u32)> = if rolled_back || aborted {
         let mut list: Vec<(String, u32)> = spec
             .iter()
             .map(|(name, _)| (name.clone(), stable.get(name).copied().unwrap_or(0)))
@@ -164,7 +241,7 @@ pub fn reconcile(
         }
         list
     } else {
-        spec.clone()
+        target.clone()
     };
     let versions: Vec<VersionWeight> = effective
         .iter()
@@ -223,10 +300,11 @@ pub fn reconcile(
     };
 
     let done = to_move == 0;
-    let analysis_clean =
-        policy.is_none() || watched.is_empty() || analysis.window_elapsed(now, window);
+    let analysis_clean = policy.is_none() || watched.is_empty() || verdict == Verdict::Clean;
     let phase = if rolled_back {
         RolloutPhase::RolledBack
+    } else if aborted {
+        RolloutPhase::Aborted
     } else if paused {
         RolloutPhase::Paused
     } else if done && analysis_clean {
@@ -250,9 +328,7 @@ pub fn reconcile(
         previous_applied
     };
     let last_stable_weights = if phase == RolloutPhase::Completed {
-        spec.iter()
-            .map(|(n, w)| (n.clone(), i32::try_from(*w).unwrap_or(0)))
-            .collect()
+        effective_i32.clone()
     } else {
         previous.last_stable_weights.clone()
     };
@@ -312,15 +388,22 @@ pub fn reconcile(
             Status::True,
             "Analyzing",
             format!(
-                "shards are in place; watching error rates of {} for {} s",
+                "shards are in place; watching error rates of {}: {}",
                 watched.iter().cloned().collect::<Vec<_>>().join(", "),
-                window.as_secs()
+                analysis_status
+                    .as_ref()
+                    .map_or(String::new(), |a| a.message.clone())
             ),
         ),
         RolloutPhase::Completed => (
             Status::False,
             "Completed",
-            format!("every shard is on its version ({})", render(&spec)),
+            format!("every shard is on its version ({})", render(&effective)),
+        ),
+        RolloutPhase::Aborted => (
+            Status::False,
+            "Aborted",
+            format!("aborted by request: back to {}", render(&effective)),
         ),
         RolloutPhase::Paused => (
             Status::False,
@@ -366,11 +449,12 @@ pub fn reconcile(
     );
     let rollback_message = match (&breach, conditions::get(&conditions, ROLLED_BACK)) {
         (Some(b), _) => format!(
-            "error rate of {} was {:.4} over {} s (limit {}); weights returned to {}",
+            "error rate of {} was {:.4} (limit {}{}); weights returned to {}",
             b.version,
             b.rate,
-            window.as_secs(),
             policy.map_or(0.0, |p| p.max_error_rate),
+            b.stable
+                .map_or(String::new(), |s| format!(", stable versions {s:.4}")),
             render(&effective)
         ),
         (None, Some(c)) if rolled_back && c.status == "True" => c.message.clone(),
@@ -395,6 +479,8 @@ pub fn reconcile(
     } else {
         IDLE_REQUEUE
     };
+    let control =
+        (control.paused || control.aborted || control.promoted.is_some()).then_some(control);
     Ok(Outcome {
         value,
         status: ProtocolRolloutStatus {
@@ -404,10 +490,26 @@ pub fn reconcile(
             conditions,
             observed_generation: generation,
             last_stable_weights,
+            last_request,
+            control,
+            analysis: analysis_status,
+            target_weights: effective_i32,
         },
         rollback: breach,
+        request: answered,
         requeue,
     })
+}
+
+/// The weights shards move toward: all to a promoted version, else the spec's.
+fn targets(spec: &[(String, u32)], control: &RolloutControl) -> Vec<(String, u32)> {
+    match &control.promoted {
+        Some(version) if spec.iter().any(|(n, _)| n == version) => spec
+            .iter()
+            .map(|(n, _)| (n.clone(), if n == version { 100 } else { 0 }))
+            .collect(),
+        _ => spec.to_vec(),
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@
 /// Kind label of this controller's metrics.
 pub const KIND: &str = "ProtocolRollout";
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ::prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,39 +24,50 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
-use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 use switchboard_contract::keys::{
     Assignment, Key, Keyspace, NodeInfo, NodeState, RolloutValue, Value,
 };
-use tokio::time::Instant;
 
-use super::analysis::Analysis;
 use super::plan::{self, Observed, PoolObs};
+use super::prometheus;
 use crate::controller::cluster::pools::version_pools;
 use crate::controller::conditions::{self, Status};
 use crate::controller::labels::FIELD_MANAGER;
 use crate::controller::policy::{self, Failures};
 use crate::controller::{Error, Result};
 use crate::crd::{
-    EtcdSpec, ProtocolRollout, ProtocolRolloutStatus, RolloutPhase, SignalingCluster,
+    EtcdSpec, ProtocolRollout, ProtocolRolloutStatus, RequestOutcome, RolloutPhase,
+    SignalingCluster,
 };
 use crate::etcd::{EtcdClients, EtcdError, bounded};
-use crate::metrics::Metrics;
+use crate::metrics::{CLUSTER_LABEL, Metrics};
 use crate::placement::ShardId;
 
 /// Rollout metrics.
 #[derive(Debug, Clone)]
 pub struct RolloutMetrics {
-    /// `switchboard_operator_rollout_weight{namespace,cluster,version}`: applied weight.
+    /// `switchboard_operator_rollout_weight{namespace,signaling_cluster,version}`: applied weight.
     pub weight: IntGaugeVec,
-    /// `switchboard_operator_version_error_rate{namespace,cluster,version}`: pool mean.
+    /// `switchboard_operator_version_error_rate{namespace,signaling_cluster,version}`: pool mean.
     pub error_rate: GaugeVec,
+    /// `switchboard_operator_rollout_phase{namespace,signaling_cluster,rollout,phase}`: 1 for
+    /// the rollout's phase, 0 for the others (alerts on RolledBack and Aborted).
+    pub phase: IntGaugeVec,
 }
+
+/// Every phase, for [`RolloutMetrics::phase`].
+const PHASES: [RolloutPhase; 5] = [
+    RolloutPhase::Progressing,
+    RolloutPhase::Paused,
+    RolloutPhase::Completed,
+    RolloutPhase::RolledBack,
+    RolloutPhase::Aborted,
+];
 
 impl RolloutMetrics {
     /// Builds and registers the metrics (a failed registration is logged).
     pub fn register(registry: &Registry) -> Self {
-        let labels = &["namespace", "cluster", "version"];
+        let labels = &["namespace", CLUSTER_LABEL, "version"];
         let weight = IntGaugeVec::new(
             Opts::new(
                 "switchboard_operator_rollout_weight",
@@ -70,18 +82,40 @@ impl RolloutMetrics {
             ),
             labels,
         );
-        let (Ok(weight), Ok(error_rate)) = (weight, error_rate) else {
+        let phase = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_operator_rollout_phase",
+                "1 for a rollout's current phase, 0 for the others",
+            ),
+            &["namespace", CLUSTER_LABEL, "rollout", "phase"],
+        );
+        let (Ok(weight), Ok(error_rate), Ok(phase)) = (weight, error_rate, phase) else {
             unreachable!("static metric definitions are valid")
         };
         for collector in [
-            Box::new(weight.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(weight.clone()) as Box<dyn ::prometheus::core::Collector>,
             Box::new(error_rate.clone()),
+            Box::new(phase.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::warn!(%error, "rollout metric not registered");
             }
         }
-        Self { weight, error_rate }
+        Self {
+            weight,
+            error_rate,
+            phase,
+        }
+    }
+
+    /// Records `current` as the phase of `rollout`.
+    pub fn set_phase(&self, namespace: &str, cluster: &str, rollout: &str, current: RolloutPhase) {
+        for phase in PHASES {
+            let name = format!("{phase:?}");
+            self.phase
+                .with_label_values(&[namespace, cluster, rollout, name.as_str()])
+                .set(i64::from(phase == current));
+        }
     }
 }
 
@@ -92,8 +126,6 @@ pub struct Context {
     recorder: Recorder,
     metrics: RolloutMetrics,
     operator_metrics: Metrics,
-    // Analysis window per rollout; never held across an await.
-    analyses: Mutex<HashMap<ObjectRef<ProtocolRollout>, Analysis>>,
     failures: Failures<ObjectRef<ProtocolRollout>>,
 }
 
@@ -116,13 +148,8 @@ impl Context {
             etcd,
             metrics,
             operator_metrics,
-            analyses: Mutex::default(),
             failures: Failures::default(),
         }
-    }
-
-    fn analyses(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ProtocolRollout>, Analysis>> {
-        self.analyses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -242,6 +269,7 @@ pub fn observe(
         pools,
         pool_sizes,
         previous,
+        external_rates: None,
     }
 }
 
@@ -312,17 +340,40 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
     let etcd = ctx.etcd.for_cluster(&cluster).await?;
     let (nodes, assignments, stored) = read_etcd(&etcd, &cluster.spec.etcd, &keys).await?;
     let (previous, previous_revision) = stored;
-    let observed = observe(shard_count, &nodes, &assignments, pool_sizes, previous);
+    let mut observed = observe(shard_count, &nodes, &assignments, pool_sizes, previous);
+    if let Some(query) = rollout
+        .spec
+        .strategy
+        .rollback
+        .as_ref()
+        .and_then(|p| p.prometheus.as_ref())
+    {
+        let versions: Vec<String> = rollout
+            .spec
+            .versions
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        observed.external_rates = Some(
+            prometheus::rates(query, &versions)
+                .await
+                .map_err(|e| e.to_string()),
+        );
+    }
 
-    let now = Instant::now();
-    let object = ObjectRef::from_obj(rollout);
-    let outcome = {
-        let mut analyses = ctx.analyses();
-        let analysis = analyses
-            .entry(object)
-            .or_insert_with(|| Analysis::new(rollout.metadata.generation, now));
-        plan::reconcile(rollout, &observed, analysis, now, &wall)?
-    };
+    let outcome = plan::reconcile(rollout, &observed, &wall)?;
+    if let Some(answer) = &outcome.request {
+        let (type_, reason) = match answer.outcome {
+            RequestOutcome::Accepted => (EventType::Normal, "RequestAccepted"),
+            RequestOutcome::Rejected => (EventType::Warning, "RequestRejected"),
+        };
+        tracing::info!(%namespace, rollout = %name, id = %answer.id, action = %answer.action, outcome = ?answer.outcome, message = %answer.message, "rollout request answered");
+        let note = format!(
+            "{} (request {}): {}",
+            answer.action, answer.id, answer.message
+        );
+        publish(ctx, rollout, type_, reason, note).await;
+    }
 
     let mut requeue = outcome.requeue;
     if let Some(value) = &outcome.value {
@@ -366,6 +417,8 @@ async fn reconcile_one(rollout: &ProtocolRollout, ctx: &Context) -> Result<Actio
         }
     }
 
+    ctx.metrics
+        .set_phase(&namespace, &cluster_name, &name, outcome.status.phase);
     let previous_phase = rollout.status.as_ref().map(|s| s.phase);
     if let Some(breach) = &outcome.rollback {
         let note = format!(

@@ -99,26 +99,29 @@ pub fn settings_for(
 ) -> Settings {
     let replicas = u32::try_from(cluster.spec.replicas).unwrap_or(0);
     let strategy = rollout.map(|r| r.spec.strategy.clone()).unwrap_or_default();
-    // Pool sizes by the spec weights: where the pools are heading. A pool above its size is
+    // Pool sizes by the target weights: where the pools are heading. A pool above its size is
     // about to shrink (no balancing inside it); a pool that reached it opens for placement.
-    // After an automatic rollback the pools follow the applied (last stable) weights.
     let expected_pools: BTreeMap<String, u32> = match rollout {
         Some(rollout) => {
-            let rolled_back = rollout.status.as_ref().filter(|s| {
-                s.phase == crate::crd::RolloutPhase::RolledBack && !s.versions.is_empty()
+            // After a rollback or an abort the pools follow the applied (last stable)
+            // weights; otherwise the target weights (the spec's, or a promote in force).
+            let frozen_back = rollout.status.as_ref().filter(|s| {
+                matches!(
+                    s.phase,
+                    crate::crd::RolloutPhase::RolledBack | crate::crd::RolloutPhase::Aborted
+                ) && !s.versions.is_empty()
             });
-            let weights: Vec<u32> = rollout
-                .spec
-                .versions
+            let targets = rollout.target_weights();
+            let weights: Vec<u32> = targets
                 .iter()
-                .map(|v| {
-                    let weight = match rolled_back {
+                .map(|(name, target)| {
+                    let weight = match frozen_back {
                         Some(status) => status
                             .versions
                             .iter()
-                            .find(|s| s.name == v.name)
+                            .find(|s| &s.name == name)
                             .map_or(0, |s| s.weight),
-                        None => v.weight,
+                        None => *target,
                     };
                     u32::try_from(weight.clamp(0, 100)).unwrap_or(0)
                 })

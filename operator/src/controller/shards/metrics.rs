@@ -3,6 +3,8 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::metrics::CLUSTER_LABEL;
+
 /// Shard manager metrics.
 #[derive(Clone, Debug)]
 pub struct ShardMetrics {
@@ -50,7 +52,7 @@ impl ShardMetrics {
                 "switchboard_operator_failovers_total",
                 "Shards failed over away from a dead node",
             ),
-            &["namespace", "cluster", "reason"],
+            &["namespace", CLUSTER_LABEL, "reason"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let failover_duration = HistogramVec::new(
@@ -59,7 +61,7 @@ impl ShardMetrics {
                 "Failure signal to the new owner serving the shard",
             )
             .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
-            &["namespace", "cluster"],
+            &["namespace", CLUSTER_LABEL],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let unassigned = IntGaugeVec::new(
@@ -67,7 +69,7 @@ impl ShardMetrics {
                 "switchboard_operator_unassigned_shards",
                 "Shards without a live owner",
             ),
-            &["namespace", "cluster"],
+            &["namespace", CLUSTER_LABEL],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let handoffs = IntCounterVec::new(
@@ -75,7 +77,7 @@ impl ShardMetrics {
                 "switchboard_operator_handoffs_total",
                 "Completed shard handoffs",
             ),
-            &["namespace", "cluster", "kind", "outcome"],
+            &["namespace", CLUSTER_LABEL, "kind", "outcome"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
         let detector = IntCounterVec::new(

@@ -1,14 +1,15 @@
 -- Argo CD health of a switchboard.dev ProtocolRollout, from its phase, paused flag and
--- observedGeneration. A rolled-back rollout is Degraded until its weights are edited.
+-- observedGeneration. A rolled-back or aborted rollout is Degraded until its weights are
+-- edited; a pause (spec or request) is Suspended.
 local hs = {}
 local weights = ""
 if obj.status ~= nil and obj.status.weights ~= nil then
   weights = " (" .. obj.status.weights .. ")"
 end
-local function message(default)
+local function message(type, status, default)
   if obj.status ~= nil and obj.status.conditions ~= nil then
     for _, c in ipairs(obj.status.conditions) do
-      if c.type == "RolledBack" and c.status == "True" and c.message ~= nil and c.message ~= "" then
+      if c.type == type and c.status == status and c.message ~= nil and c.message ~= "" then
         return c.message
       end
     end
@@ -41,7 +42,10 @@ elseif phase == "Paused" then
   hs.message = "Paused" .. weights
 elseif phase == "RolledBack" then
   hs.status = "Degraded"
-  hs.message = message("Rolled back to the last stable weights") .. weights
+  hs.message = message("RolledBack", "True", "Rolled back to the last stable weights") .. weights
+elseif phase == "Aborted" then
+  hs.status = "Degraded"
+  hs.message = message("Progressing", "False", "Aborted: back to the last stable weights") .. weights
 else
   hs.status = "Progressing"
   hs.message = "Moving shards toward the spec weights" .. weights
