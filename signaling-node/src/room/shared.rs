@@ -94,6 +94,8 @@ impl Shared {
                 rooms: Vec::new(),
             });
         if let Err(at) = entry.rooms.binary_search_by(|r| r.as_str().cmp(room)) {
+            // Exact: a session usually sits in one room, and growth would reserve four.
+            entry.rooms.reserve_exact(1);
             entry.rooms.insert(at, room.to_owned());
         }
     }

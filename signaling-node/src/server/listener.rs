@@ -171,10 +171,13 @@ async fn upgrade_and_serve(mut io: Io, deadline: Instant, node: Arc<NodeShared>,
             connection::refuse(io, CLOSE_TRY_AGAIN_LATER, "overloaded").await;
         }
         Admission::Serve(_) => {
-            tokio::spawn(async move {
-                connection::serve(io, upgraded.tail, upgraded.version, node).await;
-                drop(held);
-            });
+            tokio::spawn(connection::serve(
+                io,
+                upgraded.tail,
+                upgraded.version,
+                node,
+                held,
+            ));
         }
     }
 }

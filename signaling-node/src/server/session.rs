@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use switchboard_protocol::auth::{self, Claims};
+use switchboard_protocol::auth::{self, Claims, RoomGrant};
 use switchboard_protocol::{
     ErrorCode, Hangup, Hello, IceBatch, IceCandidate, Invite, InviteResult, Join, Leave, Message,
     Migrate, ProtocolVersion, Redirect, Sdp, Welcome,
@@ -96,8 +96,12 @@ impl Request {
 /// Who the client is and which rooms it sits in, once Hello succeeded.
 struct Established {
     id: String,
+    /// The token's subject.
     user: String,
-    claims: Claims,
+    /// Rooms the token allows (kept instead of all its claims: this sits in every session).
+    allowed: RoomGrant,
+    /// When the token expires, seconds since the Unix epoch.
+    expires: u64,
     /// Rooms joined (a small sorted vector: a hash map's first allocation is ≈ 0.3 KiB).
     rooms: SeatMap<RoomHandle>,
 }
@@ -207,7 +211,12 @@ impl Session {
             resumed: resume.is_some(),
         }));
         cx.peer.set_established();
-        let user = claims.sub.clone();
+        let Claims {
+            sub: user,
+            rooms: allowed,
+            exp: expires,
+            ..
+        } = claims;
         tracing::debug!(
             conn = cx.peer.id(),
             user,
@@ -218,7 +227,8 @@ impl Session {
         let mut session = Established {
             id: session_id,
             user,
-            claims,
+            allowed,
+            expires,
             rooms: SeatMap::new(),
         };
         let mut lost_room = None;
@@ -304,14 +314,14 @@ impl Session {
         if let Err(e) = check_id("room", &j.room) {
             return cx.error(e.code, e.message, rid);
         }
-        if !session.claims.rooms.allows(&j.room) {
+        if !session.allowed.allows(&j.room) {
             return cx.error(
                 ErrorCode::AuthFailed,
                 format!("the token does not allow room {:?}", j.room),
                 rid,
             );
         }
-        if session.claims.exp <= auth::unix_now() {
+        if session.expires <= auth::unix_now() {
             return cx.error(
                 ErrorCode::AuthFailed,
                 "the token has expired; reconnect",
