@@ -17,6 +17,20 @@ mod calls;
 #[path = "scenarios/support.rs"]
 mod support;
 
+/// Starts the scenario's environment with `options`, or returns from the test with a message
+/// when the Kubernetes tool binaries are absent (defined before the modules that use it).
+macro_rules! env_or_skip {
+    ($options:expr) => {
+        match crate::support::skip_reason() {
+            Some(reason) => {
+                eprintln!("SKIP: {reason}");
+                return;
+            }
+            None => crate::support::Env::start($options).await,
+        }
+    };
+}
+
 #[path = "scenarios/disruption.rs"]
 mod disruption;
 #[path = "scenarios/failover.rs"]

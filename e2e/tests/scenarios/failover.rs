@@ -22,21 +22,9 @@ use switchboard_protocol::{Hangup, Message, Resume};
 use crate::calls::{Member, STEP, connected_call, options};
 use crate::fleet::quick;
 use crate::support::{
-    CLUSTER, Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
-    pod_ready, skip_reason,
+    Env, EnvOptions, NS, OPERATOR_NS, PATIENCE, SHARDS, ScenarioTimer, measured, node_url,
+    pod_ready,
 };
-
-macro_rules! env_or_skip {
-    () => {
-        match skip_reason() {
-            Some(reason) => {
-                eprintln!("SKIP: {reason}");
-                return;
-            }
-            None => Env::start(EnvOptions::default()).await,
-        }
-    };
-}
 
 /// A call in progress: two members connected through non-owner nodes, the call Connected.
 pub(crate) struct Call {
@@ -417,7 +405,7 @@ pub(crate) async fn expect_room_and_call_intact(env: &Env, call: &mut Call, avoi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_cohost_call_through_a_non_owner_node() {
     let _t = ScenarioTimer::start("c_cohost_call_through_a_non_owner_node");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let started = Instant::now();
     let mut call = call_through_non_owners(&env, "studio-c", None).await;
@@ -432,7 +420,7 @@ async fn c_cohost_call_through_a_non_owner_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_owner_killed_shards_fail_over_and_the_call_resumes() {
     let _t = ScenarioTimer::start("d_owner_killed_shards_fail_over_and_the_call_resumes");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-d", None).await;
     let before = env
@@ -448,7 +436,7 @@ async fn d_owner_killed_shards_fail_over_and_the_call_resumes() {
 /// expires, the shard fails over, the clients (1 s heartbeats) notice and resume on the new
 /// owner; then `heal` undoes the fault.
 async fn owner_goes_dark(room: &str, fault: Fault, heal: Fault, label: &str) {
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     // A 1 s heartbeat lets clients notice a silent node within seconds.
     env.deploy_demo(false, |sigc| {
         quick(sigc);
@@ -488,7 +476,7 @@ async fn l_owner_network_cut_lease_expires_and_the_call_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m_kubelet_stopped_nothing_moves_and_the_call_goes_on() {
     let _t = ScenarioTimer::start("m_kubelet_stopped_nothing_moves_and_the_call_goes_on");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-m", None).await;
     let before: BTreeMap<u32, (Option<String>, i64)> = env
@@ -631,7 +619,7 @@ fn rollout_patch(weights: &[(&str, u32)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f_weight_edits_keep_every_session() {
     let _t = ScenarioTimer::start("f_weight_edits_keep_every_session");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     let mut docs = env.demo_manifests(true, quick);
     if let Some(rollout) = docs.iter_mut().find(|d| d["kind"] == "ProtocolRollout") {
         // Move four shards at a time without pauses (the example waits 30 s per shard).
@@ -658,17 +646,7 @@ async fn f_weight_edits_keep_every_session() {
 
     for weights in [[("v1", 50), ("v2", 50)], [("v1", 0), ("v2", 100)]] {
         let started = Instant::now();
-        env.kubectl(
-            &[
-                "patch",
-                "prollout",
-                CLUSTER,
-                "--type=merge",
-                "-p",
-                &rollout_patch(&weights),
-            ],
-            None,
-        );
+        env.merge_patch("prollout", &rollout_patch(&weights));
         versions_follow(&env, &weights).await;
         measured(
             &format!("f: weights -> {weights:?}: shards follow"),
@@ -793,7 +771,7 @@ async fn o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on() {
     // the detector's suspicion is vetoed by the other nodes' probes; nothing moves.
     let _t =
         ScenarioTimer::start("o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-o", None).await;
     let before = owners(&env).await;
@@ -836,7 +814,7 @@ async fn p_flapping_detector_connection_nothing_moves() {
     // (its liveness stream breaks again and again, and reconnects are refused): the other
     // nodes still reach the owner, so nothing moves.
     let _t = ScenarioTimer::start("p_flapping_detector_connection_nothing_moves");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-p", None).await;
     let before = owners(&env).await;
@@ -878,7 +856,7 @@ async fn q_owner_stalls_shorter_than_the_window_nothing_moves() {
     // GC-like pauses of the owner, each shorter than the detector's window (a suspicion at
     // 300 ms, a verdict not before 550 ms and every probe failing): nothing moves.
     let _t = ScenarioTimer::start("q_owner_stalls_shorter_than_the_window_nothing_moves");
-    let env = env_or_skip!();
+    let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-q", None).await;
     let before = owners(&env).await;

@@ -11,7 +11,7 @@ use switchboard_e2e::real_node::Fault;
 use crate::calls::Member;
 use crate::support::{
     CLUSTER, CLUSTER_LABEL, Env, EnvOptions, NS, PATIENCE, SHARDS, ScenarioTimer, condition_true,
-    measured, node_url, pod_ready, skip_reason,
+    measured, node_url, pod_ready,
 };
 
 /// Shorter grace periods than the example's 60/30 s, so scale-down and teardown are quick.
@@ -50,18 +50,6 @@ async fn ready_node_names(env: &Env) -> Vec<String> {
         .filter(|p| pod_ready(p))
         .filter_map(|p| p.metadata.name.clone())
         .collect()
-}
-
-macro_rules! env_or_skip {
-    ($options:expr) => {
-        match skip_reason() {
-            Some(reason) => {
-                eprintln!("SKIP: {reason}");
-                return;
-            }
-            None => Env::start($options).await,
-        }
-    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,17 +133,7 @@ async fn b_invalid_manifests_are_refused_with_the_cel_message() {
         "shards 16 -> 32: {err}"
     );
     // Also through a plain edit (merge patch), the way `kubectl edit` sends it.
-    let err = env.kubectl_err(
-        &[
-            "patch",
-            "sigc",
-            CLUSTER,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"shards":8}}"#,
-        ],
-        None,
-    );
+    let err = env.merge_patch_err("sigc", r#"{"spec":{"shards":8}}"#);
     assert!(err.contains("shards is immutable"), "patch shards: {err}");
     let shards = env.kubectl(
         &["get", "sigc", CLUSTER, "-o", "jsonpath={.spec.shards}"],
@@ -178,17 +156,7 @@ async fn g_config_change_is_applied_by_every_node() {
         .unwrap_or(0);
 
     let started = Instant::now();
-    env.kubectl(
-        &[
-            "patch",
-            "sigc",
-            CLUSTER,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"config":{"heartbeatSeconds":10}}}"#,
-        ],
-        None,
-    );
+    env.merge_patch("sigc", r#"{"spec":{"config":{"heartbeatSeconds":10}}}"#);
     let waited = eventually("ConfigApplied with a new revision", PATIENCE, || async {
         let sigc = env.sigc().await?;
         let status = sigc.status.as_ref()?;

@@ -30,20 +30,8 @@ use switchboard_operator::crd::SignalingCluster;
 use crate::failover::name;
 use crate::fleet::quick;
 use crate::support::{
-    CLUSTER, Env, EnvOptions, NS, PATIENCE, SHARDS, ScenarioTimer, measured, pod_ip, skip_reason,
+    CLUSTER, Env, EnvOptions, NS, PATIENCE, SHARDS, ScenarioTimer, measured, pod_ip,
 };
-
-macro_rules! env_or_skip {
-    ($options:expr) => {
-        match skip_reason() {
-            Some(reason) => {
-                eprintln!("SKIP: {reason}");
-                return;
-            }
-            None => Env::start($options).await,
-        }
-    };
-}
 
 /// The client certificate's Secret.
 const CERT_SECRET: &str = "signal-cert";
@@ -491,20 +479,11 @@ async fn o_outside_clients_through_node_ports_with_tls_on_the_nodes() {
     }
     env.kubectl(&["-n", NS, "delete", "secret", CERT_SECRET], None);
     expect_refusal(&env, "TLSSecretNotFound").await;
-    env.kubectl(
-        &[
-            "-n",
-            NS,
-            "patch",
-            "sigc",
-            CLUSTER,
-            "--type=merge",
-            "-p",
-            &json!({"spec": {"clientAccess": {"nodeUrlTemplate":
+    env.merge_patch(
+        "sigc",
+        &json!({"spec": {"clientAccess": {"nodeUrlTemplate":
                 format!("wss://{EXTERNAL_HOST}:{{nodeport}}/ws")}}})
-            .to_string(),
-        ],
-        None,
+        .to_string(),
     );
     let message = expect_refusal(&env, "UnknownPlaceholder").await;
     if !message.contains("{nodeport}") {
@@ -526,18 +505,9 @@ async fn o_outside_clients_through_node_ports_with_tls_on_the_nodes() {
     outside.cohost_demo(&env, &entry, "studio-o3");
 
     // Fixed: the condition comes back.
-    env.kubectl(
-        &[
-            "-n",
-            NS,
-            "patch",
-            "sigc",
-            CLUSTER,
-            "--type=merge",
-            "-p",
-            &json!({"spec": {"clientAccess": node_port_access(CERT_SECRET)}}).to_string(),
-        ],
-        None,
+    env.merge_patch(
+        "sigc",
+        &json!({"spec": {"clientAccess": node_port_access(CERT_SECRET)}}).to_string(),
     );
     outside.install_cert(&env, "third", &format!("DNS:{EXTERNAL_HOST}"));
     wait_client_access(&env, &entry).await;
@@ -642,19 +612,7 @@ async fn p_outside_clients_through_an_ingress_with_tls_at_the_proxy() {
     let (mut pair, _) = connected_pair(&env, &outside, &entry, &room).await;
     let t0 = unix_ms();
     let mark = pair.seen.len();
-    env.kubectl(
-        &[
-            "-n",
-            NS,
-            "patch",
-            "prollout",
-            CLUSTER,
-            "--type=merge",
-            "-p",
-            &weights_patch(0, 100),
-        ],
-        None,
-    );
+    env.merge_patch("prollout", &weights_patch(0, 100));
     for user in ["alice", "bob"] {
         let moved = pair
             .wait_for_since(

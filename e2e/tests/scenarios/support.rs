@@ -210,6 +210,31 @@ impl Env {
         }
     }
 
+    /// A merge patch of this scenario's `kind` (`sigc`, `prollout`) named [`CLUSTER`] in [`NS`],
+    /// the way `kubectl edit` sends one: a server-side apply of a fragment would drop the other
+    /// fields its manager applied.
+    pub fn merge_patch(&self, kind: &str, patch: &str) -> String {
+        self.kubectl(&Self::merge_patch_args(kind, patch), None)
+    }
+
+    /// [`Env::merge_patch`] that is expected to be refused: its error output.
+    pub fn merge_patch_err(&self, kind: &str, patch: &str) -> String {
+        self.kubectl_err(&Self::merge_patch_args(kind, patch), None)
+    }
+
+    fn merge_patch_args<'a>(kind: &'a str, patch: &'a str) -> [&'a str; 8] {
+        [
+            "-n",
+            NS,
+            "patch",
+            kind,
+            CLUSTER,
+            "--type=merge",
+            "-p",
+            patch,
+        ]
+    }
+
     /// kubectl that is expected to fail: its error output.
     pub fn kubectl_err(&self, args: &[&str], stdin: Option<&str>) -> String {
         match self.cluster.kubectl(args, stdin) {
