@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::conn::{
-    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, failure, feed_batch, frame_ends,
+    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, dial, failure, feed_batch, frame_ends,
 };
 use switchboard_client::ClientError;
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
@@ -332,10 +332,7 @@ pub async fn connect(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| failure("join_url", format!("not a ws:// URL: {url}")))?;
-    let tcp = TcpStream::connect(authority)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(authority).await?;
     let url = match codec {
         Codec::Protobuf => format!("{url}?format=protobuf"),
         Codec::Json => url.to_string(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -139,6 +139,15 @@ pub(super) fn frame_ends(
     (tx, Rx::Baseline(incoming))
 }
 
+/// Opens the TCP connection under a bench connection, with Nagle off so small frames go at once.
+pub(super) async fn dial(addr: impl ToSocketAddrs) -> Result<TcpStream, ConnectFailure> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| failure("join_connect", e))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
 /// Feeds `first` and whatever else is already queued to `sink` and flushes once, so a burst costs
 /// one flush; false once the connection is gone.
 pub(super) async fn feed_batch<S, T>(
@@ -184,10 +193,7 @@ pub(super) async fn baseline_connect(
     room: &str,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
     let started = Instant::now();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(addr).await?;
     let url = format!("ws://{addr}/");
     let (ws, _) = tokio_tungstenite::client_async_with_config(
         url.as_str(),

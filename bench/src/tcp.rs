@@ -6,12 +6,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::baseline::{JOINED, WELCOME, read_frame, write_frame};
 use super::conn::{
-    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, failure, forward_inbound, frame_ends,
+    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, dial, failure, forward_inbound, frame_ends,
 };
 use switchboard_client::ClientError;
 use switchboard_protocol as protocol;
@@ -23,10 +22,7 @@ pub async fn tcp_connect(
     room: &str,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
     let started = Instant::now();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(addr).await?;
     let (read, write) = tcp.into_split();
     let mut reader = BufReader::with_capacity(4096, read);
     let mut writer = BufWriter::with_capacity(4096, write);
