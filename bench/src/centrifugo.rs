@@ -22,7 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::conn::{ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, failure, frame_ends};
+use super::conn::{
+    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, dial, failure, feed_batch, frame_ends,
+};
 use switchboard_client::ClientError;
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 use switchboard_protocol::{self as protocol, Message};
@@ -330,10 +332,7 @@ pub async fn connect(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| failure("join_url", format!("not a ws:// URL: {url}")))?;
-    let tcp = TcpStream::connect(authority)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(authority).await?;
     let url = match codec {
         Codec::Protobuf => format!("{url}?format=protobuf"),
         Codec::Json => url.to_string(),
@@ -382,18 +381,15 @@ pub async fn connect(
                 }
             };
             let Some(first) = first else { break };
-            let mut item = Some(first);
-            while let Some(out) = item.take().or_else(|| out_rx.try_recv().ok()) {
+            let publish = |out: Outgoing| {
                 let channel = inbox(&room_id, &out.to);
                 let publish = Command::Publish {
                     channel: &channel,
                     data: &out.frame,
                 };
-                if sink.feed(encode(codec, next_id(), &publish)).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
+                encode(codec, next_id(), &publish)
+            };
+            if !feed_batch(&mut sink, first, &mut out_rx, publish).await {
                 return;
             }
         }

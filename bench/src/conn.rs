@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -139,6 +139,53 @@ pub(super) fn frame_ends(
     (tx, Rx::Baseline(incoming))
 }
 
+/// Opens the TCP connection under a bench connection, with Nagle off so small frames go at once.
+pub(super) async fn dial(addr: impl ToSocketAddrs) -> Result<TcpStream, ConnectFailure> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| failure("join_connect", e))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Feeds `first` and whatever else is already queued to `sink` and flushes once, so a burst costs
+/// one flush; false once the connection is gone.
+pub(super) async fn feed_batch<S, T>(
+    sink: &mut S,
+    first: Outgoing,
+    out_rx: &mut mpsc::Receiver<Outgoing>,
+    mut message: impl FnMut(Outgoing) -> T,
+) -> bool
+where
+    S: Sink<T> + Unpin,
+{
+    let mut next = Some(first);
+    while let Some(out) = next.take().or_else(|| out_rx.try_recv().ok()) {
+        if sink.feed(message(out)).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+/// Forwards `items` to the receiver it returns, stopping after the first error (it ends the
+/// connection) or once the receiver is dropped.
+pub(super) fn forward_inbound(
+    items: impl Stream<Item = Result<Message, ClientError>> + Send + 'static,
+) -> mpsc::Receiver<Result<Message, ClientError>> {
+    let (in_tx, in_rx) = mpsc::channel(QUEUE);
+    tokio::spawn(async move {
+        let mut items = std::pin::pin!(items);
+        while let Some(item) = items.next().await {
+            let fatal = item.is_err();
+            if in_tx.send(item).await.is_err() || fatal {
+                break;
+            }
+        }
+    });
+    in_rx
+}
+
 /// Connects `user` to `room` on the baseline relay at `addr` and joins.
 pub(super) async fn baseline_connect(
     addr: SocketAddr,
@@ -146,10 +193,7 @@ pub(super) async fn baseline_connect(
     room: &str,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
     let started = Instant::now();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(addr).await?;
     let url = format!("ws://{addr}/");
     let (ws, _) = tokio_tungstenite::client_async_with_config(
         url.as_str(),
@@ -185,36 +229,26 @@ pub(super) async fn baseline_connect(
 
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(QUEUE);
     tokio::spawn(async move {
+        let binary = |out: Outgoing| WsMessage::Binary(out.frame);
         while let Some(first) = out_rx.recv().await {
-            if sink.feed(WsMessage::Binary(first.frame)).await.is_err() {
-                return;
-            }
-            while let Ok(more) = out_rx.try_recv() {
-                if sink.feed(WsMessage::Binary(more.frame)).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
+            if !feed_batch(&mut sink, first, &mut out_rx, binary).await {
                 return;
             }
         }
         let _ = sink.close().await;
     });
-    let (in_tx, in_rx) = mpsc::channel::<Result<Message, ClientError>>(QUEUE);
-    tokio::spawn(async move {
-        while let Some(next) = stream.next().await {
-            let item = match next {
+    let frames = futures::stream::unfold(stream, |mut stream| async move {
+        loop {
+            let item = match stream.next().await? {
                 Ok(WsMessage::Binary(bytes)) => protocol::decode(&bytes).map_err(ClientError::from),
-                Ok(WsMessage::Close(_)) => break,
+                Ok(WsMessage::Close(_)) => return None,
                 Ok(_) => continue,
                 Err(e) => Err(ClientError::WebSocket(e.to_string())),
             };
-            let fatal = item.is_err();
-            if in_tx.send(item).await.is_err() || fatal {
-                break;
-            }
+            return Some((item, stream));
         }
     });
+    let in_rx = forward_inbound(frames);
     let (tx, rx) = frame_ends(out_tx, in_rx, user, room);
     Ok((tx, rx, timing))
 }

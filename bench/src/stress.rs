@@ -319,72 +319,95 @@ async fn wait_for_invite(rx: &mut Incoming, call: &str) -> Result<(), String> {
 /// silent, a third joined; holds them for `duration` (past the node's 10 s handshake and
 /// Hello timeouts by default), then closes.
 async fn flood(cfg: &StressConfig, outcomes: &Outcomes) {
-    let run: u32 = rand::random();
-    let limiter = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
-    let mut set = JoinSet::new();
-    let hold_until = Instant::now() + cfg.duration;
-    for i in 0..cfg.connections {
-        let permit = limiter.clone().acquire_owned().await.ok();
-        let (url, secret, outcomes) = (cfg.url.clone(), cfg.secret.clone(), outcomes.clone());
-        set.spawn(async move {
-            let kind = i % 3;
-            let held = match kind {
-                0 => match TcpStream::connect(authority(&url)).await {
-                    Ok(tcp) => Held::Tcp(tcp),
-                    Err(_) => return outcomes.count("tcp_connect_failed"),
-                },
-                1 => match upgrade(&url).await {
+    hold_many(cfg, outcomes, |a| async move {
+        let kind = a.i % 3;
+        let held = match kind {
+            0 => match TcpStream::connect(authority(&a.url)).await {
+                Ok(tcp) => Held::Tcp(tcp),
+                Err(_) => return a.outcomes.count("tcp_connect_failed"),
+            },
+            1 => match upgrade(&a.url).await {
+                Ok(ws) => Held::Ws(Box::new(ws)),
+                Err(kind) => return a.outcomes.count(kind),
+            },
+            _ => {
+                let user = format!("f-{:08x}-{}", a.run, a.i);
+                let room = format!("flood-{:08x}-{}", a.run, a.i / 6);
+                match raw_join(&a.url, &token(&a.secret, &user, &room), &room).await {
                     Ok(ws) => Held::Ws(Box::new(ws)),
-                    Err(kind) => return outcomes.count(kind),
-                },
-                _ => {
-                    let user = format!("f-{run:08x}-{i}");
-                    let room = format!("flood-{run:08x}-{}", i / 6);
-                    match raw_join(&url, &token(&secret, &user, &room), &room).await {
-                        Ok(ws) => Held::Ws(Box::new(ws)),
-                        Err(kind) => return outcomes.count(kind),
-                    }
+                    Err(kind) => return a.outcomes.count(kind),
                 }
-            };
-            drop(permit);
-            let label = ["tcp_only", "upgraded_silent", "joined"][kind];
-            outcomes.count(format!("{label}_opened"));
-            // Hold until the end; note how the server ended it, if it did.
-            let ended = held.wait_close(hold_until).await;
-            outcomes.count(format!("{label}_{ended}"));
-        });
-    }
-    while set.join_next().await.is_some() {}
+            }
+        };
+        drop(a.permit);
+        let label = ["tcp_only", "upgraded_silent", "joined"][kind];
+        a.outcomes.count(format!("{label}_opened"));
+        // Hold until the end; note how the server ended it, if it did.
+        let ended = held.wait_close(a.hold_until).await;
+        a.outcomes.count(format!("{label}_{ended}"));
+    })
+    .await;
 }
 
 /// Twice the node's limit (`connections` attempts) join and hold; the excess must be told 1013.
 async fn over_limit(cfg: &StressConfig, outcomes: &Outcomes) {
+    hold_many(cfg, outcomes, |a| async move {
+        let user = format!("o-{:08x}-{}", a.run, a.i);
+        let room = format!("over-{:08x}-{}", a.run, a.i / 2);
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            raw_join(&a.url, &token(&a.secret, &user, &room), &room),
+        )
+        .await
+        .unwrap_or_else(|_| Err("join_timeout".into()));
+        drop(a.permit);
+        match result {
+            Ok(ws) => {
+                a.outcomes.count("joined");
+                let ended = Held::Ws(Box::new(ws)).wait_close(a.hold_until).await;
+                a.outcomes.count(format!("joined_{ended}"));
+            }
+            Err(kind) => a.outcomes.count(kind),
+        }
+    })
+    .await;
+}
+
+/// One connection attempt of `hold_many`, with its own copies of what it needs.
+struct Attempt {
+    i: usize,
+    /// Tags this run's users and rooms so they don't meet an earlier run's.
+    run: u32,
+    url: String,
+    secret: JwtSecret,
+    outcomes: Outcomes,
+    /// Dropped once connected, so at most `concurrency` attempts are connecting at once.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    hold_until: Instant,
+}
+
+/// Runs `attempt` `cfg.connections` times, paced by `cfg.concurrency`, and waits for all: flood
+/// and over_limit differ only in what one attempt does.
+async fn hold_many<F, Fut>(cfg: &StressConfig, outcomes: &Outcomes, attempt: F)
+where
+    F: Fn(Attempt) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let run: u32 = rand::random();
     let limiter = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
     let mut set = JoinSet::new();
     let hold_until = Instant::now() + cfg.duration;
     for i in 0..cfg.connections {
         let permit = limiter.clone().acquire_owned().await.ok();
-        let (url, secret, outcomes) = (cfg.url.clone(), cfg.secret.clone(), outcomes.clone());
-        set.spawn(async move {
-            let user = format!("o-{run:08x}-{i}");
-            let room = format!("over-{run:08x}-{}", i / 2);
-            let result = tokio::time::timeout(
-                Duration::from_secs(30),
-                raw_join(&url, &token(&secret, &user, &room), &room),
-            )
-            .await
-            .unwrap_or_else(|_| Err("join_timeout".into()));
-            drop(permit);
-            match result {
-                Ok(ws) => {
-                    outcomes.count("joined");
-                    let ended = Held::Ws(Box::new(ws)).wait_close(hold_until).await;
-                    outcomes.count(format!("joined_{ended}"));
-                }
-                Err(kind) => outcomes.count(kind),
-            }
-        });
+        set.spawn(attempt(Attempt {
+            i,
+            run,
+            url: cfg.url.clone(),
+            secret: cfg.secret.clone(),
+            outcomes: outcomes.clone(),
+            permit,
+            hold_until,
+        }));
     }
     while set.join_next().await.is_some() {}
 }

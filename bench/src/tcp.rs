@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::baseline::{JOINED, WELCOME, read_frame, write_frame};
-use super::conn::{ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, failure, frame_ends};
+use super::conn::{
+    ConnectFailure, JoinTiming, Outgoing, QUEUE, Rx, Tx, dial, failure, forward_inbound, frame_ends,
+};
 use switchboard_client::ClientError;
-use switchboard_protocol::{self as protocol, Message};
+use switchboard_protocol as protocol;
 
 /// Connects to the TCP relay, says hello and joins `room`.
 pub async fn tcp_connect(
@@ -21,10 +22,7 @@ pub async fn tcp_connect(
     room: &str,
 ) -> Result<(Tx, Rx, JoinTiming), ConnectFailure> {
     let started = Instant::now();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| failure("join_connect", e))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial(addr).await?;
     let (read, write) = tcp.into_split();
     let mut reader = BufReader::with_capacity(4096, read);
     let mut writer = BufWriter::with_capacity(4096, write);
@@ -64,20 +62,15 @@ pub async fn tcp_connect(
         }
         let _ = writer.shutdown().await;
     });
-    let (in_tx, in_rx) = mpsc::channel::<Result<Message, ClientError>>(QUEUE);
-    tokio::spawn(async move {
-        loop {
-            let item = match read_frame(&mut reader).await {
-                Ok(Some(frame)) => protocol::decode(&frame).map_err(ClientError::from),
-                Ok(None) => break,
-                Err(e) => Err(ClientError::WebSocket(e.to_string())),
-            };
-            let fatal = item.is_err();
-            if in_tx.send(item).await.is_err() || fatal {
-                break;
-            }
-        }
+    let frames = futures::stream::unfold(reader, |mut reader| async move {
+        let item = match read_frame(&mut reader).await {
+            Ok(Some(frame)) => protocol::decode(&frame).map_err(ClientError::from),
+            Ok(None) => return None,
+            Err(e) => Err(ClientError::WebSocket(e.to_string())),
+        };
+        Some((item, reader))
     });
+    let in_rx = forward_inbound(frames);
     let (tx, rx) = frame_ends(out_tx, in_rx, user, room);
     Ok((tx, rx, timing))
 }
@@ -86,6 +79,7 @@ pub async fn tcp_connect(
 mod tests {
     use super::*;
     use crate::baseline::{BaselineConfig, RelayTransport, spawn};
+    use switchboard_protocol::Message;
 
     #[tokio::test]
     async fn tcp_connections_exchange_frames() {

@@ -334,6 +334,11 @@ impl Metrics {
         self.disconnects.with_label_values(&[reason]).inc();
     }
 
+    /// Counts a refused or failed handshake under `label`.
+    pub fn handshake_failure(&self, label: &str) {
+        self.handshake_failures.with_label_values(&[label]).inc();
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

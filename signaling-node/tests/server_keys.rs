@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::Client;
 use signaling_node::config::{ConfigHandle, SettingsPatch};
-use signaling_node::metrics::Metrics;
-use signaling_node::routing::{SharedOwnership, Standalone};
-use signaling_node::server::{Listeners, Node};
-use signaling_node::store::{MemoryStore, RoomStore};
 use switchboard_protocol::auth::{self, Claims, JwtSecret, RoomGrant};
 use switchboard_protocol::{ErrorCode, Hello, Message};
 
@@ -66,14 +61,7 @@ async fn keys_rotate_on_a_running_node_with_clear_answers() {
         None,
     )
     .unwrap();
-    let metrics = Metrics::new();
-    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
-    let addr = listeners.ws.local_addr().unwrap();
-    let ownership: SharedOwnership = Arc::new(Standalone { shard_count: 16 });
-    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
-    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
+    let (listeners, addr, node, metrics) = common::unstarted_node(&config).await;
     tokio::spawn(config.clone().watch_files(
         Duration::from_millis(20),
         metrics.clone(),

@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use signaling_node::config::{ConfigHandle, SettingsPatch};
-use signaling_node::metrics::Metrics;
-use signaling_node::routing::{SharedOwnership, Standalone};
-use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
 use switchboard_protocol::{
     ErrorCode, EventKind, IceCandidate, Invite, InviteResult, Join, Message, Sdp,
@@ -386,14 +383,7 @@ async fn settings_file_is_hot_reloaded() {
         ..Default::default()
     };
     let config = ConfigHandle::load(args, Some(path.clone())).unwrap();
-    let metrics = Metrics::new();
-    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
-    let addr = listeners.ws.local_addr().unwrap();
-    let ownership: SharedOwnership = Arc::new(Standalone { shard_count: 16 });
-    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
-    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
+    let (listeners, addr, node, metrics) = common::unstarted_node(&config).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(config.clone().watch_files(
         Duration::from_millis(20),

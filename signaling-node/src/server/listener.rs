@@ -122,17 +122,11 @@ async fn handle(
             Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
-                node.metrics
-                    .handshake_failures
-                    .with_label_values(&["tls"])
-                    .inc();
+                node.metrics.handshake_failure("tls");
                 return;
             }
             Err(_) => {
-                node.metrics
-                    .handshake_failures
-                    .with_label_values(&["timeout"])
-                    .inc();
+                node.metrics.handshake_failure("timeout");
                 return;
             }
         },
@@ -151,17 +145,11 @@ async fn upgrade_and_serve(mut io: Io, deadline: Instant, node: Arc<NodeShared>,
             Ok(Ok(upgraded)) => upgraded,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "WebSocket upgrade failed");
-                node.metrics
-                    .handshake_failures
-                    .with_label_values(&[e.label()])
-                    .inc();
+                node.metrics.handshake_failure(e.label());
                 return;
             }
             Err(_) => {
-                node.metrics
-                    .handshake_failures
-                    .with_label_values(&["timeout"])
-                    .inc();
+                node.metrics.handshake_failure("timeout");
                 return;
             }
         };

@@ -138,10 +138,7 @@ impl Session {
             Ok(claims) => claims,
             Err(e) => {
                 let metrics = &cx.node.metrics;
-                metrics
-                    .handshake_failures
-                    .with_label_values(&[e.metric_label()])
-                    .inc();
+                metrics.handshake_failure(e.metric_label());
                 metrics.disconnect("auth");
                 cx.error(
                     ErrorCode::AuthFailed,

@@ -52,6 +52,20 @@ pub fn settings(tweak: impl FnOnce(&mut Tunables)) -> Settings {
     s
 }
 
+/// A node on 127.0.0.1:0 (no admin port) over `config` as loaded, not yet serving, so a test can
+/// start the file watcher first; returns its listeners, address, node and metrics.
+pub async fn unstarted_node(config: &ConfigHandle) -> (Listeners, SocketAddr, Node, Metrics) {
+    let metrics = Metrics::new();
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let addr = listeners.ws.local_addr().unwrap();
+    let ownership: SharedOwnership = Arc::new(Standalone { shard_count: 16 });
+    let store: Arc<dyn RoomStore> = Arc::new(MemoryStore::new());
+    let node = Node::new(config.subscribe(), store, ownership, metrics.clone());
+    (listeners, addr, node, metrics)
+}
+
 pub struct TestNode {
     pub addr: SocketAddr,
     pub admin: SocketAddr,

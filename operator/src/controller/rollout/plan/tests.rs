@@ -207,14 +207,21 @@ fn paused_freezes_the_map() {
     assert_eq!(condition(&out.status, PROGRESSING), ("False", "Paused"));
 }
 
-#[test]
-fn a_sustained_error_rate_rolls_back_until_the_spec_changes() {
+/// A 90/10 rollout told to move to 50/50 under a rollback policy while v2 errs at 20%, the
+/// start of both rollback tests.
+fn v2_erring_mid_move() -> (ProtocolRollout, Observed) {
     let (mut r, mut obs) = completed(&[("v1", 90), ("v2", 10)], 1, &["v1", "v1", "v1", "v2"]);
     r.spec.versions[0].weight = 50;
     r.spec.versions[1].weight = 50;
     r.spec.strategy.rollback = Some(policy());
     r.metadata.generation = Some(2);
     obs.pools.get_mut("v2").unwrap().error_rate = Some(0.2);
+    (r, obs)
+}
+
+#[test]
+fn a_sustained_error_rate_rolls_back_until_the_spec_changes() {
+    let (mut r, mut obs) = v2_erring_mid_move();
     let mut rolled = None;
     for second in 0..=10 {
         let out = reconcile(&r, &obs, &wall_at(second)).unwrap();
@@ -269,12 +276,7 @@ fn a_sustained_error_rate_rolls_back_until_the_spec_changes() {
 
 #[test]
 fn the_analysis_carries_over_to_another_operator_through_status() {
-    let (mut r, mut obs) = completed(&[("v1", 90), ("v2", 10)], 1, &["v1", "v1", "v1", "v2"]);
-    r.spec.versions[0].weight = 50;
-    r.spec.versions[1].weight = 50;
-    r.spec.strategy.rollback = Some(policy());
-    r.metadata.generation = Some(2);
-    obs.pools.get_mut("v2").unwrap().error_rate = Some(0.2);
+    let (mut r, mut obs) = v2_erring_mid_move();
     for second in 0..6 {
         let out = reconcile(&r, &obs, &wall_at(second)).unwrap();
         obs.previous = out.value.clone().or(obs.previous.clone());
