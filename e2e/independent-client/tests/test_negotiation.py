@@ -131,15 +131,19 @@ def claims(**kw):
     return {"sub": "alice", "rooms": ["studio"], "exp": int(time.time()) + 60, **kw}
 
 
+# The node's default clock-skew leeway for exp and nbf (docs/protocol.md, Join tokens).
+LEEWAY = 30
+
+
 BAD_TOKENS = {
     "garbage": lambda: "not-a-jwt",
     "missing": lambda: None,
     "forged": lambda: token.mint(b"another-key", token.claims_of(mint("alice"))),
-    "expired": lambda: mint("alice", ttl=-10),
+    "expired": lambda: mint("alice", ttl=-(LEEWAY + 60)),
     "no exp": lambda: token.mint(SECRET, {"sub": "alice", "rooms": ["studio"]}),
     "no rooms": lambda: token.mint(SECRET, {"sub": "alice", "exp": int(time.time()) + 60}),
     "empty sub": lambda: token.mint(SECRET, claims(sub="")),
-    "not yet valid": lambda: token.mint(SECRET, claims(nbf=int(time.time()) + 30)),
+    "not yet valid": lambda: token.mint(SECRET, claims(nbf=int(time.time()) + LEEWAY + 60)),
     "alg none": lambda: token.mint(SECRET, claims(), alg="none"),
 }
 
@@ -152,6 +156,15 @@ def test_bad_token_is_1003_then_close_1008(node, kind):
     err = c.expect("Error")
     assert (err.code, err.request_id) == (1003, 0)
     assert c.expect_closed().code == 1008
+
+
+def test_clock_skew_inside_the_leeway_is_accepted(node):
+    now = int(time.time())
+    for skewed in (claims(exp=now - 10), claims(nbf=now + 10)):
+        c = Connection.open(node.url)
+        c.send("Hello", token=token.mint(SECRET, skewed), versions=[2, 1])
+        c.expect("Welcome")
+        c.close()
 
 
 def test_room_not_in_token_is_1003_and_keeps_the_connection(node):
