@@ -386,6 +386,7 @@ impl Driver {
             &self.options.versions,
             self.tls.as_ref(),
             timeouts.connect,
+            self.options.traceparent.as_ref(),
         )
         .await?;
         let hello = Message::Hello(Hello {

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use error::ClientError;
 
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{Candidate, Joined, Message, ProtocolVersion, Resume};
 
 /// Per-step time limits.
@@ -121,6 +122,9 @@ pub struct ConnectOptions {
     pub ca_file: Option<PathBuf>,
     /// Capacity of the command and incoming queues (messages).
     pub queue: usize,
+    /// W3C trace context sent as the `traceparent` header on every connect (the first, each
+    /// Redirect and Migrate, each resume), so the nodes' spans of this session form one trace.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl ConnectOptions {
@@ -135,6 +139,7 @@ impl ConnectOptions {
             max_redirects: 3,
             ca_file: None,
             queue: 256,
+            traceparent: None,
         }
     }
 }

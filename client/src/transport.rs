@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::error::ClientError;
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// A WebSocket over plain TCP or TLS.
@@ -176,13 +177,14 @@ pub fn subprotocol_offer(versions: &[ProtocolVersion]) -> String {
         .join(", ")
 }
 
-/// Opens TCP (+ TLS) and upgrades to WebSocket; returns the socket and the subprotocol the
-/// server picked (if it named a known one).
+/// Opens TCP (+ TLS) and upgrades to WebSocket (sending `traceparent` when given); returns
+/// the socket and the subprotocol the server picked (if it named a known one).
 pub async fn open(
     endpoint: &Endpoint,
     versions: &[ProtocolVersion],
     tls: Option<&TlsConnector>,
     connect_timeout: Duration,
+    traceparent: Option<&TraceParent>,
 ) -> Result<(WsStream, Option<ProtocolVersion>), ClientError> {
     let work =
         async {
@@ -220,6 +222,12 @@ pub async fn open(
                     reason: "bad subprotocol header".into(),
                 })?,
             );
+            if let Some(traceparent) = traceparent {
+                // Always valid: lowercase hex and dashes.
+                if let Ok(value) = traceparent.to_string().parse() {
+                    request.headers_mut().insert("traceparent", value);
+                }
+            }
             let (ws, response) =
                 tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                     .await

@@ -63,6 +63,9 @@ pub enum ClusterError {
     /// A control request failed.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The OpenTelemetry Collector of the tracing scenario did not start.
+    #[error("OpenTelemetry Collector: {0}")]
+    Collector(String),
 }
 
 pub use switchboard_testkit::tools::{repo_root, tools_bin};

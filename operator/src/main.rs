@@ -9,23 +9,27 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use switchboard_operator::runtime::{self, Args, LogFormat, Outcome};
+use switchboard_telemetry::Telemetry;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(args: &Args) -> anyhow::Result<()> {
+/// Logs to stderr at `--log-level`; spans to the OTLP collector when `telemetry` exports.
+fn init_logging(args: &Args, telemetry: &Telemetry) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(telemetry.layer())
+        .init();
     Ok(())
 }
 
@@ -55,11 +59,25 @@ async fn main() -> ExitCode {
     if args.check_args {
         return check_args(&args);
     }
-    if let Err(error) = init_logging(&args) {
+    let telemetry = match Telemetry::start(
+        &args.trace,
+        "switchboard-operator",
+        &args.identity(),
+        &["switchboard_operator"],
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("switchboard-operator: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(error) = init_logging(&args, &telemetry) {
         eprintln!("switchboard-operator: {error:#}");
         return ExitCode::FAILURE;
     }
-    match runtime::run(args).await {
+    let outcome = runtime::run(args, telemetry.counters().clone()).await;
+    telemetry.shutdown(std::time::Duration::from_secs(2)).await;
+    match outcome {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::LostLeadership) => ExitCode::FAILURE,
         Err(error) => {

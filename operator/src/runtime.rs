@@ -12,9 +12,11 @@
 //!    election task failing) ends the process at once with [`Outcome::LostLeadership`]
 //!    (exit 1), so Kubernetes restarts it as a fresh standby and nothing keeps writing.
 
+use k8s_openapi::api::core::v1::EnvVar;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_telemetry::SpanCounters;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,6 +102,9 @@ pub struct Args {
     /// anything (the chart's check runs it on every rendered argument list).
     #[arg(long)]
     pub check_args: bool,
+    /// Span export over OTLP (off unless an endpoint is set); passed on to the node pods.
+    #[command(flatten)]
+    pub trace: switchboard_telemetry::TraceArgs,
 }
 
 impl Args {
@@ -112,6 +117,33 @@ impl Args {
         };
         timing.validate().map_err(RuntimeError::Args)?;
         Ok(timing)
+    }
+
+    /// The environment every node pod gets unless its cluster's pod template sets it: the
+    /// operator's trace export settings, so one chart value traces the whole fleet.
+    pub fn node_env(&self) -> Vec<EnvVar> {
+        let Some(endpoint) = self
+            .trace
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty())
+        else {
+            return Vec::new();
+        };
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+            (
+                "SWITCHBOARD_TRACE_SAMPLE_RATIO",
+                self.trace.trace_sample_ratio.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        })
+        .collect()
     }
 
     /// The namespaces the controllers watch.
@@ -187,11 +219,14 @@ pub enum Outcome {
 }
 
 /// Runs the operator until a signal or the loss of leadership.
-pub async fn run(args: Args) -> Result<Outcome, RuntimeError> {
+pub async fn run(args: Args, trace_spans: SpanCounters) -> Result<Outcome, RuntimeError> {
     let timing = args.timing()?;
     let identity = args.identity();
     let client = client::build_client(args.kube_qps, args.kube_burst).await?;
     let metrics = Metrics::new();
+    trace_spans
+        .register(metrics.registry())
+        .map_err(|e| RuntimeError::Args(format!("registering the trace export metrics: {e}")))?;
     let admin = AdminState::new(metrics.clone());
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -279,6 +314,7 @@ async fn run_controllers(
         etcd: etcd.clone(),
         shards: ShardManagers::new(client.clone(), metrics.registry()),
         cleanup: Arc::new(EtcdCleanup::new(etcd.clone())),
+        node_env: args.node_env(),
     };
     let ctx = Arc::new(Context::new(client.clone(), Some(identity), services));
     let stop = CancellationToken::new();
@@ -398,6 +434,37 @@ mod tests {
         assert_eq!(args.scope(), WatchScope::All);
         // A flag the operator does not have is refused (the chart check relies on it).
         assert!(Args::try_parse_from(["switchboard-operator", "--reconcile-backstop=5m"]).is_err());
+    }
+
+    #[test]
+    fn trace_export_settings_pass_on_to_the_node_pods() {
+        let args = Args::try_parse_from([
+            "switchboard-operator",
+            "--otlp-endpoint=http://otel-collector:4317",
+            "--trace-sample-ratio=0.5",
+        ])
+        .unwrap();
+        let env: Vec<(String, Option<String>)> = args
+            .node_env()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        assert_eq!(
+            env,
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                    Some("http://otel-collector:4317".to_string())
+                ),
+                (
+                    "SWITCHBOARD_TRACE_SAMPLE_RATIO".to_string(),
+                    Some("0.5".to_string())
+                ),
+            ]
+        );
+        let mut off = Args::try_parse_from(["switchboard-operator"]).unwrap();
+        off.trace.otlp_endpoint = None;
+        assert!(off.node_env().is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Switchboard wire protocol, shared by the node and every client: frame layout and codec,
-//! error codes, protocol versions, owned messages, join tokens ([`auth`]) and the committed
+//! error codes, protocol versions, owned messages, join tokens ([`auth`]), the W3C trace
+//! context a connection carries ([`traceparent`]) and the committed
 //! FlatBuffers code generated from `schemas/*.fbs`.
 //!
 //! A frame is `length u32 BE | type u8 | FlatBuffers body | crc32 BE` (docs/protocol.md); the
@@ -28,6 +29,7 @@ mod frame;
 mod frames;
 pub mod generated;
 mod message;
+pub mod traceparent;
 mod types;
 mod view;
 

@@ -15,6 +15,7 @@ use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
 use switchboard_bench::cli::{BaselineRelayArgs, BenchArgs, run_baseline_relay, run_bench};
 use switchboard_client::cli::{ClientArgs, TokenArgs, run_client, run_token};
+use switchboard_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 /// Switchboard signaling node.
@@ -74,25 +75,41 @@ fn init_tool_tracing() {
         .init();
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stdout at `RUST_LOG` (default info); spans to the OTLP collector when `telemetry`
+/// exports (each output filters on its own, so exported spans are not logged).
+fn init_tracing(format: LogFormat, telemetry: &Telemetry) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: `kubectl logs` of a container shows the escape codes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(telemetry.layer())
+        .init();
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ConfigHandle::load(args.settings.clone(), args.config.clone())
         .context("loading settings")?;
     let settings = config.current();
-    init_tracing(settings.log_format);
+    let telemetry = Telemetry::start(
+        &args.trace,
+        "switchboard-node",
+        &settings.node_name,
+        &["signaling_node"],
+    )
+    .context("starting trace export")?;
+    init_tracing(settings.log_format, &telemetry);
     let metrics = Metrics::new();
+    telemetry
+        .register(metrics.registry())
+        .context("registering the trace export metrics")?;
     let mut listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
         .await
         .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
@@ -126,6 +143,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     stop.cancel();
     let _ = watcher.await;
+    // The last spans (a drain's handoffs) go out before the process ends.
+    telemetry.shutdown(Duration::from_secs(2)).await;
     result
 }
 

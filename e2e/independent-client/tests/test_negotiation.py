@@ -61,6 +61,35 @@ def test_no_common_version_is_426(node, offer):
     assert b"switchboard.v2, switchboard.v1" in e.body
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    "where,value",
+    [
+        ("header", TRACEPARENT),
+        ("query", TRACEPARENT),
+        ("header", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("header", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ("header", TRACEPARENT.upper()),
+        ("query", "junk"),
+        ("header", "00-" + "a" * 300),
+    ],
+    ids=["header", "query", "version-ff", "zero-trace-id", "uppercase", "junk", "too-long"],
+)
+def test_traceparent_valid_or_not_never_refuses(node, where, value):
+    # "Trace context": a traceparent names the connection's trace; an invalid one is ignored
+    # and the connection is served as if there were none.
+    if where == "header":
+        c = Connection.open(node.url, headers={"traceparent": value})
+    else:
+        sep = "&" if "?" in node.url else "?"
+        c = Connection.open(f"{node.url}{sep}traceparent={urllib.parse.quote(value)}")
+    c.send("Hello", token=mint("alice"), versions=[2, 1])
+    assert c.expect("Welcome").version == 2
+    c.close()
+
+
 def test_other_paths_are_404(node):
     parts = urllib.parse.urlsplit(node.url)
     for path in ("/", "/wss", "/ws/x"):

@@ -50,7 +50,12 @@ pub fn options(token: String, silence: Option<Duration>) -> ConnectOptions {
 impl Member {
     /// Connects `user` to `url` (following the node's Redirect to the room's owner).
     pub async fn connect(url: &str, user: &str, token: String, silence: Option<Duration>) -> Self {
-        let client = Client::connect(url, options(token, silence))
+        Self::connect_with(url, user, options(token, silence)).await
+    }
+
+    /// [`Member::connect`] with the client's options given.
+    pub async fn connect_with(url: &str, user: &str, options: ConnectOptions) -> Self {
+        let client = Client::connect(url, options)
             .await
             .unwrap_or_else(|e| panic!("{user} connecting to {url}: {e}"));
         let session = client.session().session;

@@ -6,6 +6,7 @@
 //! seqs; in m nothing moves and the call goes on. Bad input for the failure detector: the
 //! operator cut off from the owner while everyone else reaches it (o), a flapping detector
 //! connection (p), stalls of the owner shorter than the detector's window (q): nothing moves.
+//! Tracing (t): one trace from the Redirect and the join to the resume after a kill -9.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use switchboard_e2e::cluster::eventually;
+use switchboard_e2e::otel::{Collector, SpanRecord};
 use switchboard_e2e::real_node::Fault;
 use switchboard_operator::crd::RoomShard;
 
-use switchboard_client::Client;
+use switchboard_client::{Client, ConnectOptions};
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{Hangup, Message, Resume};
 
 use crate::calls::{Member, STEP, connected_call, options};
@@ -46,6 +49,16 @@ pub(crate) async fn call_through_non_owners(
     room: &str,
     silence: Option<Duration>,
 ) -> Call {
+    call_through_non_owners_traced(env, room, silence, None).await
+}
+
+/// [`call_through_non_owners`] with both clients sending `trace` as their `traceparent`.
+pub(crate) async fn call_through_non_owners_traced(
+    env: &Env,
+    room: &str,
+    silence: Option<Duration>,
+    trace: Option<TraceParent>,
+) -> Call {
     let owner = env.owner_of(room).await;
     let owner_url = node_url(&owner);
     let others: Vec<Pod> = env
@@ -59,9 +72,13 @@ pub(crate) async fn call_through_non_owners(
     }
     let entry_a = node_url(&others[0]);
     let entry_b = node_url(&others[others.len() - 1]);
+    let traced = |token: String| ConnectOptions {
+        traceparent: trace,
+        ..options(token, silence)
+    };
     let mut alice =
-        Member::connect(&entry_a, "alice", env.token("alice", room).await, silence).await;
-    let mut bob = Member::connect(&entry_b, "bob", env.token("bob", room).await, silence).await;
+        Member::connect_with(&entry_a, "alice", traced(env.token("alice", room).await)).await;
+    let mut bob = Member::connect_with(&entry_b, "bob", traced(env.token("bob", room).await)).await;
     for member in [&alice, &bob] {
         let session = member.client.session();
         assert_eq!(
@@ -881,4 +898,168 @@ async fn q_owner_stalls_shorter_than_the_window_nothing_moves() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     expect_nothing_moved(&env, &before, "ten 300 ms stalls of the owner").await;
     expect_room_and_call_intact(&env, &mut call, &owner).await;
+}
+
+/// What the collector holds of `trace`, one line per span (for failure messages).
+fn describe(spans: &[&SpanRecord]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} on {} ({:?})",
+                s.name,
+                s.instance,
+                s.attribute("outcome").unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until the spans of trace `trace_id` satisfy `want` (a list of what is still missing,
+/// empty when satisfied); fails with what is missing and what the trace holds.
+async fn expect_trace(
+    env: &Env,
+    collector: &Collector,
+    trace_id: &str,
+    what: &str,
+    want: impl Fn(&[&SpanRecord]) -> Vec<String>,
+) {
+    let found = eventually(what, PATIENCE, || {
+        let spans = collector.spans();
+        let of_trace: Vec<&SpanRecord> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+        let done = want(&of_trace).is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    if found.is_err() {
+        let spans = collector.spans();
+        let of_trace: Vec<&SpanRecord> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+        env.fail(format!(
+            "{what}: missing {}; trace {trace_id} holds: {}",
+            want(&of_trace).join("; "),
+            describe(&of_trace)
+        ));
+    }
+}
+
+/// A span named `name` from `instance` (any instance when empty) with attribute `outcome`
+/// equal to `outcome` (any when empty), or what is missing.
+fn has(spans: &[&SpanRecord], name: &str, instance: &str, outcome: &str) -> Option<String> {
+    let found = spans.iter().any(|s| {
+        s.name == name
+            && (instance.is_empty() || s.instance == instance)
+            && (outcome.is_empty() || s.attribute("outcome") == Some(outcome))
+    });
+    (!found).then(|| format!("{name} on {instance:?} (outcome {outcome:?})"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_one_trace_from_redirect_and_join_to_the_failover_resume() {
+    // The chart's tracing.otlpEndpoint points the operator, and through it every node pod, at
+    // an OpenTelemetry Collector on this machine. Both clients send one traceparent: the
+    // trace shows the entry node's Redirect, the owner's handshake, join, commits and call,
+    // and, after the owner's kill -9, the resume on the new owner; the operator's failover is
+    // a placement span of its own.
+    let _t = ScenarioTimer::start("t_one_trace_from_redirect_and_join_to_the_failover_resume");
+    let env = env_or_skip!(EnvOptions {
+        tracing: true,
+        ..EnvOptions::default()
+    });
+    let collector = env
+        .collector
+        .as_ref()
+        .expect("tracing: true starts a collector");
+    env.deploy_demo(false, quick).await;
+    let trace = TraceParent::random();
+    let trace_id = hex(&trace.trace_id);
+    let client_span = hex(&trace.parent_id);
+    let mut call = call_through_non_owners_traced(&env, "studio-t", None, Some(trace)).await;
+    let owner = name(&call.owner);
+    eprintln!(
+        "trace {trace_id}: owner {owner}, entries {} and {}",
+        call.alice.entry, call.bob.entry
+    );
+    expect_trace(&env, collector, &trace_id, "the join's spans", |spans| {
+        let mut missing: Vec<String> = [
+            has(spans, "handshake", "", "redirected"),
+            has(spans, "handshake", &owner, "welcomed"),
+            has(spans, "join", &owner, ""),
+            has(spans, "commit", &owner, ""),
+            has(spans, "call.invite", &owner, ""),
+            has(spans, "call.transition", &owner, ""),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(redirect) = spans
+            .iter()
+            .find(|s| s.attribute("outcome") == Some("redirected"))
+            && redirect.instance == owner
+        {
+            missing.push(format!(
+                "a Redirect from a node other than the owner {owner}"
+            ));
+        }
+        if !spans
+            .iter()
+            .any(|s| s.name == "join" && s.parent_id == client_span)
+        {
+            missing.push(format!(
+                "a join whose parent is the client's span {client_span}"
+            ));
+        }
+        missing
+    })
+    .await;
+
+    let before = env
+        .shard_of_room(&call.room)
+        .await
+        .expect("the room's RoomShard");
+    let t0 = Instant::now();
+    env.check(env.cluster.fault(Fault::Kill, NS, &owner));
+    expect_failover(&env, &mut call, &before, t0, "t (kill -9 owner, traced)").await;
+    // The resume on the node that took the shard over. (The killed container restarts in
+    // place, and the pool may hand the shard back to it later: that resume is in the trace
+    // too, on the old owner's name.)
+    expect_trace(
+        &env,
+        collector,
+        &trace_id,
+        "the failover resume's span",
+        |spans| {
+            let resumed_elsewhere = spans.iter().any(|s| {
+                s.name == "resume"
+                    && s.instance != owner
+                    && s.attribute("outcome") == Some("resumed")
+            });
+            if resumed_elsewhere {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "a resume span (outcome resumed) on a node other than {owner}"
+                )]
+            }
+        },
+    )
+    .await;
+    let operator = eventually("the operator's failover span", PATIENCE, || async {
+        collector.spans().into_iter().find(|s| {
+            s.service == "switchboard-operator"
+                && s.name == "placement"
+                && s.attribute("revoked").is_some_and(|n| n != "0")
+        })
+    })
+    .await;
+    if let Err(e) = operator {
+        env.fail(format!(
+            "{e}: no placement span with a revoked lease from the operator"
+        ));
+    }
+    measured("t: kill -9 -> resume span exported", t0.elapsed());
 }

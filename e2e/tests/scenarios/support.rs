@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use switchboard_e2e::cluster::eventually;
+use switchboard_e2e::otel::Collector;
 use switchboard_e2e::real_node::{self, RealCluster};
 use switchboard_operator::crd::{RoomShard, SignalingCluster};
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
@@ -97,6 +98,9 @@ pub struct EnvOptions {
     /// The chart's `clusterWide: false`: Roles in the fleet namespace and
     /// `--watch-namespace` instead of a ClusterRole.
     pub namespaced: bool,
+    /// Run an OpenTelemetry Collector on this machine and install with the chart's
+    /// `tracing.otlpEndpoint` pointing at it.
+    pub tracing: bool,
 }
 
 impl Default for EnvOptions {
@@ -106,6 +110,7 @@ impl Default for EnvOptions {
             operator_replicas: 1,
             ingress: false,
             namespaced: false,
+            tracing: false,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Env {
     pub cluster: RealCluster,
     /// Admin client.
     pub client: kube::Client,
+    /// The OTLP receiver, with [`EnvOptions::tracing`].
+    pub collector: Option<Collector>,
 }
 
 /// `examples/basic/` as JSON objects, in file order (secret, rollout, cluster).
@@ -183,6 +190,16 @@ impl Env {
         if options.namespaced {
             args.push("--namespaced");
         }
+        // The collector listens on this machine's end of the node's link, which pods reach.
+        let collector = options.tracing.then(|| {
+            let port = switchboard_testkit::free_port();
+            Collector::start(&cluster.addresses.host_ip, port, &cluster.run_dir)
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        if let Some(collector) = &collector {
+            args.push("--otlp-endpoint");
+            args.push(collector.endpoint.as_str());
+        }
         if let Err(e) = cluster.deploy(&args) {
             panic!("{e}");
         }
@@ -194,6 +211,7 @@ impl Env {
             etcd_url,
             cluster,
             client,
+            collector,
         }
     }
 

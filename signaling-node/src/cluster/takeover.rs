@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::metrics::ClusterMetrics;
 use super::ownership::{LocalShards, OwnershipCache};
@@ -238,7 +239,7 @@ async fn run(
         futures::stream::iter(stale)
             .for_each_concurrent(config.concurrency.max(1), |shard| {
                 served.remove(&shard);
-                release(&ctx, shard)
+                release(&ctx, shard).instrument(tracing::debug_span!("release", shard))
             })
             .await;
         let todo: Vec<(ShardId, u64)> = target
@@ -250,11 +251,13 @@ async fn run(
             futures::stream::iter(todo)
                 .map(|(shard, epoch)| {
                     let store = &store;
+                    let span = tracing::debug_span!("restore", shard, epoch);
                     async move {
                         let result =
                             restore_shard(&**store, &**restorer, shard, epoch, metrics).await;
                         (shard, epoch, result)
                     }
+                    .instrument(span)
                 })
                 .buffer_unordered(config.concurrency.max(1))
                 .collect()
@@ -312,7 +315,9 @@ async fn release(ctx: &Context, shard: ShardId) {
     let _ = ctx.events.send(TakeoverEvent::Released { shard });
     if let Some(epoch) = ctx.ownership.handoff_epoch(shard) {
         if let Some(hook) = &ctx.on_handoff {
-            hook(shard, epoch).await;
+            hook(shard, epoch)
+                .instrument(tracing::debug_span!("handoff", shard, epoch))
+                .await;
         }
         tracing::info!(shard, epoch, "shard handed off");
         let _ = ctx.events.send(TakeoverEvent::HandedOff { shard, epoch });

@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// etcd connection of cluster mode (none: standalone).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Span export over OTLP (off unless an endpoint is set).
+    #[command(flatten)]
+    pub trace: switchboard_telemetry::TraceArgs,
     /// Serve the browser co-host demo at /demo on the admin port, with a token endpoint that
     /// mints tokens for anyone who asks: for demos and tests only, never in production.
     #[arg(long, env = "SWITCHBOARD_DEMO")]

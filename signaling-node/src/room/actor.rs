@@ -20,6 +20,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::SettingsWatch;
 use crate::store::StoreError;
@@ -411,7 +412,7 @@ impl Actor {
     async fn finish(&mut self, out: Outcome, requester: Requester<'_>) -> Finished {
         if out.error.is_none()
             && out.commit
-            && let Err(e) = self.persist().await
+            && let Err(e) = self.persist_traced(requester.peer()).await
         {
             self.state.rollback();
             let fenced = matches!(e, StoreError::Fenced { .. });
@@ -446,6 +447,7 @@ impl Actor {
             return Finished::Refused;
         }
         self.state.settle();
+        let traced = tracing::span_enabled!(tracing::Level::DEBUG);
         for t in &out.transitions {
             self.shared
                 .metrics
@@ -453,6 +455,19 @@ impl Actor {
                 .with_label_values(&[t.from.name(), t.to.name()])
                 .inc();
             tracing::debug!(room = self.state.room(), from = %t.from, event = %t.event, to = %t.to, cause = %t.cause, "call transition");
+            if traced {
+                // A point in the requester's trace: the transition happened at this instant.
+                let span = tracing::debug_span!(
+                    "call.transition",
+                    room = self.state.room(),
+                    from = %t.from,
+                    event = %t.event,
+                    to = %t.to,
+                );
+                if let Some(parent) = requester.peer().and_then(Peer::trace) {
+                    switchboard_telemetry::set_parent(&span, parent);
+                }
+            }
         }
         if let Some(old) = &out.replaced {
             if let Some(old_peer) = self.conns.get(self.attached_user(&out)) {
@@ -484,6 +499,23 @@ impl Actor {
 
     fn attached_user<'a>(&self, out: &'a Outcome) -> &'a str {
         out.attached.as_ref().map_or("", |(u, _)| u.as_str())
+    }
+
+    /// [`Self::persist`] in a `commit` span under the requester's trace, while spans are
+    /// exported.
+    async fn persist_traced(&mut self, requester: Option<&Peer>) -> Result<(), StoreError> {
+        if !tracing::span_enabled!(tracing::Level::DEBUG) {
+            return self.persist().await;
+        }
+        let span = tracing::debug_span!(
+            "commit",
+            room = self.state.room(),
+            shard = self.state.shard(),
+        );
+        if let Some(parent) = requester.and_then(Peer::trace) {
+            switchboard_telemetry::set_parent(&span, parent);
+        }
+        Box::pin(self.persist().instrument(span)).await
     }
 
     /// Writes the room's snapshot (or removes it once the room is empty).

@@ -31,6 +31,19 @@ pub enum RoomFrame {
 }
 
 impl RoomFrame {
+    /// The name of the span relaying this frame: `call.<request>` for frames that change a
+    /// call's state, `relay.<kind>` for the negotiation passed through.
+    pub fn span_name(&self) -> &'static str {
+        match self {
+            RoomFrame::Invite(_) => "call.invite",
+            RoomFrame::InviteResult(_) => "call.invite_result",
+            RoomFrame::Hangup(_) => "call.hangup",
+            RoomFrame::Offer(_) => "relay.offer",
+            RoomFrame::Answer(_) => "relay.answer",
+            RoomFrame::Ice(_) => "relay.ice",
+        }
+    }
+
     pub(super) fn request_id(&self) -> u32 {
         match self {
             RoomFrame::Invite(m) => m.request_id,

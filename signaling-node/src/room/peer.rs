@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 use crate::ws;
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{Encoder, ErrorCode, ErrorFrame, FrameType, Message, ProtocolVersion};
 
 /// WebSocket close code for a slow consumer or an overloaded node ("try again later").
@@ -74,6 +75,8 @@ struct Inner {
     kill: OnceLock<Kill>,
     slow: AtomicBool,
     established: AtomicBool,
+    /// The client's trace context, if it sent one (the parent of spans done for it).
+    trace: OnceLock<Box<TraceParent>>,
     metrics: Metrics,
 }
 
@@ -151,6 +154,7 @@ impl Peer {
                 kill: OnceLock::new(),
                 slow: AtomicBool::new(false),
                 established: AtomicBool::new(false),
+                trace: OnceLock::new(),
                 metrics,
             }),
         }
@@ -158,6 +162,16 @@ impl Peer {
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the client's trace context (once; the upgrade request carried it).
+    pub fn set_trace(&self, trace: Box<TraceParent>) {
+        let _ = self.inner.trace.set(trace);
+    }
+
+    /// The client's trace context, if it sent one.
+    pub fn trace(&self) -> Option<&TraceParent> {
+        self.inner.trace.get().map(|t| &**t)
     }
 
     /// Process-unique connection id.

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{
     ErrorCode, FrameError, FrameView, Message, Ping, Pong, ProtocolVersion, decode_view,
 };
@@ -83,6 +84,7 @@ pub(super) fn serve(
     mut io: Io,
     tail: Vec<u8>,
     version: ProtocolVersion,
+    trace: Option<Box<TraceParent>>,
     node: Arc<NodeShared>,
     guard: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -96,6 +98,9 @@ pub(super) fn serve(
             &node.settings.borrow().tunables,
             node.metrics.clone(),
         );
+        if let Some(trace) = trace {
+            peer.set_trace(trace);
+        }
         let shutdown = node.shutdown.clone();
         let now = Instant::now();
         let mut gate = Gate {
@@ -541,6 +546,7 @@ mod tests {
                 unreachable!(),
                 Vec::new(),
                 ProtocolVersion::V2,
+                None,
                 unreachable!(),
                 (),
             )

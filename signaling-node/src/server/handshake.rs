@@ -6,17 +6,25 @@
 //!
 //! A client that offers no version at all also gets 426: the protocol is binary and
 //! versioned, so the node does not guess.
+//!
+//! The W3C `traceparent` of the connection comes from the header of that name or, for
+//! browsers (which cannot set headers on a WebSocket), a `traceparent` query parameter. An
+//! invalid value is ignored, as the Trace Context specification asks: the connection is
+//! served and its spans start a trace of their own.
 
 use http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 use crate::config::Settings;
+use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{MAX_FRAME_LEN, ProtocolVersion};
 
 /// The WebSocket path.
 pub const WS_PATH: &str = "/ws";
 /// Header carrying a plain version number (alternative to the subprotocol).
 pub const X_PROTO_VERSION: &str = "x-proto-version";
+/// Header (and query parameter) carrying the client's W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
 /// Header listing the supported subprotocols on a 426.
 pub const X_SUPPORTED_PROTOCOLS: &str = "x-supported-protocols";
 
@@ -138,6 +146,29 @@ pub fn check_request(
     negotiate(served, subprotocols, x_proto).ok_or(Refusal::NoCommonVersion)
 }
 
+/// The connection's trace context: the `traceparent` header, else the query parameter; `None`
+/// when absent or invalid.
+pub fn trace_parent(request: &Request) -> Option<TraceParent> {
+    let from_header = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    let from_query = || {
+        request.uri().query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == TRACEPARENT).then_some(value)
+        })
+    };
+    let value = from_header.or_else(from_query)?;
+    match TraceParent::parse(value) {
+        Ok(parent) => Some(parent),
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring the connection's traceparent");
+            None
+        }
+    }
+}
+
 /// The response adding the negotiated version to `response`.
 pub fn accept_response(mut response: Response, negotiated: Negotiated) -> Response {
     let headers = response.headers_mut();
@@ -189,6 +220,33 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn trace_parent_from_header_or_query() {
+        const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(TP).unwrap();
+        assert_eq!(
+            trace_parent(&req("/ws", &[("traceparent", TP)])),
+            Some(parsed)
+        );
+        assert_eq!(
+            trace_parent(&req(&format!("/ws?a=1&traceparent={TP}"), &[])),
+            Some(parsed)
+        );
+        // The header wins over the query.
+        let other = "00-11111111111111111111111111111111-2222222222222222-00";
+        assert_eq!(
+            trace_parent(&req(
+                &format!("/ws?traceparent={other}"),
+                &[("traceparent", TP)]
+            )),
+            Some(parsed)
+        );
+        // Absent or invalid: none, and the connection goes on.
+        assert_eq!(trace_parent(&req("/ws", &[])), None);
+        assert_eq!(trace_parent(&req("/ws?traceparent=junk", &[])), None);
+        assert_eq!(trace_parent(&req("/ws", &[("traceparent", "00-00")])), None);
     }
 
     #[test]

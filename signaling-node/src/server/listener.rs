@@ -163,6 +163,7 @@ async fn upgrade_and_serve(mut io: Io, deadline: Instant, node: Arc<NodeShared>,
                 io,
                 upgraded.tail,
                 upgraded.version,
+                upgraded.trace,
                 node,
                 held,
             ));

@@ -13,6 +13,7 @@ use switchboard_protocol::{
     ErrorCode, Hangup, Hello, IceBatch, IceCandidate, Invite, InviteResult, Join, Leave, Message,
     Migrate, ProtocolVersion, Redirect, Sdp, Welcome,
 };
+use tracing::Instrument;
 
 use crate::room::{
     IceMsg, Peer, RegistryError, RoomFrame, RoomHandle, RoomRegistry, RoomReply, SeatMap, check_id,
@@ -40,6 +41,14 @@ impl Conn {
 
     fn send(&self, msg: &Message) {
         self.peer.send_msg(msg);
+    }
+
+    /// `span` under the client's trace, when it sent one.
+    fn traced(&self, span: tracing::Span) -> tracing::Span {
+        if let Some(parent) = self.peer.trace() {
+            switchboard_telemetry::set_parent(&span, parent);
+        }
+        span
     }
 }
 
@@ -120,6 +129,22 @@ impl Session {
 
     /// Authenticates, routes the client by its token's room, and starts or resumes a session.
     pub(super) async fn hello(&mut self, cx: &Conn, hello: Hello) -> Flow {
+        let span = cx.traced(tracing::debug_span!(
+            "handshake",
+            otel.name = if hello.resume.is_some() {
+                "resume"
+            } else {
+                "handshake"
+            },
+            otel.kind = "server",
+            conn = cx.peer.id(),
+            user = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        ));
+        self.hello_in_span(cx, hello).instrument(span).await
+    }
+
+    async fn hello_in_span(&mut self, cx: &Conn, hello: Hello) -> Flow {
         let version = cx.version.as_u8();
         if !hello.versions.is_empty() && !hello.versions.contains(&version) {
             cx.error(
@@ -131,6 +156,7 @@ impl Session {
                 0,
             );
             cx.peer.close(1002, "version mismatch");
+            outcome("version_mismatch");
             return Flow::Closing;
         }
         let settings = cx.node.settings.borrow().clone();
@@ -146,9 +172,11 @@ impl Session {
                     0,
                 );
                 cx.peer.close(1008, "authentication failed");
+                outcome("auth_failed");
                 return Flow::Closing;
             }
         };
+        tracing::Span::current().record("user", claims.sub.as_str());
         // The room in the token decides where the client belongs, before anything else.
         if let Some(room) = claims.rooms.first_room() {
             match cx.registry().owner_of_room(room) {
@@ -160,11 +188,13 @@ impl Session {
                         url,
                     }));
                     cx.peer.close(1000, "redirected");
+                    outcome("redirected");
                     return Flow::Closing;
                 }
                 Ownership::Unavailable => {
                     cx.error(ErrorCode::Draining, NO_OWNER, 0);
                     cx.peer.close(1013, "retry later");
+                    outcome("no_owner");
                     return Flow::Closing;
                 }
             }
@@ -172,6 +202,7 @@ impl Session {
         if cx.node.health.is_draining() {
             cx.error(ErrorCode::Draining, DRAINING, 0);
             cx.peer.close(1013, "draining");
+            outcome("draining");
             return Flow::Closing;
         }
         let mut resume = None;
@@ -189,6 +220,7 @@ impl Session {
                         0,
                     );
                     cx.peer.close(1008, "authentication failed");
+                    outcome("wrong_user");
                     return Flow::Closing;
                 }
                 None => resumes.with_label_values(&["unknown"]).inc(),
@@ -229,6 +261,7 @@ impl Session {
             rooms: SeatMap::new(),
         };
         let mut lost_room = None;
+        let resumed_session = resume.is_some();
         if let Some((_, rooms, last_seq)) = resume {
             let mut resumed = 0;
             for room in rooms {
@@ -253,6 +286,11 @@ impl Session {
             cx.node.metrics.resumes.with_label_values(&[outcome]).inc();
         }
         self.established = Some(session);
+        outcome(if resumed_session {
+            "resumed"
+        } else {
+            "welcomed"
+        });
         if let Some(room) = lost_room {
             // The room moved (or is stopping) between routing and resuming: the client
             // believes it is in it, so it resumes where the room lives now rather than staying
@@ -267,7 +305,15 @@ impl Session {
     pub(super) async fn handle(&mut self, cx: &Conn, request: Request, max_rooms: usize) {
         let (room, request_id, frame) = match request {
             // Boxed like Hello: rare, and large next to the relay path's state.
-            Request::Join(j) => return Box::pin(self.join(cx, j, max_rooms)).await,
+            Request::Join(j) => {
+                let span = cx.traced(tracing::debug_span!(
+                    "join",
+                    otel.kind = "server",
+                    conn = cx.peer.id(),
+                    room = j.room.as_str(),
+                ));
+                return Box::pin(self.join(cx, j, max_rooms).instrument(span)).await;
+            }
             Request::Leave(l) => return Box::pin(self.leave(cx, l)).await,
             Request::Invite(m) => (m.room.clone(), m.request_id, RoomFrame::Invite(m)),
             Request::InviteResult(m) => (m.room.clone(), m.request_id, RoomFrame::InviteResult(m)),
@@ -277,6 +323,21 @@ impl Session {
             Request::IceBatch(m) => (m.room.clone(), 0, RoomFrame::Ice(IceMsg::Batch(m))),
             Request::Hangup(m) => (m.room.clone(), m.request_id, RoomFrame::Hangup(m)),
         };
+        // Relayed frames are the hot path: their span exists only while spans are exported.
+        if tracing::span_enabled!(tracing::Level::DEBUG) {
+            let span = cx.traced(tracing::debug_span!(
+                "relay",
+                otel.name = frame.span_name(),
+                otel.kind = "server",
+                conn = cx.peer.id(),
+                room = room.as_str(),
+            ));
+            return Box::pin(
+                self.room_frame(cx, &room, request_id, frame)
+                    .instrument(span),
+            )
+            .await;
+        }
         self.room_frame(cx, &room, request_id, frame).await;
     }
 
@@ -426,6 +487,11 @@ impl Session {
             }
         }
     }
+}
+
+/// Records how the handshake ended on its span.
+fn outcome(what: &'static str) {
+    tracing::Span::current().record("outcome", what);
 }
 
 const NO_OWNER: &str = "the room's shard has no owner right now; retry";

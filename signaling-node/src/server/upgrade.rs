@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{
 
 use super::handshake::{self, Refusal};
 use switchboard_protocol::ProtocolVersion;
+use switchboard_protocol::traceparent::TraceParent;
 
 /// Largest upgrade request accepted (request line and headers).
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -23,6 +24,8 @@ pub struct Upgraded {
     pub version: ProtocolVersion,
     /// Bytes received after the request (the first frames, if the client did not wait).
     pub tail: Vec<u8>,
+    /// The client's trace context, boxed: most connections carry none.
+    pub trace: Option<Box<TraceParent>>,
 }
 
 /// Why a connection was not upgraded.
@@ -105,6 +108,7 @@ where
     Ok(Upgraded {
         version: negotiated.version,
         tail: buf.split_off(len),
+        trace: handshake::trace_parent(&request).map(Box::new),
     })
 }
 

@@ -2726,6 +2726,12 @@ function shouldGoBackToEntry(err, failuresInARow) {
 function closeIsFatal(code) {
   return code === CloseCode.PolicyViolation || code === CloseCode.ProtocolError || code === CloseCode.TooBig || code === 1003;
 }
+function withTraceparent(url, traceparent) {
+  if (!traceparent) return url;
+  const parsed = new URL(url);
+  parsed.searchParams.set("traceparent", traceparent);
+  return parsed.toString();
+}
 var SwitchboardClient = class {
   options;
   factory;
@@ -2771,7 +2777,8 @@ var SwitchboardClient = class {
       timeouts: { connectMs: 5e3, handshakeMs: 5e3, requestMs: 1e4, ...options.timeouts },
       reconnect: { ...DEFAULT_RECONNECT, ...options.reconnect },
       maxRedirects: options.maxRedirects ?? 3,
-      maxQueued: Math.max(1, options.maxQueued ?? 256)
+      maxQueued: Math.max(1, options.maxQueued ?? 256),
+      traceparent: options.traceparent
     };
     this.factory = options.socketFactory ?? defaultSocketFactory;
     this.clock = options.clock ?? systemClock;
@@ -3127,7 +3134,7 @@ var SwitchboardClient = class {
     return new Promise((resolve, reject) => {
       let sock;
       try {
-        sock = this.factory(url, this.options.versions.map((v) => `switchboard.v${v}`));
+        sock = this.factory(withTraceparent(url, this.options.traceparent), this.options.versions.map((v) => `switchboard.v${v}`));
       } catch (err) {
         reject(new ClientError("invalid_url", `invalid URL ${JSON.stringify(url)}: ${String(err)}`));
         return;

@@ -78,6 +78,10 @@ export interface ClientOptions {
   clock?: Clock;
   /** Random source in [0, 1) for jitter and call ids (tests). */
   random?: () => number;
+  /** W3C trace context (`00-<trace id>-<parent id>-<flags>`) sent with every connect as the
+   * `traceparent` query parameter (a browser cannot set headers on a WebSocket), so the
+   * nodes' spans of this session, across Redirects and resumes, form one trace. */
+  traceparent?: string;
 }
 
 /** Where the client is. */
@@ -175,6 +179,14 @@ export function closeIsFatal(code: number): boolean {
   );
 }
 
+/** `url` with the `traceparent` query parameter set (replacing one already there). */
+export function withTraceparent(url: string, traceparent: string | undefined): string {
+  if (!traceparent) return url;
+  const parsed = new URL(url);
+  parsed.searchParams.set('traceparent', traceparent);
+  return parsed.toString();
+}
+
 /** A Switchboard signaling client. */
 export class SwitchboardClient {
   private readonly options: {
@@ -184,6 +196,7 @@ export class SwitchboardClient {
     reconnect: ReconnectPolicy;
     maxRedirects: number;
     maxQueued: number;
+    traceparent: string | undefined;
   };
   private readonly factory: SocketFactory;
   private readonly clock: Clock;
@@ -231,6 +244,7 @@ export class SwitchboardClient {
       reconnect: { ...DEFAULT_RECONNECT, ...options.reconnect },
       maxRedirects: options.maxRedirects ?? 3,
       maxQueued: Math.max(1, options.maxQueued ?? 256),
+      traceparent: options.traceparent,
     };
     this.factory = options.socketFactory ?? defaultSocketFactory;
     this.clock = options.clock ?? systemClock;
@@ -618,7 +632,7 @@ export class SwitchboardClient {
     return new Promise<Handshake>((resolve, reject) => {
       let sock: SocketLike;
       try {
-        sock = this.factory(url, this.options.versions.map((v) => `switchboard.v${v}`));
+        sock = this.factory(withTraceparent(url, this.options.traceparent), this.options.versions.map((v) => `switchboard.v${v}`));
       } catch (err) {
         reject(new ClientError('invalid_url', `invalid URL ${JSON.stringify(url)}: ${String(err)}`));
         return;

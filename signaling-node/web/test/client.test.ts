@@ -171,6 +171,22 @@ test('a handshake Redirect moves to the room owner', async () => {
   assert.equal(env.client.session().url, 'ws://127.0.0.2:7000/ws');
 });
 
+test('the traceparent rides on every connect, the Redirect included', async () => {
+  const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const env = setup({ traceparent: tp });
+  const done = env.client.connect();
+  assert.equal(env.net.last.url, `${ENTRY}?traceparent=${tp}`);
+  env.net.last.open();
+  await settle();
+  env.net.last.deliver({ type: 'Redirect', requestId: 0, room: 'studio', url: 'ws://127.0.0.2:7000/ws?x=1' });
+  await settle();
+  assert.equal(env.net.last.url, `ws://127.0.0.2:7000/ws?x=1&traceparent=${tp}`);
+  await accept(env.net.last, welcome({ node: 'node-b' }));
+  await done;
+  // The session URL stays the node's own URL, without the parameter.
+  assert.equal(env.client.session().url, 'ws://127.0.0.2:7000/ws?x=1');
+});
+
 test('too many redirects in a row fail the connect', async () => {
   const env = setup({ maxRedirects: 1 });
   const done = assert.rejects(env.client.connect(), (e: ClientError) => e.kind === 'too_many_redirects');

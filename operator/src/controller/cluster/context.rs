@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{EnvVar, ObjectReference};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
@@ -70,6 +70,9 @@ pub struct Services {
     pub shards: ShardManagers,
     /// The finalizer's cleanup.
     pub cleanup: Arc<dyn ClusterCleanup>,
+    /// Environment every node pod gets unless its cluster's pod template sets the variable
+    /// (the operator's trace export settings, passed on to the nodes).
+    pub node_env: Vec<EnvVar>,
 }
 
 /// Shared state of the SignalingCluster controller.

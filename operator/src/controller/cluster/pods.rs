@@ -435,6 +435,35 @@ fn spread_over_machines(cluster: &str) -> Affinity {
     }
 }
 
+/// `cluster` with `defaults` added to its pod template's environment, except the variables the
+/// template sets itself (the cluster's own settings win over the operator's).
+pub fn with_node_env<'a>(
+    cluster: &'a SignalingCluster,
+    defaults: &[EnvVar],
+) -> std::borrow::Cow<'a, SignalingCluster> {
+    let template_env = cluster
+        .spec
+        .pod_template
+        .as_ref()
+        .and_then(|t| t.env.as_deref())
+        .unwrap_or_default();
+    let missing: Vec<EnvVar> = defaults
+        .iter()
+        .filter(|d| !template_env.iter().any(|t| t.name == d.name))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return std::borrow::Cow::Borrowed(cluster);
+    }
+    let mut cluster = cluster.clone();
+    let template = cluster
+        .spec
+        .pod_template
+        .get_or_insert_with(Default::default);
+    template.env.get_or_insert_with(Vec::new).extend(missing);
+    std::borrow::Cow::Owned(cluster)
+}
+
 /// The pod template's variables followed by the operator's, without the template's variables
 /// that the operator sets itself (its settings must win, and Kubernetes warns on duplicates).
 fn merge_env(template: Vec<EnvVar>, ours: Vec<EnvVar>) -> Vec<EnvVar> {
@@ -497,6 +526,76 @@ mod tests {
 
     fn pool(c: &SignalingCluster) -> VersionPool {
         version_pools(c, None).unwrap().remove(0)
+    }
+
+    fn var(name: &str, value: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }
+    }
+
+    fn container_env(pod: &Pod) -> Vec<(String, Option<String>)> {
+        container(pod)
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect()
+    }
+
+    #[test]
+    fn the_operators_node_env_reaches_pods_unless_the_template_sets_it() {
+        let defaults = vec![
+            var(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://operator-default:4317",
+            ),
+            var("SWITCHBOARD_TRACE_SAMPLE_RATIO", "0.01"),
+        ];
+        let c = cluster(2, 4);
+        let with = with_node_env(&c, &defaults);
+        let pod = desired_pod(&with, &pool(&with), 0).unwrap();
+        let env = container_env(&pod);
+        assert!(env.contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            Some("http://operator-default:4317".into())
+        )));
+        // Turning tracing on changes the template: the pods roll.
+        assert_ne!(
+            pool_template_hash(&with, &pool(&with)).unwrap(),
+            pool_template_hash(&c, &pool(&c)).unwrap()
+        );
+        // The cluster's own value wins; nothing is added twice.
+        let mut own = cluster(2, 4);
+        own.spec.pod_template = Some(PodOverrides {
+            env: Some(vec![var("OTEL_EXPORTER_OTLP_ENDPOINT", "")]),
+            ..Default::default()
+        });
+        let with = with_node_env(&own, &defaults);
+        let env = container_env(&desired_pod(&with, &pool(&with), 0).unwrap());
+        let endpoints: Vec<_> = env
+            .iter()
+            .filter(|(n, _)| n == "OTEL_EXPORTER_OTLP_ENDPOINT")
+            .collect();
+        assert_eq!(
+            endpoints,
+            vec![&(
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                Some(String::new())
+            )]
+        );
+        assert!(
+            env.iter()
+                .any(|(n, _)| n == "SWITCHBOARD_TRACE_SAMPLE_RATIO")
+        );
+        // No defaults: the cluster is used as it is.
+        assert!(matches!(
+            with_node_env(&c, &[]),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     fn container(pod: &Pod) -> &Container {

@@ -51,6 +51,7 @@ use tracing::Instrument;
 use super::access::{self, sync::AccessReport, sync::TlsState};
 pub use super::context::{CleanupOutcome, ClusterCleanup, Context, NoCleanup, Services};
 use super::etcd_sync;
+use super::pods::with_node_env;
 use super::status::{self, Failure, Observed};
 use super::{Desired, desired};
 use crate::controller::conditions::camel_case;
@@ -325,6 +326,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     let rollout = find_rollout(&ctx.client, &namespace, &name).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = pods.list(&selector).await?.items;
+    let cluster = &with_node_env(cluster, &ctx.services.node_env);
     let mut plan: Desired = desired(cluster, rollout.as_ref(), &existing)?;
 
     let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -12,6 +12,7 @@ pub const KIND: &str = "ProtocolRollout";
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use ::prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
@@ -291,7 +292,12 @@ pub async fn reconcile(
         .reconcile_duration
         .with_label_values(&[KIND])
         .start_timer();
-    let result = reconcile_one(rollout, &ctx).await;
+    let span = tracing::info_span!(
+        "rollout",
+        namespace = rollout.metadata.namespace.as_deref().unwrap_or_default(),
+        rollout = rollout.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let result = reconcile_one(rollout, &ctx).instrument(span).await;
     timer.observe_duration();
     if result.is_ok() {
         ctx.failures.reset(&ObjectRef::from_obj(rollout));

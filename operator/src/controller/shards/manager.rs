@@ -21,8 +21,9 @@ use switchboard_contract::keys::{KeyError, Keyspace};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::core::{Core, Notice, Settings};
+use super::core::{Core, Decision, Notice, Settings};
 use super::detector::Timing;
 use super::detector_io;
 use super::etcd_io::{self, Outcome};
@@ -420,72 +421,15 @@ impl Shell {
                 self.failures = 0;
                 return;
             }
-            let mut failed = false;
-            if !decision.rejections.is_empty() {
-                for r in &decision.rejections {
-                    tracing::info!(cluster = %self.name, shard = r.shard, id = %r.id, message = %r.message, "move request rejected");
-                    self.send_event(ShardEvent {
-                        shard: r.shard,
-                        warning: true,
-                        reason: "MoveRejected",
-                        note: r.message.clone(),
-                    });
-                }
-                self.core.rejected(decision.rejections, &wall());
-            }
-            let revokes = decision.revoke.iter().map(|(node, lease)| {
-                let etcd = self.etcd.clone();
-                async move { (node, *lease, etcd_io::revoke(&etcd, *lease).await) }
-            });
-            for (node, lease, result) in futures::future::join_all(revokes).await {
-                match result {
-                    Ok(()) => {
-                        tracing::info!(cluster = %self.name, %node, lease, "revoked the lease of a failed node");
-                        self.core.revoked(lease, Instant::now());
-                    }
-                    Err(error) => {
-                        tracing::warn!(cluster = %self.name, %node, %error, "revoking a lease failed");
-                        failed = true;
-                    }
-                }
-            }
-            if !failed && !decision.writes.is_empty() {
-                let outcomes = etcd_io::commit(
-                    &self.etcd,
-                    &self.keys,
-                    decision.writes,
-                    self.options.txn_batch,
-                    self.options.txn_concurrency,
-                )
-                .await;
-                for outcome in outcomes {
-                    match outcome {
-                        Outcome::Written(writes, revision) => {
-                            let notices =
-                                self.core.written(writes, revision, Instant::now(), &wall());
-                            self.notify(notices);
-                        }
-                        Outcome::Conflict(writes, current) => {
-                            tracing::debug!(cluster = %self.name, shards = writes.len(), "assignment changed under us; re-planning");
-                            self.core.conflicted(current, Instant::now());
-                        }
-                        Outcome::Failed(writes, error) => {
-                            tracing::warn!(cluster = %self.name, shards = writes.len(), %error, "assignment write failed");
-                            failed = true;
-                        }
-                    }
-                }
-            }
-            for (pod, revision) in &decision.delete_acks {
-                match etcd_io::delete_ack(&self.etcd, &self.keys, pod, *revision).await {
-                    Ok(()) => self.core.ack_deleted(pod, Instant::now()),
-                    Err(error) => {
-                        tracing::debug!(cluster = %self.name, %pod, %error, "deleting an ack failed");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
+            // One span per round: a failover shows as revoked leases and written assignments.
+            let span = tracing::info_span!(
+                "placement",
+                cluster = %self.name,
+                revoked = decision.revoke.len(),
+                writes = decision.writes.len(),
+                rejected = decision.rejections.len(),
+            );
+            if self.carry_out(decision).instrument(span).await {
                 self.failures = self.failures.saturating_add(1);
                 let delay = Duration::from_millis(100u64 << self.failures.min(6))
                     .min(Duration::from_secs(5));
@@ -493,6 +437,75 @@ impl Shell {
                 return;
             }
         }
+    }
+
+    /// Carries out one round's decision; true when a step failed (the round is retried).
+    async fn carry_out(&mut self, decision: Decision) -> bool {
+        let mut failed = false;
+        if !decision.rejections.is_empty() {
+            for r in &decision.rejections {
+                tracing::info!(cluster = %self.name, shard = r.shard, id = %r.id, message = %r.message, "move request rejected");
+                self.send_event(ShardEvent {
+                    shard: r.shard,
+                    warning: true,
+                    reason: "MoveRejected",
+                    note: r.message.clone(),
+                });
+            }
+            self.core.rejected(decision.rejections, &wall());
+        }
+        let revokes = decision.revoke.iter().map(|(node, lease)| {
+            let etcd = self.etcd.clone();
+            async move { (node, *lease, etcd_io::revoke(&etcd, *lease).await) }
+        });
+        for (node, lease, result) in futures::future::join_all(revokes).await {
+            match result {
+                Ok(()) => {
+                    tracing::info!(cluster = %self.name, %node, lease, "revoked the lease of a failed node");
+                    self.core.revoked(lease, Instant::now());
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = %self.name, %node, %error, "revoking a lease failed");
+                    failed = true;
+                }
+            }
+        }
+        if !failed && !decision.writes.is_empty() {
+            let outcomes = etcd_io::commit(
+                &self.etcd,
+                &self.keys,
+                decision.writes,
+                self.options.txn_batch,
+                self.options.txn_concurrency,
+            )
+            .await;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Written(writes, revision) => {
+                        let notices = self.core.written(writes, revision, Instant::now(), &wall());
+                        self.notify(notices);
+                    }
+                    Outcome::Conflict(writes, current) => {
+                        tracing::debug!(cluster = %self.name, shards = writes.len(), "assignment changed under us; re-planning");
+                        self.core.conflicted(current, Instant::now());
+                    }
+                    Outcome::Failed(writes, error) => {
+                        tracing::warn!(cluster = %self.name, shards = writes.len(), %error, "assignment write failed");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        for (pod, revision) in &decision.delete_acks {
+            match etcd_io::delete_ack(&self.etcd, &self.keys, pod, *revision).await {
+                Ok(()) => self.core.ack_deleted(pod, Instant::now()),
+                Err(error) => {
+                    tracing::debug!(cluster = %self.name, %pod, %error, "deleting an ack failed");
+                    failed = true;
+                }
+            }
+        }
+        failed
     }
 
     fn notify(&self, notices: Vec<Notice>) {
