@@ -3,7 +3,6 @@
 //! A full queue drops the span; a failed or timed-out export drops its batch. Both are
 //! counted, and neither ever blocks the code that ended the span.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
@@ -69,7 +68,6 @@ impl Default for SpanCounters {
 pub struct BoundedProcessor {
     queue: mpsc::Sender<SpanData>,
     stop: CancellationToken,
-    stopped: AtomicBool,
     counters: SpanCounters,
 }
 
@@ -80,7 +78,7 @@ impl SpanProcessor for BoundedProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.stopped.load(Ordering::Relaxed) || self.queue.try_send(span).is_err() {
+        if self.stop.is_cancelled() || self.queue.try_send(span).is_err() {
             self.counters.dropped.inc();
         }
     }
@@ -91,7 +89,6 @@ impl SpanProcessor for BoundedProcessor {
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.stopped.store(true, Ordering::Relaxed);
         self.stop.cancel();
         Ok(())
     }
@@ -135,7 +132,6 @@ where
         BoundedProcessor {
             queue,
             stop: stop.clone(),
-            stopped: AtomicBool::new(false),
             counters,
         },
         ExportTask { handle, stop },

@@ -195,13 +195,12 @@ impl Telemetry {
     }
 }
 
-/// Makes the client's span `parent` the parent of `span` (a no-op when export is off or the
-/// span is disabled).
-pub fn set_parent(span: &tracing::Span, parent: &TraceParent) {
-    if span.is_disabled() {
-        return;
+/// Makes the client's span `parent` the parent of `span` (a no-op without one, when export is
+/// off or the span is disabled).
+pub fn set_parent(span: &tracing::Span, parent: Option<&TraceParent>) {
+    if let Some(parent) = parent.filter(|_| !span.is_disabled()) {
+        let _ = span.set_parent(remote_context(parent));
     }
-    let _ = span.set_parent(remote_context(parent));
 }
 
 /// The OpenTelemetry context of a remote parent.
@@ -219,13 +218,8 @@ fn remote_context(parent: &TraceParent) -> Context {
 mod tests {
     use super::*;
 
-    #[test]
-    fn export_is_off_without_an_endpoint() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
+    #[tokio::test]
+    async fn export_is_off_without_an_endpoint() {
         let t = Telemetry::start(&TraceArgs::default(), "test", "a", &["x"]).unwrap();
         assert!(!t.enabled());
         assert!(t.layer::<tracing_subscriber::Registry>().is_none());
@@ -240,13 +234,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn refuses_bad_settings() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
+    #[tokio::test]
+    async fn refuses_bad_settings() {
         let endpoint = Some("http://127.0.0.1:4317".to_string());
         for args in [
             TraceArgs {

@@ -464,9 +464,7 @@ impl Actor {
                     event = %t.event,
                     to = %t.to,
                 );
-                if let Some(parent) = requester.peer().and_then(Peer::trace) {
-                    switchboard_telemetry::set_parent(&span, parent);
-                }
+                switchboard_telemetry::set_parent(&span, requester.peer().and_then(Peer::trace));
             }
         }
         if let Some(old) = &out.replaced {
@@ -512,9 +510,7 @@ impl Actor {
             room = self.state.room(),
             shard = self.state.shard(),
         );
-        if let Some(parent) = requester.and_then(Peer::trace) {
-            switchboard_telemetry::set_parent(&span, parent);
-        }
+        switchboard_telemetry::set_parent(&span, requester.and_then(Peer::trace));
         Box::pin(self.persist().instrument(span)).await
     }
 

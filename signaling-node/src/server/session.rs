@@ -45,9 +45,7 @@ impl Conn {
 
     /// `span` under the client's trace, when it sent one.
     fn traced(&self, span: tracing::Span) -> tracing::Span {
-        if let Some(parent) = self.peer.trace() {
-            switchboard_telemetry::set_parent(&span, parent);
-        }
+        switchboard_telemetry::set_parent(&span, self.peer.trace());
         span
     }
 }
