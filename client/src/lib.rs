@@ -232,6 +232,15 @@ impl std::fmt::Debug for ClientSender {
 }
 
 impl ClientSender {
+    /// Closes the connection cleanly (WebSocket close 1000) and stops the background task,
+    /// for a client that was split; every other handle then sees it closed.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.cmd.send(Command::Close { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+
     /// The current session (changes after reconnects, redirects and migrations).
     pub fn session(&self) -> SessionInfo {
         self.info.borrow().clone()
@@ -458,10 +467,7 @@ impl Client {
 
     /// Closes the connection cleanly (WebSocket close 1000) and stops the background task.
     pub async fn close(self) {
-        let (reply, rx) = oneshot::channel();
-        if self.sender.cmd.send(Command::Close { reply }).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-        }
+        self.sender.close().await;
     }
 }
 
