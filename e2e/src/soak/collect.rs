@@ -1,17 +1,21 @@
 //! Reads what etcd recorded for one run cluster: the final room snapshots and the revision
-//! history of every `assignments/` and `rooms/` write (a watch from the run's first revision
-//! replays the MVCC history), and compacts the fleet etcd between runs so a long soak stays
-//! within etcd's space quota.
+//! history of every `assignments/` and `rooms/` write with every event the snapshots held (a
+//! watch from the run's first revision replays the MVCC history); watches `assignments/` live
+//! during a run to stamp ownership changes on the run's clock; and compacts the fleet etcd
+//! between runs so a long soak stays within etcd's space quota.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, CompactionOptions, EventType, GetOptions, WatchOptions};
 use signaling_node::room::snapshot;
 use switchboard_contract::keys::{Assignment, Key, Keyspace, Value};
 
 use super::error::SoakError;
+use super::event_log::EventLog;
 use super::history::{AssignmentWrite, FinalRoom, RoomWrite, SeenEvent};
+use super::windows::TimedAssignment;
 
 /// Largest watch response accepted: a run's history replays in a few large responses (room
 /// snapshots are kilobytes each), bounded so a runaway history cannot take all memory.
@@ -26,6 +30,8 @@ pub struct EtcdRecord {
     pub assignments: Vec<AssignmentWrite>,
     /// Every room write.
     pub room_writes: Vec<RoomWrite>,
+    /// Every event the room writes held.
+    pub log: EventLog,
     /// Values that did not decode (each one is itself a finding).
     pub undecodable: Vec<String>,
     /// Deletions of room keys (`revision key`), for the kept evidence.
@@ -137,6 +143,7 @@ pub async fn read(url: &str, ns: &str, cluster: &str, since: i64) -> Result<Etcd
             last = last.max(kv.mod_revision());
             if event.event_type() != EventType::Put {
                 if let Ok(Key::Room { shard, room }) = keys.parse(kv.key()) {
+                    out.log.forget_room(&room);
                     out.room_deletes.push(format!(
                         "rev {} delete room {shard}/{room}",
                         kv.mod_revision()
@@ -155,13 +162,18 @@ pub async fn read(url: &str, ns: &str, cluster: &str, since: i64) -> Result<Etcd
                     Err(e) => out.undecodable.push(format!("assignment {shard}: {e}")),
                 },
                 Ok(Key::Room { shard, room }) => match snapshot::decode(kv.value()) {
-                    Ok(d) => out.room_writes.push(RoomWrite {
-                        revision: kv.mod_revision(),
-                        shard,
-                        room,
-                        node: d.meta.node,
-                        epoch: d.epoch,
-                    }),
+                    Ok(d) => {
+                        for e in &d.recent_events {
+                            out.log.add(kv.mod_revision(), seen(e));
+                        }
+                        out.room_writes.push(RoomWrite {
+                            revision: kv.mod_revision(),
+                            shard,
+                            room,
+                            node: d.meta.node,
+                            epoch: d.epoch,
+                        });
+                    }
                     Err(e) => out.undecodable.push(format!("room {shard}/{room}: {e}")),
                 },
                 _ => {}
@@ -169,4 +181,92 @@ pub async fn read(url: &str, ns: &str, cluster: &str, since: i64) -> Result<Etcd
         }
     }
     Ok(out)
+}
+
+/// A live watch of a run cluster's `assignments/`, stamping each write on the run's clock;
+/// it reconnects after etcd restarts (a fault) and stops when dropped.
+pub struct OwnerWatch {
+    seen: Arc<Mutex<Vec<TimedAssignment>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OwnerWatch {
+    /// Starts watching `cluster`'s assignments from revision `since + 1`, stamping by `t0`.
+    pub fn start(
+        url: &str,
+        ns: &str,
+        cluster: &str,
+        since: i64,
+        t0: Instant,
+    ) -> Result<Self, SoakError> {
+        let keys = Keyspace::new(ns, cluster).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(watch_owners(
+            url.to_string(),
+            keys,
+            since,
+            t0,
+            Arc::clone(&seen),
+        ));
+        Ok(Self { seen, task })
+    }
+
+    /// Everything seen so far.
+    pub fn take(&self) -> Vec<TimedAssignment> {
+        self.seen
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for OwnerWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The watch loop behind [`OwnerWatch`]: from the last revision seen, again after each error.
+async fn watch_owners(
+    url: String,
+    keys: Keyspace,
+    since: i64,
+    t0: Instant,
+    seen: Arc<Mutex<Vec<TimedAssignment>>>,
+) {
+    let mut next = since + 1;
+    loop {
+        let stream = async {
+            let mut client = Client::connect([url.as_str()], None).await?;
+            let prefix = keys.assignments_prefix();
+            let options = WatchOptions::new().with_prefix().with_start_revision(next);
+            let stream = client.watch(prefix, Some(options)).await?;
+            Ok::<_, etcd_client::Error>((client, stream))
+        }
+        .await;
+        if let Ok((_client, mut stream)) = stream {
+            while let Ok(Some(resp)) = stream.message().await {
+                let at_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    next = next.max(kv.mod_revision() + 1);
+                    if event.event_type() != EventType::Put {
+                        continue;
+                    }
+                    if let (Ok(Key::Assignment(shard)), Ok(a)) =
+                        (keys.parse(kv.key()), Assignment::decode(kv.value()))
+                        && let Ok(mut seen) = seen.lock()
+                    {
+                        seen.push(TimedAssignment {
+                            at_ms,
+                            shard,
+                            node: a.node,
+                            epoch: a.epoch,
+                        });
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

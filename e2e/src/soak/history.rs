@@ -1,19 +1,26 @@
 //! The soak's history checker: pure functions over what every client saw and what etcd
 //! recorded, returning each broken promise as a minimal timeline.
 //!
-//! Promises checked (issue #9):
-//! - every acknowledged transition is durable: each event seq a client saw is covered by the
-//!   room's final snapshot (`last_seq` not behind it, the same event where the snapshot still
-//!   holds it) and every acknowledged join is a member at the end;
-//! - per client and room, event seqs are gapless and never go backwards (a replayed duplicate
-//!   with the same content after a resume is fine; a different event under a seen seq is not);
+//! Promises checked:
+//! - every acknowledged transition is durable: each event a client saw was written to etcd
+//!   as that very event (some room snapshot in the revision history holds it under its seq,
+//!   so a loss is found even after the snapshot's ring of recent events rotated), the final
+//!   snapshot's `last_seq` is not behind it, and every acknowledged join is a member at the end;
+//! - no seq of a room is ever rewritten: etcd's history never holds two events under one seq;
+//! - per client and room, event seqs are gapless and never go backwards, and a seq is
+//!   delivered twice only as the replay after a resume;
 //! - no shard accepted writes from two owners in overlapping epochs: every room write carries
 //!   the `(node, epoch)` of the assignment in force at its etcd revision;
 //! - every client session ends normally or resumes (a fresh session after a reconnect is a
-//!   lost session).
+//!   lost session);
+//! - the checks on the run's clock in [`super::windows`]: every failed call step is explained
+//!   by a fault, and no deposed owner relays after its shard's new owner was assigned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use super::event_log::{self, EventLog};
+use super::windows::{self, FaultWindow, TimedAssignment};
 
 /// One event as a client (or a snapshot) saw it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +72,25 @@ pub enum Op {
         /// Node now serving the session.
         node: String,
     },
+    /// A relayed call frame (Invite, InviteResult, Offer, Answer, ICE, Hangup) delivered by
+    /// `node`, the node serving the session when it arrived.
+    Relay {
+        /// Room id.
+        room: String,
+        /// Frame type name.
+        frame: String,
+        /// Call id.
+        call: String,
+        /// Serving node.
+        node: String,
+    },
+    /// A call gave up a step; it was started (its Invite sent) at `started_ms`.
+    CallFailed {
+        /// When the call's Invite was sent (ms since the run started).
+        started_ms: u64,
+        /// The step that failed and why.
+        reason: String,
+    },
     /// The session ended: `normal` when the application closed it.
     Closed {
         /// Closed by the application (not by an error).
@@ -95,6 +121,15 @@ impl fmt::Display for Record {
             Op::Event(e) => write!(f, "event {e}"),
             Op::Reconnected { resumed, node } => {
                 write!(f, "reconnected to {node} (resumed: {resumed})")
+            }
+            Op::Relay {
+                room,
+                frame,
+                call,
+                node,
+            } => write!(f, "relay {frame} {room} call {call} from {node}"),
+            Op::CallFailed { started_ms, reason } => {
+                write!(f, "call started at {started_ms} ms failed: {reason}")
             }
             Op::Closed { normal, detail } => write!(f, "closed (normal: {normal}) {detail}"),
         }
@@ -151,6 +186,14 @@ pub struct History {
     pub assignments: Vec<AssignmentWrite>,
     /// Every room write, any order.
     pub room_writes: Vec<RoomWrite>,
+    /// Every event the room snapshots held over the revision history.
+    pub log: EventLog,
+    /// When each injected fault was active, on the run's clock.
+    pub faults: Vec<FaultWindow>,
+    /// Assignment writes as a live watch saw them, on the run's clock.
+    pub owners: Vec<TimedAssignment>,
+    /// Shards of the run cluster (to find a room's shard).
+    pub shard_count: u32,
 }
 
 /// Which promise broke.
@@ -166,6 +209,14 @@ pub enum Kind {
     SplitBrain,
     /// A session neither ended normally nor resumed.
     LostSession,
+    /// A client got a seq again without a resume in between.
+    DuplicateSeq,
+    /// etcd's history holds two different events under one seq of a room.
+    RewrittenSeq,
+    /// A call step failed while no fault was active.
+    UnexplainedCallFailure,
+    /// A node relayed a call frame after its shard had been assigned to another node.
+    DeposedRelay,
 }
 
 impl Kind {
@@ -177,6 +228,10 @@ impl Kind {
             Kind::SeqBackwards => "seq-backwards",
             Kind::SplitBrain => "split-brain",
             Kind::LostSession => "lost-session",
+            Kind::DuplicateSeq => "duplicate-seq",
+            Kind::RewrittenSeq => "rewritten-seq",
+            Kind::UnexplainedCallFailure => "unexplained-call-failure",
+            Kind::DeposedRelay => "deposed-relay",
         }
     }
 }
@@ -206,28 +261,45 @@ impl fmt::Display for Violation {
 pub fn check(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     out.extend(check_seqs(&history.records));
-    out.extend(check_durable(&history.records, &history.finals));
+    out.extend(check_durable(
+        &history.records,
+        &history.finals,
+        &history.log,
+    ));
+    out.extend(event_log::check_rewrites(&history.log));
     out.extend(check_fencing(&history.assignments, &history.room_writes));
     out.extend(check_sessions(&history.records));
+    out.extend(windows::check_call_failures(&history.records, &history.faults).violations);
+    out.extend(windows::check_relays(
+        &history.records,
+        &history.owners,
+        history.shard_count,
+    ));
     out
 }
 
 /// Same content, ignoring the room and seq.
-fn same_event(a: &SeenEvent, b: &SeenEvent) -> bool {
+pub fn same_event(a: &SeenEvent, b: &SeenEvent) -> bool {
     a.kind == b.kind && a.user == b.user && a.call_id == b.call_id && a.state == b.state
 }
 
-/// Per client and room: gapless, never backwards; a seq seen by two clients names one event.
+/// Per client and room: gapless, never backwards, a seq again only as the replay after a
+/// resume; a seq seen by two clients names one event.
 pub fn check_seqs(records: &[Record]) -> Vec<Violation> {
     let mut out = Vec::new();
     // (client, room) -> (last seq, index of the record that set it)
     let mut last: BTreeMap<(&str, &str), (u64, usize)> = BTreeMap::new();
     // (room, seq) -> first record that showed it
     let mut first_seen: BTreeMap<(&str, u64), usize> = BTreeMap::new();
-    // (client, room, seq) -> record index, for replay duplicates
+    // (client, room, seq) -> index of the record that last showed it to the client
     let mut seen_by: BTreeMap<(&str, &str, u64), usize> = BTreeMap::new();
+    // client -> index of its latest resumed Welcome
+    let mut resumed_at: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, rec) in records.iter().enumerate() {
         match &rec.op {
+            Op::Reconnected { resumed: true, .. } => {
+                resumed_at.insert(rec.client.as_str(), i);
+            }
             Op::Joined { room, last_seq } => {
                 let key = (rec.client.as_str(), room.as_str());
                 match last.get(&key) {
@@ -262,8 +334,21 @@ pub fn check_seqs(records: &[Record]) -> Vec<Violation> {
                     first_seen.insert((ev.room.as_str(), ev.seq), i);
                 }
                 let key = (rec.client.as_str(), ev.room.as_str());
-                let dup = seen_by.contains_key(&(rec.client.as_str(), ev.room.as_str(), ev.seq));
-                seen_by.insert((rec.client.as_str(), ev.room.as_str(), ev.seq), i);
+                let before = seen_by.insert((rec.client.as_str(), ev.room.as_str(), ev.seq), i);
+                let dup = before.is_some();
+                if let Some(j) = before {
+                    let replay = resumed_at.get(rec.client.as_str()).is_some_and(|&r| r > j);
+                    if !replay {
+                        out.push(Violation {
+                            kind: Kind::DuplicateSeq,
+                            summary: format!(
+                                "{} got seq {} of room {} twice without a resume between",
+                                rec.client, ev.seq, ev.room
+                            ),
+                            timeline: vec![records[j].to_string(), rec.to_string()],
+                        });
+                    }
+                }
                 match last.get(&key).copied() {
                     None => {
                         last.insert(key, (ev.seq, i));
@@ -303,8 +388,13 @@ pub fn check_seqs(records: &[Record]) -> Vec<Violation> {
     out
 }
 
-/// Every event seq a client saw is covered by the final snapshot; acknowledged joins stay.
-pub fn check_durable(records: &[Record], finals: &BTreeMap<String, FinalRoom>) -> Vec<Violation> {
+/// Every event a client saw was written to etcd as that event and is covered by the final
+/// snapshot; acknowledged joins stay.
+pub fn check_durable(
+    records: &[Record],
+    finals: &BTreeMap<String, FinalRoom>,
+    log: &EventLog,
+) -> Vec<Violation> {
     let mut out = Vec::new();
     // room -> (max seq seen, record index)
     let mut max_seen: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
@@ -327,21 +417,30 @@ pub fn check_durable(records: &[Record], finals: &BTreeMap<String, FinalRoom>) -
                 if ev.kind == "member_left" {
                     joins.remove(&(ev.user.as_str(), ev.room.as_str()));
                 }
-                if let Some(fin) = finals.get(&ev.room)
-                    && let Some(stored) = fin.recent.iter().find(|s| s.seq == ev.seq)
-                    && !same_event(stored, ev)
-                {
-                    out.push(Violation {
+                match log.get(&ev.room, ev.seq) {
+                    None => out.push(Violation {
                         kind: Kind::LostWrite,
                         summary: format!(
-                            "room {} seq {}: the final snapshot holds another event",
+                            "room {} seq {}: no snapshot in etcd's history holds it",
+                            ev.room, ev.seq
+                        ),
+                        timeline: vec![rec.to_string()],
+                    }),
+                    Some(stored) if !same_event(&stored.event, ev) => out.push(Violation {
+                        kind: Kind::LostWrite,
+                        summary: format!(
+                            "room {} seq {}: etcd's history holds another event",
                             ev.room, ev.seq
                         ),
                         timeline: vec![
                             rec.to_string(),
-                            format!("   final  etcd       snapshot has {stored}"),
+                            format!(
+                                "   rev {:>6}  snapshot has {}",
+                                stored.revision, stored.event
+                            ),
                         ],
-                    });
+                    }),
+                    Some(_) => {}
                 }
             }
             _ => {}
@@ -605,6 +704,10 @@ mod tests {
                 epoch: 2,
             },
         ];
+        h.log.add(11, ev("r", 2, "member_joined", "bob"));
+        h.log.add(11, ev("r", 3, "call_state", "alice"));
+        h.log.add(21, ev("r", 3, "call_state", "alice"));
+        h.shard_count = 16;
         h.room_writes = vec![
             RoomWrite {
                 revision: 11,
@@ -642,6 +745,7 @@ mod tests {
             rec(4, "alice", Op::Event(ev("r", 5, "member_left", "x"))),
         );
         fin(&mut h).last_seq = 5;
+        h.log.add(30, ev("r", 5, "member_left", "x"));
         let v = check(&h);
         assert_eq!(
             v.iter().map(|v| v.kind).collect::<Vec<_>>(),
@@ -683,11 +787,99 @@ mod tests {
     }
 
     #[test]
-    fn a_rewritten_seq_in_the_final_snapshot_is_a_lost_write() {
+    fn a_seen_event_that_etcd_holds_differently_is_a_lost_write_and_a_rewrite() {
         let mut h = clean();
-        fin(&mut h).recent = vec![ev("r", 3, "member_left", "bob")];
-        assert!(kinds(&h).iter().all(|k| *k == Kind::LostWrite));
-        assert!(!kinds(&h).is_empty());
+        h.log = EventLog::default();
+        h.log.add(11, ev("r", 2, "member_joined", "bob"));
+        h.log.add(11, ev("r", 3, "member_left", "bob"));
+        h.log.add(21, ev("r", 3, "call_state", "alice"));
+        let v = check(&h);
+        let kinds: Vec<Kind> = v.iter().map(|v| v.kind).collect();
+        // Each of the three sightings of seq 3, and the rewrite itself.
+        assert_eq!(
+            kinds,
+            vec![
+                Kind::LostWrite,
+                Kind::LostWrite,
+                Kind::LostWrite,
+                Kind::RewrittenSeq
+            ],
+            "{v:#?}"
+        );
+        assert!(v[0].timeline[1].contains("member_left"), "{}", v[0]);
+    }
+
+    #[test]
+    fn a_seen_event_no_snapshot_ever_held_is_a_lost_write_after_the_ring_rotated() {
+        let mut h = clean();
+        // The final snapshot's ring no longer holds seq 2, and no earlier snapshot did.
+        h.log = EventLog::default();
+        h.log.add(11, ev("r", 3, "call_state", "alice"));
+        let v = check(&h);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert_eq!(v[0].kind, Kind::LostWrite);
+        assert!(v[0].summary.contains("seq 2: no snapshot"), "{}", v[0]);
+    }
+
+    #[test]
+    fn a_duplicate_seq_without_a_resume_is_a_violation() {
+        let mut h = clean();
+        // alice gets seq 3 again with no reconnect between.
+        h.records.insert(
+            5,
+            rec(4, "alice", Op::Event(ev("r", 3, "call_state", "alice"))),
+        );
+        let v = check(&h);
+        assert_eq!(
+            v.iter().map(|v| v.kind).collect::<Vec<_>>(),
+            vec![Kind::DuplicateSeq],
+            "{v:#?}"
+        );
+        assert!(v[0].summary.contains("alice got seq 3"), "{}", v[0]);
+    }
+
+    #[test]
+    fn a_replay_after_a_resume_is_not_a_duplicate_but_a_second_one_is() {
+        let mut h = clean();
+        // bob's replay after the resume (record 6) is fine; once more later is not.
+        h.records.insert(
+            7,
+            rec(6, "bob", Op::Event(ev("r", 3, "call_state", "alice"))),
+        );
+        assert_eq!(kinds(&h), vec![Kind::DuplicateSeq]);
+    }
+
+    #[test]
+    fn the_run_clock_checks_are_part_of_the_history_check() {
+        let mut h = clean();
+        h.records.insert(
+            7,
+            rec(
+                6,
+                "alice",
+                Op::CallFailed {
+                    started_ms: 5,
+                    reason: "no Answer".into(),
+                },
+            ),
+        );
+        h.records.insert(
+            7,
+            rec(
+                6,
+                "alice",
+                Op::Relay {
+                    room: "r".into(),
+                    frame: "offer".into(),
+                    call: "c1".into(),
+                    node: "n1".into(),
+                },
+            ),
+        );
+        assert_eq!(
+            kinds(&h),
+            vec![Kind::UnexplainedCallFailure, Kind::DeposedRelay]
+        );
     }
 
     #[test]
@@ -715,6 +907,7 @@ mod tests {
         );
         h.finals
             .insert("r".into(), final_room(4, &["alice"], vec![]));
+        h.log.add(30, ev("r", 4, "member_left", "bob"));
         let v = check(&h);
         assert!(v.is_empty(), "{v:#?}");
     }
@@ -798,10 +991,11 @@ mod tests {
         let v = check(&h);
         assert_eq!(
             v.iter().map(|v| v.kind).collect::<Vec<_>>(),
-            vec![Kind::LostSession]
+            // bob's replay then repeats seq 3 without a resume.
+            vec![Kind::DuplicateSeq, Kind::LostSession]
         );
         assert!(
-            v[0].timeline
+            v[1].timeline
                 .last()
                 .is_some_and(|l| l.contains("resumed: false"))
         );

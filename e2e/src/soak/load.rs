@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchboard_client::fake::{self, SdpKind};
-use switchboard_client::{Client, ConnectOptions};
+use switchboard_client::{Client, ClientError, ClientSender, ConnectOptions, Incoming};
 use switchboard_protocol::{EventKind, Message};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::history::{Op, Record, SeenEvent};
 use crate::call_events::call_state_event;
@@ -57,9 +58,14 @@ impl Recorder {
         self.t0
     }
 
+    /// Milliseconds since the run started.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Records `op` by `client`.
     pub fn record(&self, client: &str, op: Op) {
-        let at_ms = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let at_ms = self.now_ms();
         if let Ok(mut inner) = self.inner.lock() {
             if inner.records.len() < MAX_RECORDS {
                 inner.records.push(Record {
@@ -140,7 +146,10 @@ pub struct Member {
     pub user: String,
     /// Room index (for progress marks).
     pub index: usize,
-    client: Client,
+    client: ClientSender,
+    /// Frames as the reader task passed them on (it records relays as they arrive).
+    incoming: mpsc::Receiver<Result<Message, ClientError>>,
+    reader: JoinHandle<()>,
     rec: Recorder,
     /// Set once the library gave up (recorded as an abnormal close).
     dead: bool,
@@ -150,10 +159,11 @@ pub struct Member {
 }
 
 impl Member {
-    /// Connects `user` through one of `urls` (tried in turn, a few rounds).
+    /// Connects `user` of `room` through one of `urls` (tried in turn, a few rounds).
     pub async fn connect(
         urls: &[String],
         user: &str,
+        room: &str,
         token: String,
         index: usize,
         rec: Recorder,
@@ -171,10 +181,24 @@ impl Member {
                             info.node, info.session
                         )),
                     );
+                    let (client, incoming) = client.split();
+                    let (tx, rx) = mpsc::channel(64);
+                    let reader = tokio::spawn(read_frames(
+                        incoming,
+                        tx,
+                        RelayStamp {
+                            user: user.to_string(),
+                            room: room.to_string(),
+                            node: info.node,
+                            rec: rec.clone(),
+                        },
+                    ));
                     return Ok(Self {
                         user: user.to_string(),
                         index,
                         client,
+                        incoming: rx,
+                        reader,
                         rec,
                         dead: false,
                         negotiating: HashMap::new(),
@@ -238,7 +262,13 @@ impl Member {
         if self.dead {
             return Err(format!("{}: client stopped", self.user));
         }
-        match tokio::time::timeout(timeout, self.client.recv()).await {
+        let next = async {
+            match self.incoming.recv().await {
+                Some(item) => item,
+                None => Err(ClientError::Closed),
+            }
+        };
+        match tokio::time::timeout(timeout, next).await {
             Err(_) => Err(format!("{}: nothing for {timeout:?}", self.user)),
             Ok(Err(e)) => {
                 self.dead = true;
@@ -385,7 +415,65 @@ impl Member {
             );
         }
         self.client.close().await;
+        self.reader.abort();
     }
+}
+
+/// What the reader task needs to record a relayed frame as it arrives.
+struct RelayStamp {
+    user: String,
+    room: String,
+    /// The node serving the session: the first Welcome's, then each later Welcome's.
+    node: String,
+    rec: Recorder,
+}
+
+/// Passes frames on, recording each relayed call frame when it arrives with the node that
+/// delivered it (a frame read later by the driver would be stamped too late for the
+/// deposed-relay check). Frames arrive in order, so a Welcome marks where a new node's
+/// frames begin.
+async fn read_frames(
+    mut incoming: Incoming,
+    tx: mpsc::Sender<Result<Message, ClientError>>,
+    mut stamp: RelayStamp,
+) {
+    loop {
+        let item = incoming.recv().await;
+        if let Ok(msg) = &item {
+            if let Message::Welcome(w) = msg {
+                stamp.node = w.node.clone();
+            }
+            if let Some((frame, call)) = relayed(msg) {
+                stamp.rec.record(
+                    &stamp.user,
+                    Op::Relay {
+                        room: stamp.room.clone(),
+                        frame: frame.to_string(),
+                        call: call.to_string(),
+                        node: stamp.node.clone(),
+                    },
+                );
+            }
+        }
+        let end = item.is_err();
+        if tx.send(item).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The frame type and call id of a relayed call frame.
+fn relayed(msg: &Message) -> Option<(&'static str, &str)> {
+    let call = match msg {
+        Message::Invite(m) => &m.call_id,
+        Message::InviteResult(m) => &m.call_id,
+        Message::Offer(m) | Message::Answer(m) => &m.call_id,
+        Message::IceCandidate(m) => &m.call_id,
+        Message::IceBatch(m) => &m.call_id,
+        Message::Hangup(m) => &m.call_id,
+        _ => return None,
+    };
+    Some((msg.frame_type().name(), call))
 }
 
 async fn call_state(m: &mut Member, call: &str, state: &str) -> Result<(), String> {
@@ -574,9 +662,11 @@ pub async fn drive_pair(
         setup_error: None,
     };
     let setup = async {
-        let mut host = Member::connect(&urls, &host_user, tokens.0, index, rec.clone()).await?;
+        let mut host =
+            Member::connect(&urls, &host_user, &room, tokens.0, index, rec.clone()).await?;
         host.join(&room).await?;
-        let mut guest = Member::connect(&urls, &guest_user, tokens.1, index, rec.clone()).await?;
+        let mut guest =
+            Member::connect(&urls, &guest_user, &room, tokens.1, index, rec.clone()).await?;
         guest.join(&room).await?;
         host.drain(Duration::from_millis(50)).await;
         Ok::<_, String>((host, guest))
@@ -593,11 +683,18 @@ pub async fn drive_pair(
     let mut n = 0;
     while !*stop.borrow() && !host.dead && !guest.dead {
         n += 1;
+        let started_ms = rec.now_ms();
         match one_call(&mut host, &mut guest, &room, n).await {
             Ok(()) => done.calls_ok += 1,
             Err(e) => {
                 done.calls_failed += 1;
-                rec.record(&host_user, Op::Ack(format!("call {n} failed: {e}")));
+                rec.record(
+                    &host_user,
+                    Op::CallFailed {
+                        started_ms,
+                        reason: format!("call {n}: {e}"),
+                    },
+                );
                 // Let the fleet settle, then read what is queued before the next call.
                 let _ = tokio::time::timeout(Duration::from_millis(300), stop.changed()).await;
                 host.drain(Duration::from_millis(20)).await;

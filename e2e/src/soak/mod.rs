@@ -3,12 +3,15 @@
 //! decoder fuzz runner.
 
 pub mod collect;
+pub mod entry;
 pub mod env;
 pub mod error;
 pub mod etcd;
+pub mod event_log;
 pub mod faults;
 pub mod fuzz;
 pub mod history;
 pub mod hostile;
 pub mod load;
 pub mod run;
+pub mod windows;

@@ -11,15 +11,20 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
-use super::collect;
-use super::env::{NS, SoakEnv, pod_ip};
+use super::collect::{self, OwnerWatch};
+use super::entry::EntryProxy;
+use super::env::{NS, SoakEnv};
 use super::error::SoakError;
 use super::faults::{self, FaultKind};
 use super::history::{self, History, Kind, Violation};
 use super::load::{self, Recorder};
+use super::windows::{self, FaultWindow};
 
 /// How long every room gets to commit a call transition again after a fault.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(60);
+/// How long a fault's window lasts past its heal and recovery: a healed node learns within
+/// its lease TTL that it was fenced, and then migrates the clients still on it.
+pub const FAULT_SETTLE: Duration = Duration::from_secs(2);
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ pub struct FaultRecord {
     pub at_ms: u64,
     /// Injection → every room committed a call transition again; `None`: not within the bound.
     pub recovery: Option<Duration>,
+    /// End of the fault's window: healed, recovered (or given up) and settled.
+    pub until_ms: u64,
 }
 
 /// What a run found.
@@ -62,6 +69,8 @@ pub struct RunOutcome {
     pub calls_ok: u64,
     /// Calls that failed a step.
     pub calls_failed: u64,
+    /// Of those, the ones a fault explains (the rest are violations).
+    pub calls_failed_explained: usize,
     /// Client records checked.
     pub records: usize,
     /// etcd writes checked (assignments + rooms).
@@ -84,15 +93,12 @@ pub async fn run_one(
         ..RunOutcome::default()
     };
     let since = collect::revision(&env.etcd.url()).await?;
-    out.deploy = env.deploy(name).await?;
-    let urls: Vec<String> = env
-        .node_pods(name)
-        .await
-        .iter()
-        .filter_map(pod_ip)
-        .map(|ip| format!("ws://{ip}:7000/ws"))
-        .collect();
+    // The recorder's clock starts here so the live ownership watch shares it.
     let rec = Recorder::new(cfg.rooms);
+    let owners = OwnerWatch::start(&env.etcd.url(), NS, name, since, rec.t0())?;
+    out.deploy = env.deploy(name).await?;
+    // Clients enter through a Service-like proxy, so an entry outlives any one pod.
+    let entry = EntryProxy::start(env.cluster.client.clone(), name).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut pairs = Vec::new();
     for i in 0..cfg.rooms {
@@ -101,11 +107,8 @@ pub async fn run_one(
             env.token(&format!("h{i}"), &room),
             env.token(&format!("g{i}"), &room),
         );
-        // Each pair enters through a different node (the library follows the Redirect).
-        let mut mine = urls.clone();
-        mine.rotate_left(i % urls.len().max(1));
         pairs.push(tokio::spawn(load::drive_pair(
-            mine,
+            vec![entry.url()],
             room,
             i,
             tokens,
@@ -179,6 +182,7 @@ pub async fn run_one(
             target: injected.target,
             at_ms,
             recovery,
+            until_ms: rec.now_ms() + FAULT_SETTLE.as_millis() as u64,
         });
     }
     let _ = stop_tx.send(true);
@@ -230,7 +234,22 @@ pub async fn run_one(
         finals: etcd.finals,
         assignments: etcd.assignments,
         room_writes: etcd.room_writes,
+        log: etcd.log,
+        faults: out
+            .faults
+            .iter()
+            .map(|f| FaultWindow {
+                from_ms: f.at_ms,
+                to_ms: f.until_ms,
+                what: format!("{} {}", f.kind.name(), f.target),
+            })
+            .collect(),
+        owners: owners.take(),
+        shard_count: super::env::SHARDS,
     };
+    drop(owners);
+    out.calls_failed_explained =
+        windows::check_call_failures(&history.records, &history.faults).explained;
     out.violations.extend(history::check(&history));
     if !out.violations.is_empty() || cfg.keep_all {
         let dir = cfg.out.join(format!("{name}-seed-{}", cfg.seed));
@@ -264,11 +283,12 @@ fn keep(
     for f in &out.faults {
         let _ = writeln!(
             v,
-            "fault {:>7} ms {} {} recovered {:?}",
+            "fault {:>7} ms {} {} recovered {:?}, window until {} ms",
             f.at_ms,
             f.kind.name(),
             f.target,
-            f.recovery
+            f.recovery,
+            f.until_ms
         );
     }
     for violation in &out.violations {
@@ -293,6 +313,13 @@ fn keep(
     for d in room_deletes {
         let _ = writeln!(w, "{d}");
     }
+    for a in &history.owners {
+        let _ = writeln!(
+            w,
+            "{:>7} ms watch saw assignment {} -> {} epoch {}",
+            a.at_ms, a.shard, a.node, a.epoch
+        );
+    }
     let _ = std::fs::write(dir.join("etcd-writes.txt"), w);
     env.keep_logs(dir);
 }
@@ -316,12 +343,16 @@ pub fn summary(outcomes: &[RunOutcome], failed_setup: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "runs: {} checked, {} could not run; calls completed {}, failed steps {}; client records \
-         checked {}, etcd writes checked {}; violations {}",
+        "runs: {} checked, {} could not run; calls completed {}, failed steps {} ({} explained \
+         by a fault); client records checked {}, etcd writes checked {}; violations {}",
         outcomes.len(),
         failed_setup,
         outcomes.iter().map(|o| o.calls_ok).sum::<u64>(),
         outcomes.iter().map(|o| o.calls_failed).sum::<u64>(),
+        outcomes
+            .iter()
+            .map(|o| o.calls_failed_explained)
+            .sum::<usize>(),
         outcomes.iter().map(|o| o.records).sum::<usize>(),
         outcomes.iter().map(|o| o.etcd_writes).sum::<usize>(),
         violations
@@ -378,6 +409,7 @@ mod tests {
                 target: "default/x".into(),
                 at_ms: 1,
                 recovery: Some(Duration::from_millis(1500)),
+                until_ms: 3501,
             }],
             violations: vec![Violation {
                 kind: Kind::SeqGap,
