@@ -102,10 +102,25 @@ pub fn plan(rng: &mut StdRng) -> Planned {
 }
 
 /// What was done, for the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Injected {
     /// Human-readable target.
     pub target: String,
+    /// The faulted node was the only Ready node of its version pool (its shards have no
+    /// other node of their pool to fail over to).
+    pub sole_of_pool: bool,
+}
+
+/// Label naming a node pod's version pool.
+const VERSION_LABEL: &str = "switchboard.dev/version";
+
+/// The version pool of `pod`.
+fn version_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(VERSION_LABEL)
+        .map(String::as_str)
 }
 
 /// Injects `fault` into run cluster `name` and heals it after its hold time.
@@ -133,13 +148,22 @@ pub async fn inject(
         Some(&pods[fault.target % pods.len()])
     };
     let no_node = || SoakError::Setup(format!("no Ready node of {name} to fault"));
+    let sole_of_pool = node.is_some_and(|n| {
+        pods.iter()
+            .filter(|p| version_of(p) == version_of(n))
+            .count()
+            == 1
+    });
     match fault.kind {
         FaultKind::KillNode => {
             let pod = node.ok_or_else(no_node)?;
             let target = format!("{NS}/{}", pod_name(pod));
             env.cluster.ctl(Action::Kill, &target, None).await?;
             now();
-            Ok(Injected { target })
+            Ok(Injected {
+                target,
+                sole_of_pool,
+            })
         }
         FaultKind::FreezeNode => {
             let pod = node.ok_or_else(no_node)?;
@@ -150,6 +174,7 @@ pub async fn inject(
             env.cluster.ctl(Action::Resume, &target, None).await?;
             Ok(Injected {
                 target: format!("{target} for {:?}", fault.hold),
+                sole_of_pool,
             })
         }
         FaultKind::KillOperatorLeader => {
@@ -160,7 +185,10 @@ pub async fn inject(
             let target = format!("{OPERATOR_NS}/{leader}");
             env.cluster.ctl(Action::Kill, &target, None).await?;
             now();
-            Ok(Injected { target })
+            Ok(Injected {
+                target,
+                ..Injected::default()
+            })
         }
         FaultKind::RestartEtcd => {
             env.etcd.stop();
@@ -168,6 +196,7 @@ pub async fn inject(
             env.etcd.restart(fault.hold).await?;
             Ok(Injected {
                 target: format!("fleet etcd down {:?}", fault.hold),
+                ..Injected::default()
             })
         }
         FaultKind::PartitionNodeFromEtcd => {
@@ -181,12 +210,16 @@ pub async fn inject(
             env.proxy.heal(ip);
             Ok(Injected {
                 target: format!("{NS}/{} ({ip}) for {:?}", pod_name(pod), fault.hold),
+                sole_of_pool,
             })
         }
         FaultKind::WeightEdit => {
             let target = edit_weights(env, name, fault.value)?;
             now();
-            Ok(Injected { target })
+            Ok(Injected {
+                target,
+                ..Injected::default()
+            })
         }
         FaultKind::WeightEditDuringFailover => {
             let pod = node.ok_or_else(no_node)?;
@@ -197,6 +230,7 @@ pub async fn inject(
             let weights = edit_weights(env, name, fault.value)?;
             Ok(Injected {
                 target: format!("{target} killed, then {weights}"),
+                sole_of_pool,
             })
         }
         FaultKind::ConfigChange => {
@@ -212,6 +246,7 @@ pub async fn inject(
             now();
             Ok(Injected {
                 target: format!("sigc/{name} inviteTimeoutSeconds={}", fault.value),
+                ..Injected::default()
             })
         }
     }

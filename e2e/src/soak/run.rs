@@ -54,6 +54,19 @@ pub struct FaultRecord {
     pub recovery: Option<Duration>,
     /// End of the fault's window: healed, recovered (or given up) and settled.
     pub until_ms: u64,
+    /// The target was the only Ready node of its version pool.
+    pub sole_of_pool: bool,
+}
+
+impl FaultRecord {
+    /// The summary row the fault is counted in: its kind, apart for the sole node of a pool.
+    pub fn row(&self) -> String {
+        if self.sole_of_pool {
+            format!("{} (sole node of its pool)", self.kind.name())
+        } else {
+            self.kind.name().to_string()
+        }
+    }
 }
 
 /// What a run found.
@@ -159,9 +172,14 @@ pub async fn run_one(
             }
         };
         eprintln!(
-            "  fault {} {} at {} ms",
+            "  fault {} {}{} at {} ms",
             planned.kind.name(),
             injected.target,
+            if injected.sole_of_pool {
+                " (sole node of its pool)"
+            } else {
+                ""
+            },
             at_ms
         );
         let recovery = watcher.await.ok().flatten();
@@ -183,6 +201,7 @@ pub async fn run_one(
             at_ms,
             recovery,
             until_ms: rec.now_ms() + FAULT_SETTLE.as_millis() as u64,
+            sole_of_pool: injected.sole_of_pool,
         });
     }
     let _ = stop_tx.send(true);
@@ -335,9 +354,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
 
 /// The summary over many runs, as Markdown.
 pub fn summary(outcomes: &[RunOutcome], failed_setup: usize) -> String {
-    let mut by_kind: BTreeMap<&str, Vec<&FaultRecord>> = BTreeMap::new();
+    let mut by_kind: BTreeMap<String, Vec<&FaultRecord>> = BTreeMap::new();
     for f in outcomes.iter().flat_map(|o| &o.faults) {
-        by_kind.entry(f.kind.name()).or_default().push(f);
+        by_kind.entry(f.row()).or_default().push(f);
     }
     let violations: usize = outcomes.iter().map(|o| o.violations.len()).sum();
     let mut s = String::new();
@@ -410,6 +429,7 @@ mod tests {
                 at_ms: 1,
                 recovery: Some(Duration::from_millis(1500)),
                 until_ms: 3501,
+                sole_of_pool: false,
             }],
             violations: vec![Violation {
                 kind: Kind::SeqGap,
@@ -418,8 +438,15 @@ mod tests {
             }],
             ..RunOutcome::default()
         };
-        let s = summary(&[o], 0);
+        let mut sole = o.clone();
+        sole.faults[0].sole_of_pool = true;
+        sole.violations.clear();
+        let s = summary(&[o, sole], 0);
         assert!(s.contains("| kill-9-node | 1 | 1 | 1500 |"), "{s}");
+        assert!(
+            s.contains("| kill-9-node (sole node of its pool) | 1 | 1 | 1500 |"),
+            "{s}"
+        );
         assert!(s.contains("violations 1"), "{s}");
         assert!(s.contains("seq-gap"), "{s}");
     }
