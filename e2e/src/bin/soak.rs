@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use switchboard_e2e::cluster::repo_root;
 use switchboard_e2e::soak::env::{Bins, SoakEnv};
+use switchboard_e2e::soak::faults::FaultKind;
 use switchboard_e2e::soak::run::{self, RunConfig, RunOutcome};
 use switchboard_e2e::soak::{fuzz, hostile};
 use tokio::signal::unix::{SignalKind, signal};
@@ -54,6 +55,21 @@ struct Cli {
     /// Keep the history and logs of passing runs too (to study recovery times)
     #[arg(long)]
     keep_all: bool,
+    /// Draw only these fault kinds (comma-separated names as in the summary, e.g.
+    /// `lose-sole-node`) [default: every kind].
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    faults: Vec<FaultKind>,
+}
+
+/// A fault kind by its summary name.
+fn parse_kind(name: &str) -> Result<FaultKind, String> {
+    FaultKind::ALL
+        .into_iter()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown fault kind {name:?}; known: {}", names.join(", "))
+        })
 }
 
 #[tokio::main]
@@ -170,6 +186,11 @@ async fn main() -> Result<()> {
             rooms: cli.rooms,
             out: out.clone(),
             keep_all: cli.keep_all,
+            kinds: if cli.faults.is_empty() {
+                FaultKind::ALL.to_vec()
+            } else {
+                cli.faults.clone()
+            },
         };
         let name = format!("soak-{i}");
         let t = Instant::now();

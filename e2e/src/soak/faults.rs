@@ -34,11 +34,17 @@ pub enum FaultKind {
     ConfigChange,
     /// A node killed and the rollout weights edited right after, during its failover.
     WeightEditDuringFailover,
+    /// The only Ready node of a version pool frozen for [`SOLE_NODE_HOLD`], long enough that
+    /// waiting for it is not a recovery (any node when no pool has a single one).
+    LoseSoleNode,
 }
+
+/// How long [`FaultKind::LoseSoleNode`] keeps the node frozen.
+pub const SOLE_NODE_HOLD: Duration = Duration::from_secs(20);
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::KillNode,
         FaultKind::FreezeNode,
         FaultKind::KillOperatorLeader,
@@ -47,6 +53,7 @@ impl FaultKind {
         FaultKind::WeightEdit,
         FaultKind::ConfigChange,
         FaultKind::WeightEditDuringFailover,
+        FaultKind::LoseSoleNode,
     ];
 
     /// Stable name for reports.
@@ -60,6 +67,7 @@ impl FaultKind {
             FaultKind::WeightEdit => "weight-edit",
             FaultKind::ConfigChange => "config-change",
             FaultKind::WeightEditDuringFailover => "weight-edit-during-failover",
+            FaultKind::LoseSoleNode => "lose-sole-node",
         }
     }
 }
@@ -80,11 +88,17 @@ pub struct Planned {
     pub value: u32,
 }
 
-/// Draws the next fault.
-pub fn plan(rng: &mut StdRng) -> Planned {
-    let kind = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+/// Draws the next fault, of one of `kinds` (every kind when empty).
+pub fn plan(rng: &mut StdRng, kinds: &[FaultKind]) -> Planned {
+    let kinds = if kinds.is_empty() {
+        &FaultKind::ALL[..]
+    } else {
+        kinds
+    };
+    let kind = kinds[rng.random_range(0..kinds.len())];
     let hold_ms = match kind {
         FaultKind::RestartEtcd => rng.random_range(500..3_000),
+        FaultKind::LoseSoleNode => SOLE_NODE_HOLD.as_millis() as u64,
         _ => rng.random_range(LEASE_TTL.as_millis() as u64 * 2..LEASE_TTL.as_millis() as u64 * 4),
     };
     Planned {
@@ -175,6 +189,31 @@ pub async fn inject(
             Ok(Injected {
                 target: format!("{target} for {:?}", fault.hold),
                 sole_of_pool,
+            })
+        }
+        FaultKind::LoseSoleNode => {
+            let sole: Vec<_> = pods
+                .iter()
+                .filter(|p| {
+                    pods.iter()
+                        .filter(|q| version_of(q) == version_of(p))
+                        .count()
+                        == 1
+                })
+                .collect();
+            let pod = if sole.is_empty() {
+                node.ok_or_else(no_node)?
+            } else {
+                sole[fault.target % sole.len()]
+            };
+            let target = format!("{NS}/{}", pod_name(pod));
+            env.cluster.ctl(Action::Freeze, &target, None).await?;
+            now();
+            tokio::time::sleep(fault.hold).await;
+            env.cluster.ctl(Action::Resume, &target, None).await?;
+            Ok(Injected {
+                target: format!("{target} for {:?}", fault.hold),
+                sole_of_pool: !sole.is_empty(),
             })
         }
         FaultKind::KillOperatorLeader => {
@@ -279,23 +318,38 @@ mod tests {
     fn a_seed_names_one_schedule() {
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..20).map(|_| plan(&mut rng)).collect::<Vec<_>>()
+            (0..20).map(|_| plan(&mut rng, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));
     }
 
     #[test]
+    fn a_restricted_plan_draws_only_its_kinds() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let only = [FaultKind::LoseSoleNode, FaultKind::KillNode];
+        let plans: Vec<Planned> = (0..100).map(|_| plan(&mut rng, &only)).collect();
+        assert!(plans.iter().all(|p| only.contains(&p.kind)));
+        assert!(only.iter().all(|k| plans.iter().any(|p| p.kind == *k)));
+        assert!(
+            plans
+                .iter()
+                .filter(|p| p.kind == FaultKind::LoseSoleNode)
+                .all(|p| p.hold == SOLE_NODE_HOLD)
+        );
+    }
+
+    #[test]
     fn every_kind_is_drawn_and_pauses_outlast_the_lease() {
         let mut rng = StdRng::seed_from_u64(1);
-        let plans: Vec<Planned> = (0..500).map(|_| plan(&mut rng)).collect();
+        let plans: Vec<Planned> = (0..500).map(|_| plan(&mut rng, &[])).collect();
         for kind in FaultKind::ALL {
             assert!(plans.iter().any(|p| p.kind == kind), "{kind:?} never drawn");
         }
         for p in &plans {
             if matches!(
                 p.kind,
-                FaultKind::FreezeNode | FaultKind::PartitionNodeFromEtcd
+                FaultKind::FreezeNode | FaultKind::PartitionNodeFromEtcd | FaultKind::LoseSoleNode
             ) {
                 assert!(p.hold > LEASE_TTL, "{p:?}");
             }

@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Keep them for passing runs too (to study recovery times).
     pub keep_all: bool,
+    /// Fault kinds drawn from (not empty).
+    pub kinds: Vec<FaultKind>,
 }
 
 /// One injected fault and how long the fleet took to serve every room again.
@@ -136,7 +138,7 @@ pub async fn run_one(
     }
     let load_start = Instant::now();
     while load_start.elapsed() < cfg.duration {
-        let planned = faults::plan(&mut rng);
+        let planned = faults::plan(&mut rng, &cfg.kinds);
         tokio::time::sleep(planned.gap).await;
         if load_start.elapsed() >= cfg.duration {
             break;
