@@ -185,9 +185,9 @@ pub async fn inject(
             env.cluster.ctl(Action::Freeze, &target, None).await?;
             now();
             tokio::time::sleep(fault.hold).await;
-            env.cluster.ctl(Action::Resume, &target, None).await?;
+            let replaced = resume(env, &target).await?;
             Ok(Injected {
-                target: format!("{target} for {:?}", fault.hold),
+                target: format!("{target} for {:?}{replaced}", fault.hold),
                 sole_of_pool,
             })
         }
@@ -210,9 +210,9 @@ pub async fn inject(
             env.cluster.ctl(Action::Freeze, &target, None).await?;
             now();
             tokio::time::sleep(fault.hold).await;
-            env.cluster.ctl(Action::Resume, &target, None).await?;
+            let replaced = resume(env, &target).await?;
             Ok(Injected {
-                target: format!("{target} for {:?}", fault.hold),
+                target: format!("{target} for {:?}{replaced}", fault.hold),
                 sole_of_pool: !sole.is_empty(),
             })
         }
@@ -288,6 +288,22 @@ pub async fn inject(
                 ..Injected::default()
             })
         }
+    }
+}
+
+/// Resumes the frozen pod `target` (`namespace/name`). A pod deleted meanwhile (the operator
+/// replaced the failed only node of its pool) is not an error: returns a note saying so.
+async fn resume(env: &SoakEnv, target: &str) -> Result<&'static str, SoakError> {
+    let Err(error) = env.cluster.ctl(Action::Resume, target, None).await else {
+        return Ok("");
+    };
+    let (ns, name) = target.split_once('/').unwrap_or((NS, target));
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(env.cluster.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(None) => Ok(", deleted while frozen"),
+        Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_some() => Ok(", deleted while frozen"),
+        _ => Err(error.into()),
     }
 }
 
