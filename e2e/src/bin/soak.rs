@@ -20,7 +20,8 @@ use clap::Parser;
 use switchboard_e2e::cluster::repo_root;
 use switchboard_e2e::soak::env::{Bins, SoakEnv};
 use switchboard_e2e::soak::faults::FaultKind;
-use switchboard_e2e::soak::run::{self, RunConfig, RunOutcome};
+use switchboard_e2e::soak::records::{self, RunRecord};
+use switchboard_e2e::soak::run::{self, RunConfig};
 use switchboard_e2e::soak::{fuzz, hostile};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -55,6 +56,12 @@ struct Cli {
     /// Keep the history and logs of passing runs too (to study recovery times)
     #[arg(long)]
     keep_all: bool,
+    /// Append each run's record (one JSON line) to this file, for `--render` and the report.
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// Print the summary of the records in this file and exit (no soak runs).
+    #[arg(long)]
+    render: Option<PathBuf>,
     /// Draw only these fault kinds (comma-separated names as in the summary, e.g.
     /// `lose-sole-node`) [default: every kind].
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
@@ -75,6 +82,9 @@ fn parse_kind(name: &str) -> Result<FaultKind, String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = &cli.render {
+        return render(path);
+    }
     let seed = cli.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -174,8 +184,7 @@ async fn main() -> Result<()> {
             flag.store(true, Ordering::Relaxed);
         });
     }
-    let mut outcomes: Vec<RunOutcome> = Vec::new();
-    let mut broken = 0;
+    let mut kept: Vec<RunRecord> = Vec::new();
     for i in 0..cli.runs {
         if interrupted.load(Ordering::Relaxed) {
             break;
@@ -235,10 +244,14 @@ async fn main() -> Result<()> {
                     );
                     failed = true;
                 }
-                outcomes.push(o);
+                keep_record(&cli, &mut kept, RunRecord::of(&o))?;
             }
             Err(e) => {
-                broken += 1;
+                keep_record(
+                    &cli,
+                    &mut kept,
+                    RunRecord::could_not_run(cfg.seed, e.to_string()),
+                )?;
                 failed = true;
                 let dir = out.join(format!("{name}-seed-{}", cfg.seed));
                 env.keep_logs(&dir);
@@ -258,12 +271,12 @@ async fn main() -> Result<()> {
                 cli.duration,
                 i + 1,
                 cli.runs,
-                run::summary(&outcomes, broken)
+                records::summary(&kept)
             );
             let _ = std::fs::write(path, so_far);
         }
     }
-    let s = run::summary(&outcomes, broken);
+    let s = records::summary(&kept);
     println!("\nSOAK summary (seed {seed}):\n{s}");
     report.push_str(&format!(
         "\nsoak, seed {seed}, {} s per run:\n\n{s}",
@@ -272,6 +285,31 @@ async fn main() -> Result<()> {
     drop(env);
     let _ = std::fs::remove_dir_all(&work);
     finish(&cli, &report, failed)
+}
+
+/// Keeps `record` for the summary and appends it to `--records`.
+fn keep_record(cli: &Cli, kept: &mut Vec<RunRecord>, record: RunRecord) -> Result<()> {
+    if let Some(path) = &cli.records {
+        use std::io::Write as _;
+        let line = serde_json::to_string(&record).context("encoding a run record")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .with_context(|| format!("appending to {}", path.display()))?;
+    }
+    kept.push(record);
+    Ok(())
+}
+
+/// `--render`: the summary of a records file, exactly as the soak that wrote it printed it.
+fn render(path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let runs = records::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    print!("{}", records::summary(&runs));
+    Ok(())
 }
 
 fn finish(cli: &Cli, report: &str, failed: bool) -> Result<()> {

@@ -13,5 +13,6 @@ pub mod fuzz;
 pub mod history;
 pub mod hostile;
 pub mod load;
+pub mod records;
 pub mod run;
 pub mod windows;
