@@ -19,6 +19,10 @@ pub const APPLIED_HASH: &str = "switchboard.dev/applied-hash";
 /// Annotation with the hash of the pod template a pod was built from.
 pub const TEMPLATE_HASH: &str = "switchboard.dev/pod-template-hash";
 
+/// Pod annotation naming the failed pod of its pool this pod was created to replace (see
+/// `controller::cluster::pod_plan`); the failed pod is deleted once this one is ready.
+pub const REPLACES: &str = "switchboard.dev/replaces";
+
 /// `app.kubernetes.io/name` of signaling-node pods.
 pub const APP_NAME: &str = "signaling-node";
 /// Field manager of every server-side apply the operator makes; never change it.

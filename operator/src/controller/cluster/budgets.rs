@@ -81,6 +81,7 @@ mod tests {
     use crate::controller::cluster::pools::version_pools;
     use crate::controller::cluster::testing::{cluster, rollout};
     use crate::crd::DisruptionBudgetSpec;
+    use k8s_openapi::jiff::Timestamp;
 
     fn min_available(pdb: &PodDisruptionBudget) -> Option<IntOrString> {
         pdb.spec.as_ref().and_then(|s| s.min_available.clone())
@@ -91,7 +92,7 @@ mod tests {
         let c = cluster(10, 16);
         let r = rollout(&[("v1", 70), ("v2", 30)]);
         let pools = version_pools(&c, Some(&r)).unwrap();
-        let plan = plan_pods(&c, &pools, &[]).unwrap();
+        let plan = plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap();
         let budgets = disruption_budgets(&c, &plan.pools).unwrap();
         let names: Vec<_> = budgets
             .iter()
@@ -124,7 +125,7 @@ mod tests {
     fn single_node_pools_and_the_toggle() {
         let mut c = cluster(1, 16);
         let pools = version_pools(&c, None).unwrap();
-        let plan = plan_pods(&c, &pools, &[]).unwrap();
+        let plan = plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap();
         let budgets = disruption_budgets(&c, &plan.pools).unwrap();
         assert_eq!(budgets[0].metadata.name.as_deref(), Some("demo-default"));
         assert_eq!(min_available(&budgets[0]), Some(IntOrString::Int(0)));
@@ -134,7 +135,13 @@ mod tests {
             enabled: true,
             max_unavailable: 2,
         });
-        let plan = plan_pods(&c, &version_pools(&c, None).unwrap(), &[]).unwrap();
+        let plan = plan_pods(
+            &c,
+            &version_pools(&c, None).unwrap(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         let budgets = disruption_budgets(&c, &plan.pools).unwrap();
         assert_eq!(min_available(&budgets[0]), Some(IntOrString::Int(3)));
 

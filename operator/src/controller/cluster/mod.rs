@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
 use crate::controller::{Error, Result};
@@ -81,15 +82,16 @@ pub(crate) fn identity(cluster: &SignalingCluster) -> Result<Identity> {
 }
 
 /// Validates the cluster and builds every desired child from it, its rollout and the pods
-/// that exist now.
+/// that exist `now`.
 pub fn desired(
     cluster: &SignalingCluster,
     rollout: Option<&ProtocolRollout>,
     existing: &[Pod],
+    now: Timestamp,
 ) -> Result<Desired> {
     let access = access::AccessPlan::of(cluster).map_err(Error::ClientAccess)?;
     let pools = version_pools(cluster, rollout)?;
-    let pods = plan_pods(cluster, &pools, existing)?;
+    let pods = plan_pods(cluster, &pools, existing, now)?;
     let disruption_budgets = budgets::disruption_budgets(cluster, &pods.pools)?;
     Ok(Desired {
         pods,
@@ -112,7 +114,7 @@ mod tests {
     fn a_new_cluster_wants_everything() {
         let c = cluster(4, 8);
         let r = rollout(&[("v1", 50), ("v2", 50)]);
-        let d = desired(&c, Some(&r), &[]).unwrap();
+        let d = desired(&c, Some(&r), &[], Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(d.pools.len(), 2);
         assert_eq!(d.pods.create.len(), 4);
         assert_eq!(d.room_shards.len(), 8);
@@ -133,6 +135,9 @@ mod tests {
     fn an_invalid_cluster_builds_nothing() {
         let mut c = cluster(4, 8);
         c.spec.replicas = -1;
-        assert!(matches!(desired(&c, None, &[]), Err(Error::InvalidSpec(_))));
+        assert!(matches!(
+            desired(&c, None, &[], Timestamp::UNIX_EPOCH),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 }

@@ -1,6 +1,13 @@
 //! Which signaling-node pods to create and delete, pool by pool: scale up at once, scale down
 //! and roll out new templates one ready pod at a time, health-gated.
 //!
+//! A pool whose every pod failed (not ready for good, see [`has_failed`]) while another pod of
+//! the cluster serves gets one replacement pod at once, before the failed one is gone: a
+//! rollout's canary pool has a single node, and its shards have nowhere else to fail over to
+//! (another pool may not speak the protocols its rooms negotiated). The replacement carries
+//! [`labels::REPLACES`]; once it is ready the pod it replaces is deleted, ready or not, so the
+//! shards that failed over to the replacement stay there.
+//!
 //! Rolling update (new image or pod settings) surges: while every pod of the pool is ready
 //! and none is terminating, one up-to-date pod is added; once it is ready, one outdated pod is
 //! deleted (it drains on SIGTERM and hands its shards off); repeat. A pool never drops below
@@ -10,7 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::pods::{desired_pod, pod_index, pool_template_hash, recorded_hash};
@@ -28,6 +38,8 @@ pub struct PodPlan {
     pub delete: Vec<String>,
     /// Per-pool counts, for status.
     pub pools: Vec<PoolSummary>,
+    /// When to plan again without an event: a pod not ready now counts as failed then.
+    pub recheck: Option<Duration>,
 }
 
 impl PodPlan {
@@ -80,6 +92,48 @@ pub fn is_ready(pod: &Pod) -> bool {
     })
 }
 
+/// How long a pod may start before not being ready counts as failed.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
+/// How long a started pod must stay not ready to count as failed: a container restarted in
+/// place (kill -9) is back within it, and replacing it would move its shards twice.
+pub const FAILED_AFTER: Duration = Duration::from_secs(3);
+
+/// From when `pod` counts as failed if it stays not ready: [`STARTUP_GRACE`] after its start
+/// and [`FAILED_AFTER`] after its Ready condition last turned false. `None` for a ready pod
+/// or one that has not started.
+pub fn fails_at(pod: &Pod, now: Timestamp) -> Option<Timestamp> {
+    if is_ready(pod) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let started = status.start_time.as_ref()?.0;
+    let unready_since = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map_or(now, |t| t.0);
+    let by_start = started.checked_add(jiff_span(STARTUP_GRACE)).ok()?;
+    let by_condition = unready_since.checked_add(jiff_span(FAILED_AFTER)).ok()?;
+    Some(by_start.max(by_condition))
+}
+
+/// Whether `pod` failed rather than is starting or restarting (see [`fails_at`]).
+pub fn has_failed(pod: &Pod, now: Timestamp) -> bool {
+    fails_at(pod, now).is_some_and(|at| at <= now)
+}
+
+/// `d` as a span jiff can add to a timestamp.
+fn jiff_span(d: Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::try_from(d).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+}
+
+/// The pod `pod` was created to replace ([`labels::REPLACES`]).
+pub fn replaces(pod: &Pod) -> Option<&str> {
+    pod.annotations().get(labels::REPLACES).map(String::as_str)
+}
+
 /// Whether `pod` is being deleted.
 pub fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
@@ -96,15 +150,20 @@ struct Member<'a> {
     index: Option<u32>,
     ready: bool,
     current: bool,
+    /// From when it counts as failed if it stays not ready ([`fails_at`]).
+    fails_at: Option<Timestamp>,
+    /// The pod this one replaces, if it is a replacement.
+    replaces: Option<&'a str>,
 }
 
-/// Plans pod creations and deletions for every pool of `cluster`. `existing` are the pods
-/// that carry the cluster's label (any version); pods of versions not in `pools` are scaled
-/// to zero.
+/// Plans pod creations and deletions for every pool of `cluster` at `now`. `existing` are
+/// the pods that carry the cluster's label (any version); pods of versions not in `pools` are
+/// scaled to zero.
 pub fn plan_pods(
     cluster: &SignalingCluster,
     pools: &[VersionPool],
     existing: &[Pod],
+    now: Timestamp,
 ) -> Result<PodPlan> {
     let name = cluster
         .metadata
@@ -126,13 +185,20 @@ pub fn plan_pods(
 
     let mut plan = PodPlan::default();
     let known: BTreeSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    // A pool's failure is its own only while some other pod serves: when none does (etcd is
+    // down, say), replacing pods would only churn the whole fleet.
+    let serving = by_version
+        .values()
+        .flatten()
+        .any(|p| is_ready(p) && !is_terminating(p));
+    let at = PlanTime { now, serving };
     for pool in pools {
         let pods = by_version
             .get(pool.name.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
         let hash = pool_template_hash(cluster, pool)?;
-        plan_pool(cluster, name, pool, Some(&hash), pods, true, &mut plan)?;
+        plan_pool(cluster, name, pool, Some(&hash), pods, true, at, &mut plan)?;
     }
     // Retired pools give up serving pods only once the active pools serve at full size.
     let active_ready = plan.pools.iter().all(|p| p.ready >= p.desired);
@@ -147,11 +213,32 @@ pub fn plan_pods(
             weight: 0,
             replicas: 0,
         };
-        plan_pool(cluster, name, &retired, None, pods, active_ready, &mut plan)?;
+        let at = PlanTime {
+            now,
+            serving: false,
+        };
+        plan_pool(
+            cluster,
+            name,
+            &retired,
+            None,
+            pods,
+            active_ready,
+            at,
+            &mut plan,
+        )?;
     }
     Ok(plan)
 }
 
+/// When a plan is made, and whether any pod of the cluster serves then.
+#[derive(Debug, Clone, Copy)]
+struct PlanTime {
+    now: Timestamp,
+    serving: bool,
+}
+
+#[allow(clippy::too_many_arguments)] // one pool's inputs; a struct would only rename them
 fn plan_pool(
     cluster: &SignalingCluster,
     name: &str,
@@ -159,6 +246,7 @@ fn plan_pool(
     hash: Option<&str>,
     pods: &[&Pod],
     may_remove_ready: bool,
+    at: PlanTime,
     plan: &mut PodPlan,
 ) -> Result<()> {
     let mut summary = PoolSummary {
@@ -184,6 +272,8 @@ fn plan_pool(
                 index,
                 ready: is_ready(pod),
                 current: hash.is_some() && recorded_hash(pod) == hash,
+                fails_at: fails_at(pod, at.now),
+                replaces: replaces(pod),
             });
         }
     }
@@ -196,7 +286,42 @@ fn plan_pool(
 
     let mut create = 0usize;
     let mut delete: Vec<&str> = Vec::new();
-    if live.len() < desired {
+    let mut replacement: Option<&str> = None;
+    // Pods that a live replacement replaces; once the replacement is ready they go.
+    let replaced: BTreeSet<&str> = live
+        .iter()
+        .filter_map(|m| m.replaces)
+        .filter(|name| live.iter().any(|m| m.name == *name))
+        .collect();
+    let replacement_ready = live.iter().any(|m| m.replaces.is_some() && m.ready);
+    if !replaced.is_empty() {
+        if replacement_ready {
+            delete.extend(
+                live.iter()
+                    .filter(|m| replaced.contains(m.name))
+                    .map(|m| m.name),
+            );
+        }
+        // Otherwise hold: the failed pod may come back before its replacement serves.
+    } else if desired > 0
+        && at.serving
+        && quiet
+        && live.len() == desired
+        && summary.ready == 0
+        && live.iter().all(|m| m.fails_at.is_some())
+    {
+        match live.iter().filter_map(|m| m.fails_at).max() {
+            Some(when) if when <= at.now => {
+                replacement = live.first().map(|m| m.name);
+                create = 1;
+            }
+            Some(when) => {
+                let wait = Duration::try_from(when.duration_since(at.now)).unwrap_or_default();
+                plan.recheck = Some(plan.recheck.map_or(wait, |r| r.min(wait)));
+            }
+            None => {}
+        }
+    } else if live.len() < desired {
         create = desired - live.len();
     } else if live.len() > desired {
         // Cheapest first: not ready, then outdated, then the highest index.
@@ -250,7 +375,12 @@ fn plan_pool(
             next += 1;
         }
         taken.insert(next);
-        plan.create.push(desired_pod(cluster, pool, next)?);
+        let mut pod = desired_pod(cluster, pool, next)?;
+        if let Some(failed) = replacement {
+            pod.annotations_mut()
+                .insert(labels::REPLACES.to_string(), failed.to_string());
+        }
+        plan.create.push(pod);
     }
     plan.delete.extend(delete.into_iter().map(str::to_string));
     plan.pools.push(summary);
@@ -279,10 +409,148 @@ mod tests {
         pods.iter().map(|p| p.name_any()).collect()
     }
 
+    /// An instant `secs` after the epoch (pods in these tests start at the epoch).
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Marks `pod` started at the epoch, its Ready condition last changed `secs` after it.
+    fn set_started(pod: &mut Pod, secs: u64) {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        if let Some(status) = pod.status.as_mut() {
+            status.start_time = Some(Time(Timestamp::UNIX_EPOCH));
+            for c in status.conditions.iter_mut().flatten() {
+                c.last_transition_time = Some(Time(at(secs)));
+            }
+        }
+    }
+
+    /// A canary rollout: 3 replicas at 80/20 give v1 two pods and v2 one, all ready and
+    /// started at the epoch.
+    fn canary() -> (SignalingCluster, Vec<VersionPool>, Vec<Pod>) {
+        let c = cluster(3, 16);
+        let pools = version_pools(&c, Some(&rollout(&[("v1", 80), ("v2", 20)]))).unwrap();
+        let mut pods = created(&plan_pods(&c, &pools, &[], at(0)).unwrap(), true);
+        pods.iter_mut().for_each(|p| set_started(p, 0));
+        (c, pools, pods)
+    }
+
+    fn index_of(pods: &[Pod], name: &str) -> usize {
+        pods.iter().position(|p| p.name_any() == name).unwrap()
+    }
+
+    #[test]
+    fn the_failed_only_pod_of_a_pool_gets_a_replacement_before_it_goes() {
+        let (c, pools, mut pods) = canary();
+        let v2 = index_of(&pods, "demo-v2-0");
+        set_ready(&mut pods[v2], false);
+        set_started(&mut pods[v2], 5);
+        // Within the startup grace it may be starting: nothing yet, and a recheck when it ends.
+        let plan = plan_pods(&c, &pools, &pods, at(6)).unwrap();
+        assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+        assert_eq!(plan.recheck, Some(Duration::from_secs(4)));
+        // Not ready for less than FAILED_AFTER later on: a restart in place, maybe.
+        set_started(&mut pods[v2], 58);
+        let plan = plan_pods(&c, &pools, &pods, at(60)).unwrap();
+        assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+        assert_eq!(plan.recheck, Some(Duration::from_secs(1)));
+        // Past both, a replacement at the next index, naming the failed pod; nothing deleted.
+        let plan = plan_pods(&c, &pools, &pods, at(61)).unwrap();
+        assert_eq!(names(&plan.create), ["demo-v2-1"]);
+        assert_eq!(replaces(&plan.create[0]), Some("demo-v2-0"));
+        assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+
+        // While the replacement starts: no second one, and the failed pod stays.
+        pods.extend(created(&plan, false));
+        let plan = plan_pods(&c, &pools, &pods, at(61)).unwrap();
+        assert!(plan.create.is_empty() && plan.delete.is_empty(), "{plan:?}");
+
+        // The replacement serves: the failed pod goes, and no other pod.
+        let new = index_of(&pods, "demo-v2-1");
+        set_ready(&mut pods[new], true);
+        let plan = plan_pods(&c, &pools, &pods, at(62)).unwrap();
+        assert_eq!(plan.delete, ["demo-v2-0"]);
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn a_failed_pod_that_comes_back_first_still_gives_way_to_its_replacement() {
+        let (c, pools, mut pods) = canary();
+        let v2 = index_of(&pods, "demo-v2-0");
+        set_ready(&mut pods[v2], false);
+        set_started(&mut pods[v2], 20);
+        let plan = plan_pods(&c, &pools, &pods, at(60)).unwrap();
+        assert_eq!(plan.create.len(), 1);
+        pods.extend(created(&plan, false));
+        // The old pod is ready again before its replacement: hold, delete nothing.
+        set_ready(&mut pods[v2], true);
+        let plan = plan_pods(&c, &pools, &pods, at(61)).unwrap();
+        assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+        // Both ready: the replaced one goes (the replacement holds the failed-over shards).
+        let new = index_of(&pods, "demo-v2-1");
+        set_ready(&mut pods[new], true);
+        let plan = plan_pods(&c, &pools, &pods, at(62)).unwrap();
+        assert_eq!(plan.delete, ["demo-v2-0"]);
+    }
+
+    #[test]
+    fn a_replacement_whose_failed_pod_is_gone_is_an_ordinary_pod() {
+        let (c, pools, mut pods) = canary();
+        let v2 = index_of(&pods, "demo-v2-0");
+        set_ready(&mut pods[v2], false);
+        set_started(&mut pods[v2], 20);
+        let plan = plan_pods(&c, &pools, &pods, at(60)).unwrap();
+        pods.extend(created(&plan, true));
+        pods.remove(v2);
+        let new = index_of(&pods, "demo-v2-1");
+        pods[new].status.as_mut().unwrap().start_time = None;
+        set_started(&mut pods[new], 60);
+        assert!(plan_pods(&c, &pools, &pods, at(61)).unwrap().is_settled());
+        // It fails in turn: it gets its own replacement.
+        set_ready(&mut pods[new], false);
+        set_started(&mut pods[new], 100);
+        let plan = plan_pods(&c, &pools, &pods, at(110)).unwrap();
+        assert_eq!(names(&plan.create), ["demo-v2-0"]);
+        assert_eq!(replaces(&plan.create[0]), Some("demo-v2-1"));
+    }
+
+    #[test]
+    fn no_replacement_when_no_pod_of_the_cluster_serves() {
+        let (c, pools, mut pods) = canary();
+        // etcd down, say: every pod fails readiness at once.
+        for pod in &mut pods {
+            set_ready(pod, false);
+            set_started(pod, 20);
+        }
+        let plan = plan_pods(&c, &pools, &pods, at(60)).unwrap();
+        assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+        assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+    }
+
+    #[test]
+    fn a_pod_without_a_start_time_or_a_ready_one_has_not_failed() {
+        let (_, _, mut pods) = canary();
+        assert!(!has_failed(&pods[0], at(60)));
+        set_ready(&mut pods[0], false);
+        assert!(!has_failed(&pods[0], at(60)), "no start time: not started");
+        set_started(&mut pods[0], 0);
+        assert!(!has_failed(&pods[0], at(9)));
+        assert!(has_failed(&pods[0], at(10)));
+        set_started(&mut pods[0], 30);
+        assert!(!has_failed(&pods[0], at(32)));
+        assert!(has_failed(&pods[0], at(33)));
+    }
+
     #[test]
     fn an_empty_cluster_creates_every_pod() {
         let c = cluster(3, 16);
-        let plan = plan_pods(&c, &version_pools(&c, None).unwrap(), &[]).unwrap();
+        let plan = plan_pods(
+            &c,
+            &version_pools(&c, None).unwrap(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(
             names(&plan.create),
             ["demo-default-0", "demo-default-1", "demo-default-2"]
@@ -295,8 +563,11 @@ mod tests {
     fn a_full_ready_pool_is_settled() {
         let c = cluster(3, 16);
         let pools = version_pools(&c, None).unwrap();
-        let pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
-        let plan = plan_pods(&c, &pools, &pods).unwrap();
+        let pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
+        let plan = plan_pods(&c, &pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert!(plan.is_settled(), "{plan:?}");
         assert_eq!(plan.ready(), 3);
     }
@@ -305,10 +576,19 @@ mod tests {
     fn scale_up_fills_the_lowest_free_indices() {
         let c = cluster(3, 16);
         let pools = version_pools(&c, None).unwrap();
-        let mut pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
+        let mut pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
         pods.remove(1);
         let bigger = cluster(4, 16);
-        let plan = plan_pods(&bigger, &version_pools(&bigger, None).unwrap(), &pods).unwrap();
+        let plan = plan_pods(
+            &bigger,
+            &version_pools(&bigger, None).unwrap(),
+            &pods,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(names(&plan.create), ["demo-default-1", "demo-default-3"]);
     }
 
@@ -316,24 +596,27 @@ mod tests {
     fn scale_down_removes_unready_first_then_one_ready_pod_at_a_time() {
         let c = cluster(4, 16);
         let pools = version_pools(&c, None).unwrap();
-        let mut pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
+        let mut pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
         set_ready(&mut pods[0], false);
         let smaller = cluster(1, 16);
         let small_pools = version_pools(&smaller, None).unwrap();
-        let plan = plan_pods(&smaller, &small_pools, &pods).unwrap();
+        let plan = plan_pods(&smaller, &small_pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         // The unready pod and one ready pod (highest index) go now; the next waits.
         assert_eq!(plan.delete, ["demo-default-0", "demo-default-3"]);
 
         set_terminating(&mut pods[3]);
         pods.remove(0);
-        let plan = plan_pods(&smaller, &small_pools, &pods).unwrap();
+        let plan = plan_pods(&smaller, &small_pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert!(
             plan.delete.is_empty(),
             "waits for the draining pod: {:?}",
             plan.delete
         );
         pods.retain(|p| !is_terminating(p));
-        let plan = plan_pods(&smaller, &small_pools, &pods).unwrap();
+        let plan = plan_pods(&smaller, &small_pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(plan.delete, ["demo-default-2"]);
     }
 
@@ -341,14 +624,17 @@ mod tests {
     fn image_change_rolls_one_surge_pod_at_a_time() {
         let c = cluster(2, 16);
         let pools = version_pools(&c, None).unwrap();
-        let mut pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
+        let mut pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
         let mut newer = c.clone();
         newer.spec.image = "switchboard/signaling-node:2".into();
         let new_pools = version_pools(&newer, None).unwrap();
 
         let mut rounds = 0;
         loop {
-            let plan = plan_pods(&newer, &new_pools, &pods).unwrap();
+            let plan = plan_pods(&newer, &new_pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
             if plan.is_settled() {
                 break;
             }
@@ -361,7 +647,7 @@ mod tests {
             let mut fresh = created(&plan, false);
             if !fresh.is_empty() {
                 pods.append(&mut fresh);
-                let waiting = plan_pods(&newer, &new_pools, &pods).unwrap();
+                let waiting = plan_pods(&newer, &new_pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
                 assert!(
                     waiting.create.is_empty() && waiting.delete.is_empty(),
                     "{waiting:?}"
@@ -382,9 +668,12 @@ mod tests {
     fn failed_and_unready_outdated_pods_are_replaced_directly() {
         let c = cluster(2, 16);
         let pools = version_pools(&c, None).unwrap();
-        let mut pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
+        let mut pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
         pods[0].status.as_mut().unwrap().phase = Some("Failed".into());
-        let plan = plan_pods(&c, &pools, &pods).unwrap();
+        let plan = plan_pods(&c, &pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(plan.delete, ["demo-default-0"]);
         // The failed pod's name is still taken until it is gone.
         assert_eq!(names(&plan.create), ["demo-default-2"]);
@@ -392,7 +681,13 @@ mod tests {
         let mut newer = c.clone();
         newer.spec.image = "switchboard/signaling-node:2".into();
         set_ready(&mut pods[0], false);
-        let plan = plan_pods(&newer, &version_pools(&newer, None).unwrap(), &pods).unwrap();
+        let plan = plan_pods(
+            &newer,
+            &version_pools(&newer, None).unwrap(),
+            &pods,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(plan.delete, ["demo-default-0"]);
         assert!(plan.create.is_empty());
     }
@@ -401,12 +696,18 @@ mod tests {
     fn rollout_pools_get_their_own_pods_and_the_default_pool_retires() {
         let c = cluster(4, 16);
         let old = created(
-            &plan_pods(&c, &version_pools(&c, None).unwrap(), &[]).unwrap(),
+            &plan_pods(
+                &c,
+                &version_pools(&c, None).unwrap(),
+                &[],
+                Timestamp::UNIX_EPOCH,
+            )
+            .unwrap(),
             true,
         );
         let r = rollout(&[("v1", 75), ("v2", 25)]);
         let pools = version_pools(&c, Some(&r)).unwrap();
-        let plan = plan_pods(&c, &pools, &old).unwrap();
+        let plan = plan_pods(&c, &pools, &old, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(
             names(&plan.create),
             ["demo-v1-0", "demo-v1-1", "demo-v1-2", "demo-v2-0"]
@@ -418,7 +719,7 @@ mod tests {
         // ...then loses one ready pod at a time.
         let mut pods = old.clone();
         pods.extend(created(&plan, true));
-        let plan = plan_pods(&c, &pools, &pods).unwrap();
+        let plan = plan_pods(&c, &pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert!(plan.create.is_empty());
         assert_eq!(plan.delete, ["demo-default-3"]);
     }
@@ -427,11 +728,14 @@ mod tests {
     fn pods_of_other_clusters_are_ignored() {
         let c = cluster(1, 16);
         let pools = version_pools(&c, None).unwrap();
-        let mut pods = created(&plan_pods(&c, &pools, &[]).unwrap(), true);
+        let mut pods = created(
+            &plan_pods(&c, &pools, &[], Timestamp::UNIX_EPOCH).unwrap(),
+            true,
+        );
         pods[0]
             .labels_mut()
             .insert(labels::CLUSTER.into(), "other".into());
-        let plan = plan_pods(&c, &pools, &pods).unwrap();
+        let plan = plan_pods(&c, &pools, &pods, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(plan.create.len(), 1);
         assert!(plan.delete.is_empty());
     }

@@ -327,7 +327,7 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = pods.list(&selector).await?.items;
     let cluster = &with_node_env(cluster, &ctx.services.node_env);
-    let mut plan: Desired = desired(cluster, rollout.as_ref(), &existing)?;
+    let mut plan: Desired = desired(cluster, rollout.as_ref(), &existing, Timestamp::now())?;
 
     let params = PatchParams::apply(FIELD_MANAGER).force();
     apply_one(
@@ -445,9 +445,11 @@ async fn apply_children(cluster: &SignalingCluster, ctx: &Context) -> Result<Act
     } else {
         Duration::from_secs(15)
     };
-    Ok(Action::requeue(
-        etcd.recheck.map_or(pods_recheck, |d| d.min(pods_recheck)),
-    ))
+    let recheck = [etcd.recheck, plan.pods.recheck]
+        .into_iter()
+        .flatten()
+        .fold(pods_recheck, Duration::min);
+    Ok(Action::requeue(recheck))
 }
 
 /// Events for what client access found: a Warning when the certificate is refused (once per
