@@ -95,8 +95,10 @@ pub fn is_ready(pod: &Pod) -> bool {
 /// How long a pod may start before not being ready counts as failed.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
 /// How long a started pod must stay not ready to count as failed: a container restarted in
-/// place (kill -9) is back within it, and replacing it would move its shards twice.
-pub const FAILED_AFTER: Duration = Duration::from_secs(3);
+/// place (kill -9) is back within it (restart, registration, one passing probe), and
+/// replacing it would move its shards twice. Condition times have whole seconds, so the
+/// wait is 4–5 s in effect.
+pub const FAILED_AFTER: Duration = Duration::from_secs(5);
 
 /// From when `pod` counts as failed if it stays not ready: [`STARTUP_GRACE`] after its start
 /// and [`FAILED_AFTER`] after its Ready condition last turned false. `None` for a ready pod
@@ -450,7 +452,7 @@ mod tests {
         assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
         assert_eq!(plan.recheck, Some(Duration::from_secs(4)));
         // Not ready for less than FAILED_AFTER later on: a restart in place, maybe.
-        set_started(&mut pods[v2], 58);
+        set_started(&mut pods[v2], 56);
         let plan = plan_pods(&c, &pools, &pods, at(60)).unwrap();
         assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
         assert_eq!(plan.recheck, Some(Duration::from_secs(1)));
@@ -537,8 +539,8 @@ mod tests {
         assert!(!has_failed(&pods[0], at(9)));
         assert!(has_failed(&pods[0], at(10)));
         set_started(&mut pods[0], 30);
-        assert!(!has_failed(&pods[0], at(32)));
-        assert!(has_failed(&pods[0], at(33)));
+        assert!(!has_failed(&pods[0], at(34)));
+        assert!(has_failed(&pods[0], at(35)));
     }
 
     #[test]
