@@ -146,13 +146,18 @@ async fn placement_failover_on_lease_expiry_and_drain_handoff() {
         }
     }
     assert!(per_node(&after).values().all(|c| (5..=6).contains(c)));
-    assert_eq!(
+    // The manager counts a failover after its write, which the test may see first.
+    let failovers = || {
         h.metrics
             .failovers
             .with_label_values(&["test", "demo", "LeaseExpired"])
-            .get(),
-        4
-    );
+            .get()
+    };
+    eventually("4 LeaseExpired failovers counted", || async {
+        (failovers() >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(failovers(), 4);
     // The responder acks serving: every failover recovers.
     let recovered =
         notices_until(&mut h.notices, 4, |n| matches!(n, Notice::Recovered { .. })).await;
@@ -183,12 +188,17 @@ async fn placement_failover_on_lease_expiry_and_drain_handoff() {
             "shard {shard}"
         );
     }
-    let handed = h
-        .metrics
-        .handoffs
-        .with_label_values(&["test", "demo", "Drain", "released"])
-        .get();
-    assert_eq!(handed, moving.len() as u64);
+    let handed = || {
+        h.metrics
+            .handoffs
+            .with_label_values(&["test", "demo", "Drain", "released"])
+            .get()
+    };
+    eventually("the drain's handoffs counted", || async {
+        (handed() >= moving.len() as u64).then_some(())
+    })
+    .await;
+    assert_eq!(handed(), moving.len() as u64);
     assert!(per_node(&drained).values().all(|c| *c == 8));
     drop(h.etcd);
 }
