@@ -5,6 +5,7 @@ pub mod bench_report;
 pub mod call_events;
 pub mod cluster;
 pub mod failover_bench;
+pub mod json_lines;
 pub mod otel;
 pub mod outside;
 pub mod outside_bench;

@@ -137,11 +137,7 @@ pub enum Record {
 impl Record {
     /// Parses every non-empty line of `text`.
     pub fn parse_all(text: &str) -> Result<Vec<Self>, String> {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-            .collect()
+        crate::json_lines::parse(text)
     }
 
     /// Reads and parses `path`.

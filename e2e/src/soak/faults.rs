@@ -8,6 +8,9 @@ use rand::rngs::StdRng;
 use serde_json::json;
 use tokio::sync::watch;
 
+use k8s_openapi::api::core::v1::Pod;
+use switchboard_operator::controller::labels;
+
 use super::env::{NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
 use super::error::SoakError;
 use crate::pod_runner::control::Action;
@@ -125,16 +128,21 @@ pub struct Injected {
     pub sole_of_pool: bool,
 }
 
-/// Label naming a node pod's version pool.
-const VERSION_LABEL: &str = "switchboard.dev/version";
-
 /// The version pool of `pod`.
-fn version_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+fn version_of(pod: &Pod) -> Option<&str> {
     pod.metadata
         .labels
         .as_ref()?
-        .get(VERSION_LABEL)
+        .get(labels::VERSION)
         .map(String::as_str)
+}
+
+/// Whether `pod` is the only one of `pods` in its version pool.
+fn is_sole_of_pool(pods: &[Pod], pod: &Pod) -> bool {
+    pods.iter()
+        .filter(|p| version_of(p) == version_of(pod))
+        .count()
+        == 1
 }
 
 /// Injects `fault` into run cluster `name` and heals it after its hold time.
@@ -162,12 +170,7 @@ pub async fn inject(
         Some(&pods[fault.target % pods.len()])
     };
     let no_node = || SoakError::Setup(format!("no Ready node of {name} to fault"));
-    let sole_of_pool = node.is_some_and(|n| {
-        pods.iter()
-            .filter(|p| version_of(p) == version_of(n))
-            .count()
-            == 1
-    });
+    let sole_of_pool = node.is_some_and(|n| is_sole_of_pool(&pods, n));
     match fault.kind {
         FaultKind::KillNode => {
             let pod = node.ok_or_else(no_node)?;
@@ -192,15 +195,7 @@ pub async fn inject(
             })
         }
         FaultKind::LoseSoleNode => {
-            let sole: Vec<_> = pods
-                .iter()
-                .filter(|p| {
-                    pods.iter()
-                        .filter(|q| version_of(q) == version_of(p))
-                        .count()
-                        == 1
-                })
-                .collect();
+            let sole: Vec<&Pod> = pods.iter().filter(|p| is_sole_of_pool(&pods, p)).collect();
             let pod = if sole.is_empty() {
                 node.ok_or_else(no_node)?
             } else {
@@ -298,8 +293,7 @@ async fn resume(env: &SoakEnv, target: &str) -> Result<&'static str, SoakError> 
         return Ok("");
     };
     let (ns, name) = target.split_once('/').unwrap_or((NS, target));
-    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(env.cluster.client.clone(), ns);
+    let api: kube::Api<Pod> = kube::Api::namespaced(env.cluster.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(None) => Ok(", deleted while frozen"),
         Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_some() => Ok(", deleted while frozen"),

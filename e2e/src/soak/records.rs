@@ -88,11 +88,7 @@ impl RunRecord {
 
 /// Reads JSON lines of [`RunRecord`]s; a line that does not parse is an error naming it.
 pub fn parse(text: &str) -> Result<Vec<RunRecord>, String> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-        .collect()
+    crate::json_lines::parse(text)
 }
 
 /// Percentile (nearest rank) of sorted `values`.
