@@ -67,6 +67,32 @@ impl Fault {
     }
 }
 
+/// A network fault in a pod's network namespace (iptables, `e2e/scripts/node fault`); each
+/// adds to what is there and [`Fault::Heal`] removes them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetFault {
+    /// TCP to and from these ports (at either end) dropped.
+    CutPorts(Vec<u16>),
+    /// Every packet to and from these addresses dropped.
+    CutPeers(Vec<String>),
+    /// Each packet in and out dropped with this probability, in percent.
+    Loss(u8),
+}
+
+impl NetFault {
+    /// `e2e/scripts/node` arguments injecting it into `target` (`namespace/pod`).
+    fn args(&self, target: &str) -> Vec<String> {
+        let (verb, rest): (&str, Vec<String>) = match self {
+            NetFault::CutPorts(ports) => ("cut-ports", ports.iter().map(u16::to_string).collect()),
+            NetFault::CutPeers(peers) => ("cut-peers", peers.clone()),
+            NetFault::Loss(percent) => ("loss", vec![percent.to_string()]),
+        };
+        let mut args = vec!["fault".to_string(), verb.to_string(), target.to_string()];
+        args.extend(rest);
+        args
+    }
+}
+
 /// A running control plane with one real node.
 pub struct RealCluster {
     /// Private run directory (component logs under `logs/`).
@@ -332,6 +358,18 @@ impl RealCluster {
         self.node(&["fault", fault.verb(), &format!("{namespace}/{pod}")])
     }
 
+    /// Injects the network fault `fault` into pod `namespace/pod`; [`Fault::Heal`] undoes it.
+    pub fn net_fault(
+        &self,
+        fault: &NetFault,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(), ClusterError> {
+        let args = fault.args(&format!("{namespace}/{pod}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.node(&args)
+    }
+
     /// Stops the kubelet (`running: false`; the node turns NotReady, containers keep running)
     /// or starts it again.
     pub fn kubelet(&self, running: bool) -> Result<(), ClusterError> {
@@ -427,6 +465,23 @@ impl Drop for Teardown {
 #[cfg(test)]
 mod tests {
     use super::exports;
+
+    #[test]
+    fn net_faults_name_their_target_then_their_arguments() {
+        use super::NetFault;
+        assert_eq!(
+            NetFault::CutPorts(vec![2379, 7000]).args("default/n-0"),
+            ["fault", "cut-ports", "default/n-0", "2379", "7000"]
+        );
+        assert_eq!(
+            NetFault::CutPeers(vec!["10.0.0.5".into()]).args("default/n-0"),
+            ["fault", "cut-peers", "default/n-0", "10.0.0.5"]
+        );
+        assert_eq!(
+            NetFault::Loss(20).args("x/y"),
+            ["fault", "loss", "x/y", "20"]
+        );
+    }
 
     #[test]
     fn exports_are_parsed_and_other_lines_ignored() {
