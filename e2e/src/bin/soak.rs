@@ -1,5 +1,5 @@
-//! `soak`: the randomized fault soak (issue #9). Starts one local control plane, fleet etcd
-//! (behind a fault-injecting proxy) and operator, then runs `--runs` runs, each on a fresh
+//! `soak`: the randomized fault soak. Starts a control plane and one real node (containers,
+//! CNI) with the fleet etcd and the operator on it, then runs `--runs` runs, each on a fresh
 //! SignalingCluster under client load with seeded faults, and checks every run's history.
 //! Also runs the bounded decoder fuzz and the hostile kubectl input, and prints a summary.
 //!
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use switchboard_e2e::cluster::repo_root;
-use switchboard_e2e::soak::env::{Bins, SoakEnv};
+use switchboard_e2e::soak::env::SoakEnv;
 use switchboard_e2e::soak::faults::FaultKind;
 use switchboard_e2e::soak::records::{self, RunRecord};
 use switchboard_e2e::soak::run::{self, RunConfig};
@@ -131,16 +131,15 @@ async fn main() -> Result<()> {
         return finish(&cli, &report, failed);
     }
 
-    let exe = std::env::current_exe().context("locating the soak binary")?;
-    let bins = Bins::in_dir(exe.parent().context("soak binary directory")?)?;
-    let work = tempdir()?;
     let t0 = Instant::now();
-    let mut env = SoakEnv::start(&bins, &work)
+    let env = SoakEnv::start()
         .await
         .context("starting the soak environment")?;
     println!(
-        "SOAK environment up in {} ms (control plane, fleet etcd + proxy, operator x2)",
-        t0.elapsed().as_millis()
+        "SOAK environment up in {} ms (control plane, the real node, fleet etcd, operator x2; \
+         run dir {})",
+        t0.elapsed().as_millis(),
+        env.cluster.run_dir.display()
     );
 
     if !cli.no_hostile {
@@ -203,7 +202,7 @@ async fn main() -> Result<()> {
         };
         let name = format!("soak-{i}");
         let t = Instant::now();
-        match run::run_one(&mut env, &name, &cfg).await {
+        match run::run_one(&env, &name, &cfg).await {
             Ok(o) => {
                 println!(
                     "RUN {i} seed {} {}: deploy {} ms, {} faults, {} calls ok, {} failed steps, \
@@ -254,7 +253,7 @@ async fn main() -> Result<()> {
                 )?;
                 failed = true;
                 let dir = out.join(format!("{name}-seed-{}", cfg.seed));
-                env.keep_logs(&dir);
+                env.keep_logs(&dir).await;
                 println!(
                     "RUN {i} seed {} could not run: {e}; logs kept in {}; replay: e2e/soak --runs 1 --seed {} --duration {}",
                     cfg.seed,
@@ -283,7 +282,6 @@ async fn main() -> Result<()> {
         cli.duration
     ));
     drop(env);
-    let _ = std::fs::remove_dir_all(&work);
     finish(&cli, &report, failed)
 }
 
@@ -321,12 +319,6 @@ fn finish(cli: &Cli, report: &str, failed: bool) -> Result<()> {
     }
     println!("SOAK passed");
     Ok(())
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("switchboard-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// The client library's reconnect decisions (info level, `SOAK_CLIENT_LOG` overrides the

@@ -1,8 +1,12 @@
-//! Reads what etcd recorded for one run cluster: the final room snapshots and the revision
-//! history of every `assignments/` and `rooms/` write with every event the snapshots held (a
-//! watch from the run's first revision replays the MVCC history); watches `assignments/` live
-//! during a run to stamp ownership changes on the run's clock; and compacts the fleet etcd
-//! between runs so a long soak stays within etcd's space quota.
+//! Records what etcd holds for one run cluster: a live watch of the cluster's prefix from the
+//! run's first revision keeps every `assignments/` and `rooms/` write with every event the
+//! snapshots held, and stamps ownership changes on the run's clock; at the end the final room
+//! snapshots are read. Compacts the fleet etcd between runs so a long soak stays within etcd's
+//! space quota.
+//!
+//! The history is watched live, not replayed at the end: a watch from a revision thousands of
+//! writes back makes etcd load all of them at once, and that took the fleet etcd past its
+//! 512 MiB memory limit (examples/etcd) after one 30 s run.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,118 +73,203 @@ pub async fn compact(url: &str) -> Result<(), SoakError> {
     Ok(())
 }
 
-/// Reads the final state and the history of `cluster` in namespace `ns` from `url`, written
-/// after revision `since`.
-pub async fn read(url: &str, ns: &str, cluster: &str, since: i64) -> Result<EtcdRecord, SoakError> {
-    let keys = Keyspace::new(ns, cluster).map_err(|e| SoakError::Setup(e.to_string()))?;
-    let mut client = Client::connect([url], None).await?;
-    let mut out = EtcdRecord::default();
+/// What the live watch has recorded so far.
+#[derive(Debug, Default)]
+struct Recorded {
+    record: EtcdRecord,
+    /// The next revision the watch asks for.
+    next: i64,
+    /// Why the history has a hole (etcd compacted revisions the watch had not seen).
+    gap: Option<String>,
+}
 
-    let rooms = client
-        .get(keys.rooms_prefix(), Some(GetOptions::new().with_prefix()))
-        .await?;
-    for kv in rooms.kvs() {
-        match snapshot::decode(kv.value()) {
-            Ok(d) => {
-                out.finals.insert(
-                    d.room.clone(),
-                    FinalRoom {
-                        last_seq: d.last_seq,
-                        members: d.members.iter().map(|m| m.user.clone()).collect(),
-                        recent: d.recent_events.iter().map(seen).collect(),
-                    },
-                );
+impl Recorded {
+    /// Takes in one watch event seen at `at_ms` on the run's clock.
+    fn apply(&mut self, keys: &Keyspace, event: &etcd_client::Event) {
+        let Some(kv) = event.kv() else { return };
+        self.next = self.next.max(kv.mod_revision() + 1);
+        let out = &mut self.record;
+        if event.event_type() != EventType::Put {
+            if let Ok(Key::Room { shard, room }) = keys.parse(kv.key()) {
+                out.log.forget_room(&room);
+                out.room_deletes.push(format!(
+                    "rev {} delete room {shard}/{room}",
+                    kv.mod_revision()
+                ));
             }
-            Err(e) => out
-                .undecodable
-                .push(format!("{}: {e}", String::from_utf8_lossy(kv.key()))),
+            return;
         }
-    }
-
-    // Every put under the prefix is at or below the newest mod_revision of a live key (deletes
-    // after it are not needed: the checks look at puts only).
-    let live = client
-        .get(
-            keys.prefix(),
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await?;
-    let end_revision = live
-        .kvs()
-        .iter()
-        .map(|kv| kv.mod_revision())
-        .max()
-        .unwrap_or(0);
-    let mut stream = client
-        .watch_client()
-        .max_decoding_message_size(MAX_WATCH_MESSAGE)
-        .watch(
-            keys.prefix(),
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(since + 1),
-            ),
-        )
-        .await?;
-    let mut last = 0;
-    while last < end_revision {
-        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .map_err(|_| SoakError::Timeout {
-                what: format!("etcd history up to revision {end_revision}"),
-                timeout: Duration::from_secs(10),
-            })??;
-        let Some(resp) = msg else { break };
-        if resp.compact_revision() > 0 {
-            return Err(SoakError::Setup(format!(
-                "etcd history compacted at revision {}",
-                resp.compact_revision()
-            )));
-        }
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            last = last.max(kv.mod_revision());
-            if event.event_type() != EventType::Put {
-                if let Ok(Key::Room { shard, room }) = keys.parse(kv.key()) {
-                    out.log.forget_room(&room);
-                    out.room_deletes.push(format!(
-                        "rev {} delete room {shard}/{room}",
-                        kv.mod_revision()
-                    ));
-                }
-                continue;
-            }
-            match keys.parse(kv.key()) {
-                Ok(Key::Assignment(shard)) => match Assignment::decode(kv.value()) {
-                    Ok(a) => out.assignments.push(AssignmentWrite {
+        match keys.parse(kv.key()) {
+            Ok(Key::Assignment(shard)) => match Assignment::decode(kv.value()) {
+                Ok(a) => out.assignments.push(AssignmentWrite {
+                    revision: kv.mod_revision(),
+                    shard,
+                    node: a.node,
+                    epoch: a.epoch,
+                }),
+                Err(e) => out.undecodable.push(format!("assignment {shard}: {e}")),
+            },
+            Ok(Key::Room { shard, room }) => match snapshot::decode(kv.value()) {
+                Ok(d) => {
+                    for e in &d.recent_events {
+                        out.log.add(kv.mod_revision(), seen(e));
+                    }
+                    out.room_writes.push(RoomWrite {
                         revision: kv.mod_revision(),
                         shard,
-                        node: a.node,
-                        epoch: a.epoch,
-                    }),
-                    Err(e) => out.undecodable.push(format!("assignment {shard}: {e}")),
-                },
-                Ok(Key::Room { shard, room }) => match snapshot::decode(kv.value()) {
-                    Ok(d) => {
-                        for e in &d.recent_events {
-                            out.log.add(kv.mod_revision(), seen(e));
-                        }
-                        out.room_writes.push(RoomWrite {
-                            revision: kv.mod_revision(),
-                            shard,
-                            room,
-                            node: d.meta.node,
-                            epoch: d.epoch,
-                        });
-                    }
-                    Err(e) => out.undecodable.push(format!("room {shard}/{room}: {e}")),
-                },
-                _ => {}
-            }
+                        room,
+                        node: d.meta.node,
+                        epoch: d.epoch,
+                    });
+                }
+                Err(e) => out.undecodable.push(format!("room {shard}/{room}: {e}")),
+            },
+            _ => {}
         }
     }
-    Ok(out)
+}
+
+/// A live watch of a run cluster's keys from the run's first revision; it reconnects from the
+/// last revision it saw after a break (an etcd restart is a fault) and stops when dropped.
+/// Its room snapshots make it lag under load, so ownership changes are stamped by an
+/// [`OwnerWatch`] of their own.
+pub struct HistoryWatch {
+    url: String,
+    keys: Keyspace,
+    state: Arc<Mutex<Recorded>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long [`HistoryWatch::finish`] waits for the watch to reach etcd's last write.
+pub const CATCH_UP: Duration = Duration::from_secs(30);
+
+impl HistoryWatch {
+    /// Starts watching `cluster` in `ns` from revision `since + 1`.
+    pub fn start(url: &str, ns: &str, cluster: &str, since: i64) -> Result<Self, SoakError> {
+        let keys = Keyspace::new(ns, cluster).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let state = Arc::new(Mutex::new(Recorded {
+            next: since + 1,
+            ..Recorded::default()
+        }));
+        let task = tokio::spawn(watch(url.to_string(), keys.clone(), Arc::clone(&state)));
+        Ok(Self {
+            url: url.to_string(),
+            keys,
+            state,
+            task,
+        })
+    }
+
+    /// Reads the final room snapshots, waits until the watch has seen every write up to now,
+    /// and returns the record.
+    pub async fn finish(&self) -> Result<EtcdRecord, SoakError> {
+        let mut client = Client::connect([self.url.as_str()], None).await?;
+        let mut finals = BTreeMap::new();
+        let mut undecodable = Vec::new();
+        let rooms = client
+            .get(
+                self.keys.rooms_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
+        for kv in rooms.kvs() {
+            match snapshot::decode(kv.value()) {
+                Ok(d) => {
+                    finals.insert(
+                        d.room.clone(),
+                        FinalRoom {
+                            last_seq: d.last_seq,
+                            members: d.members.iter().map(|m| m.user.clone()).collect(),
+                            recent: d.recent_events.iter().map(seen).collect(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    undecodable.push(format!("{}: {e}", String::from_utf8_lossy(kv.key())));
+                }
+            }
+        }
+        // Every put under the prefix is at or below the newest mod_revision of a live key
+        // (deletes after it are not needed: the checks look at puts only).
+        let live = client
+            .get(
+                self.keys.prefix(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let end = live
+            .kvs()
+            .iter()
+            .map(|kv| kv.mod_revision())
+            .max()
+            .unwrap_or(0);
+        let started = Instant::now();
+        loop {
+            {
+                let mut state = self
+                    .state
+                    .lock()
+                    .map_err(|_| SoakError::Setup("the history watch panicked".into()))?;
+                if let Some(gap) = &state.gap {
+                    return Err(SoakError::Setup(gap.clone()));
+                }
+                if state.next > end {
+                    let mut record = std::mem::take(&mut state.record);
+                    record.finals = finals;
+                    record.undecodable.extend(undecodable);
+                    return Ok(record);
+                }
+            }
+            if started.elapsed() > CATCH_UP {
+                return Err(SoakError::Timeout {
+                    what: format!("the history watch to reach revision {end}"),
+                    timeout: CATCH_UP,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for HistoryWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The watch loop behind [`HistoryWatch`]: from the next revision not seen, again after each
+/// break.
+async fn watch(url: String, keys: Keyspace, state: Arc<Mutex<Recorded>>) {
+    loop {
+        let next = state.lock().map(|s| s.next).unwrap_or(0);
+        let stream = async {
+            let client = Client::connect([url.as_str()], None).await?;
+            let options = WatchOptions::new().with_prefix().with_start_revision(next);
+            let stream = client
+                .watch_client()
+                .max_decoding_message_size(MAX_WATCH_MESSAGE)
+                .watch(keys.prefix(), Some(options))
+                .await?;
+            Ok::<_, etcd_client::Error>((client, stream))
+        }
+        .await;
+        if let Ok((_client, mut stream)) = stream {
+            while let Ok(Some(resp)) = stream.message().await {
+                let Ok(mut state) = state.lock() else { return };
+                if resp.compact_revision() > 0 {
+                    state.gap = Some(format!(
+                        "etcd compacted the run's history at revision {} before it was watched",
+                        resp.compact_revision()
+                    ));
+                    return;
+                }
+                for event in resp.events() {
+                    state.apply(&keys, event);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A live watch of a run cluster's `assignments/`, stamping each write on the run's clock;

@@ -1,12 +1,15 @@
-//! The environment every soak run uses, deployed the way `e2e/up` deploys it: one private
-//! [`LocalCluster`] (3 runner nodes, its own control plane), the fleet etcd with the
-//! fault-injecting proxy in front, the CRDs, and the operator from the Helm chart (2 replicas,
-//! leader election on). Each run then gets a fresh SignalingCluster (and ProtocolRollout) under
-//! its own name, so its etcd prefix, pods, shards and rooms are new; the control plane,
-//! operator and etcd process are shared across runs.
+//! The environment every soak run uses, deployed the way `e2e/up` deploys it: a control plane
+//! and one real node (kubelet, containerd + runc, CNI, kube-proxy, CoreDNS; [`RealCluster`]),
+//! with Switchboard installed by `e2e/scripts/deploy`: the fleet etcd of `examples/etcd/`, the
+//! CRDs, and the operator from the Helm chart (2 replicas, leader election on). Each run then
+//! gets a fresh SignalingCluster (and ProtocolRollout) under its own name, so its etcd prefix,
+//! pods, shards and rooms are new; the cluster, the operator and etcd are shared across runs.
+//!
+//! Every pod is a container in its own network namespace, so faults use the real mechanisms:
+//! signals to a container's process and iptables in a pod's namespace ([`SoakEnv::fault`],
+//! [`SoakEnv::net_fault`]).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,8 +20,8 @@ use switchboard_operator::crd::SignalingCluster;
 use switchboard_protocol::auth::{Claims, JwtSecret, RoomGrant, mint, unix_now};
 
 use super::error::SoakError;
-use super::etcd::{EtcdProxy, FleetEtcd};
-use crate::cluster::{ClusterOptions, LocalCluster, eventually, repo_root, tools_bin};
+use crate::cluster::eventually;
+use crate::real_node::{self, Fault, NetFault, RealCluster};
 
 /// Namespace of the operator (as in `e2e/up`).
 pub const OPERATOR_NS: &str = "switchboard-system";
@@ -30,37 +33,6 @@ pub const SHARDS: u32 = 16;
 pub const CLUSTER_LABEL: &str = "switchboard.dev/cluster";
 /// Bound for anything that should happen promptly on a loaded two-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(90);
-
-/// The binaries the pods run and the runner.
-#[derive(Debug, Clone)]
-pub struct Bins {
-    /// pod-runner.
-    pub pod_runner: PathBuf,
-    /// signaling-node.
-    pub signaling_node: PathBuf,
-    /// switchboard-operator.
-    pub operator: PathBuf,
-}
-
-impl Bins {
-    /// Next to `dir` (the soak binary's directory).
-    pub fn in_dir(dir: &Path) -> Result<Self, SoakError> {
-        let bins = Self {
-            pod_runner: dir.join("pod-runner"),
-            signaling_node: dir.join("signaling-node"),
-            operator: dir.join("switchboard-operator"),
-        };
-        for bin in [&bins.pod_runner, &bins.signaling_node, &bins.operator] {
-            if !bin.is_file() {
-                return Err(SoakError::Setup(format!(
-                    "{} not found: build it first (e2e/soak does)",
-                    bin.display()
-                )));
-            }
-        }
-        Ok(bins)
-    }
-}
 
 /// Whether a pod's Ready condition is True.
 pub fn pod_ready(pod: &Pod) -> bool {
@@ -82,64 +54,28 @@ pub fn pod_ip(pod: &Pod) -> Option<String> {
 
 /// The shared environment.
 pub struct SoakEnv {
-    /// The fault-injecting proxy in front of etcd.
-    pub proxy: EtcdProxy,
-    /// The fleet etcd (restartable).
-    pub etcd: FleetEtcd,
-    /// The local cluster.
-    pub cluster: LocalCluster,
+    /// The control plane and the real node.
+    pub cluster: RealCluster,
+    /// The fleet etcd's client URL: its Service, which this machine routes to the node.
+    pub etcd_url: String,
     key: JwtSecret,
 }
 
 /// `examples/basic/` as JSON objects, in file order.
 fn examples() -> Result<Vec<Value>, SoakError> {
-    let dir = repo_root().join("examples/basic");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(SoakError::io(dir.display().to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for file in files {
-        let text =
-            std::fs::read_to_string(&file).map_err(SoakError::io(file.display().to_string()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc)
-                .map_err(|e| SoakError::Setup(format!("{}: {e}", file.display())))?;
-            if !value.is_null() {
-                docs.push(value);
-            }
-        }
-    }
-    Ok(docs)
-}
-
-fn kube_version() -> Option<String> {
-    let gomod = std::fs::read_to_string(repo_root().join("e2e/tools/go.mod")).ok()?;
-    gomod.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        words.find(|w| *w == "k8s.io/kubernetes")?;
-        words
-            .next()
-            .filter(|v| v.starts_with('v'))
-            .map(str::to_string)
-    })
+    real_node::basic_examples().map_err(SoakError::Setup)
 }
 
 impl SoakEnv {
-    /// Starts everything shared by the runs; `dir` keeps the etcd data and log.
-    pub async fn start(bins: &Bins, dir: &Path) -> Result<Self, SoakError> {
-        let etcd_bin = std::env::var_os("SWITCHBOARD_ETCD_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tools_bin().join("etcd"));
-        let opts = ClusterOptions::new(&bins.pod_runner)
-            .nodes(3)
-            .image("signaling-node", &bins.signaling_node)
-            .image("operator", &bins.operator);
-        let cluster = LocalCluster::start(opts).await?;
-        let etcd = FleetEtcd::start(etcd_bin, dir.to_path_buf()).await?;
-        let proxy = EtcdProxy::start(etcd.addr()).await?;
+    /// Starts the cluster and installs Switchboard on it.
+    pub async fn start() -> Result<Self, SoakError> {
+        real_node::prerequisites().map_err(SoakError::Setup)?;
+        // Pods are killed again and again: without a cap the kubelet's crash-loop back-off (up
+        // to 5 min) would keep a run's fleet a node short for the rest of the run.
+        let cluster =
+            RealCluster::start_with(&[("SWITCHBOARD_KUBELET_MAX_RESTART_PERIOD", "1s")]).await?;
+        tokio::task::block_in_place(|| cluster.deploy(&["--operator-replicas", "2"]))?;
+        let etcd_url = cluster.fleet_etcd_url(NS)?;
         let secret = examples()?
             .into_iter()
             .find(|d| d["kind"] == "Secret")
@@ -148,83 +84,56 @@ impl SoakEnv {
         let key = JwtSecret::from_file_contents(secret.as_bytes())
             .map_err(|e| SoakError::Setup(format!("demo secret: {e}")))?;
         let env = Self {
-            proxy,
-            etcd,
             cluster,
+            etcd_url,
             key,
         };
-        let crds = repo_root().join("crds").display().to_string();
-        env.kubectl(&[
-            "apply",
-            "--server-side",
-            "--field-manager=soak",
-            "-f",
-            &crds,
-        ])?;
-        env.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            &crds,
-        ])?;
-        env.install_operator(2).await?;
+        let pods: Api<Pod> = Api::namespaced(env.cluster.client.clone(), OPERATOR_NS);
+        eventually("operator pods Ready", PATIENCE, || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            (list.items.iter().filter(|p| pod_ready(p)).count() >= 2).then_some(())
+        })
+        .await?;
         Ok(env)
     }
 
     /// kubectl against the cluster.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, SoakError> {
-        Ok(self.cluster.kubectl(args, None)?)
+        Ok(tokio::task::block_in_place(|| {
+            self.cluster.kubectl(args, None)
+        })?)
     }
 
     /// kubectl with `stdin`.
     pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Result<String, SoakError> {
-        Ok(self.cluster.kubectl(args, Some(stdin))?)
+        Ok(tokio::task::block_in_place(|| {
+            self.cluster.kubectl(args, Some(stdin))
+        })?)
     }
 
-    async fn install_operator(&self, replicas: u32) -> Result<(), SoakError> {
-        let chart = repo_root().join("charts/switchboard");
-        let mut cmd = Command::new(tools_bin().join("helm"));
-        cmd.args(["template", "switchboard"])
-            .arg(&chart)
-            .args(["--namespace", OPERATOR_NS])
-            .args(["--set", "operator.logFormat=text"])
-            .args(["--set", &format!("operator.replicas={replicas}")]);
-        if let Some(version) = kube_version() {
-            cmd.args(["--kube-version", &version]);
-        }
-        let out = cmd.output().map_err(SoakError::io("running helm"))?;
-        if !out.status.success() {
-            return Err(SoakError::Setup(format!(
-                "helm template: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        let manifest = String::from_utf8_lossy(&out.stdout).into_owned();
-        self.kubectl(&["create", "namespace", OPERATOR_NS])?;
-        self.kubectl_in(
-            &["apply", "--server-side", "--field-manager=soak", "-f", "-"],
-            &manifest,
-        )?;
-        let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), OPERATOR_NS);
-        let want = replicas as usize;
-        eventually("operator pods Ready", PATIENCE, || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            (list.items.iter().filter(|p| pod_ready(p)).count() >= want).then_some(())
-        })
-        .await?;
-        Ok(())
+    /// Injects `fault` into pod `namespace/pod`'s container (kill -9, SIGSTOP, SIGCONT, a cut
+    /// of its network namespace or the heal of every network fault in it).
+    pub fn fault(&self, fault: Fault, namespace: &str, pod: &str) -> Result<(), SoakError> {
+        Ok(tokio::task::block_in_place(|| {
+            self.cluster.fault(fault, namespace, pod)
+        })?)
     }
 
-    /// The manifests of run cluster `name`: examples/basic renamed, etcd through the proxy,
-    /// a 50/50 rollout (so weight edits move shards).
+    /// Injects the network fault `fault` into pod `namespace/pod`'s network namespace.
+    pub fn net_fault(&self, fault: &NetFault, namespace: &str, pod: &str) -> Result<(), SoakError> {
+        Ok(tokio::task::block_in_place(|| {
+            self.cluster.net_fault(fault, namespace, pod)
+        })?)
+    }
+
+    /// The manifests of run cluster `name`: examples/basic renamed, a 50/50 rollout (so weight
+    /// edits move shards).
     pub fn manifests(&self, name: &str) -> Result<Vec<Value>, SoakError> {
         let mut docs = examples()?;
         for doc in &mut docs {
             match doc["kind"].as_str() {
                 Some("SignalingCluster") => {
                     doc["metadata"]["name"] = json!(name);
-                    doc["spec"]["etcd"]["endpoints"] = json!([self.proxy.endpoint()]);
                     doc["spec"]["shards"] = json!(SHARDS);
                     doc["spec"]["terminationGracePeriodSeconds"] = json!(10);
                     doc["spec"]["drainTimeoutSeconds"] = json!(5);
@@ -335,19 +244,33 @@ impl SoakEnv {
         lease.spec?.holder_identity
     }
 
-    /// Copies the cluster's logs (components and pods) and the etcd log into `to`.
-    pub fn keep_logs(&self, to: &Path) {
-        for sub in ["logs", "pods"] {
-            let from = self.cluster.run_dir.join(sub);
-            let dest = to.join(sub);
-            let _ = std::fs::create_dir_all(&dest);
-            if let Ok(entries) = std::fs::read_dir(&from) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    if p.extension().is_some_and(|x| x == "log")
-                        && let Some(name) = p.file_name()
-                    {
-                        let _ = std::fs::copy(&p, dest.join(name));
+    /// Copies the cluster's component logs and every pod's log (and its previous container's,
+    /// when it was restarted) into `to`.
+    pub async fn keep_logs(&self, to: &Path) {
+        let from = self.cluster.run_dir.join("logs");
+        let dest = to.join("logs");
+        let _ = std::fs::create_dir_all(&dest);
+        if let Ok(entries) = std::fs::read_dir(&from) {
+            for e in entries.flatten() {
+                if let Some(name) = e.path().file_name() {
+                    let _ = std::fs::copy(e.path(), dest.join(name));
+                }
+            }
+        }
+        let dest = to.join("pods");
+        let _ = std::fs::create_dir_all(&dest);
+        for ns in [NS, OPERATOR_NS] {
+            let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), ns);
+            let pods = api.list(&ListParams::default()).await.map(|l| l.items);
+            for pod in pods.unwrap_or_default() {
+                let name = pod_name(&pod);
+                for (suffix, previous) in [("", false), (".previous", true)] {
+                    let mut args = vec!["-n", ns, "logs", name.as_str(), "--all-containers"];
+                    if previous {
+                        args.push("--previous");
+                    }
+                    if let Ok(text) = self.kubectl(&args) {
+                        let _ = std::fs::write(dest.join(format!("{ns}_{name}{suffix}.log")), text);
                     }
                 }
             }

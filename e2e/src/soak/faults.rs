@@ -1,6 +1,7 @@
-//! The fault schedule (chosen by a seeded RNG) and how each fault is injected and healed.
+//! The fault schedule (chosen by a seeded RNG) and how each fault is injected and healed, with
+//! the real mechanisms of the real node: signals to a container's process, and iptables in a
+//! pod's network namespace.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -10,24 +11,33 @@ use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Pod;
 use switchboard_operator::controller::labels;
+use switchboard_operator::crd::ADMIN_PORT;
 
+use super::entry::NODE_PORT;
 use super::env::{NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
 use super::error::SoakError;
-use crate::pod_runner::control::Action;
+use crate::real_node::{Fault, NetFault};
 
 /// Node lease TTL (2 s, docs/architecture.md); pauses and partitions last longer than this.
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
+/// The fleet etcd's client port.
+const ETCD_PORT: u16 = 2379;
+/// The fleet etcd's pod (`examples/etcd/`, one member).
+const ETCD_POD: &str = "etcd-0";
+/// How long after the first half of a compound fault its second half comes (a kill, then a
+/// weight edit or an operator kill while the first is being handled).
+const SECOND_HALF_AFTER: Duration = Duration::from_millis(300);
 
 /// Kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
-    /// `kill -9` of a node process.
+    /// `kill -9` of a node container's process (the kubelet restarts it).
     KillNode,
     /// SIGSTOP of a node for longer than its lease, then SIGCONT.
     FreezeNode,
-    /// The operator's leader pod killed.
+    /// The operator's leader killed.
     KillOperatorLeader,
-    /// The fleet etcd killed and restarted on its data.
+    /// The fleet etcd killed (the kubelet restarts it on its volume).
     RestartEtcd,
     /// A node cut off from etcd (not from clients) for longer than its lease.
     PartitionNodeFromEtcd,
@@ -40,14 +50,36 @@ pub enum FaultKind {
     /// The only Ready node of a version pool frozen for [`SOLE_NODE_HOLD`], long enough that
     /// waiting for it is not a recovery (any node when no pool has a single one).
     LoseSoleNode,
+    /// A node's client port cut (clients cannot reach it; etcd and the operator can).
+    CutNodeFromClients,
+    /// A node cut from every other node pod (the operator's indirect probes go through them).
+    CutNodeFromNodes,
+    /// The operator's leader cut from etcd and from the nodes' ports (not from the apiserver).
+    CutOperatorFromFleet,
+    /// A share of every packet in and out of a node dropped.
+    PacketLoss,
+    /// The rollout weights edited and the operator's leader killed during the shift.
+    KillOperatorDuringRollout,
+    /// A node killed and the operator's leader killed during its failover.
+    KillOperatorDuringFailover,
+    /// Two held node faults at once, on two nodes.
+    Overlapping,
 }
 
 /// How long [`FaultKind::LoseSoleNode`] keeps the node frozen.
 pub const SOLE_NODE_HOLD: Duration = Duration::from_secs(20);
 
+/// The held node faults [`FaultKind::Overlapping`] combines.
+const OVERLAPPABLE: [FaultKind; 4] = [
+    FaultKind::FreezeNode,
+    FaultKind::PartitionNodeFromEtcd,
+    FaultKind::CutNodeFromClients,
+    FaultKind::PacketLoss,
+];
+
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillNode,
         FaultKind::FreezeNode,
         FaultKind::KillOperatorLeader,
@@ -57,6 +89,13 @@ impl FaultKind {
         FaultKind::ConfigChange,
         FaultKind::WeightEditDuringFailover,
         FaultKind::LoseSoleNode,
+        FaultKind::CutNodeFromClients,
+        FaultKind::CutNodeFromNodes,
+        FaultKind::CutOperatorFromFleet,
+        FaultKind::PacketLoss,
+        FaultKind::KillOperatorDuringRollout,
+        FaultKind::KillOperatorDuringFailover,
+        FaultKind::Overlapping,
     ];
 
     /// Stable name for reports.
@@ -71,6 +110,13 @@ impl FaultKind {
             FaultKind::ConfigChange => "config-change",
             FaultKind::WeightEditDuringFailover => "weight-edit-during-failover",
             FaultKind::LoseSoleNode => "lose-sole-node",
+            FaultKind::CutNodeFromClients => "node-cut-from-clients",
+            FaultKind::CutNodeFromNodes => "node-cut-from-nodes",
+            FaultKind::CutOperatorFromFleet => "operator-cut-from-fleet",
+            FaultKind::PacketLoss => "node-packet-loss",
+            FaultKind::KillOperatorDuringRollout => "kill-operator-during-rollout",
+            FaultKind::KillOperatorDuringFailover => "kill-operator-during-failover",
+            FaultKind::Overlapping => "overlapping",
         }
     }
 }
@@ -83,12 +129,15 @@ pub struct Planned {
     pub kind: FaultKind,
     /// Index into the Ready node pods (sorted by name) for node faults.
     pub target: usize,
-    /// How long a pause, partition or etcd outage lasts.
+    /// How long a pause, partition or loss lasts.
     pub hold: Duration,
     /// Gap before injecting it (after the previous fault recovered).
     pub gap: Duration,
-    /// New weight of the first version (weight edits), new invite timeout (config changes).
+    /// New weight of the first version (weight edits), new invite timeout (config changes),
+    /// percent of packets dropped (packet loss).
     pub value: u32,
+    /// The two faults an [`FaultKind::Overlapping`] injects together (empty otherwise).
+    pub parts: Vec<Planned>,
 }
 
 /// Draws the next fault, of one of `kinds` (every kind when empty).
@@ -99,8 +148,24 @@ pub fn plan(rng: &mut StdRng, kinds: &[FaultKind]) -> Planned {
         kinds
     };
     let kind = kinds[rng.random_range(0..kinds.len())];
+    let mut planned = plan_one(rng, kind);
+    if kind == FaultKind::Overlapping {
+        let first = OVERLAPPABLE[rng.random_range(0..OVERLAPPABLE.len())];
+        let second = OVERLAPPABLE[rng.random_range(0..OVERLAPPABLE.len())];
+        let mut parts = vec![plan_one(rng, first), plan_one(rng, second)];
+        // Two different nodes (when there are two), held for the same time.
+        parts[1].target = parts[0].target + 1;
+        parts[1].hold = parts[0].hold;
+        planned.hold = parts[0].hold;
+        planned.parts = parts;
+    }
+    planned
+}
+
+fn plan_one(rng: &mut StdRng, kind: FaultKind) -> Planned {
     let hold_ms = match kind {
-        FaultKind::RestartEtcd => rng.random_range(500..3_000),
+        // The kubelet decides how long a killed etcd is down.
+        FaultKind::RestartEtcd => 0,
         FaultKind::LoseSoleNode => SOLE_NODE_HOLD.as_millis() as u64,
         _ => rng.random_range(LEASE_TTL.as_millis() as u64 * 2..LEASE_TTL.as_millis() as u64 * 4),
     };
@@ -110,11 +175,13 @@ pub fn plan(rng: &mut StdRng, kinds: &[FaultKind]) -> Planned {
         hold: Duration::from_millis(hold_ms),
         gap: Duration::from_millis(rng.random_range(1_000..4_000)),
         value: match kind {
-            FaultKind::WeightEdit | FaultKind::WeightEditDuringFailover => {
-                [0, 20, 50, 80, 100][rng.random_range(0..5)]
-            }
+            FaultKind::WeightEdit
+            | FaultKind::WeightEditDuringFailover
+            | FaultKind::KillOperatorDuringRollout => [0, 20, 50, 80, 100][rng.random_range(0..5)],
+            FaultKind::PacketLoss => [10, 20, 30][rng.random_range(0..3)],
             _ => rng.random_range(20..40),
         },
+        parts: Vec::new(),
     }
 }
 
@@ -147,157 +214,286 @@ fn is_sole_of_pool(pods: &[Pod], pod: &Pod) -> bool {
 
 /// Injects `fault` into run cluster `name` and heals it after its hold time.
 ///
-/// `effective` gets the moment the disruption took effect (the kill, pause, cut, etcd stop or
-/// edit returned), which is what recovery is timed from.
+/// `effective` gets the moment the disruption took effect (the kill, pause, cut or edit
+/// returned), which is what recovery is timed from.
 pub async fn inject(
-    env: &mut SoakEnv,
+    env: &SoakEnv,
     name: &str,
     fault: &Planned,
     effective: &watch::Sender<Option<Instant>>,
 ) -> Result<Injected, SoakError> {
-    let now = || {
-        let _ = effective.send(Some(Instant::now()));
+    let all = env.node_pods(name).await;
+    let ready: Vec<Pod> = all.iter().filter(|p| pod_ready(p)).cloned().collect();
+    let fleet = Fleet {
+        env,
+        name,
+        all: &all,
+        ready: &ready,
+        effective,
     };
-    let pods: Vec<_> = env
-        .node_pods(name)
-        .await
-        .into_iter()
-        .filter(pod_ready)
-        .collect();
-    let node = if pods.is_empty() {
-        None
-    } else {
-        Some(&pods[fault.target % pods.len()])
+    if fault.kind != FaultKind::Overlapping {
+        return fleet.inject(fault).await;
+    }
+    let [first, second] = &fault.parts[..] else {
+        return Err(SoakError::Setup(format!("{fault:?} has not two parts")));
     };
-    let no_node = || SoakError::Setup(format!("no Ready node of {name} to fault"));
-    let sole_of_pool = node.is_some_and(|n| is_sole_of_pool(&pods, n));
-    match fault.kind {
-        FaultKind::KillNode => {
-            let pod = node.ok_or_else(no_node)?;
-            let target = format!("{NS}/{}", pod_name(pod));
-            env.cluster.ctl(Action::Kill, &target, None).await?;
-            now();
-            Ok(Injected {
-                target,
-                sole_of_pool,
-            })
+    let (a, b) = tokio::join!(fleet.inject(first), fleet.inject(second));
+    let (a, b) = (a?, b?);
+    Ok(Injected {
+        target: format!(
+            "{} {} + {} {}",
+            first.kind.name(),
+            a.target,
+            second.kind.name(),
+            b.target
+        ),
+        sole_of_pool: a.sole_of_pool || b.sole_of_pool,
+    })
+}
+
+/// One run cluster's pods as a fault finds them.
+struct Fleet<'a> {
+    env: &'a SoakEnv,
+    name: &'a str,
+    /// Every node pod (not terminating).
+    all: &'a [Pod],
+    /// The Ready ones, by name.
+    ready: &'a [Pod],
+    effective: &'a watch::Sender<Option<Instant>>,
+}
+
+impl Fleet<'_> {
+    /// Marks the disruption effective now.
+    fn now(&self) {
+        let _ = self.effective.send(Some(Instant::now()));
+    }
+
+    /// The Ready node pod `target` picks, and whether it is its pool's only one.
+    fn node(&self, target: usize) -> Result<(&Pod, bool), SoakError> {
+        if self.ready.is_empty() {
+            return Err(SoakError::Setup(format!(
+                "no Ready node of {} to fault",
+                self.name
+            )));
         }
-        FaultKind::FreezeNode => {
-            let pod = node.ok_or_else(no_node)?;
-            let target = format!("{NS}/{}", pod_name(pod));
-            env.cluster.ctl(Action::Freeze, &target, None).await?;
-            now();
-            tokio::time::sleep(fault.hold).await;
-            let replaced = resume(env, &target).await?;
-            Ok(Injected {
-                target: format!("{target} for {:?}{replaced}", fault.hold),
-                sole_of_pool,
-            })
-        }
-        FaultKind::LoseSoleNode => {
-            let sole: Vec<&Pod> = pods.iter().filter(|p| is_sole_of_pool(&pods, p)).collect();
-            let pod = if sole.is_empty() {
-                node.ok_or_else(no_node)?
-            } else {
-                sole[fault.target % sole.len()]
-            };
-            let target = format!("{NS}/{}", pod_name(pod));
-            env.cluster.ctl(Action::Freeze, &target, None).await?;
-            now();
-            tokio::time::sleep(fault.hold).await;
-            let replaced = resume(env, &target).await?;
-            Ok(Injected {
-                target: format!("{target} for {:?}{replaced}", fault.hold),
-                sole_of_pool: !sole.is_empty(),
-            })
-        }
-        FaultKind::KillOperatorLeader => {
-            let leader = env
-                .leader()
-                .await
-                .ok_or_else(|| SoakError::Setup("no operator leader".into()))?;
-            let target = format!("{OPERATOR_NS}/{leader}");
-            env.cluster.ctl(Action::Kill, &target, None).await?;
-            now();
-            Ok(Injected {
-                target,
-                ..Injected::default()
-            })
-        }
-        FaultKind::RestartEtcd => {
-            env.etcd.stop();
-            now();
-            env.etcd.restart(fault.hold).await?;
-            Ok(Injected {
-                target: format!("fleet etcd down {:?}", fault.hold),
-                ..Injected::default()
-            })
-        }
-        FaultKind::PartitionNodeFromEtcd => {
-            let pod = node.ok_or_else(no_node)?;
-            let ip: IpAddr = pod_ip(pod)
-                .and_then(|ip| ip.parse().ok())
-                .ok_or_else(|| SoakError::Setup(format!("{} has no IP", pod_name(pod))))?;
-            env.proxy.blackhole(ip);
-            now();
-            tokio::time::sleep(fault.hold).await;
-            env.proxy.heal(ip);
-            Ok(Injected {
-                target: format!("{NS}/{} ({ip}) for {:?}", pod_name(pod), fault.hold),
-                sole_of_pool,
-            })
-        }
-        FaultKind::WeightEdit => {
-            let target = edit_weights(env, name, fault.value)?;
-            now();
-            Ok(Injected {
-                target,
-                ..Injected::default()
-            })
-        }
-        FaultKind::WeightEditDuringFailover => {
-            let pod = node.ok_or_else(no_node)?;
-            let target = format!("{NS}/{}", pod_name(pod));
-            env.cluster.ctl(Action::Kill, &target, None).await?;
-            now();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let weights = edit_weights(env, name, fault.value)?;
-            Ok(Injected {
-                target: format!("{target} killed, then {weights}"),
-                sole_of_pool,
-            })
-        }
-        FaultKind::ConfigChange => {
-            let patch = json!({"spec": {"config": {"inviteTimeoutSeconds": fault.value}}});
-            env.kubectl(&[
-                "patch",
-                "sigc",
-                name,
-                "--type=merge",
-                "-p",
-                &patch.to_string(),
-            ])?;
-            now();
-            Ok(Injected {
-                target: format!("sigc/{name} inviteTimeoutSeconds={}", fault.value),
-                ..Injected::default()
-            })
+        let pod = &self.ready[target % self.ready.len()];
+        Ok((pod, is_sole_of_pool(self.ready, pod)))
+    }
+
+    async fn leader(&self) -> Result<String, SoakError> {
+        self.env
+            .leader()
+            .await
+            .ok_or_else(|| SoakError::Setup("no operator leader".into()))
+    }
+
+    /// Applies `net` to node `pod` for `hold`, then heals it.
+    async fn hold_net(&self, pod: &Pod, net: &NetFault, hold: Duration) -> Result<(), SoakError> {
+        self.env.net_fault(net, NS, &pod_name(pod))?;
+        self.now();
+        tokio::time::sleep(hold).await;
+        heal(self.env, NS, &pod_name(pod)).await
+    }
+
+    /// Freezes node `pod` for `hold`, then resumes it; says when it was deleted meanwhile.
+    async fn hold_frozen(&self, pod: &Pod, hold: Duration) -> Result<&'static str, SoakError> {
+        self.env.fault(Fault::Stop, NS, &pod_name(pod))?;
+        self.now();
+        tokio::time::sleep(hold).await;
+        resume(self.env, &pod_name(pod)).await
+    }
+
+    async fn inject(&self, fault: &Planned) -> Result<Injected, SoakError> {
+        let node = || self.node(fault.target);
+        let described = |pod: &Pod, sole_of_pool: bool, what: String| Injected {
+            target: format!("{NS}/{}{what}", pod_name(pod)),
+            sole_of_pool,
+        };
+        let hold = fault.hold;
+        match fault.kind {
+            FaultKind::KillNode => {
+                let (pod, sole) = node()?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.now();
+                Ok(described(pod, sole, String::new()))
+            }
+            FaultKind::FreezeNode => {
+                let (pod, sole) = node()?;
+                let note = self.hold_frozen(pod, hold).await?;
+                Ok(described(pod, sole, format!(" for {hold:?}{note}")))
+            }
+            FaultKind::LoseSoleNode => {
+                let sole: Vec<&Pod> = self
+                    .ready
+                    .iter()
+                    .filter(|p| is_sole_of_pool(self.ready, p))
+                    .collect();
+                let (pod, is_sole) = match sole.is_empty() {
+                    true => node()?,
+                    false => (sole[fault.target % sole.len()], true),
+                };
+                let note = self.hold_frozen(pod, hold).await?;
+                Ok(described(pod, is_sole, format!(" for {hold:?}{note}")))
+            }
+            FaultKind::KillOperatorLeader => {
+                let leader = self.leader().await?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                self.now();
+                Ok(Injected {
+                    target: format!("{OPERATOR_NS}/{leader}"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::RestartEtcd => {
+                self.env.fault(Fault::Kill, NS, ETCD_POD)?;
+                self.now();
+                Ok(Injected {
+                    target: format!("{NS}/{ETCD_POD} killed, restarted by the kubelet"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::PartitionNodeFromEtcd => {
+                let (pod, sole) = node()?;
+                self.hold_net(pod, &NetFault::CutPorts(vec![ETCD_PORT]), hold)
+                    .await?;
+                Ok(described(pod, sole, format!(" for {hold:?}")))
+            }
+            FaultKind::CutNodeFromClients => {
+                let (pod, sole) = node()?;
+                self.hold_net(pod, &NetFault::CutPorts(vec![NODE_PORT]), hold)
+                    .await?;
+                Ok(described(
+                    pod,
+                    sole,
+                    format!(" port {NODE_PORT} for {hold:?}"),
+                ))
+            }
+            FaultKind::CutNodeFromNodes => {
+                let (pod, sole) = node()?;
+                let peers: Vec<String> = self
+                    .all
+                    .iter()
+                    .filter(|p| pod_name(p) != pod_name(pod))
+                    .filter_map(pod_ip)
+                    .collect();
+                if peers.is_empty() {
+                    return Err(SoakError::Setup(format!(
+                        "{} has no other node pod to be cut from",
+                        pod_name(pod)
+                    )));
+                }
+                let what = format!(" from {} for {hold:?}", peers.join(","));
+                self.hold_net(pod, &NetFault::CutPeers(peers), hold).await?;
+                Ok(described(pod, sole, what))
+            }
+            FaultKind::PacketLoss => {
+                let (pod, sole) = node()?;
+                let percent = u8::try_from(fault.value.min(100)).unwrap_or(100);
+                self.hold_net(pod, &NetFault::Loss(percent), hold).await?;
+                Ok(described(pod, sole, format!(" {percent}% for {hold:?}")))
+            }
+            FaultKind::CutOperatorFromFleet => {
+                let leader = self.leader().await?;
+                let ports = vec![ETCD_PORT, NODE_PORT, ADMIN_PORT as u16];
+                self.env
+                    .net_fault(&NetFault::CutPorts(ports), OPERATOR_NS, &leader)?;
+                self.now();
+                tokio::time::sleep(hold).await;
+                heal(self.env, OPERATOR_NS, &leader).await?;
+                Ok(Injected {
+                    target: format!("{OPERATOR_NS}/{leader} for {hold:?}"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::WeightEdit => {
+                let target = edit_weights(self.env, self.name, fault.value)?;
+                self.now();
+                Ok(Injected {
+                    target,
+                    ..Injected::default()
+                })
+            }
+            FaultKind::WeightEditDuringFailover => {
+                let (pod, sole) = node()?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.now();
+                tokio::time::sleep(SECOND_HALF_AFTER).await;
+                let weights = edit_weights(self.env, self.name, fault.value)?;
+                Ok(described(pod, sole, format!(" killed, then {weights}")))
+            }
+            FaultKind::KillOperatorDuringRollout => {
+                let weights = edit_weights(self.env, self.name, fault.value)?;
+                self.now();
+                tokio::time::sleep(SECOND_HALF_AFTER).await;
+                let leader = self.leader().await?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                Ok(Injected {
+                    target: format!("{weights}, then {OPERATOR_NS}/{leader} killed"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::KillOperatorDuringFailover => {
+                let (pod, sole) = node()?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.now();
+                tokio::time::sleep(SECOND_HALF_AFTER).await;
+                let leader = self.leader().await?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                Ok(described(
+                    pod,
+                    sole,
+                    format!(" killed, then {OPERATOR_NS}/{leader} killed"),
+                ))
+            }
+            FaultKind::ConfigChange => {
+                let patch = json!({"spec": {"config": {"inviteTimeoutSeconds": fault.value}}});
+                self.env.kubectl(&[
+                    "patch",
+                    "sigc",
+                    self.name,
+                    "--type=merge",
+                    "-p",
+                    &patch.to_string(),
+                ])?;
+                self.now();
+                Ok(Injected {
+                    target: format!("sigc/{} inviteTimeoutSeconds={}", self.name, fault.value),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::Overlapping => {
+                Err(SoakError::Setup("overlapping faults do not nest".into()))
+            }
         }
     }
 }
 
-/// Resumes the frozen pod `target` (`namespace/name`). A pod deleted meanwhile (the operator
-/// replaced the failed only node of its pool) is not an error: returns a note saying so.
-async fn resume(env: &SoakEnv, target: &str) -> Result<&'static str, SoakError> {
-    let Err(error) = env.cluster.ctl(Action::Resume, target, None).await else {
-        return Ok("");
-    };
-    let (ns, name) = target.split_once('/').unwrap_or((NS, target));
-    let api: kube::Api<Pod> = kube::Api::namespaced(env.cluster.client.clone(), ns);
+/// Whether pod `namespace/name` is gone or going (deleted while a fault held it).
+async fn deleted(env: &SoakEnv, namespace: &str, name: &str) -> bool {
+    let api: kube::Api<Pod> = kube::Api::namespaced(env.cluster.client.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(None) => Ok(", deleted while frozen"),
-        Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_some() => Ok(", deleted while frozen"),
-        _ => Err(error.into()),
+        Ok(None) => true,
+        Ok(Some(pod)) => pod.metadata.deletion_timestamp.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Resumes the frozen node pod `name`. A pod deleted meanwhile (the operator replaced the
+/// failed only node of its pool) is not an error: returns a note saying so.
+async fn resume(env: &SoakEnv, name: &str) -> Result<&'static str, SoakError> {
+    match env.fault(Fault::Cont, NS, name) {
+        Ok(()) => Ok(""),
+        Err(_) if deleted(env, NS, name).await => Ok(", deleted while frozen"),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes every network fault of pod `namespace/name`; a pod deleted meanwhile has none.
+async fn heal(env: &SoakEnv, namespace: &str, name: &str) -> Result<(), SoakError> {
+    match env.fault(Fault::Heal, namespace, name) {
+        Ok(()) => Ok(()),
+        Err(_) if deleted(env, namespace, name).await => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -350,6 +546,24 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_faults_are_two_held_node_faults_on_two_nodes() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let plans: Vec<Planned> = (0..50)
+            .map(|_| plan(&mut rng, &[FaultKind::Overlapping]))
+            .collect();
+        for p in &plans {
+            let [a, b] = &p.parts[..] else {
+                panic!("{p:?} has not two parts");
+            };
+            assert!(OVERLAPPABLE.contains(&a.kind) && OVERLAPPABLE.contains(&b.kind));
+            assert_ne!(a.target, b.target);
+            assert_eq!((a.hold, b.hold), (p.hold, p.hold));
+        }
+        let plain = plan(&mut rng, &[FaultKind::KillNode]);
+        assert!(plain.parts.is_empty());
+    }
+
+    #[test]
     fn every_kind_is_drawn_and_pauses_outlast_the_lease() {
         let mut rng = StdRng::seed_from_u64(1);
         let plans: Vec<Planned> = (0..500).map(|_| plan(&mut rng, &[])).collect();
@@ -359,7 +573,14 @@ mod tests {
         for p in &plans {
             if matches!(
                 p.kind,
-                FaultKind::FreezeNode | FaultKind::PartitionNodeFromEtcd | FaultKind::LoseSoleNode
+                FaultKind::FreezeNode
+                    | FaultKind::PartitionNodeFromEtcd
+                    | FaultKind::LoseSoleNode
+                    | FaultKind::CutNodeFromClients
+                    | FaultKind::CutNodeFromNodes
+                    | FaultKind::CutOperatorFromFleet
+                    | FaultKind::PacketLoss
+                    | FaultKind::Overlapping
             ) {
                 assert!(p.hold > LEASE_TTL, "{p:?}");
             }

@@ -19,6 +19,10 @@ use crate::call_events::call_state_event;
 pub const MAX_RECORDS: usize = 400_000;
 /// How long one protocol step may take before the pair starts its next call.
 pub const STEP: Duration = Duration::from_secs(15);
+/// Shortest time from one call's start to the next: a host sends five frames per call, and
+/// back-to-back calls on release-built nodes (about 40 ms each) went past the default limit of
+/// 50 messages per second per connection, which the node rightly refused with 1007.
+pub const CALL_PERIOD: Duration = Duration::from_millis(150);
 /// After a reconnect, how long the replay may take to confirm a request sent before it.
 pub const REPLAY_GRACE: Duration = Duration::from_millis(500);
 
@@ -684,8 +688,16 @@ pub async fn drive_pair(
     while !*stop.borrow() && !host.dead && !guest.dead {
         n += 1;
         let started_ms = rec.now_ms();
+        let started = Instant::now();
         match one_call(&mut host, &mut guest, &room, n).await {
-            Ok(()) => done.calls_ok += 1,
+            Ok(()) => {
+                done.calls_ok += 1;
+                let _ = tokio::time::timeout(
+                    CALL_PERIOD.saturating_sub(started.elapsed()),
+                    stop.changed(),
+                )
+                .await;
+            }
             Err(e) => {
                 done.calls_failed += 1;
                 rec.record(

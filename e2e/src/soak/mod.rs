@@ -1,4 +1,4 @@
-//! Randomized fault soak (issue #9): a seeded fault schedule against a real fleet under client
+//! Randomized fault soak: a seeded fault schedule against a fleet on the real node under client
 //! load, a history checker over what clients saw and what etcd recorded, and a bounded
 //! decoder fuzz runner.
 
@@ -6,7 +6,6 @@ pub mod collect;
 pub mod entry;
 pub mod env;
 pub mod error;
-pub mod etcd;
 pub mod event_log;
 pub mod faults;
 pub mod fuzz;

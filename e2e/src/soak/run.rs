@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
-use super::collect::{self, OwnerWatch};
+use super::collect::{self, HistoryWatch, OwnerWatch};
 use super::entry::EntryProxy;
 use super::env::{NS, SoakEnv};
 use super::error::SoakError;
@@ -96,20 +96,17 @@ pub struct RunOutcome {
 }
 
 /// Runs one soak run as cluster `name`.
-pub async fn run_one(
-    env: &mut SoakEnv,
-    name: &str,
-    cfg: &RunConfig,
-) -> Result<RunOutcome, SoakError> {
+pub async fn run_one(env: &SoakEnv, name: &str, cfg: &RunConfig) -> Result<RunOutcome, SoakError> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut out = RunOutcome {
         seed: cfg.seed,
         ..RunOutcome::default()
     };
-    let since = collect::revision(&env.etcd.url()).await?;
+    let since = collect::revision(&env.etcd_url).await?;
     // The recorder's clock starts here so the live ownership watch shares it.
     let rec = Recorder::new(cfg.rooms);
-    let owners = OwnerWatch::start(&env.etcd.url(), NS, name, since, rec.t0())?;
+    let watch = HistoryWatch::start(&env.etcd_url, NS, name, since)?;
+    let owners = OwnerWatch::start(&env.etcd_url, NS, name, since, rec.t0())?;
     out.deploy = env.deploy(name).await?;
     // Clients enter through a Service-like proxy, so an entry outlives any one pod.
     let entry = EntryProxy::start(env.cluster.client.clone(), name).await?;
@@ -234,7 +231,9 @@ pub async fn run_one(
         }
     }
     // The final state, read while every session is still open (nothing has left yet).
-    let etcd = collect::read(&env.etcd.url(), NS, name, since).await?;
+    let etcd = retried("reading the run's etcd history", || watch.finish()).await?;
+    drop(watch);
+    let owners = owners.take();
     let room_deletes = etcd.room_deletes.clone();
     for member in members {
         member.close().await;
@@ -264,32 +263,53 @@ pub async fn run_one(
                 what: format!("{} {}", f.kind.name(), f.target),
             })
             .collect(),
-        owners: owners.take(),
+        owners,
         shard_count: super::env::SHARDS,
     };
-    drop(owners);
     out.calls_failed_explained =
         windows::check_call_failures(&history.records, &history.faults).explained;
     out.violations.extend(history::check(&history));
     if !out.violations.is_empty() || cfg.keep_all {
         let dir = cfg.out.join(format!("{name}-seed-{}", cfg.seed));
-        keep(env, &dir, &history, &out, dropped, &room_deletes);
+        keep(&dir, &history, &out, dropped, &room_deletes);
+        env.keep_logs(&dir).await;
         out.kept = Some(dir);
     }
     env.teardown(name).await?;
-    collect::compact(&env.etcd.url()).await?;
+    retried("compacting the fleet etcd", || {
+        collect::compact(&env.etcd_url)
+    })
+    .await?;
     Ok(out)
 }
 
-/// Writes the history, the violations and the fleet's logs under `dir`.
-fn keep(
-    env: &SoakEnv,
-    dir: &Path,
-    history: &History,
-    out: &RunOutcome,
-    dropped: u64,
-    room_deletes: &[String],
-) {
+/// How often a read of etcd is tried before the run gives up on it.
+const ETCD_ATTEMPTS: u32 = 3;
+
+/// Runs the etcd request `f` again after an etcd error (a stream through the etcd Service can
+/// break while etcd is slow or restarting), up to [`ETCD_ATTEMPTS`] times; the last error
+/// says what was being done.
+async fn retried<T, F, Fut>(what: &str, mut f: F) -> Result<T, SoakError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SoakError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(SoakError::Etcd(e)) if attempt < ETCD_ATTEMPTS => {
+                eprintln!("  {what}: {e}; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(SoakError::Setup(format!("{what}: {e}"))),
+            Ok(v) => return Ok(v),
+        }
+    }
+}
+
+/// Writes the history and the violations under `dir`.
+fn keep(dir: &Path, history: &History, out: &RunOutcome, dropped: u64, room_deletes: &[String]) {
     let _ = std::fs::create_dir_all(dir);
     let mut text = String::new();
     for r in &history.records {
@@ -341,5 +361,4 @@ fn keep(
         );
     }
     let _ = std::fs::write(dir.join("etcd-writes.txt"), w);
-    env.keep_logs(dir);
 }
