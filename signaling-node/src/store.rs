@@ -16,9 +16,15 @@ use switchboard_contract::shard::ShardId;
 /// Why a snapshot could not be made durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot be reached; the transition must be refused (error 1010) and retried.
+    /// The backend cannot be reached and the write was not applied; the transition must be
+    /// refused (error 1010) and retried.
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    /// The write was sent but no answer came (a timeout, a broken connection): it may or may
+    /// not have been applied. The writer must not reuse what it wrote (its event seqs) for
+    /// anything else; the room makes the same write again until it is answered.
+    #[error("state store outcome unknown: {0}")]
+    InDoubt(String),
     /// This node no longer owns the shard (assignment moved or lease lost); stop mutating it.
     #[error("shard {shard} is no longer owned by this node (fenced)")]
     Fenced {

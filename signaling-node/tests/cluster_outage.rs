@@ -89,10 +89,11 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
     let (_, lease_before) = get_with_lease(&admin, &node_key).await.expect("registered");
 
     etcd.kill();
+    // The transaction was sent and got no answer: the store cannot tell whether it applied.
     let during = store.commit(0, "lobby", b"during".to_vec()).await;
     assert!(
-        matches!(during, Err(StoreError::Unavailable(_))),
-        "expected Unavailable while etcd is down, got {during:?}"
+        matches!(during, Err(StoreError::InDoubt(_))),
+        "expected InDoubt while etcd is down, got {during:?}"
     );
     healthy.wait_for(|h| !*h).await.unwrap();
     assert_eq!(metrics.etcd_healthy.get(), 0);
@@ -203,11 +204,16 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
     let results = futures::future::join_all(commits).await;
     etcd.resume();
     assert!(results.iter().all(Result::is_err), "{results:?}");
+    // The first transaction's commits are in doubt; those queued behind it were never sent.
+    let in_doubt = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::InDoubt(_))))
+        .count();
     let unavailable = results
         .iter()
         .filter(|r| matches!(r, Err(StoreError::Unavailable(_))))
         .count();
-    assert!(unavailable > 0, "{results:?}");
+    assert!(in_doubt > 0 && unavailable > 0, "{results:?}");
     // 300 commits need three transactions of at most 128 rooms, but only the first waited
     // for etcd: the queue behind it was refused as soon as it timed out.
     let timed_out = metrics

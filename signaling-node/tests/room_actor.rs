@@ -23,6 +23,8 @@ use switchboard_protocol::{
 const OK: u8 = 0;
 const UNAVAILABLE: u8 = 1;
 const FENCED: u8 = 2;
+/// The next commit is applied but answered with InDoubt (its answer was lost); then OK.
+const APPLIED_BUT_LOST: u8 = 3;
 
 /// A MemoryStore whose commits can be made to fail.
 #[derive(Clone, Default)]
@@ -48,6 +50,17 @@ impl RoomStore for FlakyStore {
         room: &str,
         snapshot: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
+        if self
+            .mode
+            .compare_exchange(APPLIED_BUT_LOST, OK, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let applied = self.inner.commit(shard, room, snapshot);
+            return Box::pin(async move {
+                applied.await?;
+                Err(StoreError::InDoubt("answer lost".into()))
+            });
+        }
         match self.fail() {
             Some(e) => Box::pin(std::future::ready(Err(e))),
             None => self.inner.commit(shard, room, snapshot),
@@ -304,6 +317,39 @@ async fn unavailable_store_rolls_back_with_1010() {
         j.last_seq, 2,
         "the rolled-back seq is reused: still gapless"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_in_doubt_is_made_again_and_its_seq_never_goes_to_another_event() {
+    // The store applied the write but its answer was lost: rolling back would give the same
+    // seq to the next event while etcd already holds this one under it.
+    let store = FlakyStore::default();
+    let registry = registry_with(Arc::new(store.clone()), standalone());
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    alice.drain();
+    store.mode.store(APPLIED_BUT_LOST, Ordering::SeqCst);
+    assert_eq!(bob.join(&registry, "r").await, RoomReply::Done);
+    let Message::Joined(j) = &bob.drain()[0] else {
+        panic!("bob is joined once the same commit is answered")
+    };
+    assert_eq!(j.last_seq, 2);
+    let stored = store.load_shard(registry.shard_of("r")).await.unwrap();
+    let snapshot = signaling_node::room::snapshot::decode(&stored[0].1).unwrap();
+    assert_eq!(
+        snapshot.last_seq, 2,
+        "the stored snapshot is the one committed"
+    );
+    let seen: Vec<(u64, String)> = alice
+        .drain()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Event(e) => Some((e.seq, e.kind.name().to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, [(2, "member_joined".to_string())]);
 }
 
 #[tokio::test(start_paused = true)]

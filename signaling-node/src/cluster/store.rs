@@ -28,11 +28,12 @@
 //! after its rooms stopped, so nothing of the shard is still in flight when the release is
 //! acknowledged.
 //!
-//! **Unavailable.** An etcd error or a transaction slower than [`StoreConfig::txn_timeout`]
-//! fails every commit of the batch with [`StoreError::Unavailable`]; the room refuses the
-//! transition (1010) and nothing is retried behind the caller's back. As with any timeout,
-//! such a write may still have been applied; the room's next commit (its full snapshot)
-//! supersedes it.
+//! **In doubt.** An etcd error or a transaction slower than [`StoreConfig::txn_timeout`]
+//! fails every commit of the batch with [`StoreError::InDoubt`]: the transaction was sent and
+//! may still have been applied, so the room must not reuse its event seqs for other events;
+//! it makes the same commit again (docs/architecture.md, "A commit in doubt"). Commits that
+//! queued behind it were never sent and fail with [`StoreError::Unavailable`]: the room
+//! refuses them (1010).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -517,9 +518,9 @@ impl Committer {
             let response = match response {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
-                    return self.unavailable(batch, format!("etcd transaction failed: {error}"));
+                    return self.in_doubt(batch, format!("etcd transaction failed: {error}"));
                 }
-                Err(_) => return self.unavailable(batch, "etcd transaction timed out".into()),
+                Err(_) => return self.in_doubt(batch, "etcd transaction timed out".into()),
             };
             if response.succeeded() {
                 self.metrics
@@ -580,6 +581,7 @@ impl Committer {
         );
     }
 
+    /// Fails a batch whose transaction was answered and not applied (its compares failed).
     fn unavailable(&self, batch: Batch, message: String) -> Result<(), StoreError> {
         self.metrics
             .store_txns
@@ -589,6 +591,18 @@ impl Committer {
         let error = StoreError::Unavailable(message);
         batch.resolve_all(&Err(error.clone()));
         Err(error)
+    }
+
+    /// Fails a batch whose transaction got no answer: every commit in it is in doubt. Returns
+    /// the error for the commits queued behind it, which were never sent.
+    fn in_doubt(&self, batch: Batch, message: String) -> Result<(), StoreError> {
+        self.metrics
+            .store_txns
+            .with_label_values(&[outcome::UNAVAILABLE])
+            .inc();
+        tracing::warn!(rooms = batch.slots.len(), %message, "room commits failed, outcome unknown");
+        batch.resolve_all(&Err(StoreError::InDoubt(message.clone())));
+        Err(StoreError::Unavailable(message))
     }
 }
 

@@ -57,6 +57,13 @@ fn encode_snapshot(state: &RoomState, meta: &SnapshotMeta) -> Vec<u8> {
     })
 }
 
+/// First wait before a commit in doubt is made again (it doubles up to
+/// [`IN_DOUBT_RETRY_MAX`]).
+const IN_DOUBT_RETRY: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts at a commit in doubt.
+const IN_DOUBT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a room makes a commit in doubt again before it refuses the transition.
+const IN_DOUBT_FOR: Duration = Duration::from_secs(10);
 /// Retry delay for suspensions/timeouts whose commit failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -412,7 +419,7 @@ impl Actor {
     async fn finish(&mut self, out: Outcome, requester: Requester<'_>) -> Finished {
         if out.error.is_none()
             && out.commit
-            && let Err(e) = self.persist_traced(requester.peer()).await
+            && let Err(e) = self.persist_settled(requester.peer()).await
         {
             self.state.rollback();
             let fenced = matches!(e, StoreError::Fenced { .. });
@@ -499,6 +506,39 @@ impl Actor {
         out.attached.as_ref().map_or("", |(u, _)| u.as_str())
     }
 
+    /// Commits the room, again while the outcome of a commit is unknown
+    /// ([`StoreError::InDoubt`]): a commit that got no answer may have been applied, and
+    /// rolling it back would give its event seqs to other events (etcd would then hold two
+    /// different events under one seq). So the same state is committed again, every
+    /// [`IN_DOUBT_RETRY`] to [`IN_DOUBT_RETRY_MAX`], until etcd answers or the shard is
+    /// fenced (the new owner then restores whatever etcd holds). After [`IN_DOUBT_FOR`] the
+    /// room gives up and refuses the transition like an unavailable store.
+    async fn persist_settled(&mut self, requester: Option<&Peer>) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut wait = IN_DOUBT_RETRY;
+        let mut in_doubt = false;
+        loop {
+            match self.persist_traced(requester).await {
+                Err(StoreError::InDoubt(message)) => {
+                    if started.elapsed() >= IN_DOUBT_FOR {
+                        tracing::error!(room = self.state.room(), %message, "commit still in doubt, giving up");
+                        return Err(StoreError::Unavailable(message));
+                    }
+                    in_doubt = true;
+                }
+                Err(StoreError::Unavailable(message)) if in_doubt => {
+                    if started.elapsed() >= IN_DOUBT_FOR {
+                        tracing::error!(room = self.state.room(), %message, "commit still in doubt, giving up");
+                        return Err(StoreError::Unavailable(message));
+                    }
+                }
+                other => return other,
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(IN_DOUBT_RETRY_MAX);
+        }
+    }
+
     /// [`Self::persist`] in a `commit` span under the requester's trace, while spans are
     /// exported.
     async fn persist_traced(&mut self, requester: Option<&Peer>) -> Result<(), StoreError> {
@@ -538,6 +578,7 @@ impl Actor {
         if let Err(e) = &result {
             let kind = match e {
                 StoreError::Unavailable(_) => "unavailable",
+                StoreError::InDoubt(_) => "in_doubt",
                 StoreError::Fenced { .. } => "fenced",
             };
             self.shared
