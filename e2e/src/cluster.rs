@@ -41,6 +41,9 @@ pub enum ClusterError {
     /// The pod runner did not come up.
     #[error("pod runner did not start: {0}")]
     Runner(String),
+    /// An `e2e/scripts` command on a running cluster failed; its output says why.
+    #[error("{0}")]
+    Script(String),
     /// Loading the kubeconfig failed.
     #[error("kube client: {0}")]
     Kube(String),

@@ -77,6 +77,9 @@ pub enum NetFault {
     CutPeers(Vec<String>),
     /// Each packet in and out dropped with this probability, in percent.
     Loss(u8),
+    /// Every packet in and out sent to this NFQUEUE queue (through unharmed while no program
+    /// is bound to it; `net-delay` delays them).
+    Queue(u16),
 }
 
 impl NetFault {
@@ -86,6 +89,7 @@ impl NetFault {
             NetFault::CutPorts(ports) => ("cut-ports", ports.iter().map(u16::to_string).collect()),
             NetFault::CutPeers(peers) => ("cut-peers", peers.clone()),
             NetFault::Loss(percent) => ("loss", vec![percent.to_string()]),
+            NetFault::Queue(num) => ("queue", vec![num.to_string()]),
         };
         let mut args = vec!["fault".to_string(), verb.to_string(), target.to_string()];
         args.extend(rest);
@@ -345,7 +349,7 @@ impl RealCluster {
         if out.status.success() {
             Ok(())
         } else {
-            Err(ClusterError::ControlPlane(format!(
+            Err(ClusterError::Script(format!(
                 "e2e/scripts/deploy {} failed:\n{}",
                 args.join(" "),
                 output_text(&out)
@@ -368,6 +372,12 @@ impl RealCluster {
         let args = fault.args(&format!("{namespace}/{pod}"));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.node(&args)
+    }
+
+    /// The network namespace of pod `namespace/pod` as a path (for `nsenter --net=`).
+    pub fn pod_netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, ClusterError> {
+        let out = self.node_output(&["fault", "netns", &format!("{namespace}/{pod}")])?;
+        Ok(PathBuf::from(out.trim()))
     }
 
     /// Stops the kubelet (`running: false`; the node turns NotReady, containers keep running)
@@ -432,7 +442,7 @@ impl RealCluster {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(ClusterError::ControlPlane(format!(
+            Err(ClusterError::Script(format!(
                 "e2e/scripts/node {} failed:\n{}",
                 args.join(" "),
                 output_text(&out)
