@@ -9,7 +9,7 @@
 //! signals to a container's process and iptables in a pod's namespace ([`SoakEnv::fault`],
 //! [`SoakEnv::net_fault`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -27,12 +27,32 @@ use crate::real_node::{self, Fault, NetFault, RealCluster};
 pub const OPERATOR_NS: &str = "switchboard-system";
 /// Namespace of the fleets.
 pub const NS: &str = "default";
+/// Members of the fleet etcd.
+pub const ETCD_MEMBERS: usize = 3;
 /// Shards per run cluster.
 pub const SHARDS: u32 = 16;
 /// Label naming a pod's SignalingCluster.
 pub const CLUSTER_LABEL: &str = "switchboard.dev/cluster";
+/// How long a fault waits for a pod's container to run again after a kill.
+pub const CONTAINER_RESTART: Duration = Duration::from_secs(15);
 /// Bound for anything that should happen promptly on a loaded two-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The fleet etcd's members as a SignalingCluster lists them: each member by its own name,
+/// so a client can go to another member when one is down or cut off, fully qualified because
+/// the operator resolves them from its own namespace.
+pub fn etcd_endpoints() -> Vec<String> {
+    (0..ETCD_MEMBERS)
+        .map(|i| format!("http://etcd-{i}.etcd-peers.{NS}.svc:2379"))
+        .collect()
+}
+
+/// Whether `e` says the pod's container is between a kill and its restart
+/// (`e2e/scripts/node`'s messages).
+fn restarting(e: &crate::cluster::ClusterError) -> bool {
+    let text = e.to_string();
+    text.contains("is not running on this node") || text.contains("has no running container")
+}
 
 /// Whether a pod's Ready condition is True.
 pub fn pod_ready(pod: &Pod) -> bool {
@@ -74,7 +94,10 @@ impl SoakEnv {
         // to 5 min) would keep a run's fleet a node short for the rest of the run.
         let cluster =
             RealCluster::start_with(&[("SWITCHBOARD_KUBELET_MAX_RESTART_PERIOD", "1s")]).await?;
-        tokio::task::block_in_place(|| cluster.deploy(&["--operator-replicas", "2"]))?;
+        let members = ETCD_MEMBERS.to_string();
+        tokio::task::block_in_place(|| {
+            cluster.deploy(&["--operator-replicas", "2", "--etcd-members", &members])
+        })?;
         let etcd_url = cluster.fleet_etcd_url(NS)?;
         let secret = examples()?
             .into_iter()
@@ -113,17 +136,44 @@ impl SoakEnv {
 
     /// Injects `fault` into pod `namespace/pod`'s container (kill -9, SIGSTOP, SIGCONT, a cut
     /// of its network namespace or the heal of every network fault in it).
-    pub fn fault(&self, fault: Fault, namespace: &str, pod: &str) -> Result<(), SoakError> {
-        Ok(tokio::task::block_in_place(|| {
-            self.cluster.fault(fault, namespace, pod)
-        })?)
+    pub async fn fault(&self, fault: Fault, namespace: &str, pod: &str) -> Result<(), SoakError> {
+        self.on_running(|| self.cluster.fault(fault, namespace, pod))
+            .await
+    }
+
+    /// Runs `act` on a pod's container, again while the container is between a kill and its
+    /// restart: the Pod's status names the old container for a moment after the kubelet
+    /// restarted it, and a fault aimed at the pod means the pod, whichever container runs.
+    async fn on_running<T>(
+        &self,
+        act: impl Fn() -> Result<T, crate::cluster::ClusterError>,
+    ) -> Result<T, SoakError> {
+        let started = Instant::now();
+        loop {
+            match tokio::task::block_in_place(&act) {
+                Err(e) if restarting(&e) && started.elapsed() < CONTAINER_RESTART => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The network namespace of pod `namespace/pod`, as a path for `nsenter --net=`.
+    pub async fn pod_netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, SoakError> {
+        self.on_running(|| self.cluster.pod_netns(namespace, pod))
+            .await
     }
 
     /// Injects the network fault `fault` into pod `namespace/pod`'s network namespace.
-    pub fn net_fault(&self, fault: &NetFault, namespace: &str, pod: &str) -> Result<(), SoakError> {
-        Ok(tokio::task::block_in_place(|| {
-            self.cluster.net_fault(fault, namespace, pod)
-        })?)
+    pub async fn net_fault(
+        &self,
+        fault: &NetFault,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(), SoakError> {
+        self.on_running(|| self.cluster.net_fault(fault, namespace, pod))
+            .await
     }
 
     /// The manifests of run cluster `name`: examples/basic renamed, a 50/50 rollout (so weight
@@ -134,6 +184,7 @@ impl SoakEnv {
             match doc["kind"].as_str() {
                 Some("SignalingCluster") => {
                     doc["metadata"]["name"] = json!(name);
+                    doc["spec"]["etcd"]["endpoints"] = json!(etcd_endpoints());
                     doc["spec"]["shards"] = json!(SHARDS);
                     doc["spec"]["terminationGracePeriodSeconds"] = json!(10);
                     doc["spec"]["drainTimeoutSeconds"] = json!(5);

@@ -2,11 +2,14 @@
 //! the real mechanisms of the real node: signals to a container's process, and iptables in a
 //! pod's network namespace.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -14,7 +17,7 @@ use switchboard_operator::controller::labels;
 use switchboard_operator::crd::ADMIN_PORT;
 
 use super::entry::NODE_PORT;
-use super::env::{NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
+use super::env::{ETCD_MEMBERS, NS, OPERATOR_NS, SoakEnv, pod_ip, pod_name, pod_ready};
 use super::error::SoakError;
 use crate::real_node::{Fault, NetFault};
 
@@ -22,8 +25,10 @@ use crate::real_node::{Fault, NetFault};
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// The fleet etcd's client port.
 const ETCD_PORT: u16 = 2379;
-/// The fleet etcd's pod (`examples/etcd/`, one member).
-const ETCD_POD: &str = "etcd-0";
+/// The fleet etcd's peer port.
+const ETCD_PEER_PORT: u16 = 2380;
+/// The NFQUEUE queue of the packet delay (queues are per network namespace).
+const DELAY_QUEUE: u16 = 7;
 /// How long after the first half of a compound fault its second half comes (a kill, then a
 /// weight edit or an operator kill while the first is being handled).
 const SECOND_HALF_AFTER: Duration = Duration::from_millis(300);
@@ -37,8 +42,12 @@ pub enum FaultKind {
     FreezeNode,
     /// The operator's leader killed.
     KillOperatorLeader,
-    /// The fleet etcd killed (the kubelet restarts it on its volume).
-    RestartEtcd,
+    /// One member of the fleet etcd killed (the kubelet restarts it on its volume).
+    KillEtcdMember,
+    /// The fleet etcd's leader killed (a new one is elected; the kubelet restarts it).
+    KillEtcdLeader,
+    /// One etcd member cut from its clients and its peers for longer than a node lease.
+    CutEtcdMember,
     /// A node cut off from etcd (not from clients) for longer than its lease.
     PartitionNodeFromEtcd,
     /// ProtocolRollout weights edited.
@@ -58,6 +67,9 @@ pub enum FaultKind {
     CutOperatorFromFleet,
     /// A share of every packet in and out of a node dropped.
     PacketLoss,
+    /// Every packet in and out of a node delayed by a random time, so packets overtake each
+    /// other (`net-delay` on an NFQUEUE queue; the kernel here has no netem).
+    PacketDelay,
     /// The rollout weights edited and the operator's leader killed during the shift.
     KillOperatorDuringRollout,
     /// A node killed and the operator's leader killed during its failover.
@@ -70,20 +82,23 @@ pub enum FaultKind {
 pub const SOLE_NODE_HOLD: Duration = Duration::from_secs(20);
 
 /// The held node faults [`FaultKind::Overlapping`] combines.
-const OVERLAPPABLE: [FaultKind; 4] = [
+const OVERLAPPABLE: [FaultKind; 5] = [
     FaultKind::FreezeNode,
     FaultKind::PartitionNodeFromEtcd,
     FaultKind::CutNodeFromClients,
     FaultKind::PacketLoss,
+    FaultKind::PacketDelay,
 ];
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::KillNode,
         FaultKind::FreezeNode,
         FaultKind::KillOperatorLeader,
-        FaultKind::RestartEtcd,
+        FaultKind::KillEtcdMember,
+        FaultKind::KillEtcdLeader,
+        FaultKind::CutEtcdMember,
         FaultKind::PartitionNodeFromEtcd,
         FaultKind::WeightEdit,
         FaultKind::ConfigChange,
@@ -93,6 +108,7 @@ impl FaultKind {
         FaultKind::CutNodeFromNodes,
         FaultKind::CutOperatorFromFleet,
         FaultKind::PacketLoss,
+        FaultKind::PacketDelay,
         FaultKind::KillOperatorDuringRollout,
         FaultKind::KillOperatorDuringFailover,
         FaultKind::Overlapping,
@@ -104,7 +120,9 @@ impl FaultKind {
             FaultKind::KillNode => "kill-9-node",
             FaultKind::FreezeNode => "sigstop-node",
             FaultKind::KillOperatorLeader => "kill-operator-leader",
-            FaultKind::RestartEtcd => "restart-etcd",
+            FaultKind::KillEtcdMember => "kill-etcd-member",
+            FaultKind::KillEtcdLeader => "kill-etcd-leader",
+            FaultKind::CutEtcdMember => "etcd-member-cut",
             FaultKind::PartitionNodeFromEtcd => "node-cut-from-etcd",
             FaultKind::WeightEdit => "weight-edit",
             FaultKind::ConfigChange => "config-change",
@@ -114,6 +132,7 @@ impl FaultKind {
             FaultKind::CutNodeFromNodes => "node-cut-from-nodes",
             FaultKind::CutOperatorFromFleet => "operator-cut-from-fleet",
             FaultKind::PacketLoss => "node-packet-loss",
+            FaultKind::PacketDelay => "node-packet-delay",
             FaultKind::KillOperatorDuringRollout => "kill-operator-during-rollout",
             FaultKind::KillOperatorDuringFailover => "kill-operator-during-failover",
             FaultKind::Overlapping => "overlapping",
@@ -134,7 +153,7 @@ pub struct Planned {
     /// Gap before injecting it (after the previous fault recovered).
     pub gap: Duration,
     /// New weight of the first version (weight edits), new invite timeout (config changes),
-    /// percent of packets dropped (packet loss).
+    /// percent of packets dropped (packet loss), least delay in ms (packet delay).
     pub value: u32,
     /// The two faults an [`FaultKind::Overlapping`] injects together (empty otherwise).
     pub parts: Vec<Planned>,
@@ -164,8 +183,8 @@ pub fn plan(rng: &mut StdRng, kinds: &[FaultKind]) -> Planned {
 
 fn plan_one(rng: &mut StdRng, kind: FaultKind) -> Planned {
     let hold_ms = match kind {
-        // The kubelet decides how long a killed etcd is down.
-        FaultKind::RestartEtcd => 0,
+        // The kubelet decides how long a killed member is down.
+        FaultKind::KillEtcdMember | FaultKind::KillEtcdLeader => 0,
         FaultKind::LoseSoleNode => SOLE_NODE_HOLD.as_millis() as u64,
         _ => rng.random_range(LEASE_TTL.as_millis() as u64 * 2..LEASE_TTL.as_millis() as u64 * 4),
     };
@@ -179,6 +198,7 @@ fn plan_one(rng: &mut StdRng, kind: FaultKind) -> Planned {
             | FaultKind::WeightEditDuringFailover
             | FaultKind::KillOperatorDuringRollout => [0, 20, 50, 80, 100][rng.random_range(0..5)],
             FaultKind::PacketLoss => [10, 20, 30][rng.random_range(0..3)],
+            FaultKind::PacketDelay => [50, 100, 200][rng.random_range(0..3)],
             _ => rng.random_range(20..40),
         },
         parts: Vec::new(),
@@ -289,15 +309,78 @@ impl Fleet<'_> {
 
     /// Applies `net` to node `pod` for `hold`, then heals it.
     async fn hold_net(&self, pod: &Pod, net: &NetFault, hold: Duration) -> Result<(), SoakError> {
-        self.env.net_fault(net, NS, &pod_name(pod))?;
+        self.env.net_fault(net, NS, &pod_name(pod)).await?;
         self.now();
         tokio::time::sleep(hold).await;
         heal(self.env, NS, &pod_name(pod)).await
     }
 
+    /// Delays every packet of node `pod` by `delay_ms` to twice that for `hold`: `net-delay`
+    /// bound in the pod's network namespace first, then its packets sent to the queue.
+    async fn hold_delayed(
+        &self,
+        pod: &Pod,
+        delay_ms: u64,
+        hold: Duration,
+    ) -> Result<(), SoakError> {
+        let name = pod_name(pod);
+        let netns = self.env.pod_netns(NS, &name).await?;
+        let mut child = tokio::process::Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("--")
+            .arg(net_delay_bin()?)
+            .args(["--queue", &DELAY_QUEUE.to_string()])
+            .args(["--delay-ms", &delay_ms.to_string()])
+            .args(["--jitter-ms", &delay_ms.to_string()])
+            .args(["--for-ms", &hold.as_millis().to_string()])
+            .args(["--seed", &self.name.len().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(SoakError::io("starting nsenter net-delay"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| SoakError::Setup("net-delay has no stderr".into()))?;
+        let mut lines = BufReader::new(stderr).lines();
+        // Bound, or why not (no NFQUEUE in the kernel, no nsenter): the fault cannot be injected.
+        let first = tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await;
+        match first {
+            Ok(Ok(Some(line))) if line.contains("bound") => {}
+            other => {
+                let _ = child.kill().await;
+                let mut reason = format!("{other:?}");
+                while let Ok(Ok(Some(line))) =
+                    tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+                {
+                    reason.push_str(&format!("\n{line}"));
+                }
+                return Err(SoakError::Setup(format!(
+                    "the packet delay cannot be injected into {NS}/{name}: net-delay did not \
+                     bind its queue: {reason}"
+                )));
+            }
+        }
+        self.env
+            .net_fault(&NetFault::Queue(DELAY_QUEUE), NS, &name)
+            .await?;
+        self.now();
+        tokio::time::sleep(hold).await;
+        heal(self.env, NS, &name).await?;
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
     /// Freezes node `pod` for `hold`, then resumes it; says when it was deleted meanwhile.
     async fn hold_frozen(&self, pod: &Pod, hold: Duration) -> Result<&'static str, SoakError> {
-        self.env.fault(Fault::Stop, NS, &pod_name(pod))?;
+        self.env.fault(Fault::Stop, NS, &pod_name(pod)).await?;
         self.now();
         tokio::time::sleep(hold).await;
         resume(self.env, &pod_name(pod)).await
@@ -313,7 +396,7 @@ impl Fleet<'_> {
         match fault.kind {
             FaultKind::KillNode => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
                 self.now();
                 Ok(described(pod, sole, String::new()))
             }
@@ -337,18 +420,48 @@ impl Fleet<'_> {
             }
             FaultKind::KillOperatorLeader => {
                 let leader = self.leader().await?;
-                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
                 self.now();
                 Ok(Injected {
                     target: format!("{OPERATOR_NS}/{leader}"),
                     ..Injected::default()
                 })
             }
-            FaultKind::RestartEtcd => {
-                self.env.fault(Fault::Kill, NS, ETCD_POD)?;
+            FaultKind::KillEtcdMember => {
+                let member = etcd_member(fault.target);
+                self.env.fault(Fault::Kill, NS, &member).await?;
                 self.now();
                 Ok(Injected {
-                    target: format!("{NS}/{ETCD_POD} killed, restarted by the kubelet"),
+                    target: format!("{NS}/{member}, restarted by the kubelet"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::KillEtcdLeader => {
+                let leader = etcd_leader(self.env).await?;
+                self.env.fault(Fault::Kill, NS, &leader).await?;
+                self.now();
+                Ok(Injected {
+                    target: format!("{NS}/{leader} (the leader), restarted by the kubelet"),
+                    ..Injected::default()
+                })
+            }
+            FaultKind::CutEtcdMember => {
+                let member = etcd_member(fault.target);
+                let leader = etcd_leader(self.env).await.ok();
+                let ports = vec![ETCD_PORT, ETCD_PEER_PORT];
+                self.env
+                    .net_fault(&NetFault::CutPorts(ports), NS, &member)
+                    .await?;
+                self.now();
+                tokio::time::sleep(hold).await;
+                heal(self.env, NS, &member).await?;
+                let role = if leader.as_deref() == Some(member.as_str()) {
+                    " (the leader)"
+                } else {
+                    ""
+                };
+                Ok(Injected {
+                    target: format!("{NS}/{member}{role} for {hold:?}"),
                     ..Injected::default()
                 })
             }
@@ -392,11 +505,22 @@ impl Fleet<'_> {
                 self.hold_net(pod, &NetFault::Loss(percent), hold).await?;
                 Ok(described(pod, sole, format!(" {percent}% for {hold:?}")))
             }
+            FaultKind::PacketDelay => {
+                let (pod, sole) = node()?;
+                let delay = u64::from(fault.value);
+                self.hold_delayed(pod, delay, hold).await?;
+                Ok(described(
+                    pod,
+                    sole,
+                    format!(" {delay}–{} ms for {hold:?}", delay * 2),
+                ))
+            }
             FaultKind::CutOperatorFromFleet => {
                 let leader = self.leader().await?;
                 let ports = vec![ETCD_PORT, NODE_PORT, ADMIN_PORT as u16];
                 self.env
-                    .net_fault(&NetFault::CutPorts(ports), OPERATOR_NS, &leader)?;
+                    .net_fault(&NetFault::CutPorts(ports), OPERATOR_NS, &leader)
+                    .await?;
                 self.now();
                 tokio::time::sleep(hold).await;
                 heal(self.env, OPERATOR_NS, &leader).await?;
@@ -415,7 +539,7 @@ impl Fleet<'_> {
             }
             FaultKind::WeightEditDuringFailover => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
                 self.now();
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let weights = edit_weights(self.env, self.name, fault.value)?;
@@ -426,7 +550,7 @@ impl Fleet<'_> {
                 self.now();
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let leader = self.leader().await?;
-                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
                 Ok(Injected {
                     target: format!("{weights}, then {OPERATOR_NS}/{leader} killed"),
                     ..Injected::default()
@@ -434,11 +558,11 @@ impl Fleet<'_> {
             }
             FaultKind::KillOperatorDuringFailover => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod))?;
+                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
                 self.now();
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let leader = self.leader().await?;
-                self.env.fault(Fault::Kill, OPERATOR_NS, &leader)?;
+                self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
                 Ok(described(
                     pod,
                     sole,
@@ -468,6 +592,59 @@ impl Fleet<'_> {
     }
 }
 
+/// The fleet etcd member `target` picks.
+fn etcd_member(target: usize) -> String {
+    format!("etcd-{}", target % ETCD_MEMBERS)
+}
+
+/// The fleet etcd member that is the leader now, asked of each member in turn.
+async fn etcd_leader(env: &SoakEnv) -> Result<String, SoakError> {
+    let api: kube::Api<Pod> = kube::Api::namespaced(env.cluster.client.clone(), NS);
+    let mut why = Vec::new();
+    for i in 0..ETCD_MEMBERS {
+        let member = etcd_member(i);
+        let ip = match api.get_opt(&member).await {
+            Ok(Some(pod)) => pod_ip(&pod),
+            _ => None,
+        };
+        let Some(ip) = ip else {
+            why.push(format!("{member} has no IP"));
+            continue;
+        };
+        let url = format!("http://{ip}:{ETCD_PORT}");
+        let status = async {
+            let mut client = etcd_client::Client::connect([url.as_str()], None).await?;
+            client.status().await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), status).await {
+            Ok(Ok(s)) if s.header().is_some_and(|h| h.member_id() == s.leader()) => {
+                return Ok(member);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => why.push(format!("{member}: {e}")),
+            Err(_) => why.push(format!("{member}: no status within 2 s")),
+        }
+    }
+    Err(SoakError::Setup(format!(
+        "no fleet etcd member says it is the leader ({})",
+        why.join("; ")
+    )))
+}
+
+/// The `net-delay` program, next to the soak's own binary (`e2e/soak` builds both).
+fn net_delay_bin() -> Result<PathBuf, SoakError> {
+    let exe = std::env::current_exe().map_err(SoakError::io("locating the soak binary"))?;
+    let bin = exe.with_file_name("net-delay");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(SoakError::Setup(format!(
+            "{} not found: the packet delay needs it (e2e/soak builds it)",
+            bin.display()
+        )))
+    }
+}
+
 /// Whether pod `namespace/name` is gone or going (deleted while a fault held it).
 async fn deleted(env: &SoakEnv, namespace: &str, name: &str) -> bool {
     let api: kube::Api<Pod> = kube::Api::namespaced(env.cluster.client.clone(), namespace);
@@ -481,7 +658,7 @@ async fn deleted(env: &SoakEnv, namespace: &str, name: &str) -> bool {
 /// Resumes the frozen node pod `name`. A pod deleted meanwhile (the operator replaced the
 /// failed only node of its pool) is not an error: returns a note saying so.
 async fn resume(env: &SoakEnv, name: &str) -> Result<&'static str, SoakError> {
-    match env.fault(Fault::Cont, NS, name) {
+    match env.fault(Fault::Cont, NS, name).await {
         Ok(()) => Ok(""),
         Err(_) if deleted(env, NS, name).await => Ok(", deleted while frozen"),
         Err(e) => Err(e),
@@ -490,7 +667,7 @@ async fn resume(env: &SoakEnv, name: &str) -> Result<&'static str, SoakError> {
 
 /// Removes every network fault of pod `namespace/name`; a pod deleted meanwhile has none.
 async fn heal(env: &SoakEnv, namespace: &str, name: &str) -> Result<(), SoakError> {
-    match env.fault(Fault::Heal, namespace, name) {
+    match env.fault(Fault::Heal, namespace, name).await {
         Ok(()) => Ok(()),
         Err(_) if deleted(env, namespace, name).await => Ok(()),
         Err(e) => Err(e),
@@ -580,6 +757,8 @@ mod tests {
                     | FaultKind::CutNodeFromNodes
                     | FaultKind::CutOperatorFromFleet
                     | FaultKind::PacketLoss
+                    | FaultKind::PacketDelay
+                    | FaultKind::CutEtcdMember
                     | FaultKind::Overlapping
             ) {
                 assert!(p.hold > LEASE_TTL, "{p:?}");
