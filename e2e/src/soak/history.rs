@@ -548,7 +548,30 @@ pub fn check_fencing(assignments: &[AssignmentWrite], writes: &[RoomWrite]) -> V
     out
 }
 
-/// Every session either ends normally or resumes after each reconnect.
+/// Whether a client whose records so far are `before` (its indices) had no room to lose at a
+/// reconnect: since its previous reconnect it saw no room event and at most one `Joined` per
+/// room. The client library re-sends a join that was refused (1010) over a fresh connection
+/// and reports that join's `Joined` before the reconnect's `Welcome`, so one `Joined` may
+/// belong to the new session; a session that held a room shows that room's `Joined` twice
+/// (its own and the rejoin's) or its events.
+fn held_no_room(records: &[Record], before: &[usize]) -> bool {
+    let since = before
+        .iter()
+        .rposition(|&i| matches!(records[i].op, Op::Reconnected { .. }))
+        .map_or(0, |p| p + 1);
+    let mut joined = BTreeSet::new();
+    for &i in &before[since..] {
+        match &records[i].op {
+            Op::Event(_) => return false,
+            Op::Joined { room, .. } if !joined.insert(room.as_str()) => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Every session either ends normally or resumes after each reconnect, unless it had no room
+/// to lose ([`held_no_room`]).
 pub fn check_sessions(records: &[Record]) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut clients: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -556,8 +579,10 @@ pub fn check_sessions(records: &[Record]) -> Vec<Violation> {
         clients.entry(rec.client.as_str()).or_default().push(i);
     }
     for (client, idx) in clients {
-        for &i in &idx {
-            if let Op::Reconnected { resumed: false, .. } = records[i].op {
+        for (k, &i) in idx.iter().enumerate() {
+            if let Op::Reconnected { resumed: false, .. } = records[i].op
+                && !held_no_room(records, &idx[..k])
+            {
                 out.push(Violation {
                     kind: Kind::LostSession,
                     summary: format!("{client} reconnected to a fresh session (not resumed)"),
@@ -975,6 +1000,44 @@ mod tests {
             }],
         );
         assert_eq!(v.len(), 1);
+    }
+
+    #[test]
+    fn a_fresh_session_for_a_refused_join_loses_nothing() {
+        let welcome = |at| {
+            rec(
+                at,
+                "g1",
+                Op::Reconnected {
+                    resumed: false,
+                    node: "n1".into(),
+                },
+            )
+        };
+        // The join was refused (1010) and sent again on a fresh connection: its Joined comes
+        // before the reconnect's Welcome.
+        let records = vec![joined(10, "g1", "r", 2), welcome(11), closed(30, "g1")];
+        assert!(
+            check_sessions(&records).is_empty(),
+            "{:#?}",
+            check_sessions(&records)
+        );
+        // A session that held the room: its own Joined, the rejoin's Joined, then the Welcome.
+        let records = vec![
+            joined(10, "g1", "r", 2),
+            joined(20, "g1", "r", 5),
+            welcome(21),
+            closed(30, "g1"),
+        ];
+        assert_eq!(check_sessions(&records).len(), 1);
+        // A session that saw the room's events held it.
+        let records = vec![
+            joined(10, "g1", "r", 2),
+            rec(12, "g1", Op::Event(ev("r", 3, "member_joined", "h1"))),
+            welcome(13),
+            closed(30, "g1"),
+        ];
+        assert_eq!(check_sessions(&records).len(), 1);
     }
 
     #[test]
