@@ -282,10 +282,27 @@ struct Fleet<'a> {
     effective: &'a watch::Sender<Option<Instant>>,
 }
 
+impl Injected {
+    /// A fault that hit no node pool.
+    fn of(target: String) -> Self {
+        Self {
+            target,
+            sole_of_pool: false,
+        }
+    }
+}
+
 impl Fleet<'_> {
     /// Marks the disruption effective now.
     fn now(&self) {
         let _ = self.effective.send(Some(Instant::now()));
+    }
+
+    /// Kills pod `namespace/pod`'s container and marks the disruption effective.
+    async fn kill(&self, namespace: &str, pod: &str) -> Result<(), SoakError> {
+        self.env.fault(Fault::Kill, namespace, pod).await?;
+        self.now();
+        Ok(())
     }
 
     /// The Ready node pod `target` picks, and whether it is its pool's only one.
@@ -396,8 +413,7 @@ impl Fleet<'_> {
         match fault.kind {
             FaultKind::KillNode => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
-                self.now();
+                self.kill(NS, &pod_name(pod)).await?;
                 Ok(described(pod, sole, String::new()))
             }
             FaultKind::FreezeNode => {
@@ -420,30 +436,22 @@ impl Fleet<'_> {
             }
             FaultKind::KillOperatorLeader => {
                 let leader = self.leader().await?;
-                self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
-                self.now();
-                Ok(Injected {
-                    target: format!("{OPERATOR_NS}/{leader}"),
-                    ..Injected::default()
-                })
+                self.kill(OPERATOR_NS, &leader).await?;
+                Ok(Injected::of(format!("{OPERATOR_NS}/{leader}")))
             }
             FaultKind::KillEtcdMember => {
                 let member = etcd_member(fault.target);
-                self.env.fault(Fault::Kill, NS, &member).await?;
-                self.now();
-                Ok(Injected {
-                    target: format!("{NS}/{member}, restarted by the kubelet"),
-                    ..Injected::default()
-                })
+                self.kill(NS, &member).await?;
+                Ok(Injected::of(format!(
+                    "{NS}/{member}, restarted by the kubelet"
+                )))
             }
             FaultKind::KillEtcdLeader => {
                 let leader = etcd_leader(self.env).await?;
-                self.env.fault(Fault::Kill, NS, &leader).await?;
-                self.now();
-                Ok(Injected {
-                    target: format!("{NS}/{leader} (the leader), restarted by the kubelet"),
-                    ..Injected::default()
-                })
+                self.kill(NS, &leader).await?;
+                Ok(Injected::of(format!(
+                    "{NS}/{leader} (the leader), restarted by the kubelet"
+                )))
             }
             FaultKind::CutEtcdMember => {
                 let member = etcd_member(fault.target);
@@ -460,10 +468,7 @@ impl Fleet<'_> {
                 } else {
                     ""
                 };
-                Ok(Injected {
-                    target: format!("{NS}/{member}{role} for {hold:?}"),
-                    ..Injected::default()
-                })
+                Ok(Injected::of(format!("{NS}/{member}{role} for {hold:?}")))
             }
             FaultKind::PartitionNodeFromEtcd => {
                 let (pod, sole) = node()?;
@@ -524,23 +529,16 @@ impl Fleet<'_> {
                 self.now();
                 tokio::time::sleep(hold).await;
                 heal(self.env, OPERATOR_NS, &leader).await?;
-                Ok(Injected {
-                    target: format!("{OPERATOR_NS}/{leader} for {hold:?}"),
-                    ..Injected::default()
-                })
+                Ok(Injected::of(format!("{OPERATOR_NS}/{leader} for {hold:?}")))
             }
             FaultKind::WeightEdit => {
                 let target = edit_weights(self.env, self.name, fault.value)?;
                 self.now();
-                Ok(Injected {
-                    target,
-                    ..Injected::default()
-                })
+                Ok(Injected::of(target))
             }
             FaultKind::WeightEditDuringFailover => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
-                self.now();
+                self.kill(NS, &pod_name(pod)).await?;
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let weights = edit_weights(self.env, self.name, fault.value)?;
                 Ok(described(pod, sole, format!(" killed, then {weights}")))
@@ -551,15 +549,13 @@ impl Fleet<'_> {
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let leader = self.leader().await?;
                 self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
-                Ok(Injected {
-                    target: format!("{weights}, then {OPERATOR_NS}/{leader} killed"),
-                    ..Injected::default()
-                })
+                Ok(Injected::of(format!(
+                    "{weights}, then {OPERATOR_NS}/{leader} killed"
+                )))
             }
             FaultKind::KillOperatorDuringFailover => {
                 let (pod, sole) = node()?;
-                self.env.fault(Fault::Kill, NS, &pod_name(pod)).await?;
-                self.now();
+                self.kill(NS, &pod_name(pod)).await?;
                 tokio::time::sleep(SECOND_HALF_AFTER).await;
                 let leader = self.leader().await?;
                 self.env.fault(Fault::Kill, OPERATOR_NS, &leader).await?;
@@ -580,10 +576,10 @@ impl Fleet<'_> {
                     &patch.to_string(),
                 ])?;
                 self.now();
-                Ok(Injected {
-                    target: format!("sigc/{} inviteTimeoutSeconds={}", self.name, fault.value),
-                    ..Injected::default()
-                })
+                Ok(Injected::of(format!(
+                    "sigc/{} inviteTimeoutSeconds={}",
+                    self.name, fault.value
+                )))
             }
             FaultKind::Overlapping => {
                 Err(SoakError::Setup("overlapping faults do not nest".into()))
