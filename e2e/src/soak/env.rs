@@ -137,20 +137,26 @@ impl SoakEnv {
     /// Injects `fault` into pod `namespace/pod`'s container (kill -9, SIGSTOP, SIGCONT, a cut
     /// of its network namespace or the heal of every network fault in it).
     pub async fn fault(&self, fault: Fault, namespace: &str, pod: &str) -> Result<(), SoakError> {
-        self.on_running(|| self.cluster.fault(fault, namespace, pod))
+        self.on_running(namespace, pod, || self.cluster.fault(fault, namespace, pod))
             .await
     }
 
-    /// Runs `act` on a pod's container, again while the container is between a kill and its
-    /// restart: the Pod's status names the old container for a moment after the kubelet
-    /// restarted it, and a fault aimed at the pod means the pod, whichever container runs.
+    /// Runs `act` on pod `namespace/pod`'s container, again while the container is between a
+    /// kill and its restart: the Pod's status names the old container for a moment after the
+    /// kubelet restarted it, and a fault aimed at the pod means the pod, whichever container
+    /// runs. A pod deleted meanwhile is [`SoakError::PodGone`].
     async fn on_running<T>(
         &self,
+        namespace: &str,
+        pod: &str,
         act: impl Fn() -> Result<T, crate::cluster::ClusterError>,
     ) -> Result<T, SoakError> {
         let started = Instant::now();
         loop {
             match tokio::task::block_in_place(&act) {
+                Err(e) if restarting(&e) && self.pod_gone(namespace, pod).await => {
+                    return Err(SoakError::PodGone(format!("{namespace}/{pod}")));
+                }
                 Err(e) if restarting(&e) && started.elapsed() < CONTAINER_RESTART => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -159,9 +165,19 @@ impl SoakEnv {
         }
     }
 
+    /// Whether pod `namespace/name` was deleted (or is being deleted) rather than restarting.
+    async fn pod_gone(&self, namespace: &str, name: &str) -> bool {
+        let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(None) => true,
+            Ok(Some(pod)) => pod.metadata.deletion_timestamp.is_some(),
+            Err(_) => false,
+        }
+    }
+
     /// The network namespace of pod `namespace/pod`, as a path for `nsenter --net=`.
     pub async fn pod_netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, SoakError> {
-        self.on_running(|| self.cluster.pod_netns(namespace, pod))
+        self.on_running(namespace, pod, || self.cluster.pod_netns(namespace, pod))
             .await
     }
 
@@ -172,8 +188,10 @@ impl SoakEnv {
         namespace: &str,
         pod: &str,
     ) -> Result<(), SoakError> {
-        self.on_running(|| self.cluster.net_fault(fault, namespace, pod))
-            .await
+        self.on_running(namespace, pod, || {
+            self.cluster.net_fault(fault, namespace, pod)
+        })
+        .await
     }
 
     /// The manifests of run cluster `name`: examples/basic renamed, a 50/50 rollout (so weight

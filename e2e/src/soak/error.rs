@@ -31,6 +31,10 @@ pub enum SoakError {
         /// How long.
         timeout: Duration,
     },
+    /// The pod a fault was aimed at was deleted before the fault reached it (a scale-down or
+    /// a replacement between choosing the target and injecting).
+    #[error("pod {0} was deleted before the fault reached it")]
+    PodGone(String),
     /// A setup step failed for another reason.
     #[error("{0}")]
     Setup(String),

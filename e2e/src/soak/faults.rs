@@ -242,6 +242,29 @@ pub async fn inject(
     fault: &Planned,
     effective: &watch::Sender<Option<Instant>>,
 ) -> Result<Injected, SoakError> {
+    let mut attempt = 1;
+    loop {
+        match inject_once(env, name, fault, effective).await {
+            // The target vanished before anything was done to it: choose again among the
+            // pods there are now.
+            Err(SoakError::PodGone(pod)) if effective.borrow().is_none() && attempt < 3 => {
+                eprintln!(
+                    "  {pod} was deleted before {} reached it; choosing again",
+                    fault.kind.name()
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn inject_once(
+    env: &SoakEnv,
+    name: &str,
+    fault: &Planned,
+    effective: &watch::Sender<Option<Instant>>,
+) -> Result<Injected, SoakError> {
     let all = env.node_pods(name).await;
     let ready: Vec<Pod> = all.iter().filter(|p| pod_ready(p)).cloned().collect();
     let fleet = Fleet {
