@@ -2,6 +2,7 @@
 //! drops, and everything reconnects and recovers on its own.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use etcd_client::Client;
 use futures::future::BoxFuture;
@@ -198,8 +199,19 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
     })
     .await;
 
-    // A partition: etcd keeps its sockets open but never answers.
+    // A partition: etcd keeps its sockets open but never answers. SIGSTOP stops each of a
+    // busy process's threads only when it is next scheduled, so wait until etcd is silent
+    // (on a loaded machine its first batch once still committed).
     etcd.pause();
+    eventually("etcd silent", || async {
+        let mut admin = admin.clone();
+        let probe = admin.get("probe", None);
+        tokio::time::timeout(Duration::from_millis(300), probe)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
     let commits = (0..300).map(|i| store.commit(0, &format!("room-{i}"), b"x".to_vec()));
     let results = futures::future::join_all(commits).await;
     etcd.resume();

@@ -17,7 +17,7 @@ use signaling_node::store::{MemoryStore, RoomStore, StoreError};
 use switchboard_contract::shard::ShardId;
 use switchboard_protocol::auth::JwtSecret;
 use switchboard_protocol::{
-    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, decode,
+    ErrorCode, Event, EventKind, Invite, InviteResult, Message, ProtocolVersion, Sdp, decode,
 };
 
 const OK: u8 = 0;
@@ -428,6 +428,68 @@ async fn fenced_room_migrates_members_and_stops_without_deleting() {
             .len(),
         1
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_owner_relays_nothing_and_migrates_its_members() {
+    // An offer commits nothing, so only the ownership view can stop a deposed owner from
+    // relaying it (the soak's deposed-relay check, seed 20262007).
+    let store = FlakyStore::default();
+    let remote = Arc::new(AtomicU8::new(0));
+    let ownership: SharedOwnership = Arc::new(Flippable {
+        remote: remote.clone(),
+    });
+    let registry = registry_with(Arc::new(store.clone()), ownership);
+    let mut alice = TestPeer::new("alice");
+    let mut bob = TestPeer::new("bob");
+    alice.join(&registry, "r").await;
+    bob.join(&registry, "r").await;
+    invite(&registry, &alice, "bob", "c1").await;
+    let h = registry.room("r").unwrap();
+    h.frame(
+        "bob",
+        "s-bob",
+        &bob.peer,
+        RoomFrame::InviteResult(InviteResult {
+            call_id: "c1".into(),
+            accepted: true,
+            ..Default::default()
+        }),
+    )
+    .await;
+    settle(&registry).await;
+    alice.drain();
+    bob.drain();
+    // The node presumed its lease lost: every shard is Unavailable here.
+    remote.store(2, Ordering::SeqCst);
+    h.frame(
+        "alice",
+        "s-alice",
+        &alice.peer,
+        RoomFrame::Offer(Sdp {
+            request_id: 7,
+            call_id: "c1".into(),
+            to: "bob".into(),
+            sdp: "v=0".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    idle().await;
+    let got = alice.drain();
+    assert!(
+        matches!(&got[..], [Message::Error(e), Message::Migrate(m)]
+            if e.code == ErrorCode::NotOwner.code() && e.request_id == 7
+                && m.url == "ws://other-node/ws"),
+        "{got:?}"
+    );
+    let got = bob.drain();
+    assert!(
+        matches!(&got[..], [Message::Migrate(m)] if m.room == "r"),
+        "the offer is not relayed: {got:?}"
+    );
+    idle().await;
+    assert!(registry.room("r").is_none());
 }
 
 #[tokio::test(start_paused = true)]

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::SettingsWatch;
+use crate::routing::Ownership;
 use crate::store::StoreError;
 use switchboard_protocol::{ErrorCode, Message, Migrate, ProtocolVersion};
 
@@ -257,6 +258,20 @@ impl Actor {
                 frame,
             } if !frame.may_mutate() => {
                 let request_id = frame.request_id();
+                if !self.owns_shard() {
+                    // Fenced (the lease presumed lost, or the shard moved): a relay commits
+                    // nothing, so without this check a deposed owner would keep relaying SDP
+                    // and ICE until its next commit failed.
+                    peer.send_error(
+                        ErrorCode::NotOwner,
+                        "this node no longer owns the room",
+                        request_id,
+                    );
+                    let url = self.shared.ownership.migrate_url(self.state.shard());
+                    self.migrate_all(&url);
+                    self.stop = Some(Stop::Fenced);
+                    return Ok(());
+                }
                 let now = self.now();
                 let out = self.frame_outcome(&user, &session, frame, now);
                 debug_assert!(!out.commit, "a frame that may not mutate committed");
@@ -265,6 +280,15 @@ impl Actor {
             }
             _ => Err(cmd),
         }
+    }
+
+    /// Whether the ownership view still gives this room's shard to this node under the epoch
+    /// the room was created or restored at (a local read, no etcd round trip).
+    fn owns_shard(&self) -> bool {
+        matches!(
+            self.shared.ownership.owner_of(self.state.shard()),
+            Ownership::Local { epoch } if epoch == self.state.epoch()
+        )
     }
 
     /// What a call frame does to the room's state.
