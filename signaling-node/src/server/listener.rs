@@ -31,14 +31,15 @@ enum Admission {
 }
 
 /// Accepts connections forever (until the future is dropped). `done` is cloned into every
-/// connection task: when all clones are gone, every connection has finished.
+/// connection task: when all clones are gone, every connection has finished. `limiter` is
+/// shared with the WebTransport listener: `max_connections` counts both transports.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    limiter: Arc<ConnLimiter>,
     node: Arc<NodeShared>,
     done: mpsc::Sender<()>,
 ) {
-    let limiter = ConnLimiter::new();
     let rejects = ConnLimiter::new();
     let max = || node.settings.borrow().tunables.max_connections;
     let mut backoff = Duration::from_millis(10);
@@ -85,7 +86,8 @@ pub(super) async fn accept_loop(
     }
 }
 
-struct GaugeGuard(prometheus::IntGauge);
+/// Decrements its gauge when dropped.
+pub(super) struct GaugeGuard(pub(super) prometheus::IntGauge);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
