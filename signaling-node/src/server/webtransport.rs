@@ -24,8 +24,8 @@ use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, Var
 use super::connection;
 use super::handshake;
 use super::io::Io;
-use super::limits::{ConnLimiter, Slot};
-use super::listener::GaugeGuard;
+use super::limits::ConnLimiter;
+use super::listener::{Admission, GaugeGuard};
 use super::tls::TlsReloader;
 use super::{NodeShared, ServerError};
 use crate::config::Settings;
@@ -102,18 +102,23 @@ pub(super) async fn accept_loop(
     node: Arc<NodeShared>,
     done: mpsc::Sender<()>,
 ) {
+    // As on WebSocket: a slot is taken before accepting, so sessions in their handshake are
+    // bounded by the limit plus the reject slots.
+    let rejects = ConnLimiter::new();
+    let max = || node.settings.borrow().tunables.max_connections;
     loop {
+        let admission = Admission::take(&limiter, &rejects, max).await;
         let incoming = endpoint.accept().await;
+        let admission = admission.recheck(&limiter, max());
         node.metrics.connections_total.inc();
-        let slot = limiter.try_acquire(node.settings.borrow().tunables.max_connections);
-        tokio::spawn(handle(incoming, slot, node.clone(), done.clone()));
+        tokio::spawn(handle(incoming, admission, node.clone(), done.clone()));
     }
 }
 
 /// What a session holds until it ends: its slot, its place in the drain barrier and its count
 /// in the connections gauge.
 struct Held {
-    _slot: Slot,
+    _slot: Admission,
     _done: mpsc::Sender<()>,
     _gauge: GaugeGuard,
 }
@@ -122,7 +127,7 @@ struct Held {
 /// its own (the setup's state would otherwise stay allocated in the task).
 async fn handle(
     incoming: IncomingSession,
-    slot: Option<Slot>,
+    admission: Admission,
     node: Arc<NodeShared>,
     done: mpsc::Sender<()>,
 ) {
@@ -139,15 +144,15 @@ async fn handle(
             return;
         }
     };
-    let Some(slot) = slot else {
+    if let Admission::Reject(_) = admission {
         // Over the connection limit: HTTP 429, so the client backs off.
         node.metrics.disconnect("overloaded");
-        request.too_many_requests().await;
+        let _ = tokio::time::timeout_at(deadline, request.too_many_requests()).await;
         return;
-    };
+    }
     node.metrics.connections.inc();
     let held = Held {
-        _slot: slot,
+        _slot: admission,
         _done: done,
         _gauge: GaugeGuard(node.metrics.connections.clone()),
     };
@@ -155,10 +160,14 @@ async fn handle(
         Ok(agreed) => agreed,
         Err(refusal) => {
             node.metrics.handshake_failure(refusal.label());
-            match refusal {
-                handshake::Refusal::NotFound => request.not_found().await,
-                handshake::Refusal::NoCommonVersion => request.forbidden().await,
-            }
+            // The answer waits for the client's acknowledgement: bounded like the rest.
+            let answer = async {
+                match refusal {
+                    handshake::Refusal::NotFound => request.not_found().await,
+                    handshake::Refusal::NoCommonVersion => request.forbidden().await,
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, answer).await;
             return;
         }
     };
