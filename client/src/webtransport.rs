@@ -30,8 +30,8 @@ pub enum Closed {
     /// The node closed the session with this code (the WebSocket close code it would have
     /// sent) and reason.
     ByNode {
-        /// The close code.
-        code: u32,
+        /// The close code (a QUIC application error code, up to 2^62 - 1).
+        code: u64,
         /// The close reason.
         reason: String,
     },
@@ -44,19 +44,31 @@ pub struct WtConnection {
     send: SendStream,
     recv: RecvStream,
     session: Connection,
-    /// Keeps the QUIC endpoint (its socket and driver) alive as long as the session.
-    _endpoint: Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    /// Keeps the QUIC endpoint (its socket and driver) alive as long as the session; taken on
+    /// drop to send the close.
+    endpoint: Option<Endpoint<wtransport::endpoint::endpoint_side::Client>>,
     version: Option<ProtocolVersion>,
     /// Bytes read but not yet a whole frame.
     buf: BytesMut,
     encoder: Encoder,
 }
 
+/// How long a dropped connection's endpoint may take to get its close to the node.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// A dropped connection closes its session at once, so the node does not wait for the QUIC
-/// idle timeout to see it gone.
+/// idle timeout to see it gone. The endpoint lingers briefly in a task: dropped with the
+/// session, its socket could go before the close packet is sent.
 impl Drop for WtConnection {
     fn drop(&mut self) {
         self.close(0, "");
+        if let (Some(endpoint), Ok(runtime)) =
+            (self.endpoint.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+            });
+        }
     }
 }
 
@@ -149,7 +161,7 @@ impl WtConnection {
             send,
             recv,
             session,
-            _endpoint: endpoint,
+            endpoint: Some(endpoint),
             version: None,
             buf: BytesMut::new(),
             encoder: Encoder::new(),
@@ -190,12 +202,14 @@ impl WtConnection {
         loop {
             if let Some(prefix) = self.buf.get(..4) {
                 let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-                let total = 4 + len as usize;
-                if total > MAX_FRAME {
+                let total = 4 + u64::from(len);
+                if total > MAX_FRAME as u64 {
                     return Err(ClientError::Protocol(format!(
                         "frame of {total} bytes above the {MAX_FRAME}-byte limit"
                     )));
                 }
+                // At most MAX_FRAME here.
+                let total = total as usize;
                 if self.buf.len() >= total {
                     let frame = self.buf.split_to(total);
                     let msg = decode(&frame)?;
@@ -225,7 +239,7 @@ impl WtConnection {
     pub async fn closed(&self) -> Closed {
         match self.session.closed().await {
             ConnectionError::ApplicationClosed(close) => Closed::ByNode {
-                code: close.code().into_inner() as u32,
+                code: close.code().into_inner(),
                 reason: String::from_utf8_lossy(close.reason()).into_owned(),
             },
             other => Closed::Other(other.to_string()),
