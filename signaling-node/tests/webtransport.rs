@@ -13,6 +13,7 @@ use signaling_node::metrics::Metrics;
 use signaling_node::routing::{SharedOwnership, Standalone};
 use signaling_node::server::{Listeners, Node};
 use signaling_node::store::{MemoryStore, RoomStore};
+use switchboard_client::ClientError;
 use switchboard_client::transport::{self, WsStream};
 use switchboard_client::webtransport::{Closed, WtConnection, tls_config};
 use switchboard_protocol::auth::{self, Claims, JwtSecret, RoomGrant};
@@ -114,15 +115,29 @@ impl WtNode {
     }
 
     async fn webtransport_raw(&self) -> WtConnection {
+        self.try_webtransport("/ws", &VERSIONS).await.unwrap()
+    }
+
+    async fn try_webtransport(
+        &self,
+        path: &str,
+        versions: &[ProtocolVersion],
+    ) -> Result<WtConnection, ClientError> {
         WtConnection::connect(
-            &format!("https://localhost:{}/ws", self.wt.port()),
-            &VERSIONS,
+            &format!("https://localhost:{}{path}", self.wt.port()),
+            versions,
             tls_config(&self.pki.ca).unwrap(),
             RECV_TIMEOUT,
             None,
         )
         .await
-        .unwrap()
+    }
+
+    /// Starts the drain (the serve future's shutdown resolves).
+    fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     fn metric(&self, prefix: &str) -> f64 {
@@ -150,7 +165,7 @@ impl Drop for WtNode {
 enum Got {
     Msg(Message),
     /// The connection ended, with the node's close code if it gave one.
-    Closed(Option<u32>),
+    Closed(Option<u64>),
 }
 
 /// One client connection over either transport, speaking the same frames.
@@ -198,7 +213,7 @@ impl Conn {
                         return Got::Msg(decode(&b).expect("a valid frame"));
                     }
                     Some(Ok(WsMessage::Close(frame))) => {
-                        return Got::Closed(frame.map(|f| u32::from(u16::from(f.code))));
+                        return Got::Closed(frame.map(|f| u64::from(u16::from(f.code))));
                     }
                     Some(Ok(_)) => continue,
                 }
@@ -235,7 +250,7 @@ impl Conn {
     }
 
     /// The close code, after no other message.
-    async fn expect_close(&mut self) -> Option<u32> {
+    async fn expect_close(&mut self) -> Option<u64> {
         match self.next().await {
             Got::Closed(code) => code,
             Got::Msg(m) => panic!("expected the close, got {m:?}"),
@@ -484,9 +499,72 @@ async fn datagrams_are_dropped_and_the_session_is_unaffected() {
     wt.join("studio", 1).await;
     wt.ping(3).await;
     assert_eq!(node.metric("switchboard_connections "), 1.0);
-    drop(wt);
+    // The client ends its stream: gone, as a WebSocket client closing (close 1000 back).
+    let Conn::Wt(stream) = &mut wt else {
+        unreachable!()
+    };
+    stream.finish().await.unwrap();
+    assert_eq!(wt.expect_close().await, Some(1000));
     switchboard_testkit::eventually("the session's slot is given back", || async {
         node.metric("switchboard_connections ") == 0.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn session_requests_are_refused_like_upgrades() {
+    let node = WtNode::start(|_| {}).await;
+    let refused = |r: Result<WtConnection, ClientError>| match r {
+        Err(ClientError::WebTransport(e)) => assert!(e.contains("rejected"), "{e}"),
+        Err(other) => panic!("expected a refused session, got {other}"),
+        Ok(_) => panic!("expected a refused session, got one"),
+    };
+    refused(node.try_webtransport("/nope", &VERSIONS).await);
+    assert_eq!(
+        node.metric("switchboard_handshake_failures_total{reason=\"path\"}"),
+        1.0
+    );
+    refused(node.try_webtransport("/ws", &[]).await);
+    assert_eq!(
+        node.metric("switchboard_handshake_failures_total{reason=\"version\"}"),
+        1.0
+    );
+    // Two connections allowed, one of them held by the WebSocket listener waiting in accept
+    // (each listener takes its slot before accepting): a second session is told 429 while
+    // the first is served.
+    let node = WtNode::start(|t| t.max_connections = 2).await;
+    let mut first = node.webtransport().await;
+    first.hello(&token("alice", &["studio"]), None).await;
+    refused(node.try_webtransport("/ws", &VERSIONS).await);
+    assert_eq!(
+        node.metric("switchboard_disconnects_total{reason=\"overloaded\"}"),
+        1.0
+    );
+    first.ping(1).await;
+    drop(first);
+    switchboard_testkit::eventually("the slot is free again", || async {
+        node.try_webtransport("/ws", &VERSIONS).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drain_migrates_webtransport_members_and_closes_1001() {
+    let mut node = WtNode::start(|_| {}).await;
+    let mut alice = node.webtransport().await;
+    let welcome = alice.hello(&token("alice", &["studio"]), None).await;
+    alice.join("studio", 1).await;
+    node.begin_shutdown();
+    let migrate = loop {
+        match alice.recv().await {
+            Message::Migrate(m) => break m,
+            Message::Event(_) => continue,
+            other => panic!("expected Migrate, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (migrate.url.as_str(), migrate.resume_token.as_str()),
+        ("", welcome.session.as_str())
+    );
+    assert_eq!(alice.expect_close().await, Some(1001));
 }
