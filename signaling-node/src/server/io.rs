@@ -102,13 +102,12 @@ impl Io {
 
     /// Ends the connection below the stream with `kill`'s code and reason: a WebTransport
     /// session is closed with them (a WebSocket carried them in its close frame already).
+    #[cfg_attr(not(feature = "webtransport"), expect(unused_variables))]
     pub(super) fn close_session(&self, kill: Kill) {
-        match self {
-            Io::Tcp(_) | Io::Tls(_) => {}
-            #[cfg(feature = "webtransport")]
-            Io::WebTransport(stream) => stream.close(kill),
+        #[cfg(feature = "webtransport")]
+        if let Io::WebTransport(stream) = self {
+            stream.close(kill);
         }
-        let _ = kill;
     }
 
     /// Waits, after the half-close, for the client to end the connection: reads and drops
