@@ -39,6 +39,9 @@ pub enum ClientError {
     /// WebSocket-level failure.
     #[error("WebSocket error: {0}")]
     WebSocket(String),
+    /// WebTransport-level failure (QUIC, HTTP/3, the session or its stream).
+    #[error("WebTransport error: {0}")]
+    WebTransport(String),
     /// The server answered with an `Error` frame.
     #[error("server error {raw_code} ({label}): {message}", label = code.map_or("unknown", |c| c.label()))]
     Server {
@@ -118,6 +121,7 @@ impl ClientError {
         match self {
             ClientError::Connect { .. }
             | ClientError::WebSocket(_)
+            | ClientError::WebTransport(_)
             | ClientError::Timeout { .. }
             | ClientError::ConnectionLost => true,
             ClientError::Http { status, .. } => *status >= 500,
@@ -142,6 +146,7 @@ impl ClientError {
             ClientError::Tls(_) => "tls",
             ClientError::Http { .. } => "http",
             ClientError::WebSocket(_) => "websocket",
+            ClientError::WebTransport(_) => "webtransport",
             ClientError::Server { code, .. } => code.map_or("server_unknown", |c| c.label()),
             ClientError::Frame(_) => "bad_frame",
             ClientError::Encode(_) => "encode",

@@ -32,6 +32,8 @@ pub mod state;
 #[cfg(test)]
 mod stub_tests;
 pub mod transport;
+#[cfg(feature = "webtransport")]
+pub mod webtransport;
 
 use std::ops::Deref;
 use std::path::PathBuf;

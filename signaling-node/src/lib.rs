@@ -1,5 +1,6 @@
-//! Switchboard signaling node, the server: call state machine, rooms, the WebSocket server
-//! and cluster mode (membership, ownership, fenced room snapshots in etcd).
+//! Switchboard signaling node, the server: call state machine, rooms, the WebSocket (and,
+//! with the `webtransport` feature, WebTransport) server and cluster mode (membership,
+//! ownership, fenced room snapshots in etcd).
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -10,4 +11,5 @@ pub mod room;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod stream_frames;
 pub mod ws;

@@ -113,6 +113,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners = Listeners::bind(settings.listen, Some(settings.admin_listen))
         .await
         .with_context(|| format!("binding {} and {}", settings.listen, settings.admin_listen))?;
+    #[cfg(feature = "webtransport")]
+    if let Some(addr) = settings.webtransport_listen {
+        listeners
+            .bind_webtransport(addr)
+            .with_context(|| format!("binding WebTransport on UDP {addr}"))?;
+    }
     if args.demo {
         tracing::warn!(
             admin = %settings.admin_listen,

@@ -161,6 +161,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Admin HTTP listen address.
     pub admin_listen: SocketAddr,
+    /// WebTransport (UDP) listen address, if the node serves WebTransport.
+    pub webtransport_listen: Option<SocketAddr>,
     /// This node's name.
     pub node_name: String,
     /// URL clients are redirected to for this node's rooms.
@@ -404,6 +406,7 @@ impl Settings {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            webtransport_listen: None,
             node_name: "signaling-node".to_owned(),
             advertise_url: "ws://127.0.0.1:7000/ws".to_owned(),
             extra_ws_paths: Vec::new(),
@@ -444,6 +447,22 @@ impl Settings {
             (None, None) => None,
             _ => return Err(invalid("tls_cert", "tls_cert and tls_key go together")),
         };
+        s.webtransport_listen = patch.webtransport_listen;
+        if s.webtransport_listen.is_some() {
+            if !cfg!(feature = "webtransport") {
+                return Err(invalid(
+                    "webtransport_listen",
+                    "this build has no WebTransport (cargo feature `webtransport`)",
+                ));
+            }
+            if s.tls.is_none() {
+                // QUIC is always TLS: WebTransport uses the certificate of wss.
+                return Err(invalid(
+                    "webtransport_listen",
+                    "WebTransport needs tls_cert and tls_key",
+                ));
+            }
+        }
         s.advertise_url = match &patch.advertise_url {
             Some(url) => url.clone(),
             None => {
@@ -558,6 +577,9 @@ impl Settings {
         }
         if self.admin_listen != next.admin_listen {
             ignored.push("admin_listen");
+        }
+        if self.webtransport_listen != next.webtransport_listen {
+            ignored.push("webtransport_listen");
         }
         if self.node_name != next.node_name {
             ignored.push("node_name");

@@ -104,6 +104,10 @@ pub struct SettingsPatch {
     /// Admin HTTP listen address (/metrics, /healthz, /readyz) [default: 0.0.0.0:9100].
     #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// WebTransport (HTTP/3) listen address, UDP; needs --tls-cert and a build with the
+    /// `webtransport` feature [default: off].
+    #[arg(long, env = "SWITCHBOARD_WEBTRANSPORT_LISTEN")]
+    pub webtransport_listen: Option<SocketAddr>,
     /// This node's name (the pod name in Kubernetes) [default: the host name].
     #[arg(long, env = "POD_NAME")]
     pub node_name: Option<String>,
@@ -273,6 +277,7 @@ impl SettingsPatch {
         take!(
             listen,
             admin_listen,
+            webtransport_listen,
             node_name,
             advertise_url,
             ws_paths,

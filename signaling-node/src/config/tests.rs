@@ -274,3 +274,43 @@ fn a_secret_file_beside_a_keys_dir_may_be_absent_and_alone_may_not() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn webtransport_listen_needs_tls_and_the_feature() {
+    let wt = SettingsPatch {
+        webtransport_listen: Some("127.0.0.1:7443".parse().unwrap()),
+        ..args()
+    };
+    assert!(matches!(
+        Settings::resolve(&wt),
+        Err(ConfigError::Invalid {
+            field: "webtransport_listen",
+            ..
+        })
+    ));
+    let with_tls = SettingsPatch {
+        tls_cert: Some("node.crt".into()),
+        tls_key: Some("node.key".into()),
+        ..wt
+    };
+    let resolved = Settings::resolve(&with_tls);
+    if cfg!(feature = "webtransport") {
+        let s = resolved.unwrap();
+        assert_eq!(
+            s.webtransport_listen,
+            Some("127.0.0.1:7443".parse().unwrap())
+        );
+    } else {
+        assert!(matches!(
+            resolved,
+            Err(ConfigError::Invalid {
+                field: "webtransport_listen",
+                ..
+            })
+        ));
+    }
+    assert_eq!(
+        Settings::resolve(&args()).unwrap().webtransport_listen,
+        None
+    );
+}

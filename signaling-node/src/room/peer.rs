@@ -69,6 +69,9 @@ struct Inner {
     capacity: usize,
     /// Plain TCP: senders write here themselves while the queue is empty.
     socket: Option<Arc<TcpStream>>,
+    /// A byte stream of protocol frames (WebTransport): frames go out without the WebSocket
+    /// header they are encoded with.
+    stream: bool,
     queue: Mutex<Queue>,
     /// The connection task, woken when frames wait, a close is queued or a kill happens.
     task: AtomicWaker,
@@ -124,7 +127,14 @@ pub fn protocol_frame(ws_frame: &[u8]) -> Option<&[u8]> {
 impl Peer {
     /// A peer whose frames all wait in its queue for the connection task (TLS, tests).
     pub fn new(version: ProtocolVersion, capacity: usize, metrics: Metrics) -> Self {
-        Self::build(version, capacity, metrics, None)
+        Self::build(version, capacity, metrics, None, false)
+    }
+
+    /// A peer on a stream of protocol frames (WebTransport): the same queue, but its
+    /// connection task writes each frame without its WebSocket header. Frames are still
+    /// encoded once as WebSocket frames, so a fan-out shares one encoding across transports.
+    pub fn on_stream(version: ProtocolVersion, capacity: usize, metrics: Metrics) -> Self {
+        Self::build(version, capacity, metrics, None, true)
     }
 
     /// A peer on plain TCP: senders write to `socket` directly while nothing is queued.
@@ -134,7 +144,7 @@ impl Peer {
         metrics: Metrics,
         socket: Arc<TcpStream>,
     ) -> Self {
-        Self::build(version, capacity, metrics, Some(socket))
+        Self::build(version, capacity, metrics, Some(socket), false)
     }
 
     fn build(
@@ -142,6 +152,7 @@ impl Peer {
         capacity: usize,
         metrics: Metrics,
         socket: Option<Arc<TcpStream>>,
+        stream: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -149,6 +160,7 @@ impl Peer {
                 version,
                 capacity: capacity.max(1),
                 socket,
+                stream,
                 queue: Mutex::new(Queue::default()),
                 task: AtomicWaker::new(),
                 kill: OnceLock::new(),
@@ -299,7 +311,8 @@ impl Peer {
     }
 
     /// Writes queued frames with `write` (which writes some bytes or is pending) until the
-    /// queue is empty or a queued close is reached. Call [`Peer::register`] first.
+    /// queue is empty or a queued close is reached; on a stream peer without their WebSocket
+    /// headers. Call [`Peer::register`] first.
     pub fn poll_drain(
         &self,
         cx: &mut Context<'_>,
@@ -314,7 +327,12 @@ impl Peer {
                     None => Drained::Empty,
                 }));
             };
-            let rest = &front[q.written..];
+            let header = if self.inner.stream {
+                protocol_frame(front).map_or(0, |payload| front.len() - payload.len())
+            } else {
+                0
+            };
+            let rest = &front[header + q.written..];
             match write(cx, rest) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -446,6 +464,33 @@ mod tests {
         fresh.send(frame(1));
         assert!(!fresh.finish(), "frames not started are dropped");
         assert_eq!(fresh.queue_capacity(), 0);
+    }
+
+    #[test]
+    fn a_stream_peer_writes_protocol_frames_without_their_websocket_header() {
+        let peer = Peer::on_stream(ProtocolVersion::V2, 8, Metrics::new());
+        let small = Message::Ping(Ping { nonce: 7 });
+        // Above 125 bytes, so its WebSocket header is longer (4 bytes).
+        let large = Message::Error(ErrorFrame {
+            code: 1008,
+            message: "x".repeat(300),
+            request_id: 0,
+        });
+        assert!(peer.send_msg(&small));
+        assert!(peer.send_msg(&large));
+        let mut wire = Vec::new();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Three bytes at a time, so a frame is resumed mid-way past its skipped header.
+        let drained = peer.poll_drain(&mut cx, |_, buf| {
+            let n = buf.len().min(3);
+            wire.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        });
+        assert!(matches!(drained, Poll::Ready(Ok(Drained::Empty))));
+        let mut expected = Encoder::new().encode(&small).unwrap().to_vec();
+        expected.extend_from_slice(Encoder::new().encode(&large).unwrap());
+        assert_eq!(wire, expected);
     }
 
     #[test]

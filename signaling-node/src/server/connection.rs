@@ -1,5 +1,6 @@
-//! One client connection after the WebSocket upgrade, in one task: the protocol gate. The task
-//! reads through the frame decoder (which holds bytes only while a frame is incomplete), turns
+//! One client connection after the WebSocket upgrade (or on a WebTransport session's stream),
+//! in one task: the protocol gate, the same for both transports. The task reads through the
+//! stream's [`Framing`] (which holds bytes only while a frame is incomplete), turns
 //! messages into admitted requests (binary frames only, Hello first, rate limit, bad-frame
 //! budget, idle and Hello timeouts, frames only clients may send, the version's frame set) and
 //! hands them to the connection's [`Session`], which does what they mean. It also writes what
@@ -10,7 +11,8 @@
 //! 1002 too many bad frames, a WebSocket protocol error or a version mismatch in Hello; 1008
 //! authentication failed, no Hello in time, flooding; 1009 a message or frame length above
 //! 64 KiB; 1011 a write failed; 1013 slow consumer or overloaded. Every connection-ending error
-//! is preceded by an Error frame when the connection can still carry one.
+//! is preceded by an Error frame when the connection can still carry one. On WebTransport the
+//! close code and reason close the session instead of going in a close frame.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -28,11 +30,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::room::Peer;
 use crate::room::peer::{Drained, Kill};
-use crate::ws::{self, Decoder, Incoming, WsError};
+use crate::ws::{self, Incoming, WsError};
 
 use super::NodeShared;
-use super::handshake::MAX_MESSAGE;
-use super::io::Io;
+use super::io::{Framing, Io};
 use super::limits::{BadFrames, Rate, TokenBucket};
 use super::session::{Conn, Flow, Request, Session};
 
@@ -63,7 +64,7 @@ enum Event {
 
 struct Gate {
     cx: Conn,
-    decoder: Decoder,
+    decoder: Framing,
     bucket: TokenBucket,
     bad: BadFrames,
     session: Session,
@@ -109,7 +110,7 @@ pub(super) fn serve(
                 peer: peer.clone(),
                 version,
             },
-            decoder: Decoder::new(MAX_MESSAGE),
+            decoder: io.framing(),
             bucket: TokenBucket::new(burst, now),
             bad: BadFrames::default(),
             session: Session::default(),
@@ -195,15 +196,18 @@ async fn close(io: &mut Io, peer: &Peer) {
         send_close(io, kill).await
     })
     .await;
+    io.close_session(kill);
 }
 
-/// Sends the close frame, half-closes, and reads (discarding) until the client closes too.
+/// Sends the close frame (WebSocket), half-closes, and waits until the client closes too (or,
+/// on WebTransport, has everything sent; the caller then closes the session with the code).
 async fn send_close(io: &mut Io, kill: Kill) -> std::io::Result<()> {
-    write_all(io, &ws::close_frame(kill.code, kill.reason)).await?;
+    if io.is_websocket() {
+        write_all(io, &ws::close_frame(kill.code, kill.reason)).await?;
+    }
     poll_fn(|cx| io.poll_flush(cx)).await?;
     poll_fn(|cx| io.poll_shutdown(cx)).await?;
-    while poll_fn(|cx| io.poll_discard(cx)).await? > 0 {}
-    Ok(())
+    io.wait_closed().await
 }
 
 async fn write_all(io: &mut Io, mut bytes: &[u8]) -> std::io::Result<()> {
@@ -221,6 +225,7 @@ async fn write_all(io: &mut Io, mut bytes: &[u8]) -> std::io::Result<()> {
 pub(super) async fn refuse(mut io: Io, code: u16, reason: &'static str) {
     let kill = Kill { code, reason };
     let _ = tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, kill)).await;
+    io.close_session(kill);
 }
 
 impl Gate {

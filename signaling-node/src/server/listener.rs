@@ -25,31 +25,61 @@ use crate::room::peer::CLOSE_TRY_AGAIN_LATER;
 const REJECT_SLOTS: usize = 64;
 
 /// A connection's slot: to be served, or only to be told 1013 (the slot is held, not read).
-enum Admission {
+pub(super) enum Admission {
+    /// Served.
     Serve(#[allow(dead_code)] Slot),
+    /// Only told it is over the limit.
     Reject(#[allow(dead_code)] Slot),
 }
 
-/// Accepts connections forever (until the future is dropped). `done` is cloned into every
-/// connection task: when all clones are gone, every connection has finished.
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    node: Arc<NodeShared>,
-    done: mpsc::Sender<()>,
-) {
-    let limiter = ConnLimiter::new();
-    let rejects = ConnLimiter::new();
-    let max = || node.settings.borrow().tunables.max_connections;
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let admission = match limiter.try_acquire(max()) {
+impl Admission {
+    /// Takes a slot before accepting: a serving one, else one of `rejects`' [`REJECT_SLOTS`],
+    /// else waits for a serving one (so a full node stops accepting).
+    pub(super) async fn take(
+        limiter: &Arc<ConnLimiter>,
+        rejects: &Arc<ConnLimiter>,
+        max: impl Fn() -> usize,
+    ) -> Self {
+        match limiter.try_acquire(max()) {
             Some(slot) => Admission::Serve(slot),
             None => match rejects.try_acquire(REJECT_SLOTS) {
                 Some(slot) => Admission::Reject(slot),
                 None => Admission::Serve(limiter.acquire(max).await),
             },
-        };
+        }
+    }
+
+    /// A connection admitted to be rejected takes a real slot if one freed up (or the limit
+    /// was raised) while it waited in accept.
+    pub(super) fn recheck(self, limiter: &Arc<ConnLimiter>, max: usize) -> Self {
+        match self {
+            Admission::Reject(reject) => match limiter.try_acquire(max) {
+                Some(slot) => {
+                    drop(reject);
+                    Admission::Serve(slot)
+                }
+                None => Admission::Reject(reject),
+            },
+            serve => serve,
+        }
+    }
+}
+
+/// Accepts connections forever (until the future is dropped). `done` is cloned into every
+/// connection task: when all clones are gone, every connection has finished. `limiter` is
+/// shared with the WebTransport listener: `max_connections` counts both transports.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limiter: Arc<ConnLimiter>,
+    node: Arc<NodeShared>,
+    done: mpsc::Sender<()>,
+) {
+    let rejects = ConnLimiter::new();
+    let max = || node.settings.borrow().tunables.max_connections;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let admission = Admission::take(&limiter, &rejects, max).await;
         let socket = loop {
             match listener.accept().await {
                 Ok((socket, _addr)) => {
@@ -64,18 +94,7 @@ pub(super) async fn accept_loop(
                 }
             }
         };
-        // A connection admitted to be rejected takes a real slot if one freed up (or the
-        // limit was raised) while it waited in accept.
-        let admission = match admission {
-            Admission::Reject(reject) => match limiter.try_acquire(max()) {
-                Some(slot) => {
-                    drop(reject);
-                    Admission::Serve(slot)
-                }
-                None => Admission::Reject(reject),
-            },
-            serve => serve,
-        };
+        let admission = admission.recheck(&limiter, max());
         let _ = socket.set_nodelay(true);
         node.metrics.connections_total.inc();
         let node = node.clone();
@@ -85,7 +104,8 @@ pub(super) async fn accept_loop(
     }
 }
 
-struct GaugeGuard(prometheus::IntGauge);
+/// Decrements its gauge when dropped.
+pub(super) struct GaugeGuard(pub(super) prometheus::IntGauge);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {

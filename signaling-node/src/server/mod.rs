@@ -1,6 +1,7 @@
-//! The signaling server: WebSocket listener (optionally TLS), handshake and version
-//! negotiation, per-connection reader/writer tasks with limits and heartbeats, the admin HTTP
-//! endpoint, and graceful drain.
+//! The signaling server: WebSocket listener (optionally TLS) and, with the `webtransport`
+//! feature, a WebTransport (HTTP/3) listener; handshake and version negotiation,
+//! per-connection reader/writer tasks with limits and heartbeats, the admin HTTP endpoint,
+//! and graceful drain.
 //!
 //! Entry points: [`Node`] (build it, hand its [`RoomRegistry`], [`Health`] and [`Metrics`] to
 //! cluster mode, then [`Node::serve`] with already-bound listeners and a shutdown future), or
@@ -24,6 +25,8 @@ mod listener;
 mod session;
 pub mod tls;
 pub mod upgrade;
+#[cfg(feature = "webtransport")]
+mod webtransport;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +51,9 @@ pub enum ServerError {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A WebTransport listener was given to a node without TLS (QUIC is always TLS).
+    #[error("WebTransport needs the node's TLS certificate (--tls-cert, --tls-key)")]
+    WebTransportWithoutTls,
 }
 
 /// The already-bound sockets a node serves on.
@@ -59,6 +65,9 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// Extra routes served on the admin listener next to `/metrics` (the `--demo` page).
     pub admin_routes: Option<axum::Router>,
+    /// WebTransport UDP socket (`--webtransport-listen`), if the node serves WebTransport.
+    #[cfg(feature = "webtransport")]
+    pub webtransport: Option<std::net::UdpSocket>,
 }
 
 /// The accept queue the signaling listener asks for; the kernel caps it at
@@ -90,7 +99,16 @@ impl Listeners {
             ws,
             admin,
             admin_routes: None,
+            #[cfg(feature = "webtransport")]
+            webtransport: None,
         })
+    }
+
+    /// Binds the WebTransport UDP socket on `addr` too.
+    #[cfg(feature = "webtransport")]
+    pub fn bind_webtransport(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        self.webtransport = Some(std::net::UdpSocket::bind(addr)?);
+        Ok(())
     }
 }
 
@@ -182,6 +200,20 @@ impl Node {
             .as_ref()
             .map(tls::TlsReloader::acceptor)
             .transpose()?;
+        // Built before the reloader moves into its watch task; the endpoint shares its
+        // certificate store, so a reload reaches WebTransport too.
+        #[cfg(feature = "webtransport")]
+        let wt_endpoint = match listeners.webtransport {
+            Some(socket) => {
+                let tls = reloader
+                    .as_ref()
+                    .ok_or(ServerError::WebTransportWithoutTls)?;
+                let endpoint = webtransport::endpoint(socket, tls, &settings)?;
+                tracing::info!(addr = %endpoint.local_addr()?, "serving WebTransport");
+                Some(endpoint)
+            }
+            None => None,
+        };
         let admin_stop = CancellationToken::new();
         let tls_watch = reloader.map(|reloader| {
             let stop = admin_stop.clone();
@@ -210,9 +242,25 @@ impl Node {
         );
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         shared.health.set_serving(true);
+        // One connection limit for both transports.
+        let limiter = limits::ConnLimiter::new();
+        #[cfg(feature = "webtransport")]
+        let webtransport = wt_endpoint.map(|endpoint| {
+            tokio::spawn(webtransport::accept_loop(
+                endpoint,
+                limiter.clone(),
+                shared.clone(),
+                done_tx.clone(),
+            ))
+        });
         tokio::select! {
-            () = listener::accept_loop(listeners.ws, tls, shared.clone(), done_tx) => {}
+            () = listener::accept_loop(listeners.ws, tls, limiter, shared.clone(), done_tx) => {}
             () = shutdown => {}
+        }
+        // New sessions stop with new connections; the endpoint lives on in its connections.
+        #[cfg(feature = "webtransport")]
+        if let Some(accepting) = webtransport {
+            accepting.abort();
         }
         // The accept loop (and its listener and `done` sender) is dropped here.
         shared.health.set_draining();

@@ -175,6 +175,18 @@ impl TlsReloader {
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
+    /// A TLS 1.3 config for QUIC (WebTransport over HTTP/3, ALPN `h3`) with the same
+    /// certificate store, so a reload reaches both listeners. No early data: 0-RTT is off.
+    pub fn quic_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let resolver: Arc<dyn ResolvesServerCert> = self.store.clone();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        Ok(config)
+    }
+
     /// The certificate store (what new handshakes get).
     pub fn store(&self) -> &CertStore {
         &self.store
