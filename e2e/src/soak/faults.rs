@@ -140,6 +140,23 @@ impl FaultKind {
     }
 }
 
+/// How long after a degraded network (loss, delay) is healed its effects may still show: a
+/// TCP connection that lost packets backs off its retransmissions for seconds, so a node's
+/// lease keepalives can stall, and the node fence itself, after the heal (seed 20262108: a
+/// failover 3.6 s after 20 % loss ended).
+pub const DEGRADED_SETTLE: Duration = Duration::from_secs(5);
+
+/// How long a fault's window lasts past its heal and recovery: [`DEGRADED_SETTLE`] for loss
+/// and delay (alone or overlapping), `settle` otherwise.
+pub fn settle(planned: &Planned, settle: Duration) -> Duration {
+    let degraded = |k: FaultKind| matches!(k, FaultKind::PacketLoss | FaultKind::PacketDelay);
+    if degraded(planned.kind) || planned.parts.iter().any(|p| degraded(p.kind)) {
+        settle.max(DEGRADED_SETTLE)
+    } else {
+        settle
+    }
+}
+
 /// One planned fault: everything random about it is drawn up front from the run's RNG, so a
 /// seed names the same schedule every time.
 #[derive(Debug, Clone, PartialEq)]
@@ -739,6 +756,19 @@ mod tests {
                 .filter(|p| p.kind == FaultKind::LoseSoleNode)
                 .all(|p| p.hold == SOLE_NODE_HOLD)
         );
+    }
+
+    #[test]
+    fn loss_and_delay_settle_longer_alone_or_overlapping() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let base = Duration::from_secs(2);
+        let loss = plan(&mut rng, &[FaultKind::PacketLoss]);
+        assert_eq!(settle(&loss, base), DEGRADED_SETTLE);
+        let kill = plan(&mut rng, &[FaultKind::KillNode]);
+        assert_eq!(settle(&kill, base), base);
+        let mut both = plan(&mut rng, &[FaultKind::Overlapping]);
+        both.parts[1].kind = FaultKind::PacketDelay;
+        assert_eq!(settle(&both, base), DEGRADED_SETTLE);
     }
 
     #[test]

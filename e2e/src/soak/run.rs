@@ -22,7 +22,8 @@ use super::windows::{self, FaultWindow};
 /// How long every room gets to commit a call transition again after a fault.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// How long a fault's window lasts past its heal and recovery: a healed node learns within
-/// its lease TTL that it was fenced, and then migrates the clients still on it.
+/// its lease TTL that it was fenced, and then migrates the clients still on it (longer after
+/// loss and delay, [`faults::DEGRADED_SETTLE`]).
 pub const FAULT_SETTLE: Duration = Duration::from_secs(2);
 
 /// Settings of one run.
@@ -198,7 +199,7 @@ pub async fn run_one(env: &SoakEnv, name: &str, cfg: &RunConfig) -> Result<RunOu
             target: injected.target,
             at_ms,
             recovery,
-            until_ms: rec.now_ms() + FAULT_SETTLE.as_millis() as u64,
+            until_ms: rec.now_ms() + faults::settle(&planned, FAULT_SETTLE).as_millis() as u64,
             sole_of_pool: injected.sole_of_pool,
         });
     }
