@@ -190,6 +190,21 @@ async fn invite(registry: &RoomRegistry, from: &TestPeer, to: &str, call: &str) 
     .await;
 }
 
+async fn accept(registry: &RoomRegistry, by: &TestPeer, call: &str) {
+    let h = registry.room("r").unwrap();
+    h.frame(
+        &by.user,
+        &by.session,
+        &by.peer,
+        RoomFrame::InviteResult(InviteResult {
+            call_id: call.into(),
+            accepted: true,
+            ..Default::default()
+        }),
+    )
+    .await;
+}
+
 /// With paused time, a sleep returns only once every other task is idle.
 async fn idle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -242,17 +257,7 @@ async fn resume_window_expiry_fails_calls_and_removes_the_member() {
     bob.join(&registry, "r").await;
     invite(&registry, &alice, "bob", "c1").await;
     let h = registry.room("r").unwrap();
-    h.frame(
-        "bob",
-        "s-bob",
-        &bob.peer,
-        RoomFrame::InviteResult(InviteResult {
-            call_id: "c1".into(),
-            accepted: true,
-            ..Default::default()
-        }),
-    )
-    .await;
+    accept(&registry, &bob, "c1").await;
     settle(&registry).await;
     alice.drain();
     assert!(registry.session("s-bob").is_some());
@@ -446,17 +451,7 @@ async fn a_fenced_owner_relays_nothing_and_migrates_its_members() {
     bob.join(&registry, "r").await;
     invite(&registry, &alice, "bob", "c1").await;
     let h = registry.room("r").unwrap();
-    h.frame(
-        "bob",
-        "s-bob",
-        &bob.peer,
-        RoomFrame::InviteResult(InviteResult {
-            call_id: "c1".into(),
-            accepted: true,
-            ..Default::default()
-        }),
-    )
-    .await;
+    accept(&registry, &bob, "c1").await;
     settle(&registry).await;
     alice.drain();
     bob.drain();
