@@ -938,10 +938,9 @@ impl Driver {
                 accepted,
                 reason,
             } => {
+                // A rejected call is forgotten on its `ended` event, not here: a rejection
+                // lost in a reconnect must stay possible to send again.
                 let info = call(&self.calls, &call_id)?;
-                if !accepted {
-                    self.calls.remove(&call_id);
-                }
                 Message::InviteResult(InviteResult {
                     request_id: self.ids.next_id(),
                     room: info.room,
@@ -985,8 +984,9 @@ impl Driver {
                 })
             }
             Op::Hangup { call_id, reason } => {
+                // Forgotten on the call's `ended` event (`CallTable::observe`), not here: a
+                // hangup lost in a reconnect or refused must stay possible to send again.
                 let info = call(&self.calls, &call_id)?;
-                self.calls.remove(&call_id);
                 Message::Hangup(Hangup {
                     request_id: self.ids.next_id(),
                     room: info.room,

@@ -1142,3 +1142,60 @@ async fn a_dead_entry_url_does_not_strand_a_client_whose_node_comes_back() {
     assert_eq!(next(&mut client).await, event("studio", 5));
     assert_eq!(client.session().url, url(node));
 }
+
+/// A `CallState` event of `call` in room "studio".
+fn call_state_event(call: &str, state: &str, seq: u64) -> Message {
+    Message::Event(Event {
+        room: "studio".into(),
+        seq,
+        kind: EventKind::CallState,
+        user: "alice".into(),
+        call_id: call.into(),
+        state: state.into(),
+        at_ms: 0,
+    })
+}
+
+#[tokio::test]
+async fn a_hangup_lost_in_a_reconnect_can_be_sent_again_until_the_call_ends() {
+    // Soak seed 20262202: the library forgot the call when it wrote the Hangup, so the
+    // application's retry after the connection dropped failed with "unknown call" and the
+    // call stayed connected on the server.
+    let addr = stub(ProtocolVersion::V2, |index, mut ws| async move {
+        if index == 0 {
+            greet(&mut ws, "s1", false).await;
+            joined(&mut ws, 2).await;
+            let Message::Invite(_) = recv(&mut ws).await else {
+                panic!("expected Invite");
+            };
+            let Message::Hangup(_) = recv(&mut ws).await else {
+                panic!("expected Hangup");
+            };
+            // Dropped before the room saw it.
+            drop(ws);
+            return;
+        }
+        greet(&mut ws, "s1", true).await;
+        let Message::Hangup(again) = recv(&mut ws).await else {
+            panic!("expected the hangup sent again");
+        };
+        send(&mut ws, call_state_event(&again.call_id, "ended", 3)).await;
+        hold(&mut ws).await;
+    })
+    .await;
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    client.join("studio").await.unwrap();
+    let call = client.invite("studio", "bob").await.unwrap();
+    client.hangup(&call, "bye").await.unwrap();
+    let w = next_welcome(&mut client, "the resumed Welcome").await;
+    assert!(w.resumed);
+    client
+        .hangup(&call, "bye")
+        .await
+        .expect("the call is still known");
+    assert_eq!(next(&mut client).await, call_state_event(&call, "ended", 3));
+    assert!(matches!(
+        client.hangup(&call, "bye").await,
+        Err(ClientError::UnknownCall(_))
+    ));
+}

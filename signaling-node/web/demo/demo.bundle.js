@@ -2919,7 +2919,6 @@ var SwitchboardClient = class {
   answerInvite(callId, accepted, reason) {
     return this.op(() => {
       const call = this.call(callId);
-      if (!accepted) this.calls.remove(callId);
       return {
         type: "InviteResult",
         requestId: this.ids.nextId(),
@@ -2977,7 +2976,6 @@ var SwitchboardClient = class {
   hangup(callId, reason) {
     return this.op(() => {
       const call = this.call(callId);
-      this.calls.remove(callId);
       return { type: "Hangup", requestId: this.ids.nextId(), room: call.room, callId, from: this.user, reason };
     });
   }

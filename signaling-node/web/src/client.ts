@@ -405,8 +405,9 @@ export class SwitchboardClient {
 
   private answerInvite(callId: string, accepted: boolean, reason: string): Promise<void> {
     return this.op(() => {
+      // A rejected call is forgotten on its `ended` event, not here: a rejection lost in a
+      // reconnect must stay possible to send again.
       const call = this.call(callId);
-      if (!accepted) this.calls.remove(callId);
       return {
         type: 'InviteResult', requestId: this.ids.nextId(), room: call.room, callId, from: this.user, to: call.peer,
         accepted, reason,
@@ -463,8 +464,9 @@ export class SwitchboardClient {
   /** Hangs a call up. */
   hangup(callId: string, reason: string): Promise<void> {
     return this.op(() => {
+      // Forgotten on the call's `ended` event (CallTable.observe), not here: a hangup lost
+      // in a reconnect or refused must stay possible to send again.
       const call = this.call(callId);
-      this.calls.remove(callId);
       return { type: 'Hangup', requestId: this.ids.nextId(), room: call.room, callId, from: this.user, reason };
     });
   }

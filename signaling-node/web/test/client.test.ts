@@ -534,3 +534,20 @@ test('an invalid URL is refused before dialling', async () => {
   await assert.rejects(c.connect(), (e: ClientError) => e.kind === 'invalid_url' && !e.retriable);
   assert.equal(env.net.sockets.length, 0);
 });
+
+test('a hangup lost in a reconnect can be sent again until the call ends', async () => {
+  const env = await connected({ reconnect: { initialBackoffMs: 10 } });
+  await joinRoom(env, 'studio', 2);
+  const callId = await env.client.invite('studio', 'bob');
+  await env.client.hangup(callId, 'bye');
+  env.net.last.drop(1006);
+  await settle();
+  await env.clock.advance(100);
+  await accept(env.net.last, welcome({ resumed: true }));
+  // The room never saw the first hangup: the application sends it again.
+  await env.client.hangup(callId, 'bye');
+  assert.equal(env.net.last.sentOf('Hangup').length, 1);
+  env.net.last.deliver({ type: 'Event', room: 'studio', seq: 3, kind: EventKind.CallState, user: 'alice', callId, state: 'ended', atMs: 0 });
+  await settle();
+  await assert.rejects(env.client.hangup(callId, 'bye'), (e: ClientError) => e.kind === 'unknown_call');
+});
