@@ -1,10 +1,10 @@
-//! etcd killed and restarted under a running node: the store reports Unavailable, health
-//! drops, and everything reconnects and recovers on its own.
+//! etcd killed, hung or out of space under a running node: the store reports Unavailable (or
+//! in doubt), health drops, and everything reconnects and recovers on its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
 use futures::future::BoxFuture;
 use signaling_node::cluster::ClusterArgs;
 use signaling_node::cluster::metrics::ClusterMetrics;
@@ -49,21 +49,21 @@ impl ShardRestorer for Restores {
     }
 }
 
-#[tokio::test]
-async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
-    switchboard_testkit::init_tracing();
-    let mut etcd = Etcd::start().await;
+/// A node named `name` started the way `serve` starts it (timeouts, HTTP/2 keepalive) and
+/// serving shard 0 under epoch 1; returns it with its metrics.
+async fn serving_node(
+    etcd: &Etcd,
+    name: &str,
+    restores: Arc<Restores>,
+) -> (ClusterNode, ClusterMetrics) {
     let admin = etcd.client().await;
-    let keys = keys();
-    put(&admin, &keys.assignment(0), assignment("node-a", 1)).await;
-
-    // The node connects the way `serve` does (timeouts, HTTP/2 keepalive).
+    put(&admin, &keys().assignment(0), assignment(name, 1)).await;
     let options = ClusterArgs::default().connect_options().unwrap();
     let client = Client::connect([etcd.endpoint()], Some(options))
         .await
         .unwrap();
     let info = NodeInfo {
-        url: "ws://node-a/ws".into(),
+        url: format!("ws://{name}/ws"),
         version: "v1".into(),
         protocols: vec![],
         state: NodeState::Ready,
@@ -72,18 +72,29 @@ async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
         started_at_ms: 0,
         liveness: None,
     };
-    let config = ClusterNodeConfig::new(keys.clone(), 2, "node-a", info);
+    let config = ClusterNodeConfig::new(keys(), 2, name, info);
     let metrics = ClusterMetrics::default();
     let mut node = ClusterNode::start(client, config, metrics.clone()).unwrap();
-    let restores = Arc::new(Restores::default());
-    node.start_takeover(restores.clone());
+    node.start_takeover(restores);
     let view = node.ownership_view();
-    let store = node.room_store();
-    let mut healthy = node.healthy();
     eventually("shard 0 served", || async {
         (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
     })
     .await;
+    (node, metrics)
+}
+
+#[tokio::test]
+async fn store_is_unavailable_while_etcd_is_down_and_everything_recovers() {
+    switchboard_testkit::init_tracing();
+    let mut etcd = Etcd::start().await;
+    let admin = etcd.client().await;
+    let keys = keys();
+    let restores = Arc::new(Restores::default());
+    let (node, metrics) = serving_node(&etcd, "node-a", restores.clone()).await;
+    let view = node.ownership_view();
+    let store = node.room_store();
+    let mut healthy = node.healthy();
     healthy.wait_for(|h| *h).await.unwrap();
     store.commit(0, "lobby", b"before".to_vec()).await.unwrap();
     let node_key = keys.node("node-a").unwrap();
@@ -172,32 +183,8 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
     switchboard_testkit::init_tracing();
     let etcd = Etcd::start().await;
     let admin = etcd.client().await;
-    let keys = keys();
-    put(&admin, &keys.assignment(0), assignment("node-h", 1)).await;
-    let options = ClusterArgs::default().connect_options().unwrap();
-    let client = Client::connect([etcd.endpoint()], Some(options))
-        .await
-        .unwrap();
-    let info = NodeInfo {
-        url: "ws://node-h/ws".into(),
-        version: "v1".into(),
-        protocols: vec![],
-        state: NodeState::Ready,
-        load: Load::default(),
-        error_rate: 0.0,
-        started_at_ms: 0,
-        liveness: None,
-    };
-    let config = ClusterNodeConfig::new(keys.clone(), 2, "node-h", info);
-    let metrics = ClusterMetrics::default();
-    let mut node = ClusterNode::start(client, config, metrics.clone()).unwrap();
-    node.start_takeover(Arc::new(Restores::default()));
-    let view = node.ownership_view();
+    let (node, metrics) = serving_node(&etcd, "node-h", Arc::default()).await;
     let store = node.room_store();
-    eventually("shard 0 served", || async {
-        (view.owner_of(0) == Ownership::Local { epoch: 1 }).then_some(())
-    })
-    .await;
 
     // A partition: etcd keeps its sockets open but never answers. SIGSTOP stops each of a
     // busy process's threads only when it is next scheduled, so wait until etcd is silent
@@ -239,4 +226,64 @@ async fn a_hung_etcd_fails_queued_commits_after_one_timeout() {
     })
     .await;
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_space_quota_refuses_commits_at_once_and_they_succeed_once_it_is_freed() {
+    switchboard_testkit::init_tracing();
+    let etcd = Etcd::start().await;
+    let admin = etcd.client().await;
+    let (node, metrics) = serving_node(&etcd, "node-q", Arc::default()).await;
+    let store = node.room_store();
+    store.commit(0, "lobby", b"before".to_vec()).await.unwrap();
+
+    // The alarm etcd raises itself when its backend passes the quota: every write is refused
+    // with "mvcc: database space exceeded" until an operator frees space and disarms it.
+    nospace_alarm(&admin, AlarmAction::Activate).await;
+    let started = std::time::Instant::now();
+    let during = store.commit(0, "lobby", b"during".to_vec()).await;
+    // A definite refusal, not a commit in doubt: the room refuses at once instead of
+    // committing the same state again for seconds.
+    assert!(
+        matches!(&during, Err(StoreError::Unavailable(m)) if m.contains("database space exceeded")),
+        "expected Unavailable while the quota is full, got {during:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let refused = metrics
+        .store_txns
+        .with_label_values(&[signaling_node::cluster::metrics::outcome::UNAVAILABLE])
+        .get();
+    assert_eq!(refused, 1);
+    assert_eq!(
+        get(&admin, &keys().room(0, "lobby").unwrap())
+            .await
+            .as_deref(),
+        Some(&b"before"[..])
+    );
+
+    nospace_alarm(&admin, AlarmAction::Deactivate).await;
+    store.commit(0, "lobby", b"after".to_vec()).await.unwrap();
+    assert_eq!(
+        get(&admin, &keys().room(0, "lobby").unwrap())
+            .await
+            .as_deref(),
+        Some(&b"after"[..])
+    );
+    node.shutdown().await;
+}
+
+/// Raises or disarms etcd's NOSPACE alarm on the member `client` talks to.
+async fn nospace_alarm(client: &Client, action: AlarmAction) {
+    let mut maintenance = client.maintenance_client();
+    let status = maintenance.status().await.unwrap();
+    let mut options = AlarmOptions::new();
+    options.with_member(status.header().unwrap().member_id());
+    maintenance
+        .alarm(action, AlarmType::Nospace, Some(options))
+        .await
+        .unwrap();
 }

@@ -33,7 +33,8 @@
 //! may still have been applied, so the room must not reuse its event seqs for other events;
 //! it makes the same commit again (docs/architecture.md, "A commit in doubt"). Commits that
 //! queued behind it were never sent and fail with [`StoreError::Unavailable`]: the room
-//! refuses them (1010).
+//! refuses them (1010). So do the commits of a transaction etcd refused without applying it
+//! (its space quota is full: the NOSPACE alarm).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -517,6 +518,9 @@ impl Committer {
                 .observe(sent.elapsed().as_secs_f64());
             let response = match response {
                 Ok(Ok(response)) => response,
+                Ok(Err(error)) if refused_unapplied(&error) => {
+                    return self.refused(batch, format!("etcd refused the transaction: {error}"));
+                }
                 Ok(Err(error)) => {
                     return self.in_doubt(batch, format!("etcd transaction failed: {error}"));
                 }
@@ -595,6 +599,19 @@ impl Committer {
 
     /// Fails a batch whose transaction got no answer: every commit in it is in doubt. Returns
     /// the error for the commits queued behind it, which were never sent.
+    /// Fails every commit of `batch` as unavailable: etcd answered that it did not apply the
+    /// transaction, so the rooms may refuse their transitions at once (1010).
+    fn refused(&self, batch: Batch, message: String) -> Result<(), StoreError> {
+        self.metrics
+            .store_txns
+            .with_label_values(&[outcome::UNAVAILABLE])
+            .inc();
+        tracing::warn!(rooms = batch.slots.len(), %message, "room commits refused by etcd");
+        let error = StoreError::Unavailable(message);
+        batch.resolve_all(&Err(error.clone()));
+        Err(error)
+    }
+
     fn in_doubt(&self, batch: Batch, message: String) -> Result<(), StoreError> {
         self.metrics
             .store_txns
@@ -604,6 +621,16 @@ impl Committer {
         batch.resolve_all(&Err(StoreError::InDoubt(message.clone())));
         Err(StoreError::Unavailable(message))
     }
+}
+
+/// gRPC's RESOURCE_EXHAUSTED, etcd's answer when its space quota is full ("mvcc: database
+/// space exceeded", the NOSPACE alarm).
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+/// Whether etcd answered that it did not apply a request (its space quota is full): unlike a
+/// timeout or a broken connection, such an answer leaves no doubt.
+fn refused_unapplied(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status) if i32::from(status.code()) == RESOURCE_EXHAUSTED)
 }
 
 #[cfg(test)]
