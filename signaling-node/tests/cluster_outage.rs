@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
+use etcd_client::Client;
 use futures::future::BoxFuture;
 use signaling_node::cluster::ClusterArgs;
 use signaling_node::cluster::metrics::ClusterMetrics;
@@ -239,7 +239,7 @@ async fn a_full_space_quota_refuses_commits_at_once_and_they_succeed_once_it_is_
 
     // The alarm etcd raises itself when its backend passes the quota: every write is refused
     // with "mvcc: database space exceeded" until an operator frees space and disarms it.
-    nospace_alarm(&admin, AlarmAction::Activate).await;
+    etcd.set_space_full(true).await;
     let started = std::time::Instant::now();
     let during = store.commit(0, "lobby", b"during".to_vec()).await;
     // A definite refusal, not a commit in doubt: the room refuses at once instead of
@@ -265,7 +265,7 @@ async fn a_full_space_quota_refuses_commits_at_once_and_they_succeed_once_it_is_
         Some(&b"before"[..])
     );
 
-    nospace_alarm(&admin, AlarmAction::Deactivate).await;
+    etcd.set_space_full(false).await;
     store.commit(0, "lobby", b"after".to_vec()).await.unwrap();
     assert_eq!(
         get(&admin, &keys().room(0, "lobby").unwrap())
@@ -274,16 +274,4 @@ async fn a_full_space_quota_refuses_commits_at_once_and_they_succeed_once_it_is_
         Some(&b"after"[..])
     );
     node.shutdown().await;
-}
-
-/// Raises or disarms etcd's NOSPACE alarm on the member `client` talks to.
-async fn nospace_alarm(client: &Client, action: AlarmAction) {
-    let mut maintenance = client.maintenance_client();
-    let status = maintenance.status().await.unwrap();
-    let mut options = AlarmOptions::new();
-    options.with_member(status.header().unwrap().member_id());
-    maintenance
-        .alarm(action, AlarmType::Nospace, Some(options))
-        .await
-        .unwrap();
 }

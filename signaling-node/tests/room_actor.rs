@@ -302,7 +302,7 @@ async fn unavailable_store_rolls_back_with_1010() {
     alice.join(&registry, "r").await;
     let before = registry.room("r").unwrap().inspect().await.unwrap();
     store.mode.store(UNAVAILABLE, Ordering::SeqCst);
-    assert_eq!(bob.join(&registry, "r").await, RoomReply::Refused);
+    assert_eq!(bob.join(&registry, "r").await, RoomReply::Unavailable);
     let err = bob.drain();
     assert!(
         matches!(&err[..], [Message::Error(e)] if e.code == ErrorCode::Draining.code()),

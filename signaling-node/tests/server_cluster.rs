@@ -10,7 +10,7 @@ use signaling_node::cluster::ClusterArgs;
 use signaling_node::config::ConfigHandle;
 use signaling_node::metrics::Metrics;
 use signaling_node::server::Listeners;
-use signaling_node::server::cluster::serve_cluster;
+use signaling_node::server::cluster::{ClusterModeError, serve_cluster};
 use switchboard_contract::ClusterSettings;
 use switchboard_contract::keys::{
     Ack, Assignment, ConfigValue, Keyspace, Load, NodeInfo, NodeState, Value,
@@ -29,6 +29,48 @@ fn assignment(node: &str, epoch: u64) -> Vec<u8> {
         handoff_to: None,
     }
     .encode()
+}
+
+/// Node "n1" serving in cluster mode (cluster "srv") against `etcd`, stopped through `stop`.
+struct Node {
+    addr: std::net::SocketAddr,
+    config: ConfigHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ClusterModeError>>,
+}
+
+impl Node {
+    async fn start(etcd: &Etcd) -> Self {
+        let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
+            .await
+            .unwrap();
+        let addr = listeners.ws.local_addr().unwrap();
+        let mut s = settings(|_| {});
+        s.node_name = "n1".into();
+        s.advertise_url = format!("ws://{addr}/ws");
+        s.shard_count = SHARDS;
+        let config = ConfigHandle::fixed(s);
+        let args = ClusterArgs {
+            etcd_endpoints: vec![etcd.endpoint()],
+            namespace: "test".into(),
+            cluster: Some("srv".into()),
+            ..Default::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node_config = config.clone();
+        let task = tokio::spawn(async move {
+            serve_cluster(&args, node_config, Metrics::new(), listeners, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Self {
+            addr,
+            config,
+            stop,
+            task,
+        }
+    }
 }
 
 /// Connects, says Hello and joins `room`; None while the node cannot serve it yet (1010).
@@ -76,29 +118,12 @@ async fn cluster_mode_end_to_end_against_etcd() {
     };
     put(&kv, &keys.node("n2").unwrap(), other_node.encode()).await;
 
-    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), None)
-        .await
-        .unwrap();
-    let addr = listeners.ws.local_addr().unwrap();
-    let mut s = settings(|_| {});
-    s.node_name = "n1".into();
-    s.advertise_url = format!("ws://{addr}/ws");
-    s.shard_count = SHARDS;
-    let config = ConfigHandle::fixed(s);
-    let args = ClusterArgs {
-        etcd_endpoints: vec![etcd.endpoint()],
-        namespace: "test".into(),
-        cluster: Some("srv".into()),
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node_config = config.clone();
-    let task = tokio::spawn(async move {
-        serve_cluster(&args, node_config, Metrics::new(), listeners, async move {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let Node {
+        addr,
+        config,
+        stop,
+        task,
+    } = Node::start(&etcd).await;
 
     // Registered under its lease, then serving once its shards are restored.
     let registration = eventually("node registration", || async {
@@ -179,4 +204,53 @@ async fn cluster_mode_end_to_end_against_etcd() {
         .unwrap()
         .unwrap();
     assert!(get(&kv, &keys.node("n1").unwrap()).await.is_none());
+}
+
+#[tokio::test]
+async fn a_resume_etcd_refuses_to_store_is_closed_with_1013_not_sent_back_here() {
+    // Soak fault etcd-quota-full: the resume was answered with `Migrate` back to this node,
+    // which the clients followed at once, over and over, for as long as etcd refused writes.
+    switchboard_testkit::init_tracing();
+    let etcd = Etcd::start().await;
+    let kv = etcd.client().await;
+    let keys = Keyspace::new("test", "srv").unwrap();
+    for shard in 0..SHARDS {
+        put(&kv, &keys.assignment(shard), assignment("n1", 1)).await;
+    }
+    let node = Node::start(&etcd).await;
+    let (alice, joined) = eventually("joins served", || try_join(node.addr, "alice", "r")).await;
+    let Message::Joined(joined) = joined else {
+        panic!("expected Joined, got {joined:?}");
+    };
+    let session = alice.session();
+    let room_key = keys.room(shard_of("r", SHARDS), "r").unwrap();
+    let joined_snapshot = get(&kv, &room_key).await;
+    drop(alice);
+    // The suspension is committed (the snapshot changes) before etcd fills up.
+    eventually("alice suspended", || async {
+        (get(&kv, &room_key).await != joined_snapshot).then_some(())
+    })
+    .await;
+
+    etcd.set_space_full(true).await;
+    let resume = (session.clone(), joined.last_seq);
+    let mut again = Client::connect(node.addr, &["switchboard.v2"]).await;
+    let welcome = again
+        .hello(&token("alice", &["*"]), Some(resume.clone()))
+        .await;
+    assert!(welcome.resumed);
+    match again.next().await {
+        Got::Closed(code) => assert_eq!(code, Some(1013)),
+        Got::Msg(msg) => panic!("expected a 1013 close, got {msg:?}"),
+    }
+
+    etcd.set_space_full(false).await;
+    let mut back = Client::connect(node.addr, &["switchboard.v2"]).await;
+    back.hello(&token("alice", &["*"]), Some(resume)).await;
+    match back.next().await {
+        Got::Msg(Message::Event(e)) => assert_eq!(e.room, "r"),
+        other => panic!("expected the room's replay, got {other:?}"),
+    }
+    let _ = node.stop.send(());
+    let _ = node.task.await;
 }

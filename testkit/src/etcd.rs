@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions,
+};
 use tokio::time::Instant;
 
 use crate::dirs::TempDir;
@@ -201,6 +203,25 @@ impl Etcd {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Raises (`true`) or disarms (`false`) the NOSPACE alarm, the alarm etcd raises itself
+    /// when its space quota is full: while it is up every write is refused with "mvcc:
+    /// database space exceeded". Panics if etcd does not take it.
+    pub async fn set_space_full(&self, full: bool) {
+        let action = if full {
+            AlarmAction::Activate
+        } else {
+            AlarmAction::Deactivate
+        };
+        let mut maintenance = self.client().await.maintenance_client();
+        let status = maintenance.status().await.expect("etcd status");
+        let mut options = AlarmOptions::new();
+        options.with_member(status.header().expect("a response header").member_id());
+        maintenance
+            .alarm(action, AlarmType::Nospace, Some(options))
+            .await
+            .unwrap_or_else(|e| panic!("etcd alarm {action:?}: {e}"));
     }
 
     /// Starts the server again on the same ports and data; panics if it cannot.

@@ -85,7 +85,8 @@ enum Requester<'a> {
     /// its id; fenced, nothing (its session routes it again, [`RoomReply::Moved`]).
     Join(&'a Peer, u32),
     /// A resume (part of Hello, no request to refuse): never an Error frame; its session
-    /// sends the client on with `Migrate` ([`RoomReply::Refused`]).
+    /// sends the client on with `Migrate` ([`RoomReply::Refused`]), or closes with 1013 when
+    /// the store is unavailable ([`RoomReply::Unavailable`]).
     Resume(&'a Peer),
 }
 
@@ -119,6 +120,9 @@ enum Finished {
     Refused,
     /// Fenced: the shard moved; the room stops.
     Moved,
+    /// Not committed: the store is unavailable (the requester was told, a resumer by its
+    /// session).
+    Unavailable,
 }
 
 impl Finished {
@@ -127,6 +131,7 @@ impl Finished {
             Finished::Done => RoomReply::Done,
             Finished::Refused => RoomReply::Refused,
             Finished::Moved => RoomReply::Moved,
+            Finished::Unavailable => RoomReply::Unavailable,
         }
     }
 }
@@ -464,7 +469,7 @@ impl Actor {
                 self.stop = Some(Stop::Fenced);
                 return Finished::Moved;
             }
-            return Finished::Refused;
+            return Finished::Unavailable;
         }
         self.apply(out, requester)
     }

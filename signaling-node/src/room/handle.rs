@@ -77,6 +77,9 @@ pub enum RoomReply {
     Moved,
     /// The room stopped before handling it (emptied, released or fenced): look it up again.
     Gone,
+    /// Not committed for now: the store is unavailable (a joiner or leaver got 1010; a resume
+    /// gets no Error frame, its session closes with 1013 so the client backs off).
+    Unavailable,
 }
 
 /// A read-only copy of a room's state (tests, admin, debugging).

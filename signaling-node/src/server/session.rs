@@ -259,6 +259,7 @@ impl Session {
             rooms: SeatMap::new(),
         };
         let mut lost_room = None;
+        let mut uncommitted = false;
         let resumed_session = resume.is_some();
         if let Some((_, rooms, last_seq)) = resume {
             let mut resumed = 0;
@@ -268,6 +269,7 @@ impl Session {
                         let reply = handle
                             .resume(&session.user, &session.id, &cx.peer, last_seq)
                             .await;
+                        uncommitted |= reply == RoomReply::Unavailable;
                         (reply == RoomReply::Done).then_some(handle)
                     }
                     None => None,
@@ -289,6 +291,14 @@ impl Session {
         } else {
             "welcomed"
         });
+        if uncommitted {
+            // The room is here but could not commit the resume (etcd unreachable or full): a
+            // `Migrate` back here would be followed at once, again and again while etcd is
+            // out; a 1013 close is followed after the client's backoff.
+            cx.peer.close(1013, STORE_UNAVAILABLE);
+            outcome("store_unavailable");
+            return Flow::Closing;
+        }
         if let Some(room) = lost_room {
             // The room moved (or is stopping) between routing and resuming: the client
             // believes it is in it, so it resumes where the room lives now rather than staying
@@ -420,7 +430,7 @@ impl Session {
                     }
                     return;
                 }
-                RoomReply::Refused => return,
+                RoomReply::Refused | RoomReply::Unavailable => return,
                 // The shard moved between routing and committing: route the join again
                 // (the fenced commit took the shard out of this node's view).
                 RoomReply::Moved | RoomReply::Gone => continue,
@@ -495,3 +505,4 @@ fn outcome(what: &'static str) {
 const NO_OWNER: &str = "the room's shard has no owner right now; retry";
 const ROOM_CLOSED_HERE: &str = "the room is closed here; it moved";
 const DRAINING: &str = "node is draining; reconnect elsewhere";
+const STORE_UNAVAILABLE: &str = "state store unavailable; resume again later";
