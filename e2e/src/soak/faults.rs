@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::json;
@@ -48,6 +49,10 @@ pub enum FaultKind {
     KillEtcdLeader,
     /// One etcd member cut from its clients and its peers for longer than a node lease.
     CutEtcdMember,
+    /// The fleet etcd's space quota full: its NOSPACE alarm raised (through the maintenance
+    /// API, the alarm etcd raises itself at the quota) so every write is refused, then
+    /// disarmed, as an operator does after compacting and defragmenting.
+    EtcdQuotaFull,
     /// A node cut off from etcd (not from clients) for longer than its lease.
     PartitionNodeFromEtcd,
     /// ProtocolRollout weights edited.
@@ -92,13 +97,14 @@ const OVERLAPPABLE: [FaultKind; 5] = [
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::KillNode,
         FaultKind::FreezeNode,
         FaultKind::KillOperatorLeader,
         FaultKind::KillEtcdMember,
         FaultKind::KillEtcdLeader,
         FaultKind::CutEtcdMember,
+        FaultKind::EtcdQuotaFull,
         FaultKind::PartitionNodeFromEtcd,
         FaultKind::WeightEdit,
         FaultKind::ConfigChange,
@@ -123,6 +129,7 @@ impl FaultKind {
             FaultKind::KillEtcdMember => "kill-etcd-member",
             FaultKind::KillEtcdLeader => "kill-etcd-leader",
             FaultKind::CutEtcdMember => "etcd-member-cut",
+            FaultKind::EtcdQuotaFull => "etcd-quota-full",
             FaultKind::PartitionNodeFromEtcd => "node-cut-from-etcd",
             FaultKind::WeightEdit => "weight-edit",
             FaultKind::ConfigChange => "config-change",
@@ -560,6 +567,13 @@ impl Fleet<'_> {
                     format!(" {delay}–{} ms for {hold:?}", delay * 2),
                 ))
             }
+            FaultKind::EtcdQuotaFull => {
+                nospace_alarm(&self.env.etcd_url, AlarmAction::Activate).await?;
+                self.now();
+                tokio::time::sleep(hold).await;
+                nospace_alarm(&self.env.etcd_url, AlarmAction::Deactivate).await?;
+                Ok(Injected::of(format!("fleet etcd NOSPACE for {hold:?}")))
+            }
             FaultKind::CutOperatorFromFleet => {
                 let leader = self.leader().await?;
                 let ports = vec![ETCD_PORT, NODE_PORT, ADMIN_PORT as u16];
@@ -665,6 +679,46 @@ async fn etcd_leader(env: &SoakEnv) -> Result<String, SoakError> {
         "no fleet etcd member says it is the leader ({})",
         why.join("; ")
     )))
+}
+
+/// Raises the fleet etcd's NOSPACE alarm (on the member `url` reaches; an alarm goes through
+/// raft, so every member refuses writes), or disarms every NOSPACE alarm of every member, as
+/// `etcdctl alarm disarm` does: an alarm is kept per member, and the member `url` reaches may
+/// not be the one that raised it.
+async fn nospace_alarm(url: &str, action: AlarmAction) -> Result<(), SoakError> {
+    let alarm = async {
+        let client = etcd_client::Client::connect([url], None).await?;
+        let mut maintenance = client.maintenance_client();
+        let members: Vec<u64> = match action {
+            AlarmAction::Activate => {
+                let status = maintenance.status().await?;
+                vec![status.header().map(|h| h.member_id()).unwrap_or_default()]
+            }
+            _ => maintenance
+                .alarm(AlarmAction::Get, AlarmType::None, None)
+                .await?
+                .alarms()
+                .iter()
+                .filter(|a| a.alarm() == AlarmType::Nospace)
+                .map(|a| a.member_id())
+                .collect(),
+        };
+        for member in members {
+            let mut options = AlarmOptions::new();
+            options.with_member(member);
+            maintenance
+                .alarm(action, AlarmType::Nospace, Some(options))
+                .await?;
+        }
+        Ok::<(), etcd_client::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), alarm).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SoakError::Setup(format!("etcd alarm {action:?}: {e}"))),
+        Err(_) => Err(SoakError::Setup(format!(
+            "etcd alarm {action:?}: no answer within 5 s"
+        ))),
+    }
 }
 
 /// The `net-delay` program, next to the soak's own binary (`e2e/soak` builds both).
@@ -808,6 +862,7 @@ mod tests {
                     | FaultKind::PacketLoss
                     | FaultKind::PacketDelay
                     | FaultKind::CutEtcdMember
+                    | FaultKind::EtcdQuotaFull
                     | FaultKind::Overlapping
             ) {
                 assert!(p.hold > LEASE_TTL, "{p:?}");
