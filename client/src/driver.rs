@@ -33,6 +33,10 @@ const MAX_BATCH: usize = 64;
 /// the client goes back to its entry URL, which redirects it to the room's current owner (and
 /// at the entry URL before it goes back to the node it was on).
 const FAILURES_BEFORE_ENTRY: u32 = 2;
+/// A connection that ends sooner than this after its Welcome got the client nowhere: a node
+/// closing every resume (its store unavailable) or sending it back and forth would otherwise
+/// be reconnected to at the first backoff step, again and again.
+const SHORT_LIVED: Duration = Duration::from_secs(2);
 /// What a connection that fell silent timed out waiting for.
 const SILENCE: &str = "any frame from the server (heartbeat)";
 
@@ -120,6 +124,10 @@ pub(crate) struct Driver {
     unresumed: Option<Resume>,
     ws: Option<WsStream>,
     hello_rtt: Duration,
+    /// When the current connection was welcomed.
+    welcomed_at: Instant,
+    /// Connections in a row that ended within [`SHORT_LIVED`] of their Welcome.
+    short_lived: u32,
 }
 
 impl Driver {
@@ -171,6 +179,8 @@ impl Driver {
             unresumed: None,
             ws: None,
             hello_rtt: Duration::ZERO,
+            welcomed_at: Instant::now(),
+            short_lived: 0,
         };
         let resume = driver.options.resume.clone();
         let welcome = driver.establish(resume).await?;
@@ -190,6 +200,11 @@ impl Driver {
                 return;
             };
             let exit = self.serve(ws).await;
+            if self.welcomed_at.elapsed() < SHORT_LIVED {
+                self.short_lived += 1;
+            } else {
+                self.short_lived = 0;
+            }
             // Where we were: a reconnect may come back here if the node it is sent to (and
             // the entry URL) do not answer.
             let left = self.endpoint.clone();
@@ -296,9 +311,13 @@ impl Driver {
                 candidates.push(endpoint.clone());
             }
         }
+        // After connections in a row that each ended right after their Welcome, the backoff
+        // starts further up, as if those had been failed attempts.
+        let earlier = self.short_lived.saturating_sub(1);
+        let immediate = immediate && earlier == 0;
         for attempt in 1..=attempts {
             if !(immediate && attempt == 1) {
-                tokio::time::sleep(policy.backoff(attempt)).await;
+                tokio::time::sleep(policy.backoff(attempt.saturating_add(earlier))).await;
             }
             if self.cmd_rx.is_closed() && self.incoming.is_closed() {
                 return Err(ClientError::Closed);
@@ -357,6 +376,7 @@ impl Driver {
             match self.handshake(resume.clone()).await? {
                 Handshake::Welcome(ws, welcome) => {
                     self.welcomed(*ws, &welcome, resume.is_some()).await?;
+                    self.welcomed_at = Instant::now();
                     return Ok(welcome);
                 }
                 Handshake::Redirect(url) => {

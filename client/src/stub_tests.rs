@@ -1199,3 +1199,40 @@ async fn a_hangup_lost_in_a_reconnect_can_be_sent_again_until_the_call_ends() {
         Err(ClientError::UnknownCall(_))
     ));
 }
+
+#[tokio::test]
+async fn connections_closed_right_after_their_welcome_back_off_further_each_time() {
+    // Soak fault etcd-quota-full: a node that cannot store resumes closes each one with 1013
+    // right after its Welcome; reconnecting at the first backoff step every time loops.
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = accepted.clone();
+    let addr = stub(ProtocolVersion::V2, move |index, mut ws| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(tokio::time::Instant::now());
+            greet(&mut ws, "s1", index > 0).await;
+            if index < 5 {
+                let close = CloseFrame {
+                    code: CloseCode::Again,
+                    reason: "state store unavailable".into(),
+                };
+                let _ = ws.close(Some(close)).await;
+                return;
+            }
+            hold(&mut ws).await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(&url(addr), options()).await.unwrap();
+    for _ in 0..5 {
+        let w = next_welcome(&mut client, "a resumed Welcome").await;
+        assert!(w.resumed);
+    }
+    let at = accepted.lock().unwrap().clone();
+    assert_eq!(at.len(), 6);
+    // The fifth reconnect waits the fourth backoff step (80 ms ± 25 %), not the first (10 ms).
+    let last_gap = at[5] - at[4];
+    assert!(last_gap >= Duration::from_millis(55), "{last_gap:?}");
+}
