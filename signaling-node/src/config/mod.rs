@@ -296,12 +296,16 @@ pub const KEYS_DIR_JWKS: &str = "keys.json";
 /// Default clock-skew leeway of join tokens.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 
-/// The files whose changes reload the keys.
+/// The files whose changes reload the keys, each once (a `--jwt-secret-file` may be the keys
+/// directory's own `secret`).
 pub(crate) fn key_files(secret_file: Option<&PathBuf>, keys_dir: Option<&PathBuf>) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = secret_file.cloned().into_iter().collect();
     if let Some(dir) = keys_dir {
-        files.push(dir.join(KEYS_DIR_SECRET));
-        files.push(dir.join(KEYS_DIR_JWKS));
+        for file in [dir.join(KEYS_DIR_SECRET), dir.join(KEYS_DIR_JWKS)] {
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
     }
     files
 }

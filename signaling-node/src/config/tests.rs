@@ -314,3 +314,16 @@ fn webtransport_listen_needs_tls_and_the_feature() {
         None
     );
 }
+
+#[test]
+fn key_files_name_each_file_once() {
+    let dir = std::path::PathBuf::from("/etc/switchboard/keys");
+    let secret = dir.join(KEYS_DIR_SECRET);
+    assert_eq!(
+        key_files(Some(&secret), Some(&dir)),
+        vec![secret.clone(), dir.join(KEYS_DIR_JWKS)]
+    );
+    let other = std::path::PathBuf::from("/run/secret");
+    assert_eq!(key_files(Some(&other), None), vec![other]);
+    assert_eq!(key_files(None, Some(&dir)).len(), 2);
+}
