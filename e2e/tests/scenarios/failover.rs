@@ -783,11 +783,11 @@ async fn expect_nothing_moved(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on() {
+async fn u_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on() {
     // A partition between the operator and a node whose clients (and peers) still reach it:
     // the detector's suspicion is vetoed by the other nodes' probes; nothing moves.
     let _t =
-        ScenarioTimer::start("o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on");
+        ScenarioTimer::start("u_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on");
     let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-o", None).await;
@@ -826,11 +826,11 @@ async fn o_operator_cut_from_the_owner_nothing_moves_and_the_call_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p_flapping_detector_connection_nothing_moves() {
+async fn v_flapping_detector_connection_nothing_moves() {
     // Half of the operator's packets to the owner's admin port are answered with a reset
     // (its liveness stream breaks again and again, and reconnects are refused): the other
     // nodes still reach the owner, so nothing moves.
-    let _t = ScenarioTimer::start("p_flapping_detector_connection_nothing_moves");
+    let _t = ScenarioTimer::start("v_flapping_detector_connection_nothing_moves");
     let env = env_or_skip!(EnvOptions::default());
     env.deploy_demo(false, quick).await;
     let mut call = call_through_non_owners(&env, "studio-p", None).await;
