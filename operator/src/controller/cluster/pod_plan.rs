@@ -1,7 +1,7 @@
 //! Which signaling-node pods to create and delete, pool by pool: scale up at once, scale down
 //! and roll out new templates one ready pod at a time, health-gated.
 //!
-//! A pool whose every pod failed (not ready for good, see [`has_failed`]) while another pod of
+//! A pool whose every pod failed (not ready for good, see [`fails_at`]) while another pod of
 //! the cluster serves gets one replacement pod at once, before the failed one is gone: a
 //! rollout's canary pool has a single node, and its shards have nowhere else to fail over to
 //! (another pool may not speak the protocols its rooms negotiated). The replacement carries
@@ -119,11 +119,6 @@ pub fn fails_at(pod: &Pod, now: Timestamp) -> Option<Timestamp> {
     let by_start = started.checked_add(jiff_span(STARTUP_GRACE)).ok()?;
     let by_condition = unready_since.checked_add(jiff_span(FAILED_AFTER)).ok()?;
     Some(by_start.max(by_condition))
-}
-
-/// Whether `pod` failed rather than is starting or restarting (see [`fails_at`]).
-pub fn has_failed(pod: &Pod, now: Timestamp) -> bool {
-    fails_at(pod, now).is_some_and(|at| at <= now)
 }
 
 /// `d` as a span jiff can add to a timestamp.
@@ -394,6 +389,11 @@ mod tests {
     use super::*;
     use crate::controller::cluster::pools::version_pools;
     use crate::controller::cluster::testing::{cluster, rollout, set_ready, set_terminating};
+
+    /// Whether `pod` counts as failed at `now`.
+    fn has_failed(pod: &Pod, now: Timestamp) -> bool {
+        fails_at(pod, now).is_some_and(|at| at <= now)
+    }
 
     /// Pods as the API would return them after creating everything `plan` asked for.
     fn created(plan: &PodPlan, ready: bool) -> Vec<Pod> {
