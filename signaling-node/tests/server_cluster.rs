@@ -31,6 +31,18 @@ fn assignment(node: &str, epoch: u64) -> Vec<u8> {
     .encode()
 }
 
+/// An etcd whose assignments give every shard to "n1" at epoch 1, a client of it and the
+/// keyspace of cluster "srv".
+async fn etcd_assigning_every_shard_to_n1() -> (Etcd, etcd_client::Client, Keyspace) {
+    let etcd = Etcd::start().await;
+    let kv = etcd.client().await;
+    let keys = Keyspace::new("test", "srv").unwrap();
+    for shard in 0..SHARDS {
+        put(&kv, &keys.assignment(shard), assignment("n1", 1)).await;
+    }
+    (etcd, kv, keys)
+}
+
 /// Node "n1" serving in cluster mode (cluster "srv") against `etcd`, stopped through `stop`.
 struct Node {
     addr: std::net::SocketAddr,
@@ -100,12 +112,7 @@ fn room_in_another_shard(other: &str) -> String {
 #[tokio::test]
 async fn cluster_mode_end_to_end_against_etcd() {
     switchboard_testkit::init_tracing();
-    let etcd = Etcd::start().await;
-    let kv = etcd.client().await;
-    let keys = Keyspace::new("test", "srv").unwrap();
-    for shard in 0..SHARDS {
-        put(&kv, &keys.assignment(shard), assignment("n1", 1)).await;
-    }
+    let (etcd, kv, keys) = etcd_assigning_every_shard_to_n1().await;
     let other_node = NodeInfo {
         url: "ws://n2.example:7000/ws".into(),
         version: "default".into(),
@@ -211,12 +218,7 @@ async fn a_resume_etcd_refuses_to_store_is_closed_with_1013_not_sent_back_here()
     // Soak fault etcd-quota-full: the resume was answered with `Migrate` back to this node,
     // which the clients followed at once, over and over, for as long as etcd refused writes.
     switchboard_testkit::init_tracing();
-    let etcd = Etcd::start().await;
-    let kv = etcd.client().await;
-    let keys = Keyspace::new("test", "srv").unwrap();
-    for shard in 0..SHARDS {
-        put(&kv, &keys.assignment(shard), assignment("n1", 1)).await;
-    }
+    let (etcd, kv, keys) = etcd_assigning_every_shard_to_n1().await;
     let node = Node::start(&etcd).await;
     let (alice, joined) = eventually("joins served", || try_join(node.addr, "alice", "r")).await;
     let Message::Joined(joined) = joined else {

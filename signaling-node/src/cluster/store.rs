@@ -519,7 +519,8 @@ impl Committer {
             let response = match response {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) if refused_unapplied(&error) => {
-                    return self.refused(batch, format!("etcd refused the transaction: {error}"));
+                    return self
+                        .unavailable(batch, format!("etcd refused the transaction: {error}"));
                 }
                 Ok(Err(error)) => {
                     return self.in_doubt(batch, format!("etcd transaction failed: {error}"));
@@ -585,7 +586,8 @@ impl Committer {
         );
     }
 
-    /// Fails a batch whose transaction was answered and not applied (its compares failed).
+    /// Fails a batch whose transaction was answered and not applied (its compares failed, or
+    /// etcd refused it because its space quota is full).
     fn unavailable(&self, batch: Batch, message: String) -> Result<(), StoreError> {
         self.metrics
             .store_txns
@@ -599,19 +601,6 @@ impl Committer {
 
     /// Fails a batch whose transaction got no answer: every commit in it is in doubt. Returns
     /// the error for the commits queued behind it, which were never sent.
-    /// Fails every commit of `batch` as unavailable: etcd answered that it did not apply the
-    /// transaction, so the rooms may refuse their transitions at once (1010).
-    fn refused(&self, batch: Batch, message: String) -> Result<(), StoreError> {
-        self.metrics
-            .store_txns
-            .with_label_values(&[outcome::UNAVAILABLE])
-            .inc();
-        tracing::warn!(rooms = batch.slots.len(), %message, "room commits refused by etcd");
-        let error = StoreError::Unavailable(message);
-        batch.resolve_all(&Err(error.clone()));
-        Err(error)
-    }
-
     fn in_doubt(&self, batch: Batch, message: String) -> Result<(), StoreError> {
         self.metrics
             .store_txns
