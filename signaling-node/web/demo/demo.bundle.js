@@ -2865,11 +2865,14 @@ var FallbackSocket = class {
   onclose = null;
   inner;
   timer;
-  opened = false;
+  /** A frame arrived: the transport works, and its close is the connection's. */
+  received = false;
+  closed = false;
   send(data) {
     this.inner.send(data);
   }
   close(code, reason) {
+    this.closed = true;
     this.clock.clearTimeout(this.timer);
     this.inner.close(code, reason);
   }
@@ -2877,20 +2880,22 @@ var FallbackSocket = class {
     sock.binaryType = "arraybuffer";
     sock.onopen = (ev) => {
       this.clock.clearTimeout(this.timer);
-      this.opened = true;
       this.onopen?.(ev);
     };
-    sock.onmessage = (ev) => this.onmessage?.(ev);
+    sock.onmessage = (ev) => {
+      this.received = true;
+      this.onmessage?.(ev);
+    };
     sock.onerror = (ev) => this.onerror?.(ev);
     sock.onclose = (ev) => {
-      if (!this.opened && this.transport === "webtransport") this.fallBack();
+      if (!this.received && this.transport === "webtransport") this.fallBack();
       else this.onclose?.(ev);
     };
     return sock;
   }
-  /** Gives WebTransport up (not open in time, or failed before opening) for WebSocket. */
+  /** Gives WebTransport up (not open in time, or failed before its first frame) for WebSocket. */
   fallBack() {
-    if (this.opened || this.transport === "websocket") return;
+    if (this.received || this.closed || this.transport === "websocket") return;
     this.clock.clearTimeout(this.timer);
     const wt = this.inner;
     wt.onopen = wt.onmessage = wt.onerror = wt.onclose = null;

@@ -188,8 +188,8 @@ export class WebTransportSocket implements SocketLike {
   }
 }
 
-/** A socket that opens WebTransport and, when it fails or has not opened within `fallbackMs`,
- * WebSocket instead; {@link transport} says which one carries it. */
+/** A socket that opens WebTransport and, when it fails before carrying a frame or has not opened
+ * within `fallbackMs`, WebSocket instead; {@link transport} says which one carries it. */
 export class FallbackSocket implements SocketLike {
   /** The transport in use (WebTransport until the fallback). */
   transport: TransportKind = 'webtransport';
@@ -200,7 +200,9 @@ export class FallbackSocket implements SocketLike {
   onclose: ((ev: SocketCloseEvent) => void) | null = null;
   private inner: SocketLike;
   private timer: unknown;
-  private opened = false;
+  /** A frame arrived: the transport works, and its close is the connection's. */
+  private received = false;
+  private closed = false;
 
   constructor(
     private readonly wsUrl: string,
@@ -229,6 +231,7 @@ export class FallbackSocket implements SocketLike {
   }
 
   close(code?: number, reason?: string): void {
+    this.closed = true;
     this.clock.clearTimeout(this.timer);
     this.inner.close(code, reason);
   }
@@ -237,21 +240,26 @@ export class FallbackSocket implements SocketLike {
     sock.binaryType = 'arraybuffer';
     sock.onopen = (ev) => {
       this.clock.clearTimeout(this.timer);
-      this.opened = true;
       this.onopen?.(ev);
     };
-    sock.onmessage = (ev) => this.onmessage?.(ev);
+    sock.onmessage = (ev) => {
+      this.received = true;
+      this.onmessage?.(ev);
+    };
     sock.onerror = (ev) => this.onerror?.(ev);
     sock.onclose = (ev) => {
-      if (!this.opened && this.transport === 'webtransport') this.fallBack();
+      // A session lost before its first frame may have lost that frame: Chromium drops stream
+      // data it has not handed to the page when the node closes the QUIC connection right after
+      // a Redirect. The Hello goes again over WebSocket (onopen fires again).
+      if (!this.received && this.transport === 'webtransport') this.fallBack();
       else this.onclose?.(ev);
     };
     return sock;
   }
 
-  /** Gives WebTransport up (not open in time, or failed before opening) for WebSocket. */
+  /** Gives WebTransport up (not open in time, or failed before its first frame) for WebSocket. */
   private fallBack(): void {
-    if (this.opened || this.transport === 'websocket') return;
+    if (this.received || this.closed || this.transport === 'websocket') return;
     this.clock.clearTimeout(this.timer);
     const wt = this.inner;
     wt.onopen = wt.onmessage = wt.onerror = wt.onclose = null;

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { SwitchboardClient, type ClientOptions } from '../src/client.js';
+import type { ClientError } from '../src/errors.js';
 import { encodeMessage, EventKind, type Message, type Welcome } from '../src/messages.js';
 import { StreamFrames, webTransportUrl } from '../src/webtransport.js';
 import { FakeNetwork, FakeSocket, FakeWebTransport, FakeWebTransportNetwork, fakeToken, ManualClock, settle } from './fake.js';
@@ -119,6 +120,32 @@ test('a WebTransport session that does not open within fallbackMs gives way to W
   await done;
   assert.equal(client.session().transport, 'websocket');
   assert.equal(wt.last.sent.length, 0);
+});
+
+test('a session lost before its first frame says Hello again over WebSocket', async () => {
+  const { ws, wt, client } = setup();
+  const done = client.connect();
+  await settle();
+  wt.last.open();
+  await settle();
+  assert.equal(wt.last.sentOf('Hello').length, 1);
+  // The node's Redirect was lost with the QUIC connection.
+  wt.last.lose();
+  await settle();
+  await acceptWs(ws.last);
+  await done;
+  assert.equal(ws.last.sentOf('Hello').length, 1);
+  assert.equal(client.session().transport, 'websocket');
+});
+
+test('a connect given up during the WebTransport attempt opens no WebSocket', async () => {
+  const { ws, wt, clock, client } = setup({ timeouts: { connectMs: 500 } });
+  const failed = assert.rejects(client.connect(), (e: ClientError) => e.kind === 'timeout');
+  await clock.advance(500);
+  await failed;
+  wt.last.fail();
+  await clock.advance(2000);
+  assert.equal(ws.sockets.length, 0);
 });
 
 test('a ws:// node is reached over WebSocket only', async () => {
