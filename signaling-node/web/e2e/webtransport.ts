@@ -8,11 +8,12 @@
 //   2. standalone: calls over WebTransport; kill -9 of the node and a restart on the same
 //      ports: the pages come back over WebTransport (a new session: state was in memory) and a
 //      new call connects;
-//   3. cluster: two nodes and a local etcd, this script standing in for the operator (it
-//      writes the shard's assignment): the pages load from the node that does not own the room
-//      and are redirected to the owner over WebTransport, co-host calls, then the owner is
-//      killed (kill -9) and the shard reassigned: both pages resume the same session on the
-//      other node over WebTransport, the call survives and renegotiates through it.
+//   3. cluster: three nodes (wt-c without WebTransport) and a local etcd, this script standing
+//      in for the operator (it writes the shard's assignment): the pages load from wt-b, which
+//      does not own the room, and are redirected to the owner wt-a over WebTransport, co-host
+//      calls; wt-a is killed (kill -9) and the shard assigned to wt-c: both pages resume the same
+//      session there over WebSocket; wt-c is killed and the shard assigned to wt-b: they resume
+//      it over WebTransport again; the call survives both and renegotiates through wt-b.
 //
 // Chromium trusts the nodes' self-signed ECDSA certificate for TLS and QUIC by its SPKI hash
 // (--ignore-certificate-errors-spki-list with --webtransport-developer-mode), so no CA is
@@ -335,7 +336,8 @@ async function run(): Promise<void> {
     await owner('wt-a', 1);
     const a = await Node.start('wt-a', tls, true, cluster);
     const b = await Node.start('wt-b', tls, true, cluster);
-    nodes.push(a, b);
+    const c = await Node.start('wt-c', tls, false, cluster);
+    nodes.push(a, b, c);
     const context = await browser.newContext();
     const [alice, bob] = await openPair(context, b, 'cluster', pages);
     for (const page of [alice, bob]) {
@@ -350,23 +352,33 @@ async function run(): Promise<void> {
         await waitState(bob, `cluster call ${i} ended at bob`, (s) => s.callState === 'ended');
       }
     }
-    const before = [(await state(alice))!, (await state(bob))!];
-    const killedAt = Date.now();
-    await a.kill();
-    await owner('wt-b', 2);
-    log('cluster: killed the owner wt-a (kill -9) and assigned the shard to wt-b');
-    const resumedMs: number[] = [];
-    for (const [i, page] of [alice, bob].entries()) {
-      const w0 = before[i]!.welcomes.length;
-      const s = await waitState(page, 'resumed on wt-b', (s) => s.status === 'open' && s.welcomes.slice(w0).some((w) => w.resumed && w.node === 'wt-b'));
-      const w = s.welcomes.slice(w0).find((w) => w.resumed && w.node === 'wt-b')!;
-      if (w.transport !== 'webtransport') throw new Error(`resumed over ${w.transport}, expected webtransport`);
-      if (w.session !== before[i]!.welcomes.at(-1)!.session) throw new Error('a new session, not a resume');
-      if (s.callId !== before[i]!.callId || s.pcState !== 'connected') throw new Error(`the call did not survive: ${s.pcState}`);
-      resumedMs.push(w.at - killedAt);
-    }
-    await demoApi(alice).send('after failover');
-    await waitState(bob, 'the post-failover message', (s) => s.received.includes('alice: after failover'));
+    // The owner is killed and the shard assigned to `to`: both pages resume the same session
+    // there over `transport`, and the call survives.
+    const failover = async (from: Node, to: Node, epoch: number, transport: string): Promise<number[]> => {
+      const before = [(await state(alice))!, (await state(bob))!];
+      const killedAt = Date.now();
+      await from.kill();
+      await owner(to.name, epoch);
+      log(`cluster: killed the owner ${from.name} (kill -9) and assigned the shard to ${to.name}`);
+      const resumedMs: number[] = [];
+      for (const [i, page] of [alice, bob].entries()) {
+        const w0 = before[i]!.welcomes.length;
+        const s = await waitState(page, `resumed on ${to.name}`, (s) => s.status === 'open' && s.welcomes.slice(w0).some((w) => w.resumed && w.node === to.name));
+        const w = s.welcomes.slice(w0).find((w) => w.resumed && w.node === to.name)!;
+        if (w.transport !== transport) throw new Error(`resumed over ${w.transport}, expected ${transport}`);
+        if (w.session !== before[i]!.welcomes.at(-1)!.session) throw new Error('a new session, not a resume');
+        if (s.callId !== before[i]!.callId || s.pcState !== 'connected') throw new Error(`the call did not survive: ${s.pcState}`);
+        resumedMs.push(w.at - killedAt);
+      }
+      await demoApi(alice).send(`after ${from.name}`);
+      await waitState(bob, `the message after ${from.name}`, (s) => s.received.includes(`alice: after ${from.name}`));
+      log(`cluster: both pages resumed the same session on ${to.name} over ${transport}; the call still carries messages`);
+      return resumedMs;
+    };
+    // The session started on WebTransport resumes on WebSocket (wt-c serves no UDP port), then
+    // back on WebTransport.
+    const toWebSocket = await failover(a, c, 2, 'websocket');
+    const toWebTransport = await failover(c, b, 3, 'webtransport');
     await demoApi(alice).renegotiate('after-resume');
     await eventually('the renegotiated channel delivers', async () => {
       await demoApi(alice).send('renegotiated');
@@ -374,8 +386,9 @@ async function run(): Promise<void> {
       return s && (s.byChannel['after-resume'] ?? 0) >= 1;
     });
     await alice.screenshot({ path: join(runDir, 'webtransport-alice.png') });
-    log('cluster: both pages resumed the same session on wt-b over WebTransport; the call renegotiated through it');
-    console.log(`MEASURED webtransport owner kill -9→session resumed over WebTransport: alice ${resumedMs[0]} ms, bob ${resumedMs[1]} ms`);
+    log('cluster: the call renegotiated through wt-b');
+    console.log(`MEASURED webtransport owner kill -9 (WebTransport)→session resumed over WebSocket: alice ${toWebSocket[0]} ms, bob ${toWebSocket[1]} ms`);
+    console.log(`MEASURED webtransport owner kill -9 (WebSocket)→session resumed over WebTransport: alice ${toWebTransport[0]} ms, bob ${toWebTransport[1]} ms`);
     console.log(`webtransport-e2e: passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     ok = true;
   } finally {
