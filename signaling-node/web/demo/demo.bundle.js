@@ -2711,6 +2711,219 @@ function urlProblem(url) {
   return void 0;
 }
 
+// src/webtransport.ts
+var ABNORMAL_CLOSE = 1006;
+var CLOSE_AFTER_FIN_MS = 1e3;
+var DEFAULT_FALLBACK_MS = 1500;
+function webTransportUrl(wsUrl) {
+  const parsed = new URL(wsUrl);
+  if (parsed.protocol !== "wss:") return void 0;
+  return "https:" + wsUrl.slice("wss:".length);
+}
+function globalWebTransport() {
+  const Ctor = globalThis.WebTransport;
+  if (typeof Ctor === "undefined") return void 0;
+  return (url, protocols, hashes) => new Ctor(url, hashes ? { protocols, serverCertificateHashes: hashes } : { protocols });
+}
+var StreamFrames = class {
+  buf = new Uint8Array(0);
+  /** Takes `chunk`; returns the frames it completes. Throws when a `length` is above
+   * {@link MAX_FRAME_LEN}: such a frame cannot be skipped, the stream is out of step. */
+  push(chunk) {
+    const joined = new Uint8Array(this.buf.length + chunk.length);
+    joined.set(this.buf);
+    joined.set(chunk, this.buf.length);
+    const frames = [];
+    let at = 0;
+    while (joined.length - at >= 4) {
+      const len = new DataView(joined.buffer, at, 4).getUint32(0);
+      if (len > MAX_FRAME_LEN) throw new RangeError(`frame length ${len} above ${MAX_FRAME_LEN}`);
+      if (joined.length - at < 4 + len) break;
+      frames.push(joined.slice(at, at + 4 + len));
+      at += 4 + len;
+    }
+    this.buf = joined.slice(at);
+    return frames;
+  }
+};
+var WebTransportSocket = class {
+  /** Which transport this is. */
+  transport = "webtransport";
+  binaryType = "arraybuffer";
+  onopen = null;
+  onmessage = null;
+  onerror = null;
+  onclose = null;
+  session;
+  writer;
+  ended = false;
+  constructor(url, protocols, factory, hashes) {
+    this.session = factory(url, protocols, hashes);
+    void this.run();
+  }
+  send(data) {
+    if (this.ended || !this.writer) throw new Error("WebTransport stream not open");
+    this.writer.write(data).catch((err) => this.end({ code: ABNORMAL_CLOSE, reason: String(err) }));
+  }
+  close(code, reason) {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      this.session.close({ closeCode: code ?? 1e3, reason: reason ?? "" });
+    } catch {
+    }
+  }
+  async run() {
+    let reader;
+    try {
+      await this.session.ready;
+      const stream = await this.session.createBidirectionalStream();
+      if (this.ended) return;
+      this.writer = stream.writable.getWriter();
+      reader = stream.readable.getReader();
+    } catch (err) {
+      this.end({ code: ABNORMAL_CLOSE, reason: `cannot open WebTransport: ${String(err)}` });
+      return;
+    }
+    this.onopen?.({});
+    const frames = new StreamFrames();
+    try {
+      for (; ; ) {
+        const { value, done } = await reader.read();
+        if (done || this.ended) break;
+        for (const frame of frames.push(value)) {
+          if (this.ended) return;
+          this.onmessage?.({ data: frame });
+        }
+      }
+    } catch (err) {
+      if (err instanceof RangeError) {
+        this.close(1009, "frame too large");
+        this.end({ code: 1009, reason: err.message });
+        return;
+      }
+    }
+    this.end(await this.closeInfo());
+  }
+  /** The session's close code and reason, once the node closed it (or after a bounded wait). */
+  async closeInfo() {
+    let timer;
+    const lost = new Promise((resolve) => {
+      timer = setTimeout(() => resolve({ code: ABNORMAL_CLOSE, reason: "no session close after the stream ended" }), CLOSE_AFTER_FIN_MS);
+    });
+    const closed = this.session.closed.then(
+      (info) => ({ code: info.closeCode ?? ABNORMAL_CLOSE, reason: info.reason ?? "" }),
+      (err) => ({ code: ABNORMAL_CLOSE, reason: String(err) })
+    );
+    try {
+      return await Promise.race([closed, lost]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  end(ev) {
+    const wasEnded = this.ended;
+    this.ended = true;
+    if (!wasEnded) {
+      try {
+        this.session.close({ closeCode: ev.code, reason: ev.reason.slice(0, 100) });
+      } catch {
+      }
+    }
+    const onclose = this.onclose;
+    this.onopen = this.onmessage = this.onerror = this.onclose = null;
+    onclose?.(ev);
+  }
+};
+var FallbackSocket = class {
+  constructor(wsUrl, wtUrl, protocols, openWebTransport, openWebSocket, fallbackMs, clock) {
+    this.wsUrl = wsUrl;
+    this.protocols = protocols;
+    this.openWebSocket = openWebSocket;
+    this.clock = clock;
+    let wt;
+    try {
+      wt = openWebTransport(wtUrl, protocols);
+    } catch {
+      this.transport = "websocket";
+      this.inner = this.attach(openWebSocket(wsUrl, protocols));
+      return;
+    }
+    this.inner = this.attach(wt);
+    this.timer = clock.setTimeout(() => this.fallBack(), fallbackMs);
+  }
+  wsUrl;
+  protocols;
+  openWebSocket;
+  clock;
+  /** The transport in use (WebTransport until the fallback). */
+  transport = "webtransport";
+  binaryType = "arraybuffer";
+  onopen = null;
+  onmessage = null;
+  onerror = null;
+  onclose = null;
+  inner;
+  timer;
+  /** A frame arrived: the transport works, and its close is the connection's. */
+  received = false;
+  closed = false;
+  send(data) {
+    this.inner.send(data);
+  }
+  close(code, reason) {
+    this.closed = true;
+    this.clock.clearTimeout(this.timer);
+    this.inner.close(code, reason);
+  }
+  attach(sock) {
+    sock.binaryType = "arraybuffer";
+    sock.onopen = (ev) => {
+      this.clock.clearTimeout(this.timer);
+      this.onopen?.(ev);
+    };
+    sock.onmessage = (ev) => {
+      this.received = true;
+      this.onmessage?.(ev);
+    };
+    sock.onerror = (ev) => this.onerror?.(ev);
+    sock.onclose = (ev) => {
+      if (!this.received && this.transport === "webtransport") this.fallBack();
+      else this.onclose?.(ev);
+    };
+    return sock;
+  }
+  /** Gives WebTransport up (not open in time, or failed before its first frame) for WebSocket. */
+  fallBack() {
+    if (this.received || this.closed || this.transport === "websocket") return;
+    this.clock.clearTimeout(this.timer);
+    const wt = this.inner;
+    wt.onopen = wt.onmessage = wt.onerror = wt.onclose = null;
+    try {
+      wt.close(1e3, "falling back to WebSocket");
+    } catch {
+    }
+    this.transport = "websocket";
+    try {
+      this.inner = this.attach(this.openWebSocket(this.wsUrl, this.protocols));
+    } catch (err) {
+      this.onclose?.({ code: ABNORMAL_CLOSE, reason: `cannot open WebSocket: ${String(err)}` });
+    }
+  }
+};
+function fallbackSocketFactory(webSocket, options, clock) {
+  const factory = options.factory ?? globalWebTransport();
+  if (!factory) return webSocket;
+  const toWt = options.url ?? webTransportUrl;
+  const fallbackMs = options.fallbackMs ?? DEFAULT_FALLBACK_MS;
+  const open = (url, protocols) => new WebTransportSocket(url, protocols, factory, options.serverCertificateHashes);
+  return (url, protocols) => {
+    const wtUrl = toWt(url);
+    if (wtUrl === void 0) return webSocket(url, protocols);
+    return new FallbackSocket(url, wtUrl, protocols, open, webSocket, fallbackMs, clock);
+  };
+}
+
 // src/client.ts
 var MAX_PENDING = 1024;
 var MAX_BATCH = 64;
@@ -2748,6 +2961,7 @@ var SwitchboardClient = class {
   state = "idle";
   sessionId = "";
   version = 1;
+  transport = "websocket";
   node = "";
   heartbeatMs = 0;
   resumed = false;
@@ -2780,8 +2994,10 @@ var SwitchboardClient = class {
       maxQueued: Math.max(1, options.maxQueued ?? 256),
       traceparent: options.traceparent
     };
-    this.factory = options.socketFactory ?? defaultSocketFactory;
     this.clock = options.clock ?? systemClock;
+    const webSocket = options.socketFactory ?? defaultSocketFactory;
+    const wt = options.webTransport === true ? {} : options.webTransport || void 0;
+    this.factory = wt ? fallbackSocketFactory(webSocket, wt, this.clock) : webSocket;
     this.random = options.random ?? Math.random;
     this.user = tokenSubject(options.token) ?? "";
     this.initialResume = options.resume;
@@ -2822,6 +3038,7 @@ var SwitchboardClient = class {
       url: this.endpoint,
       session: this.sessionId,
       version: this.version,
+      transport: this.transport,
       node: this.node,
       heartbeatMs: this.heartbeatMs,
       resumed: this.resumed,
@@ -3232,6 +3449,7 @@ var SwitchboardClient = class {
     const asked = this.sessionId;
     this.sessionId = welcome.session;
     this.version = welcome.version;
+    this.transport = sock.transport ?? "websocket";
     this.node = welcome.node;
     this.heartbeatMs = welcome.heartbeatMs;
     this.resumed = welcome.resumed;
@@ -3643,7 +3861,7 @@ async function oneHost(user2) {
     $("status").textContent = c ? c.status : "idle";
     $("status").className = "state " + (c?.status === "open" ? "ok" : c?.status === "closed" ? "bad" : "wait");
     const s2 = c?.session();
-    $("node").textContent = s2?.node ? `${s2.node}  (${s2.url}, v${s2.version})` : "-";
+    $("node").textContent = s2?.node ? `${s2.node}  (${s2.url}, v${s2.version}, ${s2.transport})` : "-";
     $("session").textContent = s2?.session ? `${s2.session}  resumed=${s2.resumed} reconnects=${s2.reconnects}` : "-";
     $("call").textContent = demo.callId ? `${demo.callState}  (${demo.callId})` : "none";
     $("call").className = "state " + (demo.callState === "connected" ? "ok" : demo.callState === "failed" ? "bad" : "wait");
@@ -3668,7 +3886,7 @@ async function oneHost(user2) {
       url = advertised.toString();
     }
   }
-  const client = new SwitchboardClient(url, { token });
+  const client = new SwitchboardClient(url, { token, webTransport: params.get("wt") === "1" });
   demo.client = client;
   const outgoing = (msg) => {
     demo.frames.out += 1;
@@ -3681,8 +3899,9 @@ async function oneHost(user2) {
   });
   client.on("welcome", (w) => {
     demo.node = w.node;
-    demo.welcomes.push({ node: w.node, resumed: w.resumed, session: w.session, at: Date.now() });
-    log("info", `welcomed by ${w.node} (resumed=${w.resumed}, v${w.version})`);
+    const transport = client.session().transport;
+    demo.welcomes.push({ node: w.node, resumed: w.resumed, session: w.session, transport, at: Date.now() });
+    log("info", `welcomed by ${w.node} over ${transport} (resumed=${w.resumed}, v${w.version})`);
     render();
   });
   client.on("error", (e) => log("err", e.message));

@@ -1,6 +1,7 @@
-// The Switchboard client: connects with subprotocol negotiation, says Hello with the token,
-// offers typed calls for the co-host flow, answers heartbeats, follows Redirect and Migrate,
-// and reconnects with backoff and resumes from the last seen event after a dropped connection.
+// The Switchboard client: connects (WebTransport first when asked, else WebSocket) with
+// subprotocol negotiation, says Hello with the token, offers typed calls for the co-host flow,
+// answers heartbeats, follows Redirect and Migrate, and reconnects with backoff and resumes
+// from the last seen event after a dropped connection.
 // It mirrors the Rust client (client/src/driver.rs) decision for decision.
 //
 //   const client = new SwitchboardClient('ws://127.0.0.1:7000/ws', { token });
@@ -34,7 +35,9 @@ import {
   type Clock,
   type SocketFactory,
   type SocketLike,
+  type TransportKind,
 } from './transport.js';
+import { fallbackSocketFactory, type WebTransportOptions } from './webtransport.js';
 
 /** Most joins awaiting an answer at once. */
 export const MAX_PENDING = 1024;
@@ -74,6 +77,10 @@ export interface ClientOptions {
   maxQueued?: number;
   /** Socket constructor (tests, Node without a global WebSocket). */
   socketFactory?: SocketFactory;
+  /** Try WebTransport first, where the runtime has it, on every connect, redirect, migrate and
+   * resume, falling back to WebSocket within a bounded time (`true`: the defaults of
+   * {@link WebTransportOptions}). Default: WebSocket only. */
+  webTransport?: boolean | WebTransportOptions;
   /** Timers (tests). */
   clock?: Clock;
   /** Random source in [0, 1) for jitter and call ids (tests). */
@@ -95,6 +102,8 @@ export interface SessionInfo {
   session: string;
   /** Negotiated protocol version. */
   version: ProtocolVersion;
+  /** The transport carrying the session now. */
+  transport: TransportKind;
   /** The serving node's name. */
   node: string;
   /** Server heartbeat interval (ms). */
@@ -213,6 +222,7 @@ export class SwitchboardClient {
   private state: ClientStatus = 'idle';
   private sessionId = '';
   private version: ProtocolVersion = 1;
+  private transport: TransportKind = 'websocket';
   private node = '';
   private heartbeatMs = 0;
   private resumed = false;
@@ -246,8 +256,10 @@ export class SwitchboardClient {
       maxQueued: Math.max(1, options.maxQueued ?? 256),
       traceparent: options.traceparent,
     };
-    this.factory = options.socketFactory ?? defaultSocketFactory;
     this.clock = options.clock ?? systemClock;
+    const webSocket = options.socketFactory ?? defaultSocketFactory;
+    const wt = options.webTransport === true ? {} : options.webTransport || undefined;
+    this.factory = wt ? fallbackSocketFactory(webSocket, wt, this.clock) : webSocket;
     this.random = options.random ?? Math.random;
     this.user = tokenSubject(options.token) ?? '';
     this.initialResume = options.resume;
@@ -296,6 +308,7 @@ export class SwitchboardClient {
       url: this.endpoint,
       session: this.sessionId,
       version: this.version,
+      transport: this.transport,
       node: this.node,
       heartbeatMs: this.heartbeatMs,
       resumed: this.resumed,
@@ -743,6 +756,7 @@ export class SwitchboardClient {
     const asked = this.sessionId;
     this.sessionId = welcome.session;
     this.version = welcome.version;
+    this.transport = sock.transport ?? 'websocket';
     this.node = welcome.node;
     this.heartbeatMs = welcome.heartbeatMs;
     this.resumed = welcome.resumed;

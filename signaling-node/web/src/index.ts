@@ -11,6 +11,10 @@ export {
 } from './state.js';
 export type { CallInfo, ReconnectPolicy } from './state.js';
 export { defaultSocketFactory, messageBytes, systemClock, urlProblem } from './transport.js';
-export type { Clock, SocketCloseEvent, SocketFactory, SocketLike } from './transport.js';
+export type { Clock, SocketCloseEvent, SocketFactory, SocketLike, TransportKind } from './transport.js';
+export {
+  DEFAULT_FALLBACK_MS, FallbackSocket, fallbackSocketFactory, globalWebTransport, StreamFrames, webTransportUrl, WebTransportSocket,
+} from './webtransport.js';
+export type { CertificateHash, WebTransportFactory, WebTransportLike, WebTransportOptions } from './webtransport.js';
 export { closeIsFatal, MAX_BATCH, MAX_PENDING, shouldGoBackToEntry, SwitchboardClient } from './client.js';
 export type { ClientEvents, ClientOptions, ClientStatus, SessionInfo, Timeouts } from './client.js';

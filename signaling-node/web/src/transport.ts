@@ -1,5 +1,6 @@
-// What the client needs from a WebSocket (the browser's, Node's global one, or a fake in
-// tests), the clock it schedules with, and the defaults for both.
+// What the client needs from a WebSocket (the browser's, Node's global one, a WebTransport
+// stream made to look like one, or a fake in tests), the clock it schedules with, and the
+// defaults for both.
 
 /** A close as reported by the socket. */
 export interface SocketCloseEvent {
@@ -7,8 +8,13 @@ export interface SocketCloseEvent {
   reason: string;
 }
 
+/** Which transport carries a connection. */
+export type TransportKind = 'websocket' | 'webtransport';
+
 /** The subset of the WHATWG `WebSocket` the client uses. */
 export interface SocketLike {
+  /** The transport under this socket; absent means WebSocket. */
+  readonly transport?: TransportKind;
   binaryType: string;
   onopen: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;

@@ -1,7 +1,9 @@
-// Test doubles: a scripted socket the test plays the server through, and a manual clock.
+// Test doubles: a scripted socket and a scripted WebTransport session the test plays the
+// server through, and a manual clock.
 
 import { decodeMessage, encodeMessage, type Message } from '../src/messages.js';
 import type { Clock, SocketCloseEvent, SocketLike } from '../src/transport.js';
+import { StreamFrames, type WebTransportFactory, type WebTransportLike } from '../src/webtransport.js';
 
 /** A socket whose server side is the test. */
 export class FakeSocket implements SocketLike {
@@ -131,4 +133,104 @@ export async function settle(): Promise<void> {
 export function fakeToken(sub: string): string {
   const b64 = (s: string) => Buffer.from(s).toString('base64url');
   return `${b64('{"alg":"HS256","typ":"JWT"}')}.${b64(JSON.stringify({ sub, rooms: ['*'] }))}.sig`;
+}
+
+/** A WebTransport session whose node side is the test: frames written to its one stream are
+ * decoded into `sent`; `deliver` writes frames back, split at `splitAt` bytes to exercise framing. */
+export class FakeWebTransport implements WebTransportLike {
+  readonly ready: Promise<unknown>;
+  readonly closed: Promise<{ closeCode?: number; reason?: string }>;
+  /** Frames the client sent, decoded. */
+  readonly sent: Message[] = [];
+  /** The close the client asked for, if any. */
+  closedByClient: { closeCode?: number | undefined; reason?: string | undefined } | undefined;
+  private accept!: (v: unknown) => void;
+  private refuse!: (e: unknown) => void;
+  private resolveClosed!: (info: { closeCode?: number; reason?: string }) => void;
+  private rejectClosed!: (e: unknown) => void;
+  private down: ReadableStreamDefaultController<Uint8Array> | undefined;
+
+  constructor(
+    readonly url: string,
+    readonly protocols: string[],
+  ) {
+    this.ready = new Promise((res, rej) => {
+      this.accept = res;
+      this.refuse = rej;
+    });
+    this.closed = new Promise((res, rej) => {
+      this.resolveClosed = res;
+      this.rejectClosed = rej;
+    });
+    // Unobserved rejections must not fail the test run.
+    this.ready.catch(() => undefined);
+    this.closed.catch(() => undefined);
+  }
+
+  async createBidirectionalStream() {
+    const readable = new ReadableStream<Uint8Array>({ start: (c) => void (this.down = c) });
+    const frames = new StreamFrames();
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => {
+        for (const f of frames.push(chunk)) this.sent.push(decodeMessage(f));
+      },
+    });
+    return { readable, writable };
+  }
+
+  close(info?: { closeCode?: number; reason?: string }): void {
+    this.closedByClient ??= { closeCode: info?.closeCode, reason: info?.reason };
+    this.resolveClosed({ closeCode: info?.closeCode ?? 0, reason: info?.reason ?? '' });
+  }
+
+  /** Node side: accept the session. */
+  open(): void {
+    this.accept(undefined);
+  }
+
+  /** Node side: refuse the session (e.g. HTTP 403, or nothing listening on the UDP port). */
+  fail(): void {
+    this.refuse(new Error('WebTransport refused'));
+  }
+
+  /** Node side: send a message, in two chunks split at `splitAt`. */
+  deliver(msg: Message, splitAt = 3): void {
+    const bytes = encodeMessage(msg);
+    this.down!.enqueue(bytes.slice(0, splitAt));
+    this.down!.enqueue(bytes.slice(splitAt));
+  }
+
+  /** Node side: end the stream and close the session with `code` (the WebSocket close code). */
+  end(code: number, reason = ''): void {
+    this.down?.close();
+    this.resolveClosed({ closeCode: code, reason });
+  }
+
+  /** The network: the session is gone without a close code. */
+  lose(): void {
+    this.down?.error(new Error('connection lost'));
+    this.rejectClosed(new Error('connection lost'));
+  }
+
+  /** Frames of one type the client sent. */
+  sentOf<T extends Message['type']>(type: T): Extract<Message, { type: T }>[] {
+    return this.sent.filter((m): m is Extract<Message, { type: T }> => m.type === type);
+  }
+}
+
+/** Records every WebTransport session a client opens. */
+export class FakeWebTransportNetwork {
+  readonly sessions: FakeWebTransport[] = [];
+  readonly factory: WebTransportFactory = (url, protocols) => {
+    const s = new FakeWebTransport(url, protocols);
+    this.sessions.push(s);
+    return s;
+  };
+
+  /** The newest session. */
+  get last(): FakeWebTransport {
+    const s = this.sessions[this.sessions.length - 1];
+    if (!s) throw new Error('no session opened yet');
+    return s;
+  }
 }

@@ -22,7 +22,8 @@ interface Demo {
   /** Messages received per data channel label. */
   byChannel: Record<string, number>;
   errors: { code: number; requestId: number; message: string }[];
-  welcomes: { node: string; resumed: boolean; session: string; at: number }[];
+  /** Every Welcome, with the transport (websocket or webtransport) that carried it. */
+  welcomes: { node: string; resumed: boolean; session: string; transport: string; at: number }[];
   joined: boolean;
   inviteAt: number;
   connectedAt: number;
@@ -100,7 +101,7 @@ async function oneHost(user: string): Promise<void> {
     $('status').textContent = c ? c.status : 'idle';
     $('status').className = 'state ' + (c?.status === 'open' ? 'ok' : c?.status === 'closed' ? 'bad' : 'wait');
     const s = c?.session();
-    $('node').textContent = s?.node ? `${s.node}  (${s.url}, v${s.version})` : '-';
+    $('node').textContent = s?.node ? `${s.node}  (${s.url}, v${s.version}, ${s.transport})` : '-';
     $('session').textContent = s?.session ? `${s.session}  resumed=${s.resumed} reconnects=${s.reconnects}` : '-';
     $('call').textContent = demo.callId ? `${demo.callState}  (${demo.callId})` : 'none';
     $('call').className = 'state ' + (demo.callState === 'connected' ? 'ok' : demo.callState === 'failed' ? 'bad' : 'wait');
@@ -129,7 +130,8 @@ async function oneHost(user: string): Promise<void> {
     }
   }
 
-  const client = new SwitchboardClient(url, { token });
+  // `wt=1`: WebTransport first (to the node's wss URL on https), WebSocket as the fallback.
+  const client = new SwitchboardClient(url, { token, webTransport: params.get('wt') === '1' });
   demo.client = client;
   // Count and log what goes out: wrap the socket factory's send.
   const outgoing = (msg: string) => {
@@ -143,8 +145,9 @@ async function oneHost(user: string): Promise<void> {
   });
   client.on('welcome', (w) => {
     demo.node = w.node;
-    demo.welcomes.push({ node: w.node, resumed: w.resumed, session: w.session, at: Date.now() });
-    log('info', `welcomed by ${w.node} (resumed=${w.resumed}, v${w.version})`);
+    const transport = client.session().transport;
+    demo.welcomes.push({ node: w.node, resumed: w.resumed, session: w.session, transport, at: Date.now() });
+    log('info', `welcomed by ${w.node} over ${transport} (resumed=${w.resumed}, v${w.version})`);
     render();
   });
   client.on('error', (e) => log('err', e.message));
