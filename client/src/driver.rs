@@ -6,18 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::conn::{Conn, Received};
 use super::retry::{Refusal, Retries};
 use super::state::{CallInfo, CallTable, RequestIds, Rooms, new_call_id};
-use super::transport::{self, Endpoint, WsStream};
+use super::transport::{self, Endpoint, TransportKind};
 use super::{ClientError, Command, ConnectOptions, Op, SessionInfo, token_subject};
 use switchboard_protocol::{
     self as protocol, Candidate, Encoder, ErrorCode, ErrorFrame, Hangup, Hello, IceBatch,
@@ -37,11 +33,12 @@ const FAILURES_BEFORE_ENTRY: u32 = 2;
 /// closing every resume (its store unavailable) or sending it back and forth would otherwise
 /// be reconnected to at the first backoff step, again and again.
 const SHORT_LIVED: Duration = Duration::from_secs(2);
+/// Most WebTransport URLs remembered as failing at once.
+#[cfg(feature = "webtransport")]
+const MAX_WT_FAILED: usize = 64;
 /// What a connection that fell silent timed out waiting for.
 const SILENCE: &str = "any frame from the server (heartbeat)";
 
-type Sink = SplitSink<WsStream, WsMessage>;
-type Source = SplitStream<WsStream>;
 type Incoming = mpsc::Sender<Result<Message, ClientError>>;
 
 struct PendingJoin {
@@ -83,7 +80,7 @@ enum Reply {
 
 /// What a handshake produced.
 enum Handshake {
-    Welcome(Box<WsStream>, Welcome),
+    Welcome(Conn, Welcome),
     Redirect(String),
 }
 
@@ -122,12 +119,22 @@ pub(crate) struct Driver {
     /// The session a resume asked for when a node that does not own its room answered
     /// `resumed: false`: the re-join's `Redirect` leads to the owner, where it is resumed.
     unresumed: Option<Resume>,
-    ws: Option<WsStream>,
+    conn: Option<Conn>,
     hello_rtt: Duration,
     /// When the current connection was welcomed.
     welcomed_at: Instant,
     /// Connections in a row that ended within [`SHORT_LIVED`] of their Welcome.
     short_lived: u32,
+    /// The transport of the current connection.
+    transport: TransportKind,
+    /// WebTransport attempts that fell back to WebSocket.
+    webtransport_fallbacks: u32,
+    /// TLS for WebTransport (HTTP/3 wants TLS 1.3 and ALPN `h3`), when a CA file is given.
+    #[cfg(feature = "webtransport")]
+    wt_tls: Option<rustls::ClientConfig>,
+    /// WebTransport URLs whose last attempt failed, and when: WebSocket only for a while.
+    #[cfg(feature = "webtransport")]
+    wt_failed: HashMap<String, Instant>,
 }
 
 impl Driver {
@@ -143,6 +150,13 @@ impl Driver {
             Some(path) => Some(transport::tls_connector(path)?),
             None => None,
         };
+        #[cfg(feature = "webtransport")]
+        let wt_tls = match &options.ca_file {
+            Some(path) if options.webtransport.enabled => {
+                Some(super::webtransport::tls_config(path)?)
+            }
+            _ => None,
+        };
         let user = token_subject(&options.token).unwrap_or_default();
         let placeholder = SessionInfo {
             url: url.to_string(),
@@ -153,6 +167,8 @@ impl Driver {
             resumed: false,
             reconnects: 0,
             user: user.clone(),
+            transport: TransportKind::WebSocket,
+            webtransport_fallbacks: 0,
         };
         let (info, info_rx) = watch::channel(placeholder);
         let mut driver = Driver {
@@ -177,10 +193,16 @@ impl Driver {
             redirects_in_a_row: 0,
             reconnects: 0,
             unresumed: None,
-            ws: None,
+            conn: None,
             hello_rtt: Duration::ZERO,
             welcomed_at: Instant::now(),
             short_lived: 0,
+            transport: TransportKind::WebSocket,
+            webtransport_fallbacks: 0,
+            #[cfg(feature = "webtransport")]
+            wt_tls,
+            #[cfg(feature = "webtransport")]
+            wt_failed: HashMap::new(),
         };
         let resume = driver.options.resume.clone();
         let welcome = driver.establish(resume).await?;
@@ -196,10 +218,10 @@ impl Driver {
     /// Serves connections until the client closes or gives up.
     pub(crate) async fn run(mut self) {
         loop {
-            let Some(ws) = self.ws.take() else {
+            let Some(conn) = self.conn.take() else {
                 return;
             };
-            let exit = self.serve(ws).await;
+            let exit = self.serve(conn).await;
             if self.welcomed_at.elapsed() < SHORT_LIVED {
                 self.short_lived += 1;
             } else {
@@ -374,8 +396,8 @@ impl Driver {
         let mut redirects = 0;
         loop {
             match self.handshake(resume.clone()).await? {
-                Handshake::Welcome(ws, welcome) => {
-                    self.welcomed(*ws, &welcome, resume.is_some()).await?;
+                Handshake::Welcome(conn, welcome) => {
+                    self.welcomed(conn, &welcome, resume.is_some()).await?;
                     self.welcomed_at = Instant::now();
                     return Ok(welcome);
                 }
@@ -399,16 +421,73 @@ impl Driver {
         }
     }
 
-    async fn handshake(&mut self, resume: Option<Resume>) -> Result<Handshake, ClientError> {
-        let timeouts = self.options.timeouts;
-        let (mut ws, picked) = transport::open(
+    /// Opens a connection to the current endpoint: WebTransport first when it may answer
+    /// (within its deadline), else WebSocket; returns it with the version the WebSocket
+    /// upgrade named.
+    async fn open(&mut self) -> Result<(Conn, Option<ProtocolVersion>), ClientError> {
+        #[cfg(feature = "webtransport")]
+        if let Some(conn) = self.open_webtransport().await {
+            self.transport = TransportKind::WebTransport;
+            return Ok((conn, None));
+        }
+        let (ws, picked) = transport::open(
             &self.endpoint,
             &self.options.versions,
             self.tls.as_ref(),
-            timeouts.connect,
+            self.options.timeouts.connect,
             self.options.traceparent.as_ref(),
         )
         .await?;
+        self.transport = TransportKind::WebSocket;
+        tracing::debug!(url = %self.endpoint.url, transport = %self.transport, "connected");
+        Ok((Conn::Ws(Box::new(ws)), picked))
+    }
+
+    /// A WebTransport connection to the current endpoint, or `None` when there is none to
+    /// try (a `ws://` URL, no CA file, disabled, failed lately) or the attempt failed.
+    #[cfg(feature = "webtransport")]
+    async fn open_webtransport(&mut self) -> Option<Conn> {
+        let wt = self.options.webtransport;
+        let tls = self.wt_tls.clone()?;
+        let url = transport::webtransport_url(&self.endpoint, wt.port)?;
+        let now = Instant::now();
+        self.wt_failed
+            .retain(|_, failed| now.duration_since(*failed) < wt.retry_after);
+        if self.wt_failed.contains_key(&url) {
+            tracing::debug!(%url, "WebTransport failed lately; using WebSocket");
+            return None;
+        }
+        let started = Instant::now();
+        let attempt = super::webtransport::WtConnection::connect(
+            &url,
+            &self.options.versions,
+            tls,
+            wt.deadline,
+            self.options.traceparent.as_ref(),
+        )
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match attempt {
+            Ok(conn) => {
+                tracing::debug!(%url, elapsed_ms, transport = "webtransport", "connected");
+                Some(Conn::Wt(Box::new(conn)))
+            }
+            Err(err) => {
+                self.webtransport_fallbacks += 1;
+                // Bounded: the map only holds URLs this client was sent to lately.
+                if self.wt_failed.len() < MAX_WT_FAILED {
+                    self.wt_failed.insert(url.clone(), Instant::now());
+                }
+                tracing::info!(%url, %err, elapsed_ms, "WebTransport unavailable; falling back to WebSocket");
+                None
+            }
+        }
+    }
+
+    async fn handshake(&mut self, resume: Option<Resume>) -> Result<Handshake, ClientError> {
+        let timeouts = self.options.timeouts;
+        let (mut conn, picked) = self.open().await?;
+        let url = self.endpoint.url.clone();
         let hello = Message::Hello(Hello {
             token: self.options.token.clone(),
             versions: self.options.versions.iter().map(|v| v.as_u8()).collect(),
@@ -416,23 +495,15 @@ impl Driver {
         });
         let frame = self.encode(&hello)?;
         let hello_sent = std::time::Instant::now();
-        ws.send(WsMessage::Binary(frame))
-            .await
-            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+        conn.send(frame, &url).await?;
         let wait = async {
             loop {
-                let Some(next) = ws.next().await else {
-                    return Err(ClientError::ConnectionLost);
-                };
-                let bytes = match next.map_err(|e| ClientError::from_ws(&self.endpoint.url, e))? {
-                    WsMessage::Binary(bytes) => bytes,
-                    WsMessage::Close(frame) => {
-                        return Err(ClientError::WebSocket(format!(
-                            "closed during handshake: {}",
-                            frame.map_or_else(|| "no reason".to_string(), |f| f.to_string())
-                        )));
-                    }
-                    _ => continue,
+                let bytes = match conn.recv(&url).await {
+                    Received::Frame(bytes) => bytes,
+                    Received::Control => continue,
+                    Received::Closed(None) => return Err(ClientError::ConnectionLost),
+                    Received::Closed(close) => return Err(conn.closed_in_handshake(close)),
+                    Received::Failed(err) => return Err(err),
                 };
                 match protocol::decode(&bytes)? {
                     Message::Welcome(welcome) => return Ok(Reply::Welcome(welcome)),
@@ -441,9 +512,7 @@ impl Driver {
                     Message::Ping(ping) => {
                         let pong = Message::Pong(Pong { nonce: ping.nonce });
                         let frame = Bytes::from(self.encoder.encode_to_vec(&pong)?);
-                        ws.send(WsMessage::Binary(frame))
-                            .await
-                            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+                        conn.send(frame, &url).await?;
                     }
                     other => {
                         return Err(ClientError::Protocol(format!(
@@ -468,10 +537,10 @@ impl Driver {
                         "version header and Welcome differ; Welcome wins"
                     );
                 }
-                Ok(Handshake::Welcome(Box::new(ws), welcome))
+                Ok(Handshake::Welcome(conn, welcome))
             }
             Ok(Ok(Reply::Redirect(url))) => {
-                let _ = ws.close(None).await;
+                conn.close().await;
                 Ok(Handshake::Redirect(url))
             }
             Ok(Err(err)) => Err(err),
@@ -481,7 +550,7 @@ impl Driver {
     /// Adopts a welcomed socket: session, version, heartbeat; re-joins and re-sends joins.
     async fn welcomed(
         &mut self,
-        ws: WsStream,
+        conn: Conn,
         welcome: &Welcome,
         asked_resume: bool,
     ) -> Result<(), ClientError> {
@@ -509,8 +578,10 @@ impl Driver {
             resumed: welcome.resumed,
             reconnects: self.reconnects,
             user: self.user.clone(),
+            transport: self.transport,
+            webtransport_fallbacks: self.webtransport_fallbacks,
         });
-        self.ws = Some(ws);
+        self.conn = Some(conn);
         self.unresumed = None;
         if asked_resume && !welcome.resumed {
             // The server no longer knows our session: join our rooms again. If the session
@@ -542,20 +613,16 @@ impl Driver {
             });
             self.pending.insert(id, join);
             let frame = self.encode(&msg)?;
-            if let Some(ws) = self.ws.as_mut() {
-                ws.send(WsMessage::Binary(frame))
-                    .await
-                    .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+            if let Some(conn) = self.conn.as_mut() {
+                conn.send(frame, &self.endpoint.url).await?;
             }
         }
         // Requests refused while the room moved go to where the session was resumed.
         for msg in self.retries.take_on_welcome(welcome.resumed) {
             tracing::info!(frame = ?msg.frame_type(), "sending a refused request again");
             let frame = self.encode(&msg)?;
-            if let Some(ws) = self.ws.as_mut() {
-                ws.send(WsMessage::Binary(frame))
-                    .await
-                    .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))?;
+            if let Some(conn) = self.conn.as_mut() {
+                conn.send(frame, &self.endpoint.url).await?;
             }
             self.retries.sent(&msg);
         }
@@ -563,23 +630,23 @@ impl Driver {
     }
 
     /// Serves one connection until it ends.
-    async fn serve(&mut self, ws: WsStream) -> Exit {
-        let (mut sink, mut source): (Sink, Source) = ws.split();
+    async fn serve(&mut self, mut conn: Conn) -> Exit {
+        let url = self.endpoint.url.clone();
         let mut last_heard = Instant::now();
         loop {
             let deadline = last_heard + self.silence;
             tokio::select! {
                 biased;
-                next = source.next() => {
+                next = conn.recv(&url) => {
                     let exit = match next {
-                        None => Some(Exit::Lost(ClientError::ConnectionLost)),
-                        Some(Err(err)) => Some(Exit::Lost(ClientError::from_ws(&self.endpoint.url, err))),
-                        Some(Ok(WsMessage::Binary(bytes))) => {
+                        Received::Closed(None) => Some(Exit::Lost(ClientError::ConnectionLost)),
+                        Received::Failed(err) => Some(Exit::Lost(err)),
+                        Received::Frame(bytes) => {
                             last_heard = Instant::now();
-                            self.on_frame(&bytes, &mut sink).await
+                            self.on_frame(&bytes, &mut conn).await
                         }
-                        Some(Ok(WsMessage::Close(frame))) => Some(close_exit(frame)),
-                        Some(Ok(_)) => {
+                        Received::Closed(Some(close)) => Some(close_exit(close)),
+                        Received::Control => {
                             last_heard = Instant::now();
                             None
                         }
@@ -590,10 +657,10 @@ impl Driver {
                 }
                 cmd = next_command(&mut self.deferred, &mut self.cmd_rx) => {
                     let Some(cmd) = cmd else {
-                        let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                        conn.close().await;
                         return Exit::Closed;
                     };
-                    if let Some(exit) = self.on_command(cmd, &mut sink).await {
+                    if let Some(exit) = self.on_command(cmd, &mut conn).await {
                         return exit;
                     }
                 }
@@ -603,7 +670,7 @@ impl Driver {
                 () = sleep_until_opt(self.retries.next_due()) => {
                     for msg in self.retries.take_due(Instant::now()) {
                         tracing::info!(frame = ?msg.frame_type(), "retrying a request refused with 1010");
-                        if let Err(WriteError::Socket(err)) = self.write(&mut sink, &msg).await {
+                        if let Err(WriteError::Socket(err)) = self.write(&mut conn, &msg).await {
                             return Exit::Lost(err);
                         }
                     }
@@ -612,7 +679,7 @@ impl Driver {
         }
     }
 
-    async fn on_frame(&mut self, bytes: &[u8], sink: &mut Sink) -> Option<Exit> {
+    async fn on_frame(&mut self, bytes: &[u8], conn: &mut Conn) -> Option<Exit> {
         let msg = match protocol::decode(bytes) {
             Ok(msg) => msg,
             Err(err) => {
@@ -624,7 +691,7 @@ impl Driver {
         match msg {
             Message::Ping(ping) => {
                 let pong = Message::Pong(Pong { nonce: ping.nonce });
-                match self.write(sink, &pong).await {
+                match self.write(conn, &pong).await {
                     Ok(()) => {}
                     Err(WriteError::Encode(err) | WriteError::Socket(err)) => {
                         return Some(Exit::Lost(err));
@@ -674,11 +741,11 @@ impl Driver {
                     self.redirects_in_a_row = 0;
                     return None;
                 }
-                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                conn.close().await;
                 return Some(Exit::Redirect(redirect.url));
             }
             Message::Migrate(migrate) => {
-                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                conn.close().await;
                 return Some(Exit::Migrate {
                     url: migrate.url,
                     resume_token: migrate.resume_token,
@@ -752,7 +819,7 @@ impl Driver {
         None
     }
 
-    async fn on_command(&mut self, cmd: Command, sink: &mut Sink) -> Option<Exit> {
+    async fn on_command(&mut self, cmd: Command, conn: &mut Conn) -> Option<Exit> {
         match cmd {
             Command::Join { room, reply } => {
                 if self.pending.len() >= MAX_PENDING {
@@ -777,7 +844,7 @@ impl Driver {
                     },
                 );
                 // On a socket failure the join stays pending and is re-sent after reconnecting.
-                match self.write(sink, &msg).await {
+                match self.write(conn, &msg).await {
                     Ok(()) => {}
                     Err(WriteError::Encode(err)) => {
                         if let Some(PendingJoin {
@@ -806,7 +873,7 @@ impl Driver {
                     from: self.user.clone(),
                     to,
                 });
-                match self.write(sink, &msg).await {
+                match self.write(conn, &msg).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(call_id));
                     }
@@ -823,7 +890,7 @@ impl Driver {
             Command::Send {
                 op: Op::Ice { call_id, candidate },
                 reply,
-            } => return self.send_ice(call_id, candidate, reply, sink).await,
+            } => return self.send_ice(call_id, candidate, reply, conn).await,
             Command::Send { op, reply } => {
                 let msg = match self.build(op) {
                     Ok(msg) => msg,
@@ -832,7 +899,7 @@ impl Driver {
                         return None;
                     }
                 };
-                match self.write(sink, &msg).await {
+                match self.write(conn, &msg).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(()));
                     }
@@ -846,7 +913,7 @@ impl Driver {
                 }
             }
             Command::Close { reply } => {
-                let _ = sink.send(WsMessage::Close(Some(normal_close()))).await;
+                conn.close().await;
                 let _ = reply.send(());
                 return Some(Exit::Closed);
             }
@@ -861,7 +928,7 @@ impl Driver {
         call_id: String,
         first: Candidate,
         reply: oneshot::Sender<Result<(), ClientError>>,
-        sink: &mut Sink,
+        conn: &mut Conn,
     ) -> Option<Exit> {
         let Some(call) = self.calls.get(&call_id).cloned() else {
             let _ = reply.send(Err(ClientError::UnknownCall(call_id)));
@@ -913,7 +980,7 @@ impl Driver {
                 .collect()
         };
         for msg in &msgs {
-            match self.write(sink, msg).await {
+            match self.write(conn, msg).await {
                 Ok(()) => {}
                 Err(WriteError::Encode(err)) => {
                     let text = err.to_string();
@@ -1034,17 +1101,15 @@ impl Driver {
         Ok(Bytes::from(self.encoder.encode_to_vec(msg)?))
     }
 
-    async fn send_frame(&self, sink: &mut Sink, frame: Bytes) -> Result<(), ClientError> {
-        sink.send(WsMessage::Binary(frame))
-            .await
-            .map_err(|e| ClientError::from_ws(&self.endpoint.url, e))
+    async fn send_frame(&self, conn: &mut Conn, frame: Bytes) -> Result<(), ClientError> {
+        conn.send(frame, &self.endpoint.url).await
     }
 
     /// Encodes and sends; an encode failure is a local error for the caller, a socket
     /// failure ends the connection.
-    async fn write(&mut self, sink: &mut Sink, msg: &Message) -> Result<(), WriteError> {
+    async fn write(&mut self, conn: &mut Conn, msg: &Message) -> Result<(), WriteError> {
         let frame = self.encode(msg).map_err(WriteError::Encode)?;
-        self.send_frame(sink, frame)
+        self.send_frame(conn, frame)
             .await
             .map_err(WriteError::Socket)?;
         self.retries.sent(msg);
@@ -1090,13 +1155,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn normal_close() -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::Normal,
-        reason: "client closing".into(),
-    }
-}
-
 /// Whether a failed reconnect attempt means trying the other known node (the entry URL, or
 /// back from the entry to the node we were on): the node refused the connection or did not
 /// answer in time, or failed `FAILURES_BEFORE_ENTRY` times in a row in any other retriable
@@ -1129,17 +1187,14 @@ fn rejoin_worth_retrying(error: &ErrorFrame) -> bool {
     err.is_retriable() || err.code() == Some(ErrorCode::NotOwner)
 }
 
-/// How to react to the server closing the socket: policy and protocol closes are final,
-/// everything else (going away, overload 1013, abnormal) is retried.
-fn close_exit(frame: Option<CloseFrame>) -> Exit {
-    let Some(frame) = frame else {
-        return Exit::Lost(ClientError::ConnectionLost);
-    };
-    let reason = format!("server closed the connection: {frame}");
-    match frame.code {
-        CloseCode::Policy | CloseCode::Protocol | CloseCode::Size | CloseCode::Unsupported => {
-            Exit::Fatal(ClientError::WebSocket(reason))
-        }
+/// How to react to the node closing the connection (a WebSocket close code, or the same code
+/// as a WebTransport session's close): policy and protocol closes are final, everything else
+/// (going away, overload 1013, abnormal) is retried.
+fn close_exit((code, reason): (u16, String)) -> Exit {
+    let reason = format!("server closed the connection: {code} {reason}");
+    match code {
+        // Policy, protocol error, message too big, unsupported data.
+        1008 | 1002 | 1009 | 1003 => Exit::Fatal(ClientError::WebSocket(reason)),
         _ => Exit::Lost(ClientError::WebSocket(reason)),
     }
 }

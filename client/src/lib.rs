@@ -15,6 +15,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With the `webtransport` feature the client tries WebTransport (HTTP/3 over QUIC) first for
+//! every `wss://` node URL and falls back to WebSocket when it does not answer within
+//! [`WebTransportOptions::deadline`]; [`SessionInfo::transport`] says which one is in use.
+//!
 //! One `Client` is one connection (one node). Rooms owned by different nodes need one client
 //! each: following a `Redirect` moves the whole connection to the room's owner. Every queue is
 //! bounded: if the application stops calling [`Client::recv`], the connection stops reading
@@ -23,6 +27,7 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+mod conn;
 mod driver;
 pub mod error;
 pub mod fake;
@@ -42,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use error::ClientError;
+pub use transport::TransportKind;
 
 use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{Candidate, Joined, Message, ProtocolVersion, Resume};
@@ -49,7 +55,8 @@ use switchboard_protocol::{Candidate, Joined, Message, ProtocolVersion, Resume};
 /// Per-step time limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// TCP + TLS + WebSocket upgrade.
+    /// TCP + TLS + WebSocket upgrade (a WebTransport attempt before it has its own
+    /// deadline, [`WebTransportOptions::deadline`]).
     pub connect: Duration,
     /// Hello → Welcome.
     pub handshake: Duration,
@@ -105,6 +112,40 @@ impl ReconnectPolicy {
     }
 }
 
+/// When the client tries WebTransport before WebSocket (feature `webtransport`).
+///
+/// Nodes advertise WebSocket URLs only (the entry URL, `Redirect`, `Migrate`); a `wss://` URL
+/// stands for the WebTransport URL `https://` with the same host, path and query on UDP
+/// [`port`](Self::port) (docs/protocol.md, "WebTransport"). `ws://` URLs always use WebSocket.
+#[cfg(feature = "webtransport")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebTransportOptions {
+    /// Try WebTransport first (default `true`).
+    pub enabled: bool,
+    /// The nodes' WebTransport UDP port; `None` (default): the port number of the `wss://`
+    /// URL, as an HTTP/3 server shares the number of its HTTPS port.
+    pub port: Option<u16>,
+    /// How long one WebTransport attempt (QUIC and TLS handshake, session request, stream)
+    /// may take before the client connects over WebSocket instead: a UDP port that drops
+    /// everything costs at most this much. Default 1.5 s.
+    pub deadline: Duration,
+    /// After a failed attempt, connections to that URL use WebSocket without trying
+    /// WebTransport for this long. Default 30 s.
+    pub retry_after: Duration,
+}
+
+#[cfg(feature = "webtransport")]
+impl Default for WebTransportOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+            deadline: Duration::from_millis(1500),
+            retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What [`Client::connect`] needs.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -127,6 +168,9 @@ pub struct ConnectOptions {
     /// W3C trace context sent as the `traceparent` header on every connect (the first, each
     /// Redirect and Migrate, each resume), so the nodes' spans of this session form one trace.
     pub traceparent: Option<TraceParent>,
+    /// WebTransport first, WebSocket as the fallback.
+    #[cfg(feature = "webtransport")]
+    pub webtransport: WebTransportOptions,
 }
 
 impl ConnectOptions {
@@ -142,6 +186,8 @@ impl ConnectOptions {
             ca_file: None,
             queue: 256,
             traceparent: None,
+            #[cfg(feature = "webtransport")]
+            webtransport: WebTransportOptions::default(),
         }
     }
 }
@@ -165,6 +211,11 @@ pub struct SessionInfo {
     pub reconnects: u32,
     /// Our user id (the token's `sub`, read without verification; empty if unreadable).
     pub user: String,
+    /// The transport of the current connection.
+    pub transport: TransportKind,
+    /// WebTransport attempts that failed and fell back to WebSocket since
+    /// [`Client::connect`].
+    pub webtransport_fallbacks: u32,
 }
 
 pub(crate) enum Command {

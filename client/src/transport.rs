@@ -1,5 +1,6 @@
 //! The client's byte transport: URL parsing, TCP (+ TLS for `wss://` with a CA file) and the
-//! WebSocket upgrade offering `switchboard.v2, switchboard.v1`.
+//! WebSocket upgrade offering `switchboard.v2, switchboard.v1`; which transport a connection
+//! uses, and the WebTransport URL a `wss://` URL stands for.
 
 use std::io;
 use std::path::Path;
@@ -91,6 +92,31 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// The transport a connection to a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// WebSocket over TCP (`ws://`, `wss://`).
+    WebSocket,
+    /// WebTransport over HTTP/3 (QUIC on UDP).
+    WebTransport,
+}
+
+impl TransportKind {
+    /// A short stable label (for logs and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::WebTransport => "webtransport",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -130,6 +156,26 @@ impl Endpoint {
             port,
         })
     }
+}
+
+/// The WebTransport URL a node's `wss://` URL stands for: `https://` with the same host, path
+/// and query, on UDP `port`, or on the UDP port with the wss URL's port number when `None`
+/// (docs/protocol.md, "WebTransport"). `None` for a `ws://` URL: WebTransport is always TLS.
+pub fn webtransport_url(endpoint: &Endpoint, port: Option<u16>) -> Option<String> {
+    if !endpoint.tls {
+        return None;
+    }
+    let uri: Uri = endpoint.url.parse().ok()?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = if endpoint.host.contains(':') {
+        format!("[{}]", endpoint.host)
+    } else {
+        endpoint.host.clone()
+    };
+    Some(format!(
+        "https://{host}:{}{path}",
+        port.unwrap_or(endpoint.port)
+    ))
 }
 
 /// Loads the CA certificates (PEM) a `wss://` server certificate must chain to.
@@ -264,6 +310,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn webtransport_url_keeps_host_path_and_query() {
+        let url = |u: &str, port| webtransport_url(&Endpoint::parse(u).unwrap(), port);
+        assert_eq!(
+            url("wss://n1.signal.example/ws", None).as_deref(),
+            Some("https://n1.signal.example:443/ws")
+        );
+        assert_eq!(
+            url("wss://203.0.113.7:31000/nodes/a/ws?traceparent=x", None).as_deref(),
+            Some("https://203.0.113.7:31000/nodes/a/ws?traceparent=x")
+        );
+        assert_eq!(
+            url("wss://[::1]:7000/ws", Some(7443)).as_deref(),
+            Some("https://[::1]:7443/ws")
+        );
+        assert_eq!(url("ws://127.0.0.1:7000/ws", Some(7443)), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use switchboard_protocol::traceparent::TraceParent;
 use switchboard_protocol::{Encoder, MAX_FRAME_LEN, Message, ProtocolVersion, decode};
 use tokio::io::AsyncWriteExt;
@@ -199,6 +199,19 @@ impl WtConnection {
 
     /// The next message from the node; `Ok(None)` when the node ended the stream.
     pub async fn recv(&mut self) -> Result<Option<Message>, ClientError> {
+        let Some(frame) = self.recv_frame().await? else {
+            return Ok(None);
+        };
+        let msg = decode(&frame)?;
+        if let Message::Welcome(welcome) = &msg {
+            self.version = ProtocolVersion::from_u8(welcome.version);
+        }
+        Ok(Some(msg))
+    }
+
+    /// The next whole frame from the node, undecoded; `Ok(None)` when the node ended the
+    /// stream. Cancel-safe: bytes read stay buffered for the next call.
+    pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, ClientError> {
         loop {
             if let Some(prefix) = self.buf.get(..4) {
                 let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
@@ -211,12 +224,7 @@ impl WtConnection {
                 // At most MAX_FRAME here.
                 let total = total as usize;
                 if self.buf.len() >= total {
-                    let frame = self.buf.split_to(total);
-                    let msg = decode(&frame)?;
-                    if let Message::Welcome(welcome) = &msg {
-                        self.version = ProtocolVersion::from_u8(welcome.version);
-                    }
-                    return Ok(Some(msg));
+                    return Ok(Some(self.buf.split_to(total).freeze()));
                 }
             }
             let mut chunk = [0u8; READ_CHUNK];
@@ -243,6 +251,16 @@ impl WtConnection {
                 reason: String::from_utf8_lossy(close.reason()).into_owned(),
             },
             other => Closed::Other(other.to_string()),
+        }
+    }
+
+    /// How the node closed the session, waiting at most `wait` for the close to arrive (the
+    /// node ends the stream first and closes once the client has read it): `None` when the
+    /// session ended otherwise or not in time.
+    pub async fn close_code(&self, wait: Duration) -> Option<(u64, String)> {
+        match tokio::time::timeout(wait, self.closed()).await {
+            Ok(Closed::ByNode { code, reason }) => Some((code, reason)),
+            Ok(Closed::Other(_)) | Err(_) => None,
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Collectors {
     pub slow_consumer_disconnects: IntCounter,
     /// Settings reloads that failed (the last good settings stay).
     pub config_reload_errors: IntCounter,
+    /// Connections whose handshake succeeded, by transport (`websocket`, `webtransport`):
+    /// which transport clients use.
+    pub transport_connections: IntCounterVec,
     /// Handshakes refused or failed, by reason.
     pub handshake_failures: IntCounterVec,
     /// Reloads of the TLS certificate files by outcome (`reloaded`, `refused`: the last good
@@ -232,6 +235,16 @@ impl Metrics {
                     "config_reload_errors_total",
                     "Settings reloads that failed.",
                 ))),
+            ),
+            transport_connections: reg(
+                r,
+                unwrap(IntCounterVec::new(
+                    opts(
+                        "transport_connections_total",
+                        "Connections whose WebSocket upgrade or WebTransport session succeeded, by transport.",
+                    ),
+                    &["transport"],
+                )),
             ),
             handshake_failures: reg(
                 r,

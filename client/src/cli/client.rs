@@ -70,6 +70,18 @@ pub struct ClientArgs {
     /// PEM CA certificates for a wss:// URL.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Connect over WebSocket only, never trying WebTransport first.
+    #[cfg(feature = "webtransport")]
+    #[arg(long)]
+    pub no_webtransport: bool,
+    /// The nodes' WebTransport UDP port (default: the port number of the wss:// URL).
+    #[cfg(feature = "webtransport")]
+    #[arg(long, value_name = "PORT")]
+    pub webtransport_port: Option<u16>,
+    /// How long a WebTransport attempt may take before falling back to WebSocket.
+    #[cfg(feature = "webtransport")]
+    #[arg(long, value_name = "SECONDS", default_value = "1.5", value_parser = parse_secs)]
+    pub webtransport_deadline: Duration,
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -136,6 +148,12 @@ fn options(args: &ClientArgs, token: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(token);
     options.versions = versions(&args.protocols);
     options.ca_file = args.ca_file.clone();
+    #[cfg(feature = "webtransport")]
+    {
+        options.webtransport.enabled = !args.no_webtransport;
+        options.webtransport.port = args.webtransport_port;
+        options.webtransport.deadline = args.webtransport_deadline;
+    }
     options
 }
 
@@ -148,13 +166,14 @@ async fn connect(args: &ClientArgs, token: &str, printer: &Printer) -> anyhow::R
     let session = client.session();
     printer.received(&Message::Welcome(client.welcome().clone()));
     printer.status(&format!(
-        "connected to node {} over {} (session {})",
+        "connected to node {} over {} on {} (session {})",
         if session.node.is_empty() {
             "?"
         } else {
             &session.node
         },
         session.version.subprotocol(),
+        session.transport,
         short(&session.session)
     ));
     Ok(client)

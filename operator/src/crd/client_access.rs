@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
         .message("with tls, entryUrl and nodeUrlTemplate must be wss:// URLs"),
     validation = Rule::new("!has(self.tls) || self.tls.termination != 'Ingress' || has(self.ingress)")
         .message("tls.termination Ingress needs ingress")
-        .field_path(".tls.termination")
+        .field_path(".tls.termination"),
+    validation = Rule::new("!has(self.webTransport) || !self.webTransport || (has(self.tls) && self.tls.termination == 'Node' && !has(self.ingress))")
+        .message("webTransport needs tls with termination Node and no ingress: QUIC ends TLS at the node, and Ingress controllers do not carry WebTransport")
+        .field_path(".webTransport")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClientAccess {
@@ -69,6 +72,15 @@ pub struct ClientAccess {
     /// TLS for `wss://` URLs: the certificate clients see, and where TLS ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+
+    /// Serve WebTransport (HTTP/3 over QUIC, on UDP) beside `wss://` (default false). Each
+    /// node also listens on UDP `spec.port`, and every Service with the signaling port gets a
+    /// UDP port `wt` of the same number (and the same node port), so clients find a node's
+    /// WebTransport at its wss URL's host and port number (docs/protocol.md, "WebTransport").
+    /// Needs tls with termination Node, no ingress, a node image built with the `webtransport`
+    /// cargo feature and UDP-capable load balancers (docs/operations.md, "WebTransport (UDP)").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub web_transport: bool,
 }
 
 /// Kind of a Kubernetes Service.

@@ -90,6 +90,10 @@ pub(super) fn serve(
     guard: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
+        node.metrics
+            .transport_connections
+            .with_label_values(&[io.transport()])
+            .inc();
         let (burst, heartbeat) = {
             let s = node.settings.borrow();
             (s.tunables.rate_burst, s.tunables.heartbeat_interval)

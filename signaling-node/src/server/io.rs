@@ -70,6 +70,15 @@ impl Framing {
 }
 
 impl Io {
+    /// The transport's metric label.
+    pub(super) fn transport(&self) -> &'static str {
+        match self {
+            Io::Tcp(_) | Io::Tls(_) => "websocket",
+            #[cfg(feature = "webtransport")]
+            Io::WebTransport(_) => "webtransport",
+        }
+    }
+
     /// The connection's sending side: on TCP it writes to the socket itself.
     pub(super) fn peer(&self, version: ProtocolVersion, t: &Tunables, metrics: Metrics) -> Peer {
         match self {

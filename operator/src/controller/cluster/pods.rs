@@ -14,7 +14,9 @@
 //! (unknown variables are harmless, unknown flags are not). With `spec.clientAccess` the node's
 //! URL is the pod's own `SWITCHBOARD_ADVERTISE_URL` (filled in after the template hash, so it
 //! does not make every pod look different), plus `SWITCHBOARD_WS_PATHS` for an entry path
-//! other than `/ws` and `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS.
+//! other than `/ws`, `SWITCHBOARD_TLS_CERT` / `SWITCHBOARD_TLS_KEY` when the nodes end TLS
+//! and `SWITCHBOARD_WEBTRANSPORT_LISTEN` (UDP, the signaling port's number) with
+//! `clientAccess.webTransport`.
 
 use std::collections::BTreeMap;
 
@@ -248,6 +250,13 @@ fn template(
         if let Some(path) = access.extra_ws_path() {
             env.push(value_env("SWITCHBOARD_WS_PATHS", path));
         }
+        if access.serves_webtransport() {
+            // The UDP port with the signaling port's number: where clients look for it.
+            env.push(value_env(
+                "SWITCHBOARD_WEBTRANSPORT_LISTEN",
+                &format!("0.0.0.0:{port}"),
+            ));
+        }
     }
 
     let mut volumes = vec![Volume {
@@ -328,26 +337,35 @@ fn template(
     }
 
     let env = merge_env(overrides.env.clone().unwrap_or_default(), env);
+    let mut ports = vec![
+        ContainerPort {
+            name: Some("ws".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+        ContainerPort {
+            name: Some("admin".into()),
+            container_port: ADMIN_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ];
+    if access.as_ref().is_some_and(AccessPlan::serves_webtransport) {
+        ports.push(ContainerPort {
+            name: Some("wt".into()),
+            container_port: port,
+            protocol: Some("UDP".into()),
+            ..Default::default()
+        });
+    }
 
     let container = Container {
         name: CONTAINER.into(),
         image: Some(pool.image.clone()),
         args: Some(args),
         env: Some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("ws".into()),
-                container_port: port,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: ADMIN_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 2, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: overrides.resources.clone(),

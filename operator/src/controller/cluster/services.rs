@@ -39,6 +39,27 @@ pub(crate) fn port(name: &str, number: i32) -> ServicePort {
     }
 }
 
+/// The signaling ports of a Service: `ws` (TCP) and, when the nodes serve WebTransport, `wt`
+/// (UDP) with the same number and node port, because clients derive a node's WebTransport
+/// port from the port number of its `wss://` URL (docs/protocol.md, "WebTransport").
+pub(crate) fn signaling_ports(
+    number: i32,
+    node_port: Option<i32>,
+    webtransport: bool,
+) -> Vec<ServicePort> {
+    let mut ws = port("ws", number);
+    ws.node_port = node_port;
+    if !webtransport {
+        return vec![ws];
+    }
+    let wt = ServicePort {
+        protocol: Some("UDP".into()),
+        ..port("wt", number)
+    };
+    let wt = ServicePort { node_port, ..wt };
+    vec![ws, wt]
+}
+
 /// The client Service `<cluster>`: the signaling port of every node; the entry URL's Service
 /// (type, annotations and node port from `clientAccess.entryService`).
 pub fn client_service(cluster: &SignalingCluster, access: Option<&AccessPlan>) -> Result<Service> {
@@ -50,16 +71,14 @@ pub fn client_service(cluster: &SignalingCluster, access: Option<&AccessPlan>) -
     if !entry.annotations.is_empty() {
         metadata.annotations = Some(entry.annotations.clone());
     }
-    let mut ws = port("ws", cluster.spec.port);
-    if entry.type_.has_node_port() {
-        ws.node_port = entry.node_port;
-    }
+    let node_port = entry.node_port.filter(|_| entry.type_.has_node_port());
+    let webtransport = access.is_some_and(AccessPlan::serves_webtransport);
     Ok(Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(entry.type_.as_str().into()),
             selector: Some(selector_labels(&id.name)),
-            ports: Some(vec![ws]),
+            ports: Some(signaling_ports(cluster.spec.port, node_port, webtransport)),
             ..Default::default()
         }),
         status: None,
@@ -148,6 +167,7 @@ mod tests {
             }),
             ingress: None,
             tls: None,
+            web_transport: false,
         });
         let plan = AccessPlan::of(&c).unwrap().unwrap();
         let service = client_service(&c, Some(&plan)).unwrap();
@@ -157,6 +177,57 @@ mod tests {
         );
         let spec = service.spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
-        assert_eq!(spec.ports.unwrap()[0].node_port, Some(30443));
+        let ports = spec.ports.unwrap();
+        assert_eq!(ports.len(), 1, "no WebTransport port unless asked");
+        assert_eq!(ports[0].node_port, Some(30443));
+    }
+
+    #[test]
+    fn webtransport_adds_a_udp_port_of_the_same_number_and_node_port() {
+        let mut c = cluster(3, 16);
+        c.spec.client_access = Some(crate::crd::ClientAccess {
+            entry_url: "wss://signal.test:30443/ws".into(),
+            node_url_template: "wss://signal.test:{nodePort}/ws".into(),
+            entry_service: crate::crd::EntryService {
+                type_: crate::crd::ServiceType::NodePort,
+                annotations: Default::default(),
+                node_port: Some(30443),
+            },
+            node_services: Some(crate::crd::NodeServices {
+                type_: crate::crd::ServiceType::NodePort,
+                ..Default::default()
+            }),
+            ingress: None,
+            tls: Some(crate::crd::ClientTls {
+                secret_name: "signal-tls".into(),
+                termination: crate::crd::TlsTermination::Node,
+            }),
+            web_transport: true,
+        });
+        let plan = AccessPlan::of(&c).unwrap().unwrap();
+        let ports = client_service(&c, Some(&plan))
+            .unwrap()
+            .spec
+            .unwrap()
+            .ports
+            .unwrap();
+        let got: Vec<_> = ports
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_deref(),
+                    p.protocol.as_deref(),
+                    p.port,
+                    p.node_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("ws"), Some("TCP"), 7000, Some(30443)),
+                (Some("wt"), Some("UDP"), 7000, Some(30443)),
+            ]
+        );
     }
 }

@@ -292,6 +292,11 @@ impl AccessPlan {
             .is_some_and(|t| t.termination == TlsTermination::Node)
     }
 
+    /// Whether the nodes serve WebTransport on UDP beside `wss://` (which it needs).
+    pub fn serves_webtransport(&self) -> bool {
+        self.spec.web_transport && self.nodes_serve_tls()
+    }
+
     /// The extra WebSocket path the nodes must accept: the entry URL's, when it is not `/ws`
     /// (a proxy forwards it unchanged).
     pub fn extra_ws_path(&self) -> Option<&str> {

@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::{
 use super::cert::{CertPair, TLS_CRT, TLS_KEY};
 use super::{AccessError, AccessPlan, UrlParts, Values, tls_copy_name};
 use crate::controller::cluster::Identity;
-use crate::controller::cluster::services::{meta, port};
+use crate::controller::cluster::services::{meta, signaling_ports};
 use crate::controller::labels::{POD, selector_labels};
 use crate::crd::TlsTermination;
 
@@ -77,16 +77,17 @@ pub(crate) fn node_service(
     }
     let mut selector = selector_labels(&id.name);
     selector.insert(POD.into(), pod.name.clone());
-    let mut ws = port("ws", signaling_port);
-    if settings.type_.has_node_port() {
-        ws.node_port = node_port;
-    }
+    let node_port = node_port.filter(|_| settings.type_.has_node_port());
     Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(settings.type_.as_str().into()),
             selector: Some(selector),
-            ports: Some(vec![ws]),
+            ports: Some(signaling_ports(
+                signaling_port,
+                node_port,
+                plan.serves_webtransport(),
+            )),
             // Only a serving node: a dead one refuses at once, and clients go back to the
             // entry URL.
             publish_not_ready_addresses: Some(false),
@@ -247,7 +248,46 @@ mod tests {
             node_services: None,
             ingress: None,
             tls: None,
+            web_transport: false,
         }
+    }
+
+    #[test]
+    fn a_node_service_carries_webtransport_on_its_node_port() {
+        let (id, plan) = plan(ClientAccess {
+            node_services: Some(NodeServices {
+                type_: ServiceType::NodePort,
+                annotations: BTreeMap::new(),
+            }),
+            tls: Some(ClientTls {
+                secret_name: "signal-tls".into(),
+                termination: TlsTermination::Node,
+            }),
+            web_transport: true,
+            ..access("wss://signal.test:{nodePort}/ws")
+        });
+        let pinned = node_service(&id, &plan, 7000, &pod(), Some(31005));
+        let ports = pinned.spec.as_ref().unwrap().ports.clone().unwrap();
+        let udp: Vec<_> = ports
+            .iter()
+            .filter(|p| p.protocol.as_deref() == Some("UDP"))
+            .map(|p| (p.name.as_deref(), p.port, p.node_port))
+            .collect();
+        assert_eq!(udp, [(Some("wt"), 7000, Some(31005))]);
+
+        let without = node_service(&id, &plan_without_webtransport(), 7000, &pod(), Some(31005));
+        assert_eq!(without.spec.unwrap().ports.unwrap().len(), 1);
+    }
+
+    fn plan_without_webtransport() -> AccessPlan {
+        plan(ClientAccess {
+            node_services: Some(NodeServices {
+                type_: ServiceType::NodePort,
+                annotations: BTreeMap::new(),
+            }),
+            ..access("wss://signal.test:{nodePort}/ws")
+        })
+        .1
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn access(template: &str) -> ClientAccess {
         node_services: None,
         ingress: None,
         tls: None,
+        web_transport: false,
     }
 }
 
@@ -245,6 +246,60 @@ fn runtime_values_come_from_the_downward_api_and_tls_from_the_copy() {
         volume.secret.as_ref().unwrap().secret_name.as_deref(),
         Some("demo-client-tls")
     );
+}
+
+#[test]
+fn webtransport_listens_on_the_udp_port_of_the_signaling_port_number() {
+    let mut c = cluster(3, 16);
+    let tls = ClientTls {
+        secret_name: "signal-cert".into(),
+        termination: TlsTermination::Node,
+    };
+    c.spec.client_access = Some(ClientAccess {
+        tls: Some(tls.clone()),
+        web_transport: true,
+        ..access("wss://{pod}.signal.test:{port}/ws")
+    });
+    let pool = version_pools(&c, None).unwrap().remove(0);
+    let container = desired_pod(&c, &pool, 0).unwrap().spec.unwrap().containers[0].clone();
+    let listen = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SWITCHBOARD_WEBTRANSPORT_LISTEN")
+        .and_then(|e| e.value.clone());
+    assert_eq!(listen.as_deref(), Some("0.0.0.0:7000"));
+    let udp: Vec<_> = container
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref() == Some("UDP"))
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(udp, [(Some("wt"), 7000)]);
+
+    // Off by default, and nothing without TLS at the node.
+    for access_spec in [
+        ClientAccess {
+            tls: Some(tls),
+            ..access("wss://{pod}.signal.test/ws")
+        },
+        ClientAccess {
+            web_transport: true,
+            ..access("ws://{pod}.signal.test/ws")
+        },
+    ] {
+        c.spec.client_access = Some(access_spec);
+        let container = desired_pod(&c, &pool, 0).unwrap().spec.unwrap().containers[0].clone();
+        assert!(
+            !container
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "SWITCHBOARD_WEBTRANSPORT_LISTEN")
+        );
+        assert_eq!(container.ports.unwrap().len(), 2);
+    }
 }
 
 #[test]
