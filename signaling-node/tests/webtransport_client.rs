@@ -437,3 +437,46 @@ async fn udp_relay(
         let _ = peer.send(&buf[..n]).await;
     }
 }
+
+#[tokio::test]
+async fn a_webtransport_client_notices_a_silent_node_within_the_quic_idle_timeout() {
+    // Chromium took about 15 s to notice a killed node over WebTransport: UDP has no reset.
+    // The node offers a 6 s QUIC idle timeout and keeps it from expiring with PINGs, so a
+    // client whose node falls silent (here: its UDP dropped both ways) is told within that,
+    // not within its own default (30 s), with the node's heartbeat far away (30 s).
+    let dir = TempDir::new("wt-client-pki").unwrap();
+    let pki = Pki::generate(dir.path()).unwrap();
+    let node = TestNode::start(&pki, true, standalone()).await;
+    let relays = Relays::start(node.port).await;
+    let url = format!("https://127.0.0.1:{}/ws", relays.port);
+    let tls = switchboard_client::webtransport::tls_config(&pki.ca).unwrap();
+    let versions = [switchboard_protocol::ProtocolVersion::V2];
+    let wt = switchboard_client::webtransport::WtConnection::connect(
+        &url,
+        &versions,
+        tls,
+        Duration::from_secs(5),
+        None,
+    )
+    .await
+    .unwrap();
+    // Idle past several keep-alives: the connection stays up.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), wt.closed())
+            .await
+            .is_err(),
+        "an idle session stays open"
+    );
+    relays.udp_blocked.store(true, Ordering::SeqCst);
+    let silent = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), wt.closed())
+        .await
+        .expect("the connection ends within the node's QUIC idle timeout");
+    // Not sooner than the idle timeout after the last packet (a keep-alive at most 2 s old).
+    assert!(
+        silent.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        silent.elapsed()
+    );
+}
