@@ -21,6 +21,7 @@ import { join } from 'node:path';
 
 import { chromium, type Browser, type Page } from 'playwright-core';
 
+import { type DemoApi, state, waitState } from './demo.js';
 import { env, eventually, logger, PATIENCE_MS, QUIET_CHROMIUM } from './support.js';
 
 const ROOM = 'studio-1';
@@ -100,55 +101,6 @@ class Fleet {
 }
 
 // ---- the pages ----------------------------------------------------------------------------
-
-interface DemoState {
-  status: string;
-  node: string;
-  joined: boolean;
-  callId: string;
-  callState: string;
-  pcState: string;
-  inviteAt: number;
-  connectedAt: number;
-  calls: number;
-  invitesReceived: number;
-  received: string[];
-  byChannel: Record<string, number>;
-  errors: { code: number; requestId: number; message: string }[];
-  welcomes: { node: string; resumed: boolean; session: string; at: number }[];
-  frames: { in: number; out: number };
-}
-
-type DemoApi = {
-  switchboardDemo: {
-    client: { status: string } | null;
-    invite(): Promise<string>;
-    send(text: string): boolean;
-    hangup(): Promise<void>;
-    renegotiate(label: string): Promise<void>;
-    injectInvalidOffer(sdp: string): Promise<number>;
-  } & Omit<DemoState, 'status'>;
-};
-
-async function state(page: Page): Promise<DemoState | undefined> {
-  return page.evaluate(() => {
-    const d = (window as unknown as Partial<DemoApi>).switchboardDemo;
-    if (!d) return undefined;
-    return {
-      status: d.client?.status ?? 'idle', node: d.node, joined: d.joined, callId: d.callId, callState: d.callState,
-      pcState: d.pcState, inviteAt: d.inviteAt, connectedAt: d.connectedAt, calls: d.calls,
-      invitesReceived: d.invitesReceived, received: [...d.received], byChannel: { ...d.byChannel }, errors: [...d.errors], welcomes: [...d.welcomes],
-      frames: { ...d.frames },
-    };
-  });
-}
-
-async function waitState(page: Page, what: string, pred: (s: DemoState) => boolean): Promise<DemoState> {
-  return eventually(`${what} (${page.url()})`, async () => {
-    const s = await state(page);
-    return s && pred(s) ? s : undefined;
-  });
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

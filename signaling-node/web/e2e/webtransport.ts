@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 
 import { DEFAULT_FALLBACK_MS } from '../src/webtransport.js';
+import { type DemoApi, type Welcomed, state, waitState } from './demo.js';
 import { env, eventually, logger, QUIET_CHROMIUM } from './support.js';
 
 const log = logger('webtransport-e2e');
@@ -162,54 +163,6 @@ class Etcd {
 }
 
 // ---- the pages ----------------------------------------------------------------------------
-
-interface Welcomed {
-  node: string;
-  resumed: boolean;
-  session: string;
-  transport: string;
-  at: number;
-}
-
-interface DemoState {
-  status: string;
-  node: string;
-  joined: boolean;
-  callId: string;
-  callState: string;
-  pcState: string;
-  received: string[];
-  byChannel: Record<string, number>;
-  welcomes: Welcomed[];
-}
-
-type DemoApi = {
-  switchboardDemo: {
-    client: { status: string } | null;
-    invite(): Promise<string>;
-    send(text: string): boolean;
-    hangup(): Promise<void>;
-    renegotiate(label: string): Promise<void>;
-  } & Omit<DemoState, 'status'>;
-};
-
-async function state(page: Page): Promise<DemoState | undefined> {
-  return page.evaluate(() => {
-    const d = (window as unknown as Partial<DemoApi>).switchboardDemo;
-    if (!d) return undefined;
-    return {
-      status: d.client?.status ?? 'idle', node: d.node, joined: d.joined, callId: d.callId, callState: d.callState,
-      pcState: d.pcState, received: [...d.received], byChannel: { ...d.byChannel }, welcomes: [...d.welcomes],
-    };
-  });
-}
-
-async function waitState(page: Page, what: string, pred: (s: DemoState) => boolean): Promise<DemoState> {
-  return eventually(`${what} (${page.url()})`, async () => {
-    const s = await state(page);
-    return s && pred(s) ? s : undefined;
-  });
-}
 
 const demoApi = (page: Page) => ({
   invite: () => page.evaluate(() => (window as unknown as DemoApi).switchboardDemo.invite()),

@@ -150,15 +150,14 @@ mod tests {
         assert_eq!(ports, [7000, 9100]);
     }
 
-    #[test]
-    fn the_entry_service_takes_type_annotations_and_node_port() {
-        let mut c = cluster(3, 16);
-        c.spec.client_access = Some(crate::crd::ClientAccess {
+    /// Client access through NodePort Services: the entry on 30443, one Service per node.
+    fn node_port_access() -> crate::crd::ClientAccess {
+        crate::crd::ClientAccess {
             entry_url: "wss://signal.test:30443/ws".into(),
             node_url_template: "wss://signal.test:{nodePort}/ws".into(),
             entry_service: crate::crd::EntryService {
                 type_: crate::crd::ServiceType::NodePort,
-                annotations: [("lb.example/idle-timeout".to_string(), "3600".to_string())].into(),
+                annotations: Default::default(),
                 node_port: Some(30443),
             },
             node_services: Some(crate::crd::NodeServices {
@@ -168,7 +167,16 @@ mod tests {
             ingress: None,
             tls: None,
             web_transport: false,
-        });
+        }
+    }
+
+    #[test]
+    fn the_entry_service_takes_type_annotations_and_node_port() {
+        let mut c = cluster(3, 16);
+        let mut access = node_port_access();
+        access.entry_service.annotations =
+            [("lb.example/idle-timeout".to_string(), "3600".to_string())].into();
+        c.spec.client_access = Some(access);
         let plan = AccessPlan::of(&c).unwrap().unwrap();
         let service = client_service(&c, Some(&plan)).unwrap();
         assert_eq!(
@@ -186,23 +194,12 @@ mod tests {
     fn webtransport_adds_a_udp_port_of_the_same_number_and_node_port() {
         let mut c = cluster(3, 16);
         c.spec.client_access = Some(crate::crd::ClientAccess {
-            entry_url: "wss://signal.test:30443/ws".into(),
-            node_url_template: "wss://signal.test:{nodePort}/ws".into(),
-            entry_service: crate::crd::EntryService {
-                type_: crate::crd::ServiceType::NodePort,
-                annotations: Default::default(),
-                node_port: Some(30443),
-            },
-            node_services: Some(crate::crd::NodeServices {
-                type_: crate::crd::ServiceType::NodePort,
-                ..Default::default()
-            }),
-            ingress: None,
             tls: Some(crate::crd::ClientTls {
                 secret_name: "signal-tls".into(),
                 termination: crate::crd::TlsTermination::Node,
             }),
             web_transport: true,
+            ..node_port_access()
         });
         let plan = AccessPlan::of(&c).unwrap().unwrap();
         let ports = client_service(&c, Some(&plan))
